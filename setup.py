@@ -1,0 +1,47 @@
+"""jaxdiffattack: population-scale failure search for text-to-image diffusion models in JAX."""
+import pathlib
+
+from setuptools import find_packages, setup
+
+_HERE = pathlib.Path(__file__).parent
+
+
+def _package_data():
+  """Every non-Python file under jaxdiffattack/ (toy-world weights, label sets)."""
+  root = _HERE / "jaxdiffattack"
+  return [str(p.relative_to(root)) for p in root.rglob("*")
+          if p.is_file() and p.suffix not in (".py", ".pyc")]
+
+
+setup(
+    name="jaxdiffattack",
+    version="0.1.0",
+    description=__doc__,
+    long_description=(_HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["jaxdiffattack", "jaxdiffattack.*"]),
+    package_data={"jaxdiffattack": _package_data()},
+    install_requires=[
+        "jax[cpu]>=0.10,<0.11",
+        "flax>=0.12,<0.13",
+        "optax>=0.2",
+        "chex>=0.1.90",
+        # 0.39.0 is the last diffusers release with the Flax UNet/VAE classes.
+        "diffusers==0.39.0",
+        # transformers 5.x removed the Flax models (CLIP, ViT, ResNet).
+        "transformers>=4.57,<5",
+        "evosax>=0.3,<0.4",
+        "numpy>=1.26",
+        "absl-py",
+        "ml_collections>=1.0",
+        "safetensors>=0.4",
+        "pillow",
+        "matplotlib",
+    ],
+    extras_require={
+        # torch==2.13.0 is the CPU build; an unpinned torch pulls a multi-GB CUDA build.
+        "test": ["pytest>=8", "pytest-xdist", "torch==2.13.0"],
+        "bench": ["torch==2.13.0"],
+    },
+)
