@@ -1,0 +1,84 @@
+"""Where a model comes from: the `toy` alias, a local directory, or a Hugging Face hub id.
+
+Every model argument in jaxdiffattack (generator, CLIP, classifiers) goes through `resolve`, so the
+shipped toy world and real checkpoints take exactly the same loading path afterwards. Hub downloads
+only ever fetch configs, tokenizer files, Flax msgpack and safetensors weights — never pickles.
+"""
+
+import os
+import pathlib
+
+from jaxdiffattack.errors import UserError
+
+TOY_ALIAS = "toy"
+TOY_ROOT = pathlib.Path(__file__).resolve().parent.parent / "toy" / "assets"
+# Which shipped toy directory each kind of model resolves to.
+TOY_KINDS = ("sd", "clip", "vit", "resnet")
+
+# Only these files are fetched from the hub: no .bin/.ckpt/.pt (pickle executes code).
+HUB_ALLOW_PATTERNS = ("*.json", "*.txt", "*.model", "*.msgpack", "*.safetensors")
+
+
+class ModelNotFoundError(UserError, FileNotFoundError):
+  """A model name that is neither `toy`, an existing directory, nor a reachable hub id."""
+
+
+def _looks_like_hub_id(name: str) -> bool:
+  parts = name.split("/")
+  return (len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+          and not os.path.exists(name))
+
+
+def resolve(name_or_path: str, kind: str) -> pathlib.Path:
+  """Returns the local directory holding model `name_or_path`.
+
+  Args:
+    name_or_path: `toy`, a local directory, or a hub id such as `openai/clip-vit-large-patch14`.
+    kind: one of TOY_KINDS; which shipped toy model `toy` means here.
+
+  Raises:
+    ModelNotFoundError: with a one-line message saying what to download and where to put it.
+  """
+  if kind not in TOY_KINDS:
+    raise ValueError(f"model kind {kind!r} is not one of {TOY_KINDS}")
+  if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+    raise ModelNotFoundError(
+        f"model path is empty ({name_or_path!r}); pass 'toy', a local directory or a hub id")
+  name = str(name_or_path)
+  if name == TOY_ALIAS:
+    path = TOY_ROOT / kind
+    if not path.is_dir():
+      raise ModelNotFoundError(
+          f"the toy-world {kind!r} model is missing at {path}; reinstall jaxdiffattack or "
+          "regenerate it with `python launch/train_toy.py --config configs/train_toy.py`")
+    return path
+  path = pathlib.Path(name).expanduser()
+  if path.is_dir():
+    return path.resolve()
+  if path.exists():
+    raise ModelNotFoundError(f"model path {name!r} is a file; pass the model's directory")
+  if _looks_like_hub_id(name):
+    return _download(name)
+  raise ModelNotFoundError(
+      f"model {name!r} is not 'toy', an existing directory, or a hub id (owner/name)")
+
+
+def _download(repo_id: str) -> pathlib.Path:
+  """Fetches a hub snapshot (cache first), refusing to fetch pickle weights."""
+  try:
+    import huggingface_hub  # pylint: disable=g-import-not-at-top
+  except ImportError as e:  # pragma: no cover - a dependency of diffusers
+    raise ModelNotFoundError(f"cannot fetch {repo_id!r}: huggingface_hub is missing") from e
+  kwargs = dict(repo_id=repo_id, allow_patterns=list(HUB_ALLOW_PATTERNS))
+  try:
+    return pathlib.Path(huggingface_hub.snapshot_download(local_files_only=True, **kwargs))
+  except Exception:  # pylint: disable=broad-except  # not cached: try the network below
+    pass
+  try:
+    return pathlib.Path(huggingface_hub.snapshot_download(**kwargs))
+  except Exception as e:  # pylint: disable=broad-except
+    patterns = " ".join(f"'{p}'" for p in HUB_ALLOW_PATTERNS)
+    raise ModelNotFoundError(
+        f"cannot download {repo_id!r} ({type(e).__name__}); on a machine with network run "
+        f"`huggingface-cli download {repo_id} --include {patterns} --local-dir DIR`, copy DIR "
+        "here and pass its path instead of the hub id") from None

@@ -1,0 +1,124 @@
+"""Stable Diffusion 1.x / 2.x in the diffusers directory layout, as Flax modules + params.
+
+A pipeline directory holds `model_index.json`, `tokenizer/`, `text_encoder/`, `unet/`, `vae/` and
+`scheduler/` (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models").
+`load_stable_diffusion` returns an immutable `StableDiffusion` bundle: the modules and static facts
+(hashable, safe to close over in jitted code) plus a separate params pytree, so the sampler can take
+params as an argument and shard/replicate them. epsilon- and v-prediction both come from the
+scheduler config; `dtype` is float32 or bfloat16.
+"""
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import jax.numpy as jnp
+
+from jaxdiffattack.errors import UserError
+from jaxdiffattack.models import _quiet
+from jaxdiffattack.models import hub
+from jaxdiffattack.models import weights
+
+_quiet.silence_flax_deprecation()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from diffusers import FlaxAutoencoderKL
+from diffusers import FlaxUNet2DConditionModel
+from transformers import CLIPTokenizer
+from transformers import FlaxCLIPTextModel
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+_SUBFOLDERS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StableDiffusion:
+  """A loaded Stable Diffusion pipeline: modules and static facts; params kept apart.
+
+  Equality/hash are by identity, so the bundle can be a static argument of jitted functions.
+  """
+  source: str                      # what the user passed (`toy`, a dir or a hub id)
+  path: pathlib.Path               # the resolved local directory
+  dtype: Any
+  tokenizer: CLIPTokenizer
+  text_encoder: FlaxCLIPTextModel  # transformers wrapper; `.module` is the linen module
+  unet: FlaxUNet2DConditionModel
+  vae: FlaxAutoencoderKL
+  scheduler_config: dict[str, Any]  # scheduler/scheduler_config.json as a dict
+
+  @property
+  def latent_channels(self) -> int:
+    return int(self.unet.config.in_channels)
+
+  @property
+  def vae_scale_factor(self) -> int:
+    return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+  @property
+  def latent_size(self) -> int:
+    """Default latent height = width (the UNet's `sample_size`)."""
+    return int(self.unet.config.sample_size)
+
+  @property
+  def image_size(self) -> int:
+    return self.latent_size * self.vae_scale_factor
+
+  @property
+  def latent_shape(self) -> tuple[int, int, int]:
+    return (self.latent_channels, self.latent_size, self.latent_size)
+
+  @property
+  def scaling_factor(self) -> float:
+    return float(self.vae.config.scaling_factor)
+
+  @property
+  def prediction_type(self) -> str:
+    return self.scheduler_config.get("prediction_type", "epsilon")
+
+  @property
+  def max_length(self) -> int:
+    return int(self.tokenizer.model_max_length)
+
+  @property
+  def text_dim(self) -> int:
+    return int(self.text_encoder.config.hidden_size)
+
+
+def load_stable_diffusion(name_or_path: str = hub.TOY_ALIAS, dtype: str = "float32"):
+  """Loads a diffusers-layout Stable Diffusion pipeline.
+
+  Args:
+    name_or_path: `toy`, a local pipeline directory, or a hub id (see `hub.resolve`).
+    dtype: "float32" or "bfloat16": computation and parameter dtype.
+
+  Returns:
+    (sd, params): the `StableDiffusion` bundle and params
+    {"text_encoder": ..., "unet": ..., "vae": ...}.
+  """
+  if dtype not in DTYPES:
+    raise UserError(f"dtype={dtype!r} is not supported; use one of {sorted(DTYPES)}")
+  path = hub.resolve(name_or_path, "sd")
+  missing = [s for s in _SUBFOLDERS if not (path / s).is_dir()]
+  if missing:
+    raise UserError(
+        f"{path} is not a diffusers Stable Diffusion directory: missing {', '.join(missing)}/ "
+        "(expected tokenizer/, text_encoder/, unet/, vae/, scheduler/)")
+  jdtype = DTYPES[dtype]
+  scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+  prediction_type = scheduler_config.get("prediction_type", "epsilon")
+  if prediction_type not in PREDICTION_TYPES:
+    raise UserError(f"{path}/scheduler: prediction_type={prediction_type!r} is not supported; "
+                     f"allowed: {PREDICTION_TYPES}")
+  tokenizer = CLIPTokenizer.from_pretrained(str(path / "tokenizer"), local_files_only=True)
+  text_encoder, text_params = weights.load_transformers_model(
+      FlaxCLIPTextModel, path / "text_encoder", jdtype)
+  unet, unet_params = weights.load_diffusers_model(FlaxUNet2DConditionModel, path / "unet", jdtype)
+  vae, vae_params = weights.load_diffusers_model(FlaxAutoencoderKL, path / "vae", jdtype)
+  sd = StableDiffusion(
+      source=str(name_or_path), path=path, dtype=jdtype, tokenizer=tokenizer,
+      text_encoder=text_encoder, unet=unet, vae=vae, scheduler_config=scheduler_config)
+  params = {"text_encoder": text_params, "unet": unet_params, "vae": vae_params}
+  return sd, params

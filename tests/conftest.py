@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny random SD in both weight formats, loaded once per test session.
+
+JAX's persistent compilation cache (in .jax_cache/ at the repo root) makes re-runs much faster.
+"""
+
+import os
+import pathlib
+import sys
+
+import jax
+import pytest
+
+_ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # tests/ helpers (tiny_sd)
+
+jax.config.update("jax_compilation_cache_dir", os.environ.get(
+    "JAXDIFFATTACK_TEST_CACHE", str(_ROOT / ".jax_cache")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dirs(tmp_path_factory):
+  """(pt_dir, flax_dir): the same tiny random SD as safetensors and as Flax msgpack."""
+  import tiny_sd  # pylint: disable=g-import-not-at-top
+  pytest.importorskip("torch")
+  return tiny_sd.build(tmp_path_factory.mktemp("tiny_sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_model(tiny_sd_dirs):
+  """(sd, params) loaded from the Flax msgpack copy."""
+  from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
+  return load_stable_diffusion(str(tiny_sd_dirs[1]))
