@@ -1,0 +1,34 @@
+"""Generate an image grid: a few prompts × a few seeds.
+
+  python launch/generate.py --config configs/generate.py --workdir runs/generate
+
+Any key can be overridden, e.g. `--config.model=/path/to/stable-diffusion-v1-5
+--config.scheduler=dpmsolver++ --config.num_steps=25`. Variants after a colon:
+  fast: 10 steps (seconds on a CPU with the toy model).
+"""
+
+import ml_collections
+
+VARIANTS = ("fast",)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variants = [v for v in (arg or "").split(",") if v]
+  for v in variants:
+    if v not in VARIANTS:
+      raise ValueError(f"unknown variant {v!r} in configs/generate.py:{arg}; use {VARIANTS}")
+  c = ml_collections.ConfigDict()
+  c.model = "toy"            # 'toy', a local diffusers-layout directory, or a hub id
+  c.dtype = "float32"        # or 'bfloat16'
+  c.prompts = ["a photo of a red circle", "a photo of a blue square",
+               "a photo of a green triangle", "a photo of a yellow star",
+               "a photo of a red cross and a blue circle"]
+  c.images_per_prompt = 4
+  c.seed = 0
+  c.scheduler = "ddim"       # ddim | pndm | dpmsolver++ | euler
+  c.num_steps = 50
+  c.guidance_scale = 7.5     # <= 1 disables classifier-free guidance (one UNet call per step)
+  c.microbatch = ml_collections.config_dict.placeholder(int)  # members per device per call
+  if "fast" in variants:
+    c.num_steps = 10
+  return c

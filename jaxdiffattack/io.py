@@ -1,0 +1,68 @@
+"""Atomic, self-contained run outputs: JSON/JSONL/CSV/PNG written via temp file + rename.
+
+Nothing is ever half written: a killed job leaves either the old file or the new one.
+"""
+
+import io
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any, Iterable
+
+import numpy as np
+from PIL import Image
+
+
+def atomic_write_bytes(path, data: bytes) -> pathlib.Path:
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+  return path
+
+
+def write_json(path, obj: Any) -> pathlib.Path:
+  return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_jsonl(path, rows: Iterable[dict]) -> pathlib.Path:
+  text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+  return atomic_write_bytes(path, text.encode())
+
+
+def read_jsonl(path) -> list[dict]:
+  return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+  """[H, W, 3] floats in [0, 1] → uint8 (round to nearest)."""
+  return np.clip(np.round(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_png(path, image: np.ndarray) -> pathlib.Path:
+  buffer = io.BytesIO()
+  Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
+  return atomic_write_bytes(path, buffer.getvalue())
+
+
+def image_grid(images: np.ndarray, cols: int, pad: int = 1, upscale: int = 1) -> np.ndarray:
+  """Tiles [N, H, W, 3] images row-major into one [rows·(H+pad)+pad, ...] image (white pad)."""
+  images = np.asarray(images, np.float32)
+  if upscale > 1:
+    images = images.repeat(upscale, axis=1).repeat(upscale, axis=2)
+  n, h, w, c = images.shape
+  rows = -(-n // cols)
+  grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, c), np.float32)
+  for i, image in enumerate(images):
+    r, col = divmod(i, cols)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h,
+         pad + col * (w + pad):pad + col * (w + pad) + w] = image
+  return grid
