@@ -90,7 +90,7 @@ def time_jax(sd, params, text_shape):
           for a in (latents, cond, np.broadcast_to(uncond, cond.shape),
                     np.full(population, _GUIDANCE.value, np.float32))]
   start = time.perf_counter()
-  pop_sampler.compiled.lower(pop_sampler.params, *args).compile()
+  pop_sampler.compiled.lower(pop_sampler.params, *args, {}).compile()
   compile_s = time.perf_counter() - start
   pop_sampler(latents, cond, uncond, _GUIDANCE.value)  # warm-up (fills the jit cache)
   times = []
@@ -100,7 +100,7 @@ def time_jax(sd, params, text_shape):
     jax.block_until_ready(out.images)
     times.append(time.perf_counter() - start)
   seconds = statistics.median(times)
-  flops = flops_per_image(sd, pop_sampler.params, pop_sampler.scheduler, chunk, text_shape,
+  flops = flops_per_image(sd, pop_sampler.params["sd"], pop_sampler.scheduler, chunk, text_shape,
                           guidance)
   return {"compile_s": compile_s, "steady_s": seconds, "images_per_s": population / seconds,
           "flops_per_image": flops, "tflops_per_s": flops * population / seconds / 1e12,

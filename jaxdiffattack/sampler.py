@@ -38,6 +38,7 @@ class SampleOutput(NamedTuple):
   latents: jax.Array | None = None    # [P, C, h, w] final latents z_0 (before the VAE)
   x0_trajectory: jax.Array | None = None      # [P, S, C, h, w] predicted z_0 at each step
   latent_trajectory: jax.Array | None = None  # [P, S, C, h, w] z_t after each step
+  scores: dict | None = None          # score_fn's per-member outputs, each [P, ...]
 
 
 def member_latents(key: jax.Array, member_indices, latent_shape: Sequence[int]) -> jax.Array:
@@ -143,6 +144,7 @@ class SamplerSettings:
   trajectory: tuple[str, ...] = ()
   return_latents: bool = False
   remat: bool = False
+  return_images: bool = True
 
   def validate(self) -> None:
     if self.scheduler not in schedulers.SCHEDULERS:
@@ -164,8 +166,23 @@ class PopulationSampler:
   """
 
   def __init__(self, sd: StableDiffusion, params, settings: SamplerSettings = SamplerSettings(),
-               *, mesh=None, microbatch: int | None = None):
+               *, mesh=None, microbatch: int | None = None, score_fn=None, score_params=None):
+    """Compiles the sampler (and optional fused scorer) for the mesh.
+
+    Args:
+      sd, params: the model bundle and its params.
+      settings: static sampler configuration.
+      mesh: a 1-D device mesh (default: all devices).
+      microbatch: members per device per compiled call (default: the whole population).
+      score_fn: optional `score_fn(score_params, images [P, H, W, 3], aux) -> {name: [P, ...]}`
+        fused into the same compiled program; `aux` is the per-member pytree given to
+        `__call__` (e.g. target labels). With `settings.return_images=False` only these small
+        arrays leave the devices.
+      score_params: params of `score_fn`, replicated on the mesh.
+    """
     settings.validate()
+    if not settings.return_images and score_fn is None:
+      raise ValueError("return_images=False needs a score_fn (nothing would be returned)")
     self.sd = sd
     self.settings = settings
     self.scheduler = schedulers.make_scheduler(settings.scheduler, sd.scheduler_config,
@@ -173,16 +190,25 @@ class PopulationSampler:
     self.mesh = sharding.make_mesh() if mesh is None else mesh
     self.microbatch = microbatch
     self.params = sharding.put_replicated(
-        {"unet": params["unet"], "vae": params["vae"]}, self.mesh)
+        {"sd": {"unet": params["unet"], "vae": params["vae"]}, "score": score_params}, self.mesh)
     pop = sharding.population_sharding(self.mesh)
-    fn = functools.partial(
-        sample, sd, self.scheduler, guidance=settings.guidance,
-        trajectory=settings.trajectory, return_latents=settings.return_latents,
-        remat=settings.remat)
-    self.compiled = jax.jit(
-        fn, in_shardings=(sharding.replicated(self.mesh), pop, pop, pop, pop), out_shardings=pop)
 
-  def __call__(self, latents, cond_emb, uncond_emb=None, guidance_scale=7.5) -> SampleOutput:
+    def fused(all_params, latents, cond, uncond, scale, aux):
+      out = sample(sd, self.scheduler, all_params["sd"], latents, cond, uncond, scale,
+                   guidance=settings.guidance, trajectory=settings.trajectory,
+                   return_latents=settings.return_latents, remat=settings.remat)
+      if score_fn is not None:
+        out = out._replace(scores=score_fn(all_params["score"], out.images, aux))
+      if not settings.return_images:
+        out = out._replace(images=None)
+      return out
+
+    self.compiled = jax.jit(
+        fused, in_shardings=(sharding.replicated(self.mesh), pop, pop, pop, pop, pop),
+        out_shardings=pop)
+
+  def __call__(self, latents, cond_emb, uncond_emb=None, guidance_scale=7.5,
+               aux=None) -> SampleOutput:
     """Samples P members; returns host NumPy arrays with population axis 0.
 
     Args:
@@ -190,6 +216,7 @@ class PopulationSampler:
       cond_emb: [P, L, D] text hidden states.
       uncond_emb: [L, D] or [P, L, D]; ignored without guidance.
       guidance_scale: scalar or [P].
+      aux: per-member pytree of [P, ...] arrays handed to `score_fn` (e.g. labels).
     """
     latents = np.asarray(latents, np.float32)
     cond_emb = np.asarray(cond_emb)
@@ -206,15 +233,13 @@ class PopulationSampler:
     scale = np.broadcast_to(np.asarray(guidance_scale, np.float32), (population,))
     chunk = sharding.chunk_size(self.mesh, population, self.microbatch)
     padded = -(-population // chunk) * chunk
+    aux = jax.tree_util.tree_map(lambda a: sharding.pad_population(a, padded), aux or {})
     inputs = [sharding.pad_population(a, padded) for a in (latents, cond_emb, uncond_emb, scale)]
     outputs = []
     for start in range(0, padded, chunk):
-      args = [sharding.put_population(a[start:start + chunk], self.mesh) for a in inputs]
+      put = lambda a: sharding.put_population(a[start:start + chunk], self.mesh)  # pylint: disable=cell-var-from-loop
+      args = [put(a) for a in inputs] + [jax.tree_util.tree_map(put, aux)]
       outputs.append(self.compiled(self.params, *args))
     # Fetch after dispatching every chunk so devices never wait on the host.
-    fields = {}
-    for name in SampleOutput._fields:
-      parts = [getattr(o, name) for o in outputs]
-      if parts[0] is not None:
-        fields[name] = np.concatenate([sharding.to_host(p) for p in parts])[:population]
-    return SampleOutput(**fields)
+    gather = lambda *parts: np.concatenate([sharding.to_host(p) for p in parts])[:population]
+    return jax.tree_util.tree_map(gather, *outputs)

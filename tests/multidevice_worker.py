@@ -44,7 +44,7 @@ def main(sd_dir, out_path):
     chunk = [sharding.put_population(sharding.pad_population(a, size), mesh)
              for a in (latents, cond, np.broadcast_to(uncond, cond.shape),
                        np.full(5, 7.5, np.float32))]
-    images = pop_sampler.compiled(pop_sampler.params, *chunk).images
+    images = pop_sampler.compiled(pop_sampler.params, *chunk, {}).images
     results[name + "_devices"] = np.array(len(images.sharding.device_set))
   np.savez(out_path, **results)
 

@@ -142,3 +142,29 @@ def test_gradients_match_finite_differences(tiny_sd_model, remat):
     numeric = (loss(*args_plus) - loss(*args_minus)) / (2 * eps)
     analytic = float(jnp.sum(grads[arg_index] * direction))
     np.testing.assert_allclose(analytic, float(numeric), rtol=2e-2, atol=1e-4)
+
+
+def test_fused_score_fn_returns_only_small_arrays(tiny_sd_model):
+  """A scorer fused into the compiled sampler sees the images and per-member aux inputs."""
+  sd, params = tiny_sd_model
+  latents = _latents(3, seed=5)
+  cond, uncond = _embeddings(sd, params, ["a", "b", "c"])
+  weights = {"w": np.linspace(0.0, 1.0, 16 * 16 * 3, dtype=np.float32).reshape(16, 16, 3)}
+
+  def score_fn(score_params, images, aux):
+    return {"weighted": jnp.sum(images * score_params["w"], axis=(1, 2, 3)) + aux["offset"],
+            "channel_mean": images.mean(axis=(1, 2))}
+
+  base = sampler_lib.SamplerSettings(num_steps=3)
+  images = sampler_lib.PopulationSampler(sd, params, base)(latents, cond, uncond).images
+  fused = sampler_lib.PopulationSampler(
+      sd, params, sampler_lib.SamplerSettings(num_steps=3, return_images=False),
+      score_fn=score_fn, score_params=weights, microbatch=1)
+  offset = np.array([0.0, 10.0, 20.0], np.float32)
+  out = fused(latents, cond, uncond, aux={"offset": offset})
+  assert out.images is None
+  expected = (images * weights["w"]).sum(axis=(1, 2, 3)) + offset
+  np.testing.assert_allclose(out.scores["weighted"], expected, rtol=1e-4)
+  np.testing.assert_allclose(out.scores["channel_mean"], images.mean(axis=(1, 2)), atol=1e-5)
+  with pytest.raises(ValueError, match="needs a score_fn"):
+    sampler_lib.PopulationSampler(sd, params, sampler_lib.SamplerSettings(return_images=False))
