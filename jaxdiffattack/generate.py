@@ -54,7 +54,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   validate(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  io.write_json(workdir / "config.json", config.to_dict())
+  io.write_json(workdir / "config.json", io.config_to_dict(config))
   sd, params = load_stable_diffusion(config.model, dtype=config.dtype)
   prompts = list(config.prompts)
   n = config.images_per_prompt

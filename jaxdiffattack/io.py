@@ -66,3 +66,8 @@ def image_grid(images: np.ndarray, cols: int, pad: int = 1, upscale: int = 1) ->
     grid[pad + r * (h + pad):pad + r * (h + pad) + h,
          pad + col * (w + pad):pad + col * (w + pad) + w] = image
   return grid
+
+
+def config_to_dict(config) -> dict:
+  """A ConfigDict (with nested ConfigDicts inside lists, too) as plain JSON data."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))

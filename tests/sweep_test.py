@@ -1,0 +1,178 @@
+"""The shift sweep on the tiny SD with a synthetic scorer: schema, pairing, resume, report."""
+
+import csv
+import pathlib
+import sys
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxdiffattack import models
+from jaxdiffattack import perturb
+from jaxdiffattack import sampler as sampler_lib
+from jaxdiffattack import sweep
+from jaxdiffattack import text
+
+_ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(_ROOT / "configs"))
+import shift_sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+LABELS = ("red cube", "blue ball", "green cone")
+
+
+def synthetic_scoring():
+  """top1 = the image's channel `label % 3` is its brightest; top5 = brightness > 0.3;
+  clip_score = 100·mean brightness. Deterministic functions of the image."""
+  def score_fn(params, images, aux):
+    del params
+    channel_means = images.mean(axis=(1, 2))                      # [P, 3]
+    top1 = (jnp.argmax(channel_means, axis=1) == aux["label"] % 3).astype(jnp.float32)
+    return {"top1": top1, "top5": (images.mean(axis=(1, 2, 3)) > 0.3).astype(jnp.float32),
+            "clip_score": 100 * images.mean(axis=(1, 2, 3))}
+  return sweep.Scoring(score_fn, {})
+
+
+def tiny_config(model_dir):
+  c = shift_sweep.get_config("toy")
+  c.settings[0].model = str(model_dir)
+  c.labels = LABELS
+  c.label_ids = (0, 1, 2)
+  c.images_per_prompt = 2
+  c.num_steps = 3
+  c.shifts = ("ums", "pas")
+  c.grids.ums = (-0.2, 0.2)
+  c.grids.pas = (16.0,)
+  c.unit = 7          # does not divide the 4 cells × 3 prompts × 2 seeds = 24 members
+  c.grid_prompts = 2
+  c.trajectory.prompts = (0,)
+  c.trajectory.shifts = ("ums",)
+  c.trajectory.alphas = (0.2,)
+  return c
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_sd_dirs, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("sweep_full")
+  out = sweep.run(tiny_config(tiny_sd_dirs[1]), workdir, scoring=synthetic_scoring())
+  return workdir, out
+
+
+def _read(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def test_outputs_schema_and_ranges(full_run):
+  workdir, out = full_run
+  members = out["members"]
+  assert len(members) == 4 * 3 * 2
+  assert {(m["shift"], m["alpha_c"]) for m in members} == {
+      ("none", 0.0), ("ums", -0.2), ("ums", 0.2), ("pas", 16.0)}
+  results = _read(workdir / "results.csv")
+  assert list(results[0].keys()) == list(sweep.RESULT_FIELDS)
+  for r in results:
+    value, low, high = float(r["value"]), float(r["ci_low"]), float(r["ci_high"])
+    assert low <= value + 1e-9 <= high + 2e-9
+    if r["metric"] in ("top1", "top5"):
+      assert 0 <= low and high <= 1
+  # Each shift's α = 0 row is the shared unshifted cell; per-class rows recombine to "all".
+  for shift in ("ums", "pas"):
+    rows = [r for r in results if r["shift"] == shift and r["alpha"] == "0"]
+    assert {r["class"] for r in rows} == {"all", *LABELS}
+    for metric in sweep.METRICS:
+      per = [r for r in rows if r["metric"] == metric]
+      whole = next(r for r in per if r["class"] == "all")
+      parts = [r for r in per if r["class"] != "all"]
+      assert sum(int(r["n"]) for r in parts) == int(whole["n"]) == 6
+      np.testing.assert_allclose(
+          sum(float(r["value"]) * int(r["n"]) for r in parts) / 6, float(whole["value"]),
+          rtol=1e-5)
+  for name in ("report.md", "config.json", "members.csv", "trajectory.csv", "plots/top1.png",
+               "plots/clip_score.png", "plots/trajectory_toy_cfg7.5.png",
+               "grids/toy_cfg7.5_ums.png", "grids/toy_cfg7.5_pas.png"):
+    assert (workdir / name).is_file(), name
+  assert "## toy_cfg7.5: ums" in (workdir / "report.md").read_text()
+
+
+def test_alpha_zero_cell_equals_plain_generation(tiny_sd_dirs, full_run):
+  """The unshifted cell is exactly the plain sampler on the base seed vectors."""
+  _, out = full_run
+  sd, params = models.load_stable_diffusion(str(tiny_sd_dirs[1]))
+  config = tiny_config(tiny_sd_dirs[1])
+  import jax  # pylint: disable=g-import-not-at-top
+  z, _ = sweep.base_latents(jax.random.PRNGKey(config.seed), np.array([0, 0, 1, 1, 2, 2]),
+                            np.array([0, 1, 0, 1, 0, 1]), sd.latent_shape)
+  prompts = [config.template.format(label) for label in LABELS]
+  cond = np.asarray(text.encode_prompts(sd, params["text_encoder"], prompts))[[0, 0, 1, 1, 2, 2]]
+  uncond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0])
+  plain = sampler_lib.PopulationSampler(sd, params, sampler_lib.SamplerSettings(num_steps=3))(
+      np.asarray(z), cond, uncond, 7.5)
+  clip = 100 * plain.images.mean(axis=(1, 2, 3))
+  got = [m["clip_score"] for m in out["members"] if m["shift"] == "none"]
+  np.testing.assert_allclose(got, clip, rtol=1e-5)
+  # ...and a shifted cell equals the plain sampler on the shifted latents.
+  shifted = np.asarray(perturb.SHIFTS["ums"](np.asarray(z[0]), np.array([0.2, 0.0]), None))
+  one = sampler_lib.PopulationSampler(sd, params, sampler_lib.SamplerSettings(num_steps=3))(
+      shifted[None], cond[:1], uncond, 7.5)
+  got_ums = next(m for m in out["members"] if m["shift"] == "ums" and m["alpha_c"] == 0.2)
+  np.testing.assert_allclose(got_ums["clip_score"], 100 * one.images.mean(), rtol=1e-5)
+
+
+def test_killed_and_resumed_equals_uninterrupted(tiny_sd_dirs, full_run, tmp_path, monkeypatch):
+  workdir_full, _ = full_run
+  config = tiny_config(tiny_sd_dirs[1])
+  config.grid_images = False
+  config.trajectory.prompts = ()
+  saves = {"n": 0}
+  real_save = sweep._save_checkpoint  # pylint: disable=protected-access
+
+  def dying_save(path, state):
+    real_save(path, state)
+    saves["n"] += 1
+    if saves["n"] == 2:
+      raise KeyboardInterrupt("killed")
+
+  monkeypatch.setattr(sweep, "_save_checkpoint", dying_save)
+  with pytest.raises(KeyboardInterrupt):
+    sweep.run(config, tmp_path, scoring=synthetic_scoring())
+  assert not (tmp_path / "results.csv").exists()
+  monkeypatch.setattr(sweep, "_save_checkpoint", real_save)
+  sweep.run(config, tmp_path, scoring=synthetic_scoring())
+  assert (tmp_path / "results.csv").read_text() == (workdir_full / "results.csv").read_text()
+  # A different config on the same workdir is refused.
+  config.num_steps = 4
+  with pytest.raises(Exception, match="holds a sweep with a different config"):
+    sweep.run(config, tmp_path, scoring=synthetic_scoring())
+
+
+def test_report_regenerates_from_members_csv(full_run):
+  workdir, _ = full_run
+  before = (workdir / "results.csv").read_text()
+  (workdir / "results.csv").unlink()
+  (workdir / "report.md").unlink()
+  sweep.write_report(workdir)
+  assert (workdir / "results.csv").read_text() == before
+  assert (workdir / "report.md").is_file()
+
+
+def test_trajectory_statistics():
+  traj = np.stack([np.full((4, 2, 2), v) for v in (2.0, 1.0, 1.0)])[None]  # [1, 3, 4, 2, 2]
+  stats_ = sweep.trajectory_statistics(traj, np.full((1, 4, 2, 2), 4.0))
+  np.testing.assert_allclose(stats_["step_distance"][0], [2.0, 1.0, 0.0])
+  np.testing.assert_allclose(stats_["mean"][0], [2.0, 1.0, 1.0])
+  np.testing.assert_allclose(stats_["std"][0], [0.0, 0.0, 0.0])
+
+
+def test_bad_configs():
+  c = shift_sweep.get_config("toy")
+  c.labels = LABELS
+  c.shifts = ("wobble",)
+  with pytest.raises(Exception, match="config.shifts='wobble' is invalid"):
+    sweep.validate(c)
+  with pytest.raises(ValueError, match="unknown variant"):
+    shift_sweep.get_config("huge")
+  cells = sweep.grid_cells(ml_collections.ConfigDict(
+      {"ms_alpha_c": (-0.1, 0.0), "ms_alpha_s": (0.0, 0.2)}), ("ms",))
+  assert [c.alpha for c in cells] == [(0.0, 0.0), (-0.1, 0.0), (-0.1, 0.2), (0.0, 0.2)]
