@@ -15,3 +15,4 @@ from jaxdiffattack.models.weights import WeightsNotFoundError
 
 silence_flax_deprecation()
 from jaxdiffattack.models.random_init import random_stable_diffusion
+from jaxdiffattack.models import vision

@@ -1,0 +1,146 @@
+"""Tiny random CLIP, ViT and ResNet checkpoints (transformers layout, Flax msgpack) for tests.
+
+Written with `save_pretrained` plus a `preprocessor_config.json` (and a character tokenizer for
+CLIP), so tests load them through the real loader. Classifiers use the toy world's 20 labels as
+id2label (the ViT's in a shuffled order, to exercise the label map). Each processor resizes:
+CLIP 16 → 20 (bicubic) + crop 16, ViT 16 → 24 (bilinear), ResNet 16 → 18 (bicubic) + crop 16
+(crop_pct 0.875).
+"""
+
+import pathlib
+
+import numpy as np
+
+import tiny_sd
+
+CLIP_TEXT_LENGTH = 32  # characters: toy prompts ("a photo of a yellow triangle") fit
+
+
+def _init_and_save(cls, config, directory: pathlib.Path, seed: int, **kwargs) -> None:
+  """Random weights (drawn in NumPy from the param shapes: compiling a Flax init is slow on a
+  loaded CPU), saved as Flax msgpack.
+
+  Scales are chosen so that every parameter and every pixel matter (default inits leave tiny
+  models nearly input-independent): kernels N(0, 1/fan_in), norm scales 1 + N(0, 0.1²),
+  biases and BatchNorm means N(0, 0.1²), BatchNorm variances 1 + |N(0, 0.1²)|, other arrays
+  (embeddings) N(0, 0.3²), CLIP's logit_scale log(1/0.07) as CLIP initialises it.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  model = cls(config, _do_init=False, **kwargs)
+  shapes = jax.eval_shape(lambda key: model.init_weights(key, model.input_shape),
+                          jax.random.PRNGKey(0))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = jax.tree_util.keystr(path)
+    shape = leaf.shape
+    noise = rng.standard_normal(shape)
+    if "logit_scale" in name:
+      value = np.full(shape, np.log(1 / 0.07))
+    elif name.endswith("['kernel']"):
+      value = noise / np.sqrt(max(1, int(np.prod(shape[:-1]))))
+    elif name.endswith("['scale']"):
+      value = 1.0 + 0.1 * noise
+    elif name.endswith("['var']"):
+      value = 1.0 + 0.1 * np.abs(noise)
+    elif name.endswith("['bias']") or name.endswith("['mean']"):
+      value = 0.1 * noise
+    else:
+      value = 0.3 * noise
+    return value.astype(leaf.dtype)
+
+  model.save_pretrained(directory, params=jax.tree_util.tree_map_with_path(draw, shapes))
+
+
+def toy_id2label(shuffle_seed: int | None = None) -> dict[int, str]:
+  from jaxdiffattack.toy import world  # pylint: disable=g-import-not-at-top
+  names = list(world.LABELS)
+  if shuffle_seed is not None:
+    names = [names[i] for i in np.random.default_rng(shuffle_seed).permutation(len(names))]
+  return dict(enumerate(names))
+
+
+def build_clip(directory: pathlib.Path, seed: int = 0) -> pathlib.Path:
+  # pylint: disable=g-import-not-at-top
+  from transformers import CLIPConfig, CLIPImageProcessor, FlaxCLIPModel
+  # pylint: enable=g-import-not-at-top
+  config = CLIPConfig(
+      text_config=dict(vocab_size=514, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                       num_attention_heads=2, max_position_embeddings=CLIP_TEXT_LENGTH,
+                       bos_token_id=512, eos_token_id=513, pad_token_id=513, projection_dim=16),
+      vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                         num_attention_heads=2, image_size=16, patch_size=4, projection_dim=16),
+      projection_dim=16)
+  _init_and_save(FlaxCLIPModel, config, directory, seed)
+  tiny_sd.write_char_tokenizer(directory, CLIP_TEXT_LENGTH)
+  CLIPImageProcessor(size={"shortest_edge": 20}, crop_size={"height": 16, "width": 16}
+                     ).save_pretrained(directory)
+  return directory
+
+
+def build_vit(directory: pathlib.Path, seed: int = 1) -> pathlib.Path:
+  # pylint: disable=g-import-not-at-top
+  from transformers import FlaxViTForImageClassification, ViTConfig, ViTImageProcessor
+  # pylint: enable=g-import-not-at-top
+  id2label = toy_id2label(shuffle_seed=3)
+  config = ViTConfig(image_size=24, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                     num_attention_heads=2, intermediate_size=37, num_labels=len(id2label),
+                     id2label=id2label, label2id={v: k for k, v in id2label.items()})
+  _init_and_save(FlaxViTForImageClassification, config, directory, seed)
+  ViTImageProcessor(size={"height": 24, "width": 24}).save_pretrained(directory)
+  return directory
+
+
+def build_resnet(directory: pathlib.Path, seed: int = 2) -> pathlib.Path:
+  # pylint: disable=g-import-not-at-top
+  from transformers import ConvNextImageProcessor, FlaxResNetForImageClassification, ResNetConfig
+  # pylint: enable=g-import-not-at-top
+  id2label = toy_id2label()
+  config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
+                        num_labels=len(id2label), id2label=id2label,
+                        label2id={v: k for k, v in id2label.items()})
+  _init_and_save(FlaxResNetForImageClassification, config, directory, seed)
+  ConvNextImageProcessor(size={"shortest_edge": 16}, crop_pct=0.875, resample=3
+                         ).save_pretrained(directory)
+  return directory
+
+
+def build_all(root: pathlib.Path) -> dict[str, pathlib.Path]:
+  """{"clip", "vit", "resnet"} → checkpoint directories under `root`."""
+  root = pathlib.Path(root)
+  return {"clip": build_clip(root / "clip"), "vit": build_vit(root / "vit"),
+          "resnet": build_resnet(root / "resnet")}
+
+
+def fitness_config(dirs: dict[str, pathlib.Path]):
+  """The toy fitness config with the toy scorers pointing at the tiny checkpoints."""
+  from jaxdiffattack import fitness  # pylint: disable=g-import-not-at-top
+  config = fitness.default_config("toy")
+  config.scorers = {
+      "toy_clip": dict(type="clip", model=str(dirs["clip"])),
+      "toy_vit": dict(type="classifier", model=str(dirs["vit"])),
+      "toy_resnet": dict(type="classifier", model=str(dirs["resnet"]), toy_kind="resnet"),
+  }
+  return config
+
+
+_BUILT = {}
+
+
+def build_all_cached(tmp_path_factory) -> dict[str, pathlib.Path]:
+  """`build_all` once per test process (shared by every test module's fixture)."""
+  if "dirs" not in _BUILT:
+    _BUILT["dirs"] = build_all(tmp_path_factory.mktemp("tiny_vision"))
+  return _BUILT["dirs"]
+
+
+def toy_assets_or_skip():
+  """The shipped toy CLIP/ViT/ResNet directories, or pytest.skip when they are not there yet."""
+  import pytest  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import toy  # pylint: disable=g-import-not-at-top
+  missing = [d.name for d in (toy.CLIP_DIR, toy.VIT_DIR, toy.RESNET_DIR)
+             if not (d / "config.json").is_file()]
+  if missing:
+    pytest.skip(f"toy-world assets missing ({', '.join(missing)} under {toy.ASSETS_DIR}); "
+                "train them with launch/train_toy.py --config.export.to_assets=True")
+  return toy.ASSETS_DIR
