@@ -33,9 +33,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.settings = [ml_collections.ConfigDict({"name": "sd21_cfg7.5",
                                            "model": "stabilityai/stable-diffusion-2-1-base",
                                            "guidance_scale": 7.5})]
-  c.label_set = "imagenet100"   # labels come from jaxdiffattack.labels by name
-  c.labels = ()                 # filled from label_set when empty
-  c.label_ids = ()              # evaluator output index per label (filled from label_set)
+  c.label_set = "imagenet100"   # jaxdiffattack.labels.LABEL_SETS: imagenet100, imagenet1k, toy
+  c.labels = ()                 # a subset of the label set's names; empty = all of them
   c.template = "A photo of a {}"
   c.images_per_prompt = 100
   c.shifts = ("ums", "rms", "sds", "ms", "pas")
@@ -43,8 +42,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "ums": _range(-0.2, 0.2, 0.05), "rms": _range(-0.2, 0.2, 0.05),
       "sds": _range(-0.3, 0.3, 0.1), "ms_alpha_c": _range(-0.15, 0.15, 0.05),
       "ms_alpha_s": _range(-0.3, 0.3, 0.1), "pas": (8.0, 16.0, 32.0, 64.0)})
-  c.evaluator = "google/vit-huge-patch14-224-in21k"  # scorer names: see jaxdiffattack.scorers
-  c.clip = "openai/clip-vit-large-patch14"
+  # Scorer names (jaxdiffattack.scorers.SCORERS). The paper's evaluator is ViT-H/14 (SWAG);
+  # any ImageNet-1k classifier checkpoint can be added under config.scorers of fitness.
+  c.evaluator = ("vit_b16",)    # classifiers of the evaluator role (an ensemble if several)
+  c.clip = "clip_vit_l14"       # CLIP for the CLIP score
+  # Extra/overridden scorers by name, e.g. {"vit_h14": {"type": "classifier",
+  # "model": "/ckpt/vit-h14-swag"}} (fields of jaxdiffattack.scorers.ScorerSpec).
+  c.scorers = ml_collections.ConfigDict()
   c.microbatch = ml_collections.config_dict.placeholder(int)
   c.unit = 256                  # members per checkpointed unit
   c.grid_images = True
@@ -67,8 +71,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.settings[0].name = "toy_cfg7.5"
     c.label_set = "toy"
     c.template = "a photo of a {}"
-    c.evaluator = "toy:vit"
-    c.clip = "toy"
+    c.evaluator = ("toy_vit",)
+    c.clip = "toy_clip"
     c.images_per_prompt = 4
     c.num_steps = 20
     c.shifts = ("ums", "rms", "sds", "pas")

@@ -72,8 +72,17 @@ def _grid_key(shift: str) -> str:
   return shift.split("_")[0]  # sds_flipped uses the sds grid, pas_* the pas grid
 
 
+def resolve_labels(config: ml_collections.ConfigDict) -> list[str]:
+  """config.labels, or every label of config.label_set when empty."""
+  if config.labels:
+    return list(config.labels)
+  from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
+  return list(labels_lib.get_label_set(config.label_set).names)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  check(len(config.labels) > 0, "labels", config.labels, "give at least one label")
+  check(bool(config.labels) or bool(config.label_set), "labels", config.labels,
+        "give labels or a label_set")
   check("{}" in config.template, "template", config.template, "must contain '{}'")
   check(config.images_per_prompt >= 1, "images_per_prompt", config.images_per_prompt,
         "use an integer >= 1")
@@ -135,12 +144,16 @@ _apply_shifts = jax.jit(perturb.apply_shifts, static_argnums=4)
 
 
 class Scoring:
-  """What judges the images: `score_fn(score_params, images, aux)` returning top1/top5/clip_score
-  per member, given aux {"label": [P] int, "prompt": [P] int}."""
+  """What judges the images: `score_fn(score_params, images, aux)` → {"top1", "top5",
+  "clip_score"} per member; `make_aux(label_ids [P], prompts [P])` builds `aux` on the host;
+  `label_ids(labels)` maps label names to the indices `make_aux` expects."""
 
-  def __init__(self, score_fn: Callable, score_params: Any):
+  def __init__(self, score_fn: Callable, score_params: Any, make_aux: Callable | None = None,
+               label_ids: Callable | None = None):
     self.score_fn = score_fn
     self.score_params = score_params
+    self.make_aux = make_aux or (lambda label_ids, prompts: {"label": label_ids})
+    self.label_ids = label_ids or (lambda labels: np.arange(len(labels), dtype=np.int32))
 
 
 def _progress(done, total, start, done_at_start):
@@ -165,8 +178,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, scoring: Scoring | N
     model_loader = load_stable_diffusion
   if scoring is None:
     scoring = make_scoring(config)
-  labels = list(config.labels)
+  labels = resolve_labels(config)
   prompts = [config.template.format(label) for label in labels]
+  label_ids = np.asarray(scoring.label_ids(labels), np.int32)
   cells = grid_cells(config.grids, config.shifts)
   plan = Plan(cells, len(prompts), config.images_per_prompt)
   key = jax.random.PRNGKey(config.seed)
@@ -189,15 +203,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, scoring: Scoring | N
         microbatch=config.microbatch, score_fn=scoring.score_fn, score_params=scoring.score_params)
     prompt_emb = np.asarray(text.encode_prompts(sd, params["text_encoder"], prompts))
     uncond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0])
-    label_ids = np.asarray(config.label_ids if config.get("label_ids") else range(len(labels)))
     while int(state[name + "/done"]) < plan.size:
       lo = int(state[name + "/done"])
       members = np.arange(lo, min(lo + config.unit, plan.size))
       _, prompt_idx, _ = plan.decompose(members)
       latents = shifted_latents(plan, members, key, sd.latent_shape)
       out = pop_sampler(latents, prompt_emb[prompt_idx], uncond, setting.guidance_scale,
-                        aux={"label": label_ids[prompt_idx].astype(np.int32),
-                             "prompt": prompt_idx.astype(np.int32)})
+                        aux=scoring.make_aux(label_ids[prompt_idx],
+                                             [prompts[i] for i in prompt_idx]))
       for metric in METRICS:
         state[f"{name}/{metric}"][members] = np.asarray(out.scores[metric], np.float32)
       state[name + "/done"] = np.array(members[-1] + 1)
@@ -470,6 +483,22 @@ def write_trajectories(config, workdir, prompts, model_loader) -> None:
 
 
 def make_scoring(config) -> Scoring:
-  """The evaluator (top-1/top-5 on the prompt's label) and CLIP score, from the config."""
+  """The evaluator role (config.evaluator classifiers + config.clip) from jaxdiffattack.fitness:
+  top-1/top-5 hits of the prompt's label and the CLIP score of the prompt."""
   from jaxdiffattack import fitness  # pylint: disable=g-import-not-at-top
-  return fitness.make_sweep_scoring(config)
+  fit_config = fitness.default_config(config.label_set)
+  fit_config.scorers = ml_collections.ConfigDict(io.config_to_dict(config.scorers))
+  fit_config.roles = ml_collections.ConfigDict({"evaluator": {
+      "classifiers": tuple(config.evaluator), "clip": config.clip}})
+  fit_config.objectives = ml_collections.ConfigDict(
+      {"evaluator": ("top1_hit", "top5_hit", "clip_score")})
+  fit = fitness.build(fit_config)
+
+  def score_fn(params, images, aux):
+    scores = fit.score_fn(params, images, aux)
+    return {"top1": scores["evaluator/top1_hit"], "top5": scores["evaluator/top5_hit"],
+            "clip_score": scores["evaluator/clip_score"]}
+
+  return Scoring(score_fn, fit.params,
+                 make_aux=lambda ids, prompts: fit.aux(labels=ids, prompts=prompts),
+                 label_ids=lambda labels: fitness.label_indices(fit.label_set, labels))

@@ -38,7 +38,6 @@ def tiny_config(model_dir):
   c = shift_sweep.get_config("toy")
   c.settings[0].model = str(model_dir)
   c.labels = LABELS
-  c.label_ids = (0, 1, 2)
   c.images_per_prompt = 2
   c.num_steps = 3
   c.shifts = ("ums", "pas")
@@ -176,3 +175,39 @@ def test_bad_configs():
   cells = sweep.grid_cells(ml_collections.ConfigDict(
       {"ms_alpha_c": (-0.1, 0.0), "ms_alpha_s": (0.0, 0.2)}), ("ms",))
   assert [c.alpha for c in cells] == [(0.0, 0.0), (-0.1, 0.0), (-0.1, 0.2), (0.0, 0.2)]
+
+
+def test_real_scoring_matches_fitness_on_returned_images(tiny_sd_dirs, tmp_path_factory, tmp_path):
+  """make_scoring (evaluator role of jaxdiffattack.fitness, tiny random ViT + CLIP standing in
+  for the toy models) fused in the sweep == scoring the plain sampler's images directly."""
+  import tiny_vision  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import fitness  # pylint: disable=g-import-not-at-top
+  dirs = tiny_vision.build_all_cached(tmp_path_factory)
+  config = tiny_config(tiny_sd_dirs[1])
+  config.label_set = "toy"
+  config.labels = ("red circle", "blue square")
+  config.shifts = ("ums",)
+  config.grids.ums = (0.2,)
+  config.images_per_prompt = 1
+  config.grid_images = False
+  config.trajectory.prompts = ()
+  config.scorers = tiny_vision.fitness_config(dirs).scorers
+  out = sweep.run(config, tmp_path)
+  members = out["members"]
+  assert len(members) == 4
+  fit = fitness.build(tiny_vision.fitness_config(dirs))
+  sd, params = models.load_stable_diffusion(str(tiny_sd_dirs[1]))
+  import jax  # pylint: disable=g-import-not-at-top
+  plan = sweep.Plan(sweep.grid_cells(config.grids, config.shifts), 2, 1)
+  latents = sweep.shifted_latents(plan, np.arange(4), jax.random.PRNGKey(config.seed),
+                                  sd.latent_shape)
+  prompts = [config.template.format(label) for label in config.labels]
+  cond = np.asarray(text.encode_prompts(sd, params["text_encoder"], prompts))[[0, 1, 0, 1]]
+  uncond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0])
+  images = sampler_lib.PopulationSampler(sd, params, sampler_lib.SamplerSettings(num_steps=3))(
+      latents, cond, uncond, 7.5).images
+  expected = fit.score(images, labels=list(config.labels) * 2, prompts=prompts * 2)
+  np.testing.assert_allclose([m["clip_score"] for m in members],
+                             expected["evaluator/clip_score"], atol=1e-3)
+  np.testing.assert_array_equal([m["top1"] for m in members], expected["evaluator/top1_hit"])
+  np.testing.assert_array_equal([m["top5"] for m in members], expected["evaluator/top5_hit"])
