@@ -1,0 +1,28 @@
+r"""Prompt-embedding failure search (SAGE, arXiv 2306.00974): a bounded perturbation
+(‖δ_k‖ ≤ ε‖e_k‖ per token) of the clean prompt's text-encoder output that makes its image fail.
+
+  python launch/search.py --config configs/embedding_search.py:toy --workdir runs/embedding_toy
+  python launch/search.py --config configs/embedding_search.py --workdir runs/embedding
+
+Variants: `toy` (the shipped toy world, CPU minutes), `input` (perturb the input token embeddings
+instead of the encoder's output). Images use each target's fixed base latent, so failures are due
+to the text conditioning alone.
+"""
+
+from jaxdiffattack.search import config as search_config
+
+VARIANTS = ("toy", "input")
+
+
+def get_config(arg: str | None = None):
+  variants = search_config.parse_variants(arg, VARIANTS, "configs/embedding_search.py")
+  c = search_config.base_config()
+  c.space = "embedding"
+  c.strategy.name = "Sep_CMA_ES"
+  c.strategy.std_init = 0.5
+  c.embedding.epsilon = 0.2
+  if "input" in variants:
+    c.embedding.level = "input"
+  if "toy" in variants:
+    search_config.toy(c)
+  return c

@@ -1,0 +1,28 @@
+r"""Latent-space failure search (SAGE, arXiv 2306.00974): initial noises that make an ordinary
+prompt's image fail, kept in distribution (on the sphere of radius √d), vs random seeds.
+
+  python launch/search.py --config configs/latent_search.py:toy --workdir runs/latent_toy
+  python launch/search.py --config configs/latent_search.py --workdir runs/latent
+
+Variants after the colon (comma-separated): `toy` (the shipped toy world: 5 labels, population 16,
+8 generations, 20 DDIM steps; a few minutes on 2 CPU cores). Full run: SD1.5 (latent 4×64×64,
+n = 16384) with Sep-CMA-ES, population 64 × 50 generations per target, 10 ImageNet-100 labels;
+surrogate = classifier ensemble margin of the prompt's class (minimised), success = the held-out
+evaluator no longer puts the class top-1; baseline = random seeds at the same budget. Reports the
+Non-Gaussian Rate of found latents (KS vs N(0, 1) and D'Agostino–Pearson, α = 0.05).
+"""
+
+from jaxdiffattack.search import config as search_config
+
+VARIANTS = ("toy",)
+
+
+def get_config(arg: str | None = None):
+  variants = search_config.parse_variants(arg, VARIANTS, "configs/latent_search.py")
+  c = search_config.base_config()
+  c.space = "latent"
+  c.strategy.name = "Sep_CMA_ES"
+  c.strategy.std_init = 0.5
+  if "toy" in variants:
+    search_config.toy(c)
+  return c

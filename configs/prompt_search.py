@@ -1,0 +1,31 @@
+r"""Natural-prompt failure search (SAGE, arXiv 2306.00974): word substitutions and insertions around
+the class noun (which always stays) whose images miss the noun's object, with the text similarity
+to the clean prompt kept ≥ 0.8.
+
+  python launch/search.py --config configs/prompt_search.py:toy --workdir runs/prompt_toy
+  python launch/search.py --config configs/prompt_search.py --workdir runs/prompt
+
+Variants: `toy` (the shipped toy world, CPU minutes), `logits` (CMA-ES-style relaxation: one logit
+per slot × word, argmax decoding, with Sep-CMA-ES) — default is the integer encoding with evosax's
+SimpleGA. Vocabulary: the toy tokenizer's class-free words, minus every word of every class name.
+"""
+
+from jaxdiffattack.search import config as search_config
+
+VARIANTS = ("toy", "logits")
+
+
+def get_config(arg: str | None = None):
+  variants = search_config.parse_variants(arg, VARIANTS, "configs/prompt_search.py")
+  c = search_config.base_config()
+  c.space = "prompt"
+  c.strategy.name = "SimpleGA"
+  c.strategy.std_init = 1.0   # mutation std in index units: ~40 % of slots keep their choice
+  c.prompt.encoding = "integer"
+  if "logits" in variants:
+    c.prompt.encoding = "logits"
+    c.strategy.name = "Sep_CMA_ES"
+    c.strategy.std_init = 1.0
+  if "toy" in variants:
+    search_config.toy(c)
+  return c

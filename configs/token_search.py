@@ -1,0 +1,41 @@
+r"""Adversarial-token search (SAGE, arXiv 2306.00974): one token embedding appended to a prompt so
+the images show a chosen target class while the CLIP score against the clean prompt stays high.
+
+  python launch/search.py --config configs/token_search.py:toy --workdir runs/token_toy
+  python launch/search.py --config configs/token_search.py --workdir runs/token
+
+Variants: `toy` (the shipped toy world, CPU minutes). Targeted: label i's prompt should show
+target_labels[i]; fitness = −(surrogate margin of the target class: the scorer's aux label is the
+target); success = the evaluator's top-1 is the target AND the CLIP score against the clean
+prompt is ≥ 90 % of the clean image's (CLIP filter "min", relative). The solution is
+D_tok-dimensional (768 for SD1.5), small enough for full CMA-ES.
+"""
+
+from jaxdiffattack.search import config as search_config
+
+VARIANTS = ("toy",)
+
+
+def get_config(arg: str | None = None):
+  variants = search_config.parse_variants(arg, VARIANTS, "configs/token_search.py")
+  c = search_config.base_config()
+  c.space = "token"
+  c.strategy.name = "CMA_ES"
+  c.strategy.std_init = 1.0
+  c.label_set = "imagenet1k"
+  c.labels = ("goldfish", "tabby cat", "school bus", "pizza", "sports car")
+  c.target_labels = ("pizza", "school bus", "tabby cat", "goldfish", "tabby cat")
+  # The scorer's label is the TARGET class here: maximise its surrogate margin, succeed when the
+  # evaluator's top-1 is the target.
+  c.objective.fitness = "surrogate/margin"
+  c.objective.fitness_sign = -1.0
+  c.objective.success = "evaluator/top1_hit"
+  c.objective.success_when = "above"
+  c.objective.clip_filter.mode = "min"
+  c.objective.clip_filter.threshold = 0.9
+  c.objective.clip_filter.relative = True
+  if "toy" in variants:
+    search_config.toy(c)
+    c.target_labels = ("blue square", "red triangle", "yellow circle", "green cross",
+                       "blue star")
+  return c

@@ -1,0 +1,168 @@
+"""The search job end to end on the tiny SD with the synthetic scorer: outputs, a found failure
+re-checked independently, every space, config errors, and killed-and-resumed == uninterrupted."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxdiffattack import sampler as sampler_lib
+from jaxdiffattack import search
+from jaxdiffattack.errors import ConfigError
+from jaxdiffattack.search import driver
+from jaxdiffattack.search import objectives
+from jaxdiffattack.search import report
+
+from search_multidevice_worker import tiny_config  # pylint: disable=g-bad-import-order
+
+
+@pytest.fixture(scope="module")
+def latent_run(tiny_sd_dirs, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("search_latent")
+  config = tiny_config("latent", tiny_sd_dirs[1])
+  out = search.run(config, workdir, scoring=objectives.synthetic_scoring())
+  return config, workdir, out
+
+
+def _rows(workdir):
+  return [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()]
+
+
+def test_outputs_schema(latent_run):
+  config, workdir, out = latent_run
+  rows = _rows(workdir)
+  assert [(r["method"], r["target"]) for r in rows] == [
+      (m, t) for m in ("Sep_CMA_ES", "random") for t in range(3)]
+  for r in rows:
+    assert r["budget"] == 6 * 4 and 0 < r["evaluations"] <= 24
+    assert r["evaluations"] % 6 == 0
+    assert r["success"] == (r["failures_found"] > 0) == (r["first_success_generation"] is not None)
+    if r["success"]:
+      assert r["evaluations_to_first_success"] == 6 * (r["first_success_generation"] + 1)
+      # Stops after its first failure (stop_after_failures = 1).
+      assert r["evaluations"] == r["evaluations_to_first_success"]
+      f = r["failures"][0]
+      assert f["generation"] == r["first_success_generation"]
+      assert f["scores"]["verdict_score"] < 0.5  # evaluator: top-1 lost
+      assert set(f["ngr_reject"]) == {"ks", "dagostino"}
+      assert set(r["ngr"]) == {"ks", "dagostino"}
+      for name in f["files"]:
+        assert (workdir / name).is_file(), name
+    assert len(r["curve_best"]) == 4 and r["clean"]["clip"] is not None
+    assert (workdir / r["best"]["files"][0]).is_file()
+  summary = json.loads((workdir / "summary.json").read_text())
+  for method in ("Sep_CMA_ES", "random"):
+    s = summary["methods"][method]
+    sel = [r for r in rows if r["method"] == method]
+    assert s["successes"] == sum(r["success"] for r in sel) and s["targets"] == 3
+    assert s["images_per_s"] > 0 and 0 < s["ask_tell_share"] < 1
+    assert s["evaluations"] == sum(r["evaluations"] for r in sel)
+  assert "| Sep_CMA_ES |" in (workdir / "report.md").read_text()
+  assert (workdir / "plots" / "fitness_curves.png").is_file()
+  # The report is rebuilt from the files alone.
+  before = (workdir / "summary.json").read_text()
+  report.write_report(workdir)
+  assert (workdir / "summary.json").read_text() == before
+  assert out["summary"]["methods"]["random"]["strategy"] == "random"
+
+
+def test_found_failure_confirmed_independently(latent_run, tiny_sd_model):
+  """Re-generate a found failure from its saved latent with the plain sampler and apply the
+  synthetic scorer's rule in NumPy: the evaluator verdict and the fitness agree."""
+  config, workdir, _ = latent_run
+  sd, params = tiny_sd_model
+  found = [r for r in _rows(workdir) if r["success"]]
+  if not found:
+    pytest.skip("no failure found on this tiny run")
+  from jaxdiffattack import text  # pylint: disable=g-import-not-at-top
+  uncond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0])
+  plain = sampler_lib.PopulationSampler(sd, params, sampler_lib.SamplerSettings(num_steps=3))
+  for r in found[:2]:
+    f = r["failures"][0]
+    latent = np.load(workdir / next(n for n in f["files"] if n.endswith("latent.npy")))
+    assert abs(np.linalg.norm(latent) / np.sqrt(latent.size) - 1) < 1e-5  # on the sphere
+    cond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [r["prompt"]]))
+    image = plain(latent[None], cond, uncond, config.guidance_scale).images[0]
+    means = image.mean(axis=(0, 1))
+    c = ["cube", "ball", "cone"].index(r["label"]) % 3
+    assert int(np.argmax(means)) != c  # the evaluator's rule: not top-1 any more
+    margin = means[c] - np.max(np.delete(means, c))
+    np.testing.assert_allclose(f["fitness"], margin, atol=1e-4)
+
+
+@pytest.mark.parametrize("space", ["embedding", "token", "prompt"])
+def test_other_spaces_end_to_end(space, tiny_sd_dirs, tmp_path):
+  config = tiny_config(space, tiny_sd_dirs[1])
+  config.num_generations = 2
+  config.population_size = 4
+  config.save_images = False
+  config.baseline = ""
+  out = search.run(config, tmp_path, scoring=objectives.synthetic_scoring())
+  rows = _rows(tmp_path)
+  assert len(rows) == 3 and {r["space"] for r in rows} == {space}
+  for r in rows:
+    assert r["best"]["records"]["space/text_similarity"] is not None
+    if space == "token":
+      assert r["target_label"] and r["best"]["scores"]["clip"] is not None
+    if space == "prompt":
+      assert r["label"] in r["best"]["prompt"].split()
+      for f in r["failures"]:
+        assert r["label"] in f["prompt"].split()
+        assert (tmp_path / f["files"][0]).read_text().strip() == f["prompt"]
+  assert out["summary"]["methods"][config.strategy.name]["targets"] == 3
+
+
+def test_bad_configs(tiny_sd_dirs, tmp_path):
+  config = tiny_config("latent", tiny_sd_dirs[1])
+  config.strategy.name = "CMA"
+  with pytest.raises(ConfigError, match="config.strategy.name='CMA' is invalid"):
+    search.run(config, tmp_path, scoring=objectives.synthetic_scoring())
+  config = tiny_config("latent", tiny_sd_dirs[1])
+  config.objective.fitness = "nonexistent"
+  with pytest.raises(ConfigError, match=r"names score\(s\) \['nonexistent'\]"):
+    search.run(config, tmp_path, scoring=objectives.synthetic_scoring())
+  import latent_search  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="unknown variant"):
+    latent_search.get_config("huge")
+
+
+@pytest.mark.parametrize("space", ["latent", "embedding", "token", "prompt"])
+@pytest.mark.parametrize("variant", ["", "toy"])
+def test_shipped_configs_validate(space, variant):
+  import importlib  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.search import experiment  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.search import targets as targets_lib  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"{space}_search").get_config(variant)
+  experiment.validate(config)
+  targets = targets_lib.make_targets(config)
+  assert len(targets) == len(config.labels or range(config.num_labels))
+  if space == "token":
+    assert all(t.target_index != t.label_index for t in targets)
+
+
+def test_killed_and_resumed_equals_uninterrupted(latent_run, tmp_path, monkeypatch):
+  config, workdir_full, _ = latent_run
+  real_save = driver._save_checkpoint  # pylint: disable=protected-access
+  saves = {"n": 0}
+
+  def dying_save(*args):
+    real_save(*args)
+    saves["n"] += 1
+    if saves["n"] == 1:
+      raise KeyboardInterrupt("killed")
+
+  monkeypatch.setattr(driver, "_save_checkpoint", dying_save)
+  for _ in range(2):  # killed twice, right after a checkpoint each time
+    saves["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+      search.run(config, tmp_path, scoring=objectives.synthetic_scoring())
+    assert not (tmp_path / "results.jsonl").exists()
+  monkeypatch.setattr(driver, "_save_checkpoint", real_save)
+  search.run(config, tmp_path, scoring=objectives.synthetic_scoring())
+  assert (tmp_path / "results.jsonl").read_text() == (workdir_full / "results.jsonl").read_text()
+  for path in sorted((workdir_full / "failures").rglob("*.npy")):
+    rel = path.relative_to(workdir_full)
+    np.testing.assert_array_equal(np.load(tmp_path / rel), np.load(path))
+  config.num_steps = 4
+  with pytest.raises(ConfigError, match="holds a search with a different config"):
+    search.run(config, tmp_path, scoring=objectives.synthetic_scoring())
