@@ -38,10 +38,12 @@ setup(
         "safetensors>=0.4",
         "pillow",
         "matplotlib",
+        "scipy",   # normality tests of found latents (search reports)
+        "regex",   # the toy tokenizer's CLIP pre-tokenisation pattern
     ],
     extras_require={
         # torch==2.13.0 is the CPU build; an unpinned torch pulls a multi-GB CUDA build.
-        "test": ["pytest>=8", "pytest-xdist", "torch==2.13.0"],
+        "test": ["pytest>=8", "torch==2.13.0"],
         "bench": ["torch==2.13.0"],
     },
 )
