@@ -1,0 +1,14 @@
+"""The toy world: a small trained text-to-image model, CLIP and classifiers.
+
+``world`` renders the data, ``tokenizer`` builds the CLIP-format BPE,
+``train`` trains and exports every model, ``evaluate`` measures generation
+quality. ``ASSETS_DIR`` holds the shipped weights (diffusers / transformers
+directory layouts, Flax msgpack).
+"""
+import pathlib
+
+ASSETS_DIR = pathlib.Path(__file__).parent / "assets"
+SD_DIR = ASSETS_DIR / "sd"
+CLIP_DIR = ASSETS_DIR / "clip"
+VIT_DIR = ASSETS_DIR / "vit"
+RESNET_DIR = ASSETS_DIR / "resnet"

@@ -1,0 +1,147 @@
+"""Toy-world training smoke test and quality tests of the shipped weights."""
+import importlib.util
+import json
+import pathlib
+import shutil
+import tempfile
+
+from absl.testing import absltest
+import jax
+import numpy as np
+
+from jaxdiffattack import toy
+from jaxdiffattack.toy import evaluate
+from jaxdiffattack.toy import train
+from jaxdiffattack.toy import world
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Thresholds for the shipped weights: measured value minus a margin (see
+# docs/toy_model_card.md for the measured numbers).
+_MIN_VIT_TOP1 = 0.93
+_MIN_RESNET_TOP1 = 0.97
+_MIN_CLIP_ZERO_SHOT = 0.93
+_MAX_ASSETS_MB = 40
+
+
+def _load_config(arg=None):
+  spec = importlib.util.spec_from_file_location(
+      "train_toy_config", _ROOT / "configs" / "train_toy.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _check_export_loads(test, out: pathlib.Path):
+  from diffusers import (FlaxAutoencoderKL, FlaxDDIMScheduler,  # pylint: disable=g-import-not-at-top
+                         FlaxPNDMScheduler, FlaxStableDiffusionPipeline,
+                         FlaxUNet2DConditionModel)
+  from transformers import (AutoImageProcessor, CLIPTokenizer,  # pylint: disable=g-import-not-at-top
+                            FlaxCLIPModel, FlaxCLIPTextModel,
+                            FlaxResNetForImageClassification,
+                            FlaxViTForImageClassification)
+  sd = out / "sd"
+  index = json.loads((sd / "model_index.json").read_text())
+  for sub in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
+    test.assertIn(sub, index)
+    test.assertTrue((sd / sub).is_dir(), sub)
+  unet, _ = FlaxUNet2DConditionModel.from_pretrained(sd, subfolder="unet")
+  vae, _ = FlaxAutoencoderKL.from_pretrained(sd, subfolder="vae")
+  test.assertEqual(unet.config.cross_attention_dim,
+                   FlaxCLIPTextModel.from_pretrained(
+                       sd, subfolder="text_encoder").config.hidden_size)
+  test.assertNotEqual(vae.config.scaling_factor, 1.0)
+  sched, _ = FlaxDDIMScheduler.from_pretrained(sd, subfolder="scheduler")
+  test.assertEqual(sched.config.beta_schedule, "scaled_linear")
+  test.assertEqual(sched.config.prediction_type, "epsilon")
+  FlaxPNDMScheduler.from_pretrained(sd, subfolder="scheduler")
+  test.assertEqual(CLIPTokenizer.from_pretrained(
+      sd, subfolder="tokenizer").model_max_length, 77)
+  _, params = FlaxStableDiffusionPipeline.from_pretrained(
+      sd, safety_checker=None)
+  test.assertIn("unet", params)
+  clip = FlaxCLIPModel.from_pretrained(out / "clip")
+  CLIPTokenizer.from_pretrained(out / "clip")
+  # The SD text encoder is CLIP's text tower, unchanged.
+  text = FlaxCLIPTextModel.from_pretrained(sd, subfolder="text_encoder")
+  for a, b in zip(jax.tree_util.tree_leaves(text.params["text_model"]),
+                  jax.tree_util.tree_leaves(clip.params["text_model"])):
+    np.testing.assert_array_equal(a, b)
+  vit = FlaxViTForImageClassification.from_pretrained(out / "vit")
+  resnet = FlaxResNetForImageClassification.from_pretrained(out / "resnet")
+  for model in (vit, resnet):
+    test.assertEqual(model.config.id2label[0], world.LABELS[0])
+    test.assertLen(model.config.id2label, world.NUM_CLASSES)
+  img = world.make_dataset("heldout", 1).images[0]
+  ref = ((img / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None]
+  for sub in ("clip", "vit", "resnet"):
+    proc = AutoImageProcessor.from_pretrained(out / sub)
+    np.testing.assert_allclose(proc(images=img, return_tensors="np")
+                               ["pixel_values"], ref, atol=1e-5)
+
+
+class SmokeTrainTest(absltest.TestCase):
+
+  def test_smoke_trains_exports_and_loads(self):
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="toy_smoke_"))
+    self.addCleanup(shutil.rmtree, workdir, ignore_errors=True)
+    config = _load_config("smoke")
+    metrics = train.run(config, workdir)
+    self.assertIn("clip_zero_shot_top1", metrics)
+    out = workdir / "export"
+    _check_export_loads(self, out)
+    for name in ("clip", "vit", "resnet", "vae", "unet"):
+      self.assertTrue((workdir / "checkpoints" / f"{name}.msgpack").exists())
+    # The evaluation loop runs on the export (2 DDIM steps, one seed).
+    m = evaluate.evaluate(out / "sd", out / "vit", seeds_per_class=1,
+                          pair_seeds=0, num_inference_steps=2)
+    self.assertEqual(m["single_samples"], world.NUM_CLASSES)
+    self.assertBetween(m["single_top1"], 0.0, 1.0)
+
+  def test_config(self):
+    config = _load_config()
+    self.assertEqual(config.scheduler.beta_start, 0.00085)
+    self.assertEqual(config.scheduler.beta_end, 0.012)
+    self.assertEqual(config.scheduler.num_train_timesteps, 1000)
+    self.assertFalse(config.export.to_assets)
+    source = (_ROOT / "configs" / "train_toy.py").read_text()
+    self.assertIn("python launch/train_toy.py --config configs/train_toy.py "
+                  "--workdir", source)
+    with self.assertRaises(ValueError):
+      _load_config("nonsense")
+
+
+@absltest.skipUnless((toy.SD_DIR / "model_index.json").exists(),
+                     "no shipped toy weights")
+class ShippedWeightsTest(absltest.TestCase):
+  """Quality of the shipped weights on a fixed held-out sample."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data = world.make_dataset("heldout", 400)
+
+  def test_layout_and_size(self):
+    _check_export_loads(self, toy.ASSETS_DIR)
+    size = sum(f.stat().st_size for f in toy.ASSETS_DIR.rglob("*")
+               if f.is_file())
+    self.assertLess(size / 2**20, _MAX_ASSETS_MB)
+    for f in toy.ASSETS_DIR.rglob("*"):
+      self.assertNotIn(f.suffix, (".bin", ".safetensors", ".pt"))
+
+  def test_classifiers(self):
+    labels = self.data.labels[:, 0]
+    for sub, minimum in (("vit", _MIN_VIT_TOP1), ("resnet", _MIN_RESNET_TOP1)):
+      logits = evaluate.load_classifier(toy.ASSETS_DIR / sub)(self.data.images)
+      acc = float(np.mean(logits.argmax(-1) == labels))
+      self.assertGreaterEqual(acc, minimum, msg=sub)
+
+  def test_clip_zero_shot(self):
+    from transformers import CLIPTokenizer, FlaxCLIPModel  # pylint: disable=g-import-not-at-top
+    model = FlaxCLIPModel.from_pretrained(toy.CLIP_DIR)
+    tok = CLIPTokenizer.from_pretrained(toy.CLIP_DIR)
+    acc = train.clip_zero_shot_accuracy(model, tok, self.data)
+    self.assertGreaterEqual(acc, _MIN_CLIP_ZERO_SHOT)
+
+
+if __name__ == "__main__":
+  absltest.main()
