@@ -165,8 +165,10 @@ def _progress(done, total, start, done_at_start):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, scoring: Scoring | None = None,
-        model_loader=None) -> dict:
-  """Runs (or resumes) the sweep and writes every output. Returns {"members": rows}."""
+        model_loader=None, mesh=None) -> dict:
+  """Runs (or resumes) the sweep and writes every output. Returns {"members": rows}.
+
+  `mesh` (default: all devices) shards the scored populations."""
   validate(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +202,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, scoring: Scoring | N
         sd, params, sampler_lib.SamplerSettings(
             scheduler=config.scheduler, num_steps=config.num_steps, guidance=guidance,
             return_images=False),
-        microbatch=config.microbatch, score_fn=scoring.score_fn, score_params=scoring.score_params)
+        microbatch=config.microbatch, score_fn=scoring.score_fn, score_params=scoring.score_params,
+        mesh=mesh)
     prompt_emb = np.asarray(text.encode_prompts(sd, params["text_encoder"], prompts))
     uncond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0])
     while int(state[name + "/done"]) < plan.size:

@@ -211,3 +211,21 @@ def test_real_scoring_matches_fitness_on_returned_images(tiny_sd_dirs, tmp_path_
                              expected["evaluator/clip_score"], atol=1e-3)
   np.testing.assert_array_equal([m["top1"] for m in members], expected["evaluator/top1_hit"])
   np.testing.assert_array_equal([m["top5"] for m in members], expected["evaluator/top5_hit"])
+
+
+def test_eight_devices_match_one(tiny_sd_dirs, tmp_path):
+  """The sweep on 8 fake CPU devices == on one (separate process: device count is fixed at
+  JAX start-up). Hits are equal; CLIP-like scores agree to float32 summation order."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  worker = pathlib.Path(__file__).with_name("sweep_multidevice_worker.py")
+  env = dict(os.environ, PYTHONPATH=str(_ROOT))
+  proc = subprocess.run([sys.executable, str(worker), str(tiny_sd_dirs[1]), str(tmp_path)],
+                        env=env, capture_output=True, text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  single, eight = (_read(tmp_path / name / "members.csv") for name in ("single", "eight"))
+  assert len(single) == len(eight) == 24
+  for a, b in zip(single, eight):
+    assert (a["shift"], a["alpha_c"], a["prompt_index"], a["seed_index"], a["top1"], a["top5"]) == (
+        b["shift"], b["alpha_c"], b["prompt_index"], b["seed_index"], b["top1"], b["top5"])
+    np.testing.assert_allclose(float(a["clip_score"]), float(b["clip_score"]), atol=1e-3)
