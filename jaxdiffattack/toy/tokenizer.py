@@ -16,10 +16,10 @@ import collections
 import json
 import os
 import pathlib
-import tempfile
 
 import regex
 
+from jaxdiffattack.io import atomic_write_bytes
 from jaxdiffattack.toy import world
 
 MODEL_MAX_LENGTH = 77  # As Stable Diffusion.
@@ -128,10 +128,7 @@ def build_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
 
 
 def _atomic_write(path: pathlib.Path, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  with os.fdopen(fd, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def build_tokenizer_files(out_dir: str | os.PathLike,

@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 from jaxdiffattack import toy
+from jaxdiffattack.io import atomic_write_bytes
 from jaxdiffattack.toy import tokenizer as toy_tokenizer
 from jaxdiffattack.toy import world
 
@@ -56,12 +57,6 @@ class TrainState(NamedTuple):
 
 
 # ------------------------------------------------------------------- utils --
-def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  with os.fdopen(fd, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
 
 
 def to_pixels(images_uint8) -> jnp.ndarray:
