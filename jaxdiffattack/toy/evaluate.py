@@ -11,8 +11,8 @@ two-object scenes gives the judge's own ceiling, reported alongside).
   python -m jaxdiffattack.toy.evaluate [--sd_dir DIR --judge_dir DIR
       --seeds_per_class 20 --pair_seeds 2 --out_json FILE]
 
-This is a self-contained reference loop over the diffusers / transformers
-Flax classes; the project's sampler is tested against the same thresholds.
+Images come from the project's own loader and population sampler (DDIM, pure JAX; it
+matches diffusers' DDIM), so the measured quality is that of the code every job runs.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import itertools
 import json
 import pathlib
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -29,6 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiffattack import models
+from jaxdiffattack import sampler as sampler_lib
+from jaxdiffattack import text
 from jaxdiffattack import toy
 from jaxdiffattack.toy import world
 
@@ -36,103 +39,31 @@ PIXEL_MEAN = 0.5
 PIXEL_STD = 0.5
 
 
-class ToySD(NamedTuple):
-  tokenizer: Any
-  text_encoder: Any
-  unet: Any
-  unet_params: Any
-  vae: Any
-  vae_params: Any
-  scheduler: Any
-  scheduler_state: Any
+def load_sd(sd_dir: str | pathlib.Path = toy.SD_DIR):
+  """(sd, params) through the project's loader (the same path as every job)."""
+  return models.load_stable_diffusion(str(sd_dir))
 
 
-def load_sd(sd_dir: str | pathlib.Path = toy.SD_DIR) -> ToySD:
-  """Loads a diffusers-layout SD directory with the Flax classes."""
-  from diffusers import (FlaxAutoencoderKL, FlaxDDIMScheduler,  # pylint: disable=g-import-not-at-top
-                         FlaxUNet2DConditionModel)
-  from transformers import CLIPTokenizer, FlaxCLIPTextModel  # pylint: disable=g-import-not-at-top
-  sd_dir = str(sd_dir)
-  unet, unet_params = FlaxUNet2DConditionModel.from_pretrained(
-      sd_dir, subfolder="unet")
-  vae, vae_params = FlaxAutoencoderKL.from_pretrained(sd_dir, subfolder="vae")
-  sched, sched_state = FlaxDDIMScheduler.from_pretrained(
-      sd_dir, subfolder="scheduler")
-  return ToySD(CLIPTokenizer.from_pretrained(sd_dir, subfolder="tokenizer"),
-               FlaxCLIPTextModel.from_pretrained(sd_dir,
-                                                 subfolder="text_encoder"),
-               unet, unet_params, vae, vae_params, sched, sched_state)
-
-
-def encode_text(sd: ToySD, prompts: Sequence[str]) -> jnp.ndarray:
-  """last_hidden_state of the text encoder on 77-token padded prompts."""
-  ids = sd.tokenizer(list(prompts), padding="max_length", truncation=True,
-                     max_length=sd.tokenizer.model_max_length,
-                     return_tensors="np").input_ids
-  return sd.text_encoder(ids, params=sd.text_encoder.params)[0]
-
-
-def make_sampler(sd: ToySD, num_inference_steps: int = 50,
-                 guidance_scale: float = 7.5):
-  """Returns f(cond, uncond, latents) -> uint8 NHWC images (jitted; the
-  weights are arguments, not baked-in constants)."""
-  size = sd.unet.config.sample_size
-  channels = sd.unet.config.in_channels
-  scaling = sd.vae.config.scaling_factor
-
-  def sample(unet_params, vae_params, cond, uncond, latents):
-    state = sd.scheduler.set_timesteps(sd.scheduler_state, num_inference_steps,
-                                       (latents.shape[0], channels, size, size))
-    context = jnp.concatenate([uncond, cond])
-
-    def body(i, carry):
-      latents, state = carry
-      t = state.timesteps[i]
-      x = jnp.concatenate([latents, latents])
-      ts = jnp.full((x.shape[0],), t, jnp.int32)
-      eps = sd.unet.apply({"params": unet_params}, x, ts, context).sample
-      eps_u, eps_c = jnp.split(eps, 2)
-      eps = eps_u + guidance_scale * (eps_c - eps_u)
-      latents, state = sd.scheduler.step(state, eps, t, latents).to_tuple()
-      return latents, state
-
-    latents = latents * state.init_noise_sigma
-    latents, _ = jax.lax.fori_loop(0, num_inference_steps, body,
-                                   (latents, state))
-    img = sd.vae.apply({"params": vae_params}, latents / scaling,
-                       method=sd.vae.decode).sample
-    img = jnp.clip(img / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
-    return jnp.round(img * 255).astype(jnp.uint8)
-
-  jitted = jax.jit(sample)
-  return lambda cond, uncond, latents: jitted(sd.unet_params, sd.vae_params,
-                                              cond, uncond, latents)
-
-
-def initial_latents(sd: ToySD, seeds: Sequence[int]) -> jnp.ndarray:
+def initial_latents(sd, seeds: Sequence[int]) -> np.ndarray:
   """Per-seed initial noise (seed s gives the same image in any batch)."""
-  size = sd.unet.config.sample_size
-  shape = (sd.unet.config.in_channels, size, size)
-  return jnp.stack([jax.random.normal(jax.random.PRNGKey(int(s)), shape)
-                    for s in seeds])
+  return np.stack([np.asarray(jax.random.normal(jax.random.PRNGKey(int(s)), sd.latent_shape))
+                   for s in seeds])
 
 
-def generate(sd: ToySD, prompts: Sequence[str], seeds: Sequence[int],
+def generate(sd_and_params, prompts: Sequence[str], seeds: Sequence[int],
              num_inference_steps: int = 50, guidance_scale: float = 7.5,
              batch_size: int = 200) -> np.ndarray:
-  """Generates one image per (prompt, seed); returns uint8 (N, H, W, 3)."""
-  sampler = make_sampler(sd, num_inference_steps, guidance_scale)
-  uncond_row = encode_text(sd, [""])
-  out = []
-  for i in range(0, len(prompts), batch_size):
-    p, s = list(prompts[i:i + batch_size]), list(seeds[i:i + batch_size])
-    n = len(p)
-    pad = batch_size - n if len(prompts) > batch_size else 0
-    cond = encode_text(sd, p + p[-1:] * pad)
-    uncond = jnp.repeat(uncond_row, n + pad, axis=0)
-    lat = initial_latents(sd, s + s[-1:] * pad)
-    out.append(np.asarray(sampler(cond, uncond, lat))[:n])
-  return np.concatenate(out)
+  """Generates one image per (prompt, seed) with the project's DDIM population sampler
+  (chunks of `batch_size` members); returns uint8 (N, H, W, 3)."""
+  sd, params = sd_and_params
+  pop_sampler = sampler_lib.PopulationSampler(
+      sd, params, sampler_lib.SamplerSettings(scheduler="ddim", num_steps=num_inference_steps,
+                                              guidance=guidance_scale > 1.0),
+      microbatch=-(-min(batch_size, len(prompts)) // jax.device_count()))
+  cond = np.asarray(text.encode_prompts(sd, params["text_encoder"], list(prompts)))
+  uncond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0])
+  images = pop_sampler(initial_latents(sd, seeds), cond, uncond, guidance_scale).images
+  return np.round(images * 255).astype(np.uint8)
 
 
 def load_classifier(model_dir: str | pathlib.Path = toy.VIT_DIR):
