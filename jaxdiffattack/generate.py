@@ -20,7 +20,6 @@ import numpy as np
 
 from jaxdiffattack import io
 from jaxdiffattack import sampler as sampler_lib
-from jaxdiffattack import schedulers
 from jaxdiffattack import text
 from jaxdiffattack.errors import check
 from jaxdiffattack.errors import ConfigError
@@ -31,10 +30,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the key, the value and what is allowed."""
   check(isinstance(config.model, str) and bool(config.model), "model", config.model,
         "use 'toy', a local diffusers directory or a hub id")
-  check(config.scheduler in schedulers.SCHEDULERS, "scheduler", config.scheduler,
-        f"use one of {sorted(schedulers.SCHEDULERS)}")
-  check(isinstance(config.num_steps, int) and config.num_steps >= 1, "num_steps",
-        config.num_steps, "use an integer >= 1")
+  sampler_lib.SamplerSettings(scheduler=config.scheduler, num_steps=config.num_steps).validate()
   check(isinstance(config.guidance_scale, (int, float)) and math.isfinite(config.guidance_scale),
         "guidance_scale", config.guidance_scale, "use a finite number (<= 1 disables guidance)")
   prompts = list(config.prompts)
