@@ -19,8 +19,8 @@ import ml_collections
 def _stage(num_steps, batch_size, lr, **kw):
   c = ml_collections.ConfigDict(dict(
       num_steps=num_steps, batch_size=batch_size, lr=lr, warmup_steps=100,
-      weight_decay=1e-4, final_lr_fraction=0.05, log_every=50,
-      ckpt_every=250))
+      weight_decay=1e-4, final_lr_fraction=0.05, cooldown_steps=0,
+      log_every=50, ckpt_every=250))
   c.update(kw)
   return c
 

@@ -79,6 +79,31 @@ def _check_export_loads(test, out: pathlib.Path):
                                ["pixel_values"], ref, atol=1e-5)
 
 
+class LrScheduleTest(absltest.TestCase):
+
+  def _cfg(self, **kw):
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    return ml_collections.ConfigDict(dict(dict(
+        lr=2e-3, warmup_steps=10, num_steps=100, final_lr_fraction=1.0,
+        cooldown_steps=0), **kw))
+
+  def test_cooldown_continues_a_constant_run(self):
+    constant = train.lr_schedule(self._cfg())
+    cooled = train.lr_schedule(self._cfg(num_steps=160, cooldown_steps=40))
+    steps = np.arange(0, 120)
+    # Up to the cool-down the schedule is that of the constant run: a checkpoint of the
+    # constant run at step <= 120 resumes exactly into the cooled one.
+    np.testing.assert_allclose([cooled(n) for n in steps], [constant(n) for n in steps])
+    self.assertAlmostEqual(float(constant(50)), 2e-3, places=9)
+    self.assertAlmostEqual(float(cooled(140)), 1e-3, places=7)
+    self.assertAlmostEqual(float(cooled(160)), 0.0, places=9)
+    self.assertTrue(np.all(np.diff([float(cooled(n)) for n in range(120, 161)]) < 0))
+
+  def test_cooldown_longer_than_the_run_is_refused(self):
+    with self.assertRaisesRegex(ValueError, "cooldown_steps=95"):
+      train.lr_schedule(self._cfg(cooldown_steps=95))
+
+
 class SmokeTrainTest(absltest.TestCase):
 
   def test_smoke_trains_exports_and_loads(self):

@@ -70,10 +70,30 @@ def _batch_rng(config, stage: str, step: int) -> np.random.Generator:
   return np.random.default_rng([config.seed, sum(map(ord, stage)), step])
 
 
-def _optimizer(cfg) -> optax.GradientTransformation:
+def lr_schedule(cfg) -> optax.Schedule:
+  """Linear warm-up, then cosine decay to `final_lr_fraction` of the peak (1.0: constant);
+  with `cooldown_steps` > 0 the last steps decay linearly to zero (warmup-stable-decay).
+
+  With final_lr_fraction == 1 the schedule before the cool-down does not depend on
+  `num_steps`, so a checkpoint taken before step num_steps - cooldown_steps continues
+  exactly as a run that had the larger num_steps from the start."""
   sched = optax.warmup_cosine_decay_schedule(
       0.0, cfg.lr, cfg.warmup_steps, max(cfg.num_steps, cfg.warmup_steps + 1),
       end_value=cfg.lr * cfg.get("final_lr_fraction", 0.05))
+  cooldown = int(cfg.get("cooldown_steps", 0))
+  if cooldown <= 0:
+    return sched
+  start = int(cfg.num_steps) - cooldown
+  if start < cfg.warmup_steps:
+    raise ValueError(f"cooldown_steps={cooldown} leaves no room after the "
+                     f"{cfg.warmup_steps} warm-up steps of num_steps={cfg.num_steps}")
+  peak = sched(start)
+  return optax.join_schedules(
+      [sched, lambda n: peak * (1.0 - n / cooldown)], [start])
+
+
+def _optimizer(cfg) -> optax.GradientTransformation:
+  sched = lr_schedule(cfg)
   return optax.chain(optax.clip_by_global_norm(1.0),
                      optax.adamw(sched, weight_decay=cfg.weight_decay))
 
