@@ -2,13 +2,13 @@
 
 For every class, ``seeds_per_class`` images of ``"a photo of a {label}"`` are
 generated with DDIM (50 steps, eta 0) and classifier-free guidance 7.5 -- the
-default sampler settings -- and judged by the toy ViT (top-1). Two-object
+default sampler settings -- and judged by the toy ViT and the toy ResNet (top-1). Two-object
 prompts ``"a photo of a {a} and a {b}"`` count as showing both objects when
 the judge's top-2 classes are exactly {a, b} (the classifiers were trained
 with 0.5 / 0.5 targets on two-object scenes; the same rule on real held-out
 two-object scenes gives the judge's own ceiling, reported alongside).
 
-  python -m jaxdiffattack.toy.evaluate [--sd_dir DIR --judge_dir DIR
+  python -m jaxdiffattack.toy.evaluate [--sd_dir DIR --judge_dir DIR[,DIR]
       --seeds_per_class 20 --pair_seeds 2 --out_json FILE]
 
 Images come from the project's own loader and population sampler (DDIM, pure JAX; it
@@ -30,14 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiffattack import models
+from jaxdiffattack import preprocess
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import text
 from jaxdiffattack import toy
 from jaxdiffattack.toy import world
-
-PIXEL_MEAN = 0.5
-PIXEL_STD = 0.5
-
 
 def load_sd(sd_dir: str | pathlib.Path = toy.SD_DIR):
   """(sd, params) through the project's loader (the same path as every job)."""
@@ -67,18 +64,15 @@ def generate(sd_and_params, prompts: Sequence[str], seeds: Sequence[int],
 
 
 def load_classifier(model_dir: str | pathlib.Path = toy.VIT_DIR):
-  """Returns f(uint8 NHWC) -> logits for a toy ViT or ResNet directory."""
-  from transformers import (FlaxResNetForImageClassification,  # pylint: disable=g-import-not-at-top
-                            FlaxViTForImageClassification)
-  cfg = json.loads((pathlib.Path(model_dir) / "config.json").read_text())
-  cls = (FlaxResNetForImageClassification if cfg["model_type"] == "resnet"
-         else FlaxViTForImageClassification)
-  model = cls.from_pretrained(str(model_dir))
+  """Returns f(uint8 NHWC) -> logits for a classifier directory (or `toy`), through the
+  project's loader and preprocessing (`models.vision`, `preprocess`) -- the path every job uses."""
+  classifier, params = models.vision.load_image_classifier(str(model_dir))
+  spec = preprocess.spec_from_processor(classifier.image_processor)
 
   @jax.jit
   def logits(images):
-    x = (images.astype(jnp.float32) / 255 - PIXEL_MEAN) / PIXEL_STD
-    return model(x.transpose(0, 3, 1, 2), params=model.params).logits
+    pixels = preprocess.preprocess(spec, images.astype(jnp.float32) / 255)
+    return models.vision.classifier_logits(classifier, params, pixels)
 
   return lambda images: np.asarray(logits(jnp.asarray(images)))
 
@@ -89,54 +83,69 @@ def top2_match(logits: np.ndarray, pairs: np.ndarray) -> np.ndarray:
   return np.all(top2 == np.sort(pairs, -1), -1)
 
 
-def evaluate(sd_dir=toy.SD_DIR, judge_dir=toy.VIT_DIR, seeds_per_class: int = 20,
-             pair_seeds: int = 2, num_inference_steps: int = 50,
-             guidance_scale: float = 7.5, batch_size: int = 200,
-             save_images: str | None = None) -> dict:
-  """Single-object top-1 and two-object both-present rate; returns metrics."""
+def _judge_metrics(judge, images, labels, pimgs, pairs, real) -> dict:
+  preds = judge(images).argmax(-1)
+  metrics = {"single_top1": float(np.mean(preds == labels)),
+             "single_top1_per_class": {
+                 world.LABELS[c]: float(np.mean(preds[labels == c] == c))
+                 for c in range(world.NUM_CLASSES)}}
+  if pimgs is not None:
+    plogits = judge(pimgs)
+    top2 = np.argsort(-plogits, -1)[:, :2]
+    metrics.update(
+        pair_both_rate=float(np.mean(top2_match(plogits, pairs))),
+        pair_object_recall=float(np.mean([np.isin(p, t).mean()
+                                          for p, t in zip(pairs, top2)])),
+        pair_judge_rate_on_real=float(np.mean(top2_match(judge(real.images),
+                                                         real.labels))))
+  return metrics
+
+
+def evaluate(sd_dir=toy.SD_DIR, judge_dir=(toy.VIT_DIR, toy.RESNET_DIR),
+             seeds_per_class: int = 20, pair_seeds: int = 2,
+             num_inference_steps: int = 50, guidance_scale: float = 7.5,
+             batch_size: int = 200, save_images: str | None = None) -> dict:
+  """Single-object top-1 and two-object both-present rate; returns metrics.
+
+  `judge_dir` is one classifier directory or several: the images are generated once and
+  judged by each; the top-level metrics are the first judge's, `by_judge` holds all of them
+  (keyed by directory name)."""
   t0 = time.time()
-  sd, judge = load_sd(sd_dir), load_classifier(judge_dir)
+  judge_dirs = ([judge_dir] if isinstance(judge_dir, (str, pathlib.Path))
+                else list(judge_dir))
+  sd = load_sd(sd_dir)
   labels = np.repeat(np.arange(world.NUM_CLASSES), seeds_per_class)
   seeds = np.tile(np.arange(seeds_per_class), world.NUM_CLASSES)
   images = generate(sd, [world.caption([l]) for l in labels], seeds,
                     num_inference_steps, guidance_scale, batch_size)
-  preds = judge(images).argmax(-1)
-  per_class = {world.LABELS[c]: float(np.mean(preds[labels == c] == c))
-               for c in range(world.NUM_CLASSES)}
-  metrics = {"single_top1": float(np.mean(preds == labels)),
-             "single_top1_per_class": per_class,
-             "single_samples": int(len(labels))}
-  logging.info("single-object top-1 %.4f over %d images (%.0fs)",
-               metrics["single_top1"], len(labels), time.time() - t0)
+  pimgs = pairs = real = None
   if pair_seeds:
     pairs = np.asarray(list(itertools.combinations(
         range(world.NUM_CLASSES), 2)) * pair_seeds)
     pseeds = np.repeat(np.arange(pair_seeds), len(pairs) // pair_seeds) + 1000
     pimgs = generate(sd, [world.caption(p) for p in pairs], pseeds,
                      num_inference_steps, guidance_scale, batch_size)
-    plogits = judge(pimgs)
-    both = top2_match(plogits, pairs)
-    top2 = np.argsort(-plogits, -1)[:, :2]
-    named = np.mean([np.isin(p, t).mean() for p, t in zip(pairs, top2)])
     real = world.make_dataset("heldout", 0, 500)
-    real_rate = float(np.mean(top2_match(judge(real.images), real.labels)))
-    metrics.update(pair_both_rate=float(np.mean(both)),
-                   pair_object_recall=float(named),
-                   pair_samples=int(len(pairs)),
-                   pair_judge_rate_on_real=real_rate)
-    logging.info("two-object: both shown %.4f, object recall %.4f (judge on "
-                 "real pairs %.4f)", metrics["pair_both_rate"], named,
-                 real_rate)
-    if save_images:
-      images = np.concatenate([images, pimgs])
+  by_judge = {}
+  for d in judge_dirs:
+    m = _judge_metrics(load_classifier(d), images, labels, pimgs, pairs, real)
+    by_judge[pathlib.Path(d).name] = m
+    logging.info("judge %s: single-object top-1 %.4f over %d images; two-object both "
+                 "shown %s", d, m["single_top1"], len(labels),
+                 m.get("pair_both_rate", "-"))
+  metrics = dict(by_judge[pathlib.Path(judge_dirs[0]).name],
+                 single_samples=int(len(labels)),
+                 pair_samples=int(len(pairs)) if pairs is not None else 0,
+                 by_judge=by_judge)
   if save_images:
-    np.save(save_images, images)
+    np.save(save_images, images if pimgs is None else np.concatenate([images, pimgs]))
   metrics["seconds"] = round(time.time() - t0, 1)
   return metrics
 
 
 _SD_DIR = flags.DEFINE_string("sd_dir", str(toy.SD_DIR), "SD directory.")
-_JUDGE = flags.DEFINE_string("judge_dir", str(toy.VIT_DIR), "Judge classifier.")
+_JUDGE = flags.DEFINE_list("judge_dir", [str(toy.VIT_DIR), str(toy.RESNET_DIR)],
+                          "Judge classifier directories (the first one's numbers are top-level).")
 _SEEDS = flags.DEFINE_integer("seeds_per_class", 20, "Seeds per class.")
 _PAIR_SEEDS = flags.DEFINE_integer("pair_seeds", 2, "Seeds per class pair.")
 _STEPS = flags.DEFINE_integer("steps", 50, "DDIM steps.")
