@@ -39,7 +39,7 @@ def get_config(arg=None):
   # text encoder) after the UNet: see train.tune_clip_vision.
   config.clip_tune = _stage(1000, 128, 1e-3, pair_fraction=0.25)
   config.clip_tune.warmup_steps = 50
-  config.vit = _stage(3700, 128, 2e-3, width=64, layers=3, heads=4,
+  config.vit = _stage(11500, 128, 2e-3, width=64, layers=3, heads=4,
                       patch_size=4, mlp_ratio=2, pair_fraction=0.25)
   config.resnet = _stage(800, 128, 3e-3, embedding_size=32,
                          hidden_sizes=(32, 64, 128), depths=(1, 1, 1),
@@ -49,20 +49,25 @@ def get_config(arg=None):
                       norm_num_groups=16, kl_weight=1e-3)
   # The VAE decoder is fine-tuned with the encoder frozen after the UNet
   # (train.tune_vae_decoder): the latent space stays, images get sharper.
-  config.vae_tune = _stage(1900, 32, 1e-3, l1_weight=0.1)
+  config.vae_tune = _stage(6000, 32, 1e-3, l1_weight=0.1)
   config.vae_tune.warmup_steps = 50
-  config.unet = _stage(6000, 32, 5e-4, block_out_channels=(64, 64),
+  config.unet = _stage(20000, 32, 5e-4, block_out_channels=(64, 64),
                        layers_per_block=1, attention_heads=4,
                        pair_fraction=0.3, caption_dropout=0.1,
                        ema_decay=0.999, export_every=500)
-  # Constant learning rate after warm-up for CLIP, the ViT and the UNet: a
-  # stage stopped at step N equals a run with num_steps=N (checkpoints every
-  # 100 steps), so the step counts below are where training was stopped.
+  # Constant learning rate after warm-up for CLIP, the ViT, the decoder tuning
+  # and the UNet (warmup-stable-decay): the learning rate does not depend on
+  # num_steps until the final linear cool-down (`cooldown_steps`, to zero), so
+  # a constant-LR checkpoint continues exactly into a longer run; the step
+  # counts below are where the shipped run stopped (train.lr_schedule).
   for name in ("clip", "clip_tune", "vit", "vae_tune"):
     config[name].final_lr_fraction = 1.0
     config[name].ckpt_every = 100
+  config.vit.cooldown_steps = 1500
+  config.vae_tune.cooldown_steps = 1000
   config.unet.warmup_steps = 200
   config.unet.final_lr_fraction = 1.0  # + EMA of the weights.
+  config.unet.cooldown_steps = 2000
   config.unet.ckpt_every = 250
   config.scheduler = dict(beta_start=0.00085, beta_end=0.012,
                           num_train_timesteps=1000)
@@ -76,6 +81,7 @@ def get_config(arg=None):
       stage = config[name]
       stage.num_steps, stage.batch_size = 3, 8
       stage.warmup_steps, stage.log_every, stage.ckpt_every = 1, 1, 2
+      stage.cooldown_steps = 1 if stage.cooldown_steps else 0
     config.clip.update(text_width=32, text_layers=1, text_heads=2,
                        vision_width=32, vision_layers=1, vision_heads=2,
                        projection_dim=16)
