@@ -3,13 +3,16 @@ least some targets, and more often than the random baseline at equal budget (SAG
 
 Protocol (fixed): configs/latent_search.py:toy — the shipped toy SD (20 DDIM steps, guidance 7.5),
 surrogate = toy ResNet margin of the prompt's class, evaluator = toy ViT top-1 (a different
-model) — on its 5 labels × SEEDS seeds = 10 targets, population POPULATION × GENERATIONS
-generations per target (the same budget for Sep-CMA-ES and for random seeds), seed 0.
+model) — on LABELS × SEEDS targets, population POPULATION × GENERATIONS generations per target
+(the same budget for Sep-CMA-ES and for random seeds), the whole budget searched
+(stop_after_failures=0, so every evaluator-confirmed failing image is counted), seed 0. LABELS
+are classes the toy SD draws reliably (ViT top-1 100 % at the default 50 DDIM steps; at this
+test's 20 steps a few seeds fail), so random seeds fail rarely and the comparison is not saturated.
 
-Measured numbers: NOT YET MEASURED — the toy assets (jaxdiffattack/toy/assets/{sd,clip,vit,resnet})
-were not shipped when this test was written, so it skips. To be filled in by whoever runs it first
-with the assets: "Sep-CMA-ES a/10 targets, random b/10, wall c s on 2 CPU cores"; then tighten the
-assertions below to those numbers (keeping the strict search > random comparison).
+Measured (2026-11-22, toy release 2: UNet 20k steps; one CPU core, 88 s): Sep-CMA-ES fails 3/8
+targets with 27 evaluator-confirmed failing images (15, 5, 7 on three targets), random seeds fail
+3/8 targets with 9 failing images — the search finds 3× as many failures at the same 48
+evaluations per target; two of the three failed targets are the same for both.
 """
 
 import json
@@ -18,6 +21,7 @@ import sys
 
 import pytest
 
+LABELS = ("red cross", "green triangle", "blue star", "yellow circle")
 SEEDS = 2
 POPULATION = 12
 GENERATIONS = 4
@@ -29,11 +33,6 @@ def _toy_or_skip():
              if not d.is_dir()]
   if missing:
     pytest.skip(f"toy-world assets missing ({', '.join(missing)} under {toy.ASSETS_DIR})")
-  try:
-    from jaxdiffattack import fitness  # pylint: disable=g-import-not-at-top
-    fitness.build  # pylint: disable=pointless-statement
-  except (ImportError, AttributeError) as e:
-    pytest.skip(f"jaxdiffattack.fitness (the scorers) is not there yet: {e}")
 
 
 def test_latent_search_beats_random_on_the_toy_world(tmp_path):
@@ -42,23 +41,24 @@ def test_latent_search_beats_random_on_the_toy_world(tmp_path):
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "configs"))
   import latent_search  # pylint: disable=g-import-not-at-top
   config = latent_search.get_config("toy")
+  config.labels = LABELS
   config.seeds_per_label = SEEDS
   config.population_size = POPULATION
   config.num_generations = GENERATIONS
+  config.stop_after_failures = 0
   config.save_images = False
   out = search.run(config, tmp_path)
   rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-  found = {m: sum(r["success"] for r in rows if r["method"] == m)
-           for m in ("Sep_CMA_ES", "random")}
-  # Every success is an evaluator-confirmed failure (the evaluator is not the surrogate).
+  methods = ("Sep_CMA_ES", "random")
+  targets = {m: sum(r["success"] for r in rows if r["method"] == m) for m in methods}
+  images = {m: sum(r["failures_found"] for r in rows if r["method"] == m) for m in methods}
   for r in rows:
+    assert r["evaluations"] == POPULATION * GENERATIONS, r
+    # Every success is an evaluator-confirmed failure (the evaluator is not the surrogate).
     for f in r["failures"]:
       assert f["records"]["score/evaluator/top1_hit"] < 0.5
-  assert found["Sep_CMA_ES"] >= 1, found
-  targets = len({r["target"] for r in rows if r["method"] == "random"})
-  if found["random"] == targets:
-    # Measured 2026-11-22 with the first shipped toy SD (UNet 6000 steps): random seeds already
-    # fail every target (its shapes are blobby; see docs/toy_model_card.md), so the comparison
-    # is saturated. It becomes strict again once the toy SD meets its quality bar (issue 3).
-    pytest.xfail(f"random baseline saturated ({found}); toy SD below its quality bar")
-  assert found["Sep_CMA_ES"] > found["random"], (found, out["summary"])
+  assert targets["Sep_CMA_ES"] >= 1, (targets, images)
+  # The search finds more failing images than random seeds at the same budget, and fails at
+  # least as many targets.
+  assert images["Sep_CMA_ES"] > images["random"], (targets, images, out["summary"])
+  assert targets["Sep_CMA_ES"] >= targets["random"], (targets, images)
