@@ -1,6 +1,7 @@
 """Config of the toy-world training (jaxdiffattack.toy.train.run).
 
-Full run (about an hour on one CPU core; writes DIR/export/):
+Full run (about 3 h on 2 CPU cores, ~5 h on one; writes DIR/export/; see
+docs/toy_model_card.md for the budget):
 
   python launch/train_toy.py --config configs/train_toy.py --workdir DIR
 
