@@ -6,7 +6,8 @@ default sampler settings -- and judged by the toy ViT and the toy ResNet (top-1)
 prompts ``"a photo of a {a} and a {b}"`` count as showing both objects when
 the judge's top-2 classes are exactly {a, b} (the classifiers were trained
 with 0.5 / 0.5 targets on two-object scenes; the same rule on real held-out
-two-object scenes gives the judge's own ceiling, reported alongside).
+two-object scenes gives the judge's own ceiling, reported alongside). A judge-free pixel
+count (`pair_colours_shown`) says, for pairs of two colours, whether both colours were drawn.
 
   python -m jaxdiffattack.toy.evaluate [--sd_dir DIR --judge_dir DIR[,DIR]
       --seeds_per_class 20 --pair_seeds 2 --out_json FILE]
@@ -83,6 +84,26 @@ def top2_match(logits: np.ndarray, pairs: np.ndarray) -> np.ndarray:
   return np.all(top2 == np.sort(pairs, -1), -1)
 
 
+def colours_present(images: np.ndarray, colours: Sequence[str], radius: float = 60.0,
+                    min_pixels: int = 10) -> np.ndarray:
+  """Whether each image [N, H, W, 3] uint8 has >= `min_pixels` pixels within `radius` (RGB
+  units) of the nominal colour `colours[n]` -- a pixel-level check, independent of the judges,
+  that an object of that colour was drawn."""
+  ref = np.asarray([world.COLOUR_RGB[c] for c in colours], np.float32)[:, None, None, :]
+  dist = np.linalg.norm(images.astype(np.float32) - ref, axis=-1)
+  return (dist < radius).sum(axis=(1, 2)) >= min_pixels
+
+
+def pair_colours_shown(images: np.ndarray, pairs: np.ndarray) -> tuple[float, int]:
+  """Over the pairs of two different colours: the fraction of images in which both colours
+  are drawn (`colours_present`); returns (rate, number of such pairs)."""
+  a = np.asarray([world.label_colour(int(x)) for x in pairs[:, 0]])
+  b = np.asarray([world.label_colour(int(x)) for x in pairs[:, 1]])
+  keep = a != b
+  both = colours_present(images[keep], a[keep]) & colours_present(images[keep], b[keep])
+  return float(both.mean()), int(keep.sum())
+
+
 def _judge_metrics(judge, images, labels, pimgs, pairs, real) -> dict:
   preds = judge(images).argmax(-1)
   metrics = {"single_top1": float(np.mean(preds == labels)),
@@ -126,6 +147,10 @@ def evaluate(sd_dir=toy.SD_DIR, judge_dir=(toy.VIT_DIR, toy.RESNET_DIR),
     pimgs = generate(sd, [world.caption(p) for p in pairs], pseeds,
                      num_inference_steps, guidance_scale, batch_size)
     real = world.make_dataset("heldout", 0, 500)
+    colours, n = pair_colours_shown(pimgs, pairs)
+    real_colours, _ = pair_colours_shown(real.images, real.labels)
+    logging.info("two-object prompts of two colours: both colours drawn in %.4f of %d "
+                 "images (real scenes: %.4f)", colours, n, real_colours)
   by_judge = {}
   for d in judge_dirs:
     m = _judge_metrics(load_classifier(d), images, labels, pimgs, pairs, real)
@@ -136,6 +161,8 @@ def evaluate(sd_dir=toy.SD_DIR, judge_dir=(toy.VIT_DIR, toy.RESNET_DIR),
   metrics = dict(by_judge[pathlib.Path(judge_dirs[0]).name],
                  single_samples=int(len(labels)),
                  pair_samples=int(len(pairs)) if pairs is not None else 0,
+                 **({"pair_colours_shown": colours, "pair_colours_samples": n,
+                     "pair_colours_shown_on_real": real_colours} if pairs is not None else {}),
                  by_judge=by_judge)
   if save_images:
     np.save(save_images, images if pimgs is None else np.concatenate([images, pimgs]))
