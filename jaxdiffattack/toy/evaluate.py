@@ -37,6 +37,7 @@ from jaxdiffattack import text
 from jaxdiffattack import toy
 from jaxdiffattack.toy import world
 
+
 def load_sd(sd_dir: str | pathlib.Path = toy.SD_DIR):
   """(sd, params) through the project's loader (the same path as every job)."""
   return models.load_stable_diffusion(str(sd_dir))
