@@ -98,6 +98,21 @@ def _optimizer(cfg) -> optax.GradientTransformation:
                      optax.adamw(sched, weight_decay=cfg.weight_decay))
 
 
+def _apply_gradients(opt: optax.GradientTransformation, state: TrainState, grads):
+  """One optimiser update of `state.params`: returns (new params, new optimiser state)."""
+  updates, opt_state = opt.update(grads, state.opt_state, state.params)
+  return optax.apply_updates(state.params, updates), opt_state
+
+
+def _image_batches(config, stage: str, data: "ToyData", batch_size: int,
+                   pair_fraction: float) -> Callable[[int], np.ndarray]:
+  """make_batch(step) -> uint8 training images of `stage` (deterministic per step)."""
+  def make_batch(step):
+    rng = _batch_rng(config, stage, step)
+    return data.train.images[_sample_batch(rng, data.train, batch_size, pair_fraction)]
+  return make_batch
+
+
 def _fit(name: str, state: TrainState, step_fn: Callable,
          make_batch: Callable[[int], Any], cfg, workdir: pathlib.Path,
          on_checkpoint: Callable[[TrainState], None] | None = None
@@ -299,8 +314,7 @@ def _clip_step_and_batches(config, c, model, tok, data: ToyData, opt,
     key = jax.random.fold_in(base_key, state.step)
     pixels = _augment(key, to_pixels(images))
     loss, grads = jax.value_and_grad(loss_fn)(state.params, ids, pixels, keys)
-    updates, opt_state = opt.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state = _apply_gradients(opt, state, grads)
     params["logit_scale"] = jnp.clip(params["logit_scale"], 0, np.log(100.0))
     return TrainState(state.step + 1, params, opt_state, None), loss
 
@@ -435,8 +449,7 @@ def train_classifier(name: str, config, workdir, data: ToyData):
       pixels = _augment(key, pixels)
     (loss, new_bn), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state.ema, pixels, targets)
-    updates, opt_state = opt.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state = _apply_gradients(opt, state, grads)
     return TrainState(state.step + 1, params, opt_state, new_bn), loss
 
   def make_batch(step):
@@ -501,14 +514,10 @@ def train_vae(config, workdir, data: ToyData):
     flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
     x = jnp.where(flip, x[..., ::-1], x)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, x, key)
-    updates, opt_state = opt.update(grads, state.opt_state, state.params)
-    return TrainState(state.step + 1, optax.apply_updates(state.params, updates),
-                      opt_state, None), loss
+    params, opt_state = _apply_gradients(opt, state, grads)
+    return TrainState(state.step + 1, params, opt_state, None), loss
 
-  def make_batch(step):
-    rng = _batch_rng(config, "vae", step)
-    return data.train.images[_sample_batch(rng, data.train, c.batch_size, 0.3)]
-
+  make_batch = _image_batches(config, "vae", data, c.batch_size, 0.3)
   state = _fit("vae", state, step_fn, make_batch, c, workdir)
   mean, std = encode_latents(vae, state.params, data.train.images[:2000])
   z = mean + std * np.random.default_rng(0).normal(size=mean.shape)
@@ -544,14 +553,10 @@ def tune_vae_decoder(config, workdir, data: ToyData, vae, params):
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 6), state.step)
     x = to_pixels(images)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, x, key)
-    updates, opt_state = opt.update(grads, state.opt_state, state.params)
-    return TrainState(state.step + 1, optax.apply_updates(state.params, updates),
-                      opt_state, None), loss
+    params, opt_state = _apply_gradients(opt, state, grads)
+    return TrainState(state.step + 1, params, opt_state, None), loss
 
-  def make_batch(step):
-    rng = _batch_rng(config, "vae_tune", step)
-    return data.train.images[_sample_batch(rng, data.train, c.batch_size, 0.3)]
-
+  make_batch = _image_batches(config, "vae_tune", data, c.batch_size, 0.3)
   state = _fit("vae_tune", state, step_fn, make_batch, c, workdir)
   mse = vae_recon_mse(vae, state.params, data.heldout.images[:500])
   logging.info("[vae_tune] held-out recon MSE (normalised pixels) %.5f", mse)
@@ -675,8 +680,7 @@ def train_unet(config, workdir, data: ToyData, bank: CaptionBank, vae, vae_param
     noise = jax.random.normal(k3, z0.shape)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, z0, t, noise,
                                               bank_states[rows])
-    updates, opt_state = opt.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state = _apply_gradients(opt, state, grads)
     decay = jnp.minimum(c.ema_decay, (1.0 + state.step) / (10.0 + state.step))
     return TrainState(state.step + 1, params, opt_state,
                       _ema_update(state.ema, params, decay)), loss
