@@ -5,9 +5,9 @@ r"""Sampler throughput: the compiled JAX population sampler vs PyTorch diffusers
       --peak_tflops=989          # H100 SXM dense bf16; on GPUs/TPUs
 
 Reports, in one process: compile time apart from steady state; images/s of the JAX sampler;
-FLOPs per image (XLA cost analysis of one UNet call and of the VAE decode, combined as
-steps × UNet + VAE, because XLA's cost analysis counts a scan body once whatever its trip
-count); achieved TFLOP/s and MFU when --peak_tflops is given; and the same candidates generated
+FLOPs per image (`jaxdiffattack.costs.sampler_flops`: XLA's cost analysis of one UNet call and of
+the VAE decode, combined as steps × (1 + CFG) × UNet + VAE, because XLA's cost analysis counts a
+scan body once whatever its trip count); achieved TFLOP/s and MFU when --peak_tflops is given; and the same candidates generated
 by the PyTorch diffusers modules and scheduler (a) one candidate at a time — how the published
 attack code evaluates — and (b) as one batch; then ratios. `--model=sd15` is the real SD1.5 shape
 (860 M-parameter UNet, 512², 77×768 text) with random weights: weights' values do not change speed.
@@ -23,9 +23,9 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from jaxdiffattack import costs
 from jaxdiffattack import models
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import sharding
@@ -54,27 +54,6 @@ def _load(model: str, dtype: str):
   return sd, params, (sd.max_length, sd.text_dim)
 
 
-def _flops(compiled) -> float:
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0]
-  return float(analysis.get("flops", 0.0)) if analysis else 0.0
-
-
-def flops_per_image(sd, params, scheduler, population, text_shape, guidance) -> float:
-  """steps × FLOPs(one UNet call incl. CFG batch) + FLOPs(VAE decode), per image."""
-  batch = 2 * population if guidance else population
-  x = jnp.zeros((batch,) + sd.latent_shape, sd.dtype)
-  t = jnp.zeros((batch,), jnp.float32)
-  ctx = jnp.zeros((batch,) + tuple(text_shape), sd.dtype)
-  unet = jax.jit(lambda p, x, t, c: sd.unet.apply({"params": p}, x, t, c).sample)
-  unet_flops = _flops(unet.lower(params["unet"], x, t, ctx).compile())
-  z = jnp.zeros((population,) + sd.latent_shape, jnp.float32)
-  vae = jax.jit(lambda p, z: sampler_lib.decode_latents(sd, p, z))
-  vae_flops = _flops(vae.lower(params["vae"], z).compile())
-  return (len(scheduler.timesteps) * unet_flops + vae_flops) / population
-
-
 def time_jax(sd, params, text_shape):
   population = _POPULATION.value
   guidance = _GUIDANCE.value > 1.0
@@ -100,8 +79,8 @@ def time_jax(sd, params, text_shape):
     jax.block_until_ready(out.images)
     times.append(time.perf_counter() - start)
   seconds = statistics.median(times)
-  flops = flops_per_image(sd, pop_sampler.params["sd"], pop_sampler.scheduler, chunk, text_shape,
-                          guidance)
+  flops = costs.sampler_flops(sd, pop_sampler.params["sd"], len(pop_sampler.scheduler.timesteps),
+                              guidance, text_shape).per_image
   return {"compile_s": compile_s, "steady_s": seconds, "images_per_s": population / seconds,
           "flops_per_image": flops, "tflops_per_s": flops * population / seconds / 1e12,
           "latents": latents, "cond": cond, "uncond": uncond}

@@ -4,12 +4,18 @@ r"""Search throughput: generations/s, images/s and the share of wall time spent 
   python benchmarks/search_benchmark.py --strategies=Sep_CMA_ES,LM_MA_ES --population=64 \
       --dims=16384
   # the whole loop with the SD1.5-shaped sampler (random weights; GPU/TPU):
-  python benchmarks/search_benchmark.py --model=sd15 --population=64 --steps=50 --dtype=bfloat16
+  python benchmarks/search_benchmark.py --model=sd15 --population=64 --steps=50 --dtype=bfloat16 \
+      --peak_tflops=989
+  # any machine: ask/tell measured here, the SD1.5 sampler at an H100's bf16 peak (a bound):
+  python benchmarks/search_benchmark.py --model=sd15 --population=64 --steps=50 --dtype=bfloat16 \
+      --peak_tflops=989 --noloop
   # the whole loop on the toy world (or any pipeline directory):
   python benchmarks/search_benchmark.py --model=toy --population=16 --steps=20
 
 Reports, in one process, per strategy: compile time of the batched ask and tell apart from their
-steady-state time (median of --repeats, `block_until_ready`); with a model, the driver's real loop
+steady-state time (median of --repeats, `block_until_ready`); the seconds per generation that the
+driver's loop spends in ask/tell (keys, ask, population to the host, tell; what the shares below
+use) and outside the objective, with an instant objective; with a model, the driver's real loop
 (`jaxdiffattack.search.driver.run_loop`: ask → population to the sampler, sharded over the mesh →
 fused scorer → fitness → tell) after a warm-up generation, timed by the driver itself:
 generations/s, images/s, and ask/tell's share of the loop's wall time (the target is ≤ 5 % at
@@ -18,6 +24,12 @@ synthetic image-statistics scorer (`objectives.synthetic_scoring`) fused into th
 search space is the latent sphere (z = √n x / ‖x‖) with fixed random text hidden states. Without
 --model the objective is a fake one (sphere function) and only ask/tell is timed;
 --reference_images_per_s then gives the share ask/tell would have beside a sampler of that speed.
+
+With --model and --peak_tflops, the sampler's FLOPs per image (`jaxdiffattack.costs`) give the
+most images/s a device of that peak can make, hence an upper bound on ask/tell's share
+(`ask_tell_share_bound`: the sampler could not be faster, scoring FLOPs are left out) and, with the
+loop, its MFU. --noloop skips the loop (and builds the model from shapes alone), for machines too
+slow to sample that model.
 """
 
 import json
@@ -31,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiffattack import costs
 from jaxdiffattack import models
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack.models import random_init
@@ -52,6 +65,10 @@ _GENERATIONS = flags.DEFINE_integer("generations", 5, "Timed generations of the 
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed ask/tell repetitions.")
 _REFERENCE = flags.DEFINE_float("reference_images_per_s", None,
                                 "Sampler speed for the implied ask/tell share (no --model).")
+_PEAK = flags.DEFINE_float("peak_tflops", None, "Device peak TFLOP/s (989: H100 SXM dense bf16) "
+                           "for the ask/tell share bound and MFU (needs --model).")
+_LOOP = flags.DEFINE_bool("loop", True, "Time the driver's loop with --model (--noloop: only "
+                          "ask/tell and, with --peak_tflops, the bound).")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
 
 
@@ -86,9 +103,30 @@ def time_ask_tell(name: str, num_dims: int) -> dict:
           "ask_s": statistics.median(ask_s), "tell_s": statistics.median(tell_s)}
 
 
-def _load(model: str):
+def time_driver(name: str, num_dims: int) -> dict:
+  """Seconds per generation the driver's loop spends in ask/tell (keys, ask, the population to the
+  host, tell, blocking included) and outside its objective, with an instant host objective."""
+  t, p = _TARGETS.value, _POPULATION.value
+  strategy = strategies_lib.BatchedStrategy(name, p, num_dims, num_targets=t, std_init=0.5,
+                                            sampling_fn=lambda k: jax.random.normal(k, (num_dims,)))
+
+  def evaluate(x, active):
+    f = np.sum(np.square(x, dtype=np.float32), axis=-1) / num_dims
+    return driver.Evaluation(fitness=f, success=np.zeros(f.shape, bool), records={})
+
+  generations = max(_REPEATS.value, 2)
+  settings = driver.LoopSettings(num_generations=generations, stop_after_failures=0,
+                                 label=f"overhead[{name}]")
+  state = driver.run_loop(strategy, evaluate, jax.random.PRNGKey(0),
+                          np.zeros((t, num_dims), np.float32), settings)
+  outside = float(state["time/total"]) - float(state["time/evaluate"])
+  return {"loop_ask_tell_s": float(state["time/ask_tell"]) / generations,
+          "loop_overhead_s": outside / generations}
+
+
+def _load(model: str, abstract: bool):
   if model in random_init.SHAPES:
-    sd, params = random_init.random_stable_diffusion(model, _DTYPE.value)
+    sd, params = random_init.random_stable_diffusion(model, _DTYPE.value, abstract=abstract)
     return sd, params, random_init.text_shape(model)
   sd, params = models.load_stable_diffusion(model, dtype=_DTYPE.value)
   return sd, params, (sd.max_length, sd.text_dim)
@@ -139,22 +177,44 @@ def main(argv):
   del argv
   results = {"population": _POPULATION.value, "targets": _TARGETS.value,
              "devices": [str(d) for d in jax.devices()], "strategies": {}}
-  loaded = _load(_MODEL.value) if _MODEL.value else None
+  if _PEAK.value and not _MODEL.value:
+    raise app.UsageError("--peak_tflops needs --model (the sampler whose FLOPs bound the share)")
+  loaded = _load(_MODEL.value, abstract=not _LOOP.value) if _MODEL.value else None
   num_dims = int(np.prod(loaded[0].latent_shape)) if loaded else _DIMS.value
   results["dims"] = num_dims
+  images = _POPULATION.value * _TARGETS.value
+  if _PEAK.value:
+    sd, params, text_shape = loaded
+    flops = costs.sampler_flops(sd, params, _STEPS.value, _GUIDANCE.value > 1.0, text_shape)
+    results.update(peak_tflops=_PEAK.value, flops_per_image=flops.per_image,
+                   unet_call_flops=flops.unet_call, vae_decode_flops=flops.vae_decode,
+                   images_per_s_at_peak=costs.roofline_images_per_s(flops.per_image, _PEAK.value))
+    logging.info("sampler %.2f TFLOP/image (UNet call %.3f, VAE %.3f): at most %.2f images/s at "
+                 "%g TFLOP/s", flops.per_image / 1e12, flops.unet_call / 1e12,
+                 flops.vae_decode / 1e12, results["images_per_s_at_peak"], _PEAK.value)
   for name in _STRATEGIES.value:
     r = time_ask_tell(name, num_dims)
     logging.info("%s n=%d P=%d T=%d: ask %.2f ms, tell %.2f ms (compile %.2f s + %.2f s)", name,
                  num_dims, _POPULATION.value, _TARGETS.value, 1e3 * r["ask_s"],
                  1e3 * r["tell_s"], r["ask_compile_s"], r["tell_compile_s"])
+    r.update(time_driver(name, num_dims))
+    logging.info("%s in the driver's loop: ask/tell %.2f ms, all but the objective %.2f ms per "
+                 "generation", name, 1e3 * r["loop_ask_tell_s"], 1e3 * r["loop_overhead_s"])
+    ask_tell_s = r["loop_ask_tell_s"]
     if _REFERENCE.value:
-      sample_s = _POPULATION.value * _TARGETS.value / _REFERENCE.value
-      r["implied_ask_tell_share"] = (r["ask_s"] + r["tell_s"]) / (
-          r["ask_s"] + r["tell_s"] + sample_s)
-    if loaded:
+      sample_s = images / _REFERENCE.value
+      r["implied_ask_tell_share"] = ask_tell_s / (ask_tell_s + sample_s)
+    if _PEAK.value:
+      r["ask_tell_share_bound"] = costs.share_bound(ask_tell_s, images,
+                                                    results["flops_per_image"], _PEAK.value)
+      logging.info("%s: ask/tell at most %.3f %% of wall time beside a sampler at %g TFLOP/s",
+                   name, 100 * r["ask_tell_share_bound"], _PEAK.value)
+    if loaded and _LOOP.value:
       r.update(time_loop(name, *loaded))
       logging.info("%s loop: %.3f generations/s, %.1f images/s, ask/tell %.2f %% of wall time",
                    name, r["generations_per_s"], r["images_per_s"], 100 * r["ask_tell_share"])
+      if _PEAK.value:
+        r["mfu"] = r["images_per_s"] * results["flops_per_image"] / (_PEAK.value * 1e12)
     results["strategies"][name] = r
   print(json.dumps(results, indent=2))
   if _OUT.value:

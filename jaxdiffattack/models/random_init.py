@@ -6,6 +6,8 @@ bundle of that shape with random weights, without a tokenizer or text encoder (b
 hidden states [P, 77, 768] directly).
 """
 
+import functools
+
 import jax
 
 from jaxdiffattack.models import _quiet
@@ -47,8 +49,13 @@ SD15 = {
 SHAPES = {"sd15": SD15}
 
 
-def random_stable_diffusion(shape: str = "sd15", dtype: str = "bfloat16", seed: int = 0):
-  """(sd, params) of a named real shape with random weights; params {"unet", "vae"}."""
+def random_stable_diffusion(shape: str = "sd15", dtype: str = "bfloat16", seed: int = 0,
+                            abstract: bool = False):
+  """(sd, params) of a named real shape with random weights; params {"unet", "vae"}.
+
+  abstract=True: params hold `jax.ShapeDtypeStruct`s only (no memory, no init compute), enough
+  to lower the model, e.g. for `jaxdiffattack.costs.sampler_flops`.
+  """
   if shape not in SHAPES:
     raise ValueError(f"unknown model shape {shape!r}; use one of {sorted(SHAPES)}")
   spec = SHAPES[shape]
@@ -57,8 +64,12 @@ def random_stable_diffusion(shape: str = "sd15", dtype: str = "bfloat16", seed: 
   vae = FlaxAutoencoderKL.from_config(spec["vae"], dtype=jdtype)
   key_unet, key_vae = jax.random.split(jax.random.PRNGKey(seed))
   init = lambda module, key: weights.cast_floating(module.init_weights(key), jdtype)
-  params = {"unet": jax.jit(init, static_argnums=0)(unet, key_unet),
-            "vae": jax.jit(init, static_argnums=0)(vae, key_vae)}
+
+  def build(module, key):
+    fn = functools.partial(init, module)
+    return jax.eval_shape(fn, key) if abstract else jax.jit(fn)(key)
+
+  params = {"unet": build(unet, key_unet), "vae": build(vae, key_vae)}
   sd = StableDiffusion(source=f"random:{shape}", path=None, dtype=jdtype, tokenizer=None,
                        text_encoder=None, unet=unet, vae=vae,
                        scheduler_config=dict(spec["scheduler"]))

@@ -26,6 +26,7 @@ uninterrupted run (CPU; timing fields aside).
 """
 
 import dataclasses
+import functools
 import io as _io
 import pathlib
 import time
@@ -70,6 +71,11 @@ def cosine_similarity(x: np.ndarray, archive: np.ndarray) -> np.ndarray:
 
 def target_keys(key: jax.Array, num_targets: int, generation: int, purpose: int) -> jax.Array:
   """[T] keys fold_in(fold_in(fold_in(key, t), generation), purpose)."""
+  return _target_keys(key, num_targets, jnp.uint32(generation), jnp.uint32(purpose))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _target_keys(key, num_targets, generation, purpose):
   fold = lambda t: jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, t), generation),
                                       purpose)
   return jax.vmap(fold)(jnp.arange(num_targets, dtype=jnp.uint32))
@@ -178,7 +184,8 @@ def run_loop(strategy: strategies_lib.BatchedStrategy, evaluate: Callable, key: 
           told[a] = told[a] + settings.diversity_weight * np.max(sim, axis=1)
     told_fitness[active] = told
     told_states = strategy.tell(tell_keys, solutions, told_fitness, asked_states)
-    states = strategies_lib.select(state["active"], told_states, states)
+    # Block: tell is dispatched asynchronously, and its compute belongs to ask/tell's share.
+    states = jax.block_until_ready(strategies_lib.select(state["active"], told_states, states))
     t3 = time.perf_counter()
     _ensure_records(state, ev.records, num_targets, settings.archive_size)
     for name, values in (ev.counts or {}).items():
