@@ -122,6 +122,16 @@ def test_target_results_do_not_depend_on_the_batch():
   np.testing.assert_allclose(alone["curve_best"][:, 0], batch["curve_best"][:, 0], rtol=1e-6)
 
 
+def test_target_keys_fold_in_target_generation_purpose():
+  key = jax.random.PRNGKey(7)
+  keys = driver.target_keys(key, 3, 5, 1)
+  for t in range(3):
+    expected = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, t), 5), 1)
+    np.testing.assert_array_equal(keys[t], expected)
+  assert not np.array_equal(keys[0], driver.target_keys(key, 3, 6, 1)[0])
+  assert not np.array_equal(keys[0], driver.target_keys(key, 3, 5, 0)[0])
+
+
 def test_diversity_term_pushes_later_failures_apart():
   def evaluate(x, active):
     # Many optima: success anywhere on a ring; fitness prefers one point of it.
