@@ -2,10 +2,12 @@ r"""Latent-space failure search (SAGE, arXiv 2306.00974): initial noises that ma
 prompt's image fail, kept in distribution (on the sphere of radius √d), vs random seeds.
 
   python launch/search.py --config configs/latent_search.py:toy --workdir runs/latent_toy
+  python launch/search.py --config configs/latent_search.py:toy,wide --workdir runs/latent_toy_wide
   python launch/search.py --config configs/latent_search.py --workdir runs/latent
 
 Variants after the colon (comma-separated): `toy` (the shipped toy world: 5 labels, population 16,
-8 generations, 20 DDIM steps; a few minutes on 2 CPU cores). Full run: SD1.5 (latent 4×64×64,
+8 generations, 20 DDIM steps; a few minutes on 2 CPU cores); `wide` (every label of the label set
+× 2 seeds; toy: 40 targets, about 10 minutes on one core with the baseline). Full run: SD1.5 (latent 4×64×64,
 n = 16384) with Sep-CMA-ES, population 64 × 50 generations per target, 10 ImageNet-100 labels;
 surrogate = classifier ensemble margin of the prompt's class (minimised), success = the held-out
 evaluator no longer puts the class top-1; baseline = random seeds at the same budget. Reports the
@@ -14,7 +16,7 @@ Non-Gaussian Rate of found latents (KS vs N(0, 1) and D'Agostino–Pearson, α =
 
 from jaxdiffattack.search import config as search_config
 
-VARIANTS = ("toy",)
+VARIANTS = ("toy", "wide")
 
 
 def get_config(arg: str | None = None):
@@ -22,7 +24,9 @@ def get_config(arg: str | None = None):
   c = search_config.base_config()
   c.space = "latent"
   c.strategy.name = "Sep_CMA_ES"
-  c.strategy.std_init = 0.5
+  c.strategy.std_init = 1.0  # toy world, 80 targets: 69 % fail (0.5: 55 %; README)
   if "toy" in variants:
     search_config.toy(c)
+  if "wide" in variants:
+    search_config.wide(c)
   return c

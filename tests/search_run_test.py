@@ -140,6 +140,18 @@ def test_shipped_configs_validate(space, variant):
     assert all(t.target_index != t.label_index for t in targets)
 
 
+def test_wide_variant_covers_every_label_twice():
+  import latent_search  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.search import targets as targets_lib  # pylint: disable=g-import-not-at-top
+  for arg in ("toy,wide", "wide,toy"):
+    targets = targets_lib.make_targets(latent_search.get_config(arg))
+    names = labels_lib.get_label_set("toy").names
+    assert len(targets) == 2 * len(names) == 40
+    assert sorted({t.label for t in targets}) == sorted(names)
+    assert {(t.label, t.seed_index) for t in targets} == {(n, s) for n in names for s in (0, 1)}
+
+
 def test_killed_and_resumed_equals_uninterrupted(latent_run, tmp_path, monkeypatch):
   config, workdir_full, _ = latent_run
   real_save = driver._save_checkpoint  # pylint: disable=protected-access

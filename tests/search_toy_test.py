@@ -9,10 +9,11 @@ model) — on LABELS × SEEDS targets, population POPULATION × GENERATIONS gene
 are classes the toy SD draws reliably (ViT top-1 100 % at the default 50 DDIM steps; at this
 test's 20 steps a few seeds fail), so random seeds fail rarely and the comparison is not saturated.
 
-Measured (2026-11-22, toy release 2: UNet 20k steps; one CPU core, 88 s): Sep-CMA-ES fails 3/8
-targets with 27 evaluator-confirmed failing images (15, 5, 7 on three targets), random seeds fail
-3/8 targets with 9 failing images — the search finds 3× as many failures at the same 48
-evaluations per target; two of the three failed targets are the same for both.
+Measured (2026-11-22, toy release 2: UNet 20k steps; one CPU core, 98 s), with the config's
+std_init 1.0: Sep-CMA-ES fails 4/8 targets with 13 evaluator-confirmed failing images (4, 3, 1, 5),
+random seeds fail 3/8 targets with 9 failing images, at the same 48 evaluations per target. (With
+std_init 0.5 the search stayed closer to each clean seed: 3/8 targets but 27 failing images —
+more exploitation of a found failure, fewer targets; see the README's 80-target comparison.)
 """
 
 import json

@@ -104,3 +104,12 @@ def toy(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.population_size = 16
   c.num_generations = 8
   return c
+
+
+def wide(c: ml_collections.ConfigDict, seeds_per_label: int = 2) -> ml_collections.ConfigDict:
+  """Every label of the label set × `seeds_per_label` seeds: enough targets to compare methods."""
+  from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
+  c.labels = ()
+  c.num_labels = len(labels_lib.get_label_set(c.label_set).names)
+  c.seeds_per_label = seeds_per_label
+  return c
