@@ -7,12 +7,13 @@ to the clean prompt kept ≥ 0.8.
 
 Variants: `toy` (the shipped toy world, CPU minutes), `logits` (CMA-ES-style relaxation: one logit
 per slot × word, argmax decoding, with Sep-CMA-ES) — default is the integer encoding with evosax's
-SimpleGA. Vocabulary: the toy tokenizer's class-free words, minus every word of every class name.
+SimpleGA; `wide` (every label of the label set × 2 seeds). Vocabulary: the toy tokenizer's
+class-free words, minus every word of every class name.
 """
 
 from jaxdiffattack.search import config as search_config
 
-VARIANTS = ("toy", "logits")
+VARIANTS = ("toy", "logits", "wide")
 
 
 def get_config(arg: str | None = None):
@@ -28,4 +29,6 @@ def get_config(arg: str | None = None):
     c.strategy.std_init = 1.0
   if "toy" in variants:
     search_config.toy(c)
+  if "wide" in variants:
+    search_config.wide(c)
   return c

@@ -140,12 +140,14 @@ def test_shipped_configs_validate(space, variant):
     assert all(t.target_index != t.label_index for t in targets)
 
 
-def test_wide_variant_covers_every_label_twice():
-  import latent_search  # pylint: disable=g-import-not-at-top
+@pytest.mark.parametrize("space", ["latent", "embedding", "prompt"])
+def test_wide_variant_covers_every_label_twice(space):
+  import importlib  # pylint: disable=g-import-not-at-top
   from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
   from jaxdiffattack.search import targets as targets_lib  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f"{space}_search")
   for arg in ("toy,wide", "wide,toy"):
-    targets = targets_lib.make_targets(latent_search.get_config(arg))
+    targets = targets_lib.make_targets(module.get_config(arg))
     names = labels_lib.get_label_set("toy").names
     assert len(targets) == 2 * len(names) == 40
     assert sorted({t.label for t in targets}) == sorted(names)
