@@ -5,8 +5,8 @@ r"""Prompt-embedding failure search (SAGE, arXiv 2306.00974): a bounded perturba
   python launch/search.py --config configs/embedding_search.py --workdir runs/embedding
 
 Variants: `toy` (the shipped toy world, CPU minutes), `input` (perturb the input token embeddings
-instead of the encoder's output), `wide` (every label of the label set × 2 seeds). Images use each target's fixed base latent, so failures are due
-to the text conditioning alone.
+instead of the encoder's output), `wide` (every label of the label set × 2 seeds). Images use
+each target's fixed base latent, so failures are due to the text conditioning alone.
 """
 
 from jaxdiffattack.search import config as search_config
