@@ -26,7 +26,6 @@ import jax
 import numpy as np
 
 from jaxdiffattack import costs
-from jaxdiffattack import models
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import sharding
 from jaxdiffattack.models import random_init
@@ -44,14 +43,6 @@ _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch diffusers basel
 _TORCH_ONE_BY_ONE = flags.DEFINE_integer(
     "torch_one_by_one", 4, "Candidates timed one at a time in PyTorch (rate extrapolated).")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
-
-
-def _load(model: str, dtype: str):
-  if model in random_init.SHAPES:
-    sd, params = random_init.random_stable_diffusion(model, dtype)
-    return sd, params, random_init.text_shape(model)
-  sd, params = models.load_stable_diffusion(model, dtype=dtype)
-  return sd, params, (sd.max_length, sd.text_dim)
 
 
 def time_jax(sd, params, text_shape):
@@ -139,7 +130,7 @@ def time_torch(sd, latents, cond, uncond):
 def main(argv):
   del argv
   jax.config.update("jax_compilation_cache_dir", None)  # measure real compile time
-  sd, params, text_shape = _load(_MODEL.value, _DTYPE.value)
+  sd, params, text_shape = random_init.load_shape_or_pipeline(_MODEL.value, _DTYPE.value)
   result = {"model": _MODEL.value, "population": _POPULATION.value, "steps": _STEPS.value,
             "scheduler": _SCHEDULER.value, "guidance_scale": _GUIDANCE.value,
             "dtype": _DTYPE.value, "devices": [str(d) for d in jax.devices()],

@@ -44,7 +44,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiffattack import costs
-from jaxdiffattack import models
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack.models import random_init
 from jaxdiffattack.search import driver
@@ -72,6 +71,13 @@ _LOOP = flags.DEFINE_bool("loop", True, "Time the driver's loop with --model (--
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
 
 
+def _strategy(name: str, num_dims: int) -> strategies_lib.BatchedStrategy:
+  """The benchmarked strategy: --population members × --targets searches, std_init 0.5."""
+  return strategies_lib.BatchedStrategy(
+      name, _POPULATION.value, num_dims, num_targets=_TARGETS.value, std_init=0.5,
+      sampling_fn=lambda k: jax.random.normal(k, (num_dims,)))
+
+
 def _timed(fn):
   start = time.perf_counter()
   out = jax.block_until_ready(fn())
@@ -80,9 +86,8 @@ def _timed(fn):
 
 def time_ask_tell(name: str, num_dims: int) -> dict:
   """Compile and steady-state seconds of one batched ask and one tell (fake fitness)."""
-  t, p = _TARGETS.value, _POPULATION.value
-  strategy = strategies_lib.BatchedStrategy(name, p, num_dims, num_targets=t, std_init=0.5,
-                                            sampling_fn=lambda k: jax.random.normal(k, (num_dims,)))
+  t = _TARGETS.value
+  strategy = _strategy(name, num_dims)
   key = jax.random.PRNGKey(0)
   states = strategy.init(driver.target_keys(key, t, 0, 2), jnp.zeros((t, num_dims)))
   fitness = lambda x: jnp.sum(x**2, axis=-1)
@@ -106,9 +111,8 @@ def time_ask_tell(name: str, num_dims: int) -> dict:
 def time_driver(name: str, num_dims: int) -> dict:
   """Seconds per generation the driver's loop spends in ask/tell (keys, ask, the population to the
   host, tell, blocking included) and outside its objective, with an instant host objective."""
-  t, p = _TARGETS.value, _POPULATION.value
-  strategy = strategies_lib.BatchedStrategy(name, p, num_dims, num_targets=t, std_init=0.5,
-                                            sampling_fn=lambda k: jax.random.normal(k, (num_dims,)))
+  t = _TARGETS.value
+  strategy = _strategy(name, num_dims)
 
   def evaluate(x, active):
     f = np.sum(np.square(x, dtype=np.float32), axis=-1) / num_dims
@@ -122,14 +126,6 @@ def time_driver(name: str, num_dims: int) -> dict:
   outside = float(state["time/total"]) - float(state["time/evaluate"])
   return {"loop_ask_tell_s": float(state["time/ask_tell"]) / generations,
           "loop_overhead_s": outside / generations}
-
-
-def _load(model: str, abstract: bool):
-  if model in random_init.SHAPES:
-    sd, params = random_init.random_stable_diffusion(model, _DTYPE.value, abstract=abstract)
-    return sd, params, random_init.text_shape(model)
-  sd, params = models.load_stable_diffusion(model, dtype=_DTYPE.value)
-  return sd, params, (sd.max_length, sd.text_dim)
 
 
 def time_loop(name: str, sd, params, text_shape) -> dict:
@@ -157,8 +153,7 @@ def time_loop(name: str, sd, params, text_shape) -> dict:
     f = np.asarray(out.scores["surrogate_margin"], np.float64).reshape(a, p)
     return driver.Evaluation(fitness=f, success=np.zeros_like(f, bool), records={})
 
-  strategy = strategies_lib.BatchedStrategy(name, p, n, num_targets=t, std_init=0.5,
-                                            sampling_fn=lambda k: jax.random.normal(k, (n,)))
+  strategy = _strategy(name, n)
   means = rng.standard_normal((t, n)).astype(np.float32)
   key = jax.random.PRNGKey(0)
   _, compile_s = _timed(lambda: evaluate(means[:, None].repeat(p, 1), np.arange(t)).fitness)
@@ -179,7 +174,9 @@ def main(argv):
              "devices": [str(d) for d in jax.devices()], "strategies": {}}
   if _PEAK.value and not _MODEL.value:
     raise app.UsageError("--peak_tflops needs --model (the sampler whose FLOPs bound the share)")
-  loaded = _load(_MODEL.value, abstract=not _LOOP.value) if _MODEL.value else None
+  loaded = (random_init.load_shape_or_pipeline(_MODEL.value, _DTYPE.value,
+                                             abstract=not _LOOP.value)
+            if _MODEL.value else None)
   num_dims = int(np.prod(loaded[0].latent_shape)) if loaded else _DIMS.value
   results["dims"] = num_dims
   images = _POPULATION.value * _TARGETS.value

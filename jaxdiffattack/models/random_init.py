@@ -14,6 +14,7 @@ from jaxdiffattack.models import _quiet
 from jaxdiffattack.models import weights
 from jaxdiffattack.models.stable_diffusion import DTYPES
 from jaxdiffattack.models.stable_diffusion import StableDiffusion
+from jaxdiffattack.models.stable_diffusion import load_stable_diffusion
 
 _quiet.silence_flax_deprecation()
 
@@ -80,4 +81,15 @@ def text_shape(shape: str = "sd15") -> tuple[int, int]:
   return SHAPES[shape]["text_length"], SHAPES[shape]["text_dim"]
 
 
-__all__ = ["SD15", "SHAPES", "random_stable_diffusion", "text_shape"]
+def load_shape_or_pipeline(model: str, dtype: str, abstract: bool = False):
+  """(sd, params, text_shape [L, D]) for a benchmark: `model` names a real shape of SHAPES
+  (random weights; `abstract` as in `random_stable_diffusion`) or a pipeline ("toy", a
+  directory, a hub id; loaded with its weights whatever `abstract`)."""
+  if model in SHAPES:
+    sd, params = random_stable_diffusion(model, dtype, abstract=abstract)
+    return sd, params, text_shape(model)
+  sd, params = load_stable_diffusion(model, dtype=dtype)
+  return sd, params, (sd.max_length, sd.text_dim)
+
+
+__all__ = ["SD15", "SHAPES", "load_shape_or_pipeline", "random_stable_diffusion", "text_shape"]
