@@ -159,12 +159,11 @@ def evaluate(sd_dir=toy.SD_DIR, judge_dir=(toy.VIT_DIR, toy.RESNET_DIR),
     logging.info("judge %s: single-object top-1 %.4f over %d images; two-object both "
                  "shown %s", d, m["single_top1"], len(labels),
                  m.get("pair_both_rate", "-"))
-  metrics = dict(by_judge[pathlib.Path(judge_dirs[0]).name],
-                 single_samples=int(len(labels)),
-                 pair_samples=int(len(pairs)) if pairs is not None else 0,
-                 **({"pair_colours_shown": colours, "pair_colours_samples": n,
-                     "pair_colours_shown_on_real": real_colours} if pairs is not None else {}),
-                 by_judge=by_judge)
+  metrics = dict(by_judge[pathlib.Path(judge_dirs[0]).name], single_samples=int(len(labels)),
+                 pair_samples=0, by_judge=by_judge)
+  if pairs is not None:
+    metrics.update(pair_samples=int(len(pairs)), pair_colours_shown=colours,
+                   pair_colours_samples=n, pair_colours_shown_on_real=real_colours)
   if save_images:
     np.save(save_images, images if pimgs is None else np.concatenate([images, pimgs]))
   metrics["seconds"] = round(time.time() - t0, 1)
