@@ -57,6 +57,41 @@ def find_weights(directory: pathlib.Path, candidates: tuple[str, ...]) -> pathli
   raise _refuse_or_missing(directory, candidates)
 
 
+class CorruptWeightsError(UserError, ValueError):
+  """A weights file that cannot be parsed (truncated, corrupted, or another format)."""
+
+
+def read_safetensors(path) -> dict[str, np.ndarray]:
+  """All tensors of a .safetensors file as NumPy arrays; a one-line error if it is not one.
+
+  A pickle file renamed to .safetensors, a truncated download and a corrupted header all fail
+  here, before anything is built from them.
+  """
+  import safetensors.numpy  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  try:
+    return dict(safetensors.numpy.load_file(str(path)))
+  except Exception as e:  # pylint: disable=broad-except  # SafetensorError, OSError, ...
+    detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise CorruptWeightsError(
+        f"{path}: not a readable safetensors file ({detail}); it is truncated, corrupted or "
+        "another format — download it again") from None
+
+
+def read_msgpack(path) -> dict:
+  """A Flax msgpack params file as a nested dict; a one-line error if it is not one."""
+  path = pathlib.Path(path)
+  try:
+    tree = flax.serialization.msgpack_restore(path.read_bytes())
+  except Exception as e:  # pylint: disable=broad-except  # msgpack's many exception types
+    raise CorruptWeightsError(
+        f"{path}: not a readable Flax msgpack file ({type(e).__name__}); it is truncated, "
+        "corrupted or another format — re-export or download it again") from None
+  if not isinstance(tree, dict):
+    raise CorruptWeightsError(f"{path}: holds a {type(tree).__name__}, not a params tree")
+  return tree
+
+
 def cast_floating(tree: Any, dtype: jnp.dtype) -> Any:
   """Casts every floating-point leaf of `tree` to `dtype` (integer leaves untouched)."""
   def cast(x):
@@ -140,11 +175,9 @@ def load_diffusers_model(cls, directory: pathlib.Path, dtype: jnp.dtype = jnp.fl
   expected_flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(expected))
   path = find_weights(directory, DIFFUSERS_FLAX_WEIGHTS + DIFFUSERS_SAFETENSORS)
   if path.suffix == ".msgpack":
-    params = flax.serialization.msgpack_restore(path.read_bytes())
-    flat = flax.traverse_util.flatten_dict(params)
+    flat = flax.traverse_util.flatten_dict(read_msgpack(path))
   else:
-    import safetensors.numpy  # pylint: disable=g-import-not-at-top
-    flat = _pt_to_flax(safetensors.numpy.load_file(str(path)), expected_flat)
+    flat = _pt_to_flax(read_safetensors(path), expected_flat)
   _check_against(flat, expected_flat, path)
   params = flax.traverse_util.unflatten_dict(flat)
   return module, cast_floating(params, dtype)
