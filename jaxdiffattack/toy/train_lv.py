@@ -50,15 +50,24 @@ SHARED_SUBFOLDERS = ("tokenizer", "text_encoder", "vae", "feature_extractor")
 
 def unet_module(config, sd: models.StableDiffusion):
   """config.unet's architecture on the base pipeline's latents and text, out = (ε, v)."""
-  return train.unet_module(config).clone(
-      sample_size=sd.latent_size, in_channels=sd.latent_channels,
-      out_channels=2 * sd.latent_channels, cross_attention_dim=sd.text_dim)
+  fixed = train.unet_module(config)
+  return type(fixed).from_config(dict(
+      fixed.config, sample_size=sd.latent_size, in_channels=sd.latent_channels,
+      out_channels=2 * sd.latent_channels, cross_attention_dim=sd.text_dim))
 
 
 def scheduler_config(config) -> dict:
   """The toy scheduler config, as a DDPMScheduler with the learned-range variance."""
   return dict(train.scheduler_config(config), _class_name="DDPMScheduler",
               variance_type="learned_range")
+
+
+def hybrid_loss_fn(unet, tables: ddpm.TrainTables, lambda_vlb: float):
+  """loss_fn(params, z0, zt, t, noise, cond) of train.unet_train_step: Improved DDPM's L_hybrid."""
+  def loss_fn(unet_params, z0, zt, t, noise, cond):
+    out = unet.apply({"params": unet_params}, zt, t, cond).sample
+    return ddpm.hybrid_loss(out, z0, zt, noise, t, tables, lambda_vlb)[0]
+  return loss_fn
 
 
 def _check_schedule(config, sd: models.StableDiffusion) -> None:
@@ -110,12 +119,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   data = train.make_data(config, workdir)
   bank = train.build_caption_bank(sd.text_encoder, params["text_encoder"], sd.tokenizer)
   unet = unet_module(config, sd)
-  tables = ddpm.train_tables(np.cumprod(1 - train.sd_betas(config)))
-
-  def loss_fn(unet_params, z0, zt, t, noise, cond):
-    out = unet.apply({"params": unet_params}, zt, t, cond).sample
-    return ddpm.hybrid_loss(out, z0, zt, noise, t, tables, lv.lambda_vlb)[0]
-
+  loss_fn = hybrid_loss_fn(unet, ddpm.train_tables(np.cumprod(1 - train.sd_betas(config))),
+                           lv.lambda_vlb)
   out_dir = train.export_dir(config, workdir)
 
   def on_checkpoint(state):  # Intermediate exports, to evaluate early.
