@@ -26,7 +26,8 @@ per dimension (a mean over latent elements, divided by ln 2):
 
 * t > 0: KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)), with a stop-gradient on ε in μ_θ,
   so that L_vlb trains only the variance (the paper's "stop-gradient on μ_θ(x_t, t)").
-* t = 0: the decoder term −log p_θ(x_0 | x_1). The paper's images are discrete and use a
+* t = 0 (the first noise level, the paper's x_1; its "previous" is the clean latent): the
+  decoder term −log p_θ(x_0 | x_1). The paper's images are discrete and use a
   discretised Gaussian; latents are continuous, so this is the Gaussian NLL (a density, which
   may be negative) of the clean latent under N(μ_θ, Σ_θ).
 

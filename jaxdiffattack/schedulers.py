@@ -523,6 +523,8 @@ DDPM_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 # z = 0 at t = 1) and improved-diffusion's respaced sampler: the last step
 # returns the mean, no noise. Everything else (respaced β', the learned v
 # interpolating the respaced β' and β̃') is the same in both readings.
+# improved-diffusion keeps evenly strided timesteps from 0 to T - 1, i.e.
+# timestep_spacing="linspace" (up to rounding), not SD's "leading".
 DDPM_FINAL_STEPS = ("diffusers", "posterior_mean")
 
 
