@@ -652,22 +652,26 @@ def build_caption_bank(text_model, text_params, tok) -> CaptionBank:
 def train_unet(config, workdir, data: ToyData, bank: CaptionBank, vae, vae_params,
                scaling: float, on_checkpoint=None):
   """Epsilon-prediction DDPM training on VAE latents with caption dropout."""
-  c = config.unet
   unet = unet_module(config)
-  params = jax.jit(unet.init_weights)(jax.random.PRNGKey(config.seed + 4))
-  logging.info("[unet] %d parameters", sum(
-      x.size for x in jax.tree_util.tree_leaves(params)))
-  opt = _optimizer(c)
-  state = TrainState(jnp.array(0), params, opt.init(params), params)
-  mean, std = encode_latents(vae, vae_params, data.train.images)
-  alphas_cumprod = jnp.asarray(np.cumprod(1 - sd_betas(config)), jnp.float32)
-  bank_states = jnp.asarray(bank.states)
 
-  def loss_fn(params, z0, t, noise, cond):
-    a = alphas_cumprod[t][:, None, None, None]
-    zt = jnp.sqrt(a) * z0 + jnp.sqrt(1 - a) * noise
+  def loss_fn(params, z0, zt, t, noise, cond):
+    del z0
     pred = unet.apply({"params": params}, zt, t, cond).sample
     return jnp.mean((pred - noise) ** 2)
+
+  state = fit_unet("unet", config, config.unet, workdir, data, bank, vae,
+                   vae_params, scaling, unet, loss_fn, on_checkpoint)
+  return unet, state.ema
+
+
+def unet_train_step(config, c, opt, loss_fn, scaling: float, bank_states):
+  """The jitted step of a UNet stage: step_fn(state, (mu, sd, rows)) -> (state, loss).
+
+  z0 = posterior sample of the VAE latents x `scaling`, t ~ U{0..T-1}, zt = sqrt(abar_t)
+  z0 + sqrt(1 - abar_t) noise; `loss_fn(params, z0, zt, t, noise, cond)` -> scalar. The
+  keys depend only on config.seed and the step, so every UNet stage sees the same t and
+  noise; EMA of the params with a warm-up of the decay."""
+  alphas_cumprod = jnp.asarray(np.cumprod(1 - sd_betas(config)), jnp.float32)
 
   @jax.jit
   def step_fn(state, batch):
@@ -678,13 +682,23 @@ def train_unet(config, workdir, data: ToyData, bank: CaptionBank, vae, vae_param
     t = jax.random.randint(k2, (mu.shape[0],), 0,
                            config.scheduler.num_train_timesteps)
     noise = jax.random.normal(k3, z0.shape)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, z0, t, noise,
+    a = alphas_cumprod[t][:, None, None, None]
+    zt = jnp.sqrt(a) * z0 + jnp.sqrt(1 - a) * noise
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, z0, zt, t, noise,
                                               bank_states[rows])
     params, opt_state = _apply_gradients(opt, state, grads)
     decay = jnp.minimum(c.ema_decay, (1.0 + state.step) / (10.0 + state.step))
     return TrainState(state.step + 1, params, opt_state,
                       _ema_update(state.ema, params, decay)), loss
 
+  return step_fn
+
+
+def unet_batches(config, c, data: ToyData, bank: CaptionBank, mean, std):
+  """make_batch(step) -> (latent means, stds, caption-bank rows) of a UNet stage.
+
+  Drawn from the "unet" stream whatever the stage, so every UNet stage trains on the same
+  scenes and captions (caption dropout to "" with probability c.caption_dropout)."""
   def make_batch(step):
     rng = _batch_rng(config, "unet", step)
     idx = _sample_batch(rng, data.train, c.batch_size, c.pair_fraction)
@@ -699,9 +713,22 @@ def train_unet(config, workdir, data: ToyData, bank: CaptionBank, vae, vae_param
           a, b = b, a
         rows.append(bank.pair[a, b, rng.integers(bank.pair.shape[2])])
     return mean[idx], std[idx], np.asarray(rows, np.int32)
+  return make_batch
 
-  state = _fit("unet", state, step_fn, make_batch, c, workdir, on_checkpoint)
-  return unet, state.ema
+
+def fit_unet(name: str, config, c, workdir, data: ToyData, bank: CaptionBank, vae,
+             vae_params, scaling: float, unet, loss_fn, on_checkpoint=None) -> TrainState:
+  """Trains `unet` (initialised from config.seed) with `loss_fn` (see unet_train_step)
+  under stage `name`'s checkpoints; returns the final TrainState (EMA in `.ema`)."""
+  params = jax.jit(unet.init_weights)(jax.random.PRNGKey(config.seed + 4))
+  logging.info("[%s] %d parameters", name, sum(
+      x.size for x in jax.tree_util.tree_leaves(params)))
+  opt = _optimizer(c)
+  state = TrainState(jnp.array(0), params, opt.init(params), params)
+  mean, std = encode_latents(vae, vae_params, data.train.images)
+  step_fn = unet_train_step(config, c, opt, loss_fn, scaling, jnp.asarray(bank.states))
+  make_batch = unet_batches(config, c, data, bank, mean, std)
+  return _fit(name, state, step_fn, make_batch, c, workdir, on_checkpoint)
 
 
 # ------------------------------------------------------------------- export --
