@@ -45,13 +45,15 @@ SEED_COLOUR_TOL = 25.0   # A pixel within this of a palette colour may seed an o
 COLOUR_TOL = 20.0        # An object's median colour within this is read as that colour.
 # Background and contrast.
 MIN_CONTRAST = 47.0      # Seeds differ from the background by more (the world draws >= 95).
-OTHER_CONTRAST = 50.0    # 3x3-smoothed contrast above which a pixel needs explaining.
+OTHER_CONTRAST = 30.0    # 3x3-smoothed contrast above which a pixel needs explaining.
 MAX_NOISE = 30.0         # Background residual std (per channel) above which nothing is clear.
 MIN_BACKGROUND = 0.4     # Fraction of the image the background must explain.
 # Objects: areas in pixels of the alpha > 0.5 mask.
-SPECK_AREA = 6           # Seeds smaller than this are ignored (noise, rounding).
+SPECK_AREA = 2           # Seeds smaller than this are ignored (single pixels: noise, rounding).
 MIN_AREA = 16            # Objects smaller than this are not read (the world's smallest: ~30).
 OTHER_AREA = 20          # Unexplained regions of at least this area make an image unclear.
+HOLE_AREA = 4            # Holes of at least this area make an object unreadable (shapes have
+                         # none).
 # Shape: IoU of the mask with the best template, and its lead over the best other shape.
 MIN_FIT = 0.7
 SURE_FIT = 0.9
@@ -67,7 +69,8 @@ class ObjectReading(NamedTuple):
   colour: str | None        # Palette colour, None when off palette or ambiguous.
   shape: str | None         # Best-fitting shape, None when no shape fits clearly.
   label: str | None         # "colour shape" when both are read, else None.
-  fit: float                # IoU of the best shape template with the mask, in [0, 1].
+  fit: float                # IoU of the best shape template with the object, in [0, 1].
+  angle: float              # Rotation (radians) of that template, within its symmetry period.
   confidence: float         # In [0, 1]: 0 = unclear, 1 = every criterion well past its bound.
   mask: np.ndarray          # [32, 32] bool: pixels at least half this object's colour.
   centroid: tuple[float, float]  # (x, y) in pixels, of the mask.
@@ -120,37 +123,42 @@ _BASIS = np.stack([np.ones_like(_XX), _XX, _YY, _XX * _XX, _XX * _YY, _YY * _YY]
 _CHI3_MEDIAN = 1.538  # Median of the norm of a standard 3-D Gaussian.
 
 
+def _planar(ndim: int, connectivity: int) -> np.ndarray:
+  """A structuring element that connects pixels within each [..., H, W] plane only."""
+  structure = np.zeros((3,) * ndim, bool)
+  structure[(1,) * (ndim - 2)] = ndimage.generate_binary_structure(2, connectivity)
+  return structure
+
+
 def _dilate(masks: np.ndarray, iterations: int = 1) -> np.ndarray:
   """4-connected binary dilation of each [..., H, W] mask separately."""
-  structure = np.zeros((3,) * masks.ndim, bool)
-  structure[(1,) * (masks.ndim - 2)] = ndimage.generate_binary_structure(2, 1)
-  return ndimage.binary_dilation(masks, structure, iterations)
+  return ndimage.binary_dilation(masks, _planar(masks.ndim, 1), iterations)
 
 
 def _label(masks: np.ndarray) -> tuple[np.ndarray, int]:
   """8-connected components of each [..., H, W] mask separately (ids unique overall)."""
-  structure = np.zeros((3,) * masks.ndim, bool)
-  structure[(1,) * (masks.ndim - 2)] = True
-  return ndimage.label(masks, structure)
+  return ndimage.label(masks, _planar(masks.ndim, 2))
 
 
 def fit_background(images: np.ndarray, allowed: np.ndarray,
                    iterations: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Least-squares quadratic surface per image and channel, refitted without the pixels it
-  explains badly. images [N, H, W, 3] in 0-255, allowed [N, H, W] bool. Returns (background
-  [N, H, W, 3], used [N, H, W] bool: the pixels of the last fit, noise [N]: the residual
-  std per channel over them)."""
+  """Least-squares surface per image and channel, refitted without the pixels it explains
+  badly: a plane first (which cannot bend to an object it is fitted through), a quadratic
+  after. images [N, H, W, 3] in 0-255, allowed [N, H, W] bool. Returns (background
+  [N, H, W, 3], used [N, H, W] bool: the pixels of the last fit, noise [N]: the residual std
+  per channel over them)."""
   n = len(images)
   y = images.reshape(n, -1, 3)
   used = allowed.reshape(n, -1)
-  for _ in range(iterations):
-    xw = _BASIS[None] * used[..., None]  # [N, P, 6]
-    a = xw.transpose(0, 2, 1) @ _BASIS + np.eye(6)  # Ridge keeps empty fits finite.
-    beta = np.linalg.solve(a, xw.transpose(0, 2, 1) @ y)  # [N, 6, 3]
-    background = _BASIS @ beta  # [N, P, 3]
+  for i in range(iterations):
+    basis = _BASIS[:, :3] if i == 0 else _BASIS  # [P, B]
+    xw = basis[None] * used[..., None]  # [N, P, B]
+    a = xw.transpose(0, 2, 1) @ basis + np.eye(basis.shape[1])  # Ridge: empty fits stay finite.
+    background = basis @ np.linalg.solve(a, xw.transpose(0, 2, 1) @ y)  # [N, P, 3]
     residual = _norm(y - background)  # [N, P]
     noise = _masked_median(residual[..., None], used)[:, 0] / _CHI3_MEDIAN  # [N]
-    used = allowed.reshape(n, -1) & (residual < np.maximum(MIN_CONTRAST, 3.5 * noise)[:, None])
+    explained = residual < np.maximum(OTHER_CONTRAST, 3.5 * noise)[:, None]
+    used = allowed.reshape(n, -1) & explained
   return background.reshape(images.shape), used.reshape(allowed.shape), noise
 
 
@@ -222,7 +230,8 @@ def _soft_iou(coverage: np.ndarray, templates: np.ndarray) -> np.ndarray:
 
 def fit_shapes(coverage: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
   """Best template IoU of every shape for objects' coverage maps [M, H, W] in [0, 1] (binary
-  masks too): (iou [M, len(SHAPES)], angle [M, len(SHAPES)] in radians). Rotations on a grid
+  masks too): (iou [M, len(SHAPES)], angle [M, len(SHAPES)] in radians, within
+  [-period / 2, period / 2) of the shape's rotational symmetry). Rotations on a grid
   over each shape's symmetry period, then refined (finer angles x scales 0.94-1.06 of the
   radius the object's area implies)."""
   ys, xs = np.mgrid[:_H, :_H] + 0.5
@@ -244,7 +253,9 @@ def fit_shapes(coverage: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.nd
       iou = _soft_iou(a, template_coverage(t, centroid, area, angles,
                                            np.broadcast_to(ds.ravel(), angles.shape)))
       best_iou[lo:lo + chunk, k] = iou.max(-1)
-      best_angle[lo:lo + chunk, k] = angles[rows, iou.argmax(-1)]
+      period = _PERIOD[world.SHAPES[k]] or 1.0  # The circle's angle stays 0.
+      best = angles[rows, iou.argmax(-1)]
+      best_angle[lo:lo + chunk, k] = (best + period / 2) % period - period / 2
   return best_iou, best_angle
 
 
@@ -309,8 +320,12 @@ def _segment(images: np.ndarray) -> _Scene:
   own_seeds |= masks & ~own_seeds.any((1, 2))[:, None, None]  # A piece grown without seeds.
   rgb = _masked_median(images[image].reshape(len(image), -1, 3),
                        own_seeds.reshape(len(image), -1))
-  alpha, off_line, _ = _alpha(images[image], background[image], rgb)
-  coverage = np.where(_dilate(masks) & (off_line < MIN_CONTRAST), np.clip(alpha, 0, 1), 0.0)
+  alpha, off_line, half = _alpha(images[image], background[image], rgb)
+  # Enclosed pixels more of the object's colour than of the background are the object's own
+  # (the generator shades interiors); holes of background colour stay holes.
+  masks |= ndimage.binary_fill_holes(masks, _planar(3, 1)) & (alpha > half)
+  near_line = masks | (off_line < MIN_CONTRAST)
+  coverage = np.where(_dilate(masks) & near_line, np.clip(alpha, 0, 1), 0.0)
   # Contrast (3x3 mean, robust to background noise) that no object or seed explains.
   explained = seeds.copy()
   np.logical_or.at(explained, image, masks)
@@ -333,6 +348,8 @@ def _as_pixels(images) -> np.ndarray:
   if images.ndim != 4 or images.shape[1:] != (_H, _H, 3):
     raise UserError(f"oracle: images must be [N, {_H}, {_H}, 3] floats in [0, 1], got shape "
                     f"{images.shape}; toy images are {_H}x{_H} RGB")
+  if not np.all(np.isfinite(images)):
+    raise UserError("oracle: images contain NaN or infinite values; pass floats in [0, 1]")
   if images.dtype == np.uint8:
     return images.astype(np.float32)
   return np.clip(images.astype(np.float32), 0.0, 1.0) * 255.0
@@ -351,9 +368,11 @@ def _read_objects(scene: _Scene) -> list[list[ObjectReading]]:
   colour_conf = _ramp(-colour_dist, -COLOUR_TOL, 0.0)
   # Shape: the best template and its lead over the best other shape.
   big = area >= MIN_AREA
+  holes = (ndimage.binary_fill_holes(scene.masks, _planar(3, 1)) & ~scene.masks).sum((1, 2))
   iou = np.zeros((len(area), len(world.SHAPES)))
+  angle = np.zeros_like(iou)
   if big.any():
-    iou[big] = fit_shapes(scene.coverage[big])[0]
+    iou[big], angle[big] = fit_shapes(scene.coverage[big])
   ranked = np.sort(iou, -1)
   fit, lead = ranked[:, -1], ranked[:, -1] - ranked[:, -2]
   shape_conf = np.minimum(_ramp(fit, MIN_FIT, SURE_FIT), _ramp(lead, MIN_LEAD, SURE_LEAD))
@@ -364,6 +383,8 @@ def _read_objects(scene: _Scene) -> list[list[ObjectReading]]:
     shape = world.SHAPES[int(iou[m].argmax())]
     if not big[m]:
       reason = f"small object ({area[m]} px)"
+    elif holes[m] >= HOLE_AREA:
+      reason, shape = f"object with a hole ({holes[m]} px)", None
     elif colour_dist[m] >= COLOUR_TOL:
       reason, colour = f"colour off palette ({colour_dist[m]:.0f} from {colour})", None
     elif fit[m] < MIN_FIT:
@@ -374,7 +395,7 @@ def _read_objects(scene: _Scene) -> list[list[ObjectReading]]:
       reason = ""
     objects[scene.image[m]].append(ObjectReading(
         colour, shape if big[m] else None, None if reason else f"{colour} {shape}",
-        float(fit[m]), 0.0 if reason else float(min(colour_conf[m], shape_conf[m])),
+        float(fit[m]), float(angle[m, iou[m].argmax()]), 0.0 if reason else float(min(colour_conf[m], shape_conf[m])),
         scene.masks[m], (float(centroid[m, 0]), float(centroid[m, 1])), int(area[m]), reason))
   return objects
 
@@ -387,6 +408,7 @@ def read(images) -> list[Reading]:
     if scene.noise[n] > MAX_NOISE or scene.background[n] < MIN_BACKGROUND:
       blocked = (f"no clear background (noise {scene.noise[n]:.0f}, "
                  f"fit {scene.background[n]:.0%} of the image)")
+      objects = []  # Nothing stands out from what is not there.
     elif scene.unexplained[n] >= OTHER_AREA:
       blocked = f"unexplained region ({scene.unexplained[n]} px off palette or blurred)"
     else:

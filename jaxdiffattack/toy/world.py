@@ -288,26 +288,31 @@ class Dataset:
     return out
 
 
+def scene_spec(split: str, index: int, num_objects: int = 1,
+               seed: int = 0) -> tuple[SceneSpec, int]:
+  """(spec, template id) of scene `index` of a split, as `make_dataset` draws it: single
+  scene i shows class ``i % NUM_CLASSES``, pair scenes two distinct random classes, and the
+  caption template is drawn uniformly."""
+  rng = scene_rng(split, index, seed, num_objects)
+  if num_objects == 1:
+    labels = [index % NUM_CLASSES]
+  else:
+    labels = rng.choice(NUM_CLASSES, 2, replace=False)
+  spec = sample_spec(rng, labels)
+  templates = SINGLE_TEMPLATES if num_objects == 1 else PAIR_TEMPLATES
+  return spec, int(rng.integers(len(templates)))
+
+
 def make_dataset(split: str, num_single: int, num_pairs: int = 0,
                  seed: int = 0) -> Dataset:
-  """Deterministic dataset: class-balanced singles followed by pairs.
-
-  Single scene i shows class ``i % NUM_CLASSES``; pair scenes show two
-  distinct random classes. Templates are drawn uniformly.
-  """
+  """Deterministic dataset: class-balanced singles followed by pairs (`scene_spec`)."""
   images, labels, templates = [], [], []
-  for i in range(num_single):
-    rng = scene_rng(split, i, seed, 1)
-    label = i % NUM_CLASSES
-    images.append(render(sample_spec(rng, [label])))
-    labels.append((label, -1))
-    templates.append(rng.integers(len(SINGLE_TEMPLATES)))
-  for i in range(num_pairs):
-    rng = scene_rng(split, i, seed, 2)
-    a, b = rng.choice(NUM_CLASSES, 2, replace=False)
-    images.append(render(sample_spec(rng, [a, b])))
-    labels.append((a, b))
-    templates.append(rng.integers(len(PAIR_TEMPLATES)))
+  for num_objects, count in ((1, num_single), (2, num_pairs)):
+    for i in range(count):
+      spec, template = scene_spec(split, i, num_objects, seed)
+      images.append(render(spec))
+      labels.append([o.label for o in spec.objects] + [-1] * (2 - num_objects))
+      templates.append(template)
   return Dataset(
       images=np.stack(images) if images else np.zeros((0, 32, 32, 3), np.uint8),
       labels=np.asarray(labels, np.int32).reshape(-1, 2),
