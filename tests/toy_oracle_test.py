@@ -71,7 +71,8 @@ def _unclear_images():
   ellipse = _supersampled(lambda x, y: ((x - 16) / 10)**2 + ((y - 16) / 4)**2 < 1)
   ell = _supersampled(lambda x, y: ((x > 8) & (x < 13) & (y > 6) & (y < 24))
                       | ((x > 8) & (x < 24) & (y > 19) & (y < 24)))
-  ring = _supersampled(lambda x, y: (16 <= (x - 16)**2 + (y - 16)**2) & ((x - 16)**2 + (y - 16)**2 < 81))
+  ring = _supersampled(lambda x, y: (16 <= (x - 16)**2 + (y - 16)**2)
+                       & ((x - 16)**2 + (y - 16)**2 < 81))
   return {
       "blank grey": (_scene(), "no object"),
       "blank gradient": (_scene(background=_bg("gradient", (60.0,) * 3, (230, 220, 200))),

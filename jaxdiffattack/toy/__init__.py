@@ -2,8 +2,9 @@
 
 ``world`` renders the data, ``tokenizer`` builds the CLIP-format BPE,
 ``train`` trains and exports every model, ``evaluate`` measures generation
-quality. ``ASSETS_DIR`` holds the shipped weights (diffusers / transformers
-directory layouts, Flax msgpack).
+quality, ``oracle`` reads toy images without a model (the judge-free
+stand-in for human judgement). ``ASSETS_DIR`` holds the shipped weights
+(diffusers / transformers directory layouts, Flax msgpack).
 """
 import pathlib
 

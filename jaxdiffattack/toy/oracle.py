@@ -1,33 +1,38 @@
 """The toy world's oracle: a judge-free, procedural reading of a toy image.
 
-SAGE (arXiv 2306.00974, sec. 4) confirms that a found failure is the *generator's* by human
-judgement, not by the classifier that found it. On the toy world that judgement can be computed:
-an image is a smooth background with flat-coloured shapes from a known palette and a known set
-of templates (`world`). The oracle reads an image in four steps, vectorised in NumPy:
+SAGE (arXiv 2306.00974, sec. 4) confirms by human judgement that a found failure is the
+*generator's*, not an error of the classifier that found it. On the toy world that judgement
+can be computed: a scene is a smooth background with flat-coloured shapes from a known palette
+and a known set of templates (`world`). The oracle reads a batch of images in four vectorised
+NumPy steps:
 
 1. Colour evidence: each pixel's RGB distance to each palette colour's jitter set
-   (`palette_distance`: the colours `world` can draw, ``base * s + o``).
-2. Background: a quadratic surface per channel, fitted by least squares to the pixels that are
-   neither near a palette colour nor far from the current fit (iteratively reweighted), which
-   models uniform, gradient and noisy backgrounds alike; its residual spread is the noise level.
-3. Objects: connected pixels near one palette colour and far from the background are seeds;
-   each object's mask is where the pixel is at least half the object's colour on the line from
-   the fitted background to it (``alpha > 0.5``, as the renderer's coverage > 0.5), grown from
-   the seed. Regions far from the background that no object explains (off-palette colours,
-   half-transparent or blurred blobs) are counted too.
-4. Shape: the mask is compared by IoU with every shape's template from the world's own renderer
-   (`world.shape_coverage`), placed at the mask's centroid with the radius its area implies,
-   over a grid of rotations (the shape's symmetry period) and scales.
+   (`palette_distance`: the colours `world` draws, ``base * s + o``).
+2. Background: a surface per channel fitted by least squares to the pixels that are neither
+   near a palette colour nor far from the previous fit -- a plane first (it cannot bend to an
+   object it is fitted through), then a quadratic twice -- which models the world's uniform,
+   gradient and noisy backgrounds; its residual spread is the noise level.
+3. Objects: connected pixels near one palette colour and far from the background are seeds.
+   A pixel's alpha is where it lies on the line from the fitted background to the object's
+   colour (how the renderer composites coverage); an object's mask is the pixels near its
+   seeds with alpha > 1/2 (the renderer's coverage > 1/2) and the enclosed pixels more of its
+   colour than of the background's. Regions that differ from the background and that no
+   object explains (off-palette colours, faint, half-transparent or blurred blobs) are
+   measured too.
+4. Shape: the object's alpha map is compared (soft IoU) with every shape's template, drawn
+   by the world's own renderer (`world.shape_coverage`) and placed at the object's centroid
+   with the radius its area implies, over a grid of rotations and scales (`fit_shapes`).
 
-It says "unclear" (None) rather than guess: no clear background, an unexplained region, two or
-more objects, a small object, a colour off or between palette colours, or no shape whose best
-fit is good and clearly better than every other shape's. Thresholds are module constants
-(below); their measured agreement with real held-out toy images and the unclear rate are in
-`docs/toy_model_card.md` ("Oracle").
+It says "unclear" (None) rather than guess: no clear background, an unexplained region, no
+object or several, an object that is small, has a hole, is off the palette, or whose best
+shape fits poorly or barely better than another shape. The thresholds are module constants;
+the agreement with real held-out toy images and the unclear rates they give (there and on
+generated images) are in `docs/toy_model_card.md` ("Oracle").
 
 API: `judge(images)` -> a label name or None per image; `read(images)` -> a `Reading` per image
-(objects with colour, shape, fit, confidence, mask, centroid, area; the verdict and why);
-`verdict(images, labels)` -> one judge record per image, as every job stores judges.
+(objects with colour, shape, fit, angle, confidence, mask, centroid, area; the verdict and
+why); `verdict(images, labels)` -> the record a job stores per judge,
+``{"pred", "confidence", "failure", "unclear"}``.
 """
 from __future__ import annotations
 
@@ -44,17 +49,19 @@ from jaxdiffattack.toy import world
 SEED_COLOUR_TOL = 25.0   # A pixel within this of a palette colour may seed an object.
 COLOUR_TOL = 20.0        # An object's median colour within this is read as that colour.
 # Background and contrast.
-MIN_CONTRAST = 47.0      # Seeds differ from the background by more (the world draws >= 95).
+MIN_CONTRAST = 47.0      # Seeds differ from the background by more (the world draws objects
+                         # >= 95 from it).
 OTHER_CONTRAST = 30.0    # 3x3-smoothed contrast above which a pixel needs explaining.
 MAX_NOISE = 30.0         # Background residual std (per channel) above which nothing is clear.
 MIN_BACKGROUND = 0.4     # Fraction of the image the background must explain.
-# Objects: areas in pixels of the alpha > 0.5 mask.
+# Objects: areas in pixels of the alpha > 1/2 mask.
 SPECK_AREA = 2           # Seeds smaller than this are ignored (single pixels: noise, rounding).
 MIN_AREA = 16            # Objects smaller than this are not read (the world's smallest: ~30).
 OTHER_AREA = 20          # Unexplained regions of at least this area make an image unclear.
 HOLE_AREA = 4            # Holes of at least this area make an object unreadable (shapes have
                          # none).
-# Shape: IoU of the mask with the best template, and its lead over the best other shape.
+# Shape: soft IoU of the object with its best template, and the lead over every other shape.
+# Confidence ramps from 0 at a MIN_ bound to 1 at the SURE_ value.
 MIN_FIT = 0.7
 SURE_FIT = 0.9
 MIN_LEAD = 0.05
@@ -72,7 +79,7 @@ class ObjectReading(NamedTuple):
   fit: float                # IoU of the best shape template with the object, in [0, 1].
   angle: float              # Rotation (radians) of that template, within its symmetry period.
   confidence: float         # In [0, 1]: 0 = unclear, 1 = every criterion well past its bound.
-  mask: np.ndarray          # [32, 32] bool: pixels at least half this object's colour.
+  mask: np.ndarray          # [32, 32] bool: pixels more than half this object's colour.
   centroid: tuple[float, float]  # (x, y) in pixels, of the mask.
   area: int                 # Pixels in the mask.
   reason: str               # Why it is unclear ("" when read).
@@ -83,7 +90,7 @@ class Reading(NamedTuple):
   objects: tuple[ObjectReading, ...]  # Largest first.
   label: str | None         # The verdict: one object read clearly, else None (unclear).
   confidence: float | None  # The object's confidence when `label` is set, else None.
-  complete: bool            # Every object is read and nothing is left unexplained.
+  complete: bool            # Clear background, nothing unexplained, every object read.
   reason: str               # Why `label` is None ("" when set), e.g. "2 objects".
 
 
@@ -140,7 +147,7 @@ def _label(masks: np.ndarray) -> tuple[np.ndarray, int]:
   return ndimage.label(masks, _planar(masks.ndim, 2))
 
 
-def fit_background(images: np.ndarray, allowed: np.ndarray,
+def _fit_background(images: np.ndarray, allowed: np.ndarray,
                    iterations: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Least-squares surface per image and channel, refitted without the pixels it explains
   badly: a plane first (which cannot bend to an object it is fitted through), a quadratic
@@ -196,7 +203,7 @@ def _templates() -> tuple[_Template, ...]:
   return tuple(out)
 
 
-def template_coverage(t: _Template, centroid: np.ndarray, area: np.ndarray,
+def _template_coverage(t: _Template, centroid: np.ndarray, area: np.ndarray,
                       angles: np.ndarray, scales: np.ndarray) -> np.ndarray:
   """Pixel coverage [M, K, H, W] in [0, 1] of template `t` for M objects x K (angle, scale)
   pairs: rotated by angles [M, K] and scaled by scales [M, K] around the radius their areas
@@ -245,12 +252,12 @@ def fit_shapes(coverage: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.nd
     centroid /= np.maximum(area, 1e-6)[:, None]
     for k, t in enumerate(_templates()):
       angles = np.broadcast_to(t.angles, (len(a), len(t.angles)))
-      iou = _soft_iou(a, template_coverage(t, centroid, area, angles, np.ones_like(angles)))
+      iou = _soft_iou(a, _template_coverage(t, centroid, area, angles, np.ones_like(angles)))
       coarse = angles[rows, iou.argmax(-1)]  # [m]
       step = (t.angles[1] - t.angles[0]) / 3 if len(t.angles) > 1 else 0.0
       da, ds = np.meshgrid([-step, 0.0, step], [0.94, 1.0, 1.06], indexing="ij")
       angles = coarse[:, None] + da.ravel()[None]
-      iou = _soft_iou(a, template_coverage(t, centroid, area, angles,
+      iou = _soft_iou(a, _template_coverage(t, centroid, area, angles,
                                            np.broadcast_to(ds.ravel(), angles.shape)))
       best_iou[lo:lo + chunk, k] = iou.max(-1)
       period = _PERIOD[world.SHAPES[k]] or 1.0  # The circle's angle stays 0.
@@ -263,8 +270,7 @@ def fit_shapes(coverage: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.nd
 class _Scene(NamedTuple):
   """What segmentation finds in a batch of N images; objects flattened over images (M)."""
   image: np.ndarray        # [M] int: the image of each object.
-  colour: np.ndarray       # [M] int: the palette colour of its seeds.
-  rgb: np.ndarray          # [M, 3]: the mean colour of its seed pixels.
+  rgb: np.ndarray          # [M, 3]: the median colour of its seed pixels.
   masks: np.ndarray        # [M, H, W] bool: pixels more than half its colour.
   coverage: np.ndarray     # [M, H, W] in [0, 1]: its share of each pixel at and next to it.
   background: np.ndarray   # [N] fraction of each image the background fit explains.
@@ -300,7 +306,7 @@ def _segment(images: np.ndarray) -> _Scene:
   dist = palette_distance(images)  # [N, H, W, 4]
   nearest = dist.argmin(-1)
   near = dist.min(-1) < SEED_COLOUR_TOL
-  background, used, noise = fit_background(images, ~_dilate(near))
+  background, used, noise = _fit_background(images, ~_dilate(near))
   contrast = _norm(images - background)  # [N, H, W]
   seeds = near & (contrast > MIN_CONTRAST)
   by_colour = seeds[:, None] & (nearest[:, None] == np.arange(4)[:, None, None])  # [N,4,H,W]
@@ -335,7 +341,7 @@ def _segment(images: np.ndarray) -> _Scene:
   area = np.bincount(ids.ravel(), minlength=count + 1)
   area[0] = 0
   unexplained = area[ids].reshape(len(images), -1).max(-1)
-  return _Scene(image, colour, rgb, masks, coverage, used.mean((1, 2)), noise, unexplained)
+  return _Scene(image, rgb, masks, coverage, used.mean((1, 2)), noise, unexplained)
 
 
 # ---------------------------------------------------------------- reading ---
@@ -394,15 +400,22 @@ def _read_objects(scene: _Scene) -> list[list[ObjectReading]]:
     else:
       reason = ""
     objects[scene.image[m]].append(ObjectReading(
-        colour, shape if big[m] else None, None if reason else f"{colour} {shape}",
-        float(fit[m]), float(angle[m, iou[m].argmax()]), 0.0 if reason else float(min(colour_conf[m], shape_conf[m])),
-        scene.masks[m], (float(centroid[m, 0]), float(centroid[m, 1])), int(area[m]), reason))
+        colour=colour, shape=shape if big[m] else None,
+        label=None if reason else f"{colour} {shape}", fit=float(fit[m]),
+        angle=float(angle[m, iou[m].argmax()]),
+        confidence=0.0 if reason else float(min(colour_conf[m], shape_conf[m])),
+        mask=scene.masks[m], centroid=(float(centroid[m, 0]), float(centroid[m, 1])),
+        area=int(area[m]), reason=reason))
   return objects
 
 
 def read(images) -> list[Reading]:
   """Reads images [N, 32, 32, 3] (floats in [0, 1], or uint8): a `Reading` per image."""
-  scene = _segment(_as_pixels(images))
+  return _read_pixels(_as_pixels(images))
+
+
+def _read_pixels(pixels: np.ndarray) -> list[Reading]:
+  scene = _segment(pixels)
   out = []
   for n, objects in enumerate(_read_objects(scene)):
     if scene.noise[n] > MAX_NOISE or scene.background[n] < MIN_BACKGROUND:
@@ -443,17 +456,17 @@ def verdict(images, labels: Sequence[str | int]) -> list[dict]:
   human who confirms a failure, and an image it cannot read confirms nothing; reports show
   the unclear rate beside the failure rate.
   """
+  pixels = _as_pixels(images)
   names = [world.LABELS[int(l)] if isinstance(l, (int, np.integer)) else str(l) for l in labels]
-  readings = read(images)
-  if len(names) != len(readings):
-    raise UserError(f"oracle.verdict: {len(readings)} images but {len(names)} labels; "
+  if len(names) != len(pixels):
+    raise UserError(f"oracle.verdict: {len(pixels)} images but {len(names)} labels; "
                     "pass one label per image")
   for name in names:
     if name not in world.LABEL2ID:
       raise UserError(f"oracle.verdict: unknown label {name!r}; toy labels are "
                       f"world.LABELS, e.g. {world.LABELS[0]!r}")
   out = []
-  for name, r in zip(names, readings):
+  for name, r in zip(names, _read_pixels(pixels)):
     shown = any(o.label == name for o in r.objects)
     out.append({"pred": r.label, "confidence": r.confidence,
                 "failure": bool(r.complete and not shown),
