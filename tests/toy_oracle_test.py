@@ -219,6 +219,12 @@ class OracleTest(parameterized.TestCase):
     with self.assertRaisesRegex(UserError, "unknown label 'purple circle'"):
       oracle.verdict(image, ["purple circle"])
 
+  def test_batches_without_objects(self):
+    self.assertEqual(oracle.read(np.zeros((0, 32, 32, 3))), [])
+    self.assertEqual(oracle.verdict(np.zeros((0, 32, 32, 3)), []), [])
+    blank = oracle.read(np.full((3, 32, 32, 3), 0.4))
+    self.assertEqual([(r.objects, r.label, r.reason) for r in blank], [((), None, "no object")] * 3)
+
   def test_uint8_and_float_images_read_alike(self):
     data, _, _ = _heldout()
     images = data.images[:40]

@@ -155,8 +155,8 @@ def _fit_background(images: np.ndarray, allowed: np.ndarray,
   [N, H, W, 3], used [N, H, W] bool: the pixels of the last fit, noise [N]: the residual std
   per channel over them)."""
   n = len(images)
-  y = images.reshape(n, -1, 3)
-  used = allowed.reshape(n, -1)
+  y = images.reshape(n, _H * _H, 3)
+  used = allowed.reshape(n, _H * _H)
   for i in range(iterations):
     basis = _BASIS[:, :3] if i == 0 else _BASIS  # [P, B]
     xw = basis[None] * used[..., None]  # [N, P, B]
@@ -165,7 +165,7 @@ def _fit_background(images: np.ndarray, allowed: np.ndarray,
     residual = _norm(y - background)  # [N, P]
     noise = _masked_median(residual[..., None], used)[:, 0] / _CHI3_MEDIAN  # [N]
     explained = residual < np.maximum(OTHER_CONTRAST, 3.5 * noise)[:, None]
-    used = allowed.reshape(n, -1) & explained
+    used = allowed.reshape(n, _H * _H) & explained
   return background.reshape(images.shape), used.reshape(allowed.shape), noise
 
 
@@ -314,7 +314,7 @@ def _segment(images: np.ndarray) -> _Scene:
   # Each seed grows into the pixels that are at least half its colour on the line from the
   # background to it (a pixel's alpha, as the renderer composites coverage).
   pix, bg = images[image], background[image]  # [K, H, W, 3]
-  rgb = _masked_median(pix.reshape(len(pix), -1, 3), seed.reshape(len(seed), -1))
+  rgb = _masked_median(pix.reshape(len(pix), _H * _H, 3), seed.reshape(len(seed), _H * _H))
   alpha, off_line, half = _alpha(pix, bg, rgb)
   # More than half (by one RGB unit: half-covered pixels are not in the mask).
   grown = _dilate(seed, 2) & (alpha > half) & (alpha < 2.0) & (off_line < MIN_CONTRAST)
@@ -324,8 +324,8 @@ def _segment(images: np.ndarray) -> _Scene:
   image, colour, masks = _components(union, SPECK_AREA)
   own_seeds = by_colour[image, colour] & masks
   own_seeds |= masks & ~own_seeds.any((1, 2))[:, None, None]  # A piece grown without seeds.
-  rgb = _masked_median(images[image].reshape(len(image), -1, 3),
-                       own_seeds.reshape(len(image), -1))
+  rgb = _masked_median(images[image].reshape(len(image), _H * _H, 3),
+                       own_seeds.reshape(len(image), _H * _H))
   alpha, off_line, half = _alpha(images[image], background[image], rgb)
   # Enclosed pixels more of the object's colour than of the background are the object's own
   # (the generator shades interiors); holes of background colour stay holes.
@@ -340,7 +340,7 @@ def _segment(images: np.ndarray) -> _Scene:
   ids, count = _label(other)
   area = np.bincount(ids.ravel(), minlength=count + 1)
   area[0] = 0
-  unexplained = area[ids].reshape(len(images), -1).max(-1)
+  unexplained = area[ids].reshape(len(images), _H * _H).max(-1, initial=0)
   return _Scene(image, rgb, masks, coverage, used.mean((1, 2)), noise, unexplained)
 
 
@@ -415,6 +415,8 @@ def read(images) -> list[Reading]:
 
 
 def _read_pixels(pixels: np.ndarray) -> list[Reading]:
+  if not len(pixels):
+    return []
   scene = _segment(pixels)
   out = []
   for n, objects in enumerate(_read_objects(scene)):
