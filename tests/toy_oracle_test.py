@@ -7,7 +7,6 @@ import functools
 import json
 
 from absl.testing import absltest
-from absl.testing import parameterized
 import numpy as np
 from scipy import ndimage
 
@@ -96,7 +95,7 @@ def _unclear_images():
   }
 
 
-class OracleTest(parameterized.TestCase):
+class OracleTest(absltest.TestCase):
 
   def test_agrees_with_heldout_labels(self):
     """>= 99 % of 2000 held-out single-object scenes read as their label, few unclear, and

@@ -311,7 +311,7 @@ def _segment(images: np.ndarray) -> _Scene:
   seeds = near & (contrast > MIN_CONTRAST)
   by_colour = seeds[:, None] & (nearest[:, None] == np.arange(4)[:, None, None])  # [N,4,H,W]
   image, colour, seed = _components(by_colour, SPECK_AREA)
-  # Each seed grows into the pixels that are at least half its colour on the line from the
+  # Each seed grows into the pixels that are more than half its colour on the line from the
   # background to it (a pixel's alpha, as the renderer composites coverage).
   pix, bg = images[image], background[image]  # [K, H, W, 3]
   rgb = _masked_median(pix.reshape(len(pix), _H * _H, 3), seed.reshape(len(seed), _H * _H))
