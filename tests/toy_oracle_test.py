@@ -234,16 +234,16 @@ class OracleTest(absltest.TestCase):
     (the oracle's closed form picks one scale: an upper bound within a few RGB units)."""
     rng = np.random.default_rng(1)
     palette = np.asarray([world.COLOUR_RGB[c] for c in world.COLOURS], float)
-    near = (palette[rng.integers(4, size=4000)] * rng.uniform(0.8, 1.15, (4000, 1))
-            + rng.uniform(-40, 40, (4000, 3)))
-    rgb = np.clip(np.concatenate([near, rng.uniform(0, 255, (4000, 3))]), 0, 255)
-    scales = np.linspace(*world.COLOUR_JITTER_SCALE, 401)
+    near = (palette[rng.integers(4, size=2000)] * rng.uniform(0.8, 1.15, (2000, 1))
+            + rng.uniform(-40, 40, (2000, 3)))
+    rgb = np.clip(np.concatenate([near, rng.uniform(0, 255, (2000, 3))]), 0, 255)
+    scales = np.linspace(*world.COLOUR_JITTER_SCALE, 201)  # Within 0.15 of the minimum.
     excess = (np.abs(rgb[:, None, None] - scales[None, :, None, None] * palette[None, None])
               - world.COLOUR_JITTER_OFFSET)
     brute = np.linalg.norm(np.maximum(excess, 0), axis=-1).min(1)  # [N, 4]
     got = oracle.palette_distance(rgb)
-    self.assertEqual(got.shape, (8000, 4))
-    self.assertGreaterEqual((got - brute).min(), -1e-3)
+    self.assertEqual(got.shape, (4000, 4))
+    self.assertGreaterEqual((got - brute).min(), -0.15)
     self.assertLessEqual((got - brute).max(), 5.0)
     # Colours the world draws are in their own set (up to rounding) and far from the others.
     drawn = np.asarray([world._object_rgb(rng, label) for label in range(world.NUM_CLASSES)])
