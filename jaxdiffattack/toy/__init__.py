@@ -3,7 +3,8 @@
 ``world`` renders the data, ``tokenizer`` builds the CLIP-format BPE,
 ``train`` trains and exports every model, ``train_lv`` the learned-variance
 generator (``SD_LV_DIR``, model alias ``toy_lv``), ``evaluate`` measures generation
-quality. ``ASSETS_DIR`` holds the shipped weights (diffusers / transformers
+quality, ``oracle`` reads toy images without a model (the judge-free stand-in for
+human judgement). ``ASSETS_DIR`` holds the shipped weights (diffusers / transformers
 directory layouts, Flax msgpack).
 """
 import pathlib
