@@ -205,8 +205,10 @@ def load(directory, kind_name: str, dtype=jnp.float32, attention: str = "xla") -
   else:
     flat = pytorch_to_tree(weights.read_safetensors(path), kind, config, expected, path)
   check_tree(flat, expected, path)
-  params = weights.cast_floating(flax.traverse_util.unflatten_dict(flat), dtype)
-  return Loaded(module, jax.tree_util.tree_map(jnp.asarray, params), config, raw)
+  cast = lambda x: jnp.asarray(x, dtype if np.issubdtype(np.asarray(x).dtype, np.floating)
+                               else None)   # one host→device copy, cast on the way
+  params = {key: cast(value) for key, value in flat.items()}
+  return Loaded(module, flax.traverse_util.unflatten_dict(params), config, raw)
 
 
 def load_text_encoder(directory, dtype=jnp.float32, attention: str = "xla",
