@@ -14,11 +14,11 @@ penultimate layer in the config itself: their `text_encoder/config.json` has
 `num_hidden_layers: 23` (OpenCLIP ViT-H's 24th block is dropped at conversion), and the
 conditioning is that model's last hidden state after `final_layer_norm` — so loading the config
 as written is already SD2's conditioning, and nothing else is applied. diffusers' pipelines also
-take a `clip_skip=k` call argument: hidden_states[-(k + 1)] of the text encoder (the output of
-its last k+1-th layer … i.e. `num_hidden_layers − k` layers run), then `final_layer_norm`.
-`clip_skip` here is that argument, literally: counted from the end of the config's own layer
-stack (so clip_skip=1 on SD2's 23-layer encoder runs 22 layers), applied before the final
-LayerNorm; the pooled output then comes from that state too. Default 0 (the config as written).
+take a `clip_skip=k` call argument: hidden_states[-(k + 1)] of the text encoder (the state after
+its first `num_hidden_layers − k` layers), then `final_layer_norm`. `clip_skip` here is that
+argument, literally: counted from the end of the config's own layer stack (so clip_skip=1 on
+SD2's 23-layer encoder runs 22 layers), followed by the final LayerNorm; the pooled output then
+comes from that state too. Default 0 (the config as written); `text.with_clip_skip` sets it.
 
 `encode_embeddings` is the token-embedding entry point of soft-token attacks (ATM's
 Gumbel-softmax mixtures, SAGE's adversarial token embeddings): input token embeddings
@@ -102,6 +102,13 @@ class CLIPVisionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class _CLIPTopConfig:
+  """The top level of a two-tower CLIP config.json (the towers' sub-configs apart)."""
+  projection_dim: int = 512
+  logit_scale_init_value: float = 2.6592  # log(1/0.07); initialisation only
+
+
+@dataclasses.dataclass(frozen=True)
 class CLIPConfig:
   """A two-tower CLIP's config.json (model_type "clip")."""
   text: CLIPTextConfig = CLIPTextConfig()
@@ -121,12 +128,6 @@ class CLIPConfig:
                vision=CLIPVisionConfig.from_dict(vision, f"{source} vision_config"),
                projection_dim=top.projection_dim,
                logit_scale_init_value=top.logit_scale_init_value)
-
-
-@dataclasses.dataclass(frozen=True)
-class _CLIPTopConfig:
-  projection_dim: int = 512
-  logit_scale_init_value: float = 2.6592
 
 
 def eos_positions(input_ids: jax.Array, eos_token_id: int) -> jax.Array:
@@ -336,7 +337,7 @@ class CLIPVisionTransformer(nn.Module):
     c = self.config
     norm = lambda name: nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=self.dtype, name=name)
     hidden = _CLIPVisionEmbeddings(c, self.dtype, name="embeddings")(pixels.astype(self.dtype))
-    hidden = norm("pre_layrnorm")(hidden)   # sic: transformers' (and OpenAI's) parameter name
+    hidden = norm("pre_layrnorm")(hidden)   # sic: transformers' parameter name
     hidden = CLIPEncoder(c, self.dtype, attention=self.attention, name="encoder")(hidden)
     return hidden, norm("post_layernorm")(hidden[:, 0])
 

@@ -122,9 +122,8 @@ class _Stage(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = _StageLayers(self.config, self.in_channels, self.out_channels, self.stride, self.depth,
-                     self.dtype, name="layers")(x, train)
-    return x
+    return _StageLayers(self.config, self.in_channels, self.out_channels, self.stride,
+                        self.depth, self.dtype, name="layers")(x, train)
 
 
 class _StageLayers(nn.Module):
