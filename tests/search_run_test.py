@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
+from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scoring
 from jaxdiffattack import search
 from jaxdiffattack.errors import ConfigError
-from jaxdiffattack.search import driver
 from jaxdiffattack.search import report
 
 from search_multidevice_worker import tiny_config  # pylint: disable=g-bad-import-order
@@ -156,7 +156,7 @@ def test_wide_variant_covers_every_label_twice(space):
 
 def test_killed_and_resumed_equals_uninterrupted(latent_run, tmp_path, monkeypatch):
   config, workdir_full, _ = latent_run
-  real_save = driver._save_checkpoint  # pylint: disable=protected-access
+  real_save = runs.save_checkpoint
   saves = {"n": 0}
 
   def dying_save(*args):
@@ -165,13 +165,13 @@ def test_killed_and_resumed_equals_uninterrupted(latent_run, tmp_path, monkeypat
     if saves["n"] == 1:
       raise KeyboardInterrupt("killed")
 
-  monkeypatch.setattr(driver, "_save_checkpoint", dying_save)
+  monkeypatch.setattr(runs, "save_checkpoint", dying_save)
   for _ in range(2):  # killed twice, right after a checkpoint each time
     saves["n"] = 0
     with pytest.raises(KeyboardInterrupt):
       search.run(config, tmp_path, scoring=scoring.synthetic_scoring())
     assert not (tmp_path / "results.jsonl").exists()
-  monkeypatch.setattr(driver, "_save_checkpoint", real_save)
+  monkeypatch.setattr(runs, "save_checkpoint", real_save)
   search.run(config, tmp_path, scoring=scoring.synthetic_scoring())
   assert (tmp_path / "results.jsonl").read_text() == (workdir_full / "results.jsonl").read_text()
   for path in sorted((workdir_full / "failures").rglob("*.npy")):

@@ -16,12 +16,10 @@ Outputs in the workdir:
                          and best.png (+ same) for every target; failures/<method>/grid.png
   summary.json, report.md, plots/fitness_curves.png   (`report.write_report` rebuilds them)
   timing.json            wall time, images/s, ask/tell time per method
-  checkpoint_<method>.npz
+  checkpoint_<method>.msgpack   the loop state by field name (`runs.save_checkpoint`)
 """
 
-import hashlib
 import io as _io
-import json
 import math
 import pathlib
 
@@ -31,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack import sharding
@@ -66,12 +65,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "use a finite number (<= 1: no guidance)")
   criterion_lib.Criterion.from_config(config)
   strategies_lib.parse_overrides(config.strategy.get("param_overrides", ""))
-
-
-def config_hash(config) -> str:
-  keep = {k: v for k, v in io.config_to_dict(config).items()
-          if k not in ("report_only", "save_images", "checkpoint_every", "microbatch")}
-  return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def methods_of(config) -> list[str]:
@@ -162,7 +155,7 @@ class Search:
         kwargs=dict(s.kwargs),
         sampling_fn=self.space.sample_prior, max_full_cov_dims=s.max_full_cov_dims)
 
-  def run_method(self, name: str, checkpoint_path=None) -> dict:
+  def run_method(self, name: str, checkpoint_path=None) -> driver.LoopState:
     c = self.config
     settings = driver.LoopSettings(
         num_generations=c.num_generations, stop_after_failures=c.stop_after_failures,
@@ -171,7 +164,7 @@ class Search:
     return driver.run_loop(
         self.make_strategy(name), self.evaluate, jax.random.fold_in(self.key, 2),
         self.space.init_means(), settings, checkpoint_path=checkpoint_path,
-        config_hash=config_hash(c), similarity=self.space.similarity)
+        config_hash=runs.config_hash(c), similarity=self.space.similarity)
 
 
 def _json_scalar(x):
@@ -192,35 +185,33 @@ def _short(records: dict, criterion: criterion_lib.Criterion) -> dict:
   return out
 
 
-def target_rows(search: Search, method: str, state: dict, files: dict) -> list[dict]:
+def target_rows(search: Search, method: str, state: driver.LoopState, files: dict) -> list[dict]:
   """results.jsonl rows of one method (deterministic: no timing)."""
   c = search.config
   obj = search.criterion
-  best_rec = driver.records_of(state, "best_record")
-  arch_rec = driver.records_of(state, "archive_record")
-  counts = driver.records_of(state, "count")
+  best_rec, arch_rec, counts = state.best_record, state.archive_record, state.counts
   rows = []
   for target in search.targets:
     t = target.index
-    n_found = int(state["failures"][t])
+    n_found = int(state.failures[t])
     failures = []
     for k in range(min(n_found, c.archive_size)):
       rec = {name: _json_scalar(v[t, k]) for name, v in arch_rec.items()}
-      entry = {"generation": int(state["archive_generation"][t, k]),
-               "member": int(state["archive_member"][t, k]),
-               "fitness": _json_scalar(state["archive_fitness"][t, k]),
+      entry = {"generation": int(state.archive_generation[t, k]),
+               "member": int(state.archive_member[t, k]),
+               "fitness": _json_scalar(state.archive_fitness[t, k]),
                "scores": _short(rec, obj), "records": rec,
                "files": files.get((t, f"failure_{k}"), []),
-               **search.space.describe(state["archive_solution"][t, k], t)}
+               **search.space.describe(state.archive_solution[t, k], t)}
       failures.append(entry)
     n_arch = len(failures)
     if n_arch >= 2:
-      sim = search.space.similarity(state["archive_solution"][t, :n_arch],
-                                    state["archive_solution"][t, :n_arch])
+      sim = search.space.similarity(state.archive_solution[t, :n_arch],
+                                    state.archive_solution[t, :n_arch])
       failure_similarity = float(sim[np.triu_indices(n_arch, 1)].mean())
     else:
       failure_similarity = None
-    first = int(state["first_success"][t])
+    first = int(state.first_success[t])
     best = _records_at(best_rec, t) if best_rec else {}
     best_score = best.get(f"score/{obj.success}")
     best_verdict = (None if best_score is None else
@@ -234,29 +225,29 @@ def target_rows(search: Search, method: str, state: dict, files: dict) -> list[d
         "success": first >= 0,
         "first_success_generation": first if first >= 0 else None,
         "evaluations_to_first_success": (first + 1) * c.population_size if first >= 0 else None,
-        "evaluations": int(state["evaluations"][t]),
+        "evaluations": int(state.evaluations[t]),
         "failures_found": n_found,
-        "best_fitness": _json_scalar(state["best_fitness"][t]),
-        "best_generation": int(state["best_generation"][t]),
+        "best_fitness": _json_scalar(state.best_fitness[t]),
+        "best_generation": int(state.best_generation[t]),
         "best": {"scores": _short(best, obj), "records": best,
                  "verdict": best_verdict,
                  "files": files.get((t, "best"), []),
-                 **search.space.describe(state["best_solution"][t], t)},
+                 **search.space.describe(state.best_solution[t], t)},
         "clean": {"scores": clean_scores, "verdict": bool(search.clean["verdict"][t]),
                   "clip": _json_scalar(search.clean["clip"][t])},
         "failure_similarity": failure_similarity,   # mean pairwise, in the space's measure
-        "nonfinite": int(state["nonfinite"][t]),
+        "nonfinite": int(state.nonfinite[t]),
         "counts": {k: int(v[t]) for k, v in counts.items()},
-        "curve_best": [_json_scalar(v) for v in state["curve_best"][:, t]],
-        "curve_mean": [_json_scalar(v) for v in state["curve_mean"][:, t]],
-        "curve_successes": [int(v) for v in state["curve_successes"][:, t]],
+        "curve_best": [_json_scalar(v) for v in state.curve_best[:, t]],
+        "curve_mean": [_json_scalar(v) for v in state.curve_mean[:, t]],
+        "curve_successes": [int(v) for v in state.curve_successes[:, t]],
         "failures": failures,
     }
     rows.append(row)
   return rows
 
 
-def add_ngr(search: Search, rows: list[dict], state: dict) -> None:
+def add_ngr(search: Search, rows: list[dict], state: driver.LoopState) -> None:
   """Latent space: NGR per found failure (KS vs N(0, 1) and D'Agostino–Pearson at α)."""
   if search.config.space != "latent":
     return
@@ -266,7 +257,7 @@ def add_ngr(search: Search, rows: list[dict], state: dict) -> None:
     if not row["failures"]:
       row["ngr"] = None
       continue
-    latents = search.space.to_latents(state["archive_solution"][t, :len(row["failures"])])
+    latents = search.space.to_latents(state.archive_solution[t, :len(row["failures"])])
     p = report.normality_pvalues(latents)
     for k, failure in enumerate(row["failures"]):
       failure["ngr_pvalue"] = {name: float(p[name][k]) for name in report.NGR_TESTS}
@@ -274,15 +265,15 @@ def add_ngr(search: Search, rows: list[dict], state: dict) -> None:
     row["ngr"] = {name: float(np.mean(p[name] < alpha)) for name in report.NGR_TESTS}
 
 
-def save_failures(search: Search, method: str, state: dict, workdir: pathlib.Path,
+def save_failures(search: Search, method: str, state: driver.LoopState, workdir: pathlib.Path,
                   render: bool) -> dict:
   """Writes each target's failures and best solution (PNG + artifacts); returns their files."""
   items = []  # (t, name, solution)
   for target in search.targets:
     t = target.index
-    for k in range(min(int(state["failures"][t]), search.config.archive_size)):
-      items.append((t, f"failure_{k}", state["archive_solution"][t, k]))
-    items.append((t, "best", state["best_solution"][t]))
+    for k in range(min(int(state.failures[t]), search.config.archive_size)):
+      items.append((t, f"failure_{k}", state.archive_solution[t, k]))
+    items.append((t, "best", state.best_solution[t]))
   files = {}
   images = None
   if render and items:
@@ -337,12 +328,12 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   search = Search(config, sd, params, scoring, mesh=mesh)
   rows, timing = [], {}
   for method in methods_of(config):
-    state = search.run_method(method, workdir / f"checkpoint_{method}.npz")
+    state = search.run_method(method, workdir / f"checkpoint_{method}.msgpack")
     files = save_failures(search, method, state, workdir, config.save_images)
     method_rows = target_rows(search, method, state, files)
     add_ngr(search, method_rows, state)
     rows += method_rows
-    timing[method] = {k: float(state[k]) for k in driver.TIMING_KEYS}
+    timing[method] = state.timing.as_dict()
     _log_failures(method, method_rows)
   io.write_jsonl(workdir / "results.jsonl", rows)
   io.write_json(workdir / "timing.json", timing)
