@@ -1,5 +1,5 @@
 """What every job's run shares: its config hash, checkpoints by field name, progress with ETA, and
-figure saving.
+figures written atomically.
 
 Config hash. A workdir is resumed only by the config that started it: `config_hash(config)` is a
 SHA-256 of the resolved config without the run-shape keys `RUN_SHAPE_KEYS` (how a run is executed
@@ -15,9 +15,12 @@ leaf index) are refused with one line naming the change.
 
 import dataclasses
 import hashlib
+import io as _io
 import json
 import pathlib
+import time
 
+from absl import logging
 import flax.serialization
 import jax
 import numpy as np
@@ -26,7 +29,8 @@ from jaxdiffattack import io
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
 
-RUN_SHAPE_KEYS = ("report_only", "microbatch", "checkpoint_every", "unit", "save_images")
+RUN_SHAPE_KEYS = ("report_only", "microbatch", "checkpoint_every", "unit", "save_images",
+                  "grid_images")
 FORMAT = "jaxdiffattack checkpoint v2 (msgpack, arrays by field name)"
 
 
@@ -66,6 +70,7 @@ def load_checkpoint(path, digest: str, template, what: str = "run"):
                       "different config; use a new --workdir")
   state = flax.serialization.from_state_dict(_with_saved_keys(template, saved["state"]),
                                              saved["state"])
+  logging.info("resuming %s from %s", what, path)
   return jax.tree_util.tree_map(np.array, state)
 
 
@@ -78,3 +83,37 @@ def _with_saved_keys(template, saved):
         f.name: _with_saved_keys(getattr(template, f.name), saved[f.name])
         for f in dataclasses.fields(template) if f.name in saved})
   return template
+
+
+class Progress:
+  """Log lines of a long loop with its pace and ETA, measured from this session's start (a
+  resumed run's earlier work does not count towards the pace)."""
+
+  def __init__(self, label: str, total: int, done: int = 0, unit: str = "steps"):
+    self.label, self.total, self.unit = label, total, unit
+    self.done_at_start = done
+    self.start = time.perf_counter()
+
+  def log(self, done: int, details: str = "", finished: bool = False) -> None:
+    elapsed = time.perf_counter() - self.start
+    rate = (done - self.done_at_start) / max(elapsed, 1e-9)
+    eta = 0.0 if finished else ((self.total - done) / rate if rate > 0 else float("nan"))
+    logging.info("%s %d/%d %s (%.1f%%)  %s%selapsed %.0fs  ETA %.0fs", self.label, done,
+                 self.total, self.unit, 100.0 * done / self.total, details,
+                 "  " if details else "", elapsed, eta)
+
+
+def pyplot():
+  """matplotlib.pyplot on the non-interactive Agg backend (imported on first use)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def save_figure(fig, path) -> None:
+  """Writes a matplotlib figure as PNG atomically and closes it."""
+  buffer = _io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=110)
+  pyplot().close(fig)
+  io.atomic_write_bytes(path, buffer.getvalue())

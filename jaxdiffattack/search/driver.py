@@ -31,7 +31,6 @@ import functools
 import time
 from typing import Any, Callable, NamedTuple
 
-from absl import logging
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -190,8 +189,6 @@ def run_loop(strategy: strategies_lib.BatchedStrategy, evaluate: Callable, key: 
     state = template
   else:
     state = state.replace(strategy=strategies_lib.as_states(template.strategy, state.strategy))
-    logging.info("resuming search from %s at generation %d", checkpoint_path,
-                 int(state.generation))
   states = state.strategy
   # Compile ask and tell outside the timed loop (pure functions: results are unaffected).
   warm_x, warm_states = strategy.ask(target_keys(key, num_targets, 0, 3), states)
@@ -199,7 +196,8 @@ def run_loop(strategy: strategies_lib.BatchedStrategy, evaluate: Callable, key: 
                             np.zeros(warm_x.shape[:2], np.float32), warm_states)
   jax.block_until_ready(strategies_lib.select(state.active, warm_told, states))
   start = time.perf_counter()
-  start_generation = int(state.generation)
+  progress = runs.Progress(settings.label, settings.num_generations, int(state.generation),
+                           "generations")
   time_at_start = float(state.timing.total)
 
   while int(state.generation) < settings.num_generations and state.active.any():
@@ -246,7 +244,7 @@ def run_loop(strategy: strategies_lib.BatchedStrategy, evaluate: Callable, key: 
     finished = done >= settings.num_generations or not state.active.any()
     if checkpoint_path is not None and (done % settings.checkpoint_every == 0 or finished):
       runs.save_checkpoint(checkpoint_path, state, config_hash)
-    _progress(settings, state, start, start_generation)
+    _log_progress(progress, state)
   return state
 
 
@@ -284,18 +282,11 @@ def _update_records(state, settings, g, active, solutions, raw, finite, success,
       state.active[t] = False
 
 
-def _progress(settings, state, start, start_generation):
-  done = int(state.generation)
-  total = settings.num_generations
-  elapsed = time.perf_counter() - start
-  rate = (done - start_generation) / max(elapsed, 1e-9)
-  remaining = 0 if not state.active.any() else total - done
-  eta = remaining / rate if rate > 0 else float("nan")
-  share = float(state.timing.ask_tell) / max(float(state.timing.total), 1e-9)
-  logging.info(
-      "%s gen %d/%d (%.0f%%)  active %d/%d  failures found for %d targets  best %.4g  "
-      "%.2f images/s  ask/tell %.1f%%  elapsed %.0fs  ETA %.0fs", settings.label, done, total,
-      100.0 * done / total, int(state.active.sum()), len(state.active),
-      int((state.failures > 0).sum()), float(np.min(state.best_fitness)),
-      float(state.timing.images) / max(float(state.timing.evaluate), 1e-9), 100 * share, elapsed,
-      eta)
+def _log_progress(progress: runs.Progress, state: LoopState) -> None:
+  timing = state.timing
+  progress.log(int(state.generation), (
+      f"active {int(state.active.sum())}/{len(state.active)}  failures found for "
+      f"{int((state.failures > 0).sum())} targets  best {float(np.min(state.best_fitness)):.4g}"
+      f"  {float(timing.images) / max(float(timing.evaluate), 1e-9):.2f} images/s  ask/tell "
+      f"{100 * float(timing.ask_tell) / max(float(timing.total), 1e-9):.1f}%"),
+               finished=not state.active.any())
