@@ -107,7 +107,7 @@ def test_alpha_zero_cell_equals_plain_generation(tiny_sd_dirs, full_run):
   got = [m["clip_score"] for m in out["members"] if m["shift"] == "none"]
   np.testing.assert_allclose(got, synthetic_clip_score(plain.images), rtol=1e-5)
   # ...and a shifted cell equals the plain sampler on the shifted latents.
-  shifted = np.asarray(perturb.SHIFTS["ums"](np.asarray(z[0]), np.array([0.2, 0.0]), None))
+  shifted = np.asarray(perturb.SHIFTS["ums"].fn(np.asarray(z[0]), np.array([0.2, 0.0]), None))
   one = sampler_lib.PopulationSampler(sd, params, sampler_lib.SamplerSettings(num_steps=3))(
       shifted[None], cond[:1], uncond, 7.5)
   got_ums = next(m for m in out["members"] if m["shift"] == "ums" and m["alpha_c"] == 0.2)

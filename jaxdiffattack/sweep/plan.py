@@ -7,6 +7,7 @@ never enters — shifted by its cell's shift (`jaxdiffattack.perturb`).
 """
 
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -27,32 +28,31 @@ METRICS = tuple(METRIC_SCORES)
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-  shift: str
-  alpha: tuple[float, float]
+  shift: str                  # a name of perturb.SHIFTS
+  alpha: tuple[float, ...]    # [perturb.ALPHA_SIZE]; the shift reads its first `arity` entries
 
   @property
   def label(self) -> str:
-    if perturb.SHIFT_ARITY[self.shift] == 2:
-      return f"{self.alpha[0]:g},{self.alpha[1]:g}"
-    return f"{self.alpha[0]:g}"
+    """"0.1", or "0.1,-0.2" for a two-parameter shift."""
+    arity = max(perturb.SHIFTS[self.shift].arity, 1)
+    return ",".join(f"{a:g}" for a in self.alpha[:arity])
+
+
+def unshifted() -> Cell:
+  return Cell(perturb.UNSHIFTED, (0.0,) * perturb.ALPHA_SIZE)
 
 
 def grid_cells(grids: ml_collections.ConfigDict, shifts) -> list[Cell]:
-  """The unshifted cell first, then each shift's α values except the identity (α = 0)."""
-  cells = [Cell("none", (0.0, 0.0))]
+  """The unshifted cell first, then each shift's grid — the product of its parameters' values
+  (`config.grids.<key>` for each of its grid keys) — except the identity (every α = 0)."""
+  cells = [unshifted()]
   for shift in shifts:
-    if shift == "ms":
-      for a_c in grids.ms_alpha_c:
-        for a_s in grids.ms_alpha_s:
-          if (a_c, a_s) != (0, 0):
-            cells.append(Cell("ms", (float(a_c), float(a_s))))
-    else:
-      cells.extend(Cell(shift, (float(a), 0.0)) for a in grids[_grid_key(shift)] if a != 0)
+    spec = perturb.SHIFTS[shift]
+    for values in itertools.product(*(grids[key] for key in spec.grid)):
+      if any(values):
+        padding = (0.0,) * (perturb.ALPHA_SIZE - spec.arity)
+        cells.append(Cell(shift, tuple(float(a) for a in values) + padding))
   return cells
-
-
-def _grid_key(shift: str) -> str:
-  return shift.split("_")[0]  # sds_flipped uses the sds grid, pas_* the pas grid
 
 
 def resolve_labels(config: ml_collections.ConfigDict) -> tuple[list[str], np.ndarray]:
@@ -72,12 +72,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check("{}" in config.template, "template", config.template, "must contain '{}'")
   check(config.images_per_prompt >= 1, "images_per_prompt", config.images_per_prompt,
         "use an integer >= 1")
+  shifts = sorted(name for name, spec in perturb.SHIFTS.items() if spec.arity)
   for shift in config.shifts:
-    check(shift in perturb.SHIFTS and shift != "none", "shifts", shift,
-          f"use names from {sorted(set(perturb.SHIFTS) - {'none'})}")
-    if shift != "ms":
-      check(_grid_key(shift) in config.grids, f"grids.{_grid_key(shift)}", None,
-            "give the α values of this shift")
+    check(shift in shifts, "shifts", shift, f"use names from {shifts}")
+    for key in perturb.SHIFTS[shift].grid:
+      check(key in config.grids, f"grids.{key}", None, f"give the α values of shift {shift!r}")
   check(len(config.settings) > 0, "settings", config.settings, "give at least one setting")
   names = [s.name for s in config.settings]
   check(len(set(names)) == len(names), "settings", names, "setting names must be unique")

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import perturb
 from jaxdiffattack import runs
 from jaxdiffattack import stats
 from jaxdiffattack.sweep.plan import Cell
@@ -29,10 +30,10 @@ def summarise(member_rows: list[dict]) -> list[dict]:
   Each shift's α = 0 row is the shared unshifted cell.
   """
   groups: dict[tuple, list[dict]] = {}
-  shifts = sorted({r["shift"] for r in member_rows} - {"none"})
+  shifts = sorted({r["shift"] for r in member_rows} - {perturb.UNSHIFTED})
   for r in member_rows:
     alpha = (float(r["alpha_c"]), float(r["alpha_s"]))
-    for shift in (shifts if r["shift"] == "none" else [r["shift"]]):
+    for shift in (shifts if r["shift"] == perturb.UNSHIFTED else [r["shift"]]):
       for cls in ("all", r["label"]):
         groups.setdefault((r["setting"], shift, alpha, cls), []).append(r)
   out = []
@@ -99,29 +100,30 @@ def markdown(results) -> str:
 
 
 def plots(results, plot_dir: pathlib.Path) -> None:
-  """plots/<metric>.png: one panel per shift, metric vs α with its CI band."""
+  """plots/<metric>.png: one panel per shift, metric vs its first parameter with CI bands (one
+  line per setting, and per value of the second parameter of a two-parameter shift)."""
   plt = runs.pyplot()
   overall = [r for r in results if r["class"] == "all"]
   settings = sorted({r["setting"] for r in overall})
   shifts = sorted({r["shift"] for r in overall})
   for metric in METRICS:
-    # One figure per metric: one panel per shift; one line per setting (and per α_s for MS).
     fig, axes = plt.subplots(1, len(shifts), figsize=(4 * len(shifts), 3.2), squeeze=False)
     for ax, shift in zip(axes[0], shifts):
+      spec = perturb.SHIFTS[shift]
       for setting in settings:
         rows = [r for r in overall if r["setting"] == setting and r["shift"] == shift
                 and r["metric"] == metric]
-        series = sorted({r["alpha_s"] for r in rows}) if shift == "ms" else [None]
-        for a_s in series:
-          sel = sorted((r for r in rows if a_s is None or r["alpha_s"] == a_s),
+        series = sorted({r["alpha_s"] for r in rows}) if spec.arity == 2 else [None]
+        for second in series:
+          sel = sorted((r for r in rows if second is None or r["alpha_s"] == second),
                        key=lambda r: r["alpha_c"])
           x = [r["alpha_c"] for r in sel]
           y = [r["value"] for r in sel]
-          label = setting if a_s is None else f"{setting} α_s={a_s:g}"
+          label = setting if second is None else f"{setting} {spec.axis[1]}={second:g}"
           ax.plot(x, y, marker="o", label=label)
           ax.fill_between(x, [r["ci_low"] for r in sel], [r["ci_high"] for r in sel], alpha=0.15)
       ax.set_title(shift)
-      ax.set_xlabel("α_a (pixels)" if shift.startswith("pas") else "α")
+      ax.set_xlabel(spec.axis[0])
       ax.set_ylabel(metric)
       ax.legend(fontsize=7)
     fig.tight_layout()

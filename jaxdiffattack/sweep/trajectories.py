@@ -15,6 +15,7 @@ from jaxdiffattack.sweep.plan import Cell
 from jaxdiffattack.sweep.plan import Plan
 from jaxdiffattack.sweep.plan import setting_sampler
 from jaxdiffattack.sweep.plan import shifted_latents
+from jaxdiffattack.sweep.plan import unshifted
 
 FIELDS = ("setting", "shift", "alpha", "prompt", "step", "step_distance", "mean", "std")
 
@@ -36,9 +37,8 @@ def write_trajectories(config, workdir, prompts, model_loader) -> None:
   """trajectory.csv and plots/trajectory_<setting>.png for chosen prompts × shift cells."""
   plt = runs.pyplot()
   workdir = pathlib.Path(workdir)
-  cells = [Cell("none", (0.0, 0.0))] + [
-      Cell(str(s), (float(a), 0.0)) for s, a in zip(config.trajectory.shifts,
-                                                      config.trajectory.alphas)]
+  cells = [unshifted()] + [Cell(str(s), (float(a), 0.0))
+                           for s, a in zip(config.trajectory.shifts, config.trajectory.alphas)]
   plan = Plan(cells, len(prompts), 1)
   prompt_ids = list(config.trajectory.prompts)
   members = np.array([c * len(prompts) + p for c in range(len(cells)) for p in prompt_ids])
