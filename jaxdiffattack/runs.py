@@ -98,9 +98,9 @@ class Progress:
     elapsed = time.perf_counter() - self.start
     rate = (done - self.done_at_start) / max(elapsed, 1e-9)
     eta = 0.0 if finished else ((self.total - done) / rate if rate > 0 else float("nan"))
-    logging.info("%s %d/%d %s (%.1f%%)  %s%selapsed %.0fs  ETA %.0fs", self.label, done,
-                 self.total, self.unit, 100.0 * done / self.total, details,
-                 "  " if details else "", elapsed, eta)
+    logging.info("%s %d/%d %s (%.1f%%)  %.2f %s/s  %s%selapsed %.0fs  ETA %.0fs", self.label,
+                 done, self.total, self.unit, 100.0 * done / self.total, rate, self.unit,
+                 details, "  " if details else "", elapsed, eta)
 
 
 def pyplot():

@@ -69,4 +69,4 @@ def test_progress_logs_pace_and_eta(caplog, monkeypatch):
   progress = runs.Progress("job", total=30, done=10, unit="members")
   with caplog.at_level("INFO"):
     progress.log(15, "extra")
-  assert "job 15/30 members (50.0%)  extra  elapsed 10s  ETA 30s" in caplog.text
+  assert "job 15/30 members (50.0%)  0.50 members/s  extra  elapsed 10s  ETA 30s" in caplog.text
