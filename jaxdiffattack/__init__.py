@@ -4,6 +4,7 @@ Modules (one concept each), from the model up to the jobs:
   models/       loading Stable Diffusion, CLIP and classifiers (the only place that touches
                 diffusers/transformers Flax classes); checkpoint formats; attention.
   schedulers    pure-JAX DDIM / PNDM / DPM-Solver++ / Euler steps for a `lax.scan` sampler.
+  ddpm          DDPM reverse-process maths with a learned variance (training and sampling).
   text          tokenising and encoding prompts; soft token embeddings.
   sampler       `sample` (pure, with a gradient depth), `FusedSampler` (sampler + scorer, one
                 differentiable function) and `PopulationSampler` (its sharded, chunked runner).
@@ -25,7 +26,8 @@ Modules (one concept each), from the model up to the jobs:
                 trajectories).
   search/       the `launch/search.py` job: SAGE's failure search (spaces, strategies,
                 criterion, targets, driver, report).
-  toy/          the toy world: renderer, tokenizer, training, evaluation; shipped weights.
+  toy/          the toy world: renderer, tokenizer, training, evaluation, the oracle (a
+                judge-free reading of a toy image); shipped weights.
   data/         label lists and templates (data/README.md says where each comes from).
 Not yet: attacks/ (ATM and other gradient attacks, on `sampler.FusedSampler` and `scoring`).
 """

@@ -123,18 +123,16 @@ class Search:
   def evaluate(self, solutions: np.ndarray, active: np.ndarray) -> driver.Evaluation:
     """Solutions [A, P, n] of the active targets → fitness, success, records, counts."""
     num_active, population = solutions.shape[:2]
-    decoded = [self.space.decode(solutions[a], int(t)) for a, t in enumerate(active)]
+    decoded = self.space.decode_population(solutions, active)          # [A·P, ...]
     target_of_member = np.repeat(active, population)
-    scores = self._sample_scores(np.concatenate([d.latents for d in decoded]),
-                                 np.concatenate([d.cond for d in decoded]), target_of_member)
-    penalty = np.concatenate([d.penalty for d in decoded])
-    feasible = np.concatenate([d.feasible for d in decoded])
+    scores = self._sample_scores(decoded.latents, decoded.cond, target_of_member)
+    penalty = np.asarray(decoded.penalty, np.float64)
+    feasible = np.asarray(decoded.feasible, bool)
     fitness, success, clip_ok = self.criterion.reduce(
         scores, penalty, feasible, self.clean["clip"][target_of_member])
     verdict = self.criterion.verdict(scores)
     records = {f"score/{k}": v for k, v in scores.items()}
-    for name in decoded[0].metrics:
-      records[f"space/{name}"] = np.concatenate([d.metrics[name] for d in decoded])
+    records.update({f"space/{name}": v for name, v in decoded.metrics.items()})
     records["penalty"] = penalty
     shape = (num_active, population)
     per_target = lambda v: v.reshape(shape).sum(axis=1)
@@ -247,24 +245,6 @@ def target_rows(search: Search, method: str, state: driver.LoopState, files: dic
   return rows
 
 
-def add_ngr(search: Search, rows: list[dict], state: driver.LoopState) -> None:
-  """Latent space: NGR per found failure (KS vs N(0, 1) and D'Agostino–Pearson at α)."""
-  if search.config.space != "latent":
-    return
-  alpha = search.config.ngr_alpha
-  for row in rows:
-    t = row["target"]
-    if not row["failures"]:
-      row["ngr"] = None
-      continue
-    latents = search.space.to_latents(state.archive_solution[t, :len(row["failures"])])
-    p = report.normality_pvalues(latents)
-    for k, failure in enumerate(row["failures"]):
-      failure["ngr_pvalue"] = {name: float(p[name][k]) for name in report.NGR_TESTS}
-      failure["ngr_reject"] = {name: bool(p[name][k] < alpha) for name in report.NGR_TESTS}
-    row["ngr"] = {name: float(np.mean(p[name] < alpha)) for name in report.NGR_TESTS}
-
-
 def save_failures(search: Search, method: str, state: driver.LoopState, workdir: pathlib.Path,
                   render: bool) -> dict:
   """Writes each target's failures and best solution (PNG + artifacts); returns their files."""
@@ -277,12 +257,12 @@ def save_failures(search: Search, method: str, state: driver.LoopState, workdir:
   files = {}
   images = None
   if render and items:
-    decoded = [search.space.decode(np.asarray(x)[None], t) for t, _, x in items]
+    decoded = search.space.decode_population(np.stack([x for _, _, x in items])[:, None],
+                                             np.array([t for t, _, _ in items]))
     image_sampler = sampler_lib.PopulationSampler(
         search.sd, search.params, search.settings, mesh=search.mesh,
         microbatch=search.microbatch)
-    images = image_sampler(np.concatenate([d.latents for d in decoded]),
-                           np.concatenate([d.cond for d in decoded]), search.uncond,
+    images = image_sampler(decoded.latents, decoded.cond, search.uncond,
                            search.config.guidance_scale).images
   base = workdir / "failures" / method
   for i, (t, name, x) in enumerate(items):
@@ -331,7 +311,7 @@ def run(config: ml_collections.ConfigDict, workdir, *,
     state = search.run_method(method, workdir / f"checkpoint_{method}.msgpack")
     files = save_failures(search, method, state, workdir, config.save_images)
     method_rows = target_rows(search, method, state, files)
-    add_ngr(search, method_rows, state)
+    search.space.annotate_rows(method_rows, state.archive_solution)
     rows += method_rows
     timing[method] = state.timing.as_dict()
     _log_failures(method, method_rows)
