@@ -1,5 +1,5 @@
-"""What every job's run shares: its config hash, checkpoints by field name, progress with ETA, and
-figures written atomically.
+"""What every job's run shares: its start (workdir, config.json, default scoring and model loader),
+config hash, checkpoints by field name, progress with ETA, and figures written atomically.
 
 Config hash. A workdir is resumed only by the config that started it: `config_hash(config)` is a
 SHA-256 of the resolved config without the run-shape keys `RUN_SHAPE_KEYS` (how a run is executed
@@ -38,6 +38,22 @@ def config_hash(config) -> str:
   """16 hex digits of the config without `RUN_SHAPE_KEYS`."""
   keep = {k: v for k, v in io.config_to_dict(config).items() if k not in RUN_SHAPE_KEYS}
   return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def begin(config, workdir, scoring=None, model_loader=None):
+  """A job's start: (workdir, scoring, model_loader) with the workdir created, its config.json
+  written, and the defaults filled in (`scoring.make_scoring(config)`, `load_stable_diffusion`).
+  """
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  io.write_json(workdir / "config.json", io.config_to_dict(config))
+  if model_loader is None:
+    from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
+    model_loader = load_stable_diffusion
+  if scoring is None:
+    from jaxdiffattack import scoring as scoring_lib  # pylint: disable=g-import-not-at-top
+    scoring = scoring_lib.make_scoring(config)
+  return workdir, scoring, model_loader
 
 
 def save_checkpoint(path, state, digest: str) -> None:

@@ -294,16 +294,9 @@ def run(config: ml_collections.ConfigDict, workdir, *,
         scoring: scoring_lib.Scoring | None = None, model_loader=None, mesh=None) -> dict:
   """Runs (or resumes) the search and its baseline; writes every output. Returns the rows."""
   validate(config)
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   if config.get("report_only", False):
     return report.write_report(workdir)
-  io.write_json(workdir / "config.json", io.config_to_dict(config))
-  if model_loader is None:
-    from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
-    model_loader = load_stable_diffusion
-  if scoring is None:
-    scoring = scoring_lib.make_scoring(config)
+  workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader)
   sd, params = model_loader(config.model, dtype=config.dtype)
   search = Search(config, sd, params, scoring, mesh=mesh)
   rows, timing = [], {}

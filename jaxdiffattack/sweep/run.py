@@ -2,7 +2,6 @@
 units, then members.csv and the report (see the package docstring).
 """
 
-import pathlib
 
 import flax.struct
 import jax
@@ -40,16 +39,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
   `mesh` (default: all devices) shards the scored populations."""
   plan_lib.validate(config)
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   if config.get("report_only", False):
     return report.write_report(workdir)
-  io.write_json(workdir / "config.json", io.config_to_dict(config))
-  if model_loader is None:
-    from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
-    model_loader = load_stable_diffusion
-  if scoring is None:
-    scoring = scoring_lib.make_scoring(config)
+  workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader)
   scoring.check_names(list(plan_lib.METRIC_SCORES.values()), "scoring")
   labels, label_ids = plan_lib.resolve_labels(config)
   prompts = [config.template.format(label) for label in labels]
