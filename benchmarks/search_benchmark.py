@@ -123,8 +123,8 @@ def time_driver(name: str, num_dims: int) -> dict:
                                  label=f"overhead[{name}]")
   state = driver.run_loop(strategy, evaluate, jax.random.PRNGKey(0),
                           np.zeros((t, num_dims), np.float32), settings)
-  outside = float(state["time/total"]) - float(state["time/evaluate"])
-  return {"loop_ask_tell_s": float(state["time/ask_tell"]) / generations,
+  outside = float(state.timing.total) - float(state.timing.evaluate)
+  return {"loop_ask_tell_s": float(state.timing.ask_tell) / generations,
           "loop_overhead_s": outside / generations}
 
 
@@ -159,11 +159,11 @@ def time_loop(name: str, sd, params, text_shape) -> dict:
   settings = driver.LoopSettings(num_generations=_GENERATIONS.value, stop_after_failures=0,
                                  label=f"bench[{name}]")
   state = driver.run_loop(strategy, evaluate, key, means, settings)
-  total = float(state["time/total"])
+  total = float(state.timing.total)
   return {"sampler_compile_and_first_call_s": compile_s,
           "generations_per_s": _GENERATIONS.value / total,
-          "images_per_s": float(state["images"]) / total,
-          "ask_tell_share": float(state["time/ask_tell"]) / total,
+          "images_per_s": float(state.timing.images) / total,
+          "ask_tell_share": float(state.timing.ask_tell) / total,
           "loop_s_per_generation": total / _GENERATIONS.value}
 
 

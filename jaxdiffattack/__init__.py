@@ -1,13 +1,35 @@
 """jaxdiffattack: find failure modes of text-to-image diffusion models at population scale.
 
-Modules (one concept each):
-  models/      loading Stable Diffusion, CLIP and classifiers (the only place that touches
-               diffusers/transformers Flax classes).
-  schedulers   pure-JAX DDIM / PNDM / DPM-Solver++ / Euler steps for a `lax.scan` sampler.
-  text         tokenising and encoding prompts; soft token embeddings.
-  sampler      the compiled, differentiable population sampler.
-  sharding     the device mesh, padding and microbatching of populations.
-  generate     the `launch/generate.py` job.
+Modules (one concept each), from the model up to the jobs:
+  models/       loading Stable Diffusion, CLIP and classifiers (the only place that touches
+                diffusers/transformers Flax classes); checkpoint formats; attention.
+  schedulers    pure-JAX DDIM / PNDM / DPM-Solver++ / Euler steps for a `lax.scan` sampler.
+  ddpm          DDPM reverse-process maths with a learned variance (training and sampling).
+  text          tokenising and encoding prompts; soft token embeddings.
+  sampler       `sample` (pure, with a gradient depth), `FusedSampler` (sampler + scorer, one
+                differentiable function) and `PopulationSampler` (its sharded, chunked runner).
+  sharding      the device mesh, padding and microbatching of populations.
+  costs         FLOPs per image from XLA's cost analysis; roofline bounds.
+  preprocess    the transformers image processors in differentiable JAX.
+  scorers       CLIP score, CLIP zero-shot and image classifiers by name (`SCORERS`).
+  labels        label sets (ImageNet-1k, ImageNet-100, toy), templates, label → output maps.
+  fitness       scorer roles (surrogate, evaluator, ...) and their objectives (`OBJECTIVES`).
+  scoring       `Scoring`: what every job scores its images with; `make_scoring(config)`.
+  perturb       seed-vector shifts with their metadata (`SHIFTS`).
+  stats         confidence intervals.
+  io            atomic writes of JSON / JSONL / CSV / PNG; image grids.
+  runs          what every job's run shares: config hash, checkpoints by field name, progress
+                with ETA, figures.
+  errors        one-line user errors.
+  generate      the `launch/generate.py` job (prompts × seeds → images).
+  sweep/        the `launch/sweep.py` job: the seed-vector shift study (plan, run, report,
+                trajectories).
+  search/       the `launch/search.py` job: SAGE's failure search (spaces, strategies,
+                criterion, targets, driver, report).
+  toy/          the toy world: renderer, tokenizer, training, evaluation, the oracle (a
+                judge-free reading of a toy image); shipped weights.
+  data/         label lists and templates (data/README.md says where each comes from).
+Not yet: attacks/ (ATM and other gradient attacks, on `sampler.FusedSampler` and `scoring`).
 """
 
 __version__ = "0.1.0"

@@ -36,7 +36,7 @@ with the sampler (one compiled program; only [P]-shaped scores leave the devices
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -3,6 +3,7 @@
 Nothing is ever half written: a killed job leaves either the old file or the new one.
 """
 
+import csv
 import io
 import json
 import os
@@ -40,6 +41,21 @@ def write_jsonl(path, rows: Iterable[dict]) -> pathlib.Path:
 
 def read_jsonl(path) -> list[dict]:
   return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
+
+
+def write_csv(path, fields, rows: Iterable[dict]) -> pathlib.Path:
+  """CSV with a header of `fields`; floats written with 6 significant digits."""
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\n")
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+  return atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def read_csv(path) -> list[dict]:
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

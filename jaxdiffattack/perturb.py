@@ -22,14 +22,38 @@ Ambiguities (the literal reading is the default; alternatives are named entries)
     ordering the first α_a pixels by their channel mean, ascending.
 The random draw of `rms` comes from `key`; the sweep derives it from the (prompt, seed) member
 only, never from α, so all α values of one seed share the same U (a paired design).
+
+The registry `SHIFTS` holds each shift with what a sweep needs to know of it (`Shift`): its
+parameters' grid keys in the config (`config.grids.<key>`, one per parameter: their product is the
+shift's grid) and axis labels. A new shift is one function plus one line here.
 """
 
+import dataclasses
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-Shift = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+ALPHA_SIZE = 2   # every shift takes alpha [2]; a shift reads its first `arity` entries
+UNSHIFTED = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class Shift:
+  """A seed-vector shift and its metadata."""
+  fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # (z [C, h, w], alpha [2], key)
+  grid: tuple[str, ...]   # config.grids key of each parameter's values (sweeps: their product)
+  axis: tuple[str, ...]   # axis label of each parameter (plots: x = the first)
+
+  @property
+  def arity(self) -> int:
+    """How many entries of alpha the shift reads."""
+    return len(self.grid)
+
+  def __post_init__(self):
+    if len(self.axis) != len(self.grid) or len(self.grid) > ALPHA_SIZE:
+      raise ValueError(f"a shift has one grid key and one axis label per parameter (at most "
+                       f"{ALPHA_SIZE}): grid={self.grid}, axis={self.axis}")
 
 
 def no_shift(z, alpha, key):
@@ -97,23 +121,22 @@ def arrangement_shift_pixels(z, alpha, key):
 
 
 SHIFTS: dict[str, Shift] = {
-    "none": no_shift,
-    "ums": uniform_mean_shift,
-    "rms": random_mean_shift,
-    "sds": std_shift,
-    "sds_flipped": std_shift_flipped,
-    "ms": mixed_shift,
-    "pas": arrangement_shift,
-    "pas_descending": arrangement_shift_descending,
-    "pas_pixels": arrangement_shift_pixels,
+    UNSHIFTED: Shift(no_shift, (), ()),
+    "ums": Shift(uniform_mean_shift, ("ums",), ("α_c",)),
+    "rms": Shift(random_mean_shift, ("rms",), ("α_u",)),
+    "sds": Shift(std_shift, ("sds",), ("α_s",)),
+    "sds_flipped": Shift(std_shift_flipped, ("sds",), ("α_s",)),
+    "ms": Shift(mixed_shift, ("ms_alpha_c", "ms_alpha_s"), ("α_c", "α_s")),
+    "pas": Shift(arrangement_shift, ("pas",), ("α_a (pixels)",)),
+    "pas_descending": Shift(arrangement_shift_descending, ("pas",), ("α_a (pixels)",)),
+    "pas_pixels": Shift(arrangement_shift_pixels, ("pas",), ("α_a (pixels)",)),
 }
-# How many entries of `alpha` each shift reads (for grids and labels).
-SHIFT_ARITY = {name: 2 if name == "ms" else 1 for name in SHIFTS}
 
 
 def apply_shifts(kind_ids: jax.Array, latents: jax.Array, alphas: jax.Array, keys: jax.Array,
                  kinds: tuple[str, ...]) -> jax.Array:
-  """Shifts a population: member i gets SHIFTS[kinds[kind_ids[i]]](latents[i], alphas[i], keys[i]).
+  """Shifts a population: member i gets SHIFTS[kinds[kind_ids[i]]].fn(latents[i], alphas[i],
+  keys[i]).
 
   Args:
     kind_ids: [P] int, index into `kinds`.
@@ -122,6 +145,6 @@ def apply_shifts(kind_ids: jax.Array, latents: jax.Array, alphas: jax.Array, key
     keys: [P] PRNG keys (for `rms`).
     kinds: static tuple of shift names.
   """
-  branches = [SHIFTS[k] for k in kinds]
+  branches = [SHIFTS[k].fn for k in kinds]
   one = lambda i, z, a, k: jax.lax.switch(i, branches, z, a, k)
   return jax.vmap(one)(kind_ids, latents, alphas, keys)

@@ -306,11 +306,6 @@ def clip_score(scorer: Scorer, params, images: jax.Array, text_emb: jax.Array) -
 # --------------------------------------------------------------------- logits → judgements --
 
 
-def target_outputs(scorer: Scorer, label: jax.Array) -> jax.Array:
-  """Label-set indices [P] → the scorer's output indices [P]."""
-  return jnp.asarray(scorer.label_map.indices)[label]
-
-
 def probabilities(logits_: jax.Array) -> jax.Array:
   return jax.nn.softmax(logits_, axis=-1)
 

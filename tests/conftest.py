@@ -22,7 +22,6 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 def tiny_sd_dirs(tmp_path_factory):
   """(pt_dir, flax_dir): the same tiny random SD as safetensors and as Flax msgpack."""
   import tiny_sd  # pylint: disable=g-import-not-at-top
-  pytest.importorskip("torch")
   return tiny_sd.build(tmp_path_factory.mktemp("tiny_sd"))
 
 

@@ -1,4 +1,5 @@
-"""Each shift against an independent NumPy statement of arXiv 2312.11473 §3.2."""
+"""Each shift against an independent NumPy statement of arXiv 2312.11473 §3.2; the registry's
+metadata carries a new shift (two parameters, `_` in its name) through a sweep's plan and report."""
 
 import jax
 import numpy as np
@@ -11,7 +12,7 @@ KEY = jax.random.PRNGKey(3)
 
 
 def _run(name, alpha):
-  return np.asarray(perturb.SHIFTS[name](Z, np.asarray(alpha, np.float32), KEY))
+  return np.asarray(perturb.SHIFTS[name].fn(Z, np.asarray(alpha, np.float32), KEY))
 
 
 @pytest.mark.parametrize("alpha", [-0.2, 0.05, 0.15])
@@ -63,3 +64,59 @@ def test_apply_shifts_vmaps_a_mixed_population():
   np.testing.assert_allclose(out[1], Z + 0.1, atol=1e-6)
   np.testing.assert_array_equal(out[2], _run("pas", [8, 0]))
   np.testing.assert_allclose(out[3], Z + 0.05 + 0.2 * Z, atol=1e-6)
+
+
+def _scale_then_add(z, alpha, key):
+  """A two-parameter shift for the registry test: z̃ = (1 + a) z + b."""
+  del key
+  return (1 + alpha[0]) * z + alpha[1]
+
+
+def _half_mean_shift(z, alpha, key):
+  del key
+  return z + alpha[0] / 2
+
+
+def test_new_shifts_are_one_function_and_one_line(monkeypatch, tmp_path):
+  """A two-parameter shift and one with `_` in its name (which must not borrow another grid by
+  its prefix), each registered in one line, go through the sweep's grid, validation, latents,
+  results and plots."""
+  from jaxdiffattack.sweep import plan as plan_lib  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.sweep import report  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(perturb.SHIFTS, "scale_add", perturb.Shift(
+      _scale_then_add, ("sa_scale", "sa_add"), ("scale a", "offset b")))
+  monkeypatch.setitem(perturb.SHIFTS, "ums_half", perturb.Shift(_half_mean_shift, ("half",),
+                                                                ("α / 2",)))
+  grids = ml_collections.ConfigDict({"sa_scale": (0.0, 0.5), "sa_add": (0.0, -1.0, 1.0),
+                                     "half": (0.0, 0.4), "ums": (0.2,)})
+  cells = plan_lib.grid_cells(grids, ("scale_add", "ums_half"))
+  assert [(c.shift, c.alpha, c.label) for c in cells] == [
+      ("none", (0.0, 0.0), "0"), ("scale_add", (0.0, -1.0), "0,-1"),
+      ("scale_add", (0.0, 1.0), "0,1"), ("scale_add", (0.5, 0.0), "0.5,0"),
+      ("scale_add", (0.5, -1.0), "0.5,-1"), ("scale_add", (0.5, 1.0), "0.5,1"),
+      ("ums_half", (0.4, 0.0), "0.4")]
+  config = ml_collections.ConfigDict({
+      "labels": ("a",), "label_set": "", "template": "{}", "images_per_prompt": 1,
+      "shifts": ("scale_add", "ums_half"), "grids": grids, "unit": 1, "settings": [
+          ml_collections.ConfigDict({"name": "s", "guidance_scale": 7.5})]})
+  plan_lib.validate(config)
+  del config.grids["half"]   # "ums_half" reads its own grid, never the "ums" one
+  with pytest.raises(Exception, match=r"config.grids.half=None is invalid: give the α values "
+                                      r"of shift 'ums_half'"):
+    plan_lib.validate(config)
+  plan = plan_lib.Plan(cells, 1, 1)
+  latents = plan_lib.shifted_latents(plan, np.arange(len(cells)), KEY, (4, 8, 8))
+  z, _ = plan_lib.base_latents(KEY, np.array([0]), np.array([0]), (4, 8, 8))
+  np.testing.assert_allclose(latents[3], 1.5 * z[0], atol=1e-6)
+  np.testing.assert_allclose(latents[4], 1.5 * z[0] - 1.0, atol=1e-6)
+  np.testing.assert_allclose(latents[6], z[0] + 0.2, atol=1e-6)
+  rows = [{"setting": "s", "shift": c.shift, "alpha_c": c.alpha[0], "alpha_s": c.alpha[1],
+           "label": "a", "top1": 1.0, "top5": 1.0, "clip_score": 50.0 + i}
+          for i, c in enumerate(cells)]
+  results = report.summarise(rows)
+  labels = {(r["shift"], r["alpha"]) for r in results}
+  assert ("scale_add", "0.5,-1") in labels and ("ums_half", "0.4") in labels
+  assert ("scale_add", "0,0") in labels and ("ums_half", "0") in labels   # the shared α = 0
+  report.plots(results, tmp_path)
+  assert (tmp_path / "clip_score.png").is_file()

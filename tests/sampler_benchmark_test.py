@@ -15,7 +15,6 @@ _SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "sampl
 
 
 def test_toy_sampler_benchmark(tmp_path):
-  pytest.importorskip("torch")
   out = tmp_path / "bench.json"
   proc = subprocess.run(
       [sys.executable, str(_SCRIPT), "--model=toy", "--population=4", "--steps=4", "--repeats=1",

@@ -5,15 +5,14 @@ eps(x, t) = 0.3 tanh(x) + 0.05 cos(t / 97 + x), from the same
 x_T = z * init_noise_sigma.
 """
 
+import diffusers
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from jaxdiffattack import schedulers as sch
-
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
 
 torch.set_num_threads(1)
 # diffusers 0.39 + numpy 2 warn about `__array__(copy=...)`; not ours.

@@ -228,20 +228,18 @@ def test_wrong_input_size_and_label_mismatch_are_one_line_errors(dirs, tiny):
 # ------------------------------------------------------------------------ the toy world --
 
 TOY_EVAL_IMAGES = 200  # held-out singles, 10 per class
-# The threshold is measured by the trainer: its held-out top-1 (train_metrics.json, 2000 images)
-# minus 0.1 (> 3 sigma of a 200-image estimate), and at least 5x chance.
-TOY_SLACK, TOY_FLOOR = 0.1, 0.25
+# What the shipped toy judges must reach on them: fixed bars, so that retrained weights cannot
+# lower their own. The README's held-out figures (2000 images) are CLIP 95.1 %, ViT 99.0 %,
+# ResNet 99.5 %; each bar lies more than 4 sigma of a 200-image estimate below its figure.
+TOY_TOP1 = {"toy_clip": 0.85, "toy_vit": 0.95, "toy_resnet": 0.95}
 
 
 def test_toy_models_rank_the_right_class_first():
-  assets = tiny_vision.toy_assets_or_skip()
-  metrics_file = assets / "train_metrics.json"
-  metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+  tiny_vision.toy_assets()
   data = world.make_dataset("heldout", TOY_EVAL_IMAGES)
   label = data.labels[:, 0]
   images = jnp.asarray(data.images / 255.0, jnp.float32)
-  for name, metric in [("toy_clip", "clip_zero_shot_top1"), ("toy_vit", "vit_top1"),
-                       ("toy_resnet", "resnet_top1")]:
+  for name, threshold in TOY_TOP1.items():
     scorer = scorers.load_scorer(name, scorers.get_spec(name), "toy")
     logits = np.asarray(jax.jit(scorers.logits, static_argnums=0)(scorer, scorer.params, images))
     target = scorer.label_map.indices[label]
@@ -255,7 +253,6 @@ def test_toy_models_rank_the_right_class_first():
       ref_logits = np.asarray(vision.classifier_logits(scorer.model, scorer.params["model"],
                                                        reference))
     np.testing.assert_array_equal(np.argmax(logits, -1), np.argmax(ref_logits, -1))
-    threshold = max(TOY_FLOOR, metrics.get(metric, TOY_FLOOR + TOY_SLACK) - TOY_SLACK)
     assert hit.mean() >= threshold, (name, hit.mean(), threshold)
     margin = np.asarray(scorers.margin(jnp.asarray(logits), jnp.asarray(target)))
     np.testing.assert_array_equal(margin > 0, hit)

@@ -4,10 +4,13 @@ targets, non-finite fitness, stopping, resume, strategy registry and memory refu
 import numpy as np
 import pytest
 
+from jaxdiffattack import runs
 from jaxdiffattack.errors import ConfigError
+from jaxdiffattack.errors import UserError
 from jaxdiffattack.search import driver
 from jaxdiffattack.search import strategies as strategies_lib
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 
@@ -42,12 +45,12 @@ def test_reaches_known_optimum_per_target(name, tol):
   kw = {"std_init": 0.3} if name == "SimpleGA" else {}
   state = run(name, **kw)
   # Each target converges to ITS optimum: the batch of searches is really T independent ones.
-  assert state["best_fitness"].max() < tol, state["best_fitness"]
-  np.testing.assert_allclose(state["best_solution"], OPTIMA, atol=np.sqrt(tol) * 2)
-  assert (state["evaluations"] == 50 * 12).all()
+  assert state.best_fitness.max() < tol, state.best_fitness
+  np.testing.assert_allclose(state.best_solution, OPTIMA, atol=np.sqrt(tol) * 2)
+  assert (state.evaluations == 50 * 12).all()
   # Best-so-far curves never increase; best record matches the best fitness.
-  assert (np.diff(state["curve_best"], axis=0) <= 0).all()
-  np.testing.assert_allclose(state["best_record/f"], state["best_fitness"])
+  assert (np.diff(state.curve_best, axis=0) <= 0).all()
+  np.testing.assert_allclose(state.best_record["f"], state.best_fitness)
 
 
 def test_random_baseline_draws_from_prior_and_learns_nothing():
@@ -84,10 +87,10 @@ def test_nonfinite_fitness_is_worst_and_counted():
   state = run("Sep_CMA_ES", evaluate=with_neg_inf)
   assert sum(calls) > 50  # NaNs really happened, beside the -inf members
   # Every NaN and -inf member of every generation counted.
-  assert int(state["nonfinite"].sum()) == sum(failed)
-  assert np.isfinite(state["best_fitness"]).all()
-  assert state["best_fitness"].max() < 1e-2
-  assert (state["curve_nonfinite"].sum(axis=0) == state["nonfinite"]).all()
+  assert int(state.nonfinite.sum()) == sum(failed)
+  assert np.isfinite(state.best_fitness).all()
+  assert state.best_fitness.max() < 1e-2
+  assert (state.curve_nonfinite.sum(axis=0) == state.nonfinite).all()
 
 
 def test_all_failed_generation_leaves_state_unchanged():
@@ -105,21 +108,21 @@ def test_all_failed_generation_leaves_state_unchanged():
 
 def test_stop_after_failures_and_first_success():
   state = run("Sep_CMA_ES", stop=1, generations=60)
-  assert (state["failures"] >= 1).all() and not state["active"].any()
-  first = state["first_success"]
+  assert (state.failures >= 1).all() and not state.active.any()
+  first = state.first_success
   assert (first >= 0).all()
   # A target stops in the generation of its first success: its budget used ends there.
-  np.testing.assert_array_equal(state["evaluations"], (first + 1) * 12)
-  assert (state["archive_fitness"][:, 0] < 0.05).all()
-  np.testing.assert_array_equal(state["archive_generation"][:, 0], first)
+  np.testing.assert_array_equal(state.evaluations, (first + 1) * 12)
+  assert (state.archive_fitness[:, 0] < 0.05).all()
+  np.testing.assert_array_equal(state.archive_generation[:, 0], first)
 
 
 def test_target_results_do_not_depend_on_the_batch():
   """Target t's draws come from fold_in(key, t): alone or among others, the same search."""
   alone = run("Sep_CMA_ES", generations=10, optima=OPTIMA[:1])
   batch = run("Sep_CMA_ES", generations=10)
-  np.testing.assert_allclose(alone["best_solution"][0], batch["best_solution"][0], rtol=1e-6)
-  np.testing.assert_allclose(alone["curve_best"][:, 0], batch["curve_best"][:, 0], rtol=1e-6)
+  np.testing.assert_allclose(alone.best_solution[0], batch.best_solution[0], rtol=1e-6)
+  np.testing.assert_allclose(alone.curve_best[:, 0], batch.curve_best[:, 0], rtol=1e-6)
 
 
 def test_target_keys_fold_in_target_generation_purpose():
@@ -146,8 +149,8 @@ def test_diversity_term_pushes_later_failures_apart():
                                    diversity_weight=weight)
     state = driver.run_loop(strategy, evaluate, jax.random.PRNGKey(1),
                             np.zeros((1, N_DIMS), np.float32), settings)
-    archive = state["archive_solution"][0]
-    assert state["failures"][0] >= 6
+    archive = state.archive_solution[0]
+    assert state.failures[0] >= 6
     sims = driver.cosine_similarity(archive, archive)[np.triu_indices(6, 1)]
     results.append(sims.mean())
   assert results[1] < results[0], results
@@ -160,7 +163,7 @@ def test_killed_and_resumed_loop_equals_uninterrupted(tmp_path, monkeypatch):
   args = (sphere_evaluate(OPTIMA), jax.random.PRNGKey(3), np.zeros((3, N_DIMS), np.float32),
           settings)
   full = driver.run_loop(make(), *args)
-  real_save = driver._save_checkpoint  # pylint: disable=protected-access
+  real_save = runs.save_checkpoint
   saves = {"n": 0}
 
   def dying_save(*a):
@@ -169,19 +172,25 @@ def test_killed_and_resumed_loop_equals_uninterrupted(tmp_path, monkeypatch):
     if saves["n"] == 2:
       raise KeyboardInterrupt("killed")
 
-  path = tmp_path / "ckpt.npz"
-  monkeypatch.setattr(driver, "_save_checkpoint", dying_save)
+  path = tmp_path / "ckpt.msgpack"
+  monkeypatch.setattr(runs, "save_checkpoint", dying_save)
   with pytest.raises(KeyboardInterrupt):
     driver.run_loop(make(), *args, checkpoint_path=path, config_hash="h")
-  monkeypatch.setattr(driver, "_save_checkpoint", real_save)
-  assert int(np.load(path)["generation"]) == 4
+  monkeypatch.setattr(runs, "save_checkpoint", real_save)
+  # Saved by field name: the file alone says where the loop stopped.
+  saved = flax.serialization.msgpack_restore(path.read_bytes())["state"]
+  assert int(saved["generation"]) == 4 and set(saved["best_record"]) == {"f", "x0"}
   resumed = driver.run_loop(make(), *args, checkpoint_path=path, config_hash="h")
-  assert set(resumed) == set(full)
-  for k in full:
-    if k not in driver.TIMING_KEYS:
-      np.testing.assert_array_equal(resumed[k], full[k], err_msg=k)
+  assert type(resumed) is driver.LoopState  # pylint: disable=unidiomatic-typecheck
+  untimed = lambda s: jax.tree_util.tree_leaves_with_path(s.replace(timing=None))
+  for (where, got), (_, expected) in zip(untimed(resumed), untimed(full), strict=True):
+    np.testing.assert_array_equal(got, expected, err_msg=jax.tree_util.keystr(where))
   with pytest.raises(ConfigError, match="different config"):
     driver.run_loop(make(), *args, checkpoint_path=path, config_hash="other")
+  # A workdir of the old npz format is refused with one line naming the change.
+  (tmp_path / "old.npz").write_bytes(b"")
+  with pytest.raises(UserError, match="old npz format .*msgpack by field name"):
+    driver.run_loop(make(), *args, checkpoint_path=tmp_path / "old.msgpack", config_hash="h")
 
 
 def test_registry_overrides_and_errors():

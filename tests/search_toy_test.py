@@ -1,5 +1,11 @@
-"""On the toy world: a short latent search finds failures the held-out evaluator confirms, for at
-least some targets, and more often than the random baseline at equal budget (SAGE's comparison).
+"""On the toy world, one fixed seed: a short latent search finds failures the held-out evaluator
+confirms, and on this seed finds more failing images than random seeds at equal budget.
+
+What this checks and what it does not: the search pipeline on the real toy models end to end, and
+that run seed 0 reproduces its recorded outcome (a regression check). With 8 targets and one seed
+it has no statistical power to show that the search beats random sampling — the README's
+80-target runs show it does not, clearly, on this toy world; a protocol with enough targets and
+confidence intervals is issue #14's.
 
 Protocol (fixed): configs/latent_search.py:toy — the shipped toy SD (20 DDIM steps, guidance 7.5),
 surrogate = toy ResNet margin of the prompt's class, evaluator = toy ViT top-1 (a different
@@ -20,7 +26,7 @@ import json
 import pathlib
 import sys
 
-import pytest
+import tiny_vision
 
 LABELS = ("red cross", "green triangle", "blue star", "yellow circle")
 SEEDS = 2
@@ -28,16 +34,8 @@ POPULATION = 12
 GENERATIONS = 4
 
 
-def _toy_or_skip():
-  from jaxdiffattack import toy  # pylint: disable=g-import-not-at-top
-  missing = [d.name for d in (toy.SD_DIR, toy.CLIP_DIR, toy.VIT_DIR, toy.RESNET_DIR)
-             if not d.is_dir()]
-  if missing:
-    pytest.skip(f"toy-world assets missing ({', '.join(missing)} under {toy.ASSETS_DIR})")
-
-
-def test_latent_search_beats_random_on_the_toy_world(tmp_path):
-  _toy_or_skip()
+def test_toy_latent_search_seed0_finds_confirmed_failures_and_more_images_than_random(tmp_path):
+  tiny_vision.toy_assets()
   from jaxdiffattack import search  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "configs"))
   import latent_search  # pylint: disable=g-import-not-at-top
@@ -59,7 +57,7 @@ def test_latent_search_beats_random_on_the_toy_world(tmp_path):
     for f in r["failures"]:
       assert f["records"]["score/evaluator/top1_hit"] < 0.5
   assert targets["Sep_CMA_ES"] >= 1, (targets, images)
-  # The search finds more failing images than random seeds at the same budget, and fails at
-  # least as many targets.
+  # On this seed (measured: 13 vs 9 images, 4/8 vs 3/8 targets) the search finds more failing
+  # images than random seeds at the same budget, and fails at least as many targets.
   assert images["Sep_CMA_ES"] > images["random"], (targets, images, out["summary"])
   assert targets["Sep_CMA_ES"] >= targets["random"], (targets, images)

@@ -10,6 +10,7 @@ import pytest
 
 from jaxdiffattack import models
 from jaxdiffattack import perturb
+from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scoring
 from jaxdiffattack import sweep
@@ -65,7 +66,7 @@ def test_outputs_schema_and_ranges(full_run):
   assert {(m["shift"], m["alpha_c"]) for m in members} == {
       ("none", 0.0), ("ums", -0.2), ("ums", 0.2), ("pas", 16.0)}
   results = _read(workdir / "results.csv")
-  assert list(results[0].keys()) == list(sweep.RESULT_FIELDS)
+  assert list(results[0].keys()) == list(sweep.report.RESULT_FIELDS)
   for r in results:
     value, low, high = float(r["value"]), float(r["ci_low"]), float(r["ci_high"])
     assert low <= value + 1e-9 <= high + 2e-9
@@ -75,7 +76,7 @@ def test_outputs_schema_and_ranges(full_run):
   for shift in ("ums", "pas"):
     rows = [r for r in results if r["shift"] == shift and r["alpha"] == "0"]
     assert {r["class"] for r in rows} == {"all", *LABELS}
-    for metric in sweep.METRICS:
+    for metric in sweep.plan.METRICS:
       per = [r for r in rows if r["metric"] == metric]
       whole = next(r for r in per if r["class"] == "all")
       parts = [r for r in per if r["class"] != "all"]
@@ -96,7 +97,7 @@ def test_alpha_zero_cell_equals_plain_generation(tiny_sd_dirs, full_run):
   sd, params = models.load_stable_diffusion(str(tiny_sd_dirs[1]))
   config = tiny_config(tiny_sd_dirs[1])
   import jax  # pylint: disable=g-import-not-at-top
-  z, _ = sweep.base_latents(jax.random.PRNGKey(config.seed), np.array([0, 0, 1, 1, 2, 2]),
+  z, _ = sweep.plan.base_latents(jax.random.PRNGKey(config.seed), np.array([0, 0, 1, 1, 2, 2]),
                             np.array([0, 1, 0, 1, 0, 1]), sd.latent_shape)
   prompts = [config.template.format(label) for label in LABELS]
   cond = np.asarray(text.encode_prompts(sd, params["text_encoder"], prompts))[[0, 0, 1, 1, 2, 2]]
@@ -106,7 +107,7 @@ def test_alpha_zero_cell_equals_plain_generation(tiny_sd_dirs, full_run):
   got = [m["clip_score"] for m in out["members"] if m["shift"] == "none"]
   np.testing.assert_allclose(got, synthetic_clip_score(plain.images), rtol=1e-5)
   # ...and a shifted cell equals the plain sampler on the shifted latents.
-  shifted = np.asarray(perturb.SHIFTS["ums"](np.asarray(z[0]), np.array([0.2, 0.0]), None))
+  shifted = np.asarray(perturb.SHIFTS["ums"].fn(np.asarray(z[0]), np.array([0.2, 0.0]), None))
   one = sampler_lib.PopulationSampler(sd, params, sampler_lib.SamplerSettings(num_steps=3))(
       shifted[None], cond[:1], uncond, 7.5)
   got_ums = next(m for m in out["members"] if m["shift"] == "ums" and m["alpha_c"] == 0.2)
@@ -120,21 +121,37 @@ def test_killed_and_resumed_equals_uninterrupted(tiny_sd_dirs, full_run, tmp_pat
   config.grid_images = False
   config.trajectory.prompts = ()
   saves = {"n": 0}
-  real_save = sweep._save_checkpoint  # pylint: disable=protected-access
+  real_save = runs.save_checkpoint
 
-  def dying_save(path, state):
-    real_save(path, state)
+  def dying_save(*args):
+    real_save(*args)
     saves["n"] += 1
     if saves["n"] == 2:
       raise KeyboardInterrupt("killed")
 
-  monkeypatch.setattr(sweep, "_save_checkpoint", dying_save)
+  monkeypatch.setattr(runs, "save_checkpoint", dying_save)
   with pytest.raises(KeyboardInterrupt):
     sweep.run(config, tmp_path, scoring=scoring.synthetic_scoring())
   assert not (tmp_path / "results.csv").exists()
-  monkeypatch.setattr(sweep, "_save_checkpoint", real_save)
+  monkeypatch.setattr(runs, "save_checkpoint", real_save)
   sweep.run(config, tmp_path, scoring=scoring.synthetic_scoring())
   assert (tmp_path / "results.csv").read_text() == (workdir_full / "results.csv").read_text()
+  # Another run shape (microbatch, unit) may resume the workdir: the same members are computed
+  # (hits equal; CLIP-like scores to float32 summation order, which the batch size changes).
+  (tmp_path / "checkpoint.msgpack").unlink()
+  config.microbatch, config.unit = None, 3
+  monkeypatch.setattr(runs, "save_checkpoint", dying_save)
+  saves["n"] = 0
+  with pytest.raises(KeyboardInterrupt):
+    sweep.run(config, tmp_path, scoring=scoring.synthetic_scoring())
+  monkeypatch.setattr(runs, "save_checkpoint", real_save)
+  config.microbatch, config.unit = 2, 5
+  sweep.run(config, tmp_path, scoring=scoring.synthetic_scoring())
+  for a, b in zip(_read(tmp_path / "members.csv"), _read(workdir_full / "members.csv"),
+                  strict=True):
+    assert (a["shift"], a["alpha_c"], a["top1"], a["top5"]) == (
+        b["shift"], b["alpha_c"], b["top1"], b["top5"])
+    np.testing.assert_allclose(float(a["clip_score"]), float(b["clip_score"]), atol=1e-3)
   # A different config on the same workdir is refused.
   config.num_steps = 4
   with pytest.raises(Exception, match="holds a sweep with a different config"):
@@ -153,7 +170,7 @@ def test_report_regenerates_from_members_csv(full_run):
 
 def test_trajectory_statistics():
   traj = np.stack([np.full((4, 2, 2), v) for v in (2.0, 1.0, 1.0)])[None]  # [1, 3, 4, 2, 2]
-  stats_ = sweep.trajectory_statistics(traj, np.full((1, 4, 2, 2), 4.0))
+  stats_ = sweep.trajectories.trajectory_statistics(traj, np.full((1, 4, 2, 2), 4.0))
   np.testing.assert_allclose(stats_["step_distance"][0], [2.0, 1.0, 0.0])
   np.testing.assert_allclose(stats_["mean"][0], [2.0, 1.0, 1.0])
   np.testing.assert_allclose(stats_["std"][0], [0.0, 0.0, 0.0])
@@ -164,10 +181,10 @@ def test_bad_configs():
   c.labels = LABELS
   c.shifts = ("wobble",)
   with pytest.raises(Exception, match="config.shifts='wobble' is invalid"):
-    sweep.validate(c)
+    sweep.plan.validate(c)
   with pytest.raises(ValueError, match="unknown variant"):
     shift_sweep.get_config("huge")
-  cells = sweep.grid_cells(ml_collections.ConfigDict(
+  cells = sweep.plan.grid_cells(ml_collections.ConfigDict(
       {"ms_alpha_c": (-0.1, 0.0), "ms_alpha_s": (0.0, 0.2)}), ("ms",))
   assert [c.alpha for c in cells] == [(0.0, 0.0), (-0.1, 0.0), (-0.1, 0.2), (0.0, 0.2)]
 
@@ -194,8 +211,8 @@ def test_real_scoring_matches_fitness_on_returned_images(tiny_sd_dirs, tmp_path_
   fit = fitness.build(tiny_vision.fitness_config(dirs))
   sd, params = models.load_stable_diffusion(str(tiny_sd_dirs[1]))
   import jax  # pylint: disable=g-import-not-at-top
-  plan = sweep.Plan(sweep.grid_cells(config.grids, config.shifts), 2, 1)
-  latents = sweep.shifted_latents(plan, np.arange(4), jax.random.PRNGKey(config.seed),
+  plan = sweep.plan.Plan(sweep.plan.grid_cells(config.grids, config.shifts), 2, 1)
+  latents = sweep.plan.shifted_latents(plan, np.arange(4), jax.random.PRNGKey(config.seed),
                                   sd.latent_shape)
   prompts = [config.template.format(label) for label in config.labels]
   cond = np.asarray(text.encode_prompts(sd, params["text_encoder"], prompts))[[0, 1, 0, 1]]

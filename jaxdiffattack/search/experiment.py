@@ -16,12 +16,10 @@ Outputs in the workdir:
                          and best.png (+ same) for every target; failures/<method>/grid.png
   summary.json, report.md, plots/fitness_curves.png   (`report.write_report` rebuilds them)
   timing.json            wall time, images/s, ask/tell time per method
-  checkpoint_<method>.npz
+  checkpoint_<method>.msgpack   the loop state by field name (`runs.save_checkpoint`)
 """
 
-import hashlib
 import io as _io
-import json
 import math
 import pathlib
 
@@ -31,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack import sharding
@@ -66,12 +65,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "use a finite number (<= 1: no guidance)")
   criterion_lib.Criterion.from_config(config)
   strategies_lib.parse_overrides(config.strategy.get("param_overrides", ""))
-
-
-def config_hash(config) -> str:
-  keep = {k: v for k, v in io.config_to_dict(config).items()
-          if k not in ("report_only", "save_images", "checkpoint_every", "microbatch")}
-  return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def methods_of(config) -> list[str]:
@@ -130,18 +123,16 @@ class Search:
   def evaluate(self, solutions: np.ndarray, active: np.ndarray) -> driver.Evaluation:
     """Solutions [A, P, n] of the active targets → fitness, success, records, counts."""
     num_active, population = solutions.shape[:2]
-    decoded = [self.space.decode(solutions[a], int(t)) for a, t in enumerate(active)]
+    decoded = self.space.decode_population(solutions, active)          # [A·P, ...]
     target_of_member = np.repeat(active, population)
-    scores = self._sample_scores(np.concatenate([d.latents for d in decoded]),
-                                 np.concatenate([d.cond for d in decoded]), target_of_member)
-    penalty = np.concatenate([d.penalty for d in decoded])
-    feasible = np.concatenate([d.feasible for d in decoded])
+    scores = self._sample_scores(decoded.latents, decoded.cond, target_of_member)
+    penalty = np.asarray(decoded.penalty, np.float64)
+    feasible = np.asarray(decoded.feasible, bool)
     fitness, success, clip_ok = self.criterion.reduce(
         scores, penalty, feasible, self.clean["clip"][target_of_member])
     verdict = self.criterion.verdict(scores)
     records = {f"score/{k}": v for k, v in scores.items()}
-    for name in decoded[0].metrics:
-      records[f"space/{name}"] = np.concatenate([d.metrics[name] for d in decoded])
+    records.update({f"space/{name}": v for name, v in decoded.metrics.items()})
     records["penalty"] = penalty
     shape = (num_active, population)
     per_target = lambda v: v.reshape(shape).sum(axis=1)
@@ -162,7 +153,7 @@ class Search:
         kwargs=dict(s.kwargs),
         sampling_fn=self.space.sample_prior, max_full_cov_dims=s.max_full_cov_dims)
 
-  def run_method(self, name: str, checkpoint_path=None) -> dict:
+  def run_method(self, name: str, checkpoint_path=None) -> driver.LoopState:
     c = self.config
     settings = driver.LoopSettings(
         num_generations=c.num_generations, stop_after_failures=c.stop_after_failures,
@@ -171,7 +162,7 @@ class Search:
     return driver.run_loop(
         self.make_strategy(name), self.evaluate, jax.random.fold_in(self.key, 2),
         self.space.init_means(), settings, checkpoint_path=checkpoint_path,
-        config_hash=config_hash(c), similarity=self.space.similarity)
+        config_hash=runs.config_hash(c), similarity=self.space.similarity)
 
 
 def _json_scalar(x):
@@ -192,35 +183,33 @@ def _short(records: dict, criterion: criterion_lib.Criterion) -> dict:
   return out
 
 
-def target_rows(search: Search, method: str, state: dict, files: dict) -> list[dict]:
+def target_rows(search: Search, method: str, state: driver.LoopState, files: dict) -> list[dict]:
   """results.jsonl rows of one method (deterministic: no timing)."""
   c = search.config
   obj = search.criterion
-  best_rec = driver.records_of(state, "best_record")
-  arch_rec = driver.records_of(state, "archive_record")
-  counts = driver.records_of(state, "count")
+  best_rec, arch_rec, counts = state.best_record, state.archive_record, state.counts
   rows = []
   for target in search.targets:
     t = target.index
-    n_found = int(state["failures"][t])
+    n_found = int(state.failures[t])
     failures = []
     for k in range(min(n_found, c.archive_size)):
       rec = {name: _json_scalar(v[t, k]) for name, v in arch_rec.items()}
-      entry = {"generation": int(state["archive_generation"][t, k]),
-               "member": int(state["archive_member"][t, k]),
-               "fitness": _json_scalar(state["archive_fitness"][t, k]),
+      entry = {"generation": int(state.archive_generation[t, k]),
+               "member": int(state.archive_member[t, k]),
+               "fitness": _json_scalar(state.archive_fitness[t, k]),
                "scores": _short(rec, obj), "records": rec,
                "files": files.get((t, f"failure_{k}"), []),
-               **search.space.describe(state["archive_solution"][t, k], t)}
+               **search.space.describe(state.archive_solution[t, k], t)}
       failures.append(entry)
     n_arch = len(failures)
     if n_arch >= 2:
-      sim = search.space.similarity(state["archive_solution"][t, :n_arch],
-                                    state["archive_solution"][t, :n_arch])
+      sim = search.space.similarity(state.archive_solution[t, :n_arch],
+                                    state.archive_solution[t, :n_arch])
       failure_similarity = float(sim[np.triu_indices(n_arch, 1)].mean())
     else:
       failure_similarity = None
-    first = int(state["first_success"][t])
+    first = int(state.first_success[t])
     best = _records_at(best_rec, t) if best_rec else {}
     best_score = best.get(f"score/{obj.success}")
     best_verdict = (None if best_score is None else
@@ -234,64 +223,46 @@ def target_rows(search: Search, method: str, state: dict, files: dict) -> list[d
         "success": first >= 0,
         "first_success_generation": first if first >= 0 else None,
         "evaluations_to_first_success": (first + 1) * c.population_size if first >= 0 else None,
-        "evaluations": int(state["evaluations"][t]),
+        "evaluations": int(state.evaluations[t]),
         "failures_found": n_found,
-        "best_fitness": _json_scalar(state["best_fitness"][t]),
-        "best_generation": int(state["best_generation"][t]),
+        "best_fitness": _json_scalar(state.best_fitness[t]),
+        "best_generation": int(state.best_generation[t]),
         "best": {"scores": _short(best, obj), "records": best,
                  "verdict": best_verdict,
                  "files": files.get((t, "best"), []),
-                 **search.space.describe(state["best_solution"][t], t)},
+                 **search.space.describe(state.best_solution[t], t)},
         "clean": {"scores": clean_scores, "verdict": bool(search.clean["verdict"][t]),
                   "clip": _json_scalar(search.clean["clip"][t])},
         "failure_similarity": failure_similarity,   # mean pairwise, in the space's measure
-        "nonfinite": int(state["nonfinite"][t]),
+        "nonfinite": int(state.nonfinite[t]),
         "counts": {k: int(v[t]) for k, v in counts.items()},
-        "curve_best": [_json_scalar(v) for v in state["curve_best"][:, t]],
-        "curve_mean": [_json_scalar(v) for v in state["curve_mean"][:, t]],
-        "curve_successes": [int(v) for v in state["curve_successes"][:, t]],
+        "curve_best": [_json_scalar(v) for v in state.curve_best[:, t]],
+        "curve_mean": [_json_scalar(v) for v in state.curve_mean[:, t]],
+        "curve_successes": [int(v) for v in state.curve_successes[:, t]],
         "failures": failures,
     }
     rows.append(row)
   return rows
 
 
-def add_ngr(search: Search, rows: list[dict], state: dict) -> None:
-  """Latent space: NGR per found failure (KS vs N(0, 1) and D'Agostino–Pearson at α)."""
-  if search.config.space != "latent":
-    return
-  alpha = search.config.ngr_alpha
-  for row in rows:
-    t = row["target"]
-    if not row["failures"]:
-      row["ngr"] = None
-      continue
-    latents = search.space.to_latents(state["archive_solution"][t, :len(row["failures"])])
-    p = report.normality_pvalues(latents)
-    for k, failure in enumerate(row["failures"]):
-      failure["ngr_pvalue"] = {name: float(p[name][k]) for name in report.NGR_TESTS}
-      failure["ngr_reject"] = {name: bool(p[name][k] < alpha) for name in report.NGR_TESTS}
-    row["ngr"] = {name: float(np.mean(p[name] < alpha)) for name in report.NGR_TESTS}
-
-
-def save_failures(search: Search, method: str, state: dict, workdir: pathlib.Path,
+def save_failures(search: Search, method: str, state: driver.LoopState, workdir: pathlib.Path,
                   render: bool) -> dict:
   """Writes each target's failures and best solution (PNG + artifacts); returns their files."""
   items = []  # (t, name, solution)
   for target in search.targets:
     t = target.index
-    for k in range(min(int(state["failures"][t]), search.config.archive_size)):
-      items.append((t, f"failure_{k}", state["archive_solution"][t, k]))
-    items.append((t, "best", state["best_solution"][t]))
+    for k in range(min(int(state.failures[t]), search.config.archive_size)):
+      items.append((t, f"failure_{k}", state.archive_solution[t, k]))
+    items.append((t, "best", state.best_solution[t]))
   files = {}
   images = None
   if render and items:
-    decoded = [search.space.decode(np.asarray(x)[None], t) for t, _, x in items]
+    decoded = search.space.decode_population(np.stack([x for _, _, x in items])[:, None],
+                                             np.array([t for t, _, _ in items]))
     image_sampler = sampler_lib.PopulationSampler(
         search.sd, search.params, search.settings, mesh=search.mesh,
         microbatch=search.microbatch)
-    images = image_sampler(np.concatenate([d.latents for d in decoded]),
-                           np.concatenate([d.cond for d in decoded]), search.uncond,
+    images = image_sampler(decoded.latents, decoded.cond, search.uncond,
                            search.config.guidance_scale).images
   base = workdir / "failures" / method
   for i, (t, name, x) in enumerate(items):
@@ -323,26 +294,19 @@ def run(config: ml_collections.ConfigDict, workdir, *,
         scoring: scoring_lib.Scoring | None = None, model_loader=None, mesh=None) -> dict:
   """Runs (or resumes) the search and its baseline; writes every output. Returns the rows."""
   validate(config)
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   if config.get("report_only", False):
     return report.write_report(workdir)
-  io.write_json(workdir / "config.json", io.config_to_dict(config))
-  if model_loader is None:
-    from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
-    model_loader = load_stable_diffusion
-  if scoring is None:
-    scoring = scoring_lib.make_scoring(config)
+  workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader)
   sd, params = model_loader(config.model, dtype=config.dtype)
   search = Search(config, sd, params, scoring, mesh=mesh)
   rows, timing = [], {}
   for method in methods_of(config):
-    state = search.run_method(method, workdir / f"checkpoint_{method}.npz")
+    state = search.run_method(method, workdir / f"checkpoint_{method}.msgpack")
     files = save_failures(search, method, state, workdir, config.save_images)
     method_rows = target_rows(search, method, state, files)
-    add_ngr(search, method_rows, state)
+    search.space.annotate_rows(method_rows, state.archive_solution)
     rows += method_rows
-    timing[method] = {k: float(state[k]) for k in driver.TIMING_KEYS}
+    timing[method] = state.timing.as_dict()
     _log_failures(method, method_rows)
   io.write_jsonl(workdir / "results.jsonl", rows)
   io.write_json(workdir / "timing.json", timing)

@@ -12,7 +12,6 @@ included. Also reported: D'Agostino–Pearson K² (`scipy.stats.normaltest`), wh
 with any mean and variance (shape only). For reference, true N(0, I) draws reject at rate ≈ α.
 """
 
-import io as _io
 import json
 import pathlib
 import warnings
@@ -20,6 +19,7 @@ import warnings
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import runs
 from jaxdiffattack import stats
 
 NGR_TESTS = ("ks", "dagostino")
@@ -159,9 +159,7 @@ def console_summary(rows: list[dict], summary: dict, workdir) -> str:
 def plots(rows: list[dict], plot_dir: pathlib.Path) -> None:
   """plots/fitness_curves.png (best-so-far fitness per generation) and plots/success.png
   (fraction of targets with a confirmed failure vs evaluations per target), all methods."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = runs.pyplot()
   methods = list(dict.fromkeys(r["method"] for r in rows))
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
   for i, method in enumerate(methods):
@@ -186,10 +184,7 @@ def plots(rows: list[dict], plot_dir: pathlib.Path) -> None:
   for ax in axes:
     ax.legend(fontsize=8)
   fig.tight_layout()
-  buffer = _io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=110)
-  plt.close(fig)
-  io.atomic_write_bytes(plot_dir / "fitness_curves.png", buffer.getvalue())
+  runs.save_figure(fig, plot_dir / "fitness_curves.png")
 
 
 def write_report(workdir) -> dict:

@@ -231,20 +231,13 @@ def select(mask, new_states, old_states):
   return strong(_select(jnp.asarray(mask), new_states, old_states))
 
 
-def state_to_arrays(states) -> dict[str, np.ndarray]:
-  """Flattens stacked states into {"strategy/<i>": array} for an npz checkpoint."""
-  leaves = jax.tree_util.tree_leaves(states)
-  return {f"strategy/{i:03d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-
-
-def state_from_arrays(template, arrays: dict) -> object:
-  """Inverse of `state_to_arrays`, with `template` (e.g. a fresh `init`) giving the structure."""
-  leaves, treedef = jax.tree_util.tree_flatten(template)
-  restored = []
-  for i, leaf in enumerate(leaves):
-    value = np.asarray(arrays[f"strategy/{i:03d}"])
+def as_states(template, saved) -> object:
+  """Stacked states restored from a checkpoint as device arrays of the template's dtypes
+  (`template`: e.g. a fresh `init`; `saved`: the same structure of host arrays)."""
+  def restore(leaf, value):
+    value = np.asarray(value)
     if value.shape != np.shape(leaf):
-      raise ValueError(f"checkpoint strategy leaf {i} has shape {value.shape}, expected "
+      raise ValueError(f"checkpoint strategy state has shape {value.shape}, expected "
                        f"{np.shape(leaf)}")
-    restored.append(jnp.asarray(value, dtype=leaf.dtype))
-  return jax.tree_util.tree_unflatten(treedef, restored)
+    return jnp.asarray(value, dtype=leaf.dtype)
+  return jax.tree_util.tree_map(restore, template, saved)

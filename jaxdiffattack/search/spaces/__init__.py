@@ -11,11 +11,14 @@ target — initial latent z [C, h, w] and text hidden states [L, D] — and stat
   * `prompt`:    natural-language edits (word substitutions / insertions from a vocabulary) that
                  keep the class noun, with a text-similarity constraint to the clean prompt.
 
-Interface (`Space`): `num_dims`, `init_means() -> [T, n]` (start of each target's search),
-`sample_prior(key) -> [n]` (the random baseline's draw, jit-able), `decode(x [M, n], t) ->
-Decoded` (latents, hidden states, penalty, feasibility, constraint figures), `clean(t)` (the
-unperturbed inputs), `similarity` (for the diversity term) and `artifacts(x, t)` (files saved for a
-found failure). The registry `SPACES` picks one by the config's name.
+Interface (`Space`, see `base`): `num_dims`, `init_means() -> [T, n]` (start of each target's
+search), `sample_prior(key) -> [n]` (the random baseline's draw, jit-able), `decode(params, x
+[M, n], t) -> Decoded` (latents, hidden states, penalty, feasibility, constraint figures: pure
+JAX, jit-able, differentiable where the space is continuous; `decode_population` runs it over the
+targets of a generation), `clean(t)` (the unperturbed inputs), and the reporting hooks
+`similarity` (for the diversity term), `describe`, `artifacts(x, t)` (files saved for a found
+failure) and `annotate_rows` (e.g. the latent space's Non-Gaussian Rate). The registry `SPACES`
+picks one by the config's name.
 """
 
 from jaxdiffattack.search.spaces.base import Decoded

@@ -1,5 +1,13 @@
 """The search-space interface and what all spaces share (clean prompts, base latents, text helpers).
 
+A space is a pure JAX function `decode(params, x [M, n], t) -> Decoded` of a flat solution vector
+(what evosax searches, or what a gradient method steps) and a target index t (a Python int or a
+traced int32), with everything it reads in `params` (a pytree: the per-target arrays and, where
+the space encodes text, the text encoder's params). It is jit-able and vmap-able
+(`decode_population` runs it jitted and vmapped over targets), and differentiable w.r.t. x where
+the space is continuous (latent, embedding, token), so evosax strategies and gradient methods
+share it.
+
 Every target t has a clean prompt (hidden states [L, D] from the generator's own text encoder) and
 a base latent z_t ~ N(0, I) drawn from fold_in(fold_in(key, 1), t); spaces that search the text
 side keep z_t fixed, so a failure is attributable to the text alone.
@@ -7,6 +15,10 @@ side keep z_t fixed, so a failure is attributable to the text alone.
 Text similarity (prompt and token spaces): cosine between the generator text encoder's hidden state
 at the first end-of-text position (CLIP's pooled text feature before its projection, Radford et
 al. 2021) of the candidate and of the clean prompt.
+
+Reporting hooks: `describe` (JSON figures of a solution), `artifacts` (files of a found failure),
+`annotate_rows` (space-specific figures over a method's found failures, e.g. the latent space's
+Non-Gaussian Rate), `similarity` (the diversity term's measure).
 """
 
 from typing import NamedTuple
@@ -22,44 +34,29 @@ from jaxdiffattack.search import driver
 
 class Decoded(NamedTuple):
   """Sampler inputs and constraint of M members of one target."""
-  latents: np.ndarray    # [M, C, h, w] standard-normal seed vectors
-  cond: np.ndarray       # [M, L, D] text hidden states
-  penalty: np.ndarray    # [M] added to the fitness (0 where the constraint holds)
-  feasible: np.ndarray   # [M] bool: a failure counts only where True
-  metrics: dict          # name → [M] float: the constraint's reported figures
+  latents: jax.Array     # [M, C, h, w] standard-normal seed vectors
+  cond: jax.Array        # [M, L, D] text hidden states
+  penalty: jax.Array     # [M] added to the fitness (0 where the constraint holds)
+  feasible: jax.Array    # [M] bool: a failure counts only where True
+  metrics: dict          # name → [M]: the constraint's reported figures
 
 
-_encode_ids = jax.jit(text.encode_ids, static_argnums=0)
-_encode_embeds = jax.jit(text.encode_token_embeddings, static_argnums=0)
-
-
-def encode_ids(sd, text_params, ids: np.ndarray) -> np.ndarray:
-  return np.asarray(_encode_ids(sd, text_params, jnp.asarray(ids, jnp.int32)), np.float32)
-
-
-def encode_embeds(sd, text_params, embeds: np.ndarray) -> np.ndarray:
-  return np.asarray(_encode_embeds(sd, text_params, jnp.asarray(embeds, jnp.float32)),
-                    np.float32)
-
-
-def eos_positions(sd, ids: np.ndarray) -> np.ndarray:
-  """[M] index of the first end-of-text token of each row of ids [M, L]."""
-  ids = np.asarray(ids)
-  eos = ids == sd.tokenizer.eos_token_id
-  return np.where(eos.any(axis=1), eos.argmax(axis=1), ids.shape[1] - 1)
-
-
-def pooled(hidden: np.ndarray, positions: np.ndarray) -> np.ndarray:
+def pooled(hidden: jax.Array, positions: jax.Array) -> jax.Array:
   """[M, D]: hidden [M, L, D] at one position per row."""
-  return hidden[np.arange(hidden.shape[0]), positions]
+  return jnp.take_along_axis(hidden, positions[:, None, None], axis=1)[:, 0]
 
 
-def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def row_cosine(a: jax.Array, b: jax.Array) -> jax.Array:
   """Cosine similarity of matching rows of a [M, D] and b [M, D] (or b [D])."""
-  a = np.asarray(a, np.float64)
-  b = np.broadcast_to(np.asarray(b, np.float64), a.shape)
-  num = (a * b).sum(-1)
-  return num / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+  b = jnp.broadcast_to(b, a.shape)
+  norms = jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1)
+  return (a * b).sum(-1) / jnp.maximum(norms, 1e-12)
+
+
+def eos_positions(sd, ids: jax.Array) -> jax.Array:
+  """[M] index of the first end-of-text token of each row of ids [M, L] (the last if none)."""
+  eos = ids == sd.tokenizer.eos_token_id
+  return jnp.where(eos.any(axis=1), jnp.argmax(eos, axis=1), ids.shape[1] - 1)
 
 
 class Space:
@@ -70,25 +67,38 @@ class Space:
   def __init__(self, config, sd, params, targets, key):
     self.config = config
     self.sd = sd
-    self.text_params = params["text_encoder"]
     self.targets = targets
     self.prompts = [t.prompt for t in targets]
-    self.ids = text.tokenize(sd, self.prompts)                           # [T, L]
-    self.clean_cond = encode_ids(sd, self.text_params, self.ids)         # [T, L, D]
-    self.clean_eos = eos_positions(sd, self.ids)                         # [T]
-    self.clean_pooled = pooled(self.clean_cond, self.clean_eos)          # [T, D]
+    self.ids = text.tokenize(sd, self.prompts)                            # [T, L]
+    text_params = params["text_encoder"]
+    clean_cond = np.asarray(_encode_ids(sd, text_params, jnp.asarray(self.ids)), np.float32)
+    self.clean_cond = clean_cond                                          # [T, L, D]
+    self.clean_eos = np.asarray(eos_positions(sd, jnp.asarray(self.ids)))  # [T]
     self.latent_shape = tuple(sd.latent_shape)
     self.base_latents = np.asarray(sampler_lib.member_latents(
         jax.random.fold_in(key, 1), np.arange(len(targets)), self.latent_shape))  # [T, C, h, w]
+    # What `decode` reads; subclasses add theirs.
+    self.params = {
+        "base_latents": self.base_latents,
+        "clean_cond": clean_cond,
+        "clean_pooled": np.asarray(pooled(clean_cond, self.clean_eos)),   # [T, D]
+        "clean_eos": self.clean_eos,
+        "text": text_params,
+    }
+    self._decode_batch = jax.jit(jax.vmap(lambda p, x, t: self.decode(p, x, t),
+                                          in_axes=(None, 0, 0)))
 
   # ---- interface ----
   def init_means(self) -> np.ndarray:
+    """[T, n]: where each target's search starts."""
     raise NotImplementedError
 
   def sample_prior(self, key: jax.Array) -> jax.Array:
+    """[n]: the random baseline's draw (jit-able)."""
     raise NotImplementedError
 
-  def decode(self, x: np.ndarray, t: int) -> Decoded:
+  def decode(self, params, x: jax.Array, t) -> Decoded:
+    """Solutions x [M, n] of target t → sampler inputs and constraint (pure JAX)."""
     raise NotImplementedError
 
   def encode(self, value: np.ndarray, t: int) -> np.ndarray:
@@ -96,26 +106,46 @@ class Space:
     that satisfy the constraint: decode(encode(v)) reproduces v."""
     raise NotImplementedError
 
+  def decode_population(self, x: np.ndarray, targets: np.ndarray) -> Decoded:
+    """Solutions x [A, P, n] of targets [A] → one population [A·P, ...] (host NumPy), decoded
+    in one jitted, vmapped call."""
+    out = self._decode_batch(self.params, jnp.asarray(x, jnp.float32),
+                             jnp.asarray(targets, jnp.int32))
+    flat = lambda a: np.asarray(a).reshape((-1,) + a.shape[2:])
+    return jax.tree_util.tree_map(flat, out)
+
+  def decode_one(self, x: np.ndarray, t: int) -> Decoded:
+    """One solution x [n] of target t, decoded (host NumPy, leading axis of size 1)."""
+    return self.decode_population(np.asarray(x)[None, None], np.array([t]))
+
   def clean(self, t: int) -> tuple[np.ndarray, np.ndarray]:
     """(latent [C, h, w], cond [L, D]) of the unperturbed generation of target t."""
     return self.base_latents[t], self.clean_cond[t]
 
   def similarity(self, x: np.ndarray, archive: np.ndarray) -> np.ndarray:
+    """[M, K] similarity of solutions x [M, n] to found failures [K, n] (cosine)."""
     return driver.cosine_similarity(x, archive)
 
   def artifacts(self, x: np.ndarray, t: int) -> dict:
     """Files describing one found failure: name → array (.npy) or str (.txt)."""
-    decoded = self.decode(np.asarray(x)[None], t)
-    return {"latent.npy": decoded.latents[0], "prompt.txt": self.prompts[t]}
+    return {"latent.npy": self.decode_one(x, t).latents[0], "prompt.txt": self.prompts[t]}
 
   def describe(self, x: np.ndarray, t: int) -> dict:
     """JSON figures of one solution (e.g. the edited prompt's text)."""
     del x, t
     return {}
 
-  # ---- helpers ----
-  def _fixed_latents(self, t: int, m: int) -> np.ndarray:
-    return np.broadcast_to(self.base_latents[t], (m,) + self.latent_shape).copy()
+  def annotate_rows(self, rows: list[dict], archive: np.ndarray) -> None:
+    """Adds space-specific figures to a method's results rows (in place); archive [T, K, n]
+    holds each target's found failures (row["failures"] says how many)."""
+    del rows, archive
 
-  def _clean_cond(self, t: int, m: int) -> np.ndarray:
-    return np.broadcast_to(self.clean_cond[t], (m,) + self.clean_cond.shape[1:]).copy()
+  # ---- helpers for subclasses (pure) ----
+  def _fixed_latents(self, params, t, m: int) -> jax.Array:
+    return jnp.broadcast_to(params["base_latents"][t], (m,) + self.latent_shape)
+
+  def _clean_cond(self, params, t, m: int) -> jax.Array:
+    return jnp.broadcast_to(params["clean_cond"][t], (m,) + self.clean_cond.shape[1:])
+
+
+_encode_ids = jax.jit(text.encode_ids, static_argnums=0)

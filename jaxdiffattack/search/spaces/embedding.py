@@ -17,6 +17,7 @@ the (perturbed) pooled state to the clean one.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdiffattack import text
@@ -46,14 +47,16 @@ class EmbeddingSpace(Space):
       stop = length
     self.positions = np.arange(1, stop)                                     # [K]
     if self.cfg.level == "hidden":
-      self.base = self.clean_cond                                           # [T, L, D]
+      embeddings = self.clean_cond                                          # [T, L, D]
     else:
-      self.base = np.asarray(text.embed_tokens(sd, self.text_params, self.ids), np.float32)
-    self.width = self.base.shape[-1]
+      embeddings = np.asarray(text.embed_tokens(sd, params["text_encoder"], self.ids),
+                              np.float32)                                   # [T, L, D_tok]
+    self.width = embeddings.shape[-1]
     self.num_dims = len(self.positions) * self.width
-    norms = np.linalg.norm(self.base[:, self.positions], axis=-1)          # [T, K]
+    norms = np.linalg.norm(embeddings[:, self.positions], axis=-1)         # [T, K]
     self.radius = self.cfg.epsilon * norms                                  # [T, K]
     self.scale = float(self.cfg.epsilon * norms.mean() / np.sqrt(self.width))
+    self.params |= {"embeddings": embeddings, "radius": self.radius, "norms": norms}
 
   def init_means(self) -> np.ndarray:
     return np.zeros((len(self.targets), self.num_dims), np.float32)
@@ -61,33 +64,35 @@ class EmbeddingSpace(Space):
   def sample_prior(self, key):
     return jax.random.normal(key, (self.num_dims,))
 
-  def delta(self, x: np.ndarray, t: int) -> np.ndarray:
+  def delta(self, params, x, t) -> jax.Array:
     """Solutions [M, n] → projected perturbations δ [M, K, D]."""
-    delta = np.asarray(x, np.float64).reshape(-1, len(self.positions), self.width) * self.scale
-    norm = np.linalg.norm(delta, axis=-1, keepdims=True)
-    factor = np.minimum(1.0, self.radius[t][None, :, None] / np.maximum(norm, 1e-12))
-    return (delta * factor).astype(np.float32)
+    delta = x.reshape(-1, len(self.positions), self.width) * self.scale
+    norm = jnp.linalg.norm(delta, axis=-1, keepdims=True)
+    return delta * jnp.minimum(1.0, params["radius"][t][None, :, None] / jnp.maximum(norm, 1e-12))
 
   def encode(self, delta, t) -> np.ndarray:
     del t
     return (np.asarray(delta, np.float64) / self.scale).reshape(len(delta), -1).astype(np.float32)
 
-  def decode(self, x, t) -> Decoded:
-    delta = self.delta(x, t)
+  def decode(self, params, x, t) -> Decoded:
+    delta = self.delta(params, x, t)
     m = delta.shape[0]
-    emb = np.broadcast_to(self.base[t], (m,) + self.base.shape[1:]).copy()
-    emb[:, self.positions] += delta
-    cond = emb if self.cfg.level == "hidden" else base.encode_embeds(self.sd, self.text_params,
-                                                                      emb)
-    relative = (np.linalg.norm(delta, axis=-1) /
-                np.maximum(np.linalg.norm(self.base[t, self.positions], axis=-1), 1e-12))
-    eos = np.full(m, self.clean_eos[t])
+    emb = jnp.broadcast_to(params["embeddings"][t], (m,) + self.params["embeddings"].shape[1:])
+    emb = emb.at[:, self.positions].add(delta)
+    if self.cfg.level == "hidden":
+      cond = emb
+    else:
+      cond = text.encode_token_embeddings(self.sd, params["text"], emb)
+    relative = jnp.linalg.norm(delta, axis=-1) / jnp.maximum(params["norms"][t], 1e-12)
+    eos = jnp.full(m, params["clean_eos"][t])
     metrics = {"max_relative_perturbation": relative.max(axis=1),
-               "text_similarity": base.row_cosine(base.pooled(cond, eos), self.clean_pooled[t])}
-    return Decoded(self._fixed_latents(t, m), cond, np.zeros(m), np.ones(m, bool), metrics)
+               "text_similarity": base.row_cosine(base.pooled(cond, eos),
+                                                  params["clean_pooled"][t])}
+    return Decoded(self._fixed_latents(params, t, m), cond, jnp.zeros(m), jnp.ones(m, bool),
+                   metrics)
 
   def artifacts(self, x, t) -> dict:
-    decoded = self.decode(np.asarray(x)[None], t)
-    return {"delta.npy": self.delta(np.asarray(x)[None], t)[0],
-            "embedding.npy": decoded.cond[0], "latent.npy": decoded.latents[0],
-            "prompt.txt": self.prompts[t]}
+    decoded = self.decode_one(x, t)
+    delta = self.delta(self.params, jnp.asarray(x, jnp.float32)[None], t)
+    return {"delta.npy": np.asarray(delta[0]), "embedding.npy": decoded.cond[0],
+            "latent.npy": decoded.latents[0], "prompt.txt": self.prompts[t]}

@@ -22,12 +22,19 @@ Encodings for evosax (`encoding`):
 Constraint: text similarity (cosine of the pooled text states, see `base`) to the clean prompt
 ≥ `min_similarity`; fitness += `penalty_weight` · max(0, min_similarity − similarity), and a failure
 counts only when the constraint holds. Images use the target's fixed base latent.
+
+`decode` is pure JAX: each word's CLIP tokens are looked up once (the tokenizer splits a prompt at
+spaces before BPE, so a prompt's ids are its words' ids in order), and a candidate's ids are laid
+out in JAX as the tokenizer would: start token, words, truncation at L − 2 tokens, end token,
+padding. The text is only made on the host, for reports (`prompt_text`).
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdiffattack import labels as labels_lib
+from jaxdiffattack import text
 from jaxdiffattack.errors import check
 from jaxdiffattack.search.spaces import base
 from jaxdiffattack.search.spaces.base import Decoded
@@ -79,6 +86,16 @@ class PromptSpace(Space):
     self.options = len(words) + 1
     per_slot = 1 if self.cfg.encoding == "integer" else self.options
     self.num_dims = len(self.slots) * per_slot
+    # Token ids of every word a candidate can hold (no start/end tokens), padded with −1.
+    word_ids = lambda w: sd.tokenizer(w, add_special_tokens=False)["input_ids"]
+    template = [word_ids(w) for w in self.before + self.after]             # per template word
+    vocab = [[]] + [word_ids(w) for w in words]                             # option 0: nothing
+    nouns = [word_ids(t.label) for t in targets]                            # per target
+    width = max(len(ids) for ids in template + vocab + nouns)
+    pad = lambda rows: np.array([ids + [-1] * (width - len(ids)) for ids in rows] or
+                                np.zeros((0, width)), np.int32)
+    self.params |= {"template_ids": pad(template), "vocab_ids": pad(vocab),
+                    "noun_ids": pad(nouns)}
 
   def init_means(self) -> np.ndarray:
     mean = np.zeros((len(self.targets), self.num_dims), np.float32)
@@ -91,11 +108,10 @@ class PromptSpace(Space):
       return jax.random.uniform(key, (self.num_dims,), minval=-0.5, maxval=self.options - 0.5)
     return jax.random.normal(key, (self.num_dims,))
 
-  def choices(self, x: np.ndarray) -> np.ndarray:
+  def choices(self, x) -> jax.Array:
     """Solutions [M, n] → slot choices [M, S] in 0 … V (0: keep / insert nothing)."""
-    x = np.asarray(x, np.float64)
     if self.cfg.encoding == "integer":
-      return np.mod(np.floor(x + 0.5), self.options).astype(np.int64)
+      return jnp.mod(jnp.floor(x + 0.5), self.options).astype(jnp.int32)
     return x.reshape(x.shape[0], len(self.slots), self.options).argmax(axis=-1)
 
   def encode(self, choices, t) -> np.ndarray:
@@ -108,8 +124,43 @@ class PromptSpace(Space):
     np.put_along_axis(x, choices[..., None], self.cfg.keep_margin, axis=-1)
     return x.reshape(len(choices), -1)
 
+  def _segments(self) -> list[tuple[str, int]]:
+    """The prompt's parts in order: ("slot", s) for slot s, ("noun", 0) for the class noun."""
+    at = lambda where: [("slot", s) for s, slot in enumerate(self.slots) if slot == ("ins", where)]
+    sub = {i: s for s, (kind, i) in enumerate(self.slots) if kind == "sub"}
+    word = lambda i: ("slot", sub[i]) if i in sub else ("word", i)
+    nb = len(self.before)
+    return (at("start") + [word(i) for i in range(nb)] + at("before_noun") + [("noun", 0)] +
+            at("after_noun") + [word(i) for i in range(nb, nb + len(self.after))] + at("end"))
+
+  def token_ids(self, params, choices: jax.Array, t) -> jax.Array:
+    """Choices [M, S] of target t → token ids [M, L], exactly as the tokenizer makes them."""
+    m, length = choices.shape[0], self.ids.shape[1]
+    vocab, template = params["vocab_ids"], params["template_ids"]
+    parts = []                                                              # each [M, W]
+    for kind, index in self._segments():
+      if kind == "noun":
+        parts.append(jnp.broadcast_to(params["noun_ids"][t], (m, vocab.shape[1])))
+      elif kind == "word":
+        parts.append(jnp.broadcast_to(template[index], (m, vocab.shape[1])))
+      elif self.slots[index][0] == "sub":
+        c = choices[:, index][:, None]
+        parts.append(jnp.where(c == 0, template[self.slots[index][1]], vocab[c[:, 0]]))
+      else:
+        parts.append(vocab[choices[:, index]])
+    tokens = jnp.concatenate(parts, axis=1)                                 # [M, N], −1 = none
+    present = tokens >= 0
+    position = jnp.cumsum(present, axis=1)                                  # 1-based slots
+    count = jnp.minimum(position[:, -1], length - 2)                        # after truncation
+    keep = present & (position <= length - 2)
+    tok = self.sd.tokenizer
+    ids = jnp.full((m, length), tok.pad_token_id, jnp.int32).at[:, 0].set(tok.bos_token_id)
+    rows = jnp.broadcast_to(jnp.arange(m)[:, None], tokens.shape)
+    ids = ids.at[rows, jnp.where(keep, position, length)].set(tokens, mode="drop")
+    return ids.at[jnp.arange(m), count + 1].set(tok.eos_token_id)
+
   def prompt_text(self, choice: np.ndarray, t: int) -> str:
-    """The edited prompt of one choice vector [S]."""
+    """The edited prompt of one choice vector [S] (host; for reports)."""
     word = lambda c: self.words[c - 1]
     template = list(self.before) + list(self.after)
     inserted = {where: [] for where in INSERTIONS}
@@ -123,27 +174,25 @@ class PromptSpace(Space):
              [self.targets[t].label] + inserted["after_noun"] + template[nb:] + inserted["end"])
     return " ".join(parts)
 
-  def decode(self, x, t) -> Decoded:
-    prompts = [self.prompt_text(c, t) for c in self.choices(x)]
-    m = len(prompts)
-    ids = self.sd.tokenizer(prompts, padding="max_length", max_length=self.ids.shape[1],
-                            truncation=True, return_tensors="np")["input_ids"].astype(np.int32)
-    cond = base.encode_ids(self.sd, self.text_params, ids)
+  def decode(self, params, x, t) -> Decoded:
+    choices = self.choices(x)
+    ids = self.token_ids(params, choices, t)
+    cond = text.encode_ids(self.sd, params["text"], ids)
     sim = base.row_cosine(base.pooled(cond, base.eos_positions(self.sd, ids)),
-                          self.clean_pooled[t])
-    shortfall = np.maximum(0.0, self.cfg.min_similarity - sim)
-    metrics = {"text_similarity": sim,
-               "words_changed": (self.choices(x) > 0).sum(axis=1).astype(np.float64)}
-    return Decoded(self._fixed_latents(t, m), cond, self.cfg.penalty_weight * shortfall,
+                          params["clean_pooled"][t])
+    shortfall = jnp.maximum(0.0, self.cfg.min_similarity - sim)
+    metrics = {"text_similarity": sim, "words_changed": (choices > 0).sum(axis=1)}
+    m = len(ids)
+    return Decoded(self._fixed_latents(params, t, m), cond, self.cfg.penalty_weight * shortfall,
                    sim >= self.cfg.min_similarity, metrics)
 
   def similarity(self, x, archive) -> np.ndarray:
     """Fraction of slots making the same choice."""
-    a, b = self.choices(x), self.choices(archive)
+    a, b = np.asarray(self.choices(x)), np.asarray(self.choices(archive))
     return (a[:, None, :] == b[None, :, :]).mean(axis=-1)
 
   def describe(self, x, t) -> dict:
-    return {"prompt": self.prompt_text(self.choices(np.asarray(x)[None])[0], t)}
+    return {"prompt": self.prompt_text(np.asarray(self.choices(np.asarray(x)[None]))[0], t)}
 
   def artifacts(self, x, t) -> dict:
     return {"prompt.txt": self.describe(x, t)["prompt"], "latent.npy": self.base_latents[t]}

@@ -16,6 +16,7 @@ pooled text state with the token to the clean one.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdiffattack import text
@@ -35,11 +36,10 @@ class TokenSpace(Space):
     length = self.ids.shape[1]
     check(int(self.clean_eos.max()) < length - 1, "template", config.template,
           f"leaves no room for an extra token within {length} tokens; shorten the prompts")
-    table = np.asarray(text.token_embedding_table(sd, self.text_params), np.float32)  # [V, D]
-    self.mean = table.mean(axis=0)
+    table = np.asarray(text.token_embedding_table(sd, params["text_encoder"]), np.float32)
+    self.mean = table.mean(axis=0)                                          # [D_tok]
     self.std = float(table.std())
     self.max_norm = float(self.cfg.max_norm * np.linalg.norm(table, axis=1).max())
-    self.embeds = np.asarray(text.embed_tokens(sd, self.text_params, self.ids), np.float32)
     self.num_dims = table.shape[1]
     if self.cfg.init == "mean":
       self.start = np.zeros(self.num_dims, np.float32)
@@ -47,6 +47,8 @@ class TokenSpace(Space):
       ids = sd.tokenizer(self.cfg.init, add_special_tokens=False)["input_ids"]
       check(len(ids) > 0, "token.init", self.cfg.init, "use 'mean' or a word")
       self.start = ((table[ids[0]] - self.mean) / self.std).astype(np.float32)
+    self.params |= {"embeds": np.asarray(text.embed_tokens(sd, params["text_encoder"], self.ids),
+                                         np.float32)}                      # [T, L, D_tok]
 
   def init_means(self) -> np.ndarray:
     return np.broadcast_to(self.start, (len(self.targets), self.num_dims)).copy()
@@ -54,36 +56,39 @@ class TokenSpace(Space):
   def sample_prior(self, key):
     return jax.random.normal(key, (self.num_dims,))
 
-  def token(self, x: np.ndarray) -> np.ndarray:
+  def token(self, x: jax.Array) -> jax.Array:
     """Solutions [M, n] → token embeddings [M, D_tok], norm-projected."""
-    e = self.mean[None].astype(np.float64) + self.std * np.asarray(x, np.float64)
-    norm = np.linalg.norm(e, axis=1, keepdims=True)
-    return (e * np.minimum(1.0, self.max_norm / np.maximum(norm, 1e-12))).astype(np.float32)
+    e = self.mean[None] + self.std * x
+    norm = jnp.linalg.norm(e, axis=1, keepdims=True)
+    return e * jnp.minimum(1.0, self.max_norm / jnp.maximum(norm, 1e-12))
 
   def encode(self, tokens, t) -> np.ndarray:
     del t
     return ((np.asarray(tokens, np.float64) - self.mean) / self.std).astype(np.float32)
 
-  def insert(self, tokens: np.ndarray, t: int) -> np.ndarray:
+  def insert(self, params, tokens: jax.Array, t) -> jax.Array:
     """Input embeddings [M, L, D_tok]: the clean prompt's with `tokens` before end-of-text."""
-    pos = int(self.clean_eos[t])
-    clean = self.embeds[t]
-    out = np.concatenate([clean[:pos][None].repeat(len(tokens), 0), tokens[:, None],
-                          clean[pos:-1][None].repeat(len(tokens), 0)], axis=1)
-    return out
+    clean = params["embeds"][t]                                             # [L, D_tok]
+    position = jnp.arange(clean.shape[0])[:, None]                          # [L, 1]
+    eos = params["clean_eos"][t]
+    shifted = jnp.concatenate([clean[:1], clean[:-1]])                      # row i: clean[i − 1]
+    rows = jnp.where(position < eos, clean, shifted)                        # [L, D_tok]
+    return jnp.where((position == eos)[None], tokens[:, None], rows[None])
 
-  def decode(self, x, t) -> Decoded:
+  def decode(self, params, x, t) -> Decoded:
     tokens = self.token(x)
     m = tokens.shape[0]
-    cond = base.encode_embeds(self.sd, self.text_params, self.insert(tokens, t))
-    eos = np.full(m, self.clean_eos[t] + 1)
-    metrics = {"token_norm_ratio": np.linalg.norm(tokens, axis=1) / self.max_norm,
-               "text_similarity": base.row_cosine(base.pooled(cond, eos), self.clean_pooled[t])}
-    return Decoded(self._fixed_latents(t, m), cond, np.zeros(m), np.ones(m, bool), metrics)
+    cond = text.encode_token_embeddings(self.sd, params["text"], self.insert(params, tokens, t))
+    eos = jnp.full(m, params["clean_eos"][t] + 1)
+    metrics = {"token_norm_ratio": jnp.linalg.norm(tokens, axis=1) / self.max_norm,
+               "text_similarity": base.row_cosine(base.pooled(cond, eos),
+                                                  params["clean_pooled"][t])}
+    return Decoded(self._fixed_latents(params, t, m), cond, jnp.zeros(m), jnp.ones(m, bool),
+                   metrics)
 
   def artifacts(self, x, t) -> dict:
-    decoded = self.decode(np.asarray(x)[None], t)
-    return {"token.npy": self.token(np.asarray(x)[None])[0], "embedding.npy": decoded.cond[0],
-            "latent.npy": decoded.latents[0],
+    decoded = self.decode_one(x, t)
+    return {"token.npy": np.asarray(self.token(jnp.asarray(x, jnp.float32)[None])[0]),
+            "embedding.npy": decoded.cond[0], "latent.npy": decoded.latents[0],
             "prompt.txt": f"{self.prompts[t]} <adversarial token> (target: "
                           f"{self.targets[t].target_label})"}

@@ -1,0 +1,135 @@
+"""What every job's run shares: its start (workdir, config.json, default scoring and model loader),
+config hash, checkpoints by field name, progress with ETA, and figures written atomically.
+
+Config hash. A workdir is resumed only by the config that started it: `config_hash(config)` is a
+SHA-256 of the resolved config without the run-shape keys `RUN_SHAPE_KEYS` (how a run is executed
+or what it writes, never what it computes: microbatch, checkpoint cadence, report-only mode, ...),
+the same in every job.
+
+Checkpoints. A job's loop state is a `flax.struct` dataclass (or any pytree of NumPy arrays with
+dicts); `save_checkpoint` writes it with `flax.serialization` as msgpack — every array under its
+field name, with the config hash — atomically (`io.atomic_write_bytes`); `load_checkpoint`
+restores it into a template of the same type. Checkpoints of the earlier npz format (arrays by
+leaf index) are refused with one line naming the change.
+"""
+
+import dataclasses
+import hashlib
+import io as _io
+import json
+import pathlib
+import time
+
+from absl import logging
+import flax.serialization
+import jax
+import numpy as np
+
+from jaxdiffattack import io
+from jaxdiffattack.errors import ConfigError
+from jaxdiffattack.errors import UserError
+
+RUN_SHAPE_KEYS = ("report_only", "microbatch", "checkpoint_every", "unit", "save_images",
+                  "grid_images")
+FORMAT = "jaxdiffattack checkpoint v2 (msgpack, arrays by field name)"
+
+
+def config_hash(config) -> str:
+  """16 hex digits of the config without `RUN_SHAPE_KEYS`."""
+  keep = {k: v for k, v in io.config_to_dict(config).items() if k not in RUN_SHAPE_KEYS}
+  return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def begin(config, workdir, scoring=None, model_loader=None):
+  """A job's start: (workdir, scoring, model_loader) with the workdir created, its config.json
+  written, and the defaults filled in (`scoring.make_scoring(config)`, `load_stable_diffusion`).
+  """
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  io.write_json(workdir / "config.json", io.config_to_dict(config))
+  if model_loader is None:
+    from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
+    model_loader = load_stable_diffusion
+  if scoring is None:
+    from jaxdiffattack import scoring as scoring_lib  # pylint: disable=g-import-not-at-top
+    scoring = scoring_lib.make_scoring(config)
+  return workdir, scoring, model_loader
+
+
+def save_checkpoint(path, state, digest: str) -> None:
+  """Writes `state` (a pytree of arrays, dataclasses and dicts) by field name, atomically."""
+  data = {"format": FORMAT, "config_hash": digest,
+          "state": flax.serialization.to_state_dict(jax.tree_util.tree_map(np.asarray, state))}
+  io.atomic_write_bytes(path, flax.serialization.msgpack_serialize(data))
+
+
+def load_checkpoint(path, digest: str, template, what: str = "run"):
+  """The state saved at `path`, restored into `template`'s type (None if there is none).
+
+  Dict fields of the template take the saved keys (e.g. record names that appear during a
+  run); arrays come back as writable NumPy copies. Raises a one-line `UserError` for a
+  checkpoint of another config or of the old npz format.
+  """
+  path = pathlib.Path(path)
+  legacy = path.with_suffix(".npz")
+  if legacy.exists():
+    raise UserError(f"workdir {path.parent} holds a checkpoint in the old npz format "
+                    f"({legacy.name}, arrays by leaf index); checkpoints are now msgpack by field "
+                    "name: use a new --workdir (or delete it to start over)")
+  if not path.exists():
+    return None
+  saved = flax.serialization.msgpack_restore(path.read_bytes())
+  if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+    raise UserError(f"{path} is not a {FORMAT} file: use a new --workdir")
+  if saved["config_hash"] != digest:
+    raise ConfigError(f"config.workdir={str(path.parent)!r} is invalid: holds a {what} with a "
+                      "different config; use a new --workdir")
+  state = flax.serialization.from_state_dict(_with_saved_keys(template, saved["state"]),
+                                             saved["state"])
+  logging.info("resuming %s from %s", what, path)
+  return jax.tree_util.tree_map(np.array, state)
+
+
+def _with_saved_keys(template, saved):
+  """`template` with every dict in it keyed like the saved state dict (new keys: no template)."""
+  if isinstance(template, dict):
+    return {key: _with_saved_keys(template.get(key), value) for key, value in saved.items()}
+  if dataclasses.is_dataclass(template) and isinstance(saved, dict):
+    return dataclasses.replace(template, **{
+        f.name: _with_saved_keys(getattr(template, f.name), saved[f.name])
+        for f in dataclasses.fields(template) if f.name in saved})
+  return template
+
+
+class Progress:
+  """Log lines of a long loop with its pace and ETA, measured from this session's start (a
+  resumed run's earlier work does not count towards the pace)."""
+
+  def __init__(self, label: str, total: int, done: int = 0, unit: str = "steps"):
+    self.label, self.total, self.unit = label, total, unit
+    self.done_at_start = done
+    self.start = time.perf_counter()
+
+  def log(self, done: int, details: str = "", finished: bool = False) -> None:
+    elapsed = time.perf_counter() - self.start
+    rate = (done - self.done_at_start) / max(elapsed, 1e-9)
+    eta = 0.0 if finished else ((self.total - done) / rate if rate > 0 else float("nan"))
+    logging.info("%s %d/%d %s (%.1f%%)  %.2f %s/s  %s%selapsed %.0fs  ETA %.0fs", self.label,
+                 done, self.total, self.unit, 100.0 * done / self.total, rate, self.unit,
+                 details, "  " if details else "", elapsed, eta)
+
+
+def pyplot():
+  """matplotlib.pyplot on the non-interactive Agg backend (imported on first use)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def save_figure(fig, path) -> None:
+  """Writes a matplotlib figure as PNG atomically and closes it."""
+  buffer = _io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=110)
+  pyplot().close(fig)
+  io.atomic_write_bytes(path, buffer.getvalue())

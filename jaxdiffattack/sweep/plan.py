@@ -1,0 +1,147 @@
+"""What a sweep generates: its cells (shift × α), its members, their seed vectors, and the
+sampler of one generator setting.
+
+Members of one setting are flattened cell-major, then prompt, then seed. Member (cell c, prompt p,
+seed s) starts from the base seed vector of (p, s) — drawn from fold_in(fold_in(key, p), s), α
+never enters — shifted by its cell's shift (`jaxdiffattack.perturb`).
+"""
+
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxdiffattack import labels as labels_lib
+from jaxdiffattack import perturb
+from jaxdiffattack import sampler as sampler_lib
+from jaxdiffattack import text
+from jaxdiffattack.errors import check
+
+# results.csv metric → the score (of `scoring.Scoring`) it is read from.
+METRIC_SCORES = {"top1": "evaluator/top1_hit", "top5": "evaluator/top5_hit",
+                 "clip_score": "evaluator/clip_score"}
+METRICS = tuple(METRIC_SCORES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  shift: str                  # a name of perturb.SHIFTS
+  alpha: tuple[float, ...]    # [perturb.ALPHA_SIZE]; the shift reads its first `arity` entries
+
+  @property
+  def label(self) -> str:
+    """"0.1", or "0.1,-0.2" for a two-parameter shift."""
+    arity = max(perturb.SHIFTS[self.shift].arity, 1)
+    return ",".join(f"{a:g}" for a in self.alpha[:arity])
+
+
+def unshifted() -> Cell:
+  return Cell(perturb.UNSHIFTED, (0.0,) * perturb.ALPHA_SIZE)
+
+
+def grid_cells(grids: ml_collections.ConfigDict, shifts) -> list[Cell]:
+  """The unshifted cell first, then each shift's grid — the product of its parameters' values
+  (`config.grids.<key>` for each of its grid keys) — except the identity (every α = 0)."""
+  cells = [unshifted()]
+  for shift in shifts:
+    spec = perturb.SHIFTS[shift]
+    for values in itertools.product(*(grids[key] for key in spec.grid)):
+      if any(values):
+        padding = (0.0,) * (perturb.ALPHA_SIZE - spec.arity)
+        cells.append(Cell(shift, tuple(float(a) for a in values) + padding))
+  return cells
+
+
+def resolve_labels(config: ml_collections.ConfigDict) -> tuple[list[str], np.ndarray]:
+  """(labels, their class indices [N]): config.labels, or every label of config.label_set when
+  empty; indices into the label set (or into config.labels when no label set is named)."""
+  names = labels_lib.class_names(config.label_set, config.labels)
+  labels = list(config.labels) or list(names)
+  index = {name: i for i, name in enumerate(names)}
+  for label in labels:
+    check(label in index, "labels", label, f"not in label_set {config.label_set!r}")
+  return labels, np.asarray([index[label] for label in labels], np.int32)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  check(bool(config.labels) or bool(config.label_set), "labels", config.labels,
+        "give labels or a label_set")
+  check("{}" in config.template, "template", config.template, "must contain '{}'")
+  check(config.images_per_prompt >= 1, "images_per_prompt", config.images_per_prompt,
+        "use an integer >= 1")
+  shifts = sorted(name for name, spec in perturb.SHIFTS.items() if spec.arity)
+  for shift in config.shifts:
+    check(shift in shifts, "shifts", shift, f"use names from {shifts}")
+    for key in perturb.SHIFTS[shift].grid:
+      check(key in config.grids, f"grids.{key}", None, f"give the α values of shift {shift!r}")
+  check(len(config.settings) > 0, "settings", config.settings, "give at least one setting")
+  names = [s.name for s in config.settings]
+  check(len(set(names)) == len(names), "settings", names, "setting names must be unique")
+  for s in config.settings:
+    check(np.isfinite(s.guidance_scale), f"settings[{s.name}].guidance_scale", s.guidance_scale,
+          "use a finite number (<= 1: no guidance)")
+  check(config.unit >= 1, "unit", config.unit, "use an integer >= 1 (members per checkpoint)")
+
+
+@dataclasses.dataclass
+class Plan:
+  """The flattened members of one setting: cell-major, then prompt, then seed."""
+  cells: list[Cell]
+  n_prompts: int
+  n_seeds: int
+
+  @property
+  def size(self) -> int:
+    return len(self.cells) * self.n_prompts * self.n_seeds
+
+  def decompose(self, members: np.ndarray):
+    per_cell = self.n_prompts * self.n_seeds
+    return members // per_cell, (members % per_cell) // self.n_seeds, members % self.n_seeds
+
+
+def base_latents(key, prompt_idx, seed_idx, latent_shape):
+  """z [P, C, h, w] and the shift keys [P] of (prompt, seed) members — α never enters."""
+  def one(p, s):
+    k = jax.random.fold_in(jax.random.fold_in(key, p), s)
+    return (jax.random.normal(jax.random.fold_in(k, 0), latent_shape, jnp.float32),
+            jax.random.fold_in(k, 1))
+  return jax.vmap(one)(jnp.asarray(prompt_idx, jnp.uint32), jnp.asarray(seed_idx, jnp.uint32))
+
+
+def shifted_latents(plan: Plan, members: np.ndarray, key, latent_shape) -> np.ndarray:
+  cell_idx, prompt_idx, seed_idx = plan.decompose(members)
+  z, keys = base_latents(key, prompt_idx, seed_idx, latent_shape)
+  kinds = tuple(sorted({c.shift for c in plan.cells}))
+  kind_ids = np.array([kinds.index(plan.cells[i].shift) for i in cell_idx], np.int32)
+  alphas = np.array([plan.cells[i].alpha for i in cell_idx], np.float32)
+  return np.asarray(_apply_shifts(kind_ids, z, alphas, keys, kinds))
+
+
+_apply_shifts = jax.jit(perturb.apply_shifts, static_argnums=4)
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingSampler:
+  """One generator setting, loaded: its sampler and the text conditions of the sweep's prompts."""
+  sd: object
+  sampler: sampler_lib.PopulationSampler
+  prompt_emb: np.ndarray   # [N_prompts, L, D]
+  uncond: np.ndarray       # [L, D]
+
+
+def setting_sampler(config, setting, prompts, model_loader, *, mesh=None, score_fn=None,
+                    score_params=None, **settings) -> SettingSampler:
+  """Loads `setting.model` and builds its `PopulationSampler` (extra `SamplerSettings` fields
+  in `settings`; guidance on when the setting's scale is > 1)."""
+  sd, params = model_loader(setting.model, dtype=config.dtype)
+  pop_sampler = sampler_lib.PopulationSampler(
+      sd, params, sampler_lib.SamplerSettings(
+          scheduler=config.scheduler, num_steps=config.num_steps,
+          guidance=setting.guidance_scale > 1.0, **settings),
+      microbatch=config.microbatch, score_fn=score_fn, score_params=score_params, mesh=mesh)
+  return SettingSampler(
+      sd, pop_sampler, np.asarray(text.encode_prompts(sd, params["text_encoder"], prompts)),
+      np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0]))

@@ -1,0 +1,150 @@
+"""The sweep's outputs made from its files: results.csv (95 % CIs), report.md, plots, image grids.
+
+`write_report(workdir)` rebuilds results.csv, report.md and plots/*.png from members.csv alone.
+Accuracies (top-1 / top-5 hits) get Wilson intervals, CLIP scores normal intervals
+(`jaxdiffattack.stats`).
+"""
+
+import pathlib
+
+import jax
+import numpy as np
+
+from jaxdiffattack import io
+from jaxdiffattack import perturb
+from jaxdiffattack import runs
+from jaxdiffattack import stats
+from jaxdiffattack.sweep.plan import Cell
+from jaxdiffattack.sweep.plan import METRICS
+from jaxdiffattack.sweep.plan import Plan
+from jaxdiffattack.sweep.plan import setting_sampler
+from jaxdiffattack.sweep.plan import shifted_latents
+
+RESULT_FIELDS = ("setting", "shift", "alpha", "alpha_c", "alpha_s", "class", "metric", "value",
+                 "ci_low", "ci_high", "n")
+
+
+def summarise(member_rows: list[dict]) -> list[dict]:
+  """results.csv rows: per setting × shift × α × (all + each class) × metric, with 95 % CIs.
+
+  Each shift's α = 0 row is the shared unshifted cell.
+  """
+  groups: dict[tuple, list[dict]] = {}
+  shifts = sorted({r["shift"] for r in member_rows} - {perturb.UNSHIFTED})
+  for r in member_rows:
+    alpha = (float(r["alpha_c"]), float(r["alpha_s"]))
+    for shift in (shifts if r["shift"] == perturb.UNSHIFTED else [r["shift"]]):
+      for cls in ("all", r["label"]):
+        groups.setdefault((r["setting"], shift, alpha, cls), []).append(r)
+  out = []
+  for (setting, shift, alpha, cls), rows in sorted(groups.items(), key=lambda kv: (
+      kv[0][0], kv[0][1], kv[0][2], kv[0][3] != "all", kv[0][3])):
+    label = Cell(shift, alpha).label
+    for metric in METRICS:
+      values = np.array([float(r[metric]) for r in rows])
+      if metric == "clip_score":
+        value, low, high = stats.mean_interval(values)
+      else:
+        value = float(values.mean())
+        low, high = stats.wilson_interval(float(values.sum()), len(values))
+      out.append({"setting": setting, "shift": shift, "alpha": label, "alpha_c": alpha[0],
+                  "alpha_s": alpha[1], "class": cls, "metric": metric, "value": value,
+                  "ci_low": low, "ci_high": high, "n": len(values)})
+  return out
+
+
+def write_report(workdir) -> dict:
+  """Rebuilds results.csv, report.md and plots/ from members.csv (no recomputation)."""
+  workdir = pathlib.Path(workdir)
+  member_rows = io.read_csv(workdir / "members.csv")
+  results = summarise(member_rows)
+  io.write_csv(workdir / "results.csv", RESULT_FIELDS, results)
+  io.atomic_write_bytes(workdir / "report.md", markdown(results).encode())
+  plots(results, workdir / "plots")
+  return {"members": member_rows, "results": results}
+
+
+def markdown(results) -> str:
+  lines = ["# Seed-vector shift sweep (arXiv 2312.11473)", "",
+           "Accuracy = evaluator top-1 / top-5 on the prompt's class; CLIP = CLIP score "
+           "(100·cos, ≥ 0). Brackets: 95 % CI (Wilson for accuracies, normal for CLIP). "
+           "α = 0 is the shared unshifted cell.", ""]
+  overall = [r for r in results if r["class"] == "all"]
+  for setting in sorted({r["setting"] for r in overall}):
+    for shift in sorted({r["shift"] for r in overall}):
+      rows = [r for r in overall if r["setting"] == setting and r["shift"] == shift]
+      alphas = sorted({(r["alpha_c"], r["alpha_s"]) for r in rows})
+      labels = [Cell(shift, a).label for a in alphas]
+      lines += [f"## {setting}: {shift}", "", "| metric | " + " | ".join(
+          f"α={a}" for a in labels) + " |", "|---|" + "---|" * len(labels)]
+      for metric in METRICS:
+        cells = []
+        for a in alphas:
+          r = next(x for x in rows if (x["alpha_c"], x["alpha_s"]) == a and x["metric"] == metric)
+          scale = 1 if metric == "clip_score" else 100
+          cells.append(f"{r['value'] * scale:.1f} [{r['ci_low'] * scale:.1f}, "
+                       f"{r['ci_high'] * scale:.1f}]")
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+      lines.append("")
+  per_class = [r for r in results if r["class"] != "all" and r["metric"] == "top1"
+               and r["alpha_c"] == 0 and r["alpha_s"] == 0]
+  if per_class:
+    lines += ["## Class-wise top-1 on unshifted seeds", "", "| setting | class | top-1 | n |",
+              "|---|---|---|---|"]
+    seen = set()
+    for r in per_class:
+      if (r["setting"], r["class"]) not in seen:
+        seen.add((r["setting"], r["class"]))
+        lines.append(f"| {r['setting']} | {r['class']} | {100 * r['value']:.1f} | {r['n']} |")
+  return "\n".join(lines) + "\n"
+
+
+def plots(results, plot_dir: pathlib.Path) -> None:
+  """plots/<metric>.png: one panel per shift, metric vs its first parameter with CI bands (one
+  line per setting, and per value of the second parameter of a two-parameter shift)."""
+  plt = runs.pyplot()
+  overall = [r for r in results if r["class"] == "all"]
+  settings = sorted({r["setting"] for r in overall})
+  shifts = sorted({r["shift"] for r in overall})
+  for metric in METRICS:
+    fig, axes = plt.subplots(1, len(shifts), figsize=(4 * len(shifts), 3.2), squeeze=False)
+    for ax, shift in zip(axes[0], shifts):
+      spec = perturb.SHIFTS[shift]
+      for setting in settings:
+        rows = [r for r in overall if r["setting"] == setting and r["shift"] == shift
+                and r["metric"] == metric]
+        series = sorted({r["alpha_s"] for r in rows}) if spec.arity == 2 else [None]
+        for second in series:
+          sel = sorted((r for r in rows if second is None or r["alpha_s"] == second),
+                       key=lambda r: r["alpha_c"])
+          x = [r["alpha_c"] for r in sel]
+          y = [r["value"] for r in sel]
+          label = setting if second is None else f"{setting} {spec.axis[1]}={second:g}"
+          ax.plot(x, y, marker="o", label=label)
+          ax.fill_between(x, [r["ci_low"] for r in sel], [r["ci_high"] for r in sel], alpha=0.15)
+      ax.set_title(shift)
+      ax.set_xlabel(spec.axis[0])
+      ax.set_ylabel(metric)
+      ax.legend(fontsize=7)
+    fig.tight_layout()
+    runs.save_figure(fig, plot_dir / f"{metric}.png")
+
+
+def write_grids(config, workdir, plan: Plan, prompts, model_loader) -> None:
+  """grids/<setting>_<shift>.png: prompts (rows) × α (columns), seed 0 (paper Fig. 5)."""
+  key = jax.random.PRNGKey(config.seed)
+  n_grid = min(len(prompts), config.grid_prompts)
+  for setting in config.settings:
+    loaded = setting_sampler(config, setting, prompts[:n_grid], model_loader)
+    for shift in config.shifts:
+      cols = [0] + [i for i, c in enumerate(plan.cells) if c.shift == shift]
+      cols.sort(key=lambda i: plan.cells[i].alpha)
+      per_cell = plan.n_prompts * plan.n_seeds
+      members = np.array([c * per_cell + p * plan.n_seeds for p in range(n_grid) for c in cols])
+      latents = shifted_latents(plan, members, key, loaded.sd.latent_shape)
+      _, prompt_idx, _ = plan.decompose(members)
+      images = loaded.sampler(latents, loaded.prompt_emb[prompt_idx], loaded.uncond,
+                              setting.guidance_scale).images
+      upscale = max(1, 64 // images.shape[1])
+      io.write_png(pathlib.Path(workdir) / "grids" / f"{setting.name}_{shift}.png",
+                   io.image_grid(images, cols=len(cols), upscale=upscale))

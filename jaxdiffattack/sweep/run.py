@@ -1,0 +1,101 @@
+"""The sweep job: every member of every setting through the fused sampler + scorer, in checkpointed
+units, then members.csv and the report (see the package docstring).
+"""
+
+
+import flax.struct
+import jax
+import ml_collections
+import numpy as np
+
+from jaxdiffattack import io
+from jaxdiffattack import runs
+from jaxdiffattack import scoring as scoring_lib
+from jaxdiffattack.sweep import plan as plan_lib
+from jaxdiffattack.sweep import report
+from jaxdiffattack.sweep import trajectories
+
+MEMBER_FIELDS = ("setting", "shift", "alpha_c", "alpha_s", "prompt_index", "label", "seed_index",
+                 *plan_lib.METRICS)
+
+
+@flax.struct.dataclass
+class SweepState:
+  """What a sweep has computed (the checkpoint). Members of a setting run in order."""
+  done: dict     # setting name → [] int64: members finished
+  scores: dict   # setting name → {metric: [N] float32 (NaN: not yet)}, N = members per setting
+
+
+def new_state(setting_names, size: int) -> SweepState:
+  return SweepState(
+      done={name: np.array(0) for name in setting_names},
+      scores={name: {metric: np.full(size, np.nan, np.float32) for metric in plan_lib.METRICS}
+              for name in setting_names})
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        scoring: scoring_lib.Scoring | None = None, model_loader=None, mesh=None) -> dict:
+  """Runs (or resumes) the sweep and writes every output. Returns {"members": rows}.
+
+  `mesh` (default: all devices) shards the scored populations."""
+  plan_lib.validate(config)
+  if config.get("report_only", False):
+    return report.write_report(workdir)
+  workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader)
+  scoring.check_names(list(plan_lib.METRIC_SCORES.values()), "scoring")
+  labels, label_ids = plan_lib.resolve_labels(config)
+  prompts = [config.template.format(label) for label in labels]
+  plan = plan_lib.Plan(plan_lib.grid_cells(config.grids, config.shifts), len(prompts),
+                       config.images_per_prompt)
+  key = jax.random.PRNGKey(config.seed)
+  ckpt_path = workdir / "checkpoint.msgpack"
+  names = [s.name for s in config.settings]
+  state = runs.load_checkpoint(ckpt_path, runs.config_hash(config), new_state(names, plan.size),
+                               "sweep") or new_state(names, plan.size)
+  done = lambda: sum(int(n) for n in state.done.values())
+  progress = runs.Progress("sweep", plan.size * len(names), done(), "members")
+  for setting in config.settings:
+    name = setting.name
+    if int(state.done[name]) >= plan.size:
+      continue
+    loaded = plan_lib.setting_sampler(config, setting, prompts, model_loader, mesh=mesh,
+                                      score_fn=scoring.score_fn, score_params=scoring.params,
+                                      return_images=False)
+    while int(state.done[name]) < plan.size:
+      lo = int(state.done[name])
+      members = np.arange(lo, min(lo + config.unit, plan.size))
+      _, prompt_idx, _ = plan.decompose(members)
+      latents = plan_lib.shifted_latents(plan, members, key, loaded.sd.latent_shape)
+      out = loaded.sampler(latents, loaded.prompt_emb[prompt_idx], loaded.uncond,
+                           setting.guidance_scale,
+                           aux=scoring.aux(label_ids[prompt_idx], [prompts[i] for i in prompt_idx]))
+      for metric, score in plan_lib.METRIC_SCORES.items():
+        state.scores[name][metric][members] = np.asarray(out.scores[score], np.float32)
+      state = state.replace(done=state.done | {name: np.array(members[-1] + 1)})
+      runs.save_checkpoint(ckpt_path, state, runs.config_hash(config))
+      progress.log(done())
+  rows = member_rows(config, plan, labels, state)
+  io.write_csv(workdir / "members.csv", MEMBER_FIELDS, rows)
+  if config.grid_images:
+    report.write_grids(config, workdir, plan, prompts, model_loader)
+  if config.trajectory.prompts:
+    trajectories.write_trajectories(config, workdir, prompts, model_loader)
+  report.write_report(workdir)
+  return {"members": rows}
+
+
+def member_rows(config, plan: plan_lib.Plan, labels, state: SweepState) -> list[dict]:
+  """members.csv rows: one per setting × member, with its cell, prompt, seed and metrics."""
+  members = np.arange(plan.size)
+  cell_idx, prompt_idx, seed_idx = plan.decompose(members)
+  rows = []
+  for setting in config.settings:
+    for m in members:
+      cell = plan.cells[cell_idx[m]]
+      row = {"setting": setting.name, "shift": cell.shift, "alpha_c": cell.alpha[0],
+             "alpha_s": cell.alpha[1], "prompt_index": int(prompt_idx[m]),
+             "label": labels[prompt_idx[m]], "seed_index": int(seed_idx[m])}
+      for metric in plan_lib.METRICS:
+        row[metric] = float(state.scores[setting.name][metric][m])
+      rows.append(row)
+  return rows
