@@ -11,12 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
+import torch
+import diffusers
 
 from jaxdiffattack import ddpm
 from jaxdiffattack import schedulers as sch
-
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
