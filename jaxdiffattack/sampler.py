@@ -54,7 +54,7 @@ def member_latents(key: jax.Array, member_indices, latent_shape: Sequence[int]) 
 def decode_latents(sd: StableDiffusion, vae_params, latents: jax.Array) -> jax.Array:
   """VAE decode: latents [P, C, h, w] → images [P, H, W, 3] float32 in [0, 1]."""
   scaled = (latents / sd.scaling_factor).astype(sd.dtype)
-  pixels = sd.vae.apply({"params": vae_params}, scaled, method=sd.vae.decode).sample
+  pixels = sd.vae.apply({"params": vae_params}, scaled, method=sd.vae.decode)
   pixels = pixels.astype(jnp.float32)
   return jnp.clip(pixels / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
@@ -102,7 +102,7 @@ def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb
     if guidance:
       x_in = jnp.concatenate([x_in, x_in], axis=0)
     t_batch = jnp.broadcast_to(t, (x_in.shape[0],))
-    out = sd.unet.apply({"params": unet_params}, x_in.astype(sd.dtype), t_batch, context).sample
+    out = sd.unet.apply({"params": unet_params}, x_in.astype(sd.dtype), t_batch, context)
     out = out.astype(jnp.float32)
     if guidance:
       out_uncond, out_cond = jnp.split(out, 2, axis=0)

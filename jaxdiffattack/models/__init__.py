@@ -1,6 +1,8 @@
-"""Model loading: the only package that touches diffusers/transformers Flax classes.
+"""Models and their loading: the only package that touches checkpoints and model code.
 
-Everything else in jaxdiffattack sees `StableDiffusion` bundles, params pytrees and plain
+The UNet and VAE are jaxdiffattack's own linen modules (`unet.py`, `vae.py`) loading diffusers
+checkpoints directly; the text encoder and the scorers' models still come from transformers' Flax
+classes. Everything else in jaxdiffattack sees `StableDiffusion` bundles, params pytrees and plain
 functions, so the backing implementation can be replaced without touching the rest.
 """
 

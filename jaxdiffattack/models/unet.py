@@ -414,3 +414,26 @@ class UNet2DConditionModel(nn.Module):
     sample = jnp.zeros((1, self.config.in_channels, size, size), jnp.float32)
     context = jnp.zeros((1, 1, self.config.cross_attention_dim), jnp.float32)
     return flax.core.unfreeze(self.init(key, sample, jnp.zeros((1,)), context)["params"])
+
+
+def unet_cross_attention(unet: UNet2DConditionModel, params, sample, timesteps, context):
+  """One UNet call that also returns every cross-attention map.
+
+  Args:
+    unet: the model (e.g. `sd.unet`); its capture flag is switched on for this call only.
+    params: its params (e.g. `params["unet"]`).
+    sample, timesteps, context: as for the module: [B, C, h, w], [B] or scalar, [B, L, D].
+
+  Returns:
+    (out [B, out_channels, h, w], {layer: probs}): probs [B, heads, h'·w', L] float32 (each row
+    sums to 1 over the L text tokens) of every attention that attends to the text, keyed by its
+    module path, e.g. "down_blocks_0/attentions_0/transformer_blocks_0/attn2"; h'·w' is that
+    layer's resolution, raster order. Jit-able; per-step capture inside the sampler is not
+    provided here (call this on the sampler's latents at the step of interest).
+  """
+  capturing = unet.clone(capture_cross_attention=True)
+  out, state = capturing.apply({"params": params}, sample, timesteps, context,
+                               mutable=["intermediates"])
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(state["intermediates"]), sep="/")
+  maps = {name.rsplit("/", 1)[0]: probs for name, (probs,) in flat.items()}
+  return out, maps
