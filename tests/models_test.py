@@ -88,9 +88,9 @@ def test_unsupported_config_value_refused(tiny_sd_dirs, tmp_path):
   sd_dir = _copy(tiny_sd_dirs[1], tmp_path / "sd")
   config_file = sd_dir / "unet" / "config.json"
   config = json.loads(config_file.read_text())
-  config["norm_num_groups"] = 8
+  config["class_embed_type"] = "timestep"
   config_file.write_text(json.dumps(config))
-  with pytest.raises(UserError, match="norm_num_groups=8 is not supported by the Flax"):
+  with pytest.raises(UserError, match="class_embed_type='timestep' is not supported"):
     models.load_stable_diffusion(str(sd_dir))
 
 

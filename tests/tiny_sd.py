@@ -43,6 +43,7 @@ def build(directory: pathlib.Path, *, seed: int = 0, prediction_type: str = "eps
   from diffusers import AutoencoderKL, UNet2DConditionModel
   from transformers import CLIPTextConfig, CLIPTextModel
   from jaxdiffattack.models import load_stable_diffusion
+  from jaxdiffattack.models import weights
   # pylint: enable=g-import-not-at-top
   directory = pathlib.Path(directory)
   pt_dir, flax_dir = directory / "pt", directory / "flax"
@@ -51,7 +52,7 @@ def build(directory: pathlib.Path, *, seed: int = 0, prediction_type: str = "eps
       sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
       layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
       up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-      attention_head_dim=8)  # norm_num_groups stays 32: the Flax UNet implements only that
+      attention_head_dim=8)
   vae = AutoencoderKL(
       in_channels=3, out_channels=3, block_out_channels=(32, 64), layers_per_block=1,
       down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
@@ -82,8 +83,8 @@ def build(directory: pathlib.Path, *, seed: int = 0, prediction_type: str = "eps
   text.save_pretrained(pt_dir / "text_encoder", safe_serialization=True)
   # The Flax copy: loaded through the safetensors path, saved as Flax msgpack.
   sd, params = load_stable_diffusion(str(pt_dir))
-  sd.unet.save_pretrained(flax_dir / "unet", params=params["unet"])
-  sd.vae.save_pretrained(flax_dir / "vae", params=params["vae"])
+  weights.save_diffusers_model(flax_dir / "unet", sd.unet, params["unet"])
+  weights.save_diffusers_model(flax_dir / "vae", sd.vae, params["vae"])
   sd.text_encoder.save_pretrained(flax_dir / "text_encoder", params=params["text_encoder"])
   return pt_dir, flax_dir
 

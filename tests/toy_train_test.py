@@ -38,9 +38,9 @@ def _load_config(arg=None):
 
 
 def _check_export_loads(test, out: pathlib.Path):
-  from diffusers import (FlaxAutoencoderKL, FlaxDDIMScheduler,  # pylint: disable=g-import-not-at-top
-                         FlaxPNDMScheduler, FlaxStableDiffusionPipeline,
-                         FlaxUNet2DConditionModel)
+  from diffusers import FlaxDDIMScheduler, FlaxPNDMScheduler  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import models  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.models import weights  # pylint: disable=g-import-not-at-top
   from transformers import (AutoImageProcessor, CLIPTokenizer,  # pylint: disable=g-import-not-at-top
                             FlaxCLIPModel, FlaxCLIPTextModel,
                             FlaxResNetForImageClassification,
@@ -50,8 +50,8 @@ def _check_export_loads(test, out: pathlib.Path):
   for sub in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
     test.assertIn(sub, index)
     test.assertTrue((sd / sub).is_dir(), sub)
-  unet, _ = FlaxUNet2DConditionModel.from_pretrained(sd, subfolder="unet")
-  vae, _ = FlaxAutoencoderKL.from_pretrained(sd, subfolder="vae")
+  unet, _ = weights.load_diffusers_model("unet", sd / "unet")
+  vae, _ = weights.load_diffusers_model("vae", sd / "vae")
   test.assertEqual(unet.config.cross_attention_dim,
                    FlaxCLIPTextModel.from_pretrained(
                        sd, subfolder="text_encoder").config.hidden_size)
@@ -62,8 +62,7 @@ def _check_export_loads(test, out: pathlib.Path):
   FlaxPNDMScheduler.from_pretrained(sd, subfolder="scheduler")
   test.assertEqual(CLIPTokenizer.from_pretrained(
       sd, subfolder="tokenizer").model_max_length, 77)
-  _, params = FlaxStableDiffusionPipeline.from_pretrained(
-      sd, safety_checker=None)
+  _, params = models.load_stable_diffusion(str(sd))
   test.assertIn("unet", params)
   clip = FlaxCLIPModel.from_pretrained(out / "clip")
   CLIPTokenizer.from_pretrained(out / "clip")

@@ -409,11 +409,13 @@ class UNet2DConditionModel(nn.Module):
     return nhwc_to_nchw(x)
 
   def init_weights(self, key: jax.Array) -> dict:
-    """Random params (the tree a checkpoint must match)."""
+    """Random params (the tree a checkpoint must match); for a given key, the values diffusers'
+    Flax class draws (same tree, same key split), so toy training reproduces across the switch."""
     size = self.config.sample_size or 8
     sample = jnp.zeros((1, self.config.in_channels, size, size), jnp.float32)
     context = jnp.zeros((1, 1, self.config.cross_attention_dim), jnp.float32)
-    return flax.core.unfreeze(self.init(key, sample, jnp.zeros((1,)), context)["params"])
+    params_key, _ = jax.random.split(key)
+    return flax.core.unfreeze(self.init(params_key, sample, jnp.ones((1,)), context)["params"])
 
 
 def unet_cross_attention(unet: UNet2DConditionModel, params, sample, timesteps, context):

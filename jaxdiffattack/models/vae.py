@@ -248,7 +248,9 @@ class AutoencoderKL(nn.Module):
     return self.decode(self.encode(images).mean)
 
   def init_weights(self, key: jax.Array) -> dict:
-    """Random params (the tree a checkpoint must match)."""
+    """Random params (the tree a checkpoint must match); for a given key, the values diffusers'
+    Flax class draws (same tree, same key split), so toy training reproduces across the switch."""
     size = self.config.sample_size or 32
     images = jnp.zeros((1, self.config.in_channels, size, size), jnp.float32)
-    return flax.core.unfreeze(self.init(key, images)["params"])
+    params_key = jax.random.split(key, 3)[0]
+    return flax.core.unfreeze(self.init(params_key, images)["params"])
