@@ -317,11 +317,11 @@ class _Level(nn.Module):
     return ResnetBlock2D(c.block_out_channels[self.level], c.norm_num_groups, c.norm_eps,
                          self.dtype, name=name)
 
-  def transformer(self, name: str) -> Transformer2DModel:
+  def transformer(self, name: str, cross_only: bool | None = None) -> Transformer2DModel:
     c = self.config
-    return Transformer2DModel(c.heads[self.level], c.depths[self.level], c,
-                              c.cross_only[self.level], self.attention, self.capture, self.dtype,
-                              name=name)
+    cross_only = c.cross_only[self.level] if cross_only is None else cross_only
+    return Transformer2DModel(c.heads[self.level], c.depths[self.level], c, cross_only,
+                              self.attention, self.capture, self.dtype, name=name)
 
 
 class DownBlock(_Level):
@@ -362,12 +362,14 @@ class UpBlock(_Level):
 
 
 class MidBlock(_Level):
-  """UNetMidBlock2DCrossAttn: resnet → transformer → resnet at the lowest resolution."""
+  """UNetMidBlock2DCrossAttn: resnet → transformer → resnet at the lowest resolution (its
+  transformer always self-attends first: diffusers applies `only_cross_attention` to the down
+  and up blocks only)."""
 
   @nn.compact
   def __call__(self, x, temb, context):
     x = self.resnet("resnets_0")(x, temb)
-    x = self.transformer("attentions_0")(x, context)
+    x = self.transformer("attentions_0", cross_only=False)(x, context)
     return self.resnet("resnets_1")(x, temb)
 
 
