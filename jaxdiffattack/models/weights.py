@@ -100,9 +100,12 @@ def read_msgpack(path) -> dict:
 
 
 def cast_floating(tree: Any, dtype: jnp.dtype) -> Any:
-  """Casts every floating-point leaf of `tree` to `dtype` (integer leaves untouched)."""
+  """Casts every floating-point leaf of `tree` to `dtype` (integer leaves untouched); NumPy
+  leaves already of `dtype` are kept, not copied."""
   def cast(x):
-    x = np.asarray(x) if not isinstance(x, jax.Array) else x
+    if not isinstance(x, jax.Array):
+      x = np.asarray(x)
+      return x.astype(dtype, copy=False) if jnp.issubdtype(x.dtype, jnp.floating) else x
     return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
   return jax.tree_util.tree_map(cast, tree)
 
