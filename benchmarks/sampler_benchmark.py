@@ -23,6 +23,7 @@ machines) into a temp dir and times loading it (read, rename, transpose, cast to
 project's loader vs the previous one; best of --load_repeats each.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -62,7 +63,8 @@ _PEAK = flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s of the device (for
 _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch diffusers baselines.")
 _TORCH_ONE_BY_ONE = flags.DEFINE_integer(
     "torch_one_by_one", 4, "Candidates timed one at a time in PyTorch (rate extrapolated).")
-_ATTENTION = flags.DEFINE_enum("attention", "xla", ["xla", "cudnn"], "Attention implementation.")
+_ATTENTION = flags.DEFINE_list("attention", ["xla"], "Attention implementations, each timed "
+                               "on the same params ('xla', 'cudnn'); the first is the main row.")
 _DIFFUSERS_FLAX = flags.DEFINE_bool(
     "diffusers_flax", True, "Also time the previous modules (diffusers' Flax UNet/VAE) when "
     "diffusers 0.39 is installed.")
@@ -71,39 +73,53 @@ _LOAD_SHAPE = flags.DEFINE_string("load_shape", "", "Time loading a random safet
 _LOAD_DIVISOR = flags.DEFINE_integer("load_width_divisor", 1, "Divide every channel count of "
                                      "--load_shape by this (same topology, less disk/memory).")
 _LOAD_REPEATS = flags.DEFINE_integer("load_repeats", 2, "Timed loads per loader (best kept).")
+_TORCH_THREADS = flags.DEFINE_integer(
+    "torch_threads", None, "torch.set_num_threads for the PyTorch baselines (default: torch's). "
+    "On a shared CPU compare single-threaded: this flag = 1 and XLA_FLAGS="
+    "'--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'.")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
 
 
-def time_jax(sd, params, text_shape):
+def make_inputs(sd, text_shape):
+  """Random latents [P, C, h, w], text states [P, L, D] and an unconditional state [L, D]."""
+  rng = np.random.default_rng(0)
+  latents = rng.standard_normal((_POPULATION.value,) + sd.latent_shape).astype(np.float32)
+  cond = rng.standard_normal((_POPULATION.value,) + tuple(text_shape)).astype(np.float32)
+  uncond = rng.standard_normal(tuple(text_shape)).astype(np.float32)
+  return latents, cond, uncond
+
+
+def time_jax(sd, params, text_shape, latents, cond, uncond):
+  """Compile time (first call minus a steady call) and steady-state images/s of the sampler."""
   population = _POPULATION.value
   guidance = _GUIDANCE.value > 1.0
   settings = sampler_lib.SamplerSettings(scheduler=_SCHEDULER.value, num_steps=_STEPS.value,
                                          guidance=guidance)
   pop_sampler = sampler_lib.PopulationSampler(sd, params, settings, microbatch=_MICROBATCH.value)
-  rng = np.random.default_rng(0)
-  latents = rng.standard_normal((population,) + sd.latent_shape).astype(np.float32)
-  cond = rng.standard_normal((population,) + tuple(text_shape)).astype(np.float32)
-  uncond = rng.standard_normal(tuple(text_shape)).astype(np.float32)
-  chunk = sharding.chunk_size(pop_sampler.mesh, population, _MICROBATCH.value)
-  args = [sharding.put_population(sharding.pad_population(a, chunk)[:chunk], pop_sampler.mesh)
-          for a in (latents, cond, np.broadcast_to(uncond, cond.shape),
-                    np.full(population, _GUIDANCE.value, np.float32))]
-  start = time.perf_counter()
-  pop_sampler.compiled.lower(pop_sampler.params, *args, {}).compile()
-  compile_s = time.perf_counter() - start
-  pop_sampler(latents, cond, uncond, _GUIDANCE.value)  # warm-up (fills the jit cache)
-  times = []
-  for _ in range(_REPEATS.value):
+
+  def run():
     start = time.perf_counter()
     out = pop_sampler(latents, cond, uncond, _GUIDANCE.value)
     jax.block_until_ready(out.images)
-    times.append(time.perf_counter() - start)
+    return out, time.perf_counter() - start
+
+  _, first_s = run()            # compiles (the persistent compilation cache is off)
+  times = []
+  for _ in range(_REPEATS.value):
+    out, seconds = run()
+    times.append(seconds)
   seconds = statistics.median(times)
   flops = costs.sampler_flops(sd, pop_sampler.params["sd"], len(pop_sampler.scheduler.timesteps),
                               guidance, text_shape).per_image
-  return {"compile_s": compile_s, "steady_s": seconds, "images_per_s": population / seconds,
-          "flops_per_image": flops, "tflops_per_s": flops * population / seconds / 1e12,
-          "latents": latents, "cond": cond, "uncond": uncond, "images": out.images}
+  return {"compile_s": first_s - seconds, "steady_s": seconds,
+          "images_per_s": population / seconds, "flops_per_image": flops,
+          "tflops_per_s": flops * population / seconds / 1e12, "images": out.images}
+
+
+def with_attention(sd, implementation: str):
+  """The bundle with its UNet/VAE attention switched to `implementation` (same params)."""
+  return dataclasses.replace(sd, unet=sd.unet.clone(attention=implementation),
+                             vae=sd.vae.clone(attention=implementation))
 
 
 def time_torch(sd, latents, cond, uncond):
@@ -111,6 +127,8 @@ def time_torch(sd, latents, cond, uncond):
   import diffusers  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   device = "cuda" if torch.cuda.is_available() else "cpu"
+  if _TORCH_THREADS.value:
+    torch.set_num_threads(_TORCH_THREADS.value)
   dtype = torch.float32 if (_DTYPE.value == "float32" or device == "cpu") else torch.bfloat16
   unet = diffusers.UNet2DConditionModel.from_config(
       unet_lib.config_json(sd.unet.config)).to(device, dtype).eval()
@@ -155,7 +173,8 @@ def time_torch(sd, latents, cond, uncond):
   generate(latents, cond)
   batch_rate = len(latents) / (time.perf_counter() - start)
   del unet, vae
-  return {"device": device, "dtype": str(dtype), "one_by_one_images_per_s": one_rate,
+  return {"device": device, "dtype": str(dtype), "threads": torch.get_num_threads(),
+          "one_by_one_images_per_s": one_rate,
           "batched_images_per_s": batch_rate, "one_by_one_timed": n_one}
 
 
@@ -211,28 +230,32 @@ def time_loading(shape: str, divisor: int, dtype: str) -> dict:
 def main(argv):
   del argv
   jax.config.update("jax_compilation_cache_dir", None)  # measure real compile time
+  attentions = _ATTENTION.value
   sd, params, text_shape = random_init.load_shape_or_pipeline(_MODEL.value, _DTYPE.value,
-                                                              attention=_ATTENTION.value)
+                                                              attention=attentions[0])
   result = {"model": _MODEL.value, "population": _POPULATION.value, "steps": _STEPS.value,
             "scheduler": _SCHEDULER.value, "guidance_scale": _GUIDANCE.value,
-            "dtype": _DTYPE.value, "attention": _ATTENTION.value,
+            "dtype": _DTYPE.value, "attention": attentions[0],
             "devices": [str(d) for d in jax.devices()], "image_size": sd.image_size,
-            "cpu_count": os.cpu_count()}
-  jax_result = time_jax(sd, params, text_shape)
-  latents, cond, uncond, images = (jax_result.pop(k)
-                                   for k in ("latents", "cond", "uncond", "images"))
-  result["jax"] = jax_result
-  if _PEAK.value:
-    result["jax"]["mfu"] = jax_result["tflops_per_s"] / _PEAK.value
-  rate = jax_result["images_per_s"]
-  result["ratios"] = {}
+            "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "load_average": os.getloadavg()[0]}
+  latents, cond, uncond = make_inputs(sd, text_shape)
+  rows = {}
+  for implementation in attentions:
+    rows[f"jax_{implementation}"] = time_jax(with_attention(sd, implementation), params,
+                                             text_shape, latents, cond, uncond)
   if _DIFFUSERS_FLAX.value and diffusers_flax_baseline.available():
-    old = time_jax(diffusers_flax_baseline.bundle(sd), params, text_shape)
-    result["jax_diffusers_flax"] = {
-        k: v for k, v in old.items() if k not in ("latents", "cond", "uncond", "images")}
-    result["jax_diffusers_flax"]["max_image_difference"] = float(
-        np.abs(old["images"] - images).max())
-    result["ratios"]["jax_vs_jax_diffusers_flax"] = rate / old["images_per_s"]
+    rows["jax_diffusers_flax"] = time_jax(diffusers_flax_baseline.bundle(sd), params, text_shape,
+                                          latents, cond, uncond)
+  images = rows[f"jax_{attentions[0]}"]["images"]
+  for name, row in rows.items():
+    row["max_image_difference"] = float(np.abs(row.pop("images") - images).max())
+    if _PEAK.value:
+      row["mfu"] = row["tflops_per_s"] / _PEAK.value
+  result["jax"] = rows.pop(f"jax_{attentions[0]}")
+  result.update(rows)
+  rate = result["jax"]["images_per_s"]
+  result["ratios"] = {f"jax_vs_{name}": rate / row["images_per_s"] for name, row in rows.items()}
   if _TORCH.value:
     result["torch"] = time_torch(sd, latents, cond, uncond)
     result["ratios"].update(
@@ -242,9 +265,9 @@ def main(argv):
     result["load"] = time_loading(_LOAD_SHAPE.value, _LOAD_DIVISOR.value, _DTYPE.value)
   logging.info("%s", json.dumps(result, indent=2))
   print(f"model={_MODEL.value} P={_POPULATION.value} steps={_STEPS.value} "
-        f"{_SCHEDULER.value} cfg={_GUIDANCE.value} {_DTYPE.value} attention={_ATTENTION.value} "
+        f"{_SCHEDULER.value} cfg={_GUIDANCE.value} {_DTYPE.value} attention={attentions[0]} "
         f"on {jax.devices()[0].platform} x{jax.device_count()}")
-  for name in ("jax", "jax_diffusers_flax"):
+  for name in ["jax"] + list(rows):
     if name in result:
       j = result[name]
       print(f"  {name:18s} compile {j['compile_s']:.1f} s | steady {j['steady_s']:.2f} s | "
