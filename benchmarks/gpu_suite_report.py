@@ -52,7 +52,7 @@ def markdown(suite: dict) -> str:
     lines += [
         f"Sampler: model {sampler['model']}, population {sampler['population']}, "
         f"{sampler['steps']} {sampler['scheduler']} steps, CFG {sampler['guidance_scale']}, "
-        f"{sampler['dtype']}; {sampler['jax']['flops_per_image'] / 1e12:.2f} TFLOP/image.", "",
+        f"{sampler['dtype']}; {sampler['jax']['flops_per_image'] / 1e12:.3g} TFLOP/image.", "",
         "| implementation | compile s | images/s | TFLOP/s | MFU |", "|---|---|---|---|---|"]
     for name, row in suite["sampler_rows"].items():
       lines.append(f"| {name} | {_fmt(row.get('compile_s'), '.1f')} | "
