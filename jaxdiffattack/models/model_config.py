@@ -91,6 +91,21 @@ def require(condition: bool, source, key: str, value, allowed: str) -> None:
     raise ConfigError(f"{source}: config {key}={value!r} is invalid: {allowed}")
 
 
+def checker(config, source):
+  """req(ok, key, allowed): `require` on `config`'s value of `key`."""
+  return lambda ok, key, allowed: require(ok, source, key, getattr(config, key), allowed)
+
+
+def check_channels(config, source) -> None:
+  """`block_out_channels`: positive ints; `norm_num_groups` divides each (UNet and VAE)."""
+  req = checker(config, source)
+  channels = config.block_out_channels
+  req(len(channels) >= 1 and all(isinstance(c, int) and c > 0 for c in channels),
+      "block_out_channels", "give a non-empty list of positive ints")
+  req(all(c % config.norm_num_groups == 0 for c in channels), "norm_num_groups",
+      f"must divide every entry of block_out_channels {channels}")
+
+
 def per_block(value, num_blocks: int, source, key: str) -> tuple:
   """An int/bool or a per-block list as a tuple of length `num_blocks`."""
   if isinstance(value, tuple):
@@ -100,4 +115,5 @@ def per_block(value, num_blocks: int, source, key: str) -> tuple:
   return (value,) * num_blocks
 
 
-__all__ = ["METADATA_KEYS", "from_dict", "per_block", "read_json", "require", "to_dict"]
+__all__ = ["METADATA_KEYS", "check_channels", "checker", "from_dict", "per_block", "read_json",
+           "require", "to_dict"]

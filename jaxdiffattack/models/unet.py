@@ -124,11 +124,9 @@ class UNetConfig:
     return self.out_channels == 2 * self.in_channels
 
   def validate(self, source) -> None:
-    req = lambda ok, key, allowed: model_config.require(ok, source, key, getattr(self, key),
-                                                        allowed)
+    model_config.check_channels(self, source)
+    req = model_config.checker(self, source)
     n = self.num_blocks
-    req(n >= 1 and all(isinstance(c, int) and c > 0 for c in self.block_out_channels),
-        "block_out_channels", "give a non-empty list of positive ints")
     req(len(self.down_block_types) == n and set(self.down_block_types) <= set(DOWN_BLOCK_TYPES),
         "down_block_types", f"give {n} entries (one per block_out_channels) from "
         f"{DOWN_BLOCK_TYPES}")
@@ -145,8 +143,6 @@ class UNetConfig:
     for channels, heads in zip(self.block_out_channels, self.heads):
       req(channels % heads == 0, "attention_head_dim",
           f"each level's channels {self.block_out_channels} must divide by its head count")
-    req(all(c % self.norm_num_groups == 0 for c in self.block_out_channels), "norm_num_groups",
-        f"must divide every entry of block_out_channels {self.block_out_channels}")
     req(self.sample_size is None or self.sample_size >= 1, "sample_size", "give a positive int")
 
 

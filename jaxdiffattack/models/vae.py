@@ -69,17 +69,13 @@ class VAEConfig:
     return 2 ** (self.num_blocks - 1)
 
   def validate(self, source) -> None:
-    req = lambda ok, key, allowed: model_config.require(ok, source, key, getattr(self, key),
-                                                        allowed)
+    model_config.check_channels(self, source)
+    req = model_config.checker(self, source)
     n = self.num_blocks
-    req(n >= 1 and all(isinstance(c, int) and c > 0 for c in self.block_out_channels),
-        "block_out_channels", "give a non-empty list of positive ints")
     req(self.down_block_types == ("DownEncoderBlock2D",) * n, "down_block_types",
         f"give {n} x 'DownEncoderBlock2D' (one per block_out_channels)")
     req(self.up_block_types == ("UpDecoderBlock2D",) * n, "up_block_types",
         f"give {n} x 'UpDecoderBlock2D' (one per block_out_channels)")
-    req(all(c % self.norm_num_groups == 0 for c in self.block_out_channels), "norm_num_groups",
-        f"must divide every entry of block_out_channels {self.block_out_channels}")
     req(isinstance(self.layers_per_block, int) and self.layers_per_block >= 1,
         "layers_per_block", "give a positive int")
 
