@@ -40,7 +40,6 @@ import numpy as np
 
 from jaxdiffattack import costs
 from jaxdiffattack import sampler as sampler_lib
-from jaxdiffattack import sharding
 from jaxdiffattack.models import convert_diffusers
 from jaxdiffattack.models import random_init
 from jaxdiffattack.models import unet as unet_lib

@@ -184,13 +184,13 @@ class Attention(nn.Module):
   dtype: jnp.dtype = jnp.float32
   implementation: str = "xla"
   upcast: bool = False
-  capture: bool = False   # return nothing extra; sow the probabilities (reference path)
+  capture: bool = False   # also sow the probabilities (computed on the "reference" path)
 
   @nn.compact
   def __call__(self, x, context=None):
     inner = self.heads * self.dim_head
     context = x if context is None else context
-    dense = lambda name, bias=False: nn.Dense(inner, use_bias=bias, dtype=self.dtype, name=name)
+    dense = lambda name: nn.Dense(inner, use_bias=False, dtype=self.dtype, name=name)
     split = lambda a: a.reshape(a.shape[:2] + (self.heads, self.dim_head))   # [B, T, N, H]
     q, k, v = (split(dense(name)(src)) for name, src in
                (("to_q", x), ("to_k", context), ("to_v", context)))
