@@ -88,7 +88,7 @@ def make_inputs(sd, text_shape):
   return latents, cond, uncond
 
 
-def time_jax(sd, params, text_shape, latents, cond, uncond):
+def time_jax(sd, params, flops_per_image, latents, cond, uncond):
   """Compile time (first call minus a steady call) and steady-state images/s of the sampler."""
   population = _POPULATION.value
   guidance = _GUIDANCE.value > 1.0
@@ -108,11 +108,9 @@ def time_jax(sd, params, text_shape, latents, cond, uncond):
     out, seconds = run()
     times.append(seconds)
   seconds = statistics.median(times)
-  flops = costs.sampler_flops(sd, pop_sampler.params["sd"], len(pop_sampler.scheduler.timesteps),
-                              guidance, text_shape).per_image
   return {"compile_s": first_s - seconds, "steady_s": seconds,
-          "images_per_s": population / seconds, "flops_per_image": flops,
-          "tflops_per_s": flops * population / seconds / 1e12, "images": out.images}
+          "images_per_s": population / seconds, "flops_per_image": flops_per_image,
+          "tflops_per_s": flops_per_image * population / seconds / 1e12, "images": out.images}
 
 
 def with_attention(sd, implementation: str):
@@ -140,13 +138,13 @@ def time_torch(sd, latents, cond, uncond):
   guidance = _GUIDANCE.value > 1.0
 
   @torch.no_grad()
-  def generate(z, c):
+  def generate(z, c, steps=_STEPS.value):
     z = torch.from_numpy(z).to(device, dtype)
     c = torch.from_numpy(c).to(device, dtype)
     if guidance:
       u = torch.from_numpy(np.broadcast_to(uncond, c.shape).copy()).to(device, dtype)
       c = torch.cat([u, c])
-    scheduler.set_timesteps(_STEPS.value, device=device)
+    scheduler.set_timesteps(steps, device=device)
     z = z * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
       x = torch.cat([z, z]) if guidance else z
@@ -161,13 +159,13 @@ def time_torch(sd, latents, cond, uncond):
       torch.cuda.synchronize()
     return images
 
-  generate(latents[:1], cond[:1])  # warm-up
+  generate(latents[:1], cond[:1], steps=2)  # warm-up (same shapes, fewer steps)
   n_one = max(1, min(_TORCH_ONE_BY_ONE.value, len(latents)))
   start = time.perf_counter()
   for i in range(n_one):
     generate(latents[i:i + 1], cond[i:i + 1])
   one_rate = n_one / (time.perf_counter() - start)
-  generate(latents, cond)  # warm-up at the batch shape
+  generate(latents, cond, steps=2)  # warm-up at the batch shape
   start = time.perf_counter()
   generate(latents, cond)
   batch_rate = len(latents) / (time.perf_counter() - start)
@@ -239,12 +237,15 @@ def main(argv):
             "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "load_average": os.getloadavg()[0]}
   latents, cond, uncond = make_inputs(sd, text_shape)
+  # The same for every row (same model, same XLA cost analysis): computed once.
+  flops = costs.sampler_flops(sd, costs.abstract({"unet": params["unet"], "vae": params["vae"]}),
+                              _STEPS.value, _GUIDANCE.value > 1.0, text_shape).per_image
   rows = {}
   for implementation in attentions:
-    rows[f"jax_{implementation}"] = time_jax(with_attention(sd, implementation), params,
-                                             text_shape, latents, cond, uncond)
+    rows[f"jax_{implementation}"] = time_jax(with_attention(sd, implementation), params, flops,
+                                             latents, cond, uncond)
   if _DIFFUSERS_FLAX.value and diffusers_flax_baseline.available():
-    rows["jax_diffusers_flax"] = time_jax(diffusers_flax_baseline.bundle(sd), params, text_shape,
+    rows["jax_diffusers_flax"] = time_jax(diffusers_flax_baseline.bundle(sd), params, flops,
                                           latents, cond, uncond)
   images = rows[f"jax_{attentions[0]}"]["images"]
   for name, row in rows.items():
