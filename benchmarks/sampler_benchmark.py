@@ -2,7 +2,8 @@ r"""Sampler throughput: the compiled JAX population sampler vs PyTorch diffusers
 
   python benchmarks/sampler_benchmark.py --model=toy --population=16 --steps=50
   python benchmarks/sampler_benchmark.py --model=sd15 --population=64 --dtype=bfloat16 \
-      --peak_tflops=989          # H100 SXM dense bf16; on GPUs/TPUs
+      --peak_tflops=989 --attention=cudnn   # H100 SXM dense bf16; on GPUs/TPUs
+  python benchmarks/sampler_benchmark.py --model=toy --load_shape=sd15 --load_width_divisor=2
 
 Reports, in one process: compile time apart from steady state; images/s of the JAX sampler;
 FLOPs per image (`jaxdiffattack.costs.sampler_flops`: XLA's cost analysis of one UNet call and of
@@ -12,11 +13,23 @@ by the PyTorch diffusers modules and scheduler (a) one candidate at a time — h
 attack code evaluates — and (b) as one batch; then ratios. `--model=sd15` is the real SD1.5 shape
 (860 M-parameter UNet, 512², 77×768 text) with random weights: weights' values do not change speed.
 Text conditions are random hidden states (text encoding is outside the timed loop for both sides).
+
+With --diffusers_flax (default, while diffusers 0.39 is installed) the same sampler also runs on
+the previous modules, diffusers' Flax UNet/VAE (`diffusers_flax_baseline.py`), on the same params
+and inputs: images/s new vs old side by side, and the largest image difference between them.
+--load_shape=sd15 writes a random safetensors checkpoint of that shape (UNet + VAE, PyTorch
+names; --load_width_divisor shrinks every channel count, keeping the topology, for small
+machines) into a temp dir and times loading it (read, rename, transpose, cast to --dtype), the
+project's loader vs the previous one; best of --load_repeats each.
 """
 
+import dataclasses
 import json
 import os
+import pathlib
 import statistics
+import sys
+import tempfile
 import time
 
 from absl import app
@@ -27,8 +40,15 @@ import numpy as np
 
 from jaxdiffattack import costs
 from jaxdiffattack import sampler as sampler_lib
-from jaxdiffattack import sharding
+from jaxdiffattack.models import convert_diffusers
 from jaxdiffattack.models import random_init
+from jaxdiffattack.models import unet as unet_lib
+from jaxdiffattack.models import vae as vae_lib
+from jaxdiffattack.models import weights
+from jaxdiffattack.models.stable_diffusion import DTYPES
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import diffusers_flax_baseline  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _MODEL = flags.DEFINE_string("model", "toy", "'toy', 'sd15' (random weights) or a pipeline dir.")
 _POPULATION = flags.DEFINE_integer("population", 16, "Candidates per compiled call.")
@@ -42,39 +62,61 @@ _PEAK = flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s of the device (for
 _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch diffusers baselines.")
 _TORCH_ONE_BY_ONE = flags.DEFINE_integer(
     "torch_one_by_one", 4, "Candidates timed one at a time in PyTorch (rate extrapolated).")
+_ATTENTION = flags.DEFINE_list("attention", ["xla"], "Attention implementations, each timed "
+                               "on the same params ('xla', 'cudnn'); the first is the main row.")
+_DIFFUSERS_FLAX = flags.DEFINE_bool(
+    "diffusers_flax", True, "Also time the previous modules (diffusers' Flax UNet/VAE) when "
+    "diffusers 0.39 is installed.")
+_LOAD_SHAPE = flags.DEFINE_string("load_shape", "", "Time loading a random safetensors "
+                                  "checkpoint of this shape ('sd15'), new loader vs previous.")
+_LOAD_DIVISOR = flags.DEFINE_integer("load_width_divisor", 1, "Divide every channel count of "
+                                     "--load_shape by this (same topology, less disk/memory).")
+_LOAD_REPEATS = flags.DEFINE_integer("load_repeats", 2, "Timed loads per loader (best kept).")
+_TORCH_THREADS = flags.DEFINE_integer(
+    "torch_threads", None, "torch.set_num_threads for the PyTorch baselines (default: torch's). "
+    "On a shared CPU compare single-threaded: this flag = 1 and XLA_FLAGS="
+    "'--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'.")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
 
 
-def time_jax(sd, params, text_shape):
+def make_inputs(sd, text_shape):
+  """Random latents [P, C, h, w], text states [P, L, D] and an unconditional state [L, D]."""
+  rng = np.random.default_rng(0)
+  latents = rng.standard_normal((_POPULATION.value,) + sd.latent_shape).astype(np.float32)
+  cond = rng.standard_normal((_POPULATION.value,) + tuple(text_shape)).astype(np.float32)
+  uncond = rng.standard_normal(tuple(text_shape)).astype(np.float32)
+  return latents, cond, uncond
+
+
+def time_jax(sd, params, flops_per_image, latents, cond, uncond):
+  """Compile time (first call minus a steady call) and steady-state images/s of the sampler."""
   population = _POPULATION.value
   guidance = _GUIDANCE.value > 1.0
   settings = sampler_lib.SamplerSettings(scheduler=_SCHEDULER.value, num_steps=_STEPS.value,
                                          guidance=guidance)
   pop_sampler = sampler_lib.PopulationSampler(sd, params, settings, microbatch=_MICROBATCH.value)
-  rng = np.random.default_rng(0)
-  latents = rng.standard_normal((population,) + sd.latent_shape).astype(np.float32)
-  cond = rng.standard_normal((population,) + tuple(text_shape)).astype(np.float32)
-  uncond = rng.standard_normal(tuple(text_shape)).astype(np.float32)
-  chunk = sharding.chunk_size(pop_sampler.mesh, population, _MICROBATCH.value)
-  args = [sharding.put_population(sharding.pad_population(a, chunk)[:chunk], pop_sampler.mesh)
-          for a in (latents, cond, np.broadcast_to(uncond, cond.shape),
-                    np.full(population, _GUIDANCE.value, np.float32))]
-  start = time.perf_counter()
-  pop_sampler.compiled.lower(pop_sampler.params, *args, {}).compile()
-  compile_s = time.perf_counter() - start
-  pop_sampler(latents, cond, uncond, _GUIDANCE.value)  # warm-up (fills the jit cache)
-  times = []
-  for _ in range(_REPEATS.value):
+
+  def run():
     start = time.perf_counter()
     out = pop_sampler(latents, cond, uncond, _GUIDANCE.value)
     jax.block_until_ready(out.images)
-    times.append(time.perf_counter() - start)
+    return out, time.perf_counter() - start
+
+  _, first_s = run()            # compiles (the persistent compilation cache is off)
+  times = []
+  for _ in range(_REPEATS.value):
+    out, seconds = run()
+    times.append(seconds)
   seconds = statistics.median(times)
-  flops = costs.sampler_flops(sd, pop_sampler.params["sd"], len(pop_sampler.scheduler.timesteps),
-                              guidance, text_shape).per_image
-  return {"compile_s": compile_s, "steady_s": seconds, "images_per_s": population / seconds,
-          "flops_per_image": flops, "tflops_per_s": flops * population / seconds / 1e12,
-          "latents": latents, "cond": cond, "uncond": uncond}
+  return {"compile_s": first_s - seconds, "steady_s": seconds,
+          "images_per_s": population / seconds, "flops_per_image": flops_per_image,
+          "tflops_per_s": flops_per_image * population / seconds / 1e12, "images": out.images}
+
+
+def with_attention(sd, implementation: str):
+  """The bundle with its UNet/VAE attention switched to `implementation` (same params)."""
+  return dataclasses.replace(sd, unet=sd.unet.clone(attention=implementation),
+                             vae=sd.vae.clone(attention=implementation))
 
 
 def time_torch(sd, latents, cond, uncond):
@@ -82,9 +124,13 @@ def time_torch(sd, latents, cond, uncond):
   import diffusers  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   device = "cuda" if torch.cuda.is_available() else "cpu"
+  if _TORCH_THREADS.value:
+    torch.set_num_threads(_TORCH_THREADS.value)
   dtype = torch.float32 if (_DTYPE.value == "float32" or device == "cpu") else torch.bfloat16
-  unet = diffusers.UNet2DConditionModel.from_config(dict(sd.unet.config)).to(device, dtype).eval()
-  vae = diffusers.AutoencoderKL.from_config(dict(sd.vae.config)).to(device, dtype).eval()
+  unet = diffusers.UNet2DConditionModel.from_config(
+      unet_lib.config_json(sd.unet.config)).to(device, dtype).eval()
+  vae = diffusers.AutoencoderKL.from_config(vae_lib.config_json(sd.vae.config)).to(device,
+                                                                                  dtype).eval()
   classes = {"ddim": diffusers.DDIMScheduler, "pndm": diffusers.PNDMScheduler,
              "dpmsolver++": diffusers.DPMSolverMultistepScheduler,
              "euler": diffusers.EulerDiscreteScheduler}
@@ -92,13 +138,13 @@ def time_torch(sd, latents, cond, uncond):
   guidance = _GUIDANCE.value > 1.0
 
   @torch.no_grad()
-  def generate(z, c):
+  def generate(z, c, steps=_STEPS.value):
     z = torch.from_numpy(z).to(device, dtype)
     c = torch.from_numpy(c).to(device, dtype)
     if guidance:
       u = torch.from_numpy(np.broadcast_to(uncond, c.shape).copy()).to(device, dtype)
       c = torch.cat([u, c])
-    scheduler.set_timesteps(_STEPS.value, device=device)
+    scheduler.set_timesteps(steps, device=device)
     z = z * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
       x = torch.cat([z, z]) if guidance else z
@@ -113,54 +159,127 @@ def time_torch(sd, latents, cond, uncond):
       torch.cuda.synchronize()
     return images
 
-  generate(latents[:1], cond[:1])  # warm-up
+  generate(latents[:1], cond[:1], steps=2)  # warm-up (same shapes, fewer steps)
   n_one = max(1, min(_TORCH_ONE_BY_ONE.value, len(latents)))
   start = time.perf_counter()
   for i in range(n_one):
     generate(latents[i:i + 1], cond[i:i + 1])
   one_rate = n_one / (time.perf_counter() - start)
-  generate(latents, cond)  # warm-up at the batch shape
+  generate(latents, cond, steps=2)  # warm-up at the batch shape
   start = time.perf_counter()
   generate(latents, cond)
   batch_rate = len(latents) / (time.perf_counter() - start)
-  return {"device": device, "dtype": str(dtype), "one_by_one_images_per_s": one_rate,
+  del unet, vae
+  return {"device": device, "dtype": str(dtype), "threads": torch.get_num_threads(),
+          "one_by_one_images_per_s": one_rate,
           "batched_images_per_s": batch_rate, "one_by_one_timed": n_one}
+
+
+def _scaled(spec: dict, divisor: int) -> dict:
+  """A diffusers config with every channel count divided by `divisor`: the same topology and
+  tensor count. GroupNorm keeps 32 groups (the previous modules hard-code 32), so the channel
+  counts must stay multiples of 32: for SD1.5, divisor 2 (UNet 160…640, VAE 64…256)."""
+  channels = [c // divisor for c in spec["block_out_channels"]]
+  if any(c * divisor != c0 or c % 32 for c, c0 in zip(channels, spec["block_out_channels"])):
+    raise app.UsageError(f"--load_width_divisor={divisor} leaves channel counts {channels} that "
+                         "are not multiples of 32")
+  return dict(spec, block_out_channels=channels)
+
+
+def time_loading(shape: str, divisor: int, dtype: str) -> dict:
+  """Seconds to load a random safetensors checkpoint of `shape`: new loader vs previous."""
+  spec = random_init.SHAPES[shape]
+  out = {"shape": shape, "width_divisor": divisor}
+  with tempfile.TemporaryDirectory(prefix="load_bench_") as tmp:
+    root = pathlib.Path(tmp)
+    for kind in ("unet", "vae"):
+      module = weights.build_diffusers_model(kind, _scaled(spec[kind], divisor), "benchmark")
+      rng = np.random.default_rng(0)
+      flat = {key: rng.standard_normal(s.shape, np.float32) * 0.02
+              for key, s in weights.expected_params(module).items()}
+      out[f"{kind}_parameters"] = sum(v.size for v in flat.values())
+      to_json = {"unet": unet_lib.config_json, "vae": vae_lib.config_json}[kind]
+      (root / kind).mkdir()
+      (root / kind / "config.json").write_text(json.dumps(to_json(module.config)))
+      weights.write_safetensors(root / kind / weights.DIFFUSERS_SAFETENSORS[0],
+                                convert_diffusers.to_pytorch(flat))
+      del flat
+    out["file_bytes"] = sum(f.stat().st_size for f in root.glob("*/*.safetensors"))
+    loaders = {"new": lambda kind: weights.load_diffusers_model(kind, root / kind, DTYPES[dtype])}
+    if _DIFFUSERS_FLAX.value and diffusers_flax_baseline.available():
+      loaders["diffusers_flax"] = lambda kind: diffusers_flax_baseline.load(kind, root / kind,
+                                                                          DTYPES[dtype])
+    for name, load in loaders.items():
+      times = []
+      for _ in range(_LOAD_REPEATS.value):
+        start = time.perf_counter()
+        for kind in ("unet", "vae"):
+          _, params = load(kind)
+          jax.block_until_ready(params)
+          del params
+        times.append(time.perf_counter() - start)
+      out[f"{name}_s"] = min(times)
+  if "diffusers_flax_s" in out:
+    out["speedup"] = out["diffusers_flax_s"] / out["new_s"]
+  return out
 
 
 def main(argv):
   del argv
   jax.config.update("jax_compilation_cache_dir", None)  # measure real compile time
-  sd, params, text_shape = random_init.load_shape_or_pipeline(_MODEL.value, _DTYPE.value)
+  attentions = _ATTENTION.value
+  sd, params, text_shape = random_init.load_shape_or_pipeline(_MODEL.value, _DTYPE.value,
+                                                              attention=attentions[0])
   result = {"model": _MODEL.value, "population": _POPULATION.value, "steps": _STEPS.value,
             "scheduler": _SCHEDULER.value, "guidance_scale": _GUIDANCE.value,
-            "dtype": _DTYPE.value, "devices": [str(d) for d in jax.devices()],
-            "image_size": sd.image_size, "cpu_count": os.cpu_count()}
-  jax_result = time_jax(sd, params, text_shape)
-  latents, cond, uncond = (jax_result.pop(k) for k in ("latents", "cond", "uncond"))
-  result["jax"] = jax_result
-  if _PEAK.value:
-    result["jax"]["mfu"] = jax_result["tflops_per_s"] / _PEAK.value
+            "dtype": _DTYPE.value, "attention": attentions[0],
+            "devices": [str(d) for d in jax.devices()], "image_size": sd.image_size,
+            "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "load_average": os.getloadavg()[0]}
+  latents, cond, uncond = make_inputs(sd, text_shape)
+  # The same for every row (same model, same XLA cost analysis): computed once.
+  flops = costs.sampler_flops(sd, costs.abstract({"unet": params["unet"], "vae": params["vae"]}),
+                              _STEPS.value, _GUIDANCE.value > 1.0, text_shape).per_image
+  rows = {}
+  for implementation in attentions:
+    rows[f"jax_{implementation}"] = time_jax(with_attention(sd, implementation), params, flops,
+                                             latents, cond, uncond)
+  if _DIFFUSERS_FLAX.value and diffusers_flax_baseline.available():
+    rows["jax_diffusers_flax"] = time_jax(diffusers_flax_baseline.bundle(sd), params, flops,
+                                          latents, cond, uncond)
+  images = rows[f"jax_{attentions[0]}"]["images"]
+  for name, row in rows.items():
+    row["max_image_difference"] = float(np.abs(row.pop("images") - images).max())
+    if _PEAK.value:
+      row["mfu"] = row["tflops_per_s"] / _PEAK.value
+  result["jax"] = rows.pop(f"jax_{attentions[0]}")
+  result.update(rows)
+  rate = result["jax"]["images_per_s"]
+  result["ratios"] = {f"jax_vs_{name}": rate / row["images_per_s"] for name, row in rows.items()}
   if _TORCH.value:
     result["torch"] = time_torch(sd, latents, cond, uncond)
-    rate = jax_result["images_per_s"]
-    result["ratios"] = {
-        "jax_vs_torch_one_by_one": rate / result["torch"]["one_by_one_images_per_s"],
-        "jax_vs_torch_batched": rate / result["torch"]["batched_images_per_s"]}
+    result["ratios"].update(
+        jax_vs_torch_one_by_one=rate / result["torch"]["one_by_one_images_per_s"],
+        jax_vs_torch_batched=rate / result["torch"]["batched_images_per_s"])
+  if _LOAD_SHAPE.value:
+    result["load"] = time_loading(_LOAD_SHAPE.value, _LOAD_DIVISOR.value, _DTYPE.value)
   logging.info("%s", json.dumps(result, indent=2))
-  j = result["jax"]
   print(f"model={_MODEL.value} P={_POPULATION.value} steps={_STEPS.value} "
-        f"{_SCHEDULER.value} cfg={_GUIDANCE.value} {_DTYPE.value} on {jax.devices()[0].platform}"
-        f" x{jax.device_count()}")
-  print(f"  JAX   compile {j['compile_s']:.1f} s | steady {j['steady_s']:.2f} s | "
-        f"{j['images_per_s']:.2f} images/s | {j['flops_per_image'] / 1e9:.2f} GFLOP/image | "
-        f"{j['tflops_per_s']:.3f} TFLOP/s" + (f" | MFU {j['mfu']:.1%}" if "mfu" in j else ""))
+        f"{_SCHEDULER.value} cfg={_GUIDANCE.value} {_DTYPE.value} attention={attentions[0]} "
+        f"on {jax.devices()[0].platform} x{jax.device_count()}")
+  for name in ["jax"] + list(rows):
+    if name in result:
+      j = result[name]
+      print(f"  {name:18s} compile {j['compile_s']:.1f} s | steady {j['steady_s']:.2f} s | "
+            f"{j['images_per_s']:.2f} images/s | {j['flops_per_image'] / 1e9:.2f} GFLOP/image | "
+            f"{j['tflops_per_s']:.3f} TFLOP/s" + (f" | MFU {j['mfu']:.1%}" if "mfu" in j else ""))
   if "torch" in result:
     t = result["torch"]
     print(f"  torch one-by-one {t['one_by_one_images_per_s']:.2f} images/s | batched "
           f"{t['batched_images_per_s']:.2f} images/s ({t['device']}, {t['dtype']})")
-    r = result["ratios"]
-    print(f"  ratio JAX/torch-one-by-one {r['jax_vs_torch_one_by_one']:.2f}x | "
-          f"JAX/torch-batched {r['jax_vs_torch_batched']:.2f}x")
+  print("  ratios " + " | ".join(f"{k} {v:.2f}x" for k, v in result["ratios"].items()))
+  if "load" in result:
+    print("  load " + json.dumps(result["load"]))
   if _OUT.value:
     from jaxdiffattack import io  # pylint: disable=g-import-not-at-top
     io.write_json(_OUT.value, result)

@@ -56,7 +56,7 @@ def sampler_flops(sd: StableDiffusion, params, num_steps: int, guidance: bool,
   x = jax.ShapeDtypeStruct((1,) + tuple(sd.latent_shape), sd.dtype)
   t = jax.ShapeDtypeStruct((1,), jnp.float32)
   ctx = jax.ShapeDtypeStruct((1,) + tuple(text_shape), sd.dtype)
-  unet = jax.jit(lambda p, x, t, c: sd.unet.apply({"params": p}, x, t, c).sample)
+  unet = jax.jit(lambda p, x, t, c: sd.unet.apply({"params": p}, x, t, c))
   unet_call = _flops(unet.lower(abstract(params["unet"]), x, t, ctx))
   z = jax.ShapeDtypeStruct((1,) + tuple(sd.latent_shape), jnp.float32)
   vae = jax.jit(lambda p, z: sampler_lib.decode_latents(sd, p, z))

@@ -78,7 +78,7 @@ def decode_latents(sd: StableDiffusion, vae_params, latents: jax.Array) -> jax.A
   """VAE decode: latents [P, C, h, w] → images [P, H, W, 3] in [0, 1] (float32; float64 for
   float64 latents)."""
   scaled = (latents / sd.scaling_factor).astype(sd.dtype)
-  pixels = sd.vae.apply({"params": vae_params}, scaled, method=sd.vae.decode).sample
+  pixels = sd.vae.apply({"params": vae_params}, scaled, method=sd.vae.decode)
   pixels = pixels.astype(_work_dtype(latents))
   return jnp.clip(pixels / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
@@ -163,7 +163,7 @@ def _denoise(sd: StableDiffusion, scheduler, unet_params, carry, context, scale,
     if guidance:
       x_in = jnp.concatenate([x_in, x_in], axis=0)
     t_batch = jnp.broadcast_to(t, (x_in.shape[0],))
-    out = sd.unet.apply({"params": unet_params}, x_in.astype(sd.dtype), t_batch, context).sample
+    out = sd.unet.apply({"params": unet_params}, x_in.astype(sd.dtype), t_batch, context)
     out = out.astype(x_in.dtype)
     if guidance:
       out_uncond, out_cond = jnp.split(out, 2, axis=0)

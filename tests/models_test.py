@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import flax
 import jax
 import numpy as np
 import pytest
@@ -88,9 +89,9 @@ def test_unsupported_config_value_refused(tiny_sd_dirs, tmp_path):
   sd_dir = _copy(tiny_sd_dirs[1], tmp_path / "sd")
   config_file = sd_dir / "unet" / "config.json"
   config = json.loads(config_file.read_text())
-  config["norm_num_groups"] = 8
+  config["class_embed_type"] = "timestep"
   config_file.write_text(json.dumps(config))
-  with pytest.raises(UserError, match="norm_num_groups=8 is not supported by the Flax"):
+  with pytest.raises(UserError, match="class_embed_type='timestep' is not supported"):
     models.load_stable_diffusion(str(sd_dir))
 
 
@@ -129,3 +130,70 @@ def test_find_weights_prefers_flax(tmp_path):
   found = weights.find_weights(tmp_path, weights.DIFFUSERS_FLAX_WEIGHTS +
                                weights.DIFFUSERS_SAFETENSORS)
   assert found.name == "diffusion_flax_model.msgpack"
+
+
+# ---------------------------------------------------------------- bad checkpoints: one line each --
+def _unet_copy(tiny_sd_dirs, tmp_path, fmt):
+  """A copy of the tiny SD (pt: safetensors, flax: msgpack); returns (sd dir, unet weights)."""
+  sd_dir = _copy(tiny_sd_dirs[0 if fmt == "pt" else 1], tmp_path / "sd")
+  name = "diffusion_pytorch_model.safetensors" if fmt == "pt" else "diffusion_flax_model.msgpack"
+  return sd_dir, sd_dir / "unet" / name
+
+
+def _one_line_error(sd_dir, error, *fragments):
+  with pytest.raises(error) as e:
+    models.load_stable_diffusion(str(sd_dir))
+  message = str(e.value)
+  assert "\n" not in message, message
+  for fragment in fragments:
+    assert fragment in message, message
+  return message
+
+
+@pytest.mark.parametrize("fmt", ["pt", "flax"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupted_weights_file(tiny_sd_dirs, tmp_path, fmt, damage):
+  sd_dir, path = _unet_copy(tiny_sd_dirs, tmp_path, fmt)
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2] if damage == "truncated" else
+                   b"\xc1\xff" + bytes(range(256)) * 4)
+  _one_line_error(sd_dir, weights.CorruptWeightsError, str(path), "truncated, corrupted")
+
+
+@pytest.mark.parametrize("fmt", ["pt", "flax"])
+def test_missing_unexpected_and_misshaped_weights(tiny_sd_dirs, tmp_path, fmt):
+  sd_dir, path = _unet_copy(tiny_sd_dirs, tmp_path, fmt)
+  if fmt == "pt":
+    state = weights.read_safetensors(path)
+    write = lambda s: weights.write_safetensors(path, s)
+    key, name = "conv_in.weight", "conv_in.weight"
+  else:
+    state = flax.traverse_util.flatten_dict(weights.read_msgpack(path), sep="/")
+    write = lambda s: path.write_bytes(flax.serialization.msgpack_serialize(
+        flax.traverse_util.unflatten_dict(s, sep="/")))
+    key, name = "conv_in/kernel", "conv_in/kernel"
+  original = dict(state)
+  del state[key]
+  write(state)
+  _one_line_error(sd_dir, UserError, str(path), f"missing weight {name}")
+  write(dict(original, **{key.replace("conv_in", "conv_extra"): original[key]}))
+  _one_line_error(sd_dir, UserError, str(path),
+                  f"unexpected weight {name.replace('conv_in', 'conv_extra')}")
+  write(dict(original, **{key: original[key][..., :-1]}))
+  _one_line_error(sd_dir, UserError, str(path), f"weight {name} has shape")
+
+
+def test_config_json_errors_name_file_and_key(tiny_sd_dirs, tmp_path):
+  sd_dir = _copy(tiny_sd_dirs[1], tmp_path / "sd")
+  config_file = sd_dir / "vae" / "config.json"
+  config = json.loads(config_file.read_text())
+  config_file.write_text(json.dumps(dict(config, latent_scaling="auto")))
+  _one_line_error(sd_dir, UserError, str(config_file), "unknown config option latent_scaling")
+  config_file.write_text(json.dumps(dict(config, block_out_channels=[32, 60])))
+  _one_line_error(sd_dir, UserError, str(config_file), "norm_num_groups=8 is invalid")
+  config_file.write_text("{not json")
+  _one_line_error(sd_dir, UserError, str(config_file), "not a readable JSON config")
+  unet_file = sd_dir / "unet" / "config.json"
+  unet_config = json.loads(unet_file.read_text())
+  unet_file.write_text(json.dumps(dict(unet_config, cross_attention_dim=48)))
+  _one_line_error(sd_dir, UserError, "attn2/to_k/kernel has shape")

@@ -32,3 +32,11 @@ def test_toy_sampler_benchmark(tmp_path):
   assert j["compile_s"] > 0 and t["one_by_one_images_per_s"] > 0 and t["batched_images_per_s"] > 0
   assert r["ratios"]["jax_vs_torch_batched"] == pytest.approx(
       j["images_per_s"] / t["batched_images_per_s"])
+  # The previous modules (diffusers' Flax UNet/VAE, while diffusers 0.39 is installed) on the
+  # same params draw the same images.
+  if not hasattr(pytest.importorskip("diffusers"), "FlaxUNet2DConditionModel"):
+    return
+  old = r["jax_diffusers_flax"]
+  assert old["max_image_difference"] < 1e-4 and old["images_per_s"] > 0
+  assert r["ratios"]["jax_vs_jax_diffusers_flax"] == pytest.approx(
+      j["images_per_s"] / old["images_per_s"])

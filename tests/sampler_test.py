@@ -117,7 +117,7 @@ def _reference_steps(sd, scheduler, params, x, cond, uncond, steps):
   for s in steps:
     t = jnp.full((2 * x.shape[0],), scheduler.timesteps[s], x.dtype)
     context = jnp.concatenate([jnp.broadcast_to(uncond, cond.shape), cond])
-    eps = sd.unet.apply({"params": params["unet"]}, jnp.concatenate([x, x]), t, context).sample
+    eps = sd.unet.apply({"params": params["unet"]}, jnp.concatenate([x, x]), t, context)
     eps_uncond, eps_cond = jnp.split(eps, 2)
     x, _, _ = scheduler.step((), s, eps_uncond + SCALE * (eps_cond - eps_uncond), x)
     after.append(x)

@@ -33,9 +33,31 @@ def write_char_tokenizer(directory: pathlib.Path, max_length: int = MAX_LENGTH) 
       "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}))
 
 
-def build(directory: pathlib.Path, *, seed: int = 0, prediction_type: str = "epsilon"):
+SD1_UNET = dict(
+    sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+    layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+    attention_head_dim=8)
+
+
+def perturb(module, scale: float = 0.05):
+  """Adds scale · N(0, 1) to every weight of a torch module (in place; torch's global RNG).
+
+  Default inits leave some outputs near zero (zero-init conv_out): perturbing every weight makes
+  parity checks see every parameter.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  with torch.no_grad():
+    for p in module.parameters():
+      p.add_(scale * torch.randn_like(p))
+  return module
+
+
+def build(directory: pathlib.Path, *, seed: int = 0, prediction_type: str = "epsilon",
+          unet_config: dict | None = None):
   """Writes a tiny SD pipeline to `directory/pt` (safetensors) and `directory/flax` (msgpack).
 
+  `unet_config`: UNet2DConditionModel keyword arguments (default SD1_UNET).
   Returns (pt_dir, flax_dir).
   """
   # pylint: disable=g-import-not-at-top
@@ -43,15 +65,12 @@ def build(directory: pathlib.Path, *, seed: int = 0, prediction_type: str = "eps
   from diffusers import AutoencoderKL, UNet2DConditionModel
   from transformers import CLIPTextConfig, CLIPTextModel
   from jaxdiffattack.models import convert_transformers, load_stable_diffusion
+  from jaxdiffattack.models import weights
   # pylint: enable=g-import-not-at-top
   directory = pathlib.Path(directory)
   pt_dir, flax_dir = directory / "pt", directory / "flax"
   torch.manual_seed(seed)
-  unet = UNet2DConditionModel(
-      sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
-      layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-      up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-      attention_head_dim=8)  # norm_num_groups stays 32: the Flax UNet implements only that
+  unet = UNet2DConditionModel(**(unet_config or SD1_UNET))
   vae = AutoencoderKL(
       in_channels=3, out_channels=3, block_out_channels=(32, 64), layers_per_block=1,
       down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
@@ -60,12 +79,8 @@ def build(directory: pathlib.Path, *, seed: int = 0, prediction_type: str = "eps
       vocab_size=514, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
       num_attention_heads=4, max_position_embeddings=MAX_LENGTH, bos_token_id=512,
       eos_token_id=513, pad_token_id=513))
-  # Default inits leave some outputs near zero (zero-init conv_out): perturb every weight so
-  # that parity checks see every parameter.
-  with torch.no_grad():
-    for module in (unet, vae, text):
-      for p in module.parameters():
-        p.add_(0.05 * torch.randn_like(p))
+  for module in (unet, vae, text):
+    perturb(module)
   scheduler = dict(SD15_SCHEDULER, prediction_type=prediction_type)
   for root in (pt_dir, flax_dir):
     (root / "scheduler").mkdir(parents=True, exist_ok=True)
@@ -82,8 +97,8 @@ def build(directory: pathlib.Path, *, seed: int = 0, prediction_type: str = "eps
   text.save_pretrained(pt_dir / "text_encoder", safe_serialization=True)
   # The Flax copy: loaded through the safetensors path, saved as Flax msgpack.
   sd, params = load_stable_diffusion(str(pt_dir))
-  sd.unet.save_pretrained(flax_dir / "unet", params=params["unet"])
-  sd.vae.save_pretrained(flax_dir / "vae", params=params["vae"])
+  weights.save_diffusers_model(flax_dir / "unet", sd.unet, params["unet"])
+  weights.save_diffusers_model(flax_dir / "vae", sd.vae, params["vae"])
   convert_transformers.save(flax_dir / "text_encoder", "clip_text", sd.text_encoder.config,
                             params["text_encoder"])
   return pt_dir, flax_dir

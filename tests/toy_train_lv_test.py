@@ -1,4 +1,5 @@
 """The learned-variance toy generator's training (jaxdiffattack.toy.train_lv) on tiny configs."""
+import dataclasses
 import filecmp
 import json
 import pathlib
@@ -26,8 +27,9 @@ class HybridTrainingStepTest(absltest.TestCase):
     config = _load_config("learned_variance,smoke")
     c = config.unet
     c.update(num_steps=60, warmup_steps=1, cooldown_steps=0, lr=2e-3)
-    unet = train.unet_module(config).clone(sample_size=4, out_channels=8,
-                                           cross_attention_dim=16)
+    fixed = train.unet_module(config)
+    unet = fixed.clone(config=dataclasses.replace(fixed.config, sample_size=4, out_channels=8,
+                                                  cross_attention_dim=16))
     params = jax.jit(unet.init_weights)(jax.random.PRNGKey(0))
     tables = ddpm.train_tables(np.cumprod(1 - train.sd_betas(config)))
     loss_fn = train_lv.hybrid_loss_fn(unet, tables, 0.001)
@@ -78,7 +80,7 @@ class SmokeRunTest(absltest.TestCase):
     sd, params = models.load_stable_diffusion(str(out))
     base, _ = models.load_stable_diffusion("toy")
     self.assertEqual(sd.unet.config.out_channels, 2 * sd.latent_channels)
-    self.assertEqual(sd.unet.config.block_out_channels, [32])
+    self.assertEqual(sd.unet.config.block_out_channels, (32,))
     self.assertEqual(sd.latent_shape, base.latent_shape)
     self.assertEqual(sd.scaling_factor, base.scaling_factor)
     for sub in train_lv.SHARED_SUBFOLDERS:
@@ -97,7 +99,7 @@ class SmokeRunTest(absltest.TestCase):
     # One UNet call gives (ε, v); the learned step turns them into a finite sample.
     x = jnp.ones((1,) + sd.latent_shape)
     cond = jnp.zeros((1, sd.max_length, sd.text_dim))
-    out = sd.unet.apply({"params": params["unet"]}, x, 500, cond).sample
+    out = sd.unet.apply({"params": params["unet"]}, x, 500, cond)
     self.assertEqual(out.shape, (1, 8) + sd.latent_shape[1:])
     prev, _, _ = ddpm_step.step((), jnp.int32(0), out, x, x)
     self.assertTrue(np.isfinite(np.asarray(prev)).all())

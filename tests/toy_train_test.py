@@ -38,18 +38,18 @@ def _load_config(arg=None):
 
 
 def _check_export_loads(test, out: pathlib.Path):
-  from diffusers import (FlaxAutoencoderKL, FlaxDDIMScheduler,  # pylint: disable=g-import-not-at-top
-                         FlaxPNDMScheduler, FlaxStableDiffusionPipeline,
-                         FlaxUNet2DConditionModel)
+  from diffusers import FlaxDDIMScheduler, FlaxPNDMScheduler  # pylint: disable=g-import-not-at-top
   from transformers import AutoImageProcessor, CLIPTokenizer  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import models  # pylint: disable=g-import-not-at-top
   from jaxdiffattack.models import convert_transformers  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.models import weights  # pylint: disable=g-import-not-at-top
   sd = out / "sd"
   index = json.loads((sd / "model_index.json").read_text())
   for sub in ("tokenizer", "text_encoder", "unet", "vae", "scheduler"):
     test.assertIn(sub, index)
     test.assertTrue((sd / sub).is_dir(), sub)
-  unet, _ = FlaxUNet2DConditionModel.from_pretrained(sd, subfolder="unet")
-  vae, _ = FlaxAutoencoderKL.from_pretrained(sd, subfolder="vae")
+  unet, _ = weights.load_diffusers_model("unet", sd / "unet")
+  vae, _ = weights.load_diffusers_model("vae", sd / "vae")
   text, text_params = convert_transformers.load_text_encoder(sd / "text_encoder")
   test.assertEqual(unet.config.cross_attention_dim, text.config.hidden_size)
   test.assertNotEqual(vae.config.scaling_factor, 1.0)
@@ -59,8 +59,7 @@ def _check_export_loads(test, out: pathlib.Path):
   FlaxPNDMScheduler.from_pretrained(sd, subfolder="scheduler")
   test.assertEqual(CLIPTokenizer.from_pretrained(
       sd, subfolder="tokenizer").model_max_length, 77)
-  _, params = FlaxStableDiffusionPipeline.from_pretrained(
-      sd, safety_checker=None)
+  _, params = models.load_stable_diffusion(str(sd))
   test.assertIn("unet", params)
   clip = convert_transformers.load(out / "clip", "clip")
   CLIPTokenizer.from_pretrained(out / "clip")

@@ -10,18 +10,10 @@ import functools
 
 import jax
 
-from jaxdiffattack.models import _quiet
 from jaxdiffattack.models import weights
 from jaxdiffattack.models.stable_diffusion import DTYPES
 from jaxdiffattack.models.stable_diffusion import StableDiffusion
 from jaxdiffattack.models.stable_diffusion import load_stable_diffusion
-
-_quiet.silence_flax_deprecation()
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from diffusers import FlaxAutoencoderKL
-from diffusers import FlaxUNet2DConditionModel
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 SD15 = {
     "unet": {
@@ -51,7 +43,7 @@ SHAPES = {"sd15": SD15}
 
 
 def random_stable_diffusion(shape: str = "sd15", dtype: str = "bfloat16", seed: int = 0,
-                            abstract: bool = False):
+                            abstract: bool = False, attention: str = "xla"):
   """(sd, params) of a named real shape with random weights; params {"unet", "vae"}.
 
   abstract=True: params hold `jax.ShapeDtypeStruct`s only (no memory, no init compute), enough
@@ -61,16 +53,14 @@ def random_stable_diffusion(shape: str = "sd15", dtype: str = "bfloat16", seed: 
     raise ValueError(f"unknown model shape {shape!r}; use one of {sorted(SHAPES)}")
   spec = SHAPES[shape]
   jdtype = DTYPES[dtype]
-  unet = FlaxUNet2DConditionModel.from_config(spec["unet"], dtype=jdtype)
-  vae = FlaxAutoencoderKL.from_config(spec["vae"], dtype=jdtype)
-  key_unet, key_vae = jax.random.split(jax.random.PRNGKey(seed))
+  modules = {kind: weights.build_diffusers_model(kind, spec[kind], f"random_init.{shape}",
+                                                jdtype, attention) for kind in ("unet", "vae")}
   init = lambda module, key: weights.cast_floating(module.init_weights(key), jdtype)
-
-  def build(module, key):
-    fn = functools.partial(init, module)
-    return jax.eval_shape(fn, key) if abstract else jax.jit(fn)(key)
-
-  params = {"unet": build(unet, key_unet), "vae": build(vae, key_vae)}
+  params = {}
+  for kind, key in zip(modules, jax.random.split(jax.random.PRNGKey(seed))):
+    fn = functools.partial(init, modules[kind])
+    params[kind] = jax.eval_shape(fn, key) if abstract else jax.jit(fn)(key)
+  unet, vae = modules["unet"], modules["vae"]
   sd = StableDiffusion(source=f"random:{shape}", path=None, dtype=jdtype, tokenizer=None,
                        text_encoder=None, unet=unet, vae=vae,
                        scheduler_config=dict(spec["scheduler"]))
@@ -81,14 +71,15 @@ def text_shape(shape: str = "sd15") -> tuple[int, int]:
   return SHAPES[shape]["text_length"], SHAPES[shape]["text_dim"]
 
 
-def load_shape_or_pipeline(model: str, dtype: str, abstract: bool = False):
+def load_shape_or_pipeline(model: str, dtype: str, abstract: bool = False,
+                           attention: str = "xla"):
   """(sd, params, text_shape [L, D]) for a benchmark: `model` names a real shape of SHAPES
   (random weights; `abstract` as in `random_stable_diffusion`) or a pipeline ("toy", a
   directory, a hub id; loaded with its weights whatever `abstract`)."""
   if model in SHAPES:
-    sd, params = random_stable_diffusion(model, dtype, abstract=abstract)
+    sd, params = random_stable_diffusion(model, dtype, abstract=abstract, attention=attention)
     return sd, params, text_shape(model)
-  sd, params = load_stable_diffusion(model, dtype=dtype)
+  sd, params = load_stable_diffusion(model, dtype=dtype, attention=attention)
   return sd, params, (sd.max_length, sd.text_dim)
 
 

@@ -4,8 +4,9 @@ A pipeline directory holds `model_index.json`, `tokenizer/`, `text_encoder/`, `u
 `scheduler/` (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models").
 `load_stable_diffusion` returns an immutable `StableDiffusion` bundle: the modules and static facts
 (hashable, safe to close over in jitted code) plus a separate params pytree, so the sampler can take
-params as an argument and shard/replicate them. epsilon- and v-prediction both come from the
-scheduler config; `dtype` is float32 or bfloat16.
+params as an argument and shard/replicate them. The UNet and VAE are jaxdiffattack's own linen
+modules (`unet.py`, `vae.py`) with the attention implementation chosen at load time. epsilon- and
+v-prediction both come from the scheduler config; `dtype` is float32 or bfloat16.
 """
 
 import dataclasses
@@ -14,21 +15,16 @@ import pathlib
 from typing import Any
 
 import jax.numpy as jnp
+from transformers import CLIPTokenizer
 
 from jaxdiffattack.errors import UserError
-from jaxdiffattack.models import _quiet
+from jaxdiffattack.models import attention as attention_lib
 from jaxdiffattack.models import clip
 from jaxdiffattack.models import convert_transformers
 from jaxdiffattack.models import hub
 from jaxdiffattack.models import weights
-
-_quiet.silence_flax_deprecation()
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from diffusers import FlaxAutoencoderKL
-from diffusers import FlaxUNet2DConditionModel
-from transformers import CLIPTokenizer
-# pylint: enable=g-import-not-at-top,wrong-import-position
+from jaxdiffattack.models.unet import UNet2DConditionModel
+from jaxdiffattack.models.vae import AutoencoderKL
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -46,8 +42,8 @@ class StableDiffusion:
   dtype: Any
   tokenizer: CLIPTokenizer
   text_encoder: clip.CLIPTextModel  # the linen module; params {"text_model": ...}
-  unet: FlaxUNet2DConditionModel
-  vae: FlaxAutoencoderKL
+  unet: UNet2DConditionModel       # `.config` is its typed UNetConfig
+  vae: AutoencoderKL               # `.config` is its typed VAEConfig
   scheduler_config: dict[str, Any]  # scheduler/scheduler_config.json as a dict
 
   @property
@@ -56,7 +52,12 @@ class StableDiffusion:
 
   @property
   def vae_scale_factor(self) -> int:
-    return 2 ** (len(self.vae.config.block_out_channels) - 1)
+    return self.vae.config.downscale
+
+  @property
+  def learned_variance(self) -> bool:
+    """The UNet outputs [ε, v] (out_channels = 2 × latent channels, Improved DDPM §3.1)."""
+    return self.unet.config.learned_variance
 
   @property
   def latent_size(self) -> int:
@@ -88,12 +89,15 @@ class StableDiffusion:
     return int(self.text_encoder.config.hidden_size)
 
 
-def load_stable_diffusion(name_or_path: str = hub.TOY_ALIAS, dtype: str = "float32"):
+def load_stable_diffusion(name_or_path: str = hub.TOY_ALIAS, dtype: str = "float32",
+                          attention: str = "xla"):
   """Loads a diffusers-layout Stable Diffusion pipeline.
 
   Args:
     name_or_path: `toy`, a local pipeline directory, or a hub id (see `hub.resolve`).
     dtype: "float32" or "bfloat16": computation and parameter dtype.
+    attention: the UNet/VAE attention implementation, one of `attention.IMPLEMENTATIONS`
+      ("xla" anywhere; "cudnn" on NVIDIA GPUs).
 
   Returns:
     (sd, params): the `StableDiffusion` bundle and params
@@ -101,6 +105,7 @@ def load_stable_diffusion(name_or_path: str = hub.TOY_ALIAS, dtype: str = "float
   """
   if dtype not in DTYPES:
     raise UserError(f"dtype={dtype!r} is not supported; use one of {sorted(DTYPES)}")
+  attention_lib.check_implementation(attention)
   path = hub.resolve(name_or_path, "sd")
   missing = [s for s in _SUBFOLDERS if not (path / s).is_dir()]
   if missing:
@@ -114,9 +119,10 @@ def load_stable_diffusion(name_or_path: str = hub.TOY_ALIAS, dtype: str = "float
     raise UserError(f"{path}/scheduler: prediction_type={prediction_type!r} is not supported; "
                      f"allowed: {PREDICTION_TYPES}")
   tokenizer = CLIPTokenizer.from_pretrained(str(path / "tokenizer"), local_files_only=True)
-  text_encoder, text_params = convert_transformers.load_text_encoder(path / "text_encoder", jdtype)
-  unet, unet_params = weights.load_diffusers_model(FlaxUNet2DConditionModel, path / "unet", jdtype)
-  vae, vae_params = weights.load_diffusers_model(FlaxAutoencoderKL, path / "vae", jdtype)
+  text_encoder, text_params = convert_transformers.load_text_encoder(
+      path / "text_encoder", jdtype, attention)
+  unet, unet_params = weights.load_diffusers_model("unet", path / "unet", jdtype, attention)
+  vae, vae_params = weights.load_diffusers_model("vae", path / "vae", jdtype, attention)
   sd = StableDiffusion(
       source=str(name_or_path), path=path, dtype=jdtype, tokenizer=tokenizer,
       text_encoder=text_encoder, unet=unet, vae=vae, scheduler_config=scheduler_config)

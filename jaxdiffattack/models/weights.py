@@ -2,13 +2,14 @@
 
 Pickle-based checkpoints (.bin, .ckpt, .pt, .pth, .pkl) can execute arbitrary code when loaded, so
 they are refused with an error that says how to get safetensors instead. diffusers models (UNet,
-VAE) are built from their `config.json` and filled from `diffusion_flax_model.msgpack`, or from
-`diffusion_pytorch_model[.fp16].safetensors` renamed/transposed to Flax layout with diffusers' own
-key-mapping rules; transformers models (CLIP, ViT, ResNet) load `flax_model.msgpack` or
-`model.safetensors` through transformers' Flax loader after the same pickle check.
+VAE) are jaxdiffattack's own modules (`unet.py`, `vae.py`) built from their `config.json` (read
+into a typed config that refuses options the modules do not implement) and filled from
+`diffusion_flax_model.msgpack`, or from `diffusion_pytorch_model[.fp16].safetensors` renamed and
+transposed straight into the expected tree (`convert_diffusers.py`; the tree's shapes come from
+`jax.eval_shape`, nothing is initialised). transformers models (CLIP, ViT, ResNet) load the same
+way through `convert_transformers.py`, after the same pickle check. Every failure is one line naming the file and the key.
 """
 
-import json
 import pathlib
 from typing import Any
 
@@ -17,14 +18,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiffattack import io
 from jaxdiffattack.errors import UserError
+from jaxdiffattack.models import convert_diffusers
+from jaxdiffattack.models import model_config
+from jaxdiffattack.models import unet as unet_lib
+from jaxdiffattack.models import vae as vae_lib
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 
 DIFFUSERS_FLAX_WEIGHTS = ("diffusion_flax_model.msgpack",)
 DIFFUSERS_SAFETENSORS = ("diffusion_pytorch_model.safetensors",
                          "diffusion_pytorch_model.fp16.safetensors")
-TRANSFORMERS_WEIGHTS = ("flax_model.msgpack", "model.safetensors")
 
 
 class PickleWeightsError(UserError, ValueError):
@@ -93,110 +98,78 @@ def read_msgpack(path) -> dict:
 
 
 def cast_floating(tree: Any, dtype: jnp.dtype) -> Any:
-  """Casts every floating-point leaf of `tree` to `dtype` (integer leaves untouched)."""
+  """Casts every floating-point leaf of `tree` to `dtype` (integer leaves untouched); NumPy
+  leaves already of `dtype` are kept, not copied."""
   def cast(x):
-    x = np.asarray(x) if not isinstance(x, jax.Array) else x
+    if not isinstance(x, jax.Array):
+      x = np.asarray(x)
+      return x.astype(dtype, copy=False) if jnp.issubdtype(x.dtype, jnp.floating) else x
     return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
   return jax.tree_util.tree_map(cast, tree)
 
 
-def _pt_to_flax(state: dict[str, np.ndarray], expected_flat: dict[tuple[str, ...], Any]):
-  """Maps a PyTorch diffusers state dict to Flax param names/layouts (diffusers' rules)."""
-  # pylint: disable-next=g-import-not-at-top
-  from diffusers.models.modeling_flax_pytorch_utils import rename_key, rename_key_and_reshape_tensor
-  flat = {}
-  for pt_key, tensor in state.items():
-    key = tuple(rename_key(pt_key).split("."))
-    flax_key, value = rename_key_and_reshape_tensor(key, np.asarray(tensor), expected_flat)
-    flat[flax_key] = value
-  return flat
+def write_safetensors(path, tensors: dict[str, np.ndarray]) -> pathlib.Path:
+  """Writes {name: array} as a .safetensors file, atomically."""
+  import safetensors.numpy  # pylint: disable=g-import-not-at-top
+  data = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+  return io.atomic_write_bytes(path, data)
 
 
-def _check_against(flat: dict, expected_flat: dict, source: pathlib.Path) -> None:
-  missing = sorted(set(expected_flat) - set(flat))
-  unexpected = sorted(set(flat) - set(expected_flat))
-  if missing or unexpected:
-    raise ValueError(
-        f"{source}: weights do not match config.json — {len(missing)} missing (e.g. "
-        f"{'/'.join(missing[0]) if missing else '-'}), {len(unexpected)} unexpected (e.g. "
-        f"{'/'.join(unexpected[0]) if unexpected else '-'})")
-  for key, value in flat.items():
-    if tuple(value.shape) != tuple(expected_flat[key].shape):
-      raise ValueError(f"{source}: {'/'.join(key)} has shape {tuple(value.shape)}, config.json "
-                       f"implies {tuple(expected_flat[key].shape)}")
-
-
-# Config keys the diffusers Flax classes silently ignore, with the only value they implement.
-# A checkpoint asking for anything else would load but compute something else: refuse it.
-FLAX_FIXED_CONFIG = {
-    "FlaxUNet2DConditionModel": {
-        "act_fn": "silu", "norm_num_groups": 32, "norm_eps": 1e-5, "conv_in_kernel": 3,
-        "conv_out_kernel": 3, "time_embedding_type": "positional",
-        "resnet_time_scale_shift": "default", "class_embed_type": None, "num_class_embeds": None,
-        "time_cond_proj_dim": None, "encoder_hid_dim": None, "mid_block_scale_factor": 1,
-        "dual_cross_attention": False, "cross_attention_norm": None, "resnet_out_scale_factor": 1.0,
-        "time_embedding_dim": None, "time_embedding_act_fn": None, "timestep_post_act": None,
-        "class_embeddings_concat": False, "attention_type": "default",
-    },
-    "FlaxAutoencoderKL": {
-        "use_quant_conv": True, "use_post_quant_conv": True, "shift_factor": None,
-        "latents_mean": None, "latents_std": None, "mid_block_add_attention": True,
-    },
+# The diffusers model kinds: config parser, module class, config.json writer.
+DIFFUSERS_MODELS = {
+    "unet": (unet_lib.unet_config, unet_lib.UNet2DConditionModel, unet_lib.config_json),
+    "vae": (vae_lib.vae_config, vae_lib.AutoencoderKL, vae_lib.config_json),
 }
 
 
-def check_supported_config(cls_name: str, config: dict, source) -> None:
-  """Refuses config values the Flax implementation would silently ignore."""
-  for key, supported in FLAX_FIXED_CONFIG.get(cls_name, {}).items():
-    if key in config and config[key] != supported:
-      raise UserError(f"{source}: config {key}={config[key]!r} is not supported by the Flax "
-                      f"{cls_name} (it implements only {supported!r})")
+def build_diffusers_model(kind: str, config: dict, source="config", dtype=jnp.float32,
+                          attention: str = "xla"):
+  """The module of a diffusers model kind ("unet", "vae") from its config.json dict."""
+  parse, module_class, _ = DIFFUSERS_MODELS[kind]
+  return module_class(parse(config, source), dtype=dtype, attention=attention)
 
 
-def load_diffusers_model(cls, directory: pathlib.Path, dtype: jnp.dtype = jnp.float32):
-  """Builds a diffusers Flax model from `directory` and loads its weights safely.
+def expected_params(module) -> dict:
+  """{Flax path tuple: ShapeDtypeStruct} of the module's params (no init computed)."""
+  shapes = jax.eval_shape(module.init_weights, jax.random.PRNGKey(0))
+  return flax.traverse_util.flatten_dict(shapes)
+
+
+def load_diffusers_model(kind: str, directory: pathlib.Path, dtype: jnp.dtype = jnp.float32,
+                         attention: str = "xla"):
+  """Builds jaxdiffattack's module for a diffusers model directory and loads its weights.
 
   Args:
-    cls: a diffusers Flax model class (FlaxUNet2DConditionModel, FlaxAutoencoderKL).
+    kind: "unet" or "vae".
     directory: holds config.json and msgpack or safetensors weights.
     dtype: computation and parameter dtype (float32 or bfloat16).
+    attention: the attention implementation (see `attention.IMPLEMENTATIONS`).
 
   Returns:
-    (module, params): the Flax module and its parameters as a nested dict of arrays.
+    (module, params): the linen module and its parameters as a nested dict of arrays.
   """
   directory = pathlib.Path(directory)
   config_file = directory / "config.json"
   if not config_file.is_file():
     raise WeightsNotFoundError(f"{directory}: no config.json")
-  config = json.loads(config_file.read_text())
-  check_supported_config(cls.__name__, config, config_file)
-  module = cls.from_config(config, dtype=dtype)
-  expected = jax.eval_shape(module.init_weights, jax.random.PRNGKey(0))
-  expected_flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(expected))
+  module = build_diffusers_model(kind, model_config.read_json(config_file), config_file, dtype,
+                                 attention)
+  expected = expected_params(module)
   path = find_weights(directory, DIFFUSERS_FLAX_WEIGHTS + DIFFUSERS_SAFETENSORS)
   if path.suffix == ".msgpack":
-    flat = flax.traverse_util.flatten_dict(read_msgpack(path))
+    flat = convert_diffusers.check_flax(
+        flax.traverse_util.flatten_dict(read_msgpack(path)), expected, path)
   else:
-    flat = _pt_to_flax(read_safetensors(path), expected_flat)
-  _check_against(flat, expected_flat, path)
+    flat = convert_diffusers.from_pytorch(read_safetensors(path), expected, path)
   params = flax.traverse_util.unflatten_dict(flat)
   return module, cast_floating(params, dtype)
 
 
-def load_transformers_model(cls, directory: pathlib.Path, dtype: jnp.dtype = jnp.float32):
-  """Loads a transformers Flax model (msgpack or safetensors) after the pickle check.
-
-  Returns:
-    (model, params): the transformers Flax wrapper (callable with `params=`) and its params.
-  """
+def save_diffusers_model(directory, module, params) -> pathlib.Path:
+  """Writes config.json + diffusion_flax_model.msgpack (each atomically) for `load_diffusers_model`."""
   directory = pathlib.Path(directory)
-  path = find_weights(directory, TRANSFORMERS_WEIGHTS)
-  if path.suffix == ".msgpack":
-    model, params = cls.from_pretrained(
-        str(directory), dtype=dtype, _do_init=False, local_files_only=True)
-  else:  # transformers converts safetensors only into an initialised model
-    model = cls.from_pretrained(str(directory), dtype=dtype, local_files_only=True, from_pt=True)
-    params = model.params
-    # Params live outside the wrapper, as with _do_init=False: drop its copy.
-    model._params, model._is_initialized = None, False  # pylint: disable=protected-access
-  return model, cast_floating(params, dtype)
+  to_json = next(write for _, cls, write in DIFFUSERS_MODELS.values() if isinstance(module, cls))
+  io.write_json(directory / "config.json", to_json(module.config))
+  io.atomic_write_bytes(directory / DIFFUSERS_FLAX_WEIGHTS[0],
+                        flax.serialization.msgpack_serialize(jax.device_get(params)))
+  return directory

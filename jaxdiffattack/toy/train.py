@@ -45,6 +45,9 @@ from jaxdiffattack.models import clip as clip_lib
 from jaxdiffattack.models import convert_transformers
 from jaxdiffattack.models import resnet as resnet_lib
 from jaxdiffattack.models import vit as vit_lib
+from jaxdiffattack.models import unet as unet_lib
+from jaxdiffattack.models import vae as vae_lib
+from jaxdiffattack.models import weights
 from jaxdiffattack.toy import tokenizer as toy_tokenizer
 from jaxdiffattack.toy import world
 
@@ -490,17 +493,16 @@ def classifier_accuracy(model: Net, data: world.Dataset, batch: int = 500) -> fl
 
 # ---------------------------------------------------------------------- vae --
 def vae_module(config, scaling_factor: float = 1.0):
-  from diffusers import FlaxAutoencoderKL  # pylint: disable=g-import-not-at-top
   c = config.vae
   n = len(c.block_out_channels)
-  return FlaxAutoencoderKL(
+  return vae_lib.AutoencoderKL(vae_lib.VAEConfig(
       in_channels=3, out_channels=3,
       down_block_types=("DownEncoderBlock2D",) * n,
       up_block_types=("UpDecoderBlock2D",) * n,
       block_out_channels=tuple(c.block_out_channels),
-      layers_per_block=c.layers_per_block, act_fn="silu",
+      layers_per_block=c.layers_per_block,
       latent_channels=c.latent_channels, norm_num_groups=c.norm_num_groups,
-      sample_size=world.IMAGE_SIZE, scaling_factor=scaling_factor)
+      sample_size=world.IMAGE_SIZE, scaling_factor=scaling_factor))
 
 
 def train_vae(config, workdir, data: ToyData):
@@ -513,9 +515,9 @@ def train_vae(config, workdir, data: ToyData):
   state = TrainState(jnp.array(0), params, opt.init(params), None)
 
   def loss_fn(params, x, key):
-    post = vae.apply({"params": params}, x, method=vae.encode).latent_dist
+    post = vae.apply({"params": params}, x, method=vae.encode)
     z = post.sample(key)
-    rec = vae.apply({"params": params}, z, method=vae.decode).sample
+    rec = vae.apply({"params": params}, z, method=vae.decode)
     err = rec - x
     kl = jnp.mean(post.kl()) / x[0].size
     return (jnp.mean(err ** 2) + 0.1 * jnp.mean(jnp.abs(err))
@@ -537,7 +539,7 @@ def train_vae(config, workdir, data: ToyData):
   z = mean + std * np.random.default_rng(0).normal(size=mean.shape)
   scaling = float(1.0 / np.std(z))
   rec = vae.apply({"params": state.params}, jnp.asarray(mean[:500]),
-                  method=vae.decode).sample
+                  method=vae.decode)
   mse = float(jnp.mean((rec - to_pixels(data.train.images[:500])) ** 2))
   logging.info("[vae] latent std %.4f -> scaling_factor %.5f; recon MSE "
                "(normalised pixels) %.5f", 1 / scaling, scaling, mse)
@@ -556,9 +558,9 @@ def tune_vae_decoder(config, workdir, data: ToyData, vae, params):
   state = TrainState(jnp.array(0), params, opt.init(params), None)
 
   def loss_fn(params, x, key):
-    post = vae.apply({"params": params}, x, method=vae.encode).latent_dist
+    post = vae.apply({"params": params}, x, method=vae.encode)
     rec = vae.apply({"params": params}, post.sample(key),
-                    method=vae.decode).sample
+                    method=vae.decode)
     err = rec - x
     return jnp.mean(err ** 2) + c.l1_weight * jnp.mean(jnp.abs(err))
 
@@ -581,31 +583,32 @@ def vae_recon_mse(vae, params, images) -> float:
   x = to_pixels(images)
   fn = jax.jit(lambda p, x: vae.apply(
       {"params": p}, vae.apply({"params": p}, x, method=vae.encode
-                               ).latent_dist.mean, method=vae.decode).sample)
+                               ).mean, method=vae.decode))
   return float(jnp.mean((fn(params, x) - x) ** 2))
 
 
 def encode_latents(vae, params, images, batch: int = 500):
   """Posterior mean and std, NCHW, as float32 numpy."""
   def enc_fn(p, x):
-    post = vae.apply({"params": p}, x, method=vae.encode).latent_dist
+    post = vae.apply({"params": p}, x, method=vae.encode)
     return post.mean, post.std
 
   enc = jax.jit(enc_fn)
   means, stds = [], []
   for i in range(0, len(images), batch):
     mean, std = enc(params, to_pixels(images[i:i + batch]))
-    means.append(np.asarray(mean).transpose(0, 3, 1, 2))
-    stds.append(np.asarray(std).transpose(0, 3, 1, 2))
+    means.append(np.asarray(mean))
+    stds.append(np.asarray(std))
   return np.concatenate(means), np.concatenate(stds)
 
 
 # --------------------------------------------------------------------- unet --
 def unet_module(config):
-  from diffusers import FlaxUNet2DConditionModel  # pylint: disable=g-import-not-at-top
+  """The toy UNet; `flax_numerics`: the arithmetic of diffusers' Flax UNet (tanh GELU, transformer
+  GroupNorm eps 1e-5) that the shipped toy UNet was trained with (see models/unet.py)."""
   c = config.unet
   n = len(c.block_out_channels)
-  return FlaxUNet2DConditionModel(
+  return unet_lib.UNet2DConditionModel(unet_lib.UNetConfig(
       sample_size=world.IMAGE_SIZE // 2 ** (len(config.vae.block_out_channels) - 1),
       in_channels=config.vae.latent_channels,
       out_channels=config.vae.latent_channels,
@@ -614,7 +617,7 @@ def unet_module(config):
       block_out_channels=tuple(c.block_out_channels),
       layers_per_block=c.layers_per_block,
       attention_head_dim=c.attention_heads,
-      cross_attention_dim=config.clip.text_width)
+      cross_attention_dim=config.clip.text_width, flax_numerics=True))
 
 
 def sd_betas(config) -> np.ndarray:
@@ -670,7 +673,7 @@ def train_unet(config, workdir, data: ToyData, bank: CaptionBank, vae, vae_param
 
   def loss_fn(params, z0, zt, t, noise, cond):
     del z0
-    pred = unet.apply({"params": params}, zt, t, cond).sample
+    pred = unet.apply({"params": params}, zt, t, cond)
     return jnp.mean((pred - noise) ** 2)
 
   state = fit_unet("unet", config, config.unet, workdir, data, bank, vae,
@@ -827,9 +830,9 @@ def export(config, trained: Trained, out_dir: pathlib.Path,
   convert_transformers.save(sd / "text_encoder", "clip_text",
                             trained.clip.module.config.text,
                             {"text_model": trained.clip.params["text_model"]})
-  trained.unet.save_pretrained(sd / "unet", params=trained.unet_params)
-  vae = vae_module(config, trained.scaling)
-  vae.save_pretrained(sd / "vae", params=trained.vae_params)
+  weights.save_diffusers_model(sd / "unet", trained.unet, trained.unet_params)
+  weights.save_diffusers_model(sd / "vae", vae_module(config, trained.scaling),
+                               trained.vae_params)
   (sd / "scheduler").mkdir()
   (sd / "scheduler" / "scheduler_config.json").write_text(
       json.dumps(scheduler_config(config), indent=2))

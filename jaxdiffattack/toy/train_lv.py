@@ -25,6 +25,7 @@ steps, atomic writes, a rerun of a finished stage only exports.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -38,6 +39,7 @@ import numpy as np
 
 from jaxdiffattack import ddpm
 from jaxdiffattack import models
+from jaxdiffattack.models import weights
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.io import write_json
 from jaxdiffattack.toy import train
@@ -51,7 +53,7 @@ SHARED_SUBFOLDERS = ("tokenizer", "text_encoder", "vae", "feature_extractor")
 def unet_module(config, sd: models.StableDiffusion):
   """config.unet's architecture on the base pipeline's latents and text, out = (ε, v)."""
   fixed = train.unet_module(config)
-  return type(fixed).from_config(dict(
+  return fixed.clone(config=dataclasses.replace(
       fixed.config, sample_size=sd.latent_size, in_channels=sd.latent_channels,
       out_channels=2 * sd.latent_channels, cross_attention_dim=sd.text_dim))
 
@@ -65,7 +67,7 @@ def scheduler_config(config) -> dict:
 def hybrid_loss_fn(unet, tables: ddpm.TrainTables, lambda_vlb: float):
   """loss_fn(params, z0, zt, t, noise, cond) of train.unet_train_step: Improved DDPM's L_hybrid."""
   def loss_fn(unet_params, z0, zt, t, noise, cond):
-    out = unet.apply({"params": unet_params}, zt, t, cond).sample
+    out = unet.apply({"params": unet_params}, zt, t, cond)
     return ddpm.hybrid_loss(out, z0, zt, noise, t, tables, lambda_vlb)[0]
   return loss_fn
 
@@ -94,7 +96,7 @@ def export(config, sd: models.StableDiffusion, unet, unet_params,
         shutil.copytree(sd.path / sub, tmp / sub)
     index = dict(train.MODEL_INDEX, scheduler=["diffusers", "DDPMScheduler"])
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-    unet.save_pretrained(tmp / "unet", params=unet_params)
+    weights.save_diffusers_model(tmp / "unet", unet, unet_params)
     (tmp / "scheduler").mkdir()
     (tmp / "scheduler" / "scheduler_config.json").write_text(
         json.dumps(scheduler_config(config), indent=2))
