@@ -43,7 +43,7 @@ setup(
     ],
     extras_require={
         # torch==2.13.0 is the CPU build; an unpinned torch pulls a multi-GB CUDA build.
-        "test": ["pytest>=8", "torch==2.13.0"],
+        "test": ["pytest>=8", "torch==2.13.0", "scikit-image"],
         "bench": ["torch==2.13.0"],
     },
 )

@@ -22,6 +22,14 @@ Gradient depth (`grad_steps`, the same name in `SamplerSettings`):
     that every step reads (text embeddings);
   * 0: no gradient through the sampler (only through the VAE and the scorers).
 
+Per-step cross-attention maps (`capture_attention=True`, for failure analysis, ATM arXiv
+2306.02583 §4.2): each step's UNet call on the text condition also returns every cross-attention
+layer's probabilities (`models.unet.unet_cross_attention`), reduced inside the scan to one map per
+text token: averaged over heads, each layer upsampled (nearest) to the latent grid, averaged over
+layers → `SampleOutput.attention_trajectory` [P, S, h, w, L] (sums to 1 over L). With guidance
+the maps are those of the conditional half. Off (the default), the step is the plain fast path:
+no capture code is traced.
+
 Three layers, each built on the one before:
   `sample`              the pure sampler (latents, text embeddings → images / latents);
   `sample_and_score`    sampler + fused scorer, `(params, latents, cond, uncond, scale, aux) →
@@ -44,6 +52,7 @@ from jaxdiffattack import schedulers
 from jaxdiffattack import sharding
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.models import StableDiffusion
+from jaxdiffattack.models import unet as unet_lib
 
 TRAJECTORIES = ("x0", "latents")
 
@@ -53,6 +62,7 @@ class SampleOutput(NamedTuple):
   latents: jax.Array | None = None    # [P, C, h, w] final latents z_0 (before the VAE)
   x0_trajectory: jax.Array | None = None      # [P, S, C, h, w] predicted z_0 at each step
   latent_trajectory: jax.Array | None = None  # [P, S, C, h, w] z_t after each step
+  attention_trajectory: jax.Array | None = None  # [P, S, h, w, L] cross-attention per token
   scores: dict | None = None          # score_fn's per-member outputs, each [P, ...]
 
 
@@ -86,7 +96,7 @@ def decode_latents(sd: StableDiffusion, vae_params, latents: jax.Array) -> jax.A
 def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb=None,
            guidance_scale=7.5, *, guidance: bool = True, trajectory: Sequence[str] = (),
            return_latents: bool = False, remat: bool = False, grad_steps: int | None = None,
-           decode: bool = True) -> SampleOutput:
+           decode: bool = True, capture_attention: bool = False) -> SampleOutput:
   """Runs the whole denoising loop for a population; pure and differentiable.
 
   Args:
@@ -105,6 +115,8 @@ def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb
     grad_steps: gradient depth: None = every step, K = the last K steps only, 0 = none (see the
       module docstring).
     decode: False skips the VAE (images field is then None).
+    capture_attention: also return each step's cross-attention maps per text token (see the
+      module docstring).
 
   Returns:
     SampleOutput with images [P, H, W, 3] and the requested extras.
@@ -129,7 +141,8 @@ def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb
   carry = (x, scheduler.init_state(x))
   differentiated = num_steps if grad_steps is None else grad_steps
   frozen = num_steps - differentiated
-  run = functools.partial(_denoise, sd, scheduler, guidance=guidance, trajectory=trajectory)
+  run = functools.partial(_denoise, sd, scheduler, guidance=guidance, trajectory=trajectory,
+                          capture_attention=capture_attention)
   parts = []
   if frozen:
     # No tangents enter these steps, so nothing of them is kept for the backward pass.
@@ -148,34 +161,44 @@ def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb
       images=decode_latents(sd, params["vae"], x) if decode else None,
       latents=x if return_latents else None,
       x0_trajectory=steps_of("x0") if "x0" in trajectory else None,
-      latent_trajectory=steps_of("latents") if "latents" in trajectory else None)
+      latent_trajectory=steps_of("latents") if "latents" in trajectory else None,
+      attention_trajectory=steps_of("attention") if capture_attention else None)
 
 
 def _denoise(sd: StableDiffusion, scheduler, unet_params, carry, context, scale, steps, *,
-             guidance: bool, trajectory: Sequence[str], remat: bool):
+             guidance: bool, trajectory: Sequence[str], remat: bool,
+             capture_attention: bool = False):
   """Scheduler steps `steps` [k] from carry = (z_t, scheduler state), in one `lax.scan`.
 
   Returns the final carry and the requested per-step extras {name: [k, P, ...]}.
   """
   timesteps = jnp.asarray(scheduler.timesteps, carry[0].dtype)  # [S] (float64 in x64 checks)
+  population = carry[0].shape[0]
 
   def model_output(x_in, t):
+    """(guided model output, per-token attention maps [P, h, w, L] or None)."""
     if guidance:
       x_in = jnp.concatenate([x_in, x_in], axis=0)
     t_batch = jnp.broadcast_to(t, (x_in.shape[0],))
-    out = sd.unet.apply({"params": unet_params}, x_in.astype(sd.dtype), t_batch, context)
+    maps = None
+    if capture_attention:
+      out, layers = unet_lib.unet_cross_attention(sd.unet, unet_params, x_in.astype(sd.dtype),
+                                                  t_batch, context)
+      maps = token_maps(layers, x_in.shape[2:])[x_in.shape[0] - population:]  # conditional half
+    else:
+      out = sd.unet.apply({"params": unet_params}, x_in.astype(sd.dtype), t_batch, context)
     out = out.astype(x_in.dtype)
     if guidance:
       out_uncond, out_cond = jnp.split(out, 2, axis=0)
       out = out_uncond + scale * (out_cond - out_uncond)
-    return out
+    return out, maps
 
   def step(carry, step_index):
     x, state = carry
     x_in = scheduler.scale_model_input(state, x, step_index)
-    out = model_output(x_in, timesteps[step_index])
+    out, maps = model_output(x_in, timesteps[step_index])
     x_next, state, x0 = scheduler.step(state, step_index, out, x)
-    extras = {}
+    extras = {} if maps is None else {"attention": maps}
     if "x0" in trajectory:
       extras["x0"] = x0
     if "latents" in trajectory:
@@ -185,6 +208,20 @@ def _denoise(sd: StableDiffusion, scheduler, unet_params, carry, context, scale,
   if remat:
     step = jax.checkpoint(step)
   return jax.lax.scan(step, carry, steps)
+
+
+def token_maps(layers: dict, latent_hw: Sequence[int]) -> jax.Array:
+  """Cross-attention probabilities {layer: [B, heads, h'·w', L]} → [B, h, w, L]: averaged over
+  heads, each layer upsampled (nearest, raster order) to the latent grid h×w, averaged over
+  layers. Each pixel's map still sums to 1 over the L tokens."""
+  h, w = latent_hw
+  grids = []
+  for probs in layers.values():
+    factor = int(round((h * w / probs.shape[2]) ** 0.5))
+    grid = probs.astype(jnp.float32).mean(1).reshape(
+        probs.shape[0], h // factor, w // factor, probs.shape[-1])
+    grids.append(jnp.repeat(jnp.repeat(grid, factor, axis=1), factor, axis=2))
+  return jnp.mean(jnp.stack(grids), axis=0)
 
 
 def _check_grad_steps(grad_steps, num_steps: int, key: str) -> None:
@@ -205,6 +242,7 @@ class SamplerSettings:
   remat: bool = False
   return_images: bool = True
   grad_steps: int | None = None   # gradient depth: None = every step, K = last K, 0 = none
+  capture_attention: bool = False  # per-step cross-attention maps (SampleOutput field)
 
   def validate(self) -> None:
     if self.scheduler not in schedulers.SCHEDULERS:
@@ -243,7 +281,8 @@ def sample_and_score(sd: StableDiffusion, scheduler, settings: SamplerSettings,
                guidance=settings.guidance, trajectory=settings.trajectory,
                return_latents=settings.return_latents, remat=settings.remat,
                grad_steps=settings.grad_steps,
-               decode=settings.return_images or score_fn is not None)
+               decode=settings.return_images or score_fn is not None,
+               capture_attention=settings.capture_attention)
   if score_fn is not None:
     out = out._replace(scores=score_fn(params["score"], out.images, aux))
   if not settings.return_images:
