@@ -27,12 +27,14 @@ def _local_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def ssim_map(x, y, data_range: float = 1.0, window: int = WINDOW) -> np.ndarray:
-  """Per-pixel SSIM [..., H, W] of images [..., H, W, C] (averaged over channels)."""
+  """Per-pixel SSIM [..., H, W] of images [..., H, W, C] (averaged over channels; leading
+  axes broadcast)."""
   x = np.asarray(x, np.float64)
   y = np.asarray(y, np.float64)
-  if x.shape != y.shape or x.ndim < 3:
+  if x.shape[-3:] != y.shape[-3:] or x.ndim < 3 or y.ndim < 3:
     raise ValueError(f"ssim needs two [..., H, W, C] images of one shape, got {x.shape} and "
                      f"{y.shape}")
+  x, y = np.broadcast_arrays(x, y)
   n = window * window
   cov_norm = n / (n - 1)                       # sample (not population) covariance
   mx, my = _local_mean(x, window), _local_mean(y, window)

@@ -1,0 +1,77 @@
+r"""Failure analysis job (`analyze`): why generations fail (issue #16).
+
+ATM's four analyses (arXiv 2306.02583 §4: generation speed, coarse-feature similarity, polysemy /
+injected words, word position) and the brittleness paper's discussion (arXiv 2312.11473 §5:
+class-wise robustness at every α, confusion, object displacement, trajectory step distances).
+
+  python launch/analyze.py --config configs/analysis.py:toy --workdir runs/analysis_toy
+  python launch/analyze.py --config configs/analysis.py:toy,smoke --workdir runs/analysis_smoke
+
+Variants after the colon (comma-separated): `toy` (the toy world, every analysis, minutes on 2
+CPU cores), `smoke` (with `toy`: a few classes, pairs and seeds, < 3 minutes on 2 CPU cores).
+Add `--config.attack_workdir=DIR` (an ATM attack workdir with results.jsonl) to correlate
+formation speed with ATM's success per class word and to take injected words from its
+successful prompts. Every analysis needs the toy oracle (object masks and readings); the default
+(no variant) names a real SD checkpoint directory and ImageNet-100 classes, and is refused with a
+one-line error until a judge with object masks exists for real images (see README).
+"""
+
+import ml_collections
+
+VARIANTS = ("toy", "smoke")
+ANALYSES = ("speed", "attention", "orders", "inject", "brittleness")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variants = [v for v in (arg or "").split(",") if v]
+  for v in variants:
+    if v not in VARIANTS:
+      raise ValueError(f"unknown variant {v!r} in configs/analysis.py:{arg}; use {VARIANTS}")
+  c = ml_collections.ConfigDict()
+  c.model = "/path/to/stable-diffusion-2-1-base"  # a local diffusers directory, a hub id or "toy"
+  c.judge = "classifier"           # analysis.judges.JUDGES: "oracle" (toy world)
+  c.label_set = "imagenet100"
+  c.classes = ()                   # a subset of the label set's names; empty = all
+  c.template = "a photo of a {}"
+  c.pair_template = "a photo of a {} and a {}"
+  c.scheduler = "ddim"
+  c.num_steps = 50
+  c.guidance_scale = 7.5
+  c.seed = 0
+  c.seeds = 4                      # seeds per prompt (the same seed indices in every analysis)
+  c.unit = 16                      # members per compiled call
+  c.analyses = ANALYSES
+  c.attack_workdir = ""            # ATM workdir (results.jsonl) or "" (no ATM correlation)
+  c.speed = ml_collections.ConfigDict({"threshold": 0.9})
+  c.pairs = 20                     # two-object prompts (pairs of classes), chosen by pair_seed
+  c.pair_seed = 0
+  c.attention = ml_collections.ConfigDict({
+      "steps": (0.0, 1.0),         # fractions of the run averaged over
+      "iou_fraction": 0.5,         # IoU of the maps thresholded at this fraction of their max
+      "overlays": 6})              # pair images drawn with their maps in the report
+  c.orders = ml_collections.ConfigDict({"pairs": 10, "placements": ("before", "after")})
+  c.inject = ml_collections.ConfigDict({
+      "template": "a photo of a {word} {label}",
+      "words": ("blue", "red", "circle", "star", "dog", "big"),
+      "classes": 5,                # the first N classes of the class list
+      "from_attack": 0})           # > 0: the N most frequent words of ATM's successful prompts
+  c.brittleness = ml_collections.ConfigDict({
+      "shifts": ("ums",), "alphas": (-0.6, -0.3, 0.3, 0.6)})
+  c.report_only = False
+  c.variant = arg or ""             # for the commands in report captions
+  if "toy" in variants:
+    c.model = "toy"
+    c.judge = "oracle"
+    c.label_set = "toy"
+    c.num_steps = 20
+  if "smoke" in variants:
+    c.classes = ("red circle", "green triangle", "blue star", "yellow cross")
+    c.seeds = 2
+    c.unit = 8
+    c.pairs = 3
+    c.orders.pairs = 1
+    c.inject.words = ("blue", "star")
+    c.inject.classes = 2
+    c.brittleness.alphas = (-0.6, 0.6)
+    c.attention.overlays = 2
+  return c

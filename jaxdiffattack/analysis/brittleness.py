@@ -1,0 +1,78 @@
+"""The brittleness paper's discussion analyses (Po-Yuan Mao et al., arXiv 2312.11473 §5).
+
+From per-member records of a seed-shift grid (shift, α, class, seed, judged class, object
+centroid):
+  * class-wise robustness at every α (not only α = 0): hits / n per class, and the overall row
+    that is their sum (`classwise`);
+  * confusion: what each class turns into under each shift (`confusion`);
+  * object displacement under mean shifts: the object's centroid at α minus its centroid at
+    α = 0 for the same class and seed (`displacement`; the paper saw objects move right for
+    positive shifts);
+  * step distances of the latent trajectory (`sweep.trajectories.trajectory_statistics`).
+"""
+
+import collections
+from typing import Sequence
+
+import numpy as np
+
+ALL = "all"
+
+
+def centroid(mask: np.ndarray) -> tuple[float, float]:
+  """(x, y) centroid in pixels of a bool mask [H, W] (pixel centres at integer coordinates);
+  NaN for an empty mask."""
+  ys, xs = np.nonzero(mask)
+  if not len(xs):
+    return (np.nan, np.nan)
+  return (float(xs.mean()), float(ys.mean()))
+
+
+def classwise(records: Sequence[dict]) -> list[dict]:
+  """Rows {shift, alpha, class, n, hits, unclear, accuracy}: per class, then class "all" (the
+  sum over classes) for each (shift, α)."""
+  groups = collections.defaultdict(lambda: [0, 0, 0])
+  for r in records:
+    for cls in (r["class"], ALL):
+      g = groups[(r["shift"], r["alpha"], cls)]
+      g[0] += 1
+      g[1] += bool(r["correct"])
+      g[2] += r["pred"] is None
+  return [{"shift": s, "alpha": a, "class": c, "n": n, "hits": h, "unclear": u,
+           "accuracy": h / n} for (s, a, c), (n, h, u) in sorted(groups.items(),
+                                                                  key=lambda kv: _order(kv[0]))]
+
+
+def _order(key):
+  shift, alpha, cls = key
+  return (shift, alpha, cls == ALL, cls)
+
+
+def confusion(records: Sequence[dict]) -> list[dict]:
+  """Rows {shift, alpha, class, pred, count}: the judged class (or "unclear") per class."""
+  counts = collections.Counter((r["shift"], r["alpha"], r["class"],
+                                "unclear" if r["pred"] is None else r["pred"]) for r in records)
+  return [{"shift": s, "alpha": a, "class": c, "pred": p, "count": n}
+          for (s, a, c, p), n in sorted(counts.items())]
+
+
+def displacement(records: Sequence[dict]) -> list[dict]:
+  """Rows {shift, alpha, n, dx, dy, dx_se, dy_se}: mean centroid move from α = 0 (same shift
+  kind's unshifted record of the same class and seed), in pixels; records without an object are
+  left out."""
+  base = {(r["class"], r["seed"]): (r["cx"], r["cy"]) for r in records if r["alpha"] == 0.0}
+  moves = collections.defaultdict(list)
+  for r in records:
+    b = base.get((r["class"], r["seed"]))
+    if b is None or r["alpha"] == 0.0:
+      continue
+    d = (r["cx"] - b[0], r["cy"] - b[1])
+    if not np.isnan(d).any():
+      moves[(r["shift"], r["alpha"])].append(d)
+  rows = []
+  for (shift, alpha), ds in sorted(moves.items()):
+    ds = np.asarray(ds)
+    se = ds.std(0, ddof=1) / np.sqrt(len(ds)) if len(ds) > 1 else np.full(2, np.nan)
+    rows.append({"shift": shift, "alpha": alpha, "n": len(ds), "dx": float(ds[:, 0].mean()),
+                 "dy": float(ds[:, 1].mean()), "dx_se": float(se[0]), "dy_se": float(se[1])})
+  return rows

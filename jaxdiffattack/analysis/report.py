@@ -1,0 +1,337 @@
+"""The analyze job's outputs, made from its stage files (so a report can be redone alone).
+
+Per analysis: `<name>.json` (everything), CSV tables, PNG figures under `plots/`, and one
+`report.md` whose every figure caption says what it shows and the command that made it.
+"""
+
+import io as _io
+import json
+import pathlib
+
+import numpy as np
+
+from jaxdiffattack import io
+from jaxdiffattack import runs
+from jaxdiffattack.errors import UserError
+
+
+# ----------------------------------------------------------------- stages ---
+def _stage_path(workdir, name) -> pathlib.Path:
+  return pathlib.Path(workdir) / "stages" / f"{name}.json"
+
+
+def save_stage(workdir, name: str, digest: str, data: dict) -> None:
+  io.write_json(_stage_path(workdir, name), {"config_hash": digest, "data": _plain(data)})
+
+
+def load_stage(workdir, name: str, digest: str | None = None) -> dict | None:
+  """A finished analysis's data (None when absent or written by another config)."""
+  path = _stage_path(workdir, name)
+  if not path.exists():
+    return None
+  saved = json.loads(path.read_text())
+  if digest is not None and saved["config_hash"] != digest:
+    return None
+  return saved["data"]
+
+
+def _plain(x):
+  """JSON-able copy: NumPy scalars to Python, NaN to None."""
+  if isinstance(x, dict):
+    return {str(k): _plain(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_plain(v) for v in x]
+  if isinstance(x, (np.bool_, bool)):
+    return bool(x)
+  if isinstance(x, (np.integer,)):
+    return int(x)
+  if isinstance(x, (float, np.floating)):
+    return None if np.isnan(x) else float(x)
+  return x
+
+
+def save_arrays(path, **arrays) -> None:
+  buffer = _io.BytesIO()
+  np.savez(buffer, **arrays)
+  io.atomic_write_bytes(path, buffer.getvalue())
+
+
+# ----------------------------------------------------------------- report ---
+def write_report(workdir) -> dict:
+  """Writes every analysis's JSON/CSV, figures and report.md; returns {name: data}."""
+  workdir = pathlib.Path(workdir)
+  config_path = workdir / "config.json"
+  if not config_path.exists():
+    raise UserError(f"{workdir} has no config.json: not an analyze workdir")
+  config = json.loads(config_path.read_text())
+  command = (f"python launch/analyze.py --config configs/analysis.py:{config.get('variant', '')}"
+             f" --workdir {workdir}")
+  stages = {n: load_stage(workdir, n) for n in config["analyses"]}
+  stages = {n: d for n, d in stages.items() if d is not None}
+  (workdir / "plots").mkdir(exist_ok=True)
+  lines = ["# Failure analysis", "",
+           f"Model `{config['model']}`, {config['scheduler']} {config['num_steps']} steps, "
+           f"CFG {config['guidance_scale']}, {config['seeds']} seeds per prompt; judge: "
+           f"{config['judge']}. Command: `{command}`.", ""]
+  for name, data in stages.items():
+    io.write_json(workdir / f"{name}.json", data)
+    lines += SECTIONS[name](workdir, data, command)
+  io.atomic_write_bytes(workdir / "report.md", "\n".join(lines).encode())
+  return stages
+
+
+def _figure(workdir, name, fig, caption, command) -> list[str]:
+  runs.save_figure(fig, workdir / "plots" / f"{name}.png")
+  return [f"![{name}](plots/{name}.png)", "",
+          f"*Figure `{name}`: {caption} Made by `{command}`.*", ""]
+
+
+def _csv(path, rows) -> None:
+  """rows' scalar fields (lists and dicts left to the JSON) as a CSV."""
+  if rows:
+    fields = [k for k, v in rows[0].items() if not isinstance(v, (list, dict))]
+    io.write_csv(path, fields, [{k: r[k] for k in fields} for r in rows])
+
+
+def _table(header, rows) -> list[str]:
+  out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  out += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+  return out + [""]
+
+
+def _fmt(v) -> str:
+  if v is None:
+    return "–"
+  if isinstance(v, float):
+    return f"{v:.3g}"
+  return str(v)
+
+
+def _colour(label: str) -> str:
+  """A plot colour for a toy label ("red circle" → red); grey otherwise."""
+  word = label.split()[0]
+  return {"yellow": "goldenrod"}.get(word, word) if word in (
+      "red", "green", "blue", "yellow") else "grey"
+
+
+def _speed(workdir, data, command) -> list[str]:
+  plt = runs.pyplot()
+  _csv(workdir / "speed_classes.csv", data["classes"])
+  _csv(workdir / "speed_pairs.csv", data["pairs"])
+  classes = sorted({r["class"] for r in data["singles"]})
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  styles = ["-", "--", ":", "-.", (0, (5, 1))]
+  nouns = sorted({c.split()[-1] for c in classes})
+  for c in classes:
+    curves = np.asarray([r["curve"] for r in data["singles"] if r["class"] == c])
+    ax.plot(np.arange(1, curves.shape[1] + 1), curves.mean(0), color=_colour(c),
+            linestyle=styles[nouns.index(c.split()[-1]) % len(styles)], label=c)
+  ax.axhline(data["threshold"], color="k", lw=0.6)
+  ax.set(xlabel="step", ylabel="SSIM(predicted x0, final image)", ylim=(0, 1.02))
+  ax.legend(fontsize=6, ncol=2)
+  out = ["## Generation speed (ATM §4.1)", ""]
+  out += _figure(workdir, "speed_curves", fig,
+                 "mean SSIM between each step's decoded predicted x0 and the final image, per "
+                 "class (single-object prompts, fixed seeds); the line is the threshold.", command)
+  out += _table(["class", "first step > thr (mean)", "pair images", "lost in pairs",
+                 "loss rate", "formed first", "ATM success"],
+                [[r["class"], r["formation_step"], r["pair_images"], r["pair_losses"],
+                  r["loss_rate"], r["formed_first_rate"], r["attack_success_rate"]]
+                 for r in data["classes"]])
+  pairs = data["pairs"]
+  lost = [r for r in pairs if r["outcome"] in ("lost_a", "lost_b")
+          and r["formed_first"] in ("a", "b")]
+  later_lost = sum(r["outcome"] == f"lost_{r['formed_first'] == 'a' and 'b' or 'a'}"
+                   for r in lost)
+  out += [f"Two-object prompts: {len(pairs)} images; outcomes "
+          + ", ".join(f"{k} {sum(r['outcome'] == k for r in pairs)}"
+                      for k in ("both", "lost_a", "lost_b", "neither"))
+          + f". Of the {len(lost)} images with exactly one object lost and a formation order "
+          f"(both objects drawn), the later-forming object is the lost one in {later_lost}.", ""]
+  for name, c in data["correlations"].items():
+    out.append(f"Correlation {name.replace('_', ' ')}: n = {c['n']}, Pearson "
+               f"{_fmt(c['pearson'])} (p {_fmt(c['pearson_p'])}), Spearman "
+               f"{_fmt(c['spearman'])} (p {_fmt(c['spearman_p'])}).")
+  if "formation_step_vs_attack_success" not in data["correlations"]:
+    out.append("No ATM attack workdir was given (`config.attack_workdir`): the correlation "
+               "with ATM's success is skipped.")
+  fig, ax = plt.subplots(figsize=(4.5, 3.5))
+  for r in data["classes"]:
+    if r["formation_step"] is not None and r["loss_rate"] is not None:
+      ax.scatter(r["formation_step"], r["loss_rate"], color=_colour(r["class"]))
+      ax.annotate(r["class"], (r["formation_step"], r["loss_rate"]), fontsize=5)
+  ax.set(xlabel="first step with SSIM > threshold (single prompts)",
+         ylabel="loss rate in two-object prompts")
+  return out + [""] + _figure(workdir, "speed_vs_loss", fig,
+                              "per class: formation step against how often it is lost in "
+                              "two-object prompts.", command)
+
+
+def _attention(workdir, data, command) -> list[str]:
+  plt = runs.pyplot()
+  _csv(workdir / "attention_pairs.csv", data["pairs"])
+  _csv(workdir / "attention_singles.csv", data["singles"])
+  out = ["## Coarse-feature similarity (ATM §4.2)", ""]
+  ratios = [r["ratio"] for r in data["singles"]]
+  if ratios:
+    out += [f"Single-object prompts: the noun token's map (steps {data['steps'][0]}–"
+            f"{data['steps'][1] - 1}, heads and layers averaged) puts {np.mean(ratios):.2f}× "
+            f"its area share of mass on the object on average (median {np.median(ratios):.2f}×, "
+            f"{len(ratios)} images; 1× = unrelated to the object).", ""]
+  rows = []
+  for group, pick in (("both survive", lambda r: r["outcome"] == "both"),
+                      ("one lost", lambda r: r["one_lost"]),
+                      ("neither", lambda r: r["outcome"] == "neither")):
+    mine = [r for r in data["pairs"] if pick(r)]
+    rows.append([group, len(mine), np.mean([r["cosine"] for r in mine]) if mine else None,
+                 np.mean([r["iou"] for r in mine]) if mine else None])
+  out += _table(["outcome", "images", "mean cosine of noun maps",
+                 f"mean IoU (≥ {data['iou_fraction']}·max)"], rows)
+  fig, ax = plt.subplots(figsize=(4.5, 3.5))
+  groups = [[r["cosine"] for r in data["pairs"] if r["outcome"] == "both"],
+            [r["cosine"] for r in data["pairs"] if r["one_lost"]]]
+  ax.boxplot([g if g else [np.nan] for g in groups])
+  ax.set_xticks([1, 2], ["both survive", "one lost"])
+  ax.set(ylabel="cosine of the two nouns' maps")
+  out += _figure(workdir, "attention_overlap", fig, "cosine of the two nouns' cross-attention "
+                 "maps in two-object prompts, by outcome (oracle).", command)
+  arrays = np.load(workdir / "stages" / "attention_overlays.npz")
+  images, maps = arrays["images"], arrays["maps"]
+  if len(images):
+    fig, axes = plt.subplots(len(images), 3, figsize=(5, 1.8 * len(images)), squeeze=False)
+    size = images.shape[1]
+    for i, prompt in enumerate(data["overlay_prompts"]):
+      axes[i, 0].imshow(images[i])
+      axes[i, 0].set_title(prompt.replace("a photo of ", ""), fontsize=6)
+      for k in range(2):
+        axes[i, 1 + k].imshow(images[i])
+        up = np.kron(maps[i, k], np.ones((size // maps.shape[-1],) * 2))
+        axes[i, 1 + k].imshow(up, alpha=0.6, cmap="magma")
+        axes[i, 1 + k].set_title(f"noun {'AB'[k]}", fontsize=6)
+      for a in axes[i]:
+        a.axis("off")
+    out += _figure(workdir, "attention_maps", fig, "two-object images with each noun's "
+                   "cross-attention map (steps and layers averaged) overlaid.", command)
+  return out
+
+
+def _orders(workdir, data, command) -> list[str]:
+  plt = runs.pyplot()
+  _csv(workdir / "orders.csv", data["rows"])
+  _csv(workdir / "orders_summary.csv", data["summary"])
+  out = ["## Word position (ATM §4.4)", "",
+         "Same words, every order (A = the pair's first class, B = the second; `before`/`after`"
+         ": each named phrase's modifier before or after its noun), same seeds. Counts of "
+         "images in which each object survives (read as its class by the oracle):", ""]
+  s = data["summary"]
+  out += _table(["order", "images", "A survives", "B survives", "first-named survives",
+                 "second-named survives", "both"],
+                [[r["order"], r["n"], r["correct_a"], r["correct_b"], r["first_named_correct"],
+                  r["second_named_correct"], r["both"]] for r in s])
+  n = sum(r["n"] for r in s)
+  first = sum(r["first_named_correct"] for r in s)
+  second = sum(r["second_named_correct"] for r in s)
+  out += [f"Over all orders: the first-named object survives in {first}/{n}, the second-named "
+          f"in {second}/{n}.", ""]
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  x = np.arange(len(s))
+  ax.bar(x - 0.2, [r["first_named_correct"] / r["n"] for r in s], 0.4, label="first-named")
+  ax.bar(x + 0.2, [r["second_named_correct"] / r["n"] for r in s], 0.4, label="second-named")
+  ax.set_xticks(x, [r["order"] for r in s], rotation=60, fontsize=6)
+  ax.set(ylabel="survival rate")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  return out + _figure(workdir, "orders", fig, "survival of the first- and second-named object "
+                       "per word order.", command)
+
+
+def _inject(workdir, data, command) -> list[str]:
+  plt = runs.pyplot()
+  rows = [{k: v for k, v in r.items() if k != "distribution"} for r in data["summary"]]
+  _csv(workdir / "inject.csv", rows)
+  _csv(workdir / "inject_records.csv", data["records"])
+  out = ["## Injected words / polysemy (ATM §4.3)", "",
+         f"Injected words: {', '.join(data['words'])}. Per class and word, on the same seeds: "
+         "share judged as the class (clean → injected), total-variation distance of the judged "
+         "class distribution from the clean prompt's, and the share whose judged class contains "
+         "the injected word.", ""]
+  out += _table(["class", "word", "n", "clean hit", "hit", "TV distance", "took the word"],
+                [[r["class"], r["word"], r["n"], r["clean_hit"], r["hit"],
+                  r["total_variation"], r["took_word"]] for r in rows])
+  words = data["words"]
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  tv = [np.mean([r["total_variation"] for r in rows if r["word"] == w]) for w in words]
+  took = [np.mean([r["took_word"] for r in rows if r["word"] == w]) for w in words]
+  x = np.arange(len(words))
+  ax.bar(x - 0.2, tv, 0.4, label="TV distance from clean")
+  ax.bar(x + 0.2, took, 0.4, label="judged class has the word")
+  ax.set_xticks(x, words)
+  ax.legend(fontsize=7)
+  return out + _figure(workdir, "inject", fig, "per injected word, averaged over classes: how "
+                       "far the judged class distribution moves and how often the word wins.",
+                       command)
+
+
+def _brittleness(workdir, data, command) -> list[str]:
+  plt = runs.pyplot()
+  for name in ("classwise", "confusion", "displacement", "trajectory"):
+    _csv(workdir / f"brittleness_{name}.csv", data[name])
+  _csv(workdir / "brittleness_records.csv", data["records"])
+  out = ["## Brittleness discussion (arXiv 2312.11473 §5)", ""]
+  cw = data["classwise"]
+  cells = sorted({(r["shift"], r["alpha"]) for r in cw}, key=lambda c: (c[1], c[0]))
+  classes = sorted({r["class"] for r in cw if r["class"] != "all"})
+  acc = {(r["shift"], r["alpha"], r["class"]): r["accuracy"] for r in cw}
+  out += ["Class-wise accuracy (oracle reads the named class) at every shift cell; the `all` "
+          "row is the sum over classes:", ""]
+  out += _table(["class"] + [f"{s} {a:+g}" if s != "none" else "clean" for s, a in cells],
+                [[c] + [acc.get((s, a, c)) for s, a in cells] for c in classes + ["all"]])
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for shift in sorted({s for s, _ in cells} - {"none"}):
+    alphas = sorted([a for s, a in cells if s == shift] + [0.0])
+    for c in classes:
+      ax.plot(alphas, [acc.get((shift, a, c), acc.get(("none", 0.0, c))) for a in alphas],
+              color=_colour(c), alpha=0.5, lw=0.8)
+    ax.plot(alphas, [acc.get((shift, a, "all"), acc.get(("none", 0.0, "all"))) for a in alphas],
+            color="k", lw=2, label=f"{shift}: all classes")
+  ax.set(xlabel="α", ylabel="accuracy (oracle)", ylim=(-0.02, 1.02))
+  ax.legend(fontsize=7)
+  out += _figure(workdir, "brittleness_classwise", fig, "accuracy per class (thin, coloured by "
+                 "the class's colour) and overall (black) against the shift's α.", command)
+  conf = [r for r in data["confusion"] if r["pred"] != r["class"]]
+  top = sorted(conf, key=lambda r: -r["count"])[:12]
+  out += ["Most frequent confusions (what a class turns into under a shift):", ""]
+  out += _table(["shift", "α", "class", "judged as", "images"],
+                [[r["shift"], r["alpha"], r["class"], r["pred"], r["count"]] for r in top])
+  disp = data["displacement"]
+  out += ["Object displacement: centroid of the object (of the prompt's colour) at α minus "
+          "at α = 0, same class and seed, in pixels (x to the right, y down):", ""]
+  out += _table(["shift", "α", "n", "dx", "± se", "dy", "± se"],
+                [[r["shift"], r["alpha"], r["n"], r["dx"], r["dx_se"], r["dy"], r["dy_se"]]
+                 for r in disp])
+  fig, ax = plt.subplots(figsize=(4.5, 3.5))
+  for shift in sorted({r["shift"] for r in disp}):
+    mine = sorted([r for r in disp if r["shift"] == shift], key=lambda r: r["alpha"])
+    a = [r["alpha"] for r in mine]
+    ax.errorbar(a, [r["dx"] for r in mine], [r["dx_se"] or 0 for r in mine], label=f"{shift} dx")
+    ax.errorbar(a, [r["dy"] for r in mine], [r["dy_se"] or 0 for r in mine], label=f"{shift} dy",
+                linestyle="--")
+  ax.axhline(0, color="k", lw=0.5)
+  ax.set(xlabel="α", ylabel="mean centroid move (pixels)")
+  ax.legend(fontsize=7)
+  out += _figure(workdir, "brittleness_displacement", fig, "mean move of the object's centroid "
+                 "from α = 0 (±1 standard error) against α.", command)
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  traj = data["trajectory"]
+  for shift, alpha in sorted({(r["shift"], r["alpha"]) for r in traj}, key=lambda c: c[1]):
+    mine = [r for r in traj if (r["shift"], r["alpha"]) == (shift, alpha)]
+    ax.plot([r["step"] + 1 for r in mine], [r["step_distance"] for r in mine],
+            label="clean" if shift == "none" else f"{shift} {alpha:+g}")
+  ax.set(xlabel="step", ylabel="RMS distance to previous latent", yscale="log")
+  ax.legend(fontsize=7)
+  return out + _figure(workdir, "brittleness_trajectory", fig, "mean per-step distance of the "
+                       "latent trajectory per shift cell.", command)
+
+
+SECTIONS = {"speed": _speed, "attention": _attention, "orders": _orders, "inject": _inject,
+            "brittleness": _brittleness}

@@ -1,0 +1,29 @@
+r"""Failure analysis job. Kept short: all logic is in jaxdiffattack.analysis.
+
+  python launch/analyze.py --config configs/analysis.py:toy --workdir runs/analysis_toy
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from jaxdiffattack.analysis import run as analysis
+from jaxdiffattack.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs.", required=True)
+
+
+def main(argv):
+  del argv
+  try:
+    analysis.run(_CONFIG.value, _WORKDIR.value)
+  except UserError as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("config")
+  app.run(main)
