@@ -56,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "classes": 5,                # the first N classes of the class list
       "from_attack": 0})           # > 0: the N most frequent words of ATM's successful prompts
   c.brittleness = ml_collections.ConfigDict({
-      "shifts": ("ums",), "alphas": (-0.6, -0.3, 0.3, 0.6)})
+      "shifts": ("ums",), "alphas": (-0.2, -0.1, 0.1, 0.2)})   # the paper's UMS range
   c.report_only = False
   c.variant = arg or ""             # for the commands in report captions
   if "toy" in variants:
@@ -64,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.judge = "oracle"
     c.label_set = "toy"
     c.num_steps = 20
+    c.brittleness.alphas = (-0.6, -0.4, -0.2, 0.2, 0.4, 0.6)  # robust within ±0.2 (README)
   if "smoke" in variants:
     c.classes = ("red circle", "green triangle", "blue star", "yellow cross")
     c.seeds = 2

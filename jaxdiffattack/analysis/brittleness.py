@@ -19,15 +19,6 @@ import numpy as np
 ALL = "all"
 
 
-def centroid(mask: np.ndarray) -> tuple[float, float]:
-  """(x, y) centroid in pixels of a bool mask [H, W] (pixel centres at integer coordinates);
-  NaN for an empty mask."""
-  ys, xs = np.nonzero(mask)
-  if not len(xs):
-    return (np.nan, np.nan)
-  return (float(xs.mean()), float(ys.mean()))
-
-
 def classwise(records: Sequence[dict]) -> list[dict]:
   """Rows {shift, alpha, class, n, hits, unclear, accuracy}: per class, then class "all" (the
   sum over classes) for each (shift, α)."""

@@ -1,0 +1,91 @@
+"""analysis.brittleness: class-wise tables recombine to the overall figures; displacement of a
+synthetic object moved by a known amount, read by the toy oracle; confusion counts."""
+
+import numpy as np
+
+from jaxdiffattack.analysis import brittleness
+from jaxdiffattack.analysis import objects
+from jaxdiffattack.toy import oracle
+from jaxdiffattack.toy import world
+
+
+def _records(seed=0):
+  rng = np.random.default_rng(seed)
+  classes = ["red circle", "blue star", "green cross"]
+  preds = classes + [None]
+  out = []
+  for alpha in (-0.2, 0.0, 0.2):
+    for c in classes:
+      for s in range(int(rng.integers(3, 7))):          # unequal n per class
+        pred = preds[rng.integers(len(preds))]
+        out.append({"shift": "ums" if alpha else "none", "alpha": alpha, "class": c, "seed": s,
+                    "pred": pred, "correct": pred == c, "cx": float(rng.uniform(5, 25)),
+                    "cy": float(rng.uniform(5, 25))})
+  return out
+
+
+def test_classwise_recombines_to_overall():
+  records = _records()
+  rows = brittleness.classwise(records)
+  for shift, alpha in {(r["shift"], r["alpha"]) for r in records}:
+    mine = [r for r in rows if (r["shift"], r["alpha"]) == (shift, alpha)]
+    overall = [r for r in mine if r["class"] == brittleness.ALL]
+    per_class = [r for r in mine if r["class"] != brittleness.ALL]
+    assert len(overall) == 1 and len(per_class) == 3
+    overall = overall[0]
+    # The overall row is the sum of the class rows; its accuracy the n-weighted class mean.
+    assert overall["n"] == sum(r["n"] for r in per_class)
+    assert overall["hits"] == sum(r["hits"] for r in per_class)
+    assert overall["unclear"] == sum(r["unclear"] for r in per_class)
+    np.testing.assert_allclose(
+        overall["accuracy"], sum(r["accuracy"] * r["n"] for r in per_class) / overall["n"])
+    # ... and equals the raw records' accuracy.
+    raw = [r for r in records if (r["shift"], r["alpha"]) == (shift, alpha)]
+    np.testing.assert_allclose(overall["accuracy"], np.mean([r["correct"] for r in raw]))
+
+
+def test_confusion_counts_every_member_once():
+  records = _records(1)
+  rows = brittleness.confusion(records)
+  assert sum(r["count"] for r in rows) == len(records)
+  for c in ("red circle", "blue star"):
+    n = sum(r["count"] for r in rows if r["class"] == c and r["alpha"] == 0.2)
+    assert n == sum(1 for r in records if r["class"] == c and r["alpha"] == 0.2)
+    hits = sum(r["count"] for r in rows if r["class"] == c and r["pred"] == c)
+    assert hits == sum(r["correct"] for r in records if r["class"] == c)
+
+
+def _scene(cx, cy, label="red circle"):
+  bg = world.BackgroundSpec("grey", (128.0, 128.0, 128.0), (128.0, 128.0, 128.0), 0.0, 0.0, 0)
+  obj = world.ObjectSpec(world.LABEL2ID[label], cx, cy, 6.0, 0.0, world.COLOUR_RGB["red"])
+  return world.render(world.SceneSpec(bg, (obj,)))
+
+
+def test_displacement_of_a_known_shift_read_by_the_oracle():
+  # The same object drawn at x = 12, then moved 3 px right (α = +1) and 2 px left and 1 px
+  # down (α = −1); two seeds at different positions.
+  starts = {0: (12.0, 14.0), 1: (17.0, 11.0)}
+  moves = {-1.0: (-2.0, 1.0), 0.0: (0.0, 0.0), 1.0: (3.0, 0.0)}
+  images, meta = [], []
+  for seed, (x, y) in starts.items():
+    for alpha, (dx, dy) in moves.items():
+      images.append(_scene(x + dx, y + dy))
+      meta.append((seed, alpha))
+  _, found = objects.find_all(np.stack(images), [[objects.phrase("red circle")]] * len(images))
+  records = [{"shift": "ums" if a else "none", "alpha": a, "class": "red circle", "seed": s,
+              "cx": f[0].centroid[0], "cy": f[0].centroid[1]} for (s, a), f in zip(meta, found)]
+  assert all(f[0].correct for f in found)
+  rows = {r["alpha"]: r for r in brittleness.displacement(records)}
+  assert set(rows) == {-1.0, 1.0}
+  for alpha, (dx, dy) in moves.items():
+    if alpha:
+      assert rows[alpha]["n"] == 2
+      np.testing.assert_allclose([rows[alpha]["dx"], rows[alpha]["dy"]], [dx, dy], atol=0.1)
+
+
+def test_displacement_leaves_out_members_without_an_object():
+  records = [{"shift": "none", "alpha": 0.0, "class": "c", "seed": 0, "cx": 5.0, "cy": 5.0},
+             {"shift": "ums", "alpha": 0.5, "class": "c", "seed": 0, "cx": np.nan, "cy": np.nan},
+             {"shift": "ums", "alpha": 0.5, "class": "c", "seed": 1, "cx": 9.0, "cy": 9.0}]
+  assert brittleness.displacement(records) == []        # seed 1 has no α = 0 record
+  assert oracle.read(np.full((1, 32, 32, 3), 0.5))[0].objects == ()
