@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.inject = ml_collections.ConfigDict({
       "template": "a photo of a {word} {label}",
       "words": ("blue", "red", "circle", "star", "dog", "big"),
-      "classes": 5,                # the first N classes of the class list
+      "classes": 5,                # N classes evenly spaced through the class list
       "from_attack": 0})           # > 0: the N most frequent words of ATM's successful prompts
   c.brittleness = ml_collections.ConfigDict({
       "shifts": ("ums",), "alphas": (-0.2, -0.1, 0.1, 0.2)})   # the paper's UMS range

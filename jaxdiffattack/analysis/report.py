@@ -179,22 +179,41 @@ def _attention(workdir, data, command) -> list[str]:
             f"its area share of mass on the object on average (median {np.median(ratios):.2f}×, "
             f"{len(ratios)} images; 1× = unrelated to the object).", ""]
   rows = []
-  for group, pick in (("both survive", lambda r: r["outcome"] == "both"),
-                      ("one lost", lambda r: r["one_lost"]),
-                      ("neither", lambda r: r["outcome"] == "neither")):
-    mine = [r for r in data["pairs"] if pick(r)]
-    rows.append([group, len(mine), np.mean([r["cosine"] for r in mine]) if mine else None,
-                 np.mean([r["iou"] for r in mine]) if mine else None])
-  out += _table(["outcome", "images", "mean cosine of noun maps",
+  for level, key in (("read as its class", "outcome"), ("drawn (its colour)", "drawn_outcome")):
+    for group, outcomes in (("both", ("both",)), ("one lost", ("lost_a", "lost_b")),
+                            ("neither", ("neither",))):
+      mine = [r for r in data["pairs"] if r[key] in outcomes]
+      rows.append([level, group, len(mine),
+                   np.mean([r["cosine"] for r in mine]) if mine else None,
+                   np.mean([r["iou"] for r in mine]) if mine else None])
+  out += ["Two-object prompts: overlap of the two nouns' maps by outcome, an object counted as "
+          "surviving when read as its class, or when merely drawn (an object of its colour):", ""]
+  out += _table(["survival", "outcome", "images", "mean cosine of noun maps",
                  f"mean IoU (≥ {data['iou_fraction']}·max)"], rows)
+  objects_rows = []
+  for k in "ab":
+    for r in data["pairs"]:
+      if r[f"ratio_{k}"] is not None:
+        objects_rows.append((r["outcome"] in ("both", f"lost_{'b' if k == 'a' else 'a'}"),
+                             r[f"ratio_{k}"]))
+  for survived in (True, False):
+    ratio = [m for s_, m in objects_rows if s_ == survived]
+    out.append(f"Drawn objects {'read as their class' if survived else 'not read as their class'}"
+               f": {len(ratio)}; their noun's map puts "
+               f"{_fmt(float(np.mean(ratio)) if ratio else None)}× their area share on them.")
+  out.append("")
   fig, ax = plt.subplots(figsize=(4.5, 3.5))
-  groups = [[r["cosine"] for r in data["pairs"] if r["outcome"] == "both"],
-            [r["cosine"] for r in data["pairs"] if r["one_lost"]]]
-  ax.boxplot([g if g else [np.nan] for g in groups])
-  ax.set_xticks([1, 2], ["both survive", "one lost"])
+  groups = {f"{name}\n{k}": [r["cosine"] for r in data["pairs"] if r[key] in outcomes]
+            for name, key in (("class", "outcome"), ("drawn", "drawn_outcome"))
+            for k, outcomes in (("both", ("both",)), ("one lost", ("lost_a", "lost_b")),
+                                ("neither", ("neither",)))}
+  groups = {k: v for k, v in groups.items() if v}
+  ax.boxplot(list(groups.values()))
+  ax.set_xticks(np.arange(1, len(groups) + 1), list(groups), fontsize=6)
   ax.set(ylabel="cosine of the two nouns' maps")
   out += _figure(workdir, "attention_overlap", fig, "cosine of the two nouns' cross-attention "
-                 "maps in two-object prompts, by outcome (oracle).", command)
+                 "maps in two-object prompts, by outcome (oracle): survival as the named class, "
+                 "or as a drawn object of the named colour.", command)
   arrays = np.load(workdir / "stages" / "attention_overlays.npz")
   images, maps = arrays["images"], arrays["maps"]
   if len(images):
@@ -298,9 +317,12 @@ def _brittleness(workdir, data, command) -> list[str]:
   ax.legend(fontsize=7)
   out += _figure(workdir, "brittleness_classwise", fig, "accuracy per class (thin, coloured by "
                  "the class's colour) and overall (black) against the shift's α.", command)
-  conf = [r for r in data["confusion"] if r["pred"] != r["class"]]
+  conf = [r for r in data["confusion"] if r["pred"] not in (r["class"], "unclear")]
   top = sorted(conf, key=lambda r: -r["count"])[:12]
-  out += ["Most frequent confusions (what a class turns into under a shift):", ""]
+  unclear = sum(r["count"] for r in data["confusion"] if r["pred"] == "unclear")
+  out += [f"What classes turn into under the shifts: {unclear} of {len(data['records'])} images "
+          "are unreadable (`unclear`: no single clear object); the most frequent confusions "
+          "with another class:", ""]
   out += _table(["shift", "α", "class", "judged as", "images"],
                 [[r["shift"], r["alpha"], r["class"], r["pred"], r["count"]] for r in top])
   disp = data["displacement"]

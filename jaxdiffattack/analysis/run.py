@@ -97,6 +97,13 @@ def pair_list(classes, count: int, seed: int) -> list[tuple[str, str]]:
   return [candidates[i] for i in order[:count]]
 
 
+def spread(classes, count: int) -> tuple[str, ...]:
+  """`count` classes evenly spaced through the class list (all when it has fewer)."""
+  if count >= len(classes):
+    return tuple(classes)
+  return tuple(classes[i * len(classes) // count] for i in range(count))
+
+
 def _outcome(found_a, found_b, level: str = "correct") -> str:
   """Which named objects survive: "both", "lost_a", "lost_b" or "neither"; `level` "correct"
   (read as the named class) or "drawn" (an object of the named colour is there at all)."""
@@ -122,7 +129,8 @@ def analyse_speed(ctx: Context) -> dict:
     formed = ("none" if np.isnan(first_a) or np.isnan(first_b) else
               "a" if first_a < first_b else "b" if first_b < first_a else "tie")
     pairs.append({"a": a, "b": b, "seed": s, "outcome": _outcome(fa, fb),
-                  "drawn_outcome": _outcome(fa, fb, "drawn"), "drawn_a": fa.drawn, "drawn_b": fb.drawn, "first_a": _num(first_a),
+                  "drawn_outcome": _outcome(fa, fb, "drawn"), "drawn_a": fa.drawn,
+                  "drawn_b": fb.drawn, "first_a": _num(first_a),
                   "first_b": _num(first_b), "formed_first": formed,
                   "curve_a": [_num(v, 5) for v in curve[0]],
                   "curve_b": [_num(v, 5) for v in curve[1]]})
@@ -224,13 +232,13 @@ def analyse_attention(ctx: Context) -> dict:
   ious = overlap.iou(pmaps[:, 0], pmaps[:, 1], fraction)
   pairs = []
   for i, ((a, b, s), (fa, fb)) in enumerate(zip(pmembers, pfound)):
-    own = [overlap.mass_inside(pmaps[i, k], f.mask) if f.drawn else None
+    # The share of each noun's map on its own object over the object's area share.
+    own = [overlap.mass_inside(pmaps[i, k], f.mask) / f.mask.mean() if f.drawn else None
            for k, f in enumerate((fa, fb))]
     pairs.append({"a": a, "b": b, "seed": s, "outcome": _outcome(fa, fb),
                   "drawn_outcome": _outcome(fa, fb, "drawn"),
-                  "one_lost": _outcome(fa, fb) in ("lost_a", "lost_b"),
                   "cosine": float(cos[i]), "iou": float(ious[i]),
-                  "mass_inside_a": _num(own[0]), "mass_inside_b": _num(own[1])})
+                  "ratio_a": _num(own[0]), "ratio_b": _num(own[1])})
   n = min(config.attention.overlays, len(pmembers))
   report.save_arrays(ctx.workdir / "stages" / "attention_overlays.npz",
                      images=pbatch.images[:n], maps=pmaps[:n])
@@ -285,7 +293,7 @@ def analyse_inject(ctx: Context) -> dict:
       raise ConfigError("config.inject.from_attack is set but config.attack_workdir is empty: "
                         "give an ATM attack workdir")
     words = inject.attack_words(rows, config.inject.from_attack)
-  classes = ctx.classes[:config.inject.classes]
+  classes = spread(ctx.classes, config.inject.classes)
   members = [(c, w, s) for c in classes for w in [None] + words for s in ctx.seeds]
   prompts = [config.template.format(c) if w is None else
              inject.injected_prompt(config.inject.template, c, w) for c, w, _ in members]
