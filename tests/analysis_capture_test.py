@@ -3,7 +3,7 @@
 Reference: the UNet called once more, outside the sampler, with `unet_cross_attention` on the
 sampler's own z_t at a chosen step (DDIM's model input is z_t itself), on the conditional
 context alone, and its per-layer probabilities reduced in NumPy (heads averaged, each layer
-repeated to the 8×8 latent grid, layers averaged).
+repeated to the 8×8 latent grid, layers averaged: attention_maps_test's `_layer_average`).
 """
 
 import jax
@@ -16,18 +16,10 @@ from jaxdiffattack import schedulers
 from jaxdiffattack import text
 from jaxdiffattack.models import unet as unet_lib
 
+from attention_maps_test import _layer_average  # the NumPy reduction (heads, layers)
+
 PROMPTS = ("a photo of a red circle", "a photo of a blue star and a green cross")
 STEPS = 6
-
-
-def _numpy_token_maps(layers, side):
-  grids = []
-  for probs in layers.values():
-    probs = np.asarray(probs, np.float64).mean(1)
-    s = int(round(np.sqrt(probs.shape[1])))
-    grid = probs.reshape(probs.shape[0], s, s, -1)
-    grids.append(grid.repeat(side // s, axis=1).repeat(side // s, axis=2))
-  return np.mean(grids, axis=0)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +55,7 @@ def test_maps_equal_a_separate_capture_at_that_step(toy, step):
   timesteps = schedulers.make_scheduler("ddim", sd.scheduler_config, STEPS).timesteps
   z_t = outs[False].latent_trajectory[:, step - 1]
   _, layers = unet_lib.unet_cross_attention(sd.unet, params["unet"], z_t, timesteps[step], cond)
-  np.testing.assert_allclose(maps[:, step], _numpy_token_maps(layers, sd.latent_size), atol=2e-5)
+  np.testing.assert_allclose(maps[:, step], _layer_average(layers, sd.latent_size), atol=2e-5)
 
 
 def test_capture_with_last_k_gradient_depth(toy):

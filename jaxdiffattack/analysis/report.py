@@ -226,7 +226,7 @@ def _attention(workdir, data, command) -> list[str]:
         axes[i, 1 + k].imshow(images[i])
         up = np.kron(maps[i, k], np.ones((size // maps.shape[-1],) * 2))
         axes[i, 1 + k].imshow(up, alpha=0.6, cmap="magma")
-        axes[i, 1 + k].set_title(f"noun {'AB'[k]}", fontsize=6)
+        axes[i, 1 + k].set_title(f"'{data['overlay_nouns'][i][k]}'", fontsize=6)
       for a in axes[i]:
         a.axis("off")
     out += _figure(workdir, "attention_maps", fig, "two-object images with each noun's "

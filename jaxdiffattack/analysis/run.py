@@ -243,7 +243,8 @@ def analyse_attention(ctx: Context) -> dict:
   report.save_arrays(ctx.workdir / "stages" / "attention_overlays.npz",
                      images=pbatch.images[:n], maps=pmaps[:n])
   return {"steps": [steps.start, steps.stop], "iou_fraction": fraction, "singles": singles,
-          "pairs": pairs, "overlay_prompts": pprompts[:n]}
+          "pairs": pairs, "overlay_prompts": pprompts[:n],
+          "overlay_nouns": [[objects.phrase(x).noun for x in m[:2]] for m in pmembers[:n]]}
 
 
 # ----------------------------------------------------------------- orders ---
