@@ -6,14 +6,17 @@ class-wise robustness at every α, confusion, object displacement, trajectory st
 
   python launch/analyze.py --config configs/analysis.py:toy --workdir runs/analysis_toy
   python launch/analyze.py --config configs/analysis.py:toy,smoke --workdir runs/analysis_smoke
+  python launch/analyze.py --config configs/analysis.py \
+      --config.model=/ckpt/stable-diffusion-2-1-base --workdir runs/analysis_sd21   # real SD
 
 Variants after the colon (comma-separated): `toy` (the toy world, every analysis, minutes on 2
 CPU cores), `smoke` (with `toy`: a few classes, pairs and seeds, < 3 minutes on 2 CPU cores).
 Add `--config.attack_workdir=DIR` (an ATM attack workdir with results.jsonl) to correlate
 formation speed with ATM's success per class word and to take injected words from its
-successful prompts. Every analysis needs the toy oracle (object masks and readings); the default
-(no variant) names a real SD checkpoint directory and ImageNet-100 classes, and is refused with a
-one-line error until a judge with object masks exists for real images (see README).
+successful prompts. The default (no variant) is a real SD checkpoint directory (`config.model`)
+over ImageNet-100, judged by an ImageNet classifier (`config.scoring`, the shift sweep's block:
+ViT-B/16 by default) with object regions from the nouns' cross-attention maps
+(`analysis.objects.JUDGES["classifier"]`); the toy variants judge with the toy oracle.
 """
 
 import ml_collections
@@ -29,7 +32,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       raise ValueError(f"unknown variant {v!r} in configs/analysis.py:{arg}; use {VARIANTS}")
   c = ml_collections.ConfigDict()
   c.model = "/path/to/stable-diffusion-2-1-base"  # a local diffusers directory, a hub id or "toy"
-  c.judge = "classifier"           # analysis.judges.JUDGES: "oracle" (toy world)
+  c.judge = "classifier"           # analysis.objects.JUDGES: "classifier", "oracle" (toy world)
+  # The classifier judge's scoring (jaxdiffattack.scoring): its evaluator's top-1 and top-5.
+  c.scoring = ml_collections.ConfigDict({
+      "kind": "models", "roles": {"evaluator": {"classifiers": ("vit_b16",)}},
+      "objectives": {"evaluator": ("pred", "top5_hit")}, "scorers": {}})
   c.label_set = "imagenet100"
   c.classes = ()                   # a subset of the label set's names; empty = all
   c.template = "a photo of a {}"
@@ -49,7 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "steps": (0.0, 1.0),         # fractions of the run averaged over
       "iou_fraction": 0.5,         # IoU of the maps thresholded at this fraction of their max
       "overlays": 6})              # pair images drawn with their maps in the report
-  c.orders = ml_collections.ConfigDict({"pairs": 10, "placements": ("before", "after")})
+  # Modifier placements: ImageNet names are not (colour, shape) pairs; their words stay in order.
+  c.orders = ml_collections.ConfigDict({"pairs": 10, "placements": ("before",)})
   c.inject = ml_collections.ConfigDict({
       "template": "a photo of a {word} {label}",
       "words": ("blue", "red", "circle", "star", "dog", "big"),
@@ -63,6 +71,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = "toy"
     c.judge = "oracle"
     c.label_set = "toy"
+    c.scoring.roles.evaluator.classifiers = ("toy_vit",)
+    c.orders.placements = ("before", "after")
     c.num_steps = 20
     c.brittleness.alphas = (-0.6, -0.4, -0.2, 0.2, 0.4, 0.6)  # robust within ±0.2 (README)
   if "smoke" in variants:

@@ -121,7 +121,9 @@ def test_config_errors(tmp_path):
   config.classes = ("red circle", "purple blob")
   with pytest.raises(ConfigError, match="purple blob"):
     analysis_run.run(config, str(tmp_path))
-  with pytest.raises(ConfigError, match="config.judge='classifier'"):
-    analysis_run.run(analysis_config.get_config(), str(tmp_path))
+  config = analysis_config.get_config("toy,smoke")
+  config.judge = "human"
+  with pytest.raises(ConfigError, match="config.judge='human'"):
+    analysis_run.run(config, str(tmp_path))
   with pytest.raises(ValueError, match="unknown variant 'tiny'"):
     analysis_config.get_config("toy,tiny")

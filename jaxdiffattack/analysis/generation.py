@@ -21,6 +21,7 @@ from jaxdiffattack import text
 
 
 class Batch(NamedTuple):
+  prompts: list[str]             # [P]
   images: np.ndarray             # [P, H, W, 3] in [0, 1]
   x0_images: np.ndarray | None   # [P, S, H, W, 3] each step's decoded predicted x0
   attention: np.ndarray          # [P, S, h, w, L] cross-attention per text token (sums to 1)
@@ -77,7 +78,7 @@ class Generator:
     out = self.sampler(z, self._encode(prompts), self.uncond, self.guidance_scale)
     self.images_made += len(prompts)
     x0_images = self.decode_steps(out.x0_trajectory) if decode_steps else None
-    return Batch(out.images, x0_images, out.attention_trajectory, out.latent_trajectory,
+    return Batch(list(prompts), out.images, x0_images, out.attention_trajectory, out.latent_trajectory,
                  z * float(self.sampler.scheduler.init_noise_sigma))
 
   def decode_steps(self, x0_trajectory: np.ndarray) -> np.ndarray:

@@ -1,53 +1,116 @@
-"""Named objects of a prompt and where they are in an image (toy world: the oracle's reading).
+"""Named objects of a prompt, and judges that say whether and where each is in an image.
 
-A prompt names objects as (modifier, noun) phrases, e.g. ("red", "circle"). On the toy world an
-object's colour is its identity in a two-object scene (pair prompts name two colours), so a named
-object is *drawn* when the oracle reads an object of its colour, and *correct* (survives, in ATM's
-sense, arXiv 2306.02583 §4) when that object is read as the named class. Its region is that
-object's mask, its position the mask's centroid.
+A prompt names objects as (modifier, noun) phrases: the noun is a class name's last word, the
+modifier the words before it (toy: "red circle" → ("red", "circle"); ImageNet: "great white
+shark" → ("great white", "shark"), "goldfish" → ("", "goldfish")). A judge returns, per image,
+its judged class and, per named phrase, a `Found`: whether the object is drawn, whether it is
+*correct* (survives, in ATM's sense, arXiv 2306.02583 §4), its region and its centroid.
+Registered in `JUDGES`:
+
+  oracle      the toy world's oracle (`toy.oracle`): an object's colour is its identity in a
+              two-object toy scene (pair prompts name two colours), so a named object is drawn
+              when the oracle reads an object of its colour, correct when that object is read as
+              the named class; its region is that object's mask.
+  classifier  any image classifier (`scoring.make_scoring(config)`, role "evaluator", objectives
+              "pred" and "top5_hit"), for real models: the judged class is its top-1; a named
+              object is drawn when its class is in the top 5, correct when it is the top-1 (one
+              named object) or in the top 5 (several); its region is where its noun's
+              cross-attention map (the sampler's capture, steps `config.attention.steps`) is at
+              least `config.attention.iou_fraction` of its maximum.
 """
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from jaxdiffattack.toy import oracle
-from jaxdiffattack.toy import world
+from jaxdiffattack.analysis import overlap
 
 
 class Phrase(NamedTuple):
-  modifier: str   # e.g. "red"
+  modifier: str   # e.g. "red" ("" when the class name is one word)
   noun: str       # e.g. "circle"
 
   @property
   def label(self) -> str:
-    return f"{self.modifier} {self.noun}"
+    return f"{self.modifier} {self.noun}".strip()
 
 
 class Found(NamedTuple):
   """A named object in one image."""
-  drawn: bool                      # an object of the phrase's colour is there
-  correct: bool                    # ... and is read as the named class
-  shape: str | None                # the shape read for it (None: not drawn or unreadable)
+  drawn: bool                      # the object is there
+  correct: bool                    # ... and is judged the named class
   mask: np.ndarray                 # [H, W] bool (all False when not drawn)
-  centroid: tuple[float, float]    # (x, y) pixels; NaN when not drawn
+  centroid: tuple[float, float]    # (x, y) pixels of the mask; NaN when empty
 
 
 def phrase(label: str) -> Phrase:
-  modifier, noun = label.split()
-  return Phrase(modifier, noun)
+  *modifier, noun = label.split()
+  return Phrase(" ".join(modifier), noun)
 
 
-def find(reading: oracle.Reading, named: Phrase) -> Found:
-  """The named object in an oracle reading: its largest object of the named colour."""
-  matches = [o for o in reading.objects if o.colour == named.modifier]
-  if not matches:
-    return Found(False, False, None, np.zeros((world.IMAGE_SIZE,) * 2, bool), (np.nan, np.nan))
-  best = max(matches, key=lambda o: o.area)
-  return Found(True, best.label == named.label, best.shape, best.mask, best.centroid)
+def mask_centroid(mask: np.ndarray) -> tuple[float, float]:
+  """(x, y) of a bool mask [H, W], pixel centres at integer coordinates; NaN when empty."""
+  ys, xs = np.nonzero(mask)
+  return (float(xs.mean()), float(ys.mean())) if len(xs) else (np.nan, np.nan)
 
 
-def find_all(images: np.ndarray, named: Sequence[Sequence[Phrase]]) -> tuple[list, list]:
-  """(readings, found): per image its oracle reading and a Found per named phrase."""
-  readings = oracle.read(images)
-  return readings, [[find(r, p) for p in phrases] for r, phrases in zip(readings, named)]
+# A judge: (images [P, H, W, 3], attention [P, S, h, w, L], prompts [P], phrases [P][K]) →
+# (judged class or None [P], Found [P][K]).
+Judge = Callable[..., tuple[list, list]]
+
+
+def oracle_judge(config, sd) -> Judge:
+  del config, sd
+  from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.toy import world  # pylint: disable=g-import-not-at-top
+
+  def find(reading, named: Phrase) -> Found:
+    matches = [o for o in reading.objects if o.colour == named.modifier]
+    if not matches:
+      return Found(False, False, np.zeros((world.IMAGE_SIZE,) * 2, bool), (np.nan, np.nan))
+    best = max(matches, key=lambda o: o.area)
+    return Found(True, best.label == named.label, best.mask, best.centroid)
+
+  def judge(images, attention, prompts, phrases):
+    del attention, prompts
+    readings = oracle.read(images)
+    return ([r.label for r in readings],
+            [[find(r, p) for p in named] for r, named in zip(readings, phrases)])
+  return judge
+
+
+def classifier_judge(config, sd) -> Judge:
+  from jaxdiffattack import scoring as scoring_lib  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
+  scoring = scoring_lib.make_scoring(config)
+  scoring.check_names(["evaluator/pred", "evaluator/top5_hit"], "scoring.objectives")
+  names = labels_lib.class_names(config.label_set)
+  steps = overlap.step_range(config.num_steps, config.attention.steps)
+  fraction = config.attention.iou_fraction
+
+  def judge(images, attention, prompts, phrases):
+    images = np.asarray(images)
+    first = [named[0].label if named else names[0] for named in phrases]
+    top1 = scoring.score(images, labels=first)["evaluator/pred"]
+    preds = [names[int(i)] for i in top1]
+    count = len(phrases[0]) if phrases else 0
+    hits = [scoring.score(images, labels=[named[k].label for named in phrases])
+            ["evaluator/top5_hit"] for k in range(count)]
+    maps = overlap.word_maps(attention, [
+        [overlap.word_token_indices(sd.tokenizer, prompt, p.noun) for p in named]
+        for prompt, named in zip(prompts, phrases)], steps) if count else None
+    found = []
+    for i, named in enumerate(phrases):
+      row = []
+      for k, p in enumerate(named):
+        drawn = bool(hits[k][i] > 0.5)
+        correct = preds[i] == p.label if count == 1 else drawn
+        mask = overlap.upsample(overlap.thresholded(maps[i, k], fraction), images.shape[1])
+        mask = mask & drawn
+        row.append(Found(drawn, correct, mask, mask_centroid(mask)))
+      found.append(row)
+    return preds, found
+  return judge
+
+
+JUDGES: dict[str, Callable] = {"oracle": oracle_judge, "classifier": classifier_judge}

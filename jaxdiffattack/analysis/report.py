@@ -141,8 +141,8 @@ def _speed(workdir, data, command) -> list[str]:
   pairs = data["pairs"]
   lost = [r for r in pairs if r["outcome"] in ("lost_a", "lost_b")
           and r["formed_first"] in ("a", "b")]
-  later_lost = sum(r["outcome"] == f"lost_{r['formed_first'] == 'a' and 'b' or 'a'}"
-                   for r in lost)
+  later = {"a": "b", "b": "a"}
+  later_lost = sum(r["outcome"] == f"lost_{later[r['formed_first']]}" for r in lost)
   out += [f"Two-object prompts: {len(pairs)} images; outcomes "
           + ", ".join(f"{k} {sum(r['outcome'] == k for r in pairs)}"
                       for k in ("both", "lost_a", "lost_b", "neither"))

@@ -40,8 +40,6 @@ from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
 from jaxdiffattack.sweep import trajectories
 
-JUDGES = ("oracle",)   # object readings with masks; the toy world's oracle
-
 
 @dataclasses.dataclass
 class Context:
@@ -49,6 +47,7 @@ class Context:
   config: ml_collections.ConfigDict
   classes: tuple[str, ...]
   generator: generation.Generator
+  judge: objects.Judge
   progress: runs.Progress
   workdir: pathlib.Path
   cache: dict = dataclasses.field(default_factory=dict)
@@ -57,6 +56,10 @@ class Context:
     batch = self.generator(prompts, seeds, **kw)
     self.progress.log(self.generator.images_made)
     return batch
+
+  def read(self, batch: generation.Batch, phrases) -> tuple[list, list]:
+    """The judge on a batch: (judged class or None [P], Found [P][K] per named phrase)."""
+    return self.judge(batch.images, batch.attention, batch.prompts, phrases)
 
   @property
   def seeds(self) -> list[int]:
@@ -68,8 +71,8 @@ class Context:
       members = [(c, s) for c in self.classes for s in self.seeds]
       batch = self.generate([self.config.template.format(c) for c, _ in members],
                             [s for _, s in members], decode_steps=True)
-      readings, found = objects.find_all(batch.images, [[objects.phrase(c)] for c, _ in members])
-      self.cache["singles"] = (members, batch, readings, [f[0] for f in found])
+      preds, found = self.read(batch, [[objects.phrase(c)] for c, _ in members])
+      self.cache["singles"] = (members, batch, preds, [f[0] for f in found])
     return self.cache["singles"]
 
   def pairs(self):
@@ -79,8 +82,8 @@ class Context:
                                                   self.config.pair_seed) for s in self.seeds]
       batch = self.generate([self.config.pair_template.format(a, b) for a, b, _ in members],
                             [s for _, _, s in members], decode_steps=True)
-      _, found = objects.find_all(batch.images, [[objects.phrase(a), objects.phrase(b)]
-                                                 for a, b, _ in members])
+      _, found = self.read(batch, [[objects.phrase(a), objects.phrase(b)]
+                                   for a, b, _ in members])
       self.cache["pairs"] = (members, batch, found)
     return self.cache["pairs"]
 
@@ -260,8 +263,7 @@ def analyse_orders(ctx: Context) -> dict:
         seeds.append(s)
         keys.append((a, b, key, named))
   batch = ctx.generate(prompts, seeds)
-  _, found = objects.find_all(batch.images, [[objects.phrase(a), objects.phrase(b)]
-                                             for a, b, _, _ in keys])
+  _, found = ctx.read(batch, [[objects.phrase(a), objects.phrase(b)] for a, b, _, _ in keys])
   for prompt, s, (a, b, key, named), (fa, fb) in zip(prompts, seeds, keys, found):
     first_is_a = named[0].label == a
     rows.append({"a": a, "b": b, "order": key, "prompt": prompt, "seed": s,
@@ -299,9 +301,9 @@ def analyse_inject(ctx: Context) -> dict:
   prompts = [config.template.format(c) if w is None else
              inject.injected_prompt(config.inject.template, c, w) for c, w, _ in members]
   batch = ctx.generate(prompts, [s for _, _, s in members])
-  readings, _ = objects.find_all(batch.images, [[] for _ in members])
-  records = [{"class": c, "word": w or "", "seed": s, "prompt": p, "pred": r.label}
-             for (c, w, s), p, r in zip(members, prompts, readings)]
+  preds, _ = ctx.read(batch, [[] for _ in members])
+  records = [{"class": c, "word": w or "", "seed": s, "prompt": p, "pred": pred}
+             for (c, w, s), p, pred in zip(members, prompts, preds)]
   summary = []
   for c in classes:
     clean = inject.distribution([r["pred"] for r in records if r["class"] == c and not r["word"]])
@@ -320,14 +322,14 @@ def analyse_inject(ctx: Context) -> dict:
 # ------------------------------------------------------------ brittleness ---
 def analyse_brittleness(ctx: Context) -> dict:
   config = ctx.config
-  members, batch, readings, found = ctx.singles()
-  records = _brittle_records("none", 0.0, members, batch, readings, found)
+  members, batch, preds, found = ctx.singles()
+  records = _brittle_records("none", 0.0, members, batch, preds, found)
   for shift in config.brittleness.shifts:
     for alpha in config.brittleness.alphas:
       shifted = ctx.generate([config.template.format(c) for c, _ in members],
                              [s for _, s in members], shift=shift, alpha=float(alpha))
-      r, f = objects.find_all(shifted.images, [[objects.phrase(c)] for c, _ in members])
-      records += _brittle_records(shift, float(alpha), members, shifted, r, [x[0] for x in f])
+      p, f = ctx.read(shifted, [[objects.phrase(c)] for c, _ in members])
+      records += _brittle_records(shift, float(alpha), members, shifted, p, [x[0] for x in f])
   steps = []
   for shift, alpha in {(r["shift"], r["alpha"]) for r in records}:
     mine = [r["step_distance"] for r in records if (r["shift"], r["alpha"]) == (shift, alpha)]
@@ -341,13 +343,13 @@ def analyse_brittleness(ctx: Context) -> dict:
           "trajectory": sorted(steps, key=lambda r: (r["shift"], r["alpha"], r["step"]))}
 
 
-def _brittle_records(shift, alpha, members, batch, readings, found) -> list[dict]:
+def _brittle_records(shift, alpha, members, batch, preds, found) -> list[dict]:
   distances = trajectories.trajectory_statistics(batch.latent_trajectory,
                                                  batch.initial)["step_distance"]
-  return [{"shift": shift, "alpha": alpha, "class": c, "seed": s, "pred": r.label,
-           "correct": r.label == c, "cx": f.centroid[0], "cy": f.centroid[1],
+  return [{"shift": shift, "alpha": alpha, "class": c, "seed": s, "pred": pred,
+           "correct": pred == c, "cx": f.centroid[0], "cy": f.centroid[1],
            "step_distance": d.tolist()}
-          for (c, s), r, f, d in zip(members, readings, found, distances)]
+          for (c, s), pred, f, d in zip(members, preds, found, distances)]
 
 
 ANALYSES: dict[str, Callable[[Context], dict]] = {
@@ -360,9 +362,9 @@ def validate(config) -> None:
   for name in config.analyses:
     if name not in ANALYSES:
       raise ConfigError(f"config.analyses entry {name!r} is invalid: use {tuple(ANALYSES)}")
-  if config.judge not in JUDGES:
-    raise ConfigError(f"config.judge={config.judge!r} is invalid: use {JUDGES} (object masks "
-                      "and readings; real-image judges with masks are not implemented yet)")
+  if config.judge not in objects.JUDGES:
+    raise ConfigError(f"config.judge={config.judge!r} is invalid: use one of "
+                      f"{tuple(objects.JUDGES)}")
   if not 0.0 < config.speed.threshold < 1.0:
     raise ConfigError(f"config.speed.threshold={config.speed.threshold!r} is invalid: use a "
                       "value in (0, 1)")
@@ -404,8 +406,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model_loader=None) -
                                num_steps=config.num_steps,
                                guidance_scale=config.guidance_scale, unit=config.unit,
                                seed=config.seed)
-    ctx = Context(config, classes, gen, runs.Progress("analyze", planned_images(config, classes),
-                                                      unit="images"), workdir)
+    judge = objects.JUDGES[config.judge](config, sd)
+    progress = runs.Progress("analyze", planned_images(config, classes), unit="images")
+    ctx = Context(config, classes, gen, judge, progress, workdir)
     for name in pending:
       logging.info("analysis %s", name)
       report.save_stage(workdir, name, digest, ANALYSES[name](ctx))
