@@ -25,10 +25,12 @@ Gradient depth (`grad_steps`, the same name in `SamplerSettings`):
 Per-step cross-attention maps (`capture_attention=True`, for failure analysis, ATM arXiv
 2306.02583 §4.2): each step's UNet call on the text condition also returns every cross-attention
 layer's probabilities (`models.unet.unet_cross_attention`), reduced inside the scan to one map per
-text token: averaged over heads, each layer upsampled (nearest) to the latent grid, averaged over
-layers → `SampleOutput.attention_trajectory` [P, S, h, w, L] (sums to 1 over L). With guidance
-the maps are those of the conditional half. Off (the default), the step is the plain fast path:
-no capture code is traced.
+text token: averaged over heads, each layer brought to one grid of at most `ATTENTION_GRID`²
+(the latent grid, or for larger latents the latent grid mean-pooled: SD's 64×64 → 16×16, so maps
+take 4 MB per member at 50 steps) by repeating coarser layers and mean-pooling finer ones,
+averaged over layers → `SampleOutput.attention_trajectory` [P, S, g, g, L] (sums to 1 over L).
+With guidance the maps are those of the conditional half. Off (the default), the step is the
+plain fast path: no capture code is traced.
 
 Three layers, each built on the one before:
   `sample`              the pure sampler (latents, text embeddings → images / latents);
@@ -55,6 +57,7 @@ from jaxdiffattack.models import StableDiffusion
 from jaxdiffattack.models import unet as unet_lib
 
 TRAJECTORIES = ("x0", "latents")
+ATTENTION_GRID = 16   # captured attention maps are at most this many pixels a side
 
 
 class SampleOutput(NamedTuple):
@@ -62,7 +65,7 @@ class SampleOutput(NamedTuple):
   latents: jax.Array | None = None    # [P, C, h, w] final latents z_0 (before the VAE)
   x0_trajectory: jax.Array | None = None      # [P, S, C, h, w] predicted z_0 at each step
   latent_trajectory: jax.Array | None = None  # [P, S, C, h, w] z_t after each step
-  attention_trajectory: jax.Array | None = None  # [P, S, h, w, L] cross-attention per token
+  attention_trajectory: jax.Array | None = None  # [P, S, g, g, L] cross-attention per token
   scores: dict | None = None          # score_fn's per-member outputs, each [P, ...]
 
 
@@ -211,16 +214,25 @@ def _denoise(sd: StableDiffusion, scheduler, unet_params, carry, context, scale,
 
 
 def token_maps(layers: dict, latent_hw: Sequence[int]) -> jax.Array:
-  """Cross-attention probabilities {layer: [B, heads, h'·w', L]} → [B, h, w, L]: averaged over
-  heads, each layer upsampled (nearest, raster order) to the latent grid h×w, averaged over
-  layers. Each pixel's map still sums to 1 over the L tokens."""
+  """Cross-attention probabilities {layer: [B, heads, h'·w', L]} (raster order) → [B, gh, gw,
+  L]: averaged over heads; each layer repeated (nearest) or mean-pooled to the grid gh×gw (the
+  latent grid h×w pooled by the smallest factor that makes it at most `ATTENTION_GRID` a side);
+  averaged over layers. Each pixel's map still sums to 1 over the L tokens."""
   h, w = latent_hw
+  pool = max(1, -(-max(h, w) // ATTENTION_GRID))
+  gh, gw = h // pool, w // pool
   grids = []
   for probs in layers.values():
-    factor = int(round((h * w / probs.shape[2]) ** 0.5))
-    grid = probs.astype(jnp.float32).mean(1).reshape(
-        probs.shape[0], h // factor, w // factor, probs.shape[-1])
-    grids.append(jnp.repeat(jnp.repeat(grid, factor, axis=1), factor, axis=2))
+    factor = int(round((h * w / probs.shape[2]) ** 0.5))    # latent pixels per layer pixel
+    lh, lw = h // factor, w // factor
+    grid = probs.astype(jnp.float32).mean(1).reshape(probs.shape[0], lh, lw, probs.shape[-1])
+    if lh >= gh:
+      k = lh // gh
+      grid = grid.reshape(grid.shape[0], gh, k, gw, k, grid.shape[-1]).mean((2, 4))
+    else:
+      k = gh // lh
+      grid = jnp.repeat(jnp.repeat(grid, k, axis=1), k, axis=2)
+    grids.append(grid)
   return jnp.mean(jnp.stack(grids), axis=0)
 
 

@@ -68,3 +68,19 @@ def test_capture_with_last_k_gradient_depth(toy):
                                        sd.latent_shape)
   out = jax.jit(f)(sampler_lib.fused_params(params), latents, cond, uncond, 7.5)
   np.testing.assert_allclose(out.attention_trajectory, outs[True].attention_trajectory, atol=2e-5)
+
+
+def test_token_maps_pool_finer_and_repeat_coarser_layers():
+  """A 32×32 latent: maps on a 16×16 grid; a 32² layer mean-pooled by 2, an 8² layer repeated."""
+  rng = np.random.default_rng(0)
+  layers = {}
+  for name, side in (("fine", 32), ("same", 16), ("coarse", 8)):
+    logits = rng.normal(size=(2, 3, side * side, 5))
+    layers[name] = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  got = np.asarray(sampler_lib.token_maps({k: jax.numpy.asarray(v) for k, v in layers.items()},
+                                          (32, 32)))
+  heads = {k: v.mean(1).reshape(2, int(np.sqrt(v.shape[2])), -1, 5) for k, v in layers.items()}
+  fine = heads["fine"].reshape(2, 16, 2, 16, 2, 5).mean((2, 4))
+  coarse = heads["coarse"].repeat(2, axis=1).repeat(2, axis=2)
+  np.testing.assert_allclose(got, (fine + heads["same"] + coarse) / 3, rtol=1e-5)
+  np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-5)

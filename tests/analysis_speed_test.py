@@ -107,3 +107,12 @@ def test_distribution_and_total_variation():
   assert inject.total_variation(clean, clean) == 0.0
   assert inject.injected_prompt("a photo of a {word} {label}", "red circle", "blue") == \
       "a photo of a blue red circle"
+
+
+def test_pool_for_ssim_of_large_images():
+  from jaxdiffattack.analysis import generation  # pylint: disable=g-import-not-at-top
+  x = np.arange(2 * 12 * 12 * 3, dtype=float).reshape(2, 12, 12, 3)
+  np.testing.assert_array_equal(generation.pool(x, 12), x)
+  got = generation.pool(x, 5)                          # 12 → 4 (factor 3, the smallest <= 5)
+  assert got.shape == (2, 4, 4, 3)
+  np.testing.assert_allclose(got[1, 2, 3], x[1, 6:9, 9:12].mean((0, 1)))

@@ -23,8 +23,9 @@ from jaxdiffattack import text
 class Batch(NamedTuple):
   prompts: list[str]             # [P]
   images: np.ndarray             # [P, H, W, 3] in [0, 1]
-  x0_images: np.ndarray | None   # [P, S, H, W, 3] each step's decoded predicted x0
-  attention: np.ndarray          # [P, S, h, w, L] cross-attention per text token (sums to 1)
+  x0_images: np.ndarray | None   # [P, S, H', W', 3] each step's decoded predicted x0, pooled
+                                 # to at most `x0_size` a side (`pool`)
+  attention: np.ndarray          # [P, S, g, g, L] cross-attention per text token (sums to 1)
   latent_trajectory: np.ndarray  # [P, S, C, h, w] z_t after each step
   initial: np.ndarray            # [P, C, h, w] the σ-scaled (shifted) starting latents
 
@@ -33,8 +34,8 @@ class Generator:
   """Samples with per-step trajectories and attention capture, one compiled program."""
 
   def __init__(self, sd, params, *, scheduler: str, num_steps: int, guidance_scale: float,
-               unit: int, seed: int):
-    self.sd, self.params, self.unit = sd, params, unit
+               unit: int, seed: int, x0_size: int):
+    self.sd, self.params, self.unit, self.x0_size = sd, params, unit, x0_size
     self.guidance_scale = guidance_scale
     settings = sampler_lib.SamplerSettings(scheduler=scheduler, num_steps=num_steps,
                                            trajectory=("x0", "latents"), capture_attention=True)
@@ -82,12 +83,25 @@ class Generator:
                  z * float(self.sampler.scheduler.init_noise_sigma))
 
   def decode_steps(self, x0_trajectory: np.ndarray) -> np.ndarray:
-    """[P, S, C, h, w] predicted latents → [P, S, H, W, 3] images (fixed chunks of `unit`)."""
+    """[P, S, C, h, w] predicted latents → [P, S, H', W', 3] images pooled to at most `x0_size`
+    a side (fixed chunks of `unit`; only pooled images are kept on the host)."""
     p, s = x0_trajectory.shape[:2]
     flat = x0_trajectory.reshape(p * s, *x0_trajectory.shape[2:])
     out = []
     for start in range(0, len(flat), self.unit):
       chunk = flat[start:start + self.unit]
       padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.unit - len(chunk), 0)])
-      out.append(np.asarray(self._decode(self.params["vae"], padded))[:len(chunk)])
+      decoded = np.asarray(self._decode(self.params["vae"], padded))[:len(chunk)]
+      out.append(pool(decoded, self.x0_size))
     return np.concatenate(out).reshape(p, s, *out[0].shape[1:])
+
+
+def pool(images: np.ndarray, size: int) -> np.ndarray:
+  """Mean-pools images [..., H, W, C] by the smallest integer factor k dividing H with
+  H / k <= size (unchanged when H <= size)."""
+  h = images.shape[-3]
+  k = next(f for f in range(1, h + 1) if h % f == 0 and h // f <= size)
+  if k == 1:
+    return images
+  shape = images.shape[:-3] + (h // k, k, images.shape[-2] // k, k, images.shape[-1])
+  return images.reshape(shape).mean((-4, -2))

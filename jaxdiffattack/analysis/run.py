@@ -118,14 +118,17 @@ def _outcome(found_a, found_b, level: str = "correct") -> str:
 def analyse_speed(ctx: Context) -> dict:
   threshold = ctx.config.speed.threshold
   members, batch, _, found = ctx.singles()
-  curves = speed.ssim_curves(batch.x0_images, batch.images)                    # [P, S]
+  size = ctx.config.speed.x0_size
+  curves = speed.ssim_curves(batch.x0_images, generation.pool(batch.images, size))  # [P, S]
   first = speed.first_step_above(curves, threshold)
   singles = [{"class": c, "seed": s, "first_step": float(f), "correct": bool(fd.correct),
               "curve": [round(float(v), 5) for v in curve]}
              for (c, s), f, fd, curve in zip(members, first, found, curves)]
   pmembers, pbatch, pfound = ctx.pairs()
-  masks = np.stack([[fa.mask, fb.mask] for fa, fb in pfound])                  # [P, 2, H, W]
-  region = speed.region_ssim_curves(pbatch.x0_images, pbatch.images, masks)  # [P, 2, S]
+  masks = np.stack([[fa.mask, fb.mask] for fa, fb in pfound])[..., None]       # [P, 2, H, W, 1]
+  masks = generation.pool(masks.astype(np.float32), size)[..., 0] > 0.5          # pooled like x0
+  region = speed.region_ssim_curves(pbatch.x0_images, generation.pool(pbatch.images, size),
+                                    masks)                                       # [P, 2, S]
   pfirst = speed.first_step_above(region, threshold)                           # [P, 2]
   pairs = []
   for (a, b, s), (fa, fb), (first_a, first_b), curve in zip(pmembers, pfound, pfirst, region):
@@ -405,7 +408,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model_loader=None) -
     gen = generation.Generator(sd, params, scheduler=config.scheduler,
                                num_steps=config.num_steps,
                                guidance_scale=config.guidance_scale, unit=config.unit,
-                               seed=config.seed)
+                               seed=config.seed, x0_size=config.speed.x0_size)
     judge = objects.JUDGES[config.judge](config, sd)
     progress = runs.Progress("analyze", planned_images(config, classes), unit="images")
     ctx = Context(config, classes, gen, judge, progress, workdir)
