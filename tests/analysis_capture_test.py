@@ -71,7 +71,7 @@ def test_capture_with_last_k_gradient_depth(toy):
 
 
 def test_token_maps_pool_finer_and_repeat_coarser_layers():
-  """A 32×32 latent: maps on a 16×16 grid; a 32² layer mean-pooled by 2, an 8² layer repeated."""
+  """A 32×32 latent: maps on a 16×16 grid; a 32² layer mean-pooled by 2, an 8² one repeated."""
   rng = np.random.default_rng(0)
   layers = {}
   for name, side in (("fine", 32), ("same", 16), ("coarse", 8)):

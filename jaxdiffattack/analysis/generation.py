@@ -79,7 +79,8 @@ class Generator:
     out = self.sampler(z, self._encode(prompts), self.uncond, self.guidance_scale)
     self.images_made += len(prompts)
     x0_images = self.decode_steps(out.x0_trajectory) if decode_steps else None
-    return Batch(list(prompts), out.images, x0_images, out.attention_trajectory, out.latent_trajectory,
+    return Batch(list(prompts), out.images, x0_images, out.attention_trajectory,
+                 out.latent_trajectory,
                  z * float(self.sampler.scheduler.init_noise_sigma))
 
   def decode_steps(self, x0_trajectory: np.ndarray) -> np.ndarray:

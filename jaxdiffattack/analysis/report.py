@@ -179,7 +179,7 @@ def _attention(workdir, data, command) -> list[str]:
             f"its area share of mass on the object on average (median {np.median(ratios):.2f}×, "
             f"{len(ratios)} images; 1× = unrelated to the object).", ""]
   rows = []
-  for level, key in (("read as its class", "outcome"), ("drawn (its colour)", "drawn_outcome")):
+  for level, key in (("read as its class", "outcome"), ("drawn", "drawn_outcome")):
     for group, outcomes in (("both", ("both",)), ("one lost", ("lost_a", "lost_b")),
                             ("neither", ("neither",))):
       mine = [r for r in data["pairs"] if r[key] in outcomes]
@@ -187,7 +187,8 @@ def _attention(workdir, data, command) -> list[str]:
                    np.mean([r["cosine"] for r in mine]) if mine else None,
                    np.mean([r["iou"] for r in mine]) if mine else None])
   out += ["Two-object prompts: overlap of the two nouns' maps by outcome, an object counted as "
-          "surviving when read as its class, or when merely drawn (an object of its colour):", ""]
+          "surviving when judged as its class, or when merely drawn (oracle: an object of its "
+          "colour is there; classifier judge: its class is in the top 5):", ""]
   out += _table(["survival", "outcome", "images", "mean cosine of noun maps",
                  f"mean IoU (≥ {data['iou_fraction']}·max)"], rows)
   objects_rows = []
@@ -212,8 +213,8 @@ def _attention(workdir, data, command) -> list[str]:
   ax.set_xticks(np.arange(1, len(groups) + 1), list(groups), fontsize=6)
   ax.set(ylabel="cosine of the two nouns' maps")
   out += _figure(workdir, "attention_overlap", fig, "cosine of the two nouns' cross-attention "
-                 "maps in two-object prompts, by outcome (oracle): survival as the named class, "
-                 "or as a drawn object of the named colour.", command)
+                 "maps in two-object prompts, by outcome: survival as the named class, or as a "
+                 "drawn object.", command)
   arrays = np.load(workdir / "stages" / "attention_overlays.npz")
   images, maps = arrays["images"], arrays["maps"]
   if len(images):
@@ -241,7 +242,7 @@ def _orders(workdir, data, command) -> list[str]:
   out = ["## Word position (ATM §4.4)", "",
          "Same words, every order (A = the pair's first class, B = the second; `before`/`after`"
          ": each named phrase's modifier before or after its noun), same seeds. Counts of "
-         "images in which each object survives (read as its class by the oracle):", ""]
+         "images in which each object survives (judged as its class):", ""]
   s = data["summary"]
   out += _table(["order", "images", "A survives", "B survives", "first-named survives",
                  "second-named survives", "both"],
@@ -301,7 +302,7 @@ def _brittleness(workdir, data, command) -> list[str]:
   cells = sorted({(r["shift"], r["alpha"]) for r in cw}, key=lambda c: (c[1], c[0]))
   classes = sorted({r["class"] for r in cw if r["class"] != "all"})
   acc = {(r["shift"], r["alpha"], r["class"]): r["accuracy"] for r in cw}
-  out += ["Class-wise accuracy (oracle reads the named class) at every shift cell; the `all` "
+  out += ["Class-wise accuracy (the judge reads the named class) at every shift cell; the `all` "
           "row is the sum over classes:", ""]
   out += _table(["class"] + [f"{s} {a:+g}" if s != "none" else "clean" for s, a in cells],
                 [[c] + [acc.get((s, a, c)) for s, a in cells] for c in classes + ["all"]])
@@ -313,7 +314,7 @@ def _brittleness(workdir, data, command) -> list[str]:
               color=_colour(c), alpha=0.5, lw=0.8)
     ax.plot(alphas, [acc.get((shift, a, "all"), acc.get(("none", 0.0, "all"))) for a in alphas],
             color="k", lw=2, label=f"{shift}: all classes")
-  ax.set(xlabel="α", ylabel="accuracy (oracle)", ylim=(-0.02, 1.02))
+  ax.set(xlabel="α", ylabel="accuracy (judge)", ylim=(-0.02, 1.02))
   ax.legend(fontsize=7)
   out += _figure(workdir, "brittleness_classwise", fig, "accuracy per class (thin, coloured by "
                  "the class's colour) and overall (black) against the shift's α.", command)
@@ -326,8 +327,9 @@ def _brittleness(workdir, data, command) -> list[str]:
   out += _table(["shift", "α", "class", "judged as", "images"],
                 [[r["shift"], r["alpha"], r["class"], r["pred"], r["count"]] for r in top])
   disp = data["displacement"]
-  out += ["Object displacement: centroid of the object (of the prompt's colour) at α minus "
-          "at α = 0, same class and seed, in pixels (x to the right, y down):", ""]
+  out += ["Object displacement: centroid of the object's region (oracle: the object of the "
+          "prompt's colour; classifier judge: its noun's attention region) at α minus at α = 0, "
+          "same class and seed, in pixels (x to the right, y down):", ""]
   out += _table(["shift", "α", "n", "dx", "± se", "dy", "± se"],
                 [[r["shift"], r["alpha"], r["n"], r["dx"], r["dx_se"], r["dy"], r["dy_se"]]
                  for r in disp])
