@@ -66,7 +66,7 @@ class Context:
     return list(range(self.config.seeds))
 
   def singles(self):
-    """Every class × seed, unshifted, with decoded steps: (members, batch, found)."""
+    """Every class × seed, unshifted, with decoded steps: (members, batch, preds, found)."""
     if "singles" not in self.cache:
       members = [(c, s) for c in self.classes for s in self.seeds]
       batch = self.generate([self.config.template.format(c) for c, _ in members],
