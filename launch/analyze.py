@@ -3,6 +3,7 @@ r"""Failure analysis job. Kept short: all logic is in jaxdiffattack.analysis.
   python launch/analyze.py --config configs/analysis.py:toy --workdir runs/analysis_toy
 """
 
+import shlex
 import sys
 
 from absl import app
@@ -19,7 +20,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs.", requir
 def main(argv):
   del argv
   try:
-    analysis.run(_CONFIG.value, _WORKDIR.value)
+    analysis.run(_CONFIG.value, _WORKDIR.value, command="python " + shlex.join(sys.argv))
   except UserError as e:
     sys.exit(f"error: {e}")
 

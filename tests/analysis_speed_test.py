@@ -82,14 +82,18 @@ def test_attack_workdir_success_rates_and_words(tmp_path):
   rows = [
       {"prompt": "a photo of a red circle", "class_word": "red circle", "attacked": True,
        "success": True, "successful_prompts": ["a photo of a red circle dog",
-                                               "a big photo of a red circle dog"]},
+                                               "a big photo of a red circle dog",
+                                               "a close - up photo of a red circle dog"]},
       {"prompt": "a red circle", "class_word": "red circle", "attacked": True, "success": False,
        "successful_prompts": []},
       {"prompt": "a blue star", "class_word": "blue star", "attacked": False, "success": None,
        "successful_prompts": []}]
   workdir = _atm_workdir(tmp_path, rows)
   assert analysis_run.attack_success(workdir) == {"red circle": 0.5}
-  assert inject.attack_words(analysis_run.attack_rows(workdir), 5) == ["dog", "big"]
+  # Most frequent first; ties in order of appearance; a lone "-" is no word.
+  assert inject.attack_words(analysis_run.attack_rows(workdir), 5)[0] == "dog"
+  assert sorted(inject.attack_words(analysis_run.attack_rows(workdir), 5)) == \
+      ["big", "close", "dog", "up"]
   assert analysis_run.attack_success("") is None
   with pytest.raises(ConfigError, match="attack_workdir"):
     analysis_run.attack_success(str(tmp_path / "missing"))

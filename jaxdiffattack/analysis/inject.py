@@ -30,7 +30,7 @@ def total_variation(p: dict, q: dict) -> float:
 
 
 def _words(text: str) -> list[str]:
-  return re.findall(r"[a-z0-9'-]+", text.lower())
+  return re.findall(r"[a-z][a-z0-9'-]*", text.lower())
 
 
 def attack_words(rows: Iterable[dict], limit: int) -> list[str]:

@@ -64,7 +64,9 @@ def write_report(workdir) -> dict:
   if not config_path.exists():
     raise UserError(f"{workdir} has no config.json: not an analyze workdir")
   config = json.loads(config_path.read_text())
-  command = (f"python launch/analyze.py --config configs/analysis.py:{config.get('variant', '')}"
+  command_path = workdir / "command.txt"
+  command = (command_path.read_text() if command_path.exists() else
+             f"python launch/analyze.py --config configs/analysis.py:{config.get('variant', '')}"
              f" --workdir {workdir}")
   stages = {n: load_stage(workdir, n) for n in config["analyses"]}
   stages = {n: d for n, d in stages.items() if d is not None}

@@ -389,14 +389,20 @@ def resolve_classes(config) -> tuple[str, ...]:
   return tuple(config.classes) or names
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, *, model_loader=None) -> dict:
-  """Runs (or resumes) every configured analysis and writes the report; returns the stages."""
+def run(config: ml_collections.ConfigDict, workdir: str, *, model_loader=None,
+        command: str | None = None) -> dict:
+  """Runs (or resumes) every configured analysis and writes the report; returns the stages.
+
+  `command` (the launch command line, overrides included) is kept in command.txt for the
+  report's captions; without it they show the config variant's plain command."""
   validate(config)
   workdir = pathlib.Path(workdir)
   if config.report_only:
     return report.write_report(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   io.write_json(workdir / "config.json", io.config_to_dict(config))
+  if command:
+    io.atomic_write_bytes(workdir / "command.txt", command.encode())
   digest = runs.config_hash(config)
   classes = resolve_classes(config)
   pending = [n for n in config.analyses if report.load_stage(workdir, n, digest) is None]
