@@ -26,6 +26,10 @@ Modules (one concept each), from the model up to the jobs:
                 trajectories).
   search/       the `launch/search.py` job: SAGE's failure search (spaces, strategies,
                 criterion, targets, driver, report).
+  analysis/     the `launch/analyze.py` job: why generations fail (ATM's generation speed with
+                SSIM, cross-attention overlap, word orders, injected words; the brittleness
+                paper's class-wise robustness, confusion, displacement); judges by name
+                (`objects.JUDGES`).
   toy/          the toy world: renderer, tokenizer, training, evaluation, the oracle (a
                 judge-free reading of a toy image); shipped weights.
   data/         label lists and templates (data/README.md says where each comes from).

@@ -19,7 +19,7 @@ Registered in `JUDGES`:
               least `config.attention.iou_fraction` of its maximum.
 """
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple
 
 import numpy as np
 

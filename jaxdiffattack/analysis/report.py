@@ -175,7 +175,10 @@ def _attention(workdir, data, command) -> list[str]:
   _csv(workdir / "attention_singles.csv", data["singles"])
   out = ["## Coarse-feature similarity (ATM §4.2)", ""]
   ratios = [r["ratio"] for r in data["singles"]]
-  if ratios:
+  if not ratios:
+    out += ["Single-object prompts: no concentration measure (it needs object regions that do "
+            "not come from the attention maps: the toy oracle's masks).", ""]
+  else:
     out += [f"Single-object prompts: the noun token's map (steps {data['steps'][0]}–"
             f"{data['steps'][1] - 1}, heads and layers averaged) puts {np.mean(ratios):.2f}× "
             f"its area share of mass on the object on average (median {np.median(ratios):.2f}×, "

@@ -215,8 +215,11 @@ def analyse_attention(ctx: Context) -> dict:
   tokenizer = ctx.generator.sd.tokenizer
   steps = overlap.step_range(config.num_steps, config.attention.steps)
   fraction = config.attention.iou_fraction
-  # Single objects: how much of the noun's map lies on its own object (concentration).
+  # Single objects: how much of the noun's map lies on its own object (concentration); only
+  # with a judge whose regions do not come from the maps themselves (the oracle's masks).
   members, batch, _, found = ctx.singles()
+  if config.judge != "oracle":
+    found = [f._replace(drawn=False) for f in found]
   prompts = [config.template.format(c) for c, _ in members]
   idx = [[overlap.word_token_indices(tokenizer, p, objects.phrase(c).noun)]
          for p, (c, _) in zip(prompts, members)]
