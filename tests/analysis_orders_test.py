@@ -48,3 +48,10 @@ def test_only_before_placement_gives_the_permutations():
   assert [p for p, _, _ in got] == ["a photo of a red circle and a blue star",
                                     "a photo of a blue star and a red circle"]
   assert [k for _, k, _ in got] == ["AB/before+before", "BA/before+before"]
+
+
+def test_one_word_class_names():
+  phrases = [objects.phrase("goldfish"), objects.phrase("great white shark")]
+  got = [p for p, _, _ in orders.word_orders(phrases, TEMPLATE, placements=("before",))]
+  assert got == ["a photo of a goldfish and a great white shark",
+                 "a photo of a great white shark and a goldfish"]

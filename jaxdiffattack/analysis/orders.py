@@ -16,7 +16,8 @@ PLACEMENTS = ("before", "after")   # the modifier relative to its noun
 
 
 def phrase_text(p: Phrase, placement: str) -> str:
-  return f"{p.modifier} {p.noun}" if placement == "before" else f"{p.noun} {p.modifier}"
+  words = (p.modifier, p.noun) if placement == "before" else (p.noun, p.modifier)
+  return " ".join(w for w in words if w)
 
 
 def word_orders(phrases: Sequence[Phrase], template: str,
