@@ -31,6 +31,7 @@ def tiny_config(space: str, model_dir) -> "ml_collections.ConfigDict":  # noqa: 
   c.population_size = 6
   c.num_generations = 4
   c.scoring.kind = "synthetic"   # the real scores' names, so the config's criterion applies
+  c.judges = ("evaluator",)      # the synthetic scoring's one judge
   if space == "token":
     c.target_labels = ("ball", "cone", "cube")
     c.criterion.clip_filter.threshold = 0.5

@@ -45,9 +45,14 @@ def test_outputs_schema(latent_run):
     assert r["evaluations"] == r["evaluations_to_first_success"]
     f = r["failures"][0]
     assert f["generation"] == r["first_success_generation"]
-    assert f["scores"]["verdict_score"] < 0.5  # evaluator: top-1 lost
-    assert set(f["ngr_reject"]) == {"ks", "dagostino"}
-    assert set(r["ngr"]) == {"ks", "dagostino"}
+    assert f["scores"]["verdict_margin"] < 0  # evaluator: top-1 lost
+    assert f["judges"] == {"evaluator": {"pred": f["judges"]["evaluator"]["pred"],
+                                         "confidence": f["judges"]["evaluator"]["confidence"],
+                                         "failure": True}}
+    assert f["judges"]["evaluator"]["pred"] in ("cube", "ball", "cone")
+    assert f["judges"]["evaluator"]["pred"] != r["label"]
+    assert set(f["ngr_reject"]) == set(report.NGR_TESTS)
+    assert set(r["ngr"]) == set(report.NGR_TESTS)
     assert f["files"] and all((workdir / name).is_file() for name in f["files"])
     assert len(r["curve_best"]) == 4 and r["clean"]["clip"] is not None
     assert (workdir / r["best"]["files"][0]).is_file()
