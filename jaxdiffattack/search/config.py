@@ -38,6 +38,8 @@ Keys (all validated by `experiment.validate`):
   ngr_alpha                                             significance level of the NGR tests
   transfer_per_target                                   found latents per target tried with every
                                                         other label's prompt (0: no transfer test)
+  transfer_prompts                                      0: every other label; K: the K labels
+                                                        after the target's (cyclic)
   export                                                also write protocol.{md,json} to
                                                         <export>.{md,json} (e.g. docs/results/...)
   microbatch, checkpoint_every, save_images, report_only
@@ -115,6 +117,7 @@ def base_config() -> ml_collections.ConfigDict:
       "min_similarity": 0.8, "penalty_weight": 10.0, "keep_margin": 3.0})
   c.ngr_alpha = 0.05
   c.transfer_per_target = 0
+  c.transfer_prompts = 0
   c.export = ""
   c.microbatch = ml_collections.config_dict.placeholder(int)
   c.checkpoint_every = 1
@@ -158,8 +161,10 @@ def protocol(c: ml_collections.ConfigDict, seeds_per_label: int = 4) -> ml_colle
   c.stop_after_failures = 0
   c.archive_size = 2
   c.transfer_per_target = 1
-  c.population_size = 8
-  c.num_generations = 3
+  c.transfer_prompts = 5
+  c.population_size = 4
+  c.num_generations = 4
+  c.strategy.lr = 0.1   # not tuned: 4 Adam steps can move each coordinate ≈ 0.4 prior σ
   c.save_images = False
   c.export = "docs/results/search_protocol"
   return c

@@ -94,6 +94,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(config.transfer_per_target >= 0 and (
       not config.transfer_per_target or config.space == "latent"), "transfer_per_target",
         config.transfer_per_target, "use 0, or an integer >= 1 with the latent space")
+  check(isinstance(config.transfer_prompts, int) and config.transfer_prompts >= 0,
+        "transfer_prompts", config.transfer_prompts, "use 0 (every other label) or an integer >= 1")
   check(not config.filter_clean or not config.target_labels, "filter_clean",
         config.filter_clean, "use False for targeted searches (target_labels)")
   criterion_lib.Criterion.from_config(config)
@@ -435,7 +437,7 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   if config.filter_clean:
     logging.info("filter_clean: %d of %d targets pass every judge when clean; searching those",
                  int(search.included.sum()), len(search.targets))
-  rows, timing, transfer = [], {}, []
+  rows, timing, transfer, transferred = [], {}, [], set()
   for method in methods_of(config):
     state = search.run_method(method, workdir / f"checkpoint_{method}.msgpack")
     files = save_failures(search, method, state, workdir, config.save_images)
@@ -445,9 +447,11 @@ def run(config: ml_collections.ConfigDict, workdir, *,
     timing[method] = state.timing.as_dict()
     _log_failures(method, method_rows)
     if config.transfer_per_target:
-      transfer += protocol.transfer(search, protocol.found_latents(search, method, state))
+      found = protocol.found_latents(search, method, state)
+      transfer += protocol.transfer(search, found)
+      transferred.update(t for _, t, _, _ in found)
   if config.transfer_per_target:
-    transfer += protocol.transfer(search, protocol.clean_latents(search))
+    transfer += protocol.transfer(search, protocol.clean_latents(search, transferred))
   io.write_jsonl(workdir / "results.jsonl", rows)
   io.write_json(workdir / "timing.json", timing)
   if config.transfer_per_target:

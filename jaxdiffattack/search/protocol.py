@@ -13,8 +13,9 @@ one of them fails.
 
 Transfer (SAGE: a failing latent that breaks several prompts): each of the first
 `transfer_per_target` found latents of a target is generated with every other label's prompt of
-the run and judged against that label; the clean latents of the same targets, tried the same
-way, are the reference ("clean" rows of transfer.jsonl).
+the run (`transfer_prompts` = K > 0: the K labels after the target's, cyclically, in the run's
+label order) and judged against that label; the clean latents of the same targets (those with a
+found latent), tried the same way, are the reference ("clean" rows of transfer.jsonl).
 
 `write(workdir, rows, transfer_rows, config)` writes protocol.json and protocol.md (and copies
 them to `config.export`.{json,md} when set), all from the workdir's files.
@@ -47,9 +48,17 @@ def found_latents(search, method: str, state) -> list[tuple]:
   return items
 
 
-def clean_latents(search) -> list[tuple]:
-  """The reference: every searched target's clean latent, as `found_latents` items."""
-  return [(CLEAN, int(t), 0, search.space.base_latents[t]) for t in np.flatnonzero(search.included)]
+def clean_latents(search, targets) -> list[tuple]:
+  """The reference: the clean latents of `targets`, as `found_latents` items."""
+  return [(CLEAN, int(t), 0, search.space.base_latents[t]) for t in sorted(set(targets))]
+
+
+def other_labels(labels: list, label, count: int) -> list:
+  """The labels a latent of `label` is tried with: all others (count 0) or the `count` after it,
+  cyclically."""
+  i = labels.index(label)
+  others = labels[i + 1:] + labels[:i]
+  return others[:count] if count else others
 
 
 def transfer(search, items) -> list[dict]:
@@ -63,10 +72,11 @@ def transfer(search, items) -> list[dict]:
   from jaxdiffattack import text  # pylint: disable=g-import-not-at-top
   cond_of = np.asarray(text.encode_prompts(search.sd, search.params["text_encoder"], prompts))
   latents, cond, judged, meta = [], [], [], []
+  index = {label: j for j, label in enumerate(labels)}
   for method, t, k, z in items:
-    for j, label in enumerate(labels):
-      if label == search.targets[t].label:
-        continue
+    for label in other_labels(labels, search.targets[t].label,
+                              search.config.get("transfer_prompts", 0)):
+      j = index[label]
       latents.append(z)
       cond.append(cond_of[j])
       judged.append(label_index[label])
