@@ -17,6 +17,7 @@ from jaxdiffattack.search import driver
 from jaxdiffattack.search import experiment
 from jaxdiffattack.search import gradient
 
+from search_multidevice_worker import killed_after_saves
 from search_multidevice_worker import tiny_config  # pylint: disable=g-bad-import-order
 
 N_DIMS = 8
@@ -113,16 +114,8 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
   args = (evaluate_fn(), jax.random.PRNGKey(3), np.ones((3, N_DIMS), np.float32), settings)
   full = driver.run_loop(make(), *args)
   real_save = runs.save_checkpoint
-  saves = {"n": 0}
-
-  def dying_save(*a):
-    real_save(*a)
-    saves["n"] += 1
-    if saves["n"] == 2:
-      raise KeyboardInterrupt("killed")
-
   path = tmp_path / "ckpt.msgpack"
-  monkeypatch.setattr(runs, "save_checkpoint", dying_save)
+  monkeypatch.setattr(runs, "save_checkpoint", killed_after_saves(2))
   with pytest.raises(KeyboardInterrupt):
     driver.run_loop(make(), *args, checkpoint_path=path, config_hash="h")
   monkeypatch.setattr(runs, "save_checkpoint", real_save)

@@ -42,6 +42,20 @@ def tiny_config(space: str, model_dir) -> "ml_collections.ConfigDict":  # noqa: 
   return c
 
 
+def killed_after_saves(count: int):
+  """A `runs.save_checkpoint` replacement that saves, then raises KeyboardInterrupt on its
+  `count`-th call: a job killed right after a checkpoint (monkeypatch it into `runs`)."""
+  from jaxdiffattack import runs  # pylint: disable=g-import-not-at-top
+  real_save, saves = runs.save_checkpoint, {"n": 0}
+
+  def dying_save(*args):
+    real_save(*args)
+    saves["n"] += 1
+    if saves["n"] == count:
+      raise KeyboardInterrupt("killed")
+  return dying_save
+
+
 def main(sd_dir, workdir):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=8")
