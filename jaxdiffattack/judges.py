@@ -268,10 +268,12 @@ def records_of(judges: Judges, scores: Mapping[str, np.ndarray]) -> list[dict]:
 
 def caption(entry: Mapping[str, Mapping]) -> list[str]:
   """Caption lines of one `record` entry: "<judge>: <pred> <confidence>" (FAIL where it fails,
-  '?' where the oracle cannot tell)."""
+  '?' where the oracle cannot tell, '-' where it reads no single object)."""
   lines = []
   for name, j in entry.items():
-    pred = j.get("pred") or ("?" if j.get("unclear") else "none")
+    # No class: the oracle cannot tell ("?"), or reads no single object ("-": nothing drawn, or
+    # several objects).
+    pred = j.get("pred") or ("?" if j.get("unclear") else "-")
     conf = "" if j.get("confidence") is None else f" {j['confidence']:.2f}"
     lines.append(f"{name}: {pred}{conf}{' FAIL' if j.get('failure') else ''}")
   return lines
