@@ -1,8 +1,9 @@
 """Helpers of the search tests, and (run as a script) the 8-fake-device worker; not a test module.
 
 Usage: python search_multidevice_worker.py SD_DIR WORKDIR
-Runs the same tiny latent search (synthetic scorer) on a 1-device mesh and on the 8-device mesh
-(P = 6 members per target: not a multiple of 8) into WORKDIR/one and WORKDIR/eight.
+Runs the same tiny latent search (synthetic scorer; Sep-CMA-ES and Adam through the sampler) on a
+1-device mesh and on the 8-device mesh (P = 6 members per target: not a multiple of 8) into
+WORKDIR/one and WORKDIR/eight.
 """
 
 import os
@@ -65,7 +66,7 @@ def main(sd_dir, workdir):
   from jaxdiffattack import scoring  # pylint: disable=g-import-not-at-top
   assert jax.device_count() == 8, jax.devices()
   config = tiny_config("latent", sd_dir)
-  config.baseline = ""
+  config.methods = ("Sep_CMA_ES", "adam")   # an evosax strategy and a gradient method
   config.save_images = False
   for name, mesh in (("one", sharding.make_mesh(jax.devices()[:1])),
                      ("eight", sharding.make_mesh())):

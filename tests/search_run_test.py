@@ -148,6 +148,20 @@ def test_shipped_configs_validate(space, variant):
     assert all(t.target_index != t.label_index for t in targets)
 
 
+def test_protocol_variant_validates_and_covers_every_label():
+  """configs/latent_search.py:toy,protocol: 20 labels × 4 seeds, clean-passing targets only,
+  random / Sep-CMA-ES / Adam at one budget, the whole budget searched, transfer on."""
+  import latent_search  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.search import experiment  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.search import targets as targets_lib  # pylint: disable=g-import-not-at-top
+  config = latent_search.get_config("toy,protocol")
+  experiment.validate(config)
+  assert len(targets_lib.make_targets(config)) == 80
+  assert experiment.methods_of(config) == ["random", "Sep_CMA_ES", "adam"]
+  assert config.filter_clean and config.stop_after_failures == 0 and config.transfer_per_target
+  assert "oracle" in config.judges
+
+
 @pytest.mark.parametrize("space", ["latent", "embedding", "prompt"])
 def test_wide_variant_covers_every_label_twice(space):
   import importlib  # pylint: disable=g-import-not-at-top
