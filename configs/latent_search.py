@@ -18,7 +18,8 @@ Full run: SD1.5
 ImageNet-100 labels;
 surrogate = classifier ensemble margin of the prompt's class (minimised), success = the held-out
 evaluator no longer puts the class top-1; baseline = random seeds at the same budget. Reports the
-Non-Gaussian Rate of found latents (KS vs N(0, 1) and D'Agostino–Pearson, α = 0.05).
+Non-Gaussian Rate of found latents (KS vs N(0, 1), D'Agostino–Pearson, per-channel moments and
+spatial autocorrelation, α = 0.05) and every judge's reading of each failure (toy: the oracle's).
 """
 
 from jaxdiffattack.search import config as search_config
