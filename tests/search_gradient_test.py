@@ -208,3 +208,29 @@ def test_gradient_config_errors(tiny_sd_dirs, tmp_path):
   config.strategy.grad_steps = 1
   with pytest.raises(ConfigError, match="strategy.grad_steps=1"):
     search.run(config, tmp_path, scoring=scoring.synthetic_scoring())
+
+
+@pytest.mark.parametrize("space", ["embedding", "token"])
+def test_gradient_method_in_embedding_and_token_spaces(space, tiny_sd_dirs, tmp_path):
+  """PGD through the sampler in the other continuous spaces runs end to end, counts a gradient
+  evaluation per evaluation, and what it evaluates is inside the space's bound (the ε-ball per
+  position / the token norm bound)."""
+  config = tiny_config(space, tiny_sd_dirs[1])
+  config.strategy.name = "pgd"
+  config.strategy.lr = 0.5
+  config.stop_after_failures = 0
+  config.baseline = ""
+  config.num_generations = 2
+  config.population_size = 3
+  config.save_images = False
+  out = search.run(config, tmp_path, scoring=scoring.synthetic_scoring())
+  rows = out["rows"]
+  assert len(rows) == 3 and all(r["kind"] == "gradient" for r in rows)
+  for r in rows:
+    assert r["evaluations"] == r["gradient_evaluations"] == 6
+    assert np.isfinite(r["best_fitness"])
+    for rec in [r["best"]["records"]] + [f["records"] for f in r["failures"]]:
+      if space == "embedding":
+        assert rec["space/max_relative_perturbation"] <= config.embedding.epsilon * (1 + 1e-5)
+      else:
+        assert rec["space/token_norm_ratio"] <= 1 + 1e-5

@@ -242,7 +242,8 @@ class Search:
   def make_strategy(self, name: str):
     s = self.config.strategy
     if strategies_lib.is_gradient(name):
-      space, space_params = self.space, self.space.params
+      # Device arrays: the projection indexes them by a traced target index.
+      space, space_params = self.space, jax.tree_util.tree_map(jnp.asarray, self.space.params)
       return gradient.GradientStrategy(
           name, self.config.population_size, self.space.num_dims,
           num_targets=len(self.targets), lr=s.lr, std_init=s.std_init, pgd_norm=s.pgd_norm,
