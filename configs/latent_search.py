@@ -7,17 +7,24 @@ prompt's image fail, kept in distribution (on the sphere of radius √d), vs ran
 
 Variants after the colon (comma-separated): `toy` (the shipped toy world: 5 labels, population 16,
 8 generations, 20 DDIM steps; a few minutes on 2 CPU cores); `wide` (every label of the label set
-× 2 seeds; toy: 40 targets, about 10 minutes on one core with the baseline). Full run: SD1.5
+× 2 seeds; toy: 40 targets, about 10 minutes on one core with the baseline); `protocol` (with
+`toy`: every label × 4 seeds, clean-passing targets only, random vs Sep-CMA-ES vs Adam at equal
+budget, writes docs/results/search_protocol.{md,json}; see jaxdiffattack.search.protocol):
+
+  python launch/search.py --config configs/latent_search.py:toy,protocol --workdir runs/protocol
+
+Full run: SD1.5
 (latent 4×64×64, n = 16384) with Sep-CMA-ES, population 64 × 50 generations per target, 10
 ImageNet-100 labels;
 surrogate = classifier ensemble margin of the prompt's class (minimised), success = the held-out
 evaluator no longer puts the class top-1; baseline = random seeds at the same budget. Reports the
-Non-Gaussian Rate of found latents (KS vs N(0, 1) and D'Agostino–Pearson, α = 0.05).
+Non-Gaussian Rate of found latents (KS vs N(0, 1), D'Agostino–Pearson, per-channel moments and
+spatial autocorrelation, α = 0.05) and every judge's reading of each failure (toy: the oracle's).
 """
 
 from jaxdiffattack.search import config as search_config
 
-VARIANTS = ("toy", "wide")
+VARIANTS = ("toy", "wide", "protocol")
 
 
 def get_config(arg: str | None = None):
@@ -30,4 +37,6 @@ def get_config(arg: str | None = None):
     search_config.toy(c)
   if "wide" in variants:
     search_config.wide(c)
+  if "protocol" in variants:
+    search_config.protocol(c)
   return c

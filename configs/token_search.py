@@ -25,12 +25,10 @@ def get_config(arg: str | None = None):
   c.label_set = "imagenet1k"
   c.labels = ("goldfish", "tabby cat", "school bus", "pizza", "sports car")
   c.target_labels = ("pizza", "school bus", "tabby cat", "goldfish", "tabby cat")
-  # The scorer's label is the TARGET class here: maximise its surrogate margin, succeed when the
-  # evaluator's top-1 is the target.
+  # The scorer's label is the TARGET class here (targeted: target_labels): maximise its surrogate
+  # margin; a judge "fails" the image when its top-1 IS the target.
   c.criterion.fitness = "surrogate/margin"
   c.criterion.fitness_sign = -1.0
-  c.criterion.success = "evaluator/top1_hit"
-  c.criterion.success_when = "above"
   c.criterion.clip_filter.mode = "min"
   c.criterion.clip_filter.threshold = 0.9
   c.criterion.clip_filter.relative = True

@@ -15,6 +15,8 @@ Modules (one concept each), from the model up to the jobs:
   labels        label sets (ImageNet-1k, ImageNet-100, toy), templates, label → output maps.
   fitness       scorer roles (surrogate, evaluator, ...) and their objectives (`OBJECTIVES`).
   scoring       `Scoring`: what every job scores its images with; `make_scoring(config)`.
+  judges        who reads an image (model roles, the toy oracle) and the verdict rules that call
+                it a failure (`VERDICTS`); `judges` records and captions.
   perturb       seed-vector shifts with their metadata (`SHIFTS`).
   stats         confidence intervals.
   io            atomic writes of JSON / JSONL / CSV / PNG; image grids.
@@ -24,8 +26,8 @@ Modules (one concept each), from the model up to the jobs:
   generate      the `launch/generate.py` job (prompts × seeds → images).
   sweep/        the `launch/sweep.py` job: the seed-vector shift study (plan, run, report,
                 trajectories).
-  search/       the `launch/search.py` job: SAGE's failure search (spaces, strategies,
-                criterion, targets, driver, report).
+  search/       the `launch/search.py` job: SAGE's failure search (spaces, strategies, gradient
+                methods, criterion, targets, driver, report, the search-vs-random protocol).
   analysis/     the `launch/analyze.py` job: why generations fail (ATM's generation speed with
                 SSIM, cross-attention overlap, word orders, injected words; the brittleness
                 paper's class-wise robustness, confusion, displacement); judges by name

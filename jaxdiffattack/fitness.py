@@ -135,9 +135,11 @@ class Role:
     return self.classifiers + ((self.clip,) if self.clip is not None else ())
 
 
-# Default roles per label set: surrogate and evaluator are different models.
+# Default roles per label set: surrogate and evaluator are different models (checked in `build`).
+# The toy surrogate is an ensemble (SAGE optimises an ensemble, so that a search cannot win by
+# fooling one classifier): the toy ResNet and CLIP zero-shot, mean probabilities.
 DEFAULT_ROLES = {
-    "toy": {"surrogate": dict(classifiers=("toy_resnet",)),
+    "toy": {"surrogate": dict(classifiers=("toy_resnet", "toy_clip")),
             "evaluator": dict(classifiers=("toy_vit",), clip="toy_clip")},
     "imagenet": {"surrogate": dict(classifiers=("resnet50",)),
                  "evaluator": dict(classifiers=("vit_b16",), clip="clip_vit_l14")},
@@ -348,6 +350,7 @@ def build(config, *, loaded: Mapping[str, scorers_lib.Scorer] | None = None) -> 
     classifiers = [scorer(n, f"roles.{role_name}.classifiers") for n in spec.classifiers]
     clip = scorer(spec.clip, f"roles.{role_name}.clip") if spec.clip else None
     roles[role_name] = make_role(role_name, spec, classifiers, clip)
+  check_held_out(roles)
   objectives = _check_objectives(roles, get("objectives") or {})
   score_fn, params = make_score_fn(roles, objectives)
   names = tuple(f"{role}/{objective}" for role, chosen in objectives.items()
@@ -355,6 +358,20 @@ def build(config, *, loaded: Mapping[str, scorers_lib.Scorer] | None = None) -> 
   return Scoring(score_fn=score_fn, params=params, names=names,
                  make_aux=_aux_builder(roles), label_set=label_set, roles=roles,
                  jitted=jax.jit(score_fn))
+
+
+def check_held_out(roles: Mapping[str, Role], optimised: str = "surrogate",
+                   held_out: str = "evaluator") -> None:
+  """ConfigError unless the held-out evaluator shares no classifier with the surrogate (a search
+  that optimises a model also judged by it finds that model's errors, SAGE §4)."""
+  if optimised not in roles or held_out not in roles:
+    return
+  shared = sorted({s.name for s in roles[optimised].classifiers} &
+                  {s.name for s in roles[held_out].classifiers})
+  if shared:
+    raise ConfigError(f"config.roles.{held_out}.classifiers shares {shared} with "
+                      f"config.roles.{optimised}: the held-out evaluator must differ from every "
+                      "surrogate member")
 
 
 def _aux_builder(roles: Mapping[str, Role]) -> Callable:

@@ -1,5 +1,6 @@
 """What every job's run shares: its start (workdir, config.json, default scoring and model loader),
-config hash, checkpoints by field name, progress with ETA, and figures written atomically.
+config hash, checkpoints by field name, progress with ETA, figures written atomically, and image
+grids with a caption under every tile (`captioned_grid`, e.g. each judge's reading).
 
 Config hash. A workdir is resumed only by the config that started it: `config_hash(config)` is a
 SHA-256 of the resolved config without the run-shape keys `RUN_SHAPE_KEYS` (how a run is executed
@@ -133,3 +134,31 @@ def save_figure(fig, path) -> None:
   fig.savefig(buffer, format="png", dpi=110)
   pyplot().close(fig)
   io.atomic_write_bytes(path, buffer.getvalue())
+
+
+def captioned_grid(images: np.ndarray, captions, cols: int, upscale: int = 1,
+                   pad: int = 4) -> np.ndarray:
+  """Tiles images [N, H, W, 3] (floats in [0, 1]) row-major with the lines `captions[i]` (a list
+  of strings) printed under tile i in PIL's default font; white background. Returns [h, w, 3]
+  floats in [0, 1] (for `io.write_png`)."""
+  from PIL import Image, ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top
+  images = np.asarray(images, np.float32)
+  if upscale > 1:
+    images = images.repeat(upscale, axis=1).repeat(upscale, axis=2)
+  n, h, w, _ = images.shape
+  font = ImageFont.load_default()
+  measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+  line_h = max(measure.textbbox((0, 0), "Ag", font=font)[3], 10) + 2
+  lines = max((len(c) for c in captions), default=0)
+  text_w = max((measure.textlength(line, font=font) for c in captions for line in c), default=0)
+  cell_w, cell_h = max(w, int(text_w) + 2), h + lines * line_h + 2
+  rows = -(-n // cols)
+  canvas = Image.new("RGB", (cols * (cell_w + pad) + pad, rows * (cell_h + pad) + pad), "white")
+  draw = ImageDraw.Draw(canvas)
+  for i, image in enumerate(images):
+    r, c = divmod(i, cols)
+    x0, y0 = pad + c * (cell_w + pad), pad + r * (cell_h + pad)
+    canvas.paste(Image.fromarray(io.to_uint8(image)), (x0, y0))
+    for k, line in enumerate(captions[i] if i < len(captions) else ()):
+      draw.text((x0, y0 + h + 2 + k * line_h), line, fill="black", font=font)
+  return np.asarray(canvas, np.float32) / 255.0

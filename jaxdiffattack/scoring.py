@@ -24,6 +24,10 @@ minimised, which decides success) is the job's own rule (e.g. `search.criterion.
                       with the non-empty entries of scoring.{roles, objectives, scorers} in place
                       of the defaults; "synthetic": `synthetic_scoring()` (image statistics, no
                       model: tests and plumbing checks).
+  judges              (optional, top level) the job's judges (`jaxdiffattack.judges`): every
+                      role named there also returns the judge objectives (pred, confidence,
+                      top1_hit, margin), and a scorer named there (e.g. "toy_resnet") becomes a
+                      role of its own; "oracle" is read on the host, not here.
 """
 
 import dataclasses
@@ -92,7 +96,8 @@ class Scoring:
 
 
 SYNTHETIC_NAMES = ("surrogate/margin", "evaluator/top1_hit", "evaluator/top5_hit",
-                   "evaluator/pred", "evaluator/confidence", "evaluator/clip_score")
+                   "evaluator/pred", "evaluator/confidence", "evaluator/margin",
+                   "evaluator/clip_score")
 
 
 def synthetic_scoring() -> Scoring:
@@ -105,6 +110,7 @@ def synthetic_scoring() -> Scoring:
     evaluator/top5_hit   = 1 if channel c is not the darkest
     evaluator/pred       = the brightest channel (argmax_k m_k)
     evaluator/confidence = softmax(10 · m)[pred]
+    evaluator/margin     = surrogate/margin         (the same evidence, read by the evaluator)
     evaluator/clip_score = 100 · (1 − |mean brightness − 0.5|)
   """
   def score_fn(params, images, aux):
@@ -114,7 +120,8 @@ def synthetic_scoring() -> Scoring:
     own = jnp.take_along_axis(means, channel[:, None], axis=1)[:, 0]
     others = jnp.where(jnp.arange(3)[None] == channel[:, None], -jnp.inf, means)
     pred = jnp.argmax(means, axis=1)
-    return {"surrogate/margin": own - others.max(axis=1),
+    margin = own - others.max(axis=1)
+    return {"surrogate/margin": margin, "evaluator/margin": margin,
             "evaluator/top1_hit": (pred == channel).astype(jnp.float32),
             "evaluator/top5_hit": (jnp.argmin(means, axis=1) != channel).astype(jnp.float32),
             "evaluator/pred": pred.astype(jnp.int32),
@@ -145,4 +152,28 @@ def make_scoring(config) -> Scoring:
     value = value.to_dict() if hasattr(value, "to_dict") else value
     if value:
       fit_config[key] = value
-  return fitness.build(fit_config)
+  return fitness.build(with_judge_roles(fit_config, config.get("judges") or ()))
+
+
+def with_judge_roles(fit_config, judges):
+  """The fitness config with every judge's objectives: a judge that is a role gets
+  `judges.JUDGE_OBJECTIVES` added to its objectives; a judge that is a scorer name becomes a role
+  of that one scorer; "oracle" is skipped (it reads images on the host)."""
+  from jaxdiffattack import judges as judges_lib  # pylint: disable=g-import-not-at-top
+  roles = dict(fit_config.roles.to_dict() if hasattr(fit_config.roles, "to_dict")
+               else fit_config.roles)
+  objectives = {k: tuple(v) for k, v in (
+      fit_config.objectives.to_dict() if hasattr(fit_config.objectives, "to_dict")
+      else dict(fit_config.objectives)).items()}
+  for name in judges:
+    if name == judges_lib.ORACLE:
+      continue
+    if name not in roles:
+      roles[name] = {"classifiers": (name,)}   # a scorer by name (checked when built)
+    objectives[name] = tuple(dict.fromkeys(objectives.get(name, ()) +
+                                           judges_lib.JUDGE_OBJECTIVES))
+  fit_config = fit_config.copy_and_resolve_references() if hasattr(
+      fit_config, "copy_and_resolve_references") else dict(fit_config)
+  fit_config["roles"] = roles
+  fit_config["objectives"] = objectives
+  return fit_config

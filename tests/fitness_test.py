@@ -50,7 +50,9 @@ def _softmax(x):
 
 def test_default_roles_and_scores(fit):
   assert set(fit.roles) == {"surrogate", "evaluator"}
-  assert [s.name for s in fit.roles["surrogate"].scorers] == ["toy_resnet"]
+  # The toy surrogate is an ensemble (ResNet + CLIP zero-shot, mean probabilities).
+  assert [s.name for s in fit.roles["surrogate"].scorers] == ["toy_resnet", "toy_clip"]
+  assert fit.roles["surrogate"].spec.combine == "mean_probs"
   assert [s.name for s in fit.roles["evaluator"].scorers] == ["toy_vit", "toy_clip"]
   images = _images()
   aux = fit.aux(labels=LABELS, prompts=PROMPTS)
@@ -62,10 +64,10 @@ def test_default_roles_and_scores(fit):
                        fit.roles["evaluator"].clip)
   x = jnp.asarray(images)
   logits = jax.jit(scorers.logits, static_argnums=0)
-  resnet_logits = np.asarray(logits(resnet, resnet.params, x))
-  target = resnet.label_map.indices[LABELS]
-  np.testing.assert_allclose(scores["surrogate/target_prob"],
-                             _softmax(resnet_logits)[np.arange(3), target], rtol=1e-5)
+  surrogate_probs = np.mean([
+      _softmax(np.asarray(logits(m, m.params, x)))[np.arange(3), m.label_map.indices[LABELS]]
+      for m in fit.roles["surrogate"].classifiers], axis=0)
+  np.testing.assert_allclose(scores["surrogate/target_prob"], surrogate_probs, rtol=1e-4)
   vit_logits = np.asarray(logits(vit, vit.params, x))
   vit_target = vit.label_map.indices[LABELS]
   np.testing.assert_array_equal(scores["evaluator/top1_hit"],
@@ -156,6 +158,10 @@ def test_config_errors_are_one_line(fit):
       (dict(objectives={"surrogate": ("clip_score",)}), "'clip_score' needs a CLIP"),
       (dict(objectives={"judge": ("top1_hit",)}), "config.objectives.judge: no such role"),
       (dict(roles={}), "config.roles is empty"),
+      # The held-out evaluator shares no classifier with the surrogate ensemble.
+      (dict(roles={"surrogate": dict(classifiers=("toy_resnet", "toy_vit")),
+                   "evaluator": dict(classifiers=("toy_vit",))}),
+       r"config.roles.evaluator.classifiers shares \['toy_vit'\] with config.roles.surrogate"),
   ]
   for overrides, message in cases:
     with pytest.raises(ConfigError, match=message) as info:

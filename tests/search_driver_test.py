@@ -10,6 +10,8 @@ from jaxdiffattack.errors import UserError
 from jaxdiffattack.search import driver
 from jaxdiffattack.search import strategies as strategies_lib
 
+from search_multidevice_worker import killed_after_saves  # pylint: disable=g-bad-import-order
+
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -164,16 +166,8 @@ def test_killed_and_resumed_loop_equals_uninterrupted(tmp_path, monkeypatch):
           settings)
   full = driver.run_loop(make(), *args)
   real_save = runs.save_checkpoint
-  saves = {"n": 0}
-
-  def dying_save(*a):
-    real_save(*a)
-    saves["n"] += 1
-    if saves["n"] == 2:
-      raise KeyboardInterrupt("killed")
-
   path = tmp_path / "ckpt.msgpack"
-  monkeypatch.setattr(runs, "save_checkpoint", dying_save)
+  monkeypatch.setattr(runs, "save_checkpoint", killed_after_saves(2))
   with pytest.raises(KeyboardInterrupt):
     driver.run_loop(make(), *args, checkpoint_path=path, config_hash="h")
   monkeypatch.setattr(runs, "save_checkpoint", real_save)

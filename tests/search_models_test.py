@@ -22,7 +22,8 @@ def test_latent_search_with_fitness_roles(tiny_sd_dirs, tiny_sd_model, tmp_path_
   config.label_set = "toy"
   config.labels = ("red circle", "blue star")
   config.criterion.fitness = "surrogate/margin"
-  config.criterion.success = "evaluator/top1_hit"
+  config.criterion.verdict = "top1_miss"
+  config.judges = ("evaluator", "toy_resnet")    # a scorer named as a judge: a role of its own
   config.criterion.clip = "evaluator/clip_score"
   config.criterion.clip_filter.mode = "max"      # CLIP also sees the prompt missed ...
   config.criterion.clip_filter.threshold = 1.5   # ... (loose: random CLIP) — exercised, reported
@@ -53,8 +54,10 @@ def test_latent_search_with_fitness_roles(tiny_sd_dirs, tiny_sd_model, tmp_path_
     assert recorded["score/evaluator/top1_hit"] == expected["evaluator/top1_hit"][i]
     assert r["best"]["verdict"] == bool(expected["evaluator/top1_hit"][i] < 0.5)
     assert r["best"]["scores"]["fitness_score"] == recorded["score/surrogate/margin"]
+    assert r["best"]["judges"]["evaluator"]["failure"] == r["best"]["verdict"]
+    assert set(r["best"]["judges"]) == {"evaluator", "toy_resnet"}
   # Every evaluator-confirmed member is either a counted failure or rejected by the CLIP filter
   # (the latent sphere has no infeasible members).
   s = out["summary"]["methods"]["Sep_CMA_ES"]
-  assert s["evaluator_confirmed"] == s["failures_found"] + s["clip_filter_rejected"]
+  assert s["rule_confirmed"] == s["failures_found"] + s["clip_filter_rejected"]
   assert s["constraint_rejected"] == 0

@@ -1,8 +1,9 @@
 """Helpers of the search tests, and (run as a script) the 8-fake-device worker; not a test module.
 
 Usage: python search_multidevice_worker.py SD_DIR WORKDIR
-Runs the same tiny latent search (synthetic scorer) on a 1-device mesh and on the 8-device mesh
-(P = 6 members per target: not a multiple of 8) into WORKDIR/one and WORKDIR/eight.
+Runs the same tiny latent search (synthetic scorer; Sep-CMA-ES and Adam through the sampler) on a
+1-device mesh and on the 8-device mesh (P = 6 members per target: not a multiple of 8) into
+WORKDIR/one and WORKDIR/eight.
 """
 
 import os
@@ -31,6 +32,7 @@ def tiny_config(space: str, model_dir) -> "ml_collections.ConfigDict":  # noqa: 
   c.population_size = 6
   c.num_generations = 4
   c.scoring.kind = "synthetic"   # the real scores' names, so the config's criterion applies
+  c.judges = ("evaluator",)      # the synthetic scoring's one judge
   if space == "token":
     c.target_labels = ("ball", "cone", "cube")
     c.criterion.clip_filter.threshold = 0.5
@@ -39,6 +41,20 @@ def tiny_config(space: str, model_dir) -> "ml_collections.ConfigDict":  # noqa: 
     c.prompt.insertions = ("before_noun", "end")
     c.prompt.min_similarity = 0.5
   return c
+
+
+def killed_after_saves(count: int):
+  """A `runs.save_checkpoint` replacement that saves, then raises KeyboardInterrupt on its
+  `count`-th call: a job killed right after a checkpoint (monkeypatch it into `runs`)."""
+  from jaxdiffattack import runs  # pylint: disable=g-import-not-at-top
+  real_save, saves = runs.save_checkpoint, {"n": 0}
+
+  def dying_save(*args):
+    real_save(*args)
+    saves["n"] += 1
+    if saves["n"] == count:
+      raise KeyboardInterrupt("killed")
+  return dying_save
 
 
 def main(sd_dir, workdir):
@@ -50,7 +66,7 @@ def main(sd_dir, workdir):
   from jaxdiffattack import scoring  # pylint: disable=g-import-not-at-top
   assert jax.device_count() == 8, jax.devices()
   config = tiny_config("latent", sd_dir)
-  config.baseline = ""
+  config.methods = ("Sep_CMA_ES", "adam")   # an evosax strategy and a gradient method
   config.save_images = False
   for name, mesh in (("one", sharding.make_mesh(jax.devices()[:1])),
                      ("eight", sharding.make_mesh())):

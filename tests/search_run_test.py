@@ -45,9 +45,14 @@ def test_outputs_schema(latent_run):
     assert r["evaluations"] == r["evaluations_to_first_success"]
     f = r["failures"][0]
     assert f["generation"] == r["first_success_generation"]
-    assert f["scores"]["verdict_score"] < 0.5  # evaluator: top-1 lost
-    assert set(f["ngr_reject"]) == {"ks", "dagostino"}
-    assert set(r["ngr"]) == {"ks", "dagostino"}
+    assert f["scores"]["verdict_margin"] < 0  # evaluator: top-1 lost
+    assert f["judges"] == {"evaluator": {"pred": f["judges"]["evaluator"]["pred"],
+                                         "confidence": f["judges"]["evaluator"]["confidence"],
+                                         "failure": True}}
+    assert f["judges"]["evaluator"]["pred"] in ("cube", "ball", "cone")
+    assert f["judges"]["evaluator"]["pred"] != r["label"]
+    assert set(f["ngr_reject"]) == set(report.NGR_TESTS)
+    assert set(r["ngr"]) == set(report.NGR_TESTS)
     assert f["files"] and all((workdir / name).is_file() for name in f["files"])
     assert len(r["curve_best"]) == 4 and r["clean"]["clip"] is not None
     assert (workdir / r["best"]["files"][0]).is_file()
@@ -141,6 +146,20 @@ def test_shipped_configs_validate(space, variant):
   assert len(targets) == len(config.labels or range(config.num_labels))
   if space == "token":
     assert all(t.target_index != t.label_index for t in targets)
+
+
+def test_protocol_variant_validates_and_covers_every_label():
+  """configs/latent_search.py:toy,protocol: 20 labels × 4 seeds, clean-passing targets only,
+  random / Sep-CMA-ES / Adam at one budget, the whole budget searched, transfer on."""
+  import latent_search  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.search import experiment  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.search import targets as targets_lib  # pylint: disable=g-import-not-at-top
+  config = latent_search.get_config("toy,protocol")
+  experiment.validate(config)
+  assert len(targets_lib.make_targets(config)) == 80
+  assert experiment.methods_of(config) == ["random", "Sep_CMA_ES", "adam"]
+  assert config.filter_clean and config.stop_after_failures == 0 and config.transfer_per_target
+  assert "oracle" in config.judges
 
 
 @pytest.mark.parametrize("space", ["latent", "embedding", "prompt"])

@@ -1,5 +1,6 @@
-"""A search sharded over 8 fake CPU devices == the same search on one device (in a subprocess:
-the device count is fixed when JAX starts)."""
+"""A search sharded over 8 fake CPU devices == the same search on one device, for an evosax
+strategy and for a gradient method (in a subprocess: the device count is fixed when JAX
+starts)."""
 
 import json
 import os
@@ -18,7 +19,8 @@ def test_eight_devices_match_one(tiny_sd_dirs, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   one, eight = ([json.loads(line) for line in (tmp_path / name / "results.jsonl").read_text()
                  .splitlines()] for name in ("one", "eight"))
-  assert len(one) == len(eight) == 3
+  assert len(one) == len(eight) == 6
+  assert [r["method"] for r in one] == ["Sep_CMA_ES"] * 3 + ["adam"] * 3
   for a, b in zip(one, eight):
     # The same decisions: ranks of fitness values equal up to float summation order
     # (XLA's per-batch-size GEMM blockings; see tests/sharding_test.py) give the same searches.

@@ -8,8 +8,10 @@ it has no statistical power to show that the search beats random sampling — th
 confidence intervals is issue #14's.
 
 Protocol (fixed): configs/latent_search.py:toy — the shipped toy SD (20 DDIM steps, guidance 7.5),
-surrogate = toy ResNet margin of the prompt's class, evaluator = toy ViT top-1 (a different
-model) — on LABELS × SEEDS targets, population POPULATION × GENERATIONS generations per target
+surrogate = margin of the prompt's class under the toy ResNet + CLIP zero-shot ensemble (the
+default since issue #14; the numbers below were measured with the ResNet alone, and the
+assertions still hold with the ensemble: re-run 2026-11-29, counts not recorded), evaluator = toy
+ViT top-1 (a different model) — on LABELS × SEEDS targets, population POPULATION × GENERATIONS generations per target
 (the same budget for Sep-CMA-ES and for random seeds), the whole budget searched
 (stop_after_failures=0, so every evaluator-confirmed failing image is counted), seed 0. LABELS
 are classes the toy SD draws reliably (ViT top-1 100 % at the default 50 DDIM steps; at this

@@ -7,10 +7,22 @@ Keys (all validated by `experiment.validate`):
   label_set, labels, num_labels, template,              the targets: one search per label × seed
   seeds_per_label, target_labels                        (target_labels: targeted searches)
   population_size, num_generations                      budget per target = P × generations
-  strategy.{name, std_init, params, kwargs,             any evosax strategy by name, or "random";
-            param_overrides, max_full_cov_dims}         params overridable (param_overrides:
-                                                        "c_std=0.1,d_std=2" from the command line)
+  strategy.{name, std_init, params, kwargs,             any evosax strategy by name, "random", or
+            param_overrides, max_full_cov_dims,         a gradient method ("adam", "pgd":
+            lr, pgd_norm, grad_steps, remat}            search.gradient; P restarts per target,
+                                                        std_init their spread, lr the step,
+                                                        grad_steps the sampler's gradient depth,
+                                                        remat per-step rematerialisation);
+                                                        evosax params overridable
+                                                        (param_overrides: "c_std=0.1,d_std=2")
   baseline                                              "random" (SAGE's equal-budget baseline) | ""
+  methods                                               every method to run at the same budget
+                                                        (empty: strategy.name, then baseline)
+  judges                                                who reads every image (jaxdiffattack.
+                                                        judges): scoring roles, scorer names,
+                                                        "oracle" (toy world)
+  filter_clean                                          search only targets whose clean image
+                                                        every judge reads as the prompt's class
   stop_after_failures                                   stop a target after this many failures
                                                         (0: never)
   archive_size                                          failures kept per target
@@ -18,12 +30,18 @@ Keys (all validated by `experiment.validate`):
                                                         (roles, objectives, scorers override
                                                         fitness.default_config(label_set)) |
                                                         "synthetic"; see jaxdiffattack.scoring
-  criterion.{fitness, fitness_sign, success,            which score is minimised / judges a
-             success_when, success_threshold, clip,     failure; see
+  criterion.{fitness, fitness_sign, verdict, judge,     which score is minimised / which rule
+             margin, agree, clip,                       calls an image a failure; see
              clip_filter.{mode, threshold, relative,    jaxdiffattack.search.criterion
              penalty}, diversity_weight}
   latent / embedding / token / prompt                   each space's options
   ngr_alpha                                             significance level of the NGR tests
+  transfer_per_target                                   found latents per target tried with every
+                                                        other label's prompt (0: no transfer test)
+  transfer_prompts                                      0: every other label; K: the K labels
+                                                        after the target's (cyclic)
+  export                                                also write protocol.{md,json} to
+                                                        <export>.{md,json} (e.g. docs/results/...)
   microbatch, checkpoint_every, save_images, report_only
 """
 
@@ -59,8 +77,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_generations = 50
   c.strategy = ml_collections.ConfigDict({
       "name": "Sep_CMA_ES", "std_init": 0.5, "params": {}, "kwargs": {},
-      "param_overrides": "", "max_full_cov_dims": 4096})
+      "param_overrides": "", "max_full_cov_dims": 4096,
+      # Gradient methods only.
+      "lr": 0.05, "pgd_norm": "l2", "remat": False,
+      "grad_steps": ml_collections.config_dict.placeholder(int)})  # None: every step
   c.baseline = "random"
+  c.methods = ()
+  c.judges = ("evaluator", "surrogate")
+  c.filter_clean = False
   c.stop_after_failures = 1
   c.archive_size = 4
   # What scores the images. roles / objectives / scorers override jaxdiffattack.fitness.
@@ -72,9 +96,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.criterion = ml_collections.ConfigDict({
       "fitness": "surrogate/margin",   # minimised × fitness_sign: the prompt class's margin
       "fitness_sign": 1.0,
-      "success": "evaluator/top1_hit",  # the evaluator still sees the prompt's class ...
-      "success_when": "below",          # ... below 0.5: it does not → a failure
-      "success_threshold": 0.5,
+      "verdict": "top1_miss",           # jaxdiffattack.judges.VERDICTS
+      "judge": "evaluator",             # top1_miss / confident_miss: whose top-1
+      "margin": 1.0,                    # confident_miss: margin below −margin
+      "agree": (),                      # agree: every one of these judges fails
       "clip": "evaluator/clip_score",
       "clip_filter": ml_collections.ConfigDict({
           "mode": "off", "threshold": 1.0, "relative": True, "penalty": 0.0}),
@@ -91,6 +116,9 @@ def base_config() -> ml_collections.ConfigDict:
       "insertions": ("before_noun", "end", "end"), "encoding": "integer",
       "min_similarity": 0.8, "penalty_weight": 10.0, "keep_margin": 3.0})
   c.ngr_alpha = 0.05
+  c.transfer_per_target = 0
+  c.transfer_prompts = 0
+  c.export = ""
   c.microbatch = ml_collections.config_dict.placeholder(int)
   c.checkpoint_every = 1
   c.save_images = True
@@ -106,6 +134,9 @@ def toy(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.num_steps = 20
   c.population_size = 16
   c.num_generations = 8
+  # Every image is read by the evaluator (toy ViT), each surrogate member on its own (toy ResNet,
+  # CLIP zero-shot) and the oracle.
+  c.judges = ("evaluator", "toy_resnet", "toy_clip", "oracle")
   return c
 
 
@@ -115,4 +146,25 @@ def wide(c: ml_collections.ConfigDict, seeds_per_label: int = 2) -> ml_collectio
   c.labels = ()
   c.num_labels = len(labels_lib.get_label_set(c.label_set).names)
   c.seeds_per_label = seeds_per_label
+  return c
+
+
+def protocol(c: ml_collections.ConfigDict, seeds_per_label: int = 4) -> ml_collections.ConfigDict:
+  """The search-vs-random protocol (`search.protocol`, issue #14): every label × `seeds_per_label`
+  seeds, searched only where the clean image passes every judge, each method (random, the
+  config's evosax strategy, Adam through the sampler) at the same budget, the whole budget used
+  (every failing image counted), found latents tried with the other labels' prompts; writes
+  docs/results/search_protocol.{md,json} (`export`)."""
+  wide(c, seeds_per_label)
+  c.filter_clean = True
+  c.methods = ("random", c.strategy.name, "adam")
+  c.stop_after_failures = 0
+  c.archive_size = 2
+  c.transfer_per_target = 1
+  c.transfer_prompts = 5
+  c.population_size = 4
+  c.num_generations = 4
+  c.strategy.lr = 0.1   # not tuned: 4 Adam steps can move each coordinate ≈ 0.4 prior σ
+  c.save_images = False
+  c.export = "docs/results/search_protocol"
   return c

@@ -1,14 +1,15 @@
-"""The search's rule: which score is minimised (fitness) and which decides a failure (success).
+"""The search's rule: which score is minimised (fitness) and which verdict rule decides a failure.
 
 SAGE (arXiv 2306.00974) optimises against classifiers and judges success separately, so that it
 finds failures of the generator rather than of one classifier. The scores come from the job's
 `scoring.Scoring` (one fused scorer inside the sampler's compiled program, names such as
-"surrogate/margin", "evaluator/top1_hit", "evaluator/clip_score"); `config.criterion` names which
-of them play which part:
+"surrogate/margin", "evaluator/top1_hit", "evaluator/clip_score"); the judges' readings come from
+`jaxdiffattack.judges`. `config.criterion` names which of them play which part:
 
   fitness   = fitness_sign · scores[fitness]  + space penalty (+ clip_filter.penalty term) —
-              minimised
-  success   = scores[success] <below|above> success_threshold  ∧ space constraint holds
+              minimised (`fitness_of`, NumPy or JAX: the gradient methods differentiate it)
+  success   = verdict rule (`judges.VERDICTS`: "top1_miss", "confident_miss", "agree", "oracle";
+              criterion.{verdict, judge, margin, agree}) ∧ space constraint holds
               ∧ CLIP filter passes (when enabled)
 
 CLIP filter (`criterion.clip_filter`, reported either way): mode "min" keeps failures whose CLIP
@@ -23,6 +24,7 @@ import dataclasses
 
 import numpy as np
 
+from jaxdiffattack import judges as judges_lib
 from jaxdiffattack.errors import check
 
 CLIP_MODES = ("off", "min", "max")
@@ -32,9 +34,7 @@ CLIP_MODES = ("off", "min", "max")
 class Criterion:
   fitness: str                 # score name minimised (× fitness_sign)
   fitness_sign: float
-  success: str                 # score name of the held-out judge
-  success_when: str            # "below" or "above"
-  success_threshold: float
+  rule: judges_lib.Rule        # the verdict rule: which images are failures
   clip: str                    # score name of the CLIP score ("" if the scorer has none)
   clip_mode: str = "off"
   clip_threshold: float = 0.0
@@ -44,8 +44,6 @@ class Criterion:
   @classmethod
   def from_config(cls, c) -> "Criterion":
     o = c.criterion
-    check(o.success_when in ("below", "above"), "criterion.success_when", o.success_when,
-          "use 'below' or 'above'")
     check(o.fitness_sign in (1.0, -1.0, 1, -1), "criterion.fitness_sign", o.fitness_sign,
           "use 1 (minimise the score) or -1 (maximise it)")
     check(o.clip_filter.mode in CLIP_MODES, "criterion.clip_filter.mode", o.clip_filter.mode,
@@ -54,8 +52,8 @@ class Criterion:
           "name the scorer's CLIP score to use a CLIP filter")
     check(o.diversity_weight >= 0, "criterion.diversity_weight", o.diversity_weight,
           "use a number >= 0")
-    return cls(fitness=o.fitness, fitness_sign=float(o.fitness_sign), success=o.success,
-               success_when=o.success_when, success_threshold=float(o.success_threshold),
+    rule = judges_lib.make_rule(o.verdict, judge=o.judge, margin=o.margin, judges=o.agree)
+    return cls(fitness=o.fitness, fitness_sign=float(o.fitness_sign), rule=rule,
                clip=o.clip, clip_mode=o.clip_filter.mode,
                clip_threshold=float(o.clip_filter.threshold),
                clip_relative=bool(o.clip_filter.relative),
@@ -64,11 +62,11 @@ class Criterion:
   @property
   def score_names(self) -> tuple[str, ...]:
     """The scores this criterion reads (for `Scoring.check_names`)."""
-    return (self.fitness, self.success) + ((self.clip,) if self.clip else ())
+    return (self.fitness,) + ((self.clip,) if self.clip else ())
 
-  def clip_bound(self, clean_clip: np.ndarray) -> np.ndarray:
+  def clip_bound(self, clean_clip):
     return self.clip_threshold * clean_clip if self.clip_relative else (
-        np.full_like(clean_clip, self.clip_threshold))
+        self.clip_threshold + 0.0 * clean_clip)
 
   def clip_pass(self, clip: np.ndarray, bound: np.ndarray) -> np.ndarray:
     if self.clip_mode == "min":
@@ -77,24 +75,29 @@ class Criterion:
       return clip <= bound
     return np.ones(clip.shape, bool)
 
-  def verdict(self, scores: dict) -> np.ndarray:
-    """The held-out judge: True where the image is a failure (before the CLIP filter)."""
-    value = np.asarray(scores[self.success], np.float64)
-    if self.success_when == "below":
-      return value < self.success_threshold
-    return value > self.success_threshold
+  def fitness_of(self, scores: dict, penalty, clean_clip, xp=np):
+    """[M] fitness (minimised) from per-member scores, the space's penalty [M] and the clean
+    CLIP score [M]; `xp` = np (host, float64) or jax.numpy (inside the gradient methods)."""
+    fitness = self.fitness_sign * scores[self.fitness] + penalty
+    if self.clip and self.clip_mode != "off" and self.clip_penalty:
+      clip, bound = scores[self.clip], self.clip_bound(clean_clip)
+      miss = bound - clip if self.clip_mode == "min" else clip - bound
+      fitness = fitness + self.clip_penalty * xp.maximum(miss, 0.0)
+    return fitness
 
-  def reduce(self, scores: dict, penalty: np.ndarray, feasible: np.ndarray,
+  def verdict(self, readings: dict) -> np.ndarray:
+    """The verdict rule on the judges' readings: True where the image is a failure (before the
+    CLIP filter and the constraint)."""
+    return self.rule(readings)
+
+  def reduce(self, scores: dict, readings: dict, penalty: np.ndarray, feasible: np.ndarray,
              clean_clip: np.ndarray):
-    """(fitness [M], success [M], clip_ok [M]) from per-member scores; clean_clip [M]."""
-    fitness = self.fitness_sign * np.asarray(scores[self.fitness], np.float64) + penalty
+    """(fitness [M], success [M], clip_ok [M]) from per-member scores and readings."""
+    scores = {k: np.asarray(v, np.float64) for k, v in scores.items()}
+    fitness = self.fitness_of(scores, np.asarray(penalty, np.float64),
+                              np.asarray(clean_clip, np.float64))
     clip_ok = np.ones(fitness.shape, bool)
     if self.clip and self.clip_mode != "off":
-      clip = np.asarray(scores[self.clip], np.float64)
-      bound = self.clip_bound(clean_clip)
-      clip_ok = self.clip_pass(clip, bound)
-      if self.clip_penalty:
-        miss = bound - clip if self.clip_mode == "min" else clip - bound
-        fitness = fitness + self.clip_penalty * np.maximum(miss, 0.0)
-    success = self.verdict(scores) & feasible & clip_ok
+      clip_ok = self.clip_pass(scores[self.clip], self.clip_bound(clean_clip))
+    success = self.verdict(readings) & feasible & clip_ok
     return fitness, success, clip_ok

@@ -8,7 +8,13 @@ role of its search policy):
 
 `evaluate` is any function from solutions to per-member fitness, success flags and records, so
 the loop is tested on cheap closed-form objectives (`tests/search_driver_test.py`) and runs the
-diffusion sampler + scorer in `jaxdiffattack.search.experiment`.
+diffusion sampler + scorer in `jaxdiffattack.search.experiment`. Gradient methods
+(`search.gradient`, `strategy.needs_grad`) take the fitness gradients `evaluate` returns beside
+the fitness in their `tell`. Further per-member flags (e.g. each judge's failure) are tracked per
+target: the generation each first occurs and how many members raised it.
+
+Targets outside `initial_active` (e.g. targets whose clean image already fails a judge) are never
+searched: they keep zero evaluations.
 
 Randomness: target t's ask and tell keys at generation g are fold_in(fold_in(fold_in(key, t), g),
 0 / 1), so results do not depend on device count, batch split, which targets are still active, or
@@ -47,6 +53,8 @@ class Evaluation(NamedTuple):
   success: np.ndarray          # [A, P] bool: the held-out judge confirms a failure
   records: dict                # name → [A, P] float: scores and constraint figures to keep
   counts: dict | None = None   # name → [A] int: per-target tallies summed over generations
+  flags: dict | None = None    # name → [A, P] bool: tracked per target (first generation, count)
+  grad: np.ndarray | None = None  # [A, P, n] ∇ fitness (gradient methods only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,17 +126,21 @@ class LoopState:
   best_record: dict               # name → [T] float64: evaluate's records at the best member
   archive_record: dict            # name → [T, K] float64: ... at each archived failure
   counts: dict                    # name → [T] int64: evaluate's per-target tallies, summed
+  flag_first: dict                # name → [T] int64: generation a flag was first raised (−1)
+  flag_count: dict                # name → [T] int64: members that raised it
   timing: Timing
   strategy: Any                   # the strategy's states, stacked: [T, ...] per leaf
 
 
-def new_state(states, init_means: np.ndarray, settings: LoopSettings) -> LoopState:
+def new_state(states, init_means: np.ndarray, settings: LoopSettings,
+              initial_active: np.ndarray | None = None) -> LoopState:
   """The loop state before generation 0; `states` are the strategy's initial stacked states."""
   t, n = init_means.shape
   g, k = settings.num_generations, settings.archive_size
   zero = np.array(0.0)
+  active = np.ones(t, bool) if initial_active is None else np.array(initial_active, bool)
   return LoopState(
-      generation=np.array(0), active=np.ones(t, bool), evaluations=np.zeros(t, np.int64),
+      generation=np.array(0), active=active, evaluations=np.zeros(t, np.int64),
       nonfinite=np.zeros(t, np.int64), first_success=np.full(t, -1, np.int64),
       failures=np.zeros(t, np.int64), best_fitness=np.full(t, np.inf, np.float64),
       best_solution=np.asarray(init_means, np.float32).copy(),
@@ -140,48 +152,57 @@ def new_state(states, init_means: np.ndarray, settings: LoopSettings) -> LoopSta
       curve_best=np.full((g, t), np.nan, np.float64),
       curve_mean=np.full((g, t), np.nan, np.float64),
       curve_successes=np.zeros((g, t), np.int64), curve_nonfinite=np.zeros((g, t), np.int64),
-      best_record={}, archive_record={}, counts={},
+      best_record={}, archive_record={}, counts={}, flag_first={}, flag_count={},
       timing=Timing(total=zero, ask_tell=zero, evaluate=zero, images=zero), strategy=states)
 
 
-def _with_records(state: LoopState, records: dict, counts: dict) -> LoopState:
-  """The state with an entry for every record and count name it has not seen yet."""
+def _with_records(state: LoopState, records: dict, counts: dict, flags: dict) -> LoopState:
+  """The state with an entry for every record, count and flag name it has not seen yet."""
   t, k = state.archive_fitness.shape
   new = [name for name in records if name not in state.best_record]
   new_counts = [name for name in counts if name not in state.counts]
-  if not new and not new_counts:
+  new_flags = [name for name in flags if name not in state.flag_first]
+  if not new and not new_counts and not new_flags:
     return state
   return state.replace(
       best_record=state.best_record | {name: np.full(t, np.nan, np.float64) for name in new},
       archive_record=state.archive_record | {
           name: np.full((t, k), np.nan, np.float64) for name in new},
-      counts=state.counts | {name: np.zeros(t, np.int64) for name in new_counts})
+      counts=state.counts | {name: np.zeros(t, np.int64) for name in new_counts},
+      flag_first=state.flag_first | {name: np.full(t, -1, np.int64) for name in new_flags},
+      flag_count=state.flag_count | {name: np.zeros(t, np.int64) for name in new_flags})
 
 
-def run_loop(strategy: strategies_lib.BatchedStrategy, evaluate: Callable, key: jax.Array,
-             init_means: np.ndarray, settings: LoopSettings, *, checkpoint_path=None,
-             config_hash: str = "", similarity: Callable = cosine_similarity) -> LoopState:
+def run_loop(strategy, evaluate: Callable, key: jax.Array, init_means: np.ndarray,
+             settings: LoopSettings, *, checkpoint_path=None, config_hash: str = "",
+             similarity: Callable = cosine_similarity,
+             initial_active: np.ndarray | None = None) -> LoopState:
   """Runs (or resumes) T searches to the end of their budget; returns the final loop state.
 
   Args:
-    strategy: the batched strategy (P members per target per generation).
+    strategy: a `strategies.BatchedStrategy` or `gradient.GradientStrategy` (P members per
+      target per generation).
     evaluate: `evaluate(solutions [A, P, n], targets [A] int) -> Evaluation` for the A active
-      targets (in increasing target order).
+      targets (in increasing target order); with `grad` for gradient strategies.
     key: the run's key (all draws fold in target, generation, purpose).
     init_means: [T, n] start of each search.
     settings: budget, stopping, archive, diversity, checkpointing.
     checkpoint_path: msgpack file to save to and resume from (None: no checkpointing).
     config_hash: stored with the checkpoint; a checkpoint of another config is refused.
     similarity: `similarity(x [M, n], archive [K, n]) -> [M, K]` for the diversity term.
+    initial_active: [T] bool, the targets to search (None: all).
   """
   check(settings.num_generations >= 1, "num_generations", settings.num_generations,
         "use an integer >= 1")
   check(settings.archive_size >= 1, "archive_size", settings.archive_size,
         "use an integer >= 1")
-  num_targets = init_means.shape[0]
+  num_targets, num_dims = init_means.shape
   population = strategy.population_size
+  needs_grad = getattr(strategy, "needs_grad", False)
+  check(not (needs_grad and settings.diversity_weight > 0), "criterion.diversity_weight",
+        settings.diversity_weight, "use 0 with a gradient method (the term is not differentiable)")
   template = new_state(strategy.init(target_keys(key, num_targets, 0, 2), init_means),
-                      init_means, settings)
+                      init_means, settings, initial_active)
   state = None
   if checkpoint_path is not None:
     state = runs.load_checkpoint(checkpoint_path, config_hash, template, "search")
@@ -192,8 +213,10 @@ def run_loop(strategy: strategies_lib.BatchedStrategy, evaluate: Callable, key: 
   states = state.strategy
   # Compile ask and tell outside the timed loop (pure functions: results are unaffected).
   warm_x, warm_states = strategy.ask(target_keys(key, num_targets, 0, 3), states)
+  grads = lambda g: {"grads": g} if needs_grad else {}
   warm_told = strategy.tell(target_keys(key, num_targets, 0, 3), warm_x,
-                            np.zeros(warm_x.shape[:2], np.float32), warm_states)
+                            np.zeros(warm_x.shape[:2], np.float32), warm_states,
+                            **grads(np.zeros(warm_x.shape, np.float32)))
   jax.block_until_ready(strategies_lib.select(state.active, warm_told, states))
   start = time.perf_counter()
   progress = runs.Progress(settings.label, settings.num_generations, int(state.generation),
@@ -223,13 +246,25 @@ def run_loop(strategy: strategies_lib.BatchedStrategy, evaluate: Callable, key: 
           sim = similarity(solutions_host[t], state.archive_solution[t, :n_arch])
           told[a] = told[a] + settings.diversity_weight * np.max(sim, axis=1)
     told_fitness[active] = told
-    told_states = strategy.tell(tell_keys, solutions, told_fitness, asked_states)
+    told_grads = {}
+    if needs_grad:
+      check(ev.grad is not None, "strategy.name", strategy.name,
+            "a gradient method needs an evaluate that returns the fitness gradient")
+      told_grads = np.zeros((num_targets, population, num_dims), np.float32)
+      told_grads[active] = ev.grad
+      told_grads = grads(told_grads)
+    told_states = strategy.tell(tell_keys, solutions, told_fitness, asked_states, **told_grads)
     # Block: tell is dispatched asynchronously, and its compute belongs to ask/tell's share.
     states = jax.block_until_ready(strategies_lib.select(state.active, told_states, states))
     t3 = time.perf_counter()
-    state = _with_records(state, ev.records, ev.counts or {})
+    state = _with_records(state, ev.records, ev.counts or {}, ev.flags or {})
     for name, values in (ev.counts or {}).items():
       state.counts[name][active] += np.asarray(values, np.int64)
+    for name, values in (ev.flags or {}).items():
+      raised = np.asarray(values, bool) & finite                 # [A, P]
+      first = state.flag_first[name]
+      first[active] = np.where((first[active] < 0) & raised.any(axis=1), g, first[active])
+      state.flag_count[name][active] += raised.sum(axis=1)
     _update_records(state, settings, g, active, solutions_host, raw, finite, success, ev.records)
     # Best-so-far of every target, stopped ones included (their best stays what it was).
     state.curve_best[g] = np.where(np.isfinite(state.best_fitness), state.best_fitness, np.nan)

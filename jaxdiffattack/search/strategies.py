@@ -12,6 +12,10 @@ value (NaN, ±inf) is replaced by distinct finite values strictly worse than the
 finite fitness; a generation in which every member of a target failed leaves that target's state
 unchanged (nothing was learnt; the next ask draws anew from a new key). The driver counts them.
 
+Gradient methods ("adam", "pgd": `jaxdiffattack.search.gradient`) are chosen by the same
+`config.strategy.name` and share this interface (`tell` also takes the fitness gradients);
+`names()` lists both kinds, `is_gradient(name)` tells them apart.
+
 "random" is SAGE's baseline (arXiv 2306.00974, §4: random sampling at the same budget): evosax's
 `RandomSearch` with the search space's prior as `sampling_fn`, so every member is an independent
 draw (e.g. a fresh N(0, I) latent) and nothing is learnt between generations.
@@ -34,6 +38,7 @@ from evosax.algorithms import algorithms as _EVOSAX
 from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
 
 from jaxdiffattack.errors import ConfigError
+from jaxdiffattack.search import gradient
 
 RANDOM = "random"
 # Every evosax algorithm by its registry name, plus SAGE's random-sampling baseline.
@@ -45,7 +50,12 @@ WARN_FULL_COV_DIMS = 1000
 
 
 def names() -> list[str]:
-  return sorted(STRATEGIES, key=str.lower)
+  """Every method name: evosax strategies, "random" and the gradient methods."""
+  return sorted(set(STRATEGIES) | set(gradient.METHODS), key=str.lower)
+
+
+def is_gradient(name: str) -> bool:
+  return name in gradient.METHODS
 
 
 def full_cov_bytes(name: str, num_dims: int, num_targets: int = 1) -> int:
@@ -110,6 +120,7 @@ class BatchedStrategy:
     population, states = strategy.ask(keys, states)     # [T, P, n]
     states = strategy.tell(keys, population, fitness, states)  # fitness [T, P], minimised
   """
+  needs_grad = False
 
   def __init__(self, name: str, population_size: int, num_dims: int, *, num_targets: int = 1,
                std_init: float | None = None, params: dict | None = None,

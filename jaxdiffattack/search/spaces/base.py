@@ -16,6 +16,11 @@ Text similarity (prompt and token spaces): cosine between the generator text enc
 at the first end-of-text position (CLIP's pooled text feature before its projection, Radford et
 al. 2021) of the candidate and of the clean prompt.
 
+Constraint hook: `project(params, x, t)` maps solutions onto the space's constraint (pure JAX),
+so that gradient methods (`search.gradient`) keep every iterate inside it: decode(project(x)) ==
+decode(x), and project is the identity on solutions that satisfy the constraint. Spaces that are
+not continuous (`continuous = False`: the prompt space) have no gradient.
+
 Reporting hooks: `describe` (JSON figures of a solution), `artifacts` (files of a found failure),
 `annotate_rows` (space-specific figures over a method's found failures, e.g. the latent space's
 Non-Gaussian Rate), `similarity` (the diversity term's measure).
@@ -63,6 +68,7 @@ class Space:
   """Base class: clean prompts, base latents; subclasses define the solution encoding."""
   name = ""
   num_dims: int
+  continuous = True    # decode is differentiable in x (gradient methods may search it)
 
   def __init__(self, config, sd, params, targets, key):
     self.config = config
@@ -100,6 +106,11 @@ class Space:
   def decode(self, params, x: jax.Array, t) -> Decoded:
     """Solutions x [M, n] of target t → sampler inputs and constraint (pure JAX)."""
     raise NotImplementedError
+
+  def project(self, params, x: jax.Array, t) -> jax.Array:
+    """Solutions x [M, n] of target t moved onto the constraint (pure JAX; default: none)."""
+    del params, t
+    return x
 
   def encode(self, value: np.ndarray, t: int) -> np.ndarray:
     """The solutions [M, n] of space-native values (latents, perturbations, tokens, choices)

@@ -70,6 +70,10 @@ class EmbeddingSpace(Space):
     norm = jnp.linalg.norm(delta, axis=-1, keepdims=True)
     return delta * jnp.minimum(1.0, params["radius"][t][None, :, None] / jnp.maximum(norm, 1e-12))
 
+  def project(self, params, x, t):
+    """x with every position's perturbation inside its ε-ball (the projected δ, in x units)."""
+    return self.delta(params, x, t).reshape(x.shape) / self.scale
+
   def encode(self, delta, t) -> np.ndarray:
     del t
     return (np.asarray(delta, np.float64) / self.scale).reshape(len(delta), -1).astype(np.float32)

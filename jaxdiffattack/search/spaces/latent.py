@@ -57,6 +57,11 @@ class LatentSpace(Space):
       x = x * (np.sqrt(self.num_dims) / norm)
     return x.reshape((-1,) + self.latent_shape)
 
+  def project(self, params, x, t):
+    """On the sphere: x scaled to norm √d (the decoded latent itself); penalty mode: x."""
+    del params, t
+    return self.to_latents(x).reshape(x.shape) if self.cfg.mode == "sphere" else x
+
   def encode(self, latents, t) -> np.ndarray:
     del t
     return np.asarray(latents, np.float32).reshape(len(latents), -1)

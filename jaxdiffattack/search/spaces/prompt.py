@@ -59,6 +59,7 @@ def vocabulary(name_or_words) -> tuple[str, ...]:
 
 class PromptSpace(Space):
   name = "prompt"
+  continuous = False   # word choices: no gradient
 
   def __init__(self, config, sd, params, targets, key):
     super().__init__(config, sd, params, targets, key)

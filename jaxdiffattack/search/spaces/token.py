@@ -62,6 +62,11 @@ class TokenSpace(Space):
     norm = jnp.linalg.norm(e, axis=1, keepdims=True)
     return e * jnp.minimum(1.0, self.max_norm / jnp.maximum(norm, 1e-12))
 
+  def project(self, params, x, t):
+    """x whose token embedding is inside the norm bound (the projected token, in x units)."""
+    del params, t
+    return (self.token(x) - self.mean[None]) / self.std
+
   def encode(self, tokens, t) -> np.ndarray:
     del t
     return ((np.asarray(tokens, np.float64) - self.mean) / self.std).astype(np.float32)

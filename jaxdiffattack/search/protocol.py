@@ -1,0 +1,306 @@
+"""The search-vs-random protocol (SAGE, arXiv 2306.00974, §4): comparable success rates, by judge.
+
+Targets are (label, seed) pairs whose clean image passes ALL judges (`config.filter_clean`: the
+evaluator, the other models and, on the toy world, the oracle read the prompt's class); every
+method (random, evosax strategies, gradient methods) gets the same budget of evaluations per
+target; a target counts as failed by a judge when any image the method evaluated for it is a
+failure by that judge (`results.jsonl`: judge_first_generation, judge_failures). The report
+gives, per method and judge, the search success rate with a 95 % Wilson interval, evaluations to
+the first failure, failures per target, and the comparison with random at equal budget:
+the difference of rates with Newcombe's interval (hybrid Wilson score, method 10 of Newcombe
+1998) and, since both methods search the same targets, McNemar's exact test on the targets only
+one of them fails.
+
+Transfer (SAGE: a failing latent that breaks several prompts): each of the first
+`transfer_per_target` found latents of a target is generated with every other label's prompt of
+the run (`transfer_prompts` = K > 0: the K labels after the target's, cyclically, in the run's
+label order) and judged against that label; the clean latents of the same targets (those with a
+found latent), tried the same way, are the reference ("clean" rows of transfer.jsonl).
+
+`write(workdir, rows, transfer_rows, config)` writes protocol.json and protocol.md (and copies
+them to `config.export`.{json,md} when set), all from the workdir's files.
+"""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from jaxdiffattack import io
+from jaxdiffattack import stats
+
+CLEAN = "clean"
+
+
+# ------------------------------------------------------------------------------- transfer --
+def found_latents(search, method: str, state) -> list[tuple]:
+  """(method, target, failure index, latent [C, h, w]) of the first `transfer_per_target` found
+  latents of every searched target."""
+  c = search.config
+  items = []
+  for target in search.targets:
+    t = target.index
+    if search.included[t]:
+      for k in range(min(int(state.failures[t]), c.archive_size, c.transfer_per_target)):
+        items.append((method, t, k, search.space.decode_one(state.archive_solution[t, k],
+                                                            t).latents[0]))
+  return items
+
+
+def clean_latents(search, targets) -> list[tuple]:
+  """The reference: the clean latents of `targets`, as `found_latents` items."""
+  return [(CLEAN, int(t), 0, search.space.base_latents[t]) for t in sorted(set(targets))]
+
+
+def other_labels(labels: list, label, count: int) -> list:
+  """The labels a latent of `label` is tried with: all others (count 0) or the `count` after it,
+  cyclically."""
+  i = labels.index(label)
+  others = labels[i + 1:] + labels[:i]
+  return others[:count] if count else others
+
+
+def transfer(search, items) -> list[dict]:
+  """transfer.jsonl rows: every latent of `items` generated with each other label's prompt of
+  the run, judged against that label by every judge."""
+  if not items:
+    return []
+  labels = list(dict.fromkeys(t.label for t in search.targets))
+  label_index = {t.label: t.label_index for t in search.targets}
+  prompts = [search.config.template.format(label) for label in labels]
+  from jaxdiffattack import text  # pylint: disable=g-import-not-at-top
+  cond_of = np.asarray(text.encode_prompts(search.sd, search.params["text_encoder"], prompts))
+  latents, cond, judged, meta = [], [], [], []
+  index = {label: j for j, label in enumerate(labels)}
+  for method, t, k, z in items:
+    for label in other_labels(labels, search.targets[t].label,
+                              search.config.get("transfer_prompts", 0)):
+      j = index[label]
+      latents.append(z)
+      cond.append(cond_of[j])
+      judged.append(label_index[label])
+      meta.append((method, t, k, label, prompts[j]))
+  judged = np.asarray(judged, np.int32)
+  aux = search.scoring.aux(labels=judged, prompts=[m[4] for m in meta])
+  scores = search.sample_scores(np.stack(latents), np.stack(cond), judged, aux)
+  readings = search.judges.read(scores)
+  rows = []
+  for i, (method, t, k, label, prompt) in enumerate(meta):
+    rows.append({"method": method, "target": int(t), "label": search.targets[t].label,
+                 "failure_index": int(k), "other_label": label, "prompt": prompt,
+                 "judges": {name: bool(r.failure[i]) for name, r in readings.items()}})
+  return rows
+
+
+# -------------------------------------------------------------------------------- summary --
+def newcombe_interval(hits_a: int, n_a: int, hits_b: int, n_b: int,
+                      z: float = stats.Z95) -> tuple[float, float]:
+  """95 % interval of p_a − p_b from the two Wilson intervals (Newcombe 1998, method 10)."""
+  if n_a <= 0 or n_b <= 0:
+    return (math.nan, math.nan)
+  pa, pb = hits_a / n_a, hits_b / n_b
+  la, ua = stats.wilson_interval(hits_a, n_a, z)
+  lb, ub = stats.wilson_interval(hits_b, n_b, z)
+  d = pa - pb
+  return (d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2),
+          d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2))
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+  """Two-sided exact McNemar p-value: binomial test of only_a vs only_b discordant targets."""
+  n = only_a + only_b
+  if n == 0:
+    return 1.0
+  k = min(only_a, only_b)
+  tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+  return min(1.0, 2 * tail)
+
+
+def _mean(values):
+  return float(np.mean(values)) if len(values) else None
+
+
+def summarise(rows: list[dict], transfer_rows: list[dict], config: dict) -> dict:
+  """protocol.json: targets, per method × judge rates with CIs, comparison with random,
+  transfer."""
+  searched = [r for r in rows if r["searched"]]
+  methods = list(dict.fromkeys(r["method"] for r in rows))
+  first_method = [r for r in rows if r["method"] == methods[0]] if methods else []
+  judges = list(first_method[0]["clean"]["judges"]) if first_method else []
+  excluded = [r for r in first_method if not r["searched"]]
+  out = {
+      "config": {k: config.get(k) for k in ("model", "space", "num_steps", "scheduler",
+                                              "guidance_scale", "population_size",
+                                              "num_generations", "seed", "seeds_per_label")},
+      "targets": {"candidates": len(first_method),
+                  "searched": len(first_method) - len(excluded),
+                  "excluded": len(excluded),
+                  "excluded_by_judge": {j: sum(r["clean"]["judges"][j]["pred"] != r["label"]
+                                               for r in excluded) for j in judges}},
+      "judges": judges, "methods": {}, "vs_random": {}, "transfer": {}}
+  by_target = {}
+  for method in methods:
+    sel = [r for r in searched if r["method"] == method]
+    n = len(sel)
+    entry = {"kind": sel[0]["kind"] if sel else None, "targets": n,
+             "budget_per_target": sel[0]["budget"] if sel else None,
+             "evaluations": sum(r["evaluations"] for r in sel),
+             "gradient_evaluations": sum(r["gradient_evaluations"] for r in sel),
+             "by_rule": _rate([r["success"] for r in sel]), "by_judge": {}}
+    entry["by_rule"]["evaluations_to_first"] = _first_stats(
+        [r["evaluations_to_first_success"] for r in sel if r["success"]])
+    for j in judges:
+      failed = [r["judge_first_generation"].get(j) is not None for r in sel]
+      by_target[(method, j)] = {r["target"]: f for r, f in zip(sel, failed)}
+      e = _rate(failed)
+      e["evaluations_to_first"] = _first_stats(
+          [(r["judge_first_generation"][j] + 1) * r["population_size"] for r in sel
+           if r["judge_first_generation"].get(j) is not None])
+      counts = [r["judge_failures"].get(j, 0) for r in sel]
+      e["failing_images"] = int(sum(counts))
+      e["failing_images_per_target_mean"] = _mean(counts)
+      entry["by_judge"][j] = e
+    out["methods"][method] = entry
+  if "random" in methods:
+    for method in methods:
+      if method == "random":
+        continue
+      out["vs_random"][method] = {}
+      for j in judges:
+        a, b = by_target[(method, j)], by_target[("random", j)]
+        common = sorted(set(a) & set(b))
+        hits_a, hits_b = sum(a[t] for t in common), sum(b[t] for t in common)
+        only_a = sum(a[t] and not b[t] for t in common)
+        only_b = sum(b[t] and not a[t] for t in common)
+        low, high = newcombe_interval(hits_a, len(common), hits_b, len(common))
+        out["vs_random"][method][j] = {
+            "targets": len(common), "method": hits_a, "random": hits_b,
+            "ratio": hits_a / hits_b if hits_b else None,
+            "difference": (hits_a - hits_b) / len(common) if common else None,
+            "difference_ci95": [low, high], "only_method": only_a, "only_random": only_b,
+            "mcnemar_p": mcnemar_exact(only_a, only_b),
+            "beats_random": bool(low > 0)}
+  for method in dict.fromkeys(r["method"] for r in transfer_rows):
+    sel = [r for r in transfer_rows if r["method"] == method]
+    entry = {"latents": len({(r["target"], r["failure_index"]) for r in sel}),
+             "images": len(sel), "by_judge": {}}
+    for j in judges:
+      entry["by_judge"][j] = _rate([r["judges"][j] for r in sel])
+    out["transfer"][method] = entry
+  return out
+
+
+def _rate(flags) -> dict:
+  n, hits = len(flags), int(sum(bool(f) for f in flags))
+  low, high = stats.wilson_interval(hits, n)
+  return {"successes": hits, "n": n, "rate": hits / n if n else None, "ci95": [low, high]}
+
+
+def _first_stats(values) -> dict:
+  return {"mean": _mean(values), "median": float(np.median(values)) if values else None}
+
+
+# ------------------------------------------------------------------------------- markdown --
+def _pct(x):
+  return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.0f} %"
+
+
+def _rate_cell(e: dict) -> str:
+  return (f"{e['successes']}/{e['n']} = {_pct(e['rate'])} "
+          f"[{_pct(e['ci95'][0])}, {_pct(e['ci95'][1])}]")
+
+
+def _num(x, spec=".1f"):
+  return "–" if x is None else format(x, spec)
+
+
+def markdown(summary: dict, timing: dict, command: str) -> str:
+  c, t = summary["config"], summary["targets"]
+  judges = summary["judges"]
+  lines = [
+      "# Search protocol: every method at equal budget, by judge (SAGE, arXiv 2306.00974)", "",
+      f"Command: `{command}`", "",
+      f"Generator `{c['model']}`, {c['num_steps']} {c['scheduler']} steps, guidance "
+      f"{c['guidance_scale']}; {c['space']} space; population {c['population_size']} × "
+      f"{c['num_generations']} generations = {c['population_size'] * c['num_generations']} "
+      f"evaluations per target and method; run seed {c['seed']}.", "",
+      f"Targets: {t['candidates']} (label, seed) pairs; {t['searched']} pass every judge when "
+      f"clean and are searched; {t['excluded']} excluded (clean image not read as its class by: "
+      + ", ".join(f"{j} {n}" for j, n in t["excluded_by_judge"].items()) + ").", "",
+      "A target is failed by a judge when any image a method evaluated for it is that judge's "
+      "failure (the oracle: sure the class is not drawn). Rates are targets failed / targets "
+      "searched with 95 % Wilson intervals; evaluations to the first failure are over the targets "
+      "failed; an evaluation is one forward pass of sampler + scorers (gradient methods also run "
+      "one backward pass per evaluation: 'gradient evaluations').", "",
+      "## Search success rate by judge", "",
+      "| method | kind | " + " | ".join(f"SSR {j}" for j in judges) +
+      " | evaluations to 1st failure (" + " / ".join(judges) + ") | failing images (" +
+      " / ".join(judges) + ") | evaluations | gradient evaluations | wall s |",
+      "|---|---|" + "---|" * len(judges) + "---|---|---|---|---|"]
+  for method, m in summary["methods"].items():
+    bj = m["by_judge"]
+    lines.append(
+        f"| {method} | {m['kind']} | " + " | ".join(_rate_cell(bj[j]) for j in judges) + " | " +
+        " / ".join(_num(bj[j]["evaluations_to_first"]["mean"]) for j in judges) + " | " +
+        " / ".join(str(bj[j]["failing_images"]) for j in judges) +
+        f" | {m['evaluations']} | {m['gradient_evaluations']} | "
+        f"{_num(timing.get(method, {}).get('time/total'), '.0f')} |")
+  if summary["vs_random"]:
+    lines += ["", "## Against random at equal budget (same targets)", "",
+              "| method | judge | targets failed: method / random | ratio | difference [95 % CI] "
+              "| only method / only random | McNemar p | beats random? |",
+              "|---|---|---|---|---|---|---|---|"]
+    for method, per in summary["vs_random"].items():
+      for j, v in per.items():
+        ci = v["difference_ci95"]
+        lines.append(
+            f"| {method} | {j} | {v['method']} / {v['random']} of {v['targets']} | "
+            f"{_num(v['ratio'], '.2f')} | {_pct(v['difference'])} [{_pct(ci[0])}, "
+            f"{_pct(ci[1])}] | {v['only_method']} / {v['only_random']} | "
+            f"{v['mcnemar_p']:.3g} | {'yes' if v['beats_random'] else 'no'} |")
+  if summary["transfer"]:
+    lines += ["", "## Transfer of found latents to the other labels' prompts", "",
+              "Each found latent (and, as the reference, each searched target's clean latent) is "
+              "generated with every other label's prompt and judged against that label.", "",
+              "| latents from | latents | images | " + " | ".join(
+                  f"fail by {j}" for j in judges) + " |",
+              "|---|---|---|" + "---|" * len(judges)]
+    for method, e in summary["transfer"].items():
+      lines.append(f"| {method} | {e['latents']} | {e['images']} | " +
+                   " | ".join(_rate_cell(e["by_judge"][j]) for j in judges) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def write(workdir, rows: list[dict], config: dict, timing: dict) -> dict:
+  """protocol.json and protocol.md in the workdir (and at config['export'].{json,md})."""
+  workdir = pathlib.Path(workdir)
+  path = workdir / "transfer.jsonl"
+  transfer_rows = io.read_jsonl(path) if path.exists() else []
+  summary = summarise(rows, transfer_rows, config)
+  summary["timing"] = timing
+  command = config.get("command") or (
+      f"python launch/search.py --config configs/{config.get('space')}_search.py:"
+      f"{config.get('variants', 'toy,protocol')} --workdir {workdir}")
+  text = markdown(summary, timing, command)
+  io.write_json(workdir / "protocol.json", _finite(summary))
+  io.atomic_write_bytes(workdir / "protocol.md", text.encode())
+  if config.get("export"):
+    export = pathlib.Path(config["export"])
+    io.write_json(export.with_suffix(".json"), _finite(summary))
+    io.atomic_write_bytes(export.with_suffix(".md"), text.encode())
+  return summary
+
+
+def _finite(x):
+  if isinstance(x, dict):
+    return {k: _finite(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_finite(v) for v in x]
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  return x
+
+
+def load(workdir) -> dict:
+  return json.loads((pathlib.Path(workdir) / "protocol.json").read_text())
