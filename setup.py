@@ -23,14 +23,15 @@ setup(
     packages=find_packages(include=["jaxdiffattack", "jaxdiffattack.*"]),
     package_data={"jaxdiffattack": _package_data()},
     install_requires=[
-        "jax[cpu]>=0.10,<0.11",
-        "flax>=0.12,<0.13",
+        # Verified with jax 0.10.2 / flax 0.12.8 (the newest releases, 2026-11-29). jax without
+        # the [cpu] extra: on an accelerator install jax[cuda12] (or jax[tpu]) beside this package.
+        "jax>=0.10",
+        "flax>=0.12",
         "optax>=0.2",
         "chex>=0.1.90",
-        # 0.39.0 is the last diffusers release with the Flax UNet/VAE classes.
-        "diffusers==0.39.0",
-        # transformers 5.x removed the Flax models (CLIP, ViT, ResNet).
-        "transformers>=4.57,<5",
+        # Only the tokenizers and image processors come from transformers (no model classes, no
+        # Flax): verified with 4.57.6 and 5.24.0.
+        "transformers>=4.57",
         "evosax>=0.3,<0.4",
         "numpy>=1.26",
         "absl-py",
@@ -43,7 +44,10 @@ setup(
     ],
     extras_require={
         # torch==2.13.0 is the CPU build; an unpinned torch pulls a multi-GB CUDA build.
-        "test": ["pytest>=8", "torch==2.13.0", "scikit-image"],
-        "bench": ["torch==2.13.0"],
+        # diffusers/transformers' PyTorch modules are the parity references of the tests and the
+        # baselines of the benchmarks (verified: diffusers 0.39.0 and 0.42.1).
+        "test": ["pytest>=8", "torch==2.13.0", "diffusers>=0.39",
+                 "scikit-image"],   # SSIM reference of the analysis tests
+        "bench": ["torch==2.13.0", "diffusers>=0.39"],
     },
 )

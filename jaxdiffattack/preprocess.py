@@ -134,6 +134,8 @@ class PreprocessSpec:
 def _size_dict(value) -> dict:
   if isinstance(value, dict):
     return dict(value)
+  if dataclasses.is_dataclass(value):   # transformers 5's SizeDict
+    return {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
   if isinstance(value, int):
     return {"height": value, "width": value}
   if isinstance(value, (tuple, list)) and len(value) == 2:

@@ -63,10 +63,10 @@ def test_toy_clip():
                        return_tensors="np")
   nhwc, nchw = _pixels()
   with torch.no_grad():
-    want_image = ref.get_image_features(pixel_values=nchw).numpy()
-    want_text = ref.get_text_features(
+    want_image = parity.features(ref.get_image_features(pixel_values=nchw)).numpy()
+    want_text = parity.features(ref.get_text_features(
         input_ids=torch.from_numpy(ids["input_ids"]),
-        attention_mask=torch.from_numpy(ids["attention_mask"])).numpy()
+        attention_mask=torch.from_numpy(ids["attention_mask"]))).numpy()
   parity.assert_rel_close(vision.clip_image_features(clip, params, nhwc), want_image,
                           what="image features")
   parity.assert_rel_close(vision.clip_text_features(clip, params, ids["input_ids"],

@@ -13,3 +13,9 @@ def assert_rel_close(got, want, tol: float = 1e-5, what: str = "") -> float:
   error = float(np.max(np.abs(got - want))) / scale
   assert error <= tol, f"{what}: relative error {error:.2e} > {tol:.0e}"
   return error
+
+
+def features(output):
+  """CLIP's get_image_features / get_text_features: a tensor in transformers 4, an output whose
+  pooler_output is the projected features in transformers 5."""
+  return output if hasattr(output, "numpy") else output.pooler_output

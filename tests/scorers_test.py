@@ -30,6 +30,7 @@ from jaxdiffattack.errors import UserError
 from jaxdiffattack.models import vision
 from jaxdiffattack.toy import world
 
+import parity
 import tiny_vision
 
 TEMPLATES = ("a photo of a {}", "a {}")
@@ -77,14 +78,14 @@ def _reference_clip(directory):
   @torch.no_grad()
   def images_fn(images):
     pixels = processor(list(images), return_tensors="pt")["pixel_values"]
-    return _normalise(model.get_image_features(pixel_values=pixels).numpy())
+    return _normalise(parity.features(model.get_image_features(pixel_values=pixels)).numpy())
 
   @torch.no_grad()
   def texts_fn(prompts):
     tokens = tokenizer(prompts, padding="max_length", max_length=tiny_vision.CLIP_TEXT_LENGTH,
                        return_tensors="pt")
-    return _normalise(model.get_text_features(input_ids=tokens["input_ids"],
-                                              attention_mask=tokens["attention_mask"]).numpy())
+    return _normalise(parity.features(model.get_text_features(input_ids=tokens["input_ids"],
+                                              attention_mask=tokens["attention_mask"])).numpy())
 
   return images_fn, texts_fn, float(model.logit_scale.detach().exp())
 

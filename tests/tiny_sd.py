@@ -20,7 +20,7 @@ SD15_SCHEDULER = {
 
 def write_char_tokenizer(directory: pathlib.Path, max_length: int = MAX_LENGTH) -> None:
   """A CLIP tokenizer whose vocabulary is single byte-characters (no merges)."""
-  from transformers.models.clip.tokenization_clip import bytes_to_unicode  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.toy.tokenizer import bytes_to_unicode  # pylint: disable=g-import-not-at-top
   chars = list(bytes_to_unicode().values())
   vocab_list = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
   vocab = {tok: i for i, tok in enumerate(vocab_list)}

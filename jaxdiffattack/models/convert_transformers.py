@@ -74,6 +74,12 @@ class Kind(NamedTuple):
   collections: bool = False                        # tree is {"params", "batch_stats"}
 
 
+def _text_model_prefixed(pt_key: str) -> str:
+  """transformers 5 saves CLIPTextModel without the `text_model.` prefix that checkpoints saved
+  by transformers 4 (every SD release) carry; both name the same weights."""
+  return pt_key if pt_key.startswith("text_model.") else "text_model." + pt_key
+
+
 def _text_ids(length: int):
   return jnp.zeros((1, length), jnp.int32)
 
@@ -87,7 +93,7 @@ KINDS = {
         ("clip_text_model",), clip.CLIPTextConfig.from_dict,
         lambda c, dtype, attn: clip.CLIPTextModel(c, dtype, attn),
         lambda c: (_text_ids(c.max_position_embeddings),),
-        lambda key, c: _split(key), r"(^|\.)position_ids$"),
+        lambda key, c: _split(_text_model_prefixed(key)), r"(^|\.)position_ids$"),
     "clip": Kind(
         ("clip",), clip.CLIPConfig.from_dict,
         lambda c, dtype, attn: clip.CLIPModel(c, dtype, attn),
