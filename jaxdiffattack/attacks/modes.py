@@ -8,7 +8,10 @@ any other fixed token never change in any mode.
     word's; BOS, EOS and padding stay.
   * `extend` (the paper's "extend" attack): `extend_tokens` new tokens appended after the prompt,
     i.e. the EOS position and the padding positions after it (fewer when the prompt leaves less
-    room; none left is an error); the prompt itself stays.
+    room: a prompt truncated at the token limit can change only its last, EOS, position); the
+    prompt itself stays.
+  A mode that leaves a prompt nothing to change (`replace` on a prompt that is only its class
+  word) is an error.
   * `released`: what the released code does — every position whose clean token id does not occur
     among the prompt's tokens before its EOS may change (gradients are zeroed at all others). For
     CLIP tokenizers that pad with EOS (SD 1.x, the toy) this is `extend` into all of the padding.
