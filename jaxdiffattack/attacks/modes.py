@@ -10,14 +10,14 @@ any other fixed token never change in any mode.
     i.e. the EOS position and the padding positions after it (fewer when the prompt leaves less
     room: a prompt truncated at the token limit can change only its last, EOS, position); the
     prompt itself stays.
-  A mode that leaves a prompt nothing to change (`replace` on a prompt that is only its class
-  word) is an error.
   * `released`: what the released code does — every position whose clean token id does not occur
     among the prompt's tokens before its EOS may change (gradients are zeroed at all others). For
     CLIP tokenizers that pad with EOS (SD 1.x, the toy) this is `extend` into all of the padding.
     One difference, on purpose: the released code still Gumbel-samples its frozen positions from
     their initial logits (clean token at logit 15, so a frozen token changes with probability
     ≈ V / (V + e^15), 1.5 % on SD's 49408-token vocabulary); here frozen tokens never change.
+A mode that leaves a prompt nothing to change (`replace` on a prompt that is only its class word)
+is an error.
 """
 
 import numpy as np
