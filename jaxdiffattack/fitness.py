@@ -86,6 +86,10 @@ def _pred(o: RoleOutput):
   return jnp.argmax(o.logits, axis=-1).astype(jnp.int32)
 
 
+def _confidence(o: RoleOutput):
+  return jnp.max(jax.nn.softmax(o.logits, axis=-1), axis=-1)
+
+
 def _clip_score(o: RoleOutput):
   return o.clip_score
 
@@ -97,6 +101,7 @@ OBJECTIVES = {
     "top1_hit": Objective(_top1_hit, "logits"),
     "top5_hit": Objective(_top5_hit, "logits"),
     "pred": Objective(_pred, "logits"),
+    "confidence": Objective(_confidence, "logits"),   # softmax probability of the top-1 class
     "clip_score": Objective(_clip_score, "clip"),
 }
 

@@ -161,6 +161,11 @@ class Attack:
   score_fn: Callable
   margin_key: str
   guidance: bool = True
+  latent_shape: tuple[int, ...] | None = None   # [C, h, w]; None: the model's default
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return tuple(self.latent_shape or self.sd.latent_shape)
 
   @property
   def optimizer(self) -> optax.GradientTransformation:
@@ -195,9 +200,9 @@ class Attack:
 
     def latent(k):
       lk = jax.random.fold_in(k, _LATENT)
-      return jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(lk, b), self.sd.latent_shape,
+      return jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(lk, b), self.shape,
                                                   jnp.float32))(jnp.arange(batch, dtype=jnp.uint32))
-    latents = jax.vmap(latent)(keys).reshape(population * batch, *self.sd.latent_shape)
+    latents = jax.vmap(latent)(keys).reshape(population * batch, *self.shape)
     images = sampler_lib.sample(
         self.sd, self.scheduler, params, latents, cond, params["uncond"], s.guidance_scale,
         guidance=self.guidance, remat=s.remat,
