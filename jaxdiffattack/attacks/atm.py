@@ -39,7 +39,7 @@ from jaxdiffattack import sharding
 from jaxdiffattack import text
 from jaxdiffattack.attacks import gumbel
 from jaxdiffattack.attacks import similarity
-from jaxdiffattack.errors import check
+from jaxdiffattack.errors import check as _check
 
 # Purposes folded into an iteration's key.
 _GUMBEL, _LATENT = 0, 1
@@ -61,8 +61,10 @@ class Settings:
   remat: bool = False         # rematerialise differentiated steps (for grad_steps=None)
   guidance_scale: float = 7.5
 
-  def validate(self, num_steps: int) -> None:
+  def validate(self, num_steps: int, prefix: str = "") -> None:
+    """One-line ConfigErrors naming `config.<prefix><field>`."""
     finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)
+    check = lambda ok, key, value, allowed: _check(ok, prefix + key, value, allowed)
     check(finite(self.init_logit), "init_logit", self.init_logit, "use a finite number")
     check(finite(self.kappa) and self.kappa >= 0, "kappa", self.kappa, "use a finite number >= 0")
     check(finite(self.lam_sim) and self.lam_sim >= 0, "lam_sim", self.lam_sim,
@@ -80,8 +82,6 @@ class Settings:
                                       and 1 <= self.grad_steps <= num_steps),
           "grad_steps", self.grad_steps,
           f"use None (every step) or an integer in 1..num_steps={num_steps}")
-    check(finite(self.guidance_scale), "guidance_scale", self.guidance_scale,
-          "use a finite number")
 
 
 class Prompts(NamedTuple):

@@ -63,15 +63,16 @@ RUN_SHAPE_KEYS = ("microbatch", "checkpoint_every", "eval_batch", "steps_per_cal
                   "images_per_prompt", "report_only")
 
 
-def grad_steps_of(grad_depth) -> int | None:
+def grad_steps_of(grad_depth, num_steps: int) -> int | None:
   """config.attack.grad_depth → `Settings.grad_steps`: "last" → 1, "all" → None, "K" → K."""
   depth = str(grad_depth).strip()
   if depth == "last":
     return 1
   if depth == "all":
     return None
-  check(depth.isdigit() and int(depth) >= 1, "attack.grad_depth", grad_depth,
-        "use 'last' (as published), 'all', or an integer K >= 1 (the last K steps)")
+  check(depth.isdigit() and 1 <= int(depth) <= num_steps, "attack.grad_depth", grad_depth,
+        f"use 'last' (as published), 'all', or an integer K in 1..num_steps={num_steps} (the "
+        "last K steps)")
   return int(depth)
 
 
@@ -80,13 +81,13 @@ def settings_of(config) -> atm.Settings:
   return atm.Settings(
       init_logit=a.init_logit, kappa=a.kappa, lam_sim=a.lam_sim, lam_fluency=a.lam_fluency,
       lr=a.lr, num_iters=a.num_iters, batch_size=a.batch_size, tau=a.tau, hard=a.hard,
-      grad_steps=grad_steps_of(a.grad_depth), remat=a.remat,
+      grad_steps=grad_steps_of(a.grad_depth, config.num_steps), remat=a.remat,
       guidance_scale=config.guidance_scale)
 
 
 def validate(config) -> None:
   """One-line ConfigErrors for bad values, before anything is loaded or written."""
-  settings_of(config).validate(config.num_steps)
+  settings_of(config).validate(config.num_steps, prefix="attack.")
   check(config.mode in modes.MODES, "mode", config.mode, f"use one of {sorted(modes.MODES)}")
   check(isinstance(config.num_samples, int) and config.num_samples >= 1, "num_samples",
         config.num_samples, "use an integer >= 1")
