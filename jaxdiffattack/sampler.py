@@ -7,19 +7,34 @@ classifier-free guidance (Ho & Salimans 2022, eq. 6)
     ε̂ = ε(z_t, ∅) + w · (ε(z_t, c) − ε(z_t, ∅)),
 
 and the scheduler maps (z_t, ε̂) → z_{t−1}; finally the VAE decodes z_0 / scaling_factor to pixels.
-All steps run in one `lax.scan`, so the whole sampler is one compiled, differentiable function
-(`jax.grad` w.r.t. latents and text embeddings flows through every step; `remat=True` wraps each
-step in `jax.checkpoint`, keeping memory near one step's activations). `guidance=False` is a true
-no-guidance mode: one UNet call per step on the condition alone (the brittleness paper's
-"without guidance", arXiv 2312.11473 §4.2), which equals w = 1.
+All steps run in one `lax.scan`, so the whole sampler is one compiled, differentiable function.
+`guidance=False` is a true no-guidance mode: one UNet call per step on the condition alone (the
+brittleness paper's "without guidance", arXiv 2312.11473 §4.2), which equals w = 1.
 
-`sample` is the pure function; `PopulationSampler` compiles it once per chunk shape with the
-population sharded over the device mesh, and runs any population size in fixed-size chunks.
+Gradient depth (`grad_steps`, the same name in `SamplerSettings`):
+  * None: `jax.grad` w.r.t. latents and text embeddings flows through every step; `remat=True`
+    wraps each step in `jax.checkpoint`, keeping memory near one step's activations;
+  * K ≥ 1: through the last K steps only. The first S − K steps run on `lax.stop_gradient`-ed
+    inputs in a scan of their own, so they have no tangents and keep no residuals for the
+    backward pass (memory and time of the backward pass are those of K steps). ATM's released
+    attack code does this with K = 1 (Du et al. 2023, arXiv 2306.02583). The latents enter only
+    through the first step, so their gradient is zero for K < S: last-K depth is for conditions
+    that every step reads (text embeddings);
+  * 0: no gradient through the sampler (only through the VAE and the scorers).
+
+Three layers, each built on the one before:
+  `sample`              the pure sampler (latents, text embeddings → images / latents);
+  `sample_and_score`    sampler + fused scorer, `(params, latents, cond, uncond, scale, aux) →
+                        SampleOutput with scores`, pure, for `jax.jit` / `jax.grad` / `jax.vmap`
+                        (`FusedSampler` binds its static parts);
+  `PopulationSampler`   compiles `sample_and_score` once per chunk shape with the population
+                        sharded over the device mesh, runs any population size in fixed-size
+                        chunks, and returns host arrays.
 """
 
 import dataclasses
 import functools
-from typing import NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +56,9 @@ class SampleOutput(NamedTuple):
   scores: dict | None = None          # score_fn's per-member outputs, each [P, ...]
 
 
+ScoreFn = Callable[[Any, jax.Array, Any], dict]  # (score_params, images [P, H, W, 3], aux)
+
+
 def member_latents(key: jax.Array, member_indices, latent_shape: Sequence[int]) -> jax.Array:
   """Standard-normal seed vectors [P, C, h, w], member i drawn from `fold_in(key, i)`.
 
@@ -51,17 +69,24 @@ def member_latents(key: jax.Array, member_indices, latent_shape: Sequence[int]) 
   return jax.vmap(draw)(member_indices)
 
 
+def _work_dtype(latents: jax.Array):
+  """float32 for float32/bfloat16 latents (as the samplers of diffusers), float64 for float64."""
+  return jnp.promote_types(latents.dtype, jnp.float32)
+
+
 def decode_latents(sd: StableDiffusion, vae_params, latents: jax.Array) -> jax.Array:
-  """VAE decode: latents [P, C, h, w] → images [P, H, W, 3] float32 in [0, 1]."""
+  """VAE decode: latents [P, C, h, w] → images [P, H, W, 3] in [0, 1] (float32; float64 for
+  float64 latents)."""
   scaled = (latents / sd.scaling_factor).astype(sd.dtype)
   pixels = sd.vae.apply({"params": vae_params}, scaled, method=sd.vae.decode).sample
-  pixels = pixels.astype(jnp.float32)
+  pixels = pixels.astype(_work_dtype(latents))
   return jnp.clip(pixels / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
 
 def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb=None,
            guidance_scale=7.5, *, guidance: bool = True, trajectory: Sequence[str] = (),
-           return_latents: bool = False, remat: bool = False, decode: bool = True) -> SampleOutput:
+           return_latents: bool = False, remat: bool = False, grad_steps: int | None = None,
+           decode: bool = True) -> SampleOutput:
   """Runs the whole denoising loop for a population; pure and differentiable.
 
   Args:
@@ -69,13 +94,16 @@ def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb
     scheduler: a `schedulers.Scheduler` (static): step rule and timesteps.
     params: {"unet": ..., "vae": ...} (a "text_encoder" entry is ignored).
     latents: seed vectors z [P, C, h, w], standard normal; scaled by `init_noise_sigma` here.
+      float32 (or float64 under `jax.enable_x64`, with float64 params and modules: for checks).
     cond_emb: text hidden states [P, L, D].
     uncond_emb: unconditional ("") hidden states [P, L, D] or [L, D]; needed when guidance.
     guidance_scale: w, a scalar or per-member [P].
     guidance: False runs one UNet call per step on `cond_emb` alone.
     trajectory: any of "x0", "latents": also return per-step predicted z_0 and/or z_t.
     return_latents: also return the final latents.
-    remat: rematerialise each step in the backward pass (`jax.checkpoint`).
+    remat: rematerialise each differentiated step in the backward pass (`jax.checkpoint`).
+    grad_steps: gradient depth: None = every step, K = the last K steps only, 0 = none (see the
+      module docstring).
     decode: False skips the VAE (images field is then None).
 
   Returns:
@@ -84,26 +112,59 @@ def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb
   for name in trajectory:
     if name not in TRAJECTORIES:
       raise ValueError(f"trajectory entry {name!r} is not one of {TRAJECTORIES}")
+  num_steps = len(scheduler.timesteps)
+  _check_grad_steps(grad_steps, num_steps, "grad_steps")
   population = latents.shape[0]
-  latents = latents.astype(jnp.float32)
+  latents = latents.astype(_work_dtype(latents))
   if guidance:
     if uncond_emb is None:
       raise ValueError("guidance=True needs uncond_emb (the empty prompt's hidden states)")
     uncond_emb = jnp.broadcast_to(uncond_emb, cond_emb.shape)
     context = jnp.concatenate([uncond_emb, cond_emb], axis=0).astype(sd.dtype)  # [2P, L, D]
-    scale = jnp.broadcast_to(jnp.asarray(guidance_scale, jnp.float32), (population,))
-    scale = scale[:, None, None, None]
+    scale = jnp.broadcast_to(jnp.asarray(guidance_scale, latents.dtype), (population,))
+    scale = scale[:, None, None, None]                                            # [P, 1, 1, 1]
   else:
-    context = cond_emb.astype(sd.dtype)                                           # [P, L, D]
-  timesteps = jnp.asarray(scheduler.timesteps, jnp.float32)  # [S]
-  unet_params = params["unet"]
+    context, scale = cond_emb.astype(sd.dtype), None                              # [P, L, D]
+  x = latents * scheduler.init_noise_sigma
+  carry = (x, scheduler.init_state(x))
+  differentiated = num_steps if grad_steps is None else grad_steps
+  frozen = num_steps - differentiated
+  run = functools.partial(_denoise, sd, scheduler, guidance=guidance, trajectory=trajectory)
+  parts = []
+  if frozen:
+    # No tangents enter these steps, so nothing of them is kept for the backward pass.
+    inputs = jax.lax.stop_gradient((params["unet"], carry, context, scale))
+    carry, extras = run(*inputs, jnp.arange(frozen, dtype=jnp.int32), remat=False)
+    carry = jax.lax.stop_gradient(carry)
+    parts.append(extras)
+  if differentiated:
+    carry, extras = run(params["unet"], carry, context, scale,
+                        jnp.arange(frozen, num_steps, dtype=jnp.int32), remat=remat)
+    parts.append(extras)
+  x = carry[0]
+  # [S, P, ...] per part → [P, S, ...]
+  steps_of = lambda name: jnp.swapaxes(jnp.concatenate([p[name] for p in parts]), 0, 1)
+  return SampleOutput(
+      images=decode_latents(sd, params["vae"], x) if decode else None,
+      latents=x if return_latents else None,
+      x0_trajectory=steps_of("x0") if "x0" in trajectory else None,
+      latent_trajectory=steps_of("latents") if "latents" in trajectory else None)
+
+
+def _denoise(sd: StableDiffusion, scheduler, unet_params, carry, context, scale, steps, *,
+             guidance: bool, trajectory: Sequence[str], remat: bool):
+  """Scheduler steps `steps` [k] from carry = (z_t, scheduler state), in one `lax.scan`.
+
+  Returns the final carry and the requested per-step extras {name: [k, P, ...]}.
+  """
+  timesteps = jnp.asarray(scheduler.timesteps, carry[0].dtype)  # [S] (float64 in x64 checks)
 
   def model_output(x_in, t):
     if guidance:
       x_in = jnp.concatenate([x_in, x_in], axis=0)
     t_batch = jnp.broadcast_to(t, (x_in.shape[0],))
     out = sd.unet.apply({"params": unet_params}, x_in.astype(sd.dtype), t_batch, context).sample
-    out = out.astype(jnp.float32)
+    out = out.astype(x_in.dtype)
     if guidance:
       out_uncond, out_cond = jnp.split(out, 2, axis=0)
       out = out_uncond + scale * (out_cond - out_uncond)
@@ -123,16 +184,14 @@ def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb
 
   if remat:
     step = jax.checkpoint(step)
-  x = latents * scheduler.init_noise_sigma
-  init = (x, scheduler.init_state(x))
-  steps = jnp.arange(len(scheduler.timesteps), dtype=jnp.int32)
-  (x, _), extras = jax.lax.scan(step, init, steps)
-  to_member_major = lambda a: jnp.swapaxes(a, 0, 1)  # [S, P, ...] → [P, S, ...]
-  return SampleOutput(
-      images=decode_latents(sd, params["vae"], x) if decode else None,
-      latents=x if return_latents else None,
-      x0_trajectory=to_member_major(extras["x0"]) if "x0" in extras else None,
-      latent_trajectory=to_member_major(extras["latents"]) if "latents" in extras else None)
+  return jax.lax.scan(step, carry, steps)
+
+
+def _check_grad_steps(grad_steps, num_steps: int, key: str) -> None:
+  if grad_steps is not None and not (isinstance(grad_steps, int) and
+                                     0 <= grad_steps <= num_steps):
+    raise ConfigError(f"config.{key}={grad_steps!r} is invalid: use None (every step) or an "
+                      f"integer in 0..num_steps={num_steps} (the last K steps)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +204,7 @@ class SamplerSettings:
   return_latents: bool = False
   remat: bool = False
   return_images: bool = True
+  grad_steps: int | None = None   # gradient depth: None = every step, K = last K, 0 = none
 
   def validate(self) -> None:
     if self.scheduler not in schedulers.SCHEDULERS:
@@ -155,10 +215,74 @@ class SamplerSettings:
     for name in self.trajectory:
       if name not in TRAJECTORIES:
         raise ConfigError(f"config.trajectory entry {name!r} is invalid: use {TRAJECTORIES}")
+    _check_grad_steps(self.grad_steps, self.num_steps, "grad_steps")
+
+
+def sample_and_score(sd: StableDiffusion, scheduler, settings: SamplerSettings,
+                     score_fn: ScoreFn | None, params, latents, cond, uncond, scale,
+                     aux) -> SampleOutput:
+  """The fused sampler + scorer: one pure function of arrays, for jit, grad and vmap.
+
+  The first four arguments are static (`FusedSampler` binds them); the rest are arrays.
+
+  Args:
+    sd, scheduler, settings: the model bundle, its scheduler and the sampler settings.
+    score_fn: `score_fn(score_params, images [P, H, W, 3], aux) -> {name: [P, ...]}` or None.
+    params: {"sd": {"unet": ..., "vae": ...}, "score": score_params} (`fused_params`).
+    latents: [P, C, h, w] standard-normal seed vectors.
+    cond: [P, L, D] text hidden states.
+    uncond: [P, L, D] or [L, D] unconditional hidden states (unused without guidance).
+    scale: guidance scale, scalar or [P].
+    aux: per-member pytree of [P, ...] arrays handed to `score_fn` (e.g. labels).
+
+  Returns:
+    SampleOutput with `scores` (when score_fn is given); images are None unless
+    `settings.return_images`.
+  """
+  out = sample(sd, scheduler, params["sd"], latents, cond, uncond, scale,
+               guidance=settings.guidance, trajectory=settings.trajectory,
+               return_latents=settings.return_latents, remat=settings.remat,
+               grad_steps=settings.grad_steps,
+               decode=settings.return_images or score_fn is not None)
+  if score_fn is not None:
+    out = out._replace(scores=score_fn(params["score"], out.images, aux))
+  if not settings.return_images:
+    out = out._replace(images=None)
+  return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FusedSampler:
+  """`sample_and_score` with its static parts bound: `f(params, latents, cond, uncond, scale,
+  aux) -> SampleOutput`, pure; e.g. the gradient of a score w.r.t. the text embeddings:
+
+    f = FusedSampler.build(sd, SamplerSettings(num_steps=25, grad_steps=1), score_fn)
+    grad = jax.grad(lambda c: f(fused_params(params, sp), z, c, u, 7.5, aux).scores["s"].sum())
+  """
+  sd: StableDiffusion
+  scheduler: Any                  # schedulers.Scheduler
+  settings: SamplerSettings
+  score_fn: ScoreFn | None = None
+
+  @classmethod
+  def build(cls, sd: StableDiffusion, settings: SamplerSettings = SamplerSettings(),
+            score_fn: ScoreFn | None = None) -> "FusedSampler":
+    settings.validate()
+    return cls(sd, schedulers.make_scheduler(settings.scheduler, sd.scheduler_config,
+                                             settings.num_steps), settings, score_fn)
+
+  def __call__(self, params, latents, cond, uncond, scale, aux=None) -> SampleOutput:
+    return sample_and_score(self.sd, self.scheduler, self.settings, self.score_fn, params,
+                            latents, cond, uncond, scale, aux)
+
+
+def fused_params(params, score_params=None) -> dict:
+  """The params argument of the fused function from the model's params (text encoder left out)."""
+  return {"sd": {"unet": params["unet"], "vae": params["vae"]}, "score": score_params}
 
 
 class PopulationSampler:
-  """Samples populations of any size with the population axis sharded over a device mesh.
+  """The sharded, chunked runner of the fused function (`sample_and_score`).
 
   Example:
     sampler = PopulationSampler(sd, params, SamplerSettings(scheduler="ddim", num_steps=50))
@@ -166,7 +290,8 @@ class PopulationSampler:
   """
 
   def __init__(self, sd: StableDiffusion, params, settings: SamplerSettings = SamplerSettings(),
-               *, mesh=None, microbatch: int | None = None, score_fn=None, score_params=None):
+               *, mesh=None, microbatch: int | None = None, score_fn: ScoreFn | None = None,
+               score_params=None):
     """Compiles the sampler (and optional fused scorer) for the mesh.
 
     Args:
@@ -180,31 +305,18 @@ class PopulationSampler:
         arrays leave the devices.
       score_params: params of `score_fn`, replicated on the mesh.
     """
-    settings.validate()
     if not settings.return_images and score_fn is None:
       raise ValueError("return_images=False needs a score_fn (nothing would be returned)")
     self.sd = sd
     self.settings = settings
-    self.scheduler = schedulers.make_scheduler(settings.scheduler, sd.scheduler_config,
-                                               settings.num_steps)
+    self.function = FusedSampler.build(sd, settings, score_fn)
+    self.scheduler = self.function.scheduler
     self.mesh = sharding.make_mesh() if mesh is None else mesh
     self.microbatch = microbatch
-    self.params = sharding.put_replicated(
-        {"sd": {"unet": params["unet"], "vae": params["vae"]}, "score": score_params}, self.mesh)
+    self.params = sharding.put_replicated(fused_params(params, score_params), self.mesh)
     pop = sharding.population_sharding(self.mesh)
-
-    def fused(all_params, latents, cond, uncond, scale, aux):
-      out = sample(sd, self.scheduler, all_params["sd"], latents, cond, uncond, scale,
-                   guidance=settings.guidance, trajectory=settings.trajectory,
-                   return_latents=settings.return_latents, remat=settings.remat)
-      if score_fn is not None:
-        out = out._replace(scores=score_fn(all_params["score"], out.images, aux))
-      if not settings.return_images:
-        out = out._replace(images=None)
-      return out
-
     self.compiled = jax.jit(
-        fused, in_shardings=(sharding.replicated(self.mesh), pop, pop, pop, pop, pop),
+        self.function, in_shardings=(sharding.replicated(self.mesh), pop, pop, pop, pop, pop),
         out_shardings=pop)
 
   def __call__(self, latents, cond_emb, uncond_emb=None, guidance_scale=7.5,

@@ -115,3 +115,16 @@ def torch_generate(pipe, prompts, latents: np.ndarray, num_steps: int, guidance_
                num_inference_steps=num_steps, guidance_scale=guidance_scale, output_type="np",
                height=16, width=16)
   return np.asarray(out.images)
+
+
+def as_float64(sd, params):
+  """The same model computing in float64 (call inside `jax.enable_x64()`): for gradient checks
+  against finite differences, which float32 rounding would swamp."""
+  # pylint: disable=g-import-not-at-top
+  import dataclasses
+  import jax
+  import jax.numpy as jnp
+  # pylint: enable=g-import-not-at-top
+  sd64 = dataclasses.replace(sd, dtype=jnp.float64, unet=sd.unet.clone(dtype=jnp.float64),
+                             vae=sd.vae.clone(dtype=jnp.float64))
+  return sd64, jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
