@@ -39,7 +39,6 @@ def tiny_config(sd_dir, vision_dirs, prompt_file):
   c.population = 2
   c.eval_batch = 6
   c.images_per_prompt = 1
-  c.attack.grad_depth = "all"
   return c
 
 

@@ -150,18 +150,29 @@ def entropy(logits: jax.Array, free: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Attack:
-  """The static parts of an attack: model, scheduler, scorer, settings (hashable by identity).
+  """The static parts of an attack: the model, the fused sampler + scorer, the settings.
 
-  `score_fn(score_params, images [N, H, W, 3], aux={"label": [N]})` must return a dict holding
-  `margin_key` → [N] margins s_y − max_{j≠y} s_j of the attack's classifier (differentiable).
+  `fused` is the project's differentiable sampler with its scorer (`sampler.FusedSampler`, its
+  settings' `grad_steps` the gradient depth); its score function must return `margin_key` → [N]
+  margins s_y − max_{j≠y} s_j of the attack's classifier for aux={"label": [N]}.
+  Params of `losses`/`step`: {"text_encoder", "uncond" ([L, D] hidden states of ""), "fused"
+  (`sampler.fused_params`)}.
   """
   sd: Any
-  scheduler: Any
+  fused: sampler_lib.FusedSampler
   settings: Settings
-  score_fn: Callable
   margin_key: str
-  guidance: bool = True
   latent_shape: tuple[int, ...] | None = None   # [C, h, w]; None: the model's default
+
+  @classmethod
+  def build(cls, sd, settings: Settings, score_fn: Callable, margin_key: str, *,
+            scheduler: str = "ddim", num_steps: int = 50,
+            latent_shape: tuple[int, ...] | None = None) -> "Attack":
+    settings.validate(num_steps)
+    fused = sampler_lib.FusedSampler.build(sd, sampler_lib.SamplerSettings(
+        scheduler=scheduler, num_steps=num_steps, guidance=settings.guidance_scale > 1.0,
+        remat=settings.remat, grad_steps=settings.grad_steps, return_images=False), score_fn)
+    return cls(sd, fused, settings, margin_key, latent_shape)
 
   @property
   def shape(self) -> tuple[int, ...]:
@@ -200,16 +211,14 @@ class Attack:
 
     def latent(k):
       lk = jax.random.fold_in(k, _LATENT)
-      return jax.vmap(lambda b: jax.random.normal(jax.random.fold_in(lk, b), self.shape,
-                                                  jnp.float32))(jnp.arange(batch, dtype=jnp.uint32))
+      draw = lambda b: jax.random.normal(jax.random.fold_in(lk, b), self.shape, jnp.float32)
+      return jax.vmap(draw)(jnp.arange(batch, dtype=jnp.uint32))             # [B, C, h, w]
     latents = jax.vmap(latent)(keys).reshape(population * batch, *self.shape)
-    images = sampler_lib.sample(
-        self.sd, self.scheduler, params, latents, cond, params["uncond"], s.guidance_scale,
-        guidance=self.guidance, remat=s.remat,
-        **({} if s.grad_steps is None else {"grad_steps": s.grad_steps})).images
+    latents = latents.astype(cond.dtype)      # float64 under x64 checks, else float32
     label = jnp.repeat(prompts.label, batch)
-    margin = self.score_fn(params["score"], images, {"label": label})[self.margin_key]
-    margin = margin.reshape(population, batch)
+    scores = self.fused(params["fused"], latents, cond, params["uncond"], s.guidance_scale,
+                        {"label": label}).scores
+    margin = scores[self.margin_key].reshape(population, batch)
     adv = jnp.maximum(margin + s.kappa, 0.0)
     sim = similarity.bertscore_recall(
         jnp.repeat(prompts.reference, batch, axis=0), cond,

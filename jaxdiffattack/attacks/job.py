@@ -44,7 +44,6 @@ from jaxdiffattack import fitness
 from jaxdiffattack import io
 from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import sampler as sampler_lib
-from jaxdiffattack import schedulers
 from jaxdiffattack import sharding
 from jaxdiffattack import text
 from jaxdiffattack.attacks import atm
@@ -151,18 +150,16 @@ class Job:
     self.latent_shape = _latent_shape(self.sd, config.image_size)
     self.settings = settings_of(config)
     self.guidance = config.guidance_scale > 1.0
-    self.scheduler = schedulers.make_scheduler(config.scheduler, self.sd.scheduler_config,
-                                               config.num_steps)
     self.loss_fit, self.judge_fit = _build_scoring(config)
     self.judge_names = tuple(self.judge_fit.roles)
     uncond = text.encode_prompts(self.sd, params["text_encoder"], [""])[0]
     self.params = sharding.put_replicated(
-        {"text_encoder": params["text_encoder"], "unet": params["unet"], "vae": params["vae"],
-         "uncond": uncond, "score": self.loss_fit.params}, self.mesh)
+        {"text_encoder": params["text_encoder"], "uncond": uncond,
+         "fused": sampler_lib.fused_params(params, self.loss_fit.params)}, self.mesh)
     self.text_params = params["text_encoder"]
-    self.attack = atm.Attack(self.sd, self.scheduler, self.settings, self.loss_fit.score_fn,
-                             "attack/margin", guidance=self.guidance,
-                             latent_shape=self.latent_shape)
+    self.attack = atm.Attack.build(self.sd, self.settings, self.loss_fit.score_fn,
+                                   "attack/margin", scheduler=config.scheduler,
+                                   num_steps=config.num_steps, latent_shape=self.latent_shape)
     self.compiled = self.attack.compile(self.mesh, config.steps_per_call)
     self.image_sampler = sampler_lib.PopulationSampler(
         self.sd, params, sampler_lib.SamplerSettings(

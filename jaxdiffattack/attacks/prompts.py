@@ -101,11 +101,12 @@ def _check(prompt_set: PromptSet, source: str) -> PromptSet:
 
 def from_template(name: str, label_set: labels_lib.LabelSet, templates: Sequence[str],
                   labels: Sequence[int] | None = None, per_label: int = 1) -> PromptSet:
-  """`per_label` prompts per class: templates (t + label index) mod T, so classes vary template."""
+  """`per_label` prompts per class (at most one per template): templates (label index + k) mod T
+  for k < per_label, so consecutive classes start at different templates."""
   labels = range(len(label_set)) if labels is None else labels
   prompts, words, index = [], [], []
   for label in labels:
-    for k in range(per_label):
+    for k in range(min(per_label, len(templates))):
       template = templates[(label + k) % len(templates)]
       prompts.append(template.format(label_set.names[label]))
       words.append(label_set.names[label])
