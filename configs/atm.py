@@ -16,8 +16,9 @@ Variants after the colon (comma-separated; unknown ones are errors):
   sd21    the same (named for clarity). Long prompts: give a CSV file (columns prompt, classname;
           see jaxdiffattack/attacks/prompts.py) as prompt_sets.long.
   toy     the shipped toy world (32×32, toy CLIP zero-shot judge, toy ViT as a further judge): all
-          20 labels, one short and one long prompt each; 20 DDIM steps, 30 iterations and 16 hard
-          samples per prompt (fewer than the paper, for 2 CPU cores; see the README's ATM section).
+          20 labels, one short and two long prompts each; 20 DDIM steps (paper: 50) and 16 hard
+          samples per prompt (paper: 100), for 2 CPU cores; everything else as published (see the
+          README's ATM section).
   smoke   a few prompts and iterations: minutes on 2 CPU cores (with `toy`: under 2 minutes).
 
 Every hyper-parameter of the paper is a key below; `attack.grad_depth` is the gradient depth:
@@ -79,8 +80,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.judge = "toy_clip"
     c.judges = ("toy_vit",)
     c.prompt_sets = ml_collections.ConfigDict({"short": "short", "long": "toy_long"})
+    c.per_label = 2
     c.num_steps = 20
-    c.attack.num_iters = 30
     c.num_samples = 16
     c.population = 20
     c.eval_batch = 160

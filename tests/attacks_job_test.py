@@ -1,9 +1,12 @@
 """The ATM job (jaxdiffattack.attacks.job/report) on a tiny random SD and tiny random judges:
 outputs and their fields, the success rule and clean-failure skipping, resume == uninterrupted,
-the random-substitution baseline, and one-line errors for bad configs."""
+the random-substitution baseline, 8 fake devices == 1 device, and one-line errors for bad
+configs."""
 
 import json
+import os
 import pathlib
+import subprocess
 import sys
 
 import jax
@@ -213,3 +216,21 @@ def test_variants_and_empty_prompt_sets(tmp_path):
   config.prompt_sets = {}
   with pytest.raises(UserError, match="config.prompt_sets"):
     job.run(config, tmp_path)
+
+
+def test_eight_devices_match_one(tiny_sd_dirs, vision_dirs, prompt_file, tmp_path):
+  """The same job on 8 fake devices (each group of 2 prompts padded to 8) and on 1 device."""
+  worker = pathlib.Path(__file__).with_name("attacks_multidevice_worker.py")
+  env = dict(os.environ, PYTHONPATH=str(_ROOT))
+  proc = subprocess.run([sys.executable, str(worker), str(tiny_sd_dirs[1]),
+                         str(vision_dirs["clip"].parent), str(prompt_file), str(tmp_path)],
+                        env=env, capture_output=True, text=True, timeout=1200, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  single, eight = (io.read_jsonl(tmp_path / name / "results.jsonl") for name in ("single", "eight"))
+  assert len(single) == len(eight) == 4 and sum(r["attacked"] for r in single) == 3
+  for a, b in zip(single, eight):
+    assert (a["index"], a["clean_correct"], a["success"], a.get("successful_prompts")) == (
+        b["index"], b["clean_correct"], b["success"], b.get("successful_prompts"))
+    if a["attacked"]:
+      np.testing.assert_allclose(a["loss_curve"], b["loss_curve"], rtol=1e-4)
+      assert a["judges"] == b["judges"] and a["baseline"] == b["baseline"]

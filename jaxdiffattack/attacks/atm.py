@@ -119,12 +119,32 @@ def init_logits(ids: jax.Array, vocab_size: int, init_logit: float) -> jax.Array
   return init_logit * jax.nn.one_hot(ids, vocab_size, dtype=jnp.float32)
 
 
-def relaxed_tokens(key: jax.Array, logits: jax.Array, ids: jax.Array, free: jax.Array,
+def relaxed_tokens(gumbels: jax.Array, logits: jax.Array, ids: jax.Array, free: jax.Array,
                    tau: float, hard: bool) -> jax.Array:
-  """Gumbel-softmax weights [L, V] at free positions, the clean one-hot elsewhere."""
-  weights = gumbel.gumbel_softmax(key, logits, tau, hard)
-  return jnp.where(free[:, None], weights, jax.nn.one_hot(ids, logits.shape[-1],
-                                                          dtype=weights.dtype))
+  """Gumbel-softmax weights [..., L, V] at free positions, the clean one-hot elsewhere."""
+  weights = gumbel.relax(logits, gumbels, tau, hard)
+  return jnp.where(free[..., None], weights, jax.nn.one_hot(ids, logits.shape[-1],
+                                                            dtype=weights.dtype))
+
+
+def iteration_noise(key: jax.Array, index: jax.Array, iteration, batch: int, vocab_shape,
+                    latent_shape) -> tuple[jax.Array, jax.Array]:
+  """The random draws of one attack iteration for prompts with indices [P].
+
+  Returns Gumbel noise [P, B, L, V] (float32) and seed vectors [P, B, C, h, w]; draw b of prompt
+  p at iteration i uses fold_in(fold_in(fold_in(fold_in(key, p's index), i), purpose), b).
+  """
+  def per_prompt(k):
+    k = jax.random.fold_in(k, iteration)
+    gk, lk = jax.random.fold_in(k, _GUMBEL), jax.random.fold_in(k, _LATENT)
+    b = jnp.arange(batch, dtype=jnp.uint32)
+    g = jax.vmap(lambda j: jax.random.gumbel(jax.random.fold_in(gk, j), tuple(vocab_shape),
+                                             jnp.float32))(b)
+    z = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(lk, j), tuple(latent_shape),
+                                             jnp.float32))(b)
+    return g, z
+
+  return jax.vmap(per_prompt)(prompt_keys(key, jnp.asarray(index)))
 
 
 def hard_ids(key: jax.Array, logits: jax.Array, prompts: Prompts, sample_index) -> jax.Array:
@@ -196,24 +216,15 @@ class Attack:
     s = self.settings
     population, length, vocab = logits.shape
     batch = s.batch_size
-    keys = jax.vmap(lambda k: jax.random.fold_in(k, iteration))(prompt_keys(key, prompts.index))
-
-    def draws(k, theta, ids, free):
-      gk = jax.random.fold_in(k, _GUMBEL)
-      one = lambda b: relaxed_tokens(jax.random.fold_in(gk, b), theta, ids, free, s.tau, s.hard)
-      return jax.vmap(one)(jnp.arange(batch, dtype=jnp.uint32))            # [B, L, V]
-
-    weights = jax.vmap(draws)(keys, logits, prompts.ids, prompts.free)       # [P, B, L, V]
-    weights = weights.reshape(population * batch, length, vocab)
+    gumbels, latents = iteration_noise(key, prompts.index, iteration, batch, (length, vocab),
+                                       self.shape)
+    weights = relaxed_tokens(gumbels.astype(logits.dtype), logits[:, None],
+                             prompts.ids[:, None], prompts.free[:, None], s.tau, s.hard)
+    weights = weights.reshape(population * batch, length, vocab)              # [PB, L, V]
     table = text.token_embedding_table(self.sd, params["text_encoder"])     # [V, D_tok]
     embeds = jnp.einsum("nlv,vd->nld", weights, table.astype(weights.dtype))
     cond = text.encode_token_embeddings(self.sd, params["text_encoder"], embeds)  # [PB, L, D]
-
-    def latent(k):
-      lk = jax.random.fold_in(k, _LATENT)
-      draw = lambda b: jax.random.normal(jax.random.fold_in(lk, b), self.shape, jnp.float32)
-      return jax.vmap(draw)(jnp.arange(batch, dtype=jnp.uint32))             # [B, C, h, w]
-    latents = jax.vmap(latent)(keys).reshape(population * batch, *self.shape)
+    latents = latents.reshape(population * batch, *self.shape)
     latents = latents.astype(cond.dtype)      # float64 under x64 checks, else float32
     label = jnp.repeat(prompts.label, batch)
     scores = self.fused(params["fused"], latents, cond, params["uncond"], s.guidance_scale,

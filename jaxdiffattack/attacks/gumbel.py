@@ -27,6 +27,11 @@ def gumbel_softmax(key: jax.Array, logits: jax.Array, tau: float = 1.0,
     hard: straight-through: one-hot forward value, soft gradient.
   """
   gumbels = jax.random.gumbel(key, logits.shape, jnp.float32).astype(logits.dtype)
+  return relax(logits, gumbels, tau, hard)
+
+
+def relax(logits: jax.Array, gumbels: jax.Array, tau: float = 1.0, hard: bool = False):
+  """`gumbel_softmax` for given Gumbel(0, 1) noise `gumbels` (same shape as `logits`)."""
   soft = jax.nn.softmax((logits + gumbels) / tau, axis=-1)
   if not hard:
     return soft
