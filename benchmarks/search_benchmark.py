@@ -20,7 +20,7 @@ use) and outside the objective, with an instant objective; with a model, the dri
 fused scorer → fitness → tell) after a warm-up generation, timed by the driver itself:
 generations/s, images/s, and ask/tell's share of the loop's wall time (the target is ≤ 5 % at
 population 64 on the SD1.5 latent size with Sep-CMA-ES or LM-MA-ES). The objective is the
-synthetic image-statistics scorer (`objectives.synthetic_scoring`) fused into the sampler; the
+synthetic image-statistics scorer (`scoring.synthetic_scoring`) fused into the sampler; the
 search space is the latent sphere (z = √n x / ‖x‖) with fixed random text hidden states. Without
 --model the objective is a fake one (sphere function) and only ask/tell is timed;
 --reference_images_per_s then gives the share ask/tell would have beside a sampler of that speed.
@@ -45,9 +45,9 @@ import numpy as np
 
 from jaxdiffattack import costs
 from jaxdiffattack import sampler as sampler_lib
+from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack.models import random_init
 from jaxdiffattack.search import driver
-from jaxdiffattack.search import objectives
 from jaxdiffattack.search import strategies as strategies_lib
 
 _STRATEGIES = flags.DEFINE_list("strategies", ["Sep_CMA_ES", "LM_MA_ES"], "evosax names.")
@@ -132,12 +132,12 @@ def time_loop(name: str, sd, params, text_shape) -> dict:
   """The driver's loop on the latent sphere with the fused synthetic scorer."""
   t, p = _TARGETS.value, _POPULATION.value
   n = int(np.prod(sd.latent_shape))
-  scoring = objectives.synthetic_scoring()
+  scoring = scoring_lib.synthetic_scoring()
   guidance = _GUIDANCE.value > 1.0
   sampler = sampler_lib.PopulationSampler(
       sd, params, sampler_lib.SamplerSettings(num_steps=_STEPS.value, guidance=guidance,
                                               return_images=False),
-      microbatch=_MICROBATCH.value, score_fn=scoring.score_fn, score_params=scoring.score_params)
+      microbatch=_MICROBATCH.value, score_fn=scoring.score_fn, score_params=scoring.params)
   rng = np.random.default_rng(0)
   cond = rng.standard_normal((t,) + tuple(text_shape)).astype(np.float32)
   uncond = rng.standard_normal(tuple(text_shape)).astype(np.float32)
@@ -148,9 +148,8 @@ def time_loop(name: str, sd, params, text_shape) -> dict:
     z = flat * (np.sqrt(n) / np.linalg.norm(flat, axis=1, keepdims=True))
     member_target = np.repeat(active, p)
     out = sampler(z.reshape((a * p,) + sd.latent_shape), cond[member_target], uncond,
-                  _GUIDANCE.value, aux={"label": member_target.astype(np.int32),
-                                        "target": member_target.astype(np.int32)})
-    f = np.asarray(out.scores["surrogate_margin"], np.float64).reshape(a, p)
+                  _GUIDANCE.value, aux=scoring.aux(labels=member_target))
+    f = np.asarray(out.scores["surrogate/margin"], np.float64).reshape(a, p)
     return driver.Evaluation(fitness=f, success=np.zeros_like(f, bool), records={})
 
   strategy = _strategy(name, n)

@@ -42,13 +42,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "ums": _range(-0.2, 0.2, 0.05), "rms": _range(-0.2, 0.2, 0.05),
       "sds": _range(-0.3, 0.3, 0.1), "ms_alpha_c": _range(-0.15, 0.15, 0.05),
       "ms_alpha_s": _range(-0.3, 0.3, 0.1), "pas": (8.0, 16.0, 32.0, 64.0)})
-  # Scorer names (jaxdiffattack.scorers.SCORERS). The paper's evaluator is ViT-H/14 (SWAG);
-  # any ImageNet-1k classifier checkpoint can be added under config.scorers of fitness.
-  c.evaluator = ("vit_b16",)    # classifiers of the evaluator role (an ensemble if several)
-  c.clip = "clip_vit_l14"       # CLIP for the CLIP score
-  # Extra/overridden scorers by name, e.g. {"vit_h14": {"type": "classifier",
-  # "model": "/ckpt/vit-h14-swag"}} (fields of jaxdiffattack.scorers.ScorerSpec).
-  c.scorers = ml_collections.ConfigDict()
+  # What judges the images (jaxdiffattack.scoring): the evaluator role's classifiers (scorer
+  # names of jaxdiffattack.scorers.SCORERS; an ensemble if several) and CLIP. The paper's
+  # evaluator is ViT-H/14 (SWAG): add it under scoring.scorers, e.g. {"vit_h14": {"type":
+  # "classifier", "model": "/ckpt/vit-h14-swag"}} (fields of jaxdiffattack.scorers.ScorerSpec).
+  c.scoring = ml_collections.ConfigDict({
+      "kind": "models",
+      "roles": {"evaluator": {"classifiers": ("vit_b16",), "clip": "clip_vit_l14"}},
+      "objectives": {"evaluator": ("top1_hit", "top5_hit", "clip_score")},
+      "scorers": {}})
   c.microbatch = ml_collections.config_dict.placeholder(int)
   c.unit = 256                  # members per checkpointed unit
   c.grid_images = True
@@ -71,8 +73,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.settings[0].name = "toy_cfg7.5"
     c.label_set = "toy"
     c.template = "a photo of a {}"
-    c.evaluator = ("toy_vit",)
-    c.clip = "toy_clip"
+    c.scoring.roles.evaluator.classifiers = ("toy_vit",)
+    c.scoring.roles.evaluator.clip = "toy_clip"
     c.images_per_prompt = 4
     c.num_steps = 20
     c.shifts = ("ums", "rms", "sds", "pas")

@@ -27,13 +27,13 @@ def get_config(arg: str | None = None):
   c.target_labels = ("pizza", "school bus", "tabby cat", "goldfish", "tabby cat")
   # The scorer's label is the TARGET class here: maximise its surrogate margin, succeed when the
   # evaluator's top-1 is the target.
-  c.objective.fitness = "surrogate/margin"
-  c.objective.fitness_sign = -1.0
-  c.objective.success = "evaluator/top1_hit"
-  c.objective.success_when = "above"
-  c.objective.clip_filter.mode = "min"
-  c.objective.clip_filter.threshold = 0.9
-  c.objective.clip_filter.relative = True
+  c.criterion.fitness = "surrogate/margin"
+  c.criterion.fitness_sign = -1.0
+  c.criterion.success = "evaluator/top1_hit"
+  c.criterion.success_when = "above"
+  c.criterion.clip_filter.mode = "min"
+  c.criterion.clip_filter.threshold = 0.9
+  c.criterion.clip_filter.relative = True
   if "toy" in variants:
     search_config.toy(c)
     c.target_labels = ("blue square", "red triangle", "yellow circle", "green cross",

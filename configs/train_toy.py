@@ -13,8 +13,16 @@ Regenerate the shipped weights in jaxdiffattack/toy/assets:
 Smoke test (every part a few steps on a tiny dataset, well under a minute):
 
   python launch/train_toy.py --config configs/train_toy.py:smoke --workdir DIR
+
+The learned-variance toy generator (jaxdiffattack.toy.train_lv: only its UNet, on the shipped
+VAE and text encoder, same budget as the fixed-variance UNet; writes DIR/export/sd_lv/, or
+jaxdiffattack/toy/assets/sd_lv/ with --config.export.to_assets=True; add ",smoke" for 3 steps):
+
+  python launch/train_toy.py --config configs/train_toy.py:learned_variance --workdir DIR
 """
 import ml_collections
+
+VARIANTS = ("smoke", "learned_variance")
 
 
 def _stage(num_steps, batch_size, lr, **kw):
@@ -27,8 +35,16 @@ def _stage(num_steps, batch_size, lr, **kw):
 
 
 def get_config(arg=None):
-  """Returns the full config, or the tiny one when arg == "smoke"."""
+  """The full config; variants (comma-separated): "smoke" (tiny), "learned_variance"."""
+  variants = set(arg.split(",")) if arg else set()
+  unknown = variants - set(VARIANTS)
+  if unknown:
+    raise ValueError(f"unknown config variant(s) {sorted(unknown)} in {arg!r}; "
+                     f"allowed: {', '.join(VARIANTS)}")
   config = ml_collections.ConfigDict()
+  # Which job launch/train_toy.py runs: "all" (train.run) or "learned_variance"
+  # (train_lv.run: the learned-variance UNet with config.unet's architecture and budget).
+  config.job = "all"
   config.seed = 0
   config.data = dict(num_train=20000, num_train_pairs=10000, num_heldout=2000,
                      num_heldout_pairs=1000)
@@ -73,8 +89,13 @@ def get_config(arg=None):
   config.scheduler = dict(beta_start=0.00085, beta_end=0.012,
                           num_train_timesteps=1000)
   config.export = dict(dir="", to_assets=False)
+  # train_lv: base = the pipeline whose VAE and text encoder are reused (frozen); lambda_vlb = λ
+  # of Improved DDPM's hybrid loss; an intermediate export every export_every steps.
+  config.learned_variance = dict(base="toy", lambda_vlb=0.001, export_every=500)
+  if "learned_variance" in variants:
+    config.job = "learned_variance"
 
-  if arg == "smoke":
+  if "smoke" in variants:
     config.data = dict(num_train=200, num_train_pairs=100, num_heldout=100,
                        num_heldout_pairs=40)
     for name in ("clip", "clip_tune", "vit", "resnet", "vae", "vae_tune",
@@ -92,6 +113,5 @@ def get_config(arg=None):
     config.vae.update(block_out_channels=(16,), norm_num_groups=16)
     config.unet.update(block_out_channels=(32,), attention_heads=2,
                        export_every=0)
-  elif arg:
-    raise ValueError(f"unknown config variant {arg!r}")
+    config.learned_variance.export_every = 0
   return config

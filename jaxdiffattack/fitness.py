@@ -1,4 +1,4 @@
-"""The fitness API of every search and sweep: images + targets → per-member scores, by role.
+"""Model-based scoring: classifier / CLIP roles and their objectives, built into a `Scoring`.
 
 Roles. A *surrogate* is what a search optimises; an *evaluator* decides success — configured
 separately and by default different models, so a search cannot win by fooling the judge (SAGE,
@@ -15,12 +15,14 @@ label-set classes, i.e. a K-way classifier).
 
 Objectives (`OBJECTIVES`: one function + one line to add one), each → [P]:
   target_prob, target_logprob, margin (ATM's logit_y − max_{j≠y} logit_j; ATM's loss is
-  max(margin + κ, 0)), top1_hit, top5_hit (1.0 / 0.0), pred (top-1 output index),
-  clip_score (CLIPScore with the member's prompt, Hessel et al. 2021).
-All are jit-able and vmap-able; target_prob, target_logprob, margin and clip_score are
-differentiable (the hits and pred have zero gradient).
+  max(margin + κ, 0)), top1_hit, top5_hit (1.0 / 0.0) — all against the target aux["label"];
+  pred (the role's top-1 output index) and confidence (its softmax probability) — a judge's
+  reading, no target needed; clip_score (CLIPScore with the member's prompt, Hessel et al. 2021).
+All are jit-able and vmap-able; target_prob, target_logprob, margin, confidence and clip_score
+are differentiable (the hits and pred have zero gradient).
 
-Fused with the sampler (one compiled program; only [P]-shaped scores leave the devices):
+`build(config)` returns a `scoring.Scoring` whose scores are named "<role>/<objective>", fused
+with the sampler (one compiled program; only [P]-shaped scores leave the devices):
 
   fit = fitness.build(fitness.default_config("toy"))
   sampler = PopulationSampler(sd, params, SamplerSettings(..., return_images=False),
@@ -45,6 +47,7 @@ from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import scorers as scorers_lib
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
+from jaxdiffattack.scoring import Scoring
 
 COMBINE = ("mean_probs", "mean_logits")
 SPACES = ("model", "labels")
@@ -59,7 +62,7 @@ class RoleOutput(NamedTuple):
 
 class Objective(NamedTuple):
   fn: Callable[[RoleOutput], jax.Array]   # → [P]
-  needs: str                              # "logits" or "clip"
+  needs: str   # "target" (logits and aux["label"]), "logits" (logits only) or "clip"
 
 
 def _target_prob(o: RoleOutput):
@@ -95,13 +98,13 @@ def _clip_score(o: RoleOutput):
 
 
 OBJECTIVES = {
-    "target_prob": Objective(_target_prob, "logits"),
-    "target_logprob": Objective(_target_logprob, "logits"),
-    "margin": Objective(_margin, "logits"),
-    "top1_hit": Objective(_top1_hit, "logits"),
-    "top5_hit": Objective(_top5_hit, "logits"),
+    "target_prob": Objective(_target_prob, "target"),
+    "target_logprob": Objective(_target_logprob, "target"),
+    "margin": Objective(_margin, "target"),
+    "top1_hit": Objective(_top1_hit, "target"),
+    "top5_hit": Objective(_top5_hit, "target"),
     "pred": Objective(_pred, "logits"),
-    "confidence": Objective(_confidence, "logits"),   # softmax probability of the top-1 class
+    "confidence": Objective(_confidence, "logits"),
     "clip_score": Objective(_clip_score, "clip"),
 }
 
@@ -273,7 +276,7 @@ def _check_objectives(roles: Mapping[str, Role], objectives) -> dict[str, tuple[
       if needs == "clip" and role.clip is None:
         raise ConfigError(f"config.objectives.{role_name}: {objective!r} needs a CLIP: set "
                           f"config.roles.{role_name}.clip")
-      if needs == "logits" and not role.classifiers:
+      if needs in ("target", "logits") and not role.classifiers:
         raise ConfigError(f"config.objectives.{role_name}: {objective!r} needs classifiers: set "
                           f"config.roles.{role_name}.classifiers")
   return objectives
@@ -305,88 +308,19 @@ def make_score_fn(roles: Mapping[str, Role], objectives):
       out = role_output(roles[role_name], params, images, aux, cache)
       for objective in names:
         needs = OBJECTIVES[objective].needs
-        if needs == "logits" and out.target is None:
+        if needs == "target" and out.target is None:
           raise UserError(f"objective {role_name}/{objective} needs aux['label'] (label-set "
                           "indices [P])")
         if needs == "clip" and out.clip_score is None:
           raise UserError(f"objective {role_name}/{objective} needs aux['clip_text'] (use "
-                          "Fitness.aux(prompts=...))")
+                          "Scoring.aux(prompts=...))")
         scores[f"{role_name}/{objective}"] = OBJECTIVES[objective].fn(out)
     return scores
 
   return score_fn, score_params
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Fitness:
-  """Loaded roles and their fused score function (see the module docstring)."""
-  label_set: labels_lib.LabelSet
-  roles: dict[str, Role]
-  objectives: dict[str, tuple[str, ...]]
-  score_fn: Callable
-  params: Any
-  jitted: Callable | None = dataclasses.field(default=None, repr=False)  # jax.jit(score_fn)
-  # (CLIP scorer name, prompt) → [D] normalised text embedding, filled by `aux`.
-  text_cache: dict = dataclasses.field(default_factory=dict, repr=False)
-
-  @property
-  def clip_scorers(self) -> dict[str, scorers_lib.Scorer]:
-    return {r.clip.name: r.clip for r in self.roles.values() if r.clip is not None}
-
-  def aux(self, labels=None, prompts: Sequence[str] | None = None) -> dict:
-    """Per-member inputs for `score_fn` (host NumPy).
-
-    Args:
-      labels: [P] target classes, as label-set indices or as label ids/names (strings).
-      prompts: [P] prompts for clip_score (text embeddings are cached per prompt).
-    """
-    aux = {}
-    if labels is not None and prompts is not None and len(labels) != len(prompts):
-      raise UserError(f"{len(labels)} labels but {len(prompts)} prompts: give one per member")
-    if labels is not None:
-      aux["label"] = label_indices(self.label_set, labels)
-    if prompts is not None:
-      prompts = list(prompts)
-      aux["clip_text"] = {}
-      for name, scorer in self.clip_scorers.items():
-        new = sorted({p for p in prompts if (name, p) not in self.text_cache})
-        if new:
-          emb = scorers_lib.text_embeddings(scorer.model, scorer.params["model"], new)
-          self.text_cache.update({(name, p): e for p, e in zip(new, emb)})
-        aux["clip_text"][name] = np.stack([self.text_cache[(name, p)] for p in prompts])
-    return aux
-
-  def __call__(self, images, aux) -> dict:
-    """Scores images [P, H, W, 3] in [0, 1] on the default device (jitted; no sampler)."""
-    score = self.jitted or jax.jit(self.score_fn)
-    return score(self.params, jnp.asarray(images, jnp.float32), aux)
-
-  def score(self, images, labels=None, prompts: Sequence[str] | None = None) -> dict:
-    """{"<role>/<objective>": [P] NumPy} for images [P, H, W, 3] in [0, 1] and their targets."""
-    scores = self(images, self.aux(labels=labels, prompts=prompts))
-    return {key: np.asarray(value) for key, value in scores.items()}
-
-
-def label_indices(label_set: labels_lib.LabelSet, labels) -> np.ndarray:
-  """[P] int32 label-set indices from indices or label ids/names; one-line error if unknown."""
-  values = list(labels) if isinstance(labels, (list, tuple)) else list(np.asarray(labels).ravel())
-  if values and all(isinstance(v, (str, np.str_)) for v in values):
-    lookup = {v: i for i, v in enumerate(label_set.ids)}
-    for i, name in enumerate(label_set.names):
-      lookup.setdefault(name, i)
-    missing = [v for v in values if v not in lookup]
-    if missing:
-      raise UserError(f"label {missing[0]!r} is not in label set {label_set.name!r}")
-    return np.asarray([lookup[v] for v in values], np.int32)
-  index = np.asarray(values, np.int64)
-  bad = index[(index < 0) | (index >= len(label_set))]
-  if bad.size:
-    raise UserError(f"label index {int(bad[0])} is outside label set {label_set.name!r} "
-                    f"(0..{len(label_set) - 1})")
-  return index.astype(np.int32)
-
-
-def build(config, *, loaded: Mapping[str, scorers_lib.Scorer] | None = None) -> Fitness:
+def build(config, *, loaded: Mapping[str, scorers_lib.Scorer] | None = None) -> Scoring:
   """Loads every scorer the roles name (each once) and makes the fused score function.
 
   Args:
@@ -416,5 +350,31 @@ def build(config, *, loaded: Mapping[str, scorers_lib.Scorer] | None = None) -> 
     roles[role_name] = make_role(role_name, spec, classifiers, clip)
   objectives = _check_objectives(roles, get("objectives") or {})
   score_fn, params = make_score_fn(roles, objectives)
-  return Fitness(label_set=label_set, roles=roles, objectives=objectives, score_fn=score_fn,
-                 params=params, jitted=jax.jit(score_fn))
+  names = tuple(f"{role}/{objective}" for role, chosen in objectives.items()
+                for objective in chosen)
+  return Scoring(score_fn=score_fn, params=params, names=names,
+                 make_aux=_aux_builder(roles), label_set=label_set, roles=roles,
+                 jitted=jax.jit(score_fn))
+
+
+def _aux_builder(roles: Mapping[str, Role]) -> Callable:
+  """`make_aux(labels [P] int32, prompts [P])` → {"label": [P], "clip_text": {CLIP scorer name:
+  [P, D] normalised text embeddings}}; text embeddings are computed once per prompt."""
+  clips = {r.clip.name: r.clip for r in roles.values() if r.clip is not None}
+  cache = {}  # (CLIP scorer name, prompt) → [D]
+
+  def make_aux(labels, prompts):
+    aux = {}
+    if labels is not None:
+      aux["label"] = labels
+    if prompts is not None:
+      aux["clip_text"] = {}
+      for name, scorer in clips.items():
+        new = sorted({p for p in prompts if (name, p) not in cache})
+        if new:
+          emb = scorers_lib.text_embeddings(scorer.model, scorer.params["model"], new)
+          cache.update({(name, p): e for p, e in zip(new, emb)})
+        aux["clip_text"][name] = np.stack([cache[(name, p)] for p in prompts])
+    return aux
+
+  return make_aux

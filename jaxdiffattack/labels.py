@@ -25,6 +25,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from jaxdiffattack.errors import ConfigError
+from jaxdiffattack.errors import UserError
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
 IMAGENET_CLASSES = 1000
@@ -106,6 +107,14 @@ def get_label_set(name) -> LabelSet:
   if name not in LABEL_SETS:
     raise ConfigError(f"config.labels={name!r} is invalid: use one of {sorted(LABEL_SETS)}")
   return LABEL_SETS[name]()
+
+
+def class_names(label_set: str, labels: Sequence[str] = ()) -> tuple[str, ...]:
+  """The classes a job's labels index into: the class names of the label set called
+  `label_set`, or the job's `labels` themselves when it names none (model-free scoring)."""
+  if not label_set:
+    return tuple(labels)
+  return tuple(get_label_set(label_set).names)
 
 
 def get_templates(name) -> tuple[str, ...]:
@@ -221,3 +230,22 @@ def map_label_sets(label_set: LabelSet, classes: LabelSet, *, model: str = "the 
     raise ConfigError(f"label {missing[0]!r} of label set {label_set.name!r} is not a class of "
                       f"{model} (whose classes are label set {classes.name!r})")
   return LabelMap(np.asarray([position[i] for i in label_set.ids], np.int32), classes.ids, "name")
+
+
+def indices(label_set: LabelSet, labels) -> np.ndarray:
+  """[P] int32 label-set indices from indices or label ids/names; one-line error if unknown."""
+  values = list(labels) if isinstance(labels, (list, tuple)) else list(np.asarray(labels).ravel())
+  if values and all(isinstance(v, (str, np.str_)) for v in values):
+    lookup = {v: i for i, v in enumerate(label_set.ids)}
+    for i, name in enumerate(label_set.names):
+      lookup.setdefault(name, i)
+    missing = [v for v in values if v not in lookup]
+    if missing:
+      raise UserError(f"label {missing[0]!r} is not in label set {label_set.name!r}")
+    return np.asarray([lookup[v] for v in values], np.int32)
+  index = np.asarray(values, np.int64)
+  bad = index[(index < 0) | (index >= len(label_set))]
+  if bad.size:
+    raise UserError(f"label index {int(bad[0])} is outside label set {label_set.name!r} "
+                    f"(0..{len(label_set) - 1})")
+  return index.astype(np.int32)

@@ -1,4 +1,4 @@
-"""Functional JAX versions of four diffusers samplers, for use in `lax.scan`.
+"""Functional JAX versions of five diffusers samplers, for use in `lax.scan`.
 
 Each scheduler is a frozen dataclass holding host-side float32 numpy tables
 that are precomputed for a fixed `num_inference_steps`. `step` indexes them with
@@ -16,6 +16,13 @@ schedulers of diffusers 0.39.0, built from the same scheduler config dict:
 * "euler":       `EulerDiscreteScheduler` without churn (Karras et al. 2022,
                  "Elucidating the Design Space of Diffusion-Based Generative
                  Models", Algorithm 1 / Euler step of the probability-flow ODE).
+* "ddpm":        `DDPMScheduler`, ancestral (Ho et al. 2020, Algorithm 2) with
+                 fixed ("fixed_small" = β̃_t, "fixed_large" = β_t) or learned
+                 ("learned_range", Nichol & Dhariwal 2021, §3.1) variance on
+                 respaced timesteps; the maths is in `jaxdiffattack.ddpm`. Its
+                 `step` takes the noise as a fifth argument (see `DDPM`); it
+                 is registered in ANCESTRAL_SCHEDULERS, not SCHEDULERS, since
+                 a sampler must supply that noise.
 
 Shapes: S = len(timesteps) model calls; x: any latent shape, e.g. [B, C, H, W].
 `pred_original_sample` is the x0 prediction of the model call at step s (for
@@ -28,11 +35,13 @@ float32, since diffusers' Euler feeds fractional timesteps (its default
 
 import dataclasses
 import math
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxdiffattack import ddpm
 
 PyTree = Any
 _F32 = np.float32
@@ -502,6 +511,116 @@ def make_euler(config: dict, num_inference_steps: int) -> EulerDiscrete:
 
 
 # ----------------------------------------------------------------------------
+# DDPM, ancestral: x_prev = μ̃(x0_θ, x_t) + exp(½ log Σ) · noise, between
+# consecutive kept timesteps t > t' (respaced: β'_t = 1 − ᾱ_t / ᾱ_t').
+# ----------------------------------------------------------------------------
+
+DDPM_VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+# What the last step does. "diffusers": DDPMScheduler adds noise whenever the
+# last kept timestep is > 0 (e.g. t = 1 with SD's steps_offset = 1), with
+# β̃ = 0 there floored at 1e-20 before the log (so a learned variance
+# interpolates towards log 1e-20). "posterior_mean": Ho et al. 2020 (Alg. 2,
+# z = 0 at t = 1) and improved-diffusion's respaced sampler: the last step
+# returns the mean, no noise. Everything else (respaced β', the learned v
+# interpolating the respaced β' and β̃') is the same in both readings.
+# improved-diffusion keeps evenly strided timesteps from 0 to T - 1, i.e.
+# timestep_spacing="linspace" (up to rounding), not SD's "leading".
+DDPM_FINAL_STEPS = ("diffusers", "posterior_mean")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DDPM(_Base):
+  """Ancestral DDPM step with the noise as an input.
+
+  `step(state, step, model_output, sample, noise)`: `noise` is a standard
+  normal array shaped like `sample`, which the caller draws (e.g. from
+  `fold_in(member_key, step)`), so a trajectory does not depend on how the
+  population is split. `model_output` has C channels (ε, or v / x0 by
+  `prediction_type`) or 2C on axis -3 (that, then the variance output v);
+  "learned_range" needs 2C, the fixed variances ignore a second half.
+  """
+  variance_type: str
+  alpha: np.ndarray             # [S] sqrt(abar_t)
+  sigma: np.ndarray             # [S] sqrt(1 - abar_t)
+  coef_x0: np.ndarray           # [S] posterior mean coefficient of x0
+  coef_xt: np.ndarray           # [S] posterior mean coefficient of x_t
+  min_log_variance: np.ndarray  # [S] log β̃'_t (floored at 1e-20)
+  max_log_variance: np.ndarray  # [S] log β'_t
+  noise_scale: np.ndarray       # [S] 1 where the step adds noise, else 0
+  clip_range: float | None
+  ancestral: ClassVar[bool] = True
+
+  def posterior(self, step, model_output, sample):
+    """(mean, log-variance, x0) of p_θ(x_prev | x_t) at step index `step`."""
+    dt = _compute_dtype(sample)
+    x = sample.astype(dt)
+    out, v = ddpm.split_eps_and_v(model_output.astype(dt),
+                                  x.shape[ddpm.CHANNEL_AXIS])
+    x0, _ = _x0_and_eps(self.prediction_type, out, x, _at(self.alpha, step, dt),
+                        _at(self.sigma, step, dt))
+    if self.clip_range is not None:
+      x0 = jnp.clip(x0, -self.clip_range, self.clip_range)
+    mean = _at(self.coef_x0, step, dt) * x0 + _at(self.coef_xt, step, dt) * x
+    min_log = _at(self.min_log_variance, step, dt)
+    max_log = _at(self.max_log_variance, step, dt)
+    if self.variance_type == "fixed_small":
+      log_var = jnp.broadcast_to(min_log, x.shape)
+    elif self.variance_type == "fixed_large":
+      log_var = jnp.broadcast_to(max_log, x.shape)
+    elif v is None:
+      raise ValueError(
+          "variance_type='learned_range' needs a model output with "
+          f"{2 * x.shape[ddpm.CHANNEL_AXIS]} channels on axis "
+          f"{ddpm.CHANNEL_AXIS} (ε then v); got {model_output.shape}")
+    else:
+      log_var = ddpm.learned_log_variance(v, min_log, max_log)
+    return mean, log_var, x0
+
+  def step(self, state, step, model_output, sample, noise):  # pylint: disable=arguments-differ
+    mean, log_var, x0 = self.posterior(step, model_output, sample)
+    std = jnp.exp(0.5 * log_var) * _at(self.noise_scale, step, mean.dtype)
+    prev = mean + std * noise.astype(mean.dtype)
+    return prev.astype(sample.dtype), state, x0.astype(sample.dtype)
+
+
+def make_ddpm(config: dict, num_inference_steps: int) -> DDPM:
+  cfg = _resolve(config, dict(
+      _SCHEDULE_DEFAULTS, variance_type="fixed_small", clip_sample=True,
+      clip_sample_range=1.0, thresholding=False, timestep_spacing="leading",
+      rescale_betas_zero_snr=False, final_step="diffusers"))
+  _require(cfg, "prediction_type", ("epsilon", "v_prediction", "sample"))
+  _require(cfg, "variance_type", DDPM_VARIANCE_TYPES)
+  _require(cfg, "final_step", DDPM_FINAL_STEPS)
+  _require(cfg, "thresholding", (False,))
+  ac = _alphas_cumprod(cfg)
+  ts = _spaced_timesteps(cfg["timestep_spacing"], cfg["num_train_timesteps"],
+                         num_inference_steps, cfg["steps_offset"]).astype(int)
+  if np.any(np.diff(ts) >= 0):
+    raise ValueError(f"DDPM timesteps for num_inference_steps="
+                     f"{num_inference_steps} repeat a timestep ({ts.tolist()}); "
+                     "pick another step count or timestep_spacing.")
+  a_t = _abar(ac, ts, 1.0)
+  a_prev = _abar(ac, np.append(ts[1:], -1), 1.0)  # abar = 1 after the last
+  post = ddpm.posterior(a_t, a_prev)
+  if cfg["final_step"] == "diffusers":
+    noise_scale = ts > 0
+  else:
+    noise_scale = np.arange(len(ts)) < len(ts) - 1
+  return DDPM(
+      name="ddpm", num_inference_steps=num_inference_steps,
+      timesteps=ts.astype(np.int32), init_noise_sigma=1.0,
+      prediction_type=cfg["prediction_type"],
+      variance_type=cfg["variance_type"],
+      alpha=np.sqrt(a_t).astype(_F32), sigma=np.sqrt(1 - a_t).astype(_F32),
+      coef_x0=post.coef_x0.astype(_F32), coef_xt=post.coef_xt.astype(_F32),
+      min_log_variance=post.log_beta_tilde.astype(_F32),
+      max_log_variance=post.log_beta.astype(_F32),
+      noise_scale=noise_scale.astype(_F32),
+      clip_range=(float(cfg["clip_sample_range"]) if cfg["clip_sample"]
+                  else None))
+
+
+# ----------------------------------------------------------------------------
 # Registry.
 # ----------------------------------------------------------------------------
 
@@ -510,6 +629,10 @@ SCHEDULERS: dict[str, Callable[[dict, int], Scheduler]] = {
     "pndm": make_pndm,
     "dpmsolver++": make_dpmsolver_pp,
     "euler": make_euler,
+}
+# Step rules whose `step` takes the noise as a fifth argument.
+ANCESTRAL_SCHEDULERS: dict[str, Callable[[dict, int], Any]] = {
+    "ddpm": make_ddpm,
 }
 
 
@@ -521,12 +644,13 @@ def make_scheduler(name: str, scheduler_config: dict, num_inference_steps: int,
   class does not know are ignored, like diffusers' `from_config`; missing keys
   take that class's diffusers defaults.
   """
-  if name not in SCHEDULERS:
+  makers = {**SCHEDULERS, **ANCESTRAL_SCHEDULERS}
+  if name not in makers:
     raise ValueError(f"Unknown scheduler {name!r}; allowed: "
-                     f"{', '.join(sorted(SCHEDULERS))}.")
+                     f"{', '.join(sorted(makers))}.")
   config = {**scheduler_config, **overrides}
   num_train = config.get("num_train_timesteps", 1000)
   if not 0 < num_inference_steps <= num_train:
     raise ValueError(f"num_inference_steps must be in [1, {num_train}], got "
                      f"{num_inference_steps}.")
-  return SCHEDULERS[name](config, num_inference_steps)
+  return makers[name](config, num_inference_steps)

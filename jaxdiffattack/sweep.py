@@ -22,7 +22,6 @@ import io as _io
 import json
 import pathlib
 import time
-from typing import Any, Callable
 
 from absl import logging
 import jax
@@ -31,13 +30,18 @@ import ml_collections
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import perturb
 from jaxdiffattack import sampler as sampler_lib
+from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack import stats
 from jaxdiffattack import text
 from jaxdiffattack.errors import check
 
-METRICS = ("top1", "top5", "clip_score")
+# results.csv metric → the score (of `scoring.Scoring`) it is read from.
+METRIC_SCORES = {"top1": "evaluator/top1_hit", "top5": "evaluator/top5_hit",
+                 "clip_score": "evaluator/clip_score"}
+METRICS = tuple(METRIC_SCORES)
 MEMBER_FIELDS = ("setting", "shift", "alpha_c", "alpha_s", "prompt_index", "label", "seed_index",
                  "top1", "top5", "clip_score")
 
@@ -72,12 +76,15 @@ def _grid_key(shift: str) -> str:
   return shift.split("_")[0]  # sds_flipped uses the sds grid, pas_* the pas grid
 
 
-def resolve_labels(config: ml_collections.ConfigDict) -> list[str]:
-  """config.labels, or every label of config.label_set when empty."""
-  if config.labels:
-    return list(config.labels)
-  from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
-  return list(labels_lib.get_label_set(config.label_set).names)
+def resolve_labels(config: ml_collections.ConfigDict) -> tuple[list[str], np.ndarray]:
+  """(labels, their class indices [N]): config.labels, or every label of config.label_set when
+  empty; indices into the label set (or into config.labels when no label set is named)."""
+  names = labels_lib.class_names(config.label_set, config.labels)
+  labels = list(config.labels) or list(names)
+  index = {name: i for i, name in enumerate(names)}
+  for label in labels:
+    check(label in index, "labels", label, f"not in label_set {config.label_set!r}")
+  return labels, np.asarray([index[label] for label in labels], np.int32)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -143,19 +150,6 @@ def shifted_latents(plan: Plan, members: np.ndarray, key, latent_shape) -> np.nd
 _apply_shifts = jax.jit(perturb.apply_shifts, static_argnums=4)
 
 
-class Scoring:
-  """What judges the images: `score_fn(score_params, images, aux)` → {"top1", "top5",
-  "clip_score"} per member; `make_aux(label_ids [P], prompts [P])` builds `aux` on the host;
-  `label_ids(labels)` maps label names to the indices `make_aux` expects."""
-
-  def __init__(self, score_fn: Callable, score_params: Any, make_aux: Callable | None = None,
-               label_ids: Callable | None = None):
-    self.score_fn = score_fn
-    self.score_params = score_params
-    self.make_aux = make_aux or (lambda label_ids, prompts: {"label": label_ids})
-    self.label_ids = label_ids or (lambda labels: np.arange(len(labels), dtype=np.int32))
-
-
 def _progress(done, total, start, done_at_start):
   elapsed = time.perf_counter() - start
   rate = (done - done_at_start) / max(elapsed, 1e-9)
@@ -164,8 +158,8 @@ def _progress(done, total, start, done_at_start):
                total, 100.0 * done / total, rate, elapsed, eta)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, *, scoring: Scoring | None = None,
-        model_loader=None, mesh=None) -> dict:
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        scoring: scoring_lib.Scoring | None = None, model_loader=None, mesh=None) -> dict:
   """Runs (or resumes) the sweep and writes every output. Returns {"members": rows}.
 
   `mesh` (default: all devices) shards the scored populations."""
@@ -179,10 +173,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, scoring: Scoring | N
     from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
     model_loader = load_stable_diffusion
   if scoring is None:
-    scoring = make_scoring(config)
-  labels = resolve_labels(config)
+    scoring = scoring_lib.make_scoring(config)
+  scoring.check_names(list(METRIC_SCORES.values()), "scoring")
+  labels, label_ids = resolve_labels(config)
   prompts = [config.template.format(label) for label in labels]
-  label_ids = np.asarray(scoring.label_ids(labels), np.int32)
   cells = grid_cells(config.grids, config.shifts)
   plan = Plan(cells, len(prompts), config.images_per_prompt)
   key = jax.random.PRNGKey(config.seed)
@@ -202,7 +196,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, scoring: Scoring | N
         sd, params, sampler_lib.SamplerSettings(
             scheduler=config.scheduler, num_steps=config.num_steps, guidance=guidance,
             return_images=False),
-        microbatch=config.microbatch, score_fn=scoring.score_fn, score_params=scoring.score_params,
+        microbatch=config.microbatch, score_fn=scoring.score_fn, score_params=scoring.params,
         mesh=mesh)
     prompt_emb = np.asarray(text.encode_prompts(sd, params["text_encoder"], prompts))
     uncond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0])
@@ -212,10 +206,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, scoring: Scoring | N
       _, prompt_idx, _ = plan.decompose(members)
       latents = shifted_latents(plan, members, key, sd.latent_shape)
       out = pop_sampler(latents, prompt_emb[prompt_idx], uncond, setting.guidance_scale,
-                        aux=scoring.make_aux(label_ids[prompt_idx],
-                                             [prompts[i] for i in prompt_idx]))
-      for metric in METRICS:
-        state[f"{name}/{metric}"][members] = np.asarray(out.scores[metric], np.float32)
+                        aux=scoring.aux(label_ids[prompt_idx], [prompts[i] for i in prompt_idx]))
+      for metric, score in METRIC_SCORES.items():
+        state[f"{name}/{metric}"][members] = np.asarray(out.scores[score], np.float32)
       state[name + "/done"] = np.array(members[-1] + 1)
       _save_checkpoint(ckpt_path, state)
       _progress(sum(int(state[s.name + "/done"]) for s in config.settings), total, start,
@@ -483,25 +476,3 @@ def write_trajectories(config, workdir, prompts, model_loader) -> None:
     io.atomic_write_bytes(workdir / "plots" / f"trajectory_{setting.name}.png", buffer.getvalue())
   _write_csv(workdir / "trajectory.csv", ("setting", "shift", "alpha", "prompt", "step",
                                           "step_distance", "mean", "std"), rows)
-
-
-def make_scoring(config) -> Scoring:
-  """The evaluator role (config.evaluator classifiers + config.clip) from jaxdiffattack.fitness:
-  top-1/top-5 hits of the prompt's label and the CLIP score of the prompt."""
-  from jaxdiffattack import fitness  # pylint: disable=g-import-not-at-top
-  fit_config = fitness.default_config(config.label_set)
-  fit_config.scorers = ml_collections.ConfigDict(io.config_to_dict(config.scorers))
-  fit_config.roles = ml_collections.ConfigDict({"evaluator": {
-      "classifiers": tuple(config.evaluator), "clip": config.clip}})
-  fit_config.objectives = ml_collections.ConfigDict(
-      {"evaluator": ("top1_hit", "top5_hit", "clip_score")})
-  fit = fitness.build(fit_config)
-
-  def score_fn(params, images, aux):
-    scores = fit.score_fn(params, images, aux)
-    return {"top1": scores["evaluator/top1_hit"], "top5": scores["evaluator/top5_hit"],
-            "clip_score": scores["evaluator/clip_score"]}
-
-  return Scoring(score_fn, fit.params,
-                 make_aux=lambda ids, prompts: fit.aux(labels=ids, prompts=prompts),
-                 label_ids=lambda labels: fitness.label_indices(fit.label_set, labels))

@@ -8,18 +8,23 @@ without re-tokenising:
     states, differentiable — for soft tokens (ATM's Gumbel-softmax mixture of the embedding table,
     arXiv 2306.02583 §3) and adversarial token embeddings (SAGE, arXiv 2306.00974);
   * precomputed hidden states [P, L, D] go to the sampler directly (prompt-embedding search).
+
+`with_clip_skip(sd, k)` makes every level use the hidden state k layers before the last, with the
+final LayerNorm (diffusers' `clip_skip`; see `jaxdiffattack.models.clip` for how SD2 checkpoints
+already express their penultimate layer in config.json).
 """
 
+import dataclasses
 from typing import Sequence
 
 from absl import logging
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxdiffattack.errors import UserError
 from jaxdiffattack.models import StableDiffusion
+from jaxdiffattack.models import clip
 
 
 def _check_prompts(prompts: Sequence[str]) -> list[str]:
@@ -45,8 +50,9 @@ def tokenize(sd: StableDiffusion, prompts: Sequence[str]) -> np.ndarray:
 
 
 def encode_ids(sd: StableDiffusion, text_params, input_ids: jax.Array) -> jax.Array:
-  """CLIP text hidden states [P, L, D] for token ids [P, L] (jit-able)."""
-  return sd.text_encoder(input_ids, params=text_params).last_hidden_state
+  """CLIP text hidden states [P, L, D] for token ids [P, L] (jit-able; no padding mask, as
+  diffusers' SD pipelines)."""
+  return sd.text_encoder.apply({"params": text_params}, input_ids).last_hidden_state
 
 
 def encode_prompts(sd: StableDiffusion, text_params, prompts: Sequence[str]) -> jax.Array:
@@ -68,19 +74,18 @@ def embed_tokens(sd: StableDiffusion, text_params, input_ids: jax.Array) -> jax.
   return jnp.take(token_embedding_table(sd, text_params), input_ids, axis=0)
 
 
-def _forward_from_token_embeddings(module, token_embeds, position_ids):
-  text_model = module.text_model
-  hidden = token_embeds + text_model.embeddings.position_embedding(position_ids)
-  hidden = text_model.encoder(inputs_embeds=hidden, deterministic=True, return_dict=False)[0]
-  return text_model.final_layer_norm(hidden)
-
-
 def encode_token_embeddings(sd: StableDiffusion, text_params, token_embeds: jax.Array) -> jax.Array:
   """Hidden states [P, L, D] from input token embeddings [P, L, D_tok]; differentiable.
 
   `encode_token_embeddings(sd, p, embed_tokens(sd, p, ids)) == encode_ids(sd, p, ids)`.
   """
-  length = token_embeds.shape[-2]
-  position_ids = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), token_embeds.shape[:-1])
-  return nn.apply(_forward_from_token_embeddings, sd.text_encoder.module)(
-      {"params": text_params}, token_embeds, position_ids)
+  return sd.text_encoder.apply({"params": text_params}, token_embeds,
+                               method="encode_embeddings")
+
+
+def with_clip_skip(sd: StableDiffusion, clip_skip: int) -> StableDiffusion:
+  """`sd` whose text encoder skips its last `clip_skip` layers (diffusers' `clip_skip`: the
+  hidden state clip_skip layers before the last, then the final LayerNorm); same params."""
+  encoder = sd.text_encoder
+  clip.check_clip_skip(clip_skip, encoder.config, f"{sd.source} text_encoder")
+  return dataclasses.replace(sd, text_encoder=encoder.clone(clip_skip=clip_skip))

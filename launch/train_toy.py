@@ -1,6 +1,9 @@
 """Trains the toy world (tiny SD, CLIP, ViT, ResNet) and exports it.
 
   python launch/train_toy.py --config configs/train_toy.py --workdir DIR
+
+`config.job` picks what runs: "all" (every model) or "learned_variance" (the learned-variance
+UNet only, configs/train_toy.py:learned_variance).
 """
 import pathlib
 import sys
@@ -10,7 +13,11 @@ from absl import flags
 from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from jaxdiffattack.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack.toy import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxdiffattack.toy import train_lv  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+JOBS = {"all": train.run, "learned_variance": train_lv.run}
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config (configs/train_toy.py).", lock_config=True)
@@ -22,7 +29,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
-  train.run(_CONFIG.value, _WORKDIR.value)
+  job = _CONFIG.value.get("job", "all")
+  if job not in JOBS:
+    raise app.UsageError(f"config.job={job!r} is invalid: use one of {sorted(JOBS)}")
+  try:
+    JOBS[job](_CONFIG.value, _WORKDIR.value)
+  except UserError as e:
+    sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

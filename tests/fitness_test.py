@@ -55,8 +55,8 @@ def test_default_roles_and_scores(fit):
   images = _images()
   aux = fit.aux(labels=LABELS, prompts=PROMPTS)
   scores = {k: np.asarray(v) for k, v in fit(images, aux).items()}
-  assert set(scores) == {f"surrogate/{o}" for o in fit.objectives["surrogate"]} | {
-      f"evaluator/{o}" for o in fit.objectives["evaluator"]}
+  assert set(scores) == set(fit.names) == {
+      f"{role}/{o}" for role, chosen in fitness.DEFAULT_OBJECTIVES.items() for o in chosen}
   assert all(v.shape == (3,) for v in scores.values())
   resnet, vit, clip = (fit.roles["surrogate"].classifiers[0], fit.roles["evaluator"].classifiers[0],
                        fit.roles["evaluator"].clip)
@@ -85,10 +85,14 @@ def test_ensembles(fit, combine, space):
   members = ("toy_vit", "toy_resnet", "toy_clip")
   config = fitness.default_config("toy")
   config.roles = {"surrogate": dict(classifiers=members, combine=combine, space=space)}
-  config.objectives = {"surrogate": ("target_prob", "margin", "top1_hit", "pred")}
+  config.objectives = {"surrogate": ("target_prob", "margin", "top1_hit", "pred", "confidence")}
   ensemble = fitness.build(config, loaded=loaded)
   images = _images(seed=1)
   scores = {k: np.asarray(v) for k, v in ensemble(images, ensemble.aux(labels=LABELS)).items()}
+  # A judge's reading (pred, confidence) needs no target.
+  reading, params = fitness.make_score_fn(ensemble.roles, {"surrogate": ("pred", "confidence")})
+  unlabelled = reading(params, jnp.asarray(images), {})
+  assert set(unlabelled) == {"surrogate/pred", "surrogate/confidence"}
   # Every member's logits reordered to label order (the toy label set is all their classes).
   logits_fn = jax.jit(scorers.logits, static_argnums=0)
   by_label = np.stack([np.asarray(logits_fn(loaded[m], loaded[m].params, jnp.asarray(images)))
@@ -109,13 +113,15 @@ def test_ensembles(fit, combine, space):
   role = ensemble.roles["surrogate"]
   predicted = [role.output_ids[i] for i in scores["surrogate/pred"]]
   assert predicted == [world.LABELS[i] for i in np.argmax(probs, -1)]
+  np.testing.assert_allclose(scores["surrogate/confidence"], probs.max(-1), rtol=1e-4)
+  np.testing.assert_array_equal(unlabelled["surrogate/pred"], scores["surrogate/pred"])
 
 
 def test_vmap_and_new_objective(fit, monkeypatch):
   """score_fn vmaps over an extra axis; an objective is one function + one registry line."""
   monkeypatch.setitem(fitness.OBJECTIVES, "target_logit",
                       fitness.Objective(lambda o: jnp.take_along_axis(
-                          o.logits, o.target[:, None], -1)[:, 0], "logits"))
+                          o.logits, o.target[:, None], -1)[:, 0], "target"))
   score_fn, params = fitness.make_score_fn(fit.roles, {"surrogate": ("target_logit",
                                                                      "target_prob")})
   images = jnp.asarray(_images(n=4).reshape(2, 2, 16, 16, 3))

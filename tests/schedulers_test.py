@@ -217,7 +217,7 @@ def test_vmap_over_population_and_bf16():
 
 
 def test_unknown_name_lists_allowed():
-  allowed = "ddim, dpmsolver\\+\\+, euler, pndm"
+  allowed = "ddim, ddpm, dpmsolver\\+\\+, euler, pndm"
   with pytest.raises(ValueError, match=f"'lms'.*{allowed}"):
     sch.make_scheduler("lms", SD15, 10)
 

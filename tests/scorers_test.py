@@ -1,8 +1,8 @@
 """Scorers against direct transformers computations, objective math, gradients, toy-world accuracy.
 
-References are independent of the code under test: transformers' own processors and Flax models
-(`FlaxCLIPModel.get_image_features/get_text_features`, `FlaxAutoModelForImageClassification`)
-loaded with `from_pretrained`, and NumPy re-derivations of the objectives.
+References are independent of the code under test: transformers' own processors and PyTorch models
+(`CLIPModel.get_image_features/get_text_features`, `AutoModelForImageClassification`) loaded with
+`from_pretrained` from the same safetensors files, and NumPy re-derivations of the objectives.
 Gradients w.r.t. images and latents are checked in fitness_test.py (through the fused scorer).
 Tolerances: with `quantize=True` preprocessing equals the processors' (preprocess_test.py), so
 embeddings/logits agree to float32 noise (1e-4 absolute; CLIP scores, 100 × cosine, to 1e-3);
@@ -18,10 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from transformers import AutoImageProcessor
+from transformers import AutoModelForImageClassification
+from transformers import CLIPModel
 from transformers import CLIPTokenizer
-from transformers import FlaxAutoModelForImageClassification
-from transformers import FlaxCLIPModel
 
 from jaxdiffattack import scorers
 from jaxdiffattack.errors import ConfigError
@@ -68,24 +69,24 @@ def _normalise(x):
 
 
 def _reference_clip(directory):
-  """transformers' own FlaxCLIPModel, processor and tokenizer (calls jitted for speed)."""
-  model, params = FlaxCLIPModel.from_pretrained(str(directory), _do_init=False)
+  """transformers' own PyTorch CLIPModel, processor and tokenizer."""
+  model = CLIPModel.from_pretrained(str(directory)).eval()
   processor = AutoImageProcessor.from_pretrained(str(directory), use_fast=False)
   tokenizer = CLIPTokenizer.from_pretrained(str(directory))
-  image_features = jax.jit(lambda p, x: model.get_image_features(x, params=p))
-  text_features = jax.jit(lambda p, ids, mask: model.get_text_features(ids, mask, params=p))
 
+  @torch.no_grad()
   def images_fn(images):
-    pixels = processor(list(images), return_tensors="np")["pixel_values"]
-    return _normalise(np.asarray(image_features(params, pixels)))
+    pixels = processor(list(images), return_tensors="pt")["pixel_values"]
+    return _normalise(model.get_image_features(pixel_values=pixels).numpy())
 
+  @torch.no_grad()
   def texts_fn(prompts):
     tokens = tokenizer(prompts, padding="max_length", max_length=tiny_vision.CLIP_TEXT_LENGTH,
-                       return_tensors="np")
-    return _normalise(np.asarray(text_features(params, tokens["input_ids"],
-                                               tokens["attention_mask"])))
+                       return_tensors="pt")
+    return _normalise(model.get_text_features(input_ids=tokens["input_ids"],
+                                              attention_mask=tokens["attention_mask"]).numpy())
 
-  return images_fn, texts_fn, np.exp(np.asarray(params["logit_scale"]))
+  return images_fn, texts_fn, float(model.logit_scale.detach().exp())
 
 
 def test_clip_score_and_zero_shot_match_transformers(dirs, tiny):
@@ -126,11 +127,11 @@ def test_clip_score_and_zero_shot_match_transformers(dirs, tiny):
 def test_classifier_logits_match_transformers(dirs, tiny, name):
   scorer = tiny[name]
   images, _ = _images(n=3)
-  ref_model, ref_params = FlaxAutoModelForImageClassification.from_pretrained(
-      str(dirs[name]), _do_init=False)
+  ref_model = AutoModelForImageClassification.from_pretrained(str(dirs[name])).eval()
   pixels = AutoImageProcessor.from_pretrained(str(dirs[name]), use_fast=False)(
-      list(images), return_tensors="np")["pixel_values"]
-  expected = np.asarray(jax.jit(lambda p, x: ref_model(x, params=p).logits)(ref_params, pixels))
+      list(images), return_tensors="pt")["pixel_values"]
+  with torch.no_grad():
+    expected = ref_model(pixel_values=pixels).logits.numpy()
   x = jnp.asarray(images / 255.0, jnp.float32)
   got = jax.jit(scorers.logits, static_argnums=0)(scorer, scorer.params, x)
   np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
@@ -198,7 +199,7 @@ def test_bad_names_and_specs_are_one_line_errors():
 def test_loader_errors(dirs, tmp_path):
   with pytest.raises(UserError, match="model_type='vit'"):
     vision.load_clip(str(dirs["vit"]))
-  with pytest.raises(UserError, match="no Flax image-classification class"):
+  with pytest.raises(UserError, match="model_type='clip' is not a supported image classifier"):
     vision.load_image_classifier(str(dirs["clip"]))
   no_processor = tmp_path / "vit"
   shutil.copytree(dirs["vit"], no_processor)

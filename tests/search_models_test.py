@@ -1,5 +1,5 @@
 """The search with the real scorer stack (`jaxdiffattack.fitness` roles through
-`objectives.make_scoring`): tiny random SD + tiny random CLIP/ViT/ResNet (tests/tiny_vision.py)."""
+`scoring.make_scoring`): tiny random SD + tiny random CLIP/ViT/ResNet (tests/tiny_vision.py)."""
 
 import json
 
@@ -14,15 +14,15 @@ def test_latent_search_with_fitness_roles(tiny_sd_dirs, tmp_path_factory, tmp_pa
   tiny_vision = pytest.importorskip("tiny_vision")
   dirs = tiny_vision.build_all_cached(tmp_path_factory)
   config = tiny_config("latent", tiny_sd_dirs[1])
-  config.scoring = "models"
+  config.scoring.kind = "models"
   config.label_set = "toy"
   config.labels = ("red circle", "blue star")
-  config.objective.fitness = "surrogate/margin"
-  config.objective.success = "evaluator/top1_hit"
-  config.objective.clip = "evaluator/clip_score"
-  config.objective.clip_filter.mode = "max"      # CLIP also sees the prompt missed ...
-  config.objective.clip_filter.threshold = 1.5   # ... (loose: random CLIP) — exercised, reported
-  config.fitness.scorers = tiny_vision.fitness_config(dirs).scorers.to_dict()
+  config.criterion.fitness = "surrogate/margin"
+  config.criterion.success = "evaluator/top1_hit"
+  config.criterion.clip = "evaluator/clip_score"
+  config.criterion.clip_filter.mode = "max"      # CLIP also sees the prompt missed ...
+  config.criterion.clip_filter.threshold = 1.5   # ... (loose: random CLIP) — exercised, reported
+  config.scoring.scorers = tiny_vision.fitness_config(dirs).scorers.to_dict()
   config.num_generations = 2
   config.save_images = False
   out = search.run(config, tmp_path)

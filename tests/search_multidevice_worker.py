@@ -30,15 +30,10 @@ def tiny_config(space: str, model_dir) -> "ml_collections.ConfigDict":  # noqa: 
   c.num_steps = 3
   c.population_size = 6
   c.num_generations = 4
-  c.scoring = "synthetic"
-  c.objective.fitness = "surrogate_margin"
-  c.objective.success = "top1_hit"
-  c.objective.clip = "clip_score"
+  c.scoring.kind = "synthetic"   # the real scores' names, so the config's criterion applies
   if space == "token":
     c.target_labels = ("ball", "cone", "cube")
-    c.objective.fitness = "target_margin"
-    c.objective.success = "target_hit"
-    c.objective.clip_filter.threshold = 0.5
+    c.criterion.clip_filter.threshold = 0.5
   if space == "prompt":
     c.prompt.words = ("x", "yz", "w", "cube", "q")  # "cube" names a class: excluded
     c.prompt.insertions = ("before_noun", "end")
@@ -52,14 +47,14 @@ def main(sd_dir, workdir):
   import jax  # pylint: disable=g-import-not-at-top
   from jaxdiffattack import search  # pylint: disable=g-import-not-at-top
   from jaxdiffattack import sharding  # pylint: disable=g-import-not-at-top
-  from jaxdiffattack.search import objectives  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import scoring  # pylint: disable=g-import-not-at-top
   assert jax.device_count() == 8, jax.devices()
   config = tiny_config("latent", sd_dir)
   config.baseline = ""
   config.save_images = False
   for name, mesh in (("one", sharding.make_mesh(jax.devices()[:1])),
                      ("eight", sharding.make_mesh())):
-    search.run(config, pathlib.Path(workdir) / name, scoring=objectives.synthetic_scoring(),
+    search.run(config, pathlib.Path(workdir) / name, scoring=scoring.synthetic_scoring(),
                mesh=mesh)
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from jaxdiffattack import sampler as sampler_lib
+from jaxdiffattack import scoring
 from jaxdiffattack import search
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.search import driver
-from jaxdiffattack.search import objectives
 from jaxdiffattack.search import report
 
 from search_multidevice_worker import tiny_config  # pylint: disable=g-bad-import-order
@@ -20,7 +20,7 @@ from search_multidevice_worker import tiny_config  # pylint: disable=g-bad-impor
 def latent_run(tiny_sd_dirs, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("search_latent")
   config = tiny_config("latent", tiny_sd_dirs[1])
-  out = search.run(config, workdir, scoring=objectives.synthetic_scoring())
+  out = search.run(config, workdir, scoring=scoring.synthetic_scoring())
   return config, workdir, out
 
 
@@ -97,7 +97,7 @@ def test_other_spaces_end_to_end(space, tiny_sd_dirs, tmp_path):
   config.population_size = 4
   config.save_images = False
   config.baseline = ""
-  out = search.run(config, tmp_path, scoring=objectives.synthetic_scoring())
+  out = search.run(config, tmp_path, scoring=scoring.synthetic_scoring())
   rows = _rows(tmp_path)
   assert len(rows) == 3 and {r["space"] for r in rows} == {space}
   for r in rows:
@@ -116,11 +116,11 @@ def test_bad_configs(tiny_sd_dirs, tmp_path):
   config = tiny_config("latent", tiny_sd_dirs[1])
   config.strategy.name = "CMA"
   with pytest.raises(ConfigError, match="config.strategy.name='CMA' is invalid"):
-    search.run(config, tmp_path, scoring=objectives.synthetic_scoring())
+    search.run(config, tmp_path, scoring=scoring.synthetic_scoring())
   config = tiny_config("latent", tiny_sd_dirs[1])
-  config.objective.fitness = "nonexistent"
-  with pytest.raises(ConfigError, match=r"names score\(s\) \['nonexistent'\]"):
-    search.run(config, tmp_path, scoring=objectives.synthetic_scoring())
+  config.criterion.fitness = "nonexistent"
+  with pytest.raises(ConfigError, match=r"config.criterion names score\(s\) \['nonexistent'\]"):
+    search.run(config, tmp_path, scoring=scoring.synthetic_scoring())
   import latent_search  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="unknown variant"):
     latent_search.get_config("huge")
@@ -169,14 +169,14 @@ def test_killed_and_resumed_equals_uninterrupted(latent_run, tmp_path, monkeypat
   for _ in range(2):  # killed twice, right after a checkpoint each time
     saves["n"] = 0
     with pytest.raises(KeyboardInterrupt):
-      search.run(config, tmp_path, scoring=objectives.synthetic_scoring())
+      search.run(config, tmp_path, scoring=scoring.synthetic_scoring())
     assert not (tmp_path / "results.jsonl").exists()
   monkeypatch.setattr(driver, "_save_checkpoint", real_save)
-  search.run(config, tmp_path, scoring=objectives.synthetic_scoring())
+  search.run(config, tmp_path, scoring=scoring.synthetic_scoring())
   assert (tmp_path / "results.jsonl").read_text() == (workdir_full / "results.jsonl").read_text()
   for path in sorted((workdir_full / "failures").rglob("*.npy")):
     rel = path.relative_to(workdir_full)
     np.testing.assert_array_equal(np.load(tmp_path / rel), np.load(path))
   config.num_steps = 4
   with pytest.raises(ConfigError, match="holds a search with a different config"):
-    search.run(config, tmp_path, scoring=objectives.synthetic_scoring())
+    search.run(config, tmp_path, scoring=scoring.synthetic_scoring())

@@ -14,6 +14,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from jaxdiffattack import scoring  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 import sweep_test  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -26,7 +27,7 @@ def main(sd_dir, workdir):
     config = sweep_test.tiny_config(sd_dir)
     config.grid_images = False
     config.trajectory.prompts = ()
-    sweep.run(config, pathlib.Path(workdir) / name, scoring=sweep_test.synthetic_scoring(),
+    sweep.run(config, pathlib.Path(workdir) / name, scoring=scoring.synthetic_scoring(),
               mesh=mesh)
 
 

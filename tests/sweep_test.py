@@ -4,7 +4,6 @@ import csv
 import pathlib
 import sys
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from jaxdiffattack import models
 from jaxdiffattack import perturb
 from jaxdiffattack import sampler as sampler_lib
+from jaxdiffattack import scoring
 from jaxdiffattack import sweep
 from jaxdiffattack import text
 
@@ -22,21 +22,16 @@ import shift_sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 LABELS = ("red cube", "blue ball", "green cone")
 
 
-def synthetic_scoring():
-  """top1 = the image's channel `label % 3` is its brightest; top5 = brightness > 0.3;
-  clip_score = 100·mean brightness. Deterministic functions of the image."""
-  def score_fn(params, images, aux):
-    del params
-    channel_means = images.mean(axis=(1, 2))                      # [P, 3]
-    top1 = (jnp.argmax(channel_means, axis=1) == aux["label"] % 3).astype(jnp.float32)
-    return {"top1": top1, "top5": (images.mean(axis=(1, 2, 3)) > 0.3).astype(jnp.float32),
-            "clip_score": 100 * images.mean(axis=(1, 2, 3))}
-  return sweep.Scoring(score_fn, {})
+def synthetic_clip_score(images):
+  """`scoring.synthetic_scoring`'s CLIP stand-in, restated: 100·(1 − |mean brightness − 0.5|)."""
+  return 100 * (1 - np.abs(images.mean(axis=(1, 2, 3)) - 0.5))
 
 
 def tiny_config(model_dir):
   c = shift_sweep.get_config("toy")
   c.settings[0].model = str(model_dir)
+  c.label_set = ""    # labels index into config.labels (the synthetic scoring)
+  c.scoring.kind = "synthetic"
   c.labels = LABELS
   c.images_per_prompt = 2
   c.num_steps = 3
@@ -54,7 +49,7 @@ def tiny_config(model_dir):
 @pytest.fixture(scope="module")
 def full_run(tiny_sd_dirs, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("sweep_full")
-  out = sweep.run(tiny_config(tiny_sd_dirs[1]), workdir, scoring=synthetic_scoring())
+  out = sweep.run(tiny_config(tiny_sd_dirs[1]), workdir, scoring=scoring.synthetic_scoring())
   return workdir, out
 
 
@@ -108,15 +103,15 @@ def test_alpha_zero_cell_equals_plain_generation(tiny_sd_dirs, full_run):
   uncond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0])
   plain = sampler_lib.PopulationSampler(sd, params, sampler_lib.SamplerSettings(num_steps=3))(
       np.asarray(z), cond, uncond, 7.5)
-  clip = 100 * plain.images.mean(axis=(1, 2, 3))
   got = [m["clip_score"] for m in out["members"] if m["shift"] == "none"]
-  np.testing.assert_allclose(got, clip, rtol=1e-5)
+  np.testing.assert_allclose(got, synthetic_clip_score(plain.images), rtol=1e-5)
   # ...and a shifted cell equals the plain sampler on the shifted latents.
   shifted = np.asarray(perturb.SHIFTS["ums"](np.asarray(z[0]), np.array([0.2, 0.0]), None))
   one = sampler_lib.PopulationSampler(sd, params, sampler_lib.SamplerSettings(num_steps=3))(
       shifted[None], cond[:1], uncond, 7.5)
   got_ums = next(m for m in out["members"] if m["shift"] == "ums" and m["alpha_c"] == 0.2)
-  np.testing.assert_allclose(got_ums["clip_score"], 100 * one.images.mean(), rtol=1e-5)
+  np.testing.assert_allclose(got_ums["clip_score"], synthetic_clip_score(one.images)[0],
+                             rtol=1e-5)
 
 
 def test_killed_and_resumed_equals_uninterrupted(tiny_sd_dirs, full_run, tmp_path, monkeypatch):
@@ -135,15 +130,15 @@ def test_killed_and_resumed_equals_uninterrupted(tiny_sd_dirs, full_run, tmp_pat
 
   monkeypatch.setattr(sweep, "_save_checkpoint", dying_save)
   with pytest.raises(KeyboardInterrupt):
-    sweep.run(config, tmp_path, scoring=synthetic_scoring())
+    sweep.run(config, tmp_path, scoring=scoring.synthetic_scoring())
   assert not (tmp_path / "results.csv").exists()
   monkeypatch.setattr(sweep, "_save_checkpoint", real_save)
-  sweep.run(config, tmp_path, scoring=synthetic_scoring())
+  sweep.run(config, tmp_path, scoring=scoring.synthetic_scoring())
   assert (tmp_path / "results.csv").read_text() == (workdir_full / "results.csv").read_text()
   # A different config on the same workdir is refused.
   config.num_steps = 4
   with pytest.raises(Exception, match="holds a sweep with a different config"):
-    sweep.run(config, tmp_path, scoring=synthetic_scoring())
+    sweep.run(config, tmp_path, scoring=scoring.synthetic_scoring())
 
 
 def test_report_regenerates_from_members_csv(full_run):
@@ -191,7 +186,8 @@ def test_real_scoring_matches_fitness_on_returned_images(tiny_sd_dirs, tmp_path_
   config.images_per_prompt = 1
   config.grid_images = False
   config.trajectory.prompts = ()
-  config.scorers = tiny_vision.fitness_config(dirs).scorers
+  config.scoring.kind = "models"
+  config.scoring.scorers = tiny_vision.fitness_config(dirs).scorers
   out = sweep.run(config, tmp_path)
   members = out["members"]
   assert len(members) == 4

@@ -42,7 +42,7 @@ def build(directory: pathlib.Path, *, seed: int = 0, prediction_type: str = "eps
   import torch
   from diffusers import AutoencoderKL, UNet2DConditionModel
   from transformers import CLIPTextConfig, CLIPTextModel
-  from jaxdiffattack.models import load_stable_diffusion
+  from jaxdiffattack.models import convert_transformers, load_stable_diffusion
   # pylint: enable=g-import-not-at-top
   directory = pathlib.Path(directory)
   pt_dir, flax_dir = directory / "pt", directory / "flax"
@@ -84,7 +84,8 @@ def build(directory: pathlib.Path, *, seed: int = 0, prediction_type: str = "eps
   sd, params = load_stable_diffusion(str(pt_dir))
   sd.unet.save_pretrained(flax_dir / "unet", params=params["unet"])
   sd.vae.save_pretrained(flax_dir / "vae", params=params["vae"])
-  sd.text_encoder.save_pretrained(flax_dir / "text_encoder", params=params["text_encoder"])
+  convert_transformers.save(flax_dir / "text_encoder", "clip_text", sd.text_encoder.config,
+                            params["text_encoder"])
   return pt_dir, flax_dir
 
 

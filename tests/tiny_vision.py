@@ -1,10 +1,11 @@
-"""Tiny random CLIP, ViT and ResNet checkpoints (transformers layout, Flax msgpack) for tests.
+"""Tiny random CLIP, ViT and ResNet checkpoints (transformers layout, PyTorch safetensors) for tests.
 
-Written with `save_pretrained` plus a `preprocessor_config.json` (and a character tokenizer for
-CLIP), so tests load them through the real loader. Classifiers use the toy world's 20 labels as
-id2label (the ViT's in a shuffled order, to exercise the label map). Each processor resizes:
-CLIP 16 → 20 (bicubic) + crop 16, ViT 16 → 24 (bilinear), ResNet 16 → 18 (bicubic) + crop 16
-(crop_pct 0.875).
+Written by the PyTorch transformers classes with `save_pretrained` (as hub checkpoints ship) plus a
+`preprocessor_config.json` (and a character tokenizer for CLIP), so tests load them through the
+project's real loader and can use the PyTorch modules on the very same files as an independent
+reference. Classifiers use the toy world's 20 labels as id2label (the ViT's in a shuffled order,
+to exercise the label map). Each processor resizes: CLIP 16 → 20 (bicubic) + crop 16, ViT 16 → 24
+(bilinear), ResNet 16 → 18 (bicubic) + crop 16 (crop_pct 0.875).
 """
 
 import pathlib
@@ -16,40 +17,45 @@ import tiny_sd
 CLIP_TEXT_LENGTH = 32  # characters: toy prompts ("a photo of a yellow triangle") fit
 
 
-def _init_and_save(cls, config, directory: pathlib.Path, seed: int, **kwargs) -> None:
-  """Random weights (drawn in NumPy from the param shapes: compiling a Flax init is slow on a
-  loaded CPU), saved as Flax msgpack.
-
-  Scales are chosen so that every parameter and every pixel matter (default inits leave tiny
-  models nearly input-independent): kernels N(0, 1/fan_in), norm scales 1 + N(0, 0.1²),
-  biases and BatchNorm means N(0, 0.1²), BatchNorm variances 1 + |N(0, 0.1²)|, other arrays
-  (embeddings) N(0, 0.3²), CLIP's logit_scale log(1/0.07) as CLIP initialises it.
+def randomise(model, seed: int) -> None:
+  """Redraws every weight of a PyTorch model in NumPy so that every parameter and every pixel
+  matter (default inits leave tiny models nearly input-independent): Linear/Conv weights
+  N(0, 1/fan_in), norm scales 1 + N(0, 0.1²), biases and BatchNorm means N(0, 0.1²), BatchNorm
+  variances 1 + |N(0, 0.1²)|, other arrays (embeddings, class tokens) N(0, 0.3²), CLIP's
+  logit_scale log(1/0.07) as CLIP initialises it.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  model = cls(config, _do_init=False, **kwargs)
-  shapes = jax.eval_shape(lambda key: model.init_weights(key, model.input_shape),
-                          jax.random.PRNGKey(0))
+  import torch  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
+  norms = (torch.nn.LayerNorm, torch.nn.BatchNorm2d)
+  with torch.no_grad():
+    for module in model.modules():
+      for name, tensor in list(module.named_parameters(recurse=False)) + list(
+          module.named_buffers(recurse=False)):
+        if not tensor.is_floating_point():
+          continue
+        noise = rng.standard_normal(tuple(tensor.shape))
+        if name == "logit_scale":
+          value = np.full(noise.shape, np.log(1 / 0.07))
+        elif isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and name == "weight":
+          value = noise / np.sqrt(max(1, int(np.prod(tensor.shape[1:]))))
+        elif isinstance(module, norms) and name == "weight":
+          value = 1.0 + 0.1 * noise
+        elif name == "running_var":
+          value = 1.0 + 0.1 * np.abs(noise)
+        elif name in ("bias", "running_mean"):
+          value = 0.1 * noise
+        elif name == "position_ids":
+          continue
+        else:
+          value = 0.3 * noise
+        tensor.copy_(torch.from_numpy(value.astype(np.float32)))
 
-  def draw(path, leaf):
-    name = jax.tree_util.keystr(path)
-    shape = leaf.shape
-    noise = rng.standard_normal(shape)
-    if "logit_scale" in name:
-      value = np.full(shape, np.log(1 / 0.07))
-    elif name.endswith("['kernel']"):
-      value = noise / np.sqrt(max(1, int(np.prod(shape[:-1]))))
-    elif name.endswith("['scale']"):
-      value = 1.0 + 0.1 * noise
-    elif name.endswith("['var']"):
-      value = 1.0 + 0.1 * np.abs(noise)
-    elif name.endswith("['bias']") or name.endswith("['mean']"):
-      value = 0.1 * noise
-    else:
-      value = 0.3 * noise
-    return value.astype(leaf.dtype)
 
-  model.save_pretrained(directory, params=jax.tree_util.tree_map_with_path(draw, shapes))
+def save_random(model, directory: pathlib.Path, seed: int) -> pathlib.Path:
+  """Randomises a PyTorch transformers model (`randomise`) and saves it as safetensors."""
+  randomise(model, seed)
+  model.save_pretrained(directory, safe_serialization=True)
+  return directory
 
 
 def toy_id2label(shuffle_seed: int | None = None) -> dict[int, str]:
@@ -61,9 +67,7 @@ def toy_id2label(shuffle_seed: int | None = None) -> dict[int, str]:
 
 
 def build_clip(directory: pathlib.Path, seed: int = 0) -> pathlib.Path:
-  # pylint: disable=g-import-not-at-top
-  from transformers import CLIPConfig, CLIPImageProcessor, FlaxCLIPModel
-  # pylint: enable=g-import-not-at-top
+  from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel  # pylint: disable=g-import-not-at-top
   config = CLIPConfig(
       text_config=dict(vocab_size=514, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
                        num_attention_heads=2, max_position_embeddings=CLIP_TEXT_LENGTH,
@@ -71,7 +75,7 @@ def build_clip(directory: pathlib.Path, seed: int = 0) -> pathlib.Path:
       vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
                          num_attention_heads=2, image_size=16, patch_size=4, projection_dim=16),
       projection_dim=16)
-  _init_and_save(FlaxCLIPModel, config, directory, seed)
+  save_random(CLIPModel(config), directory, seed)
   tiny_sd.write_char_tokenizer(directory, CLIP_TEXT_LENGTH)
   CLIPImageProcessor(size={"shortest_edge": 20}, crop_size={"height": 16, "width": 16}
                      ).save_pretrained(directory)
@@ -79,27 +83,25 @@ def build_clip(directory: pathlib.Path, seed: int = 0) -> pathlib.Path:
 
 
 def build_vit(directory: pathlib.Path, seed: int = 1) -> pathlib.Path:
-  # pylint: disable=g-import-not-at-top
-  from transformers import FlaxViTForImageClassification, ViTConfig, ViTImageProcessor
-  # pylint: enable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
   id2label = toy_id2label(shuffle_seed=3)
   config = ViTConfig(image_size=24, patch_size=8, hidden_size=32, num_hidden_layers=1,
                      num_attention_heads=2, intermediate_size=37, num_labels=len(id2label),
                      id2label=id2label, label2id={v: k for k, v in id2label.items()})
-  _init_and_save(FlaxViTForImageClassification, config, directory, seed)
+  save_random(ViTForImageClassification(config), directory, seed)
   ViTImageProcessor(size={"height": 24, "width": 24}).save_pretrained(directory)
   return directory
 
 
 def build_resnet(directory: pathlib.Path, seed: int = 2) -> pathlib.Path:
-  # pylint: disable=g-import-not-at-top
-  from transformers import ConvNextImageProcessor, FlaxResNetForImageClassification, ResNetConfig
-  # pylint: enable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
   id2label = toy_id2label()
   config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
                         num_labels=len(id2label), id2label=id2label,
                         label2id={v: k for k, v in id2label.items()})
-  _init_and_save(FlaxResNetForImageClassification, config, directory, seed)
+  save_random(ResNetForImageClassification(config), directory, seed)
   ConvNextImageProcessor(size={"shortest_edge": 16}, crop_pct=0.875, resample=3
                          ).save_pretrained(directory)
   return directory

@@ -89,6 +89,34 @@ class WorldTest(absltest.TestCase):
                        world.label_shape(label), msg=f"scene {i}: {ious}")
       self.assertGreater(max(ious), 0.7)
 
+  def test_scene_spec_is_the_dataset_scene(self):
+    data = world.make_dataset("heldout", 25, 5)
+    for i in (0, 21):
+      spec, template = world.scene_spec("heldout", i)
+      np.testing.assert_array_equal(world.render(spec), data.images[i])
+      self.assertEqual(template, data.template_ids[i])
+    spec, template = world.scene_spec("heldout", 3, num_objects=2)
+    np.testing.assert_array_equal(world.render(spec), data.images[28])
+    self.assertEqual([o.label for o in spec.objects], list(data.labels[28]))
+    self.assertEqual(template, data.template_ids[28])
+
+  def test_object_coverage_composites_to_the_render(self):
+    """The background weighted by what no object covers plus each object's colour weighted
+    by its visible coverage is the rendered image (up to rounding), overlaps included."""
+    for i in range(10):
+      spec, _ = world.scene_spec("train", i, num_objects=2)
+      if i % 2:  # Move the second object onto the first: it hides part of it.
+        first = spec.objects[0]
+        spec = spec._replace(objects=(first, spec.objects[1]._replace(cx=first.cx + 3,
+                                                                      cy=first.cy)))
+      cov = world.object_coverage(spec)  # [2, 32, 32]
+      self.assertEqual(cov.shape, (2, 32, 32))
+      self.assertTrue(np.all(cov >= 0) and np.all(cov.sum(0) <= 1 + 1e-9))
+      rgb = np.asarray([o.rgb for o in spec.objects])  # [2, 3]
+      bg = world.render_background(spec.background)
+      composite = bg * (1 - cov.sum(0))[..., None] + np.einsum("khw,kc->hwc", cov, rgb)
+      np.testing.assert_allclose(np.clip(composite, 0, 255), world.render(spec), atol=0.51)
+
   def test_two_object_scenes_show_both(self):
     for i in range(20):
       rng = world.scene_rng("train", i, num_objects=2)

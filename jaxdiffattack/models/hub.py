@@ -11,9 +11,17 @@ import pathlib
 from jaxdiffattack.errors import UserError
 
 TOY_ALIAS = "toy"
+TOY_LV_ALIAS = "toy_lv"
 TOY_ROOT = pathlib.Path(__file__).resolve().parent.parent / "toy" / "assets"
 # Which shipped toy directory each kind of model resolves to.
 TOY_KINDS = ("sd", "clip", "vit", "resnet")
+# Per alias: its shipped generator directory and the command that regenerates it. `toy_lv` is the
+# learned-variance toy generator (toy/train_lv.py); it shares the toy world's CLIP and classifiers.
+TOY_GENERATORS = {
+    TOY_ALIAS: ("sd", "python launch/train_toy.py --config configs/train_toy.py"),
+    TOY_LV_ALIAS: ("sd_lv", "python launch/train_toy.py --config "
+                   "configs/train_toy.py:learned_variance --config.export.to_assets=True"),
+}
 
 # Only these files are fetched from the hub: no .bin/.ckpt/.pt (pickle executes code).
 HUB_ALLOW_PATTERNS = ("*.json", "*.txt", "*.model", "*.msgpack", "*.safetensors")
@@ -33,7 +41,8 @@ def resolve(name_or_path: str, kind: str) -> pathlib.Path:
   """Returns the local directory holding model `name_or_path`.
 
   Args:
-    name_or_path: `toy`, a local directory, or a hub id such as `openai/clip-vit-large-patch14`.
+    name_or_path: `toy` (or `toy_lv`, the learned-variance toy generator), a local directory, or
+      a hub id such as `openai/clip-vit-large-patch14`.
     kind: one of TOY_KINDS; which shipped toy model `toy` means here.
 
   Raises:
@@ -45,12 +54,13 @@ def resolve(name_or_path: str, kind: str) -> pathlib.Path:
     raise ModelNotFoundError(
         f"model path is empty ({name_or_path!r}); pass 'toy', a local directory or a hub id")
   name = str(name_or_path)
-  if name == TOY_ALIAS:
-    path = TOY_ROOT / kind
+  if name in TOY_GENERATORS:
+    sd_dir, command = TOY_GENERATORS[name]
+    path = TOY_ROOT / (sd_dir if kind == "sd" else kind)
     if not path.is_dir():
       raise ModelNotFoundError(
           f"the toy-world {kind!r} model is missing at {path}; reinstall jaxdiffattack or "
-          "regenerate it with `python launch/train_toy.py --config configs/train_toy.py`")
+          f"regenerate it with `{command}`")
     return path
   path = pathlib.Path(name).expanduser()
   if path.is_dir():

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 
 from jaxdiffattack.errors import UserError
 from jaxdiffattack.models import _quiet
+from jaxdiffattack.models import clip
+from jaxdiffattack.models import convert_transformers
 from jaxdiffattack.models import hub
 from jaxdiffattack.models import weights
 
@@ -26,7 +28,6 @@ _quiet.silence_flax_deprecation()
 from diffusers import FlaxAutoencoderKL
 from diffusers import FlaxUNet2DConditionModel
 from transformers import CLIPTokenizer
-from transformers import FlaxCLIPTextModel
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -44,7 +45,7 @@ class StableDiffusion:
   path: pathlib.Path               # the resolved local directory
   dtype: Any
   tokenizer: CLIPTokenizer
-  text_encoder: FlaxCLIPTextModel  # transformers wrapper; `.module` is the linen module
+  text_encoder: clip.CLIPTextModel  # the linen module; params {"text_model": ...}
   unet: FlaxUNet2DConditionModel
   vae: FlaxAutoencoderKL
   scheduler_config: dict[str, Any]  # scheduler/scheduler_config.json as a dict
@@ -113,8 +114,7 @@ def load_stable_diffusion(name_or_path: str = hub.TOY_ALIAS, dtype: str = "float
     raise UserError(f"{path}/scheduler: prediction_type={prediction_type!r} is not supported; "
                      f"allowed: {PREDICTION_TYPES}")
   tokenizer = CLIPTokenizer.from_pretrained(str(path / "tokenizer"), local_files_only=True)
-  text_encoder, text_params = weights.load_transformers_model(
-      FlaxCLIPTextModel, path / "text_encoder", jdtype)
+  text_encoder, text_params = convert_transformers.load_text_encoder(path / "text_encoder", jdtype)
   unet, unet_params = weights.load_diffusers_model(FlaxUNet2DConditionModel, path / "unet", jdtype)
   vae, vae_params = weights.load_diffusers_model(FlaxAutoencoderKL, path / "vae", jdtype)
   sd = StableDiffusion(

@@ -1,12 +1,13 @@
-"""CLIP and image classifiers (transformers Flax models): loading and the forward calls.
+"""CLIP and image classifiers (the project's own linen modules): loading and the forward calls.
 
-`load_clip` loads any `FlaxCLIPModel` checkpoint (the toy CLIP, a local directory, or a hub id such
+`load_clip` loads a transformers CLIP checkpoint (the toy CLIP, a local directory, or a hub id such
 as openai/clip-vit-large-patch14; Radford et al. 2021) with its tokenizer and image processor;
-`load_image_classifier` loads anything `FlaxAutoModelForImageClassification` knows (ViT, ResNet,
-BEiT, RegNet, ...) with its `id2label` and image processor. Weights go through
-`weights.load_transformers_model` (msgpack or safetensors, never pickle). The forward functions
-take params explicitly and pixel values channels-last [P, h, w, 3] already normalised by
-`jaxdiffattack.preprocess`; they are pure and jit/grad/vmap-able.
+`load_image_classifier` loads a ViT or ResNet image-classification checkpoint (`CLASSIFIERS`, by
+config.json's model_type) with its `id2label` and image processor. Modules and weights come from
+`convert_transformers` (msgpack or safetensors, never pickle); the tokenizer stays transformers'
+`CLIPTokenizer`. The forward functions take params explicitly and pixel values channels-last
+[P, h, w, 3] already normalised by `jaxdiffattack.preprocess`; they are pure and
+jit/grad/vmap-able. `attention` picks the attention implementation at load time.
 """
 
 import dataclasses
@@ -18,63 +19,74 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiffattack.errors import UserError
-from jaxdiffattack.models import _quiet
+from jaxdiffattack.models import clip as clip_lib
+from jaxdiffattack.models import convert_transformers
 from jaxdiffattack.models import hub
-from jaxdiffattack.models import weights
-
-_quiet.silence_flax_deprecation()
+from jaxdiffattack.models import transformers_config
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from transformers import AutoImageProcessor
 from transformers import CLIPTokenizer
-from transformers import FlaxAutoModelForImageClassification
-from transformers import FlaxCLIPModel
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CLASSIFIER_TOY_KINDS = ("vit", "resnet")
+# config.json model_type → `convert_transformers.KINDS` entry. A new classifier is one line here
+# (plus its module and its entry there).
+CLASSIFIERS = {"vit": "vit", "resnet": "resnet"}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ClipModel:
-  """A loaded CLIP: the transformers wrapper, tokenizer and image processor; params kept apart.
+  """A loaded CLIP: the linen module, its config, tokenizer and image processor; params apart.
 
   Equality/hash are by identity, so it can be closed over by jitted functions.
   """
   source: str
   path: pathlib.Path
   dtype: Any
-  model: FlaxCLIPModel
+  model: clip_lib.CLIPModel
   tokenizer: CLIPTokenizer
   image_processor: Any   # a slow transformers image processor (CLIPImageProcessor, ...)
 
   @property
+  def config(self) -> clip_lib.CLIPConfig:
+    return self.model.config
+
+  @property
   def image_size(self) -> int:
-    return int(self.model.config.vision_config.image_size)
+    return int(self.config.vision.image_size)
 
   @property
   def max_length(self) -> int:
     return min(int(self.tokenizer.model_max_length),
-               int(self.model.config.text_config.max_position_embeddings))
+               int(self.config.text.max_position_embeddings))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ImageClassifier:
-  """A loaded image classifier: wrapper, output class names, image processor."""
+  """A loaded image classifier: linen module, output class names, image processor."""
   source: str
   path: pathlib.Path
   dtype: Any
-  model: Any                  # a transformers Flax *ForImageClassification wrapper
+  model: Any                  # vit.ViTForImageClassification or resnet.ResNetForImageClassification
+  model_type: str             # a key of CLASSIFIERS
   id2label: tuple[str, ...]   # [C] output class names, in output order
   image_processor: Any
 
   @property
+  def config(self):
+    return self.model.config
+
+  @property
   def image_size(self) -> int | None:
     """The input size the model requires (None: any size, e.g. a ResNet)."""
-    config = self.model.config
-    if getattr(config, "model_type", "") in ("vit", "beit", "deit", "dinov2", "clip_vision_model"):
-      return int(config.image_size)
-    return None
+    return int(self.config.image_size) if self.model_type == "vit" else None
+
+  @property
+  def has_batch_stats(self) -> bool:
+    """Params are {"params", "batch_stats"} (BatchNorm inference statistics)."""
+    return convert_transformers.KINDS[CLASSIFIERS[self.model_type]].collections
 
 
 def _dtype(dtype: str):
@@ -90,39 +102,35 @@ def _image_processor(path: pathlib.Path):
   return AutoImageProcessor.from_pretrained(str(path), use_fast=False, local_files_only=True)
 
 
-def load_clip(name_or_path: str = hub.TOY_ALIAS, dtype: str = "float32"):
+def load_clip(name_or_path: str = hub.TOY_ALIAS, dtype: str = "float32",
+              attention: str = "xla"):
   """Loads a CLIP checkpoint directory (config.json, weights, tokenizer, preprocessor_config.json).
 
   Returns:
-    (clip, params): the `ClipModel` bundle and the FlaxCLIPModel params.
+    (clip, params): the `ClipModel` bundle and the CLIP params (transformers' Flax layout).
   """
   jdtype = _dtype(dtype)
   path = hub.resolve(name_or_path, "clip")
-  config_file = path / "config.json"
-  if not config_file.is_file():
-    raise UserError(f"{path}: no config.json; not a transformers CLIP checkpoint")
-  model_type = json.loads(config_file.read_text()).get("model_type")
-  if model_type != "clip":
-    raise UserError(f"{path}: config.json has model_type={model_type!r}; a CLIP model "
-                    "(model_type 'clip') is needed")
-  model, params = weights.load_transformers_model(FlaxCLIPModel, path, jdtype)
+  loaded = convert_transformers.load(path, "clip", jdtype, attention)
   try:
     tokenizer = CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
   except (OSError, ValueError, TypeError) as e:
     raise UserError(f"{path}: no CLIP tokenizer (vocab.json, merges.txt): "
                     f"{type(e).__name__}") from None
-  clip = ClipModel(source=str(name_or_path), path=path, dtype=jdtype, model=model,
+  clip = ClipModel(source=str(name_or_path), path=path, dtype=jdtype, model=loaded.module,
                    tokenizer=tokenizer, image_processor=_image_processor(path))
-  return clip, params
+  return clip, loaded.params
 
 
-def load_image_classifier(name_or_path: str, toy_kind: str = "vit", dtype: str = "float32"):
-  """Loads an image-classification checkpoint (ViT, ResNet, ...).
+def load_image_classifier(name_or_path: str, toy_kind: str = "vit", dtype: str = "float32",
+                          attention: str = "xla"):
+  """Loads an image-classification checkpoint (ViT or ResNet; `CLASSIFIERS`).
 
   Args:
     name_or_path: `toy`, a local directory, or a hub id (e.g. google/vit-base-patch16-224).
     toy_kind: which toy classifier `toy` means: "vit" or "resnet".
     dtype: "float32" or "bfloat16".
+    attention: the attention implementation (ViT; `attention.IMPLEMENTATIONS`).
 
   Returns:
     (classifier, params): the `ImageClassifier` bundle and its params (a ResNet's hold
@@ -135,37 +143,29 @@ def load_image_classifier(name_or_path: str, toy_kind: str = "vit", dtype: str =
   config_file = path / "config.json"
   if not config_file.is_file():
     raise UserError(f"{path}: no config.json; not a transformers image classifier")
-  try:
-    model, params = weights.load_transformers_model(FlaxAutoModelForImageClassification, path,
-                                                    jdtype)
-  except ValueError as e:
-    if "Unrecognized configuration class" not in str(e):
-      raise
-    model_type = json.loads(config_file.read_text()).get("model_type")
-    raise UserError(f"{path}: model_type={model_type!r} has no Flax image-classification "
-                    "class in transformers") from None
-  id2label = model.config.id2label
-  labels = tuple(str(id2label[i]) for i in range(len(id2label)))
-  classifier = ImageClassifier(source=str(name_or_path), path=path, dtype=jdtype, model=model,
-                               id2label=labels, image_processor=_image_processor(path))
-  return classifier, params
-
-
-def _channels_first(pixels: jax.Array) -> jax.Array:
-  return jnp.transpose(pixels, (0, 3, 1, 2))  # [P, h, w, 3] → [P, 3, h, w]
+  model_type = json.loads(config_file.read_text()).get("model_type")
+  if model_type not in CLASSIFIERS:
+    raise UserError(f"{config_file}: model_type={model_type!r} is not a supported image "
+                    f"classifier; supported: {sorted(CLASSIFIERS)}")
+  loaded = convert_transformers.load(path, CLASSIFIERS[model_type], jdtype, attention)
+  labels = transformers_config.id2label(loaded.raw_config, str(config_file))
+  classifier = ImageClassifier(source=str(name_or_path), path=path, dtype=jdtype,
+                               model=loaded.module, model_type=model_type, id2label=labels,
+                               image_processor=_image_processor(path))
+  return classifier, loaded.params
 
 
 def clip_image_features(clip: ClipModel, params, pixels: jax.Array) -> jax.Array:
   """Projected image embeddings [P, D] (not normalised) of normalised pixels [P, h, w, 3]."""
-  pixels = _channels_first(pixels).astype(clip.dtype)
-  return clip.model.get_image_features(pixels, params=params).astype(jnp.float32)
+  return clip.model.apply({"params": params}, pixels.astype(clip.dtype),
+                          method="get_image_features").astype(jnp.float32)
 
 
 def clip_text_features(clip: ClipModel, params, input_ids: jax.Array,
                        attention_mask: jax.Array | None = None) -> jax.Array:
   """Projected text embeddings [N, D] (not normalised) of token ids [N, L]."""
-  return clip.model.get_text_features(input_ids, attention_mask=attention_mask,
-                                      params=params).astype(jnp.float32)
+  return clip.model.apply({"params": params}, input_ids, attention_mask,
+                          method="get_text_features").astype(jnp.float32)
 
 
 def clip_logit_scale(params) -> jax.Array:
@@ -175,5 +175,5 @@ def clip_logit_scale(params) -> jax.Array:
 
 def classifier_logits(classifier: ImageClassifier, params, pixels: jax.Array) -> jax.Array:
   """Logits [P, C] of normalised pixels [P, h, w, 3] (inference mode: BatchNorm statistics)."""
-  pixels = _channels_first(pixels).astype(classifier.dtype)
-  return classifier.model(pixels, params=params, train=False).logits.astype(jnp.float32)
+  variables = params if classifier.has_batch_stats else {"params": params}
+  return classifier.model.apply(variables, pixels.astype(classifier.dtype)).astype(jnp.float32)

@@ -3,9 +3,10 @@
   python launch/search.py --config configs/latent_search.py:toy --workdir runs/latent_toy
 
 Modules: `strategies` (evosax strategies by name + "random", batched over targets), `spaces`
-(latent, embedding, token, prompt), `objectives` (surrogate fitness, held-out judge, CLIP filter;
-the scorer hook), `driver` (the generation loop, checkpoint/resume), `experiment` (`run`: the job),
-`report` (results, NGR, summary, plots).
+(latent, embedding, token, prompt), `criterion` (which score is the fitness, which the held-out
+judge's verdict; CLIP filter), `targets` (one search per label × seed), `driver` (the generation
+loop, checkpoint/resume), `experiment` (`run`: the job), `report` (results, NGR, summary, plots).
+What scores the images is the shared `jaxdiffattack.scoring`.
 """
 
 from jaxdiffattack.search.experiment import run

@@ -13,13 +13,15 @@ Keys (all validated by `experiment.validate`):
   baseline                                              "random" (SAGE's equal-budget baseline) | ""
   stop_after_failures                                   stop a target after this many failures
                                                         (0: never)
-  objective.{fitness, fitness_sign, success,            which scores are surrogate / judge; see
-             success_when, success_threshold, clip,     jaxdiffattack.search.objectives
-             clip_filter.{mode, threshold, relative, penalty}, diversity_weight, archive_size}
-  scoring                                               "models" (jaxdiffattack.fitness roles) |
-                                                        "synthetic" (image statistics, no model)
-  fitness.{roles, objectives, scorers}                  overrides of
-                                                        fitness.default_config(label_set)
+  archive_size                                          failures kept per target
+  scoring.{kind, roles, objectives, scorers}            what scores the images: "models"
+                                                        (roles, objectives, scorers override
+                                                        fitness.default_config(label_set)) |
+                                                        "synthetic"; see jaxdiffattack.scoring
+  criterion.{fitness, fitness_sign, success,            which score is minimised / judges a
+             success_when, success_threshold, clip,     failure; see
+             clip_filter.{mode, threshold, relative,    jaxdiffattack.search.criterion
+             penalty}, diversity_weight}
   latent / embedding / token / prompt                   each space's options
   ngr_alpha                                             significance level of the NGR tests
   microbatch, checkpoint_every, save_images, report_only
@@ -60,12 +62,14 @@ def base_config() -> ml_collections.ConfigDict:
       "param_overrides": "", "max_full_cov_dims": 4096})
   c.baseline = "random"
   c.stop_after_failures = 1
-  # Objective: surrogate, judge, CLIP filter, diversity.
-  c.scoring = "models"
-  # Overrides of jaxdiffattack.fitness.default_config(label_set) (empty: its defaults — surrogate
-  # and evaluator are different classifiers; the evaluator role also has a CLIP for clip_score).
-  c.fitness = ml_collections.ConfigDict({"roles": {}, "objectives": {}, "scorers": {}})
-  c.objective = ml_collections.ConfigDict({
+  c.archive_size = 4
+  # What scores the images. roles / objectives / scorers override jaxdiffattack.fitness.
+  # default_config(label_set) (empty: its defaults — surrogate and evaluator are different
+  # classifiers; the evaluator role also has a CLIP for clip_score).
+  c.scoring = ml_collections.ConfigDict({"kind": "models", "roles": {}, "objectives": {},
+                                         "scorers": {}})
+  # The criterion: which score is minimised, which judges a failure, CLIP filter, diversity.
+  c.criterion = ml_collections.ConfigDict({
       "fitness": "surrogate/margin",   # minimised × fitness_sign: the prompt class's margin
       "fitness_sign": 1.0,
       "success": "evaluator/top1_hit",  # the evaluator still sees the prompt's class ...
@@ -75,7 +79,6 @@ def base_config() -> ml_collections.ConfigDict:
       "clip_filter": ml_collections.ConfigDict({
           "mode": "off", "threshold": 1.0, "relative": True, "penalty": 0.0}),
       "diversity_weight": 0.0,
-      "archive_size": 4,
   })
   # Spaces.
   c.latent = ml_collections.ConfigDict({"mode": "sphere", "penalty_weight": 100.0,

@@ -140,7 +140,7 @@ def run_loop(strategy: strategies_lib.BatchedStrategy, evaluate: Callable, key: 
   """
   check(settings.num_generations >= 1, "num_generations", settings.num_generations,
         "use an integer >= 1")
-  check(settings.archive_size >= 1, "objective.archive_size", settings.archive_size,
+  check(settings.archive_size >= 1, "archive_size", settings.archive_size,
         "use an integer >= 1")
   num_targets = init_means.shape[0]
   population = strategy.population_size

@@ -32,11 +32,12 @@ import numpy as np
 
 from jaxdiffattack import io
 from jaxdiffattack import sampler as sampler_lib
+from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack import sharding
 from jaxdiffattack import text
 from jaxdiffattack.errors import check
+from jaxdiffattack.search import criterion as criterion_lib
 from jaxdiffattack.search import driver
-from jaxdiffattack.search import objectives
 from jaxdiffattack.search import report
 from jaxdiffattack.search import spaces
 from jaxdiffattack.search import strategies as strategies_lib
@@ -55,18 +56,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "num_generations", config.num_generations, "use an integer >= 1")
   check(config.stop_after_failures >= 0, "stop_after_failures", config.stop_after_failures,
         "use an integer >= 0 (0: search the whole budget)")
-  check(config.objective.archive_size >= 1, "objective.archive_size",
-        config.objective.archive_size, "use an integer >= 1")
-  check(config.objective.diversity_weight >= 0, "objective.diversity_weight",
-        config.objective.diversity_weight, "use a number >= 0")
+  check(config.archive_size >= 1, "archive_size", config.archive_size, "use an integer >= 1")
   check(config.checkpoint_every >= 1, "checkpoint_every", config.checkpoint_every,
         "use an integer >= 1 (generations between checkpoints)")
   check(0 < config.ngr_alpha < 1, "ngr_alpha", config.ngr_alpha, "use a number in (0, 1)")
-  check(config.scoring in ("models", "synthetic"), "scoring", config.scoring,
-        "use 'models' or 'synthetic'")
+  check(config.scoring.kind in scoring_lib.KINDS, "scoring.kind", config.scoring.kind,
+        f"use one of {scoring_lib.KINDS}")
   check(np.isfinite(config.guidance_scale), "guidance_scale", config.guidance_scale,
         "use a finite number (<= 1: no guidance)")
-  objectives.Objective.from_config(config)
+  criterion_lib.Criterion.from_config(config)
   strategies_lib.parse_overrides(config.strategy.get("param_overrides", ""))
 
 
@@ -91,7 +89,8 @@ class Search:
     self.sd = sd
     self.params = params
     self.targets = targets_lib.make_targets(config)
-    self.objective = objectives.Objective.from_config(config)
+    self.criterion = criterion_lib.Criterion.from_config(config)
+    scoring.check_names(self.criterion.score_names, "criterion")
     self.key = jax.random.PRNGKey(config.seed)
     self.space = spaces.make_space(config.space, config, sd, params, self.targets, self.key)
     self.mesh = sharding.make_mesh() if mesh is None else mesh
@@ -105,11 +104,12 @@ class Search:
             scheduler=config.scheduler, num_steps=config.num_steps, guidance=self.guidance,
             return_images=False),
         mesh=self.mesh, microbatch=self.microbatch, score_fn=scoring.score_fn,
-        score_params=scoring.score_params)
+        score_params=scoring.params)
     self.uncond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0])
-    target_aux = getattr(scoring, "target_aux", None)
-    self.target_aux = (target_aux(self.targets) if target_aux is not None else
-                       targets_lib.aux_arrays(self.targets, np.arange(len(self.targets))))
+    # Per target: the class to judge against (the prompt's, or the targeted search's target
+    # class) and the CLEAN prompt (CLIP scores compare with it).
+    self.target_aux = scoring.aux(labels=[t.target_index for t in self.targets],
+                                  prompts=[t.prompt for t in self.targets])
     self.clean = self._evaluate_clean()
 
   # ---------------------------------------------------------------------------- evaluation --
@@ -117,17 +117,15 @@ class Search:
     out = self.sampler(latents, cond, self.uncond, self.config.guidance_scale,
                        aux=jax.tree_util.tree_map(lambda a: np.asarray(a)[target_of_member],
                                                   self.target_aux))
-    scores = {k: np.asarray(v, np.float64) for k, v in out.scores.items() if np.ndim(v) == 1}
-    self.objective.check_scores(scores)
-    return scores
+    return {k: np.asarray(v, np.float64) for k, v in out.scores.items() if np.ndim(v) == 1}
 
   def _evaluate_clean(self) -> dict:
     """Scores of every target's unperturbed generation (its base latent and clean prompt)."""
     t_idx = np.arange(len(self.targets))
     latents, cond = zip(*(self.space.clean(t) for t in t_idx))
     scores = self._sample_scores(np.stack(latents), np.stack(cond), t_idx)
-    clip = scores[self.objective.clip] if self.objective.clip else np.full(len(t_idx), np.nan)
-    return {"scores": scores, "clip": clip, "verdict": self.objective.verdict(scores)}
+    clip = scores[self.criterion.clip] if self.criterion.clip else np.full(len(t_idx), np.nan)
+    return {"scores": scores, "clip": clip, "verdict": self.criterion.verdict(scores)}
 
   def evaluate(self, solutions: np.ndarray, active: np.ndarray) -> driver.Evaluation:
     """Solutions [A, P, n] of the active targets → fitness, success, records, counts."""
@@ -138,9 +136,9 @@ class Search:
                                  np.concatenate([d.cond for d in decoded]), target_of_member)
     penalty = np.concatenate([d.penalty for d in decoded])
     feasible = np.concatenate([d.feasible for d in decoded])
-    fitness, success, clip_ok = self.objective.reduce(
+    fitness, success, clip_ok = self.criterion.reduce(
         scores, penalty, feasible, self.clean["clip"][target_of_member])
-    verdict = self.objective.verdict(scores)
+    verdict = self.criterion.verdict(scores)
     records = {f"score/{k}": v for k, v in scores.items()}
     for name in decoded[0].metrics:
       records[f"space/{name}"] = np.concatenate([d.metrics[name] for d in decoded])
@@ -168,7 +166,7 @@ class Search:
     c = self.config
     settings = driver.LoopSettings(
         num_generations=c.num_generations, stop_after_failures=c.stop_after_failures,
-        archive_size=c.objective.archive_size, diversity_weight=c.objective.diversity_weight,
+        archive_size=c.archive_size, diversity_weight=c.criterion.diversity_weight,
         checkpoint_every=c.checkpoint_every, label=f"search[{c.space}/{name}]")
     return driver.run_loop(
         self.make_strategy(name), self.evaluate, jax.random.fold_in(self.key, 2),
@@ -185,19 +183,19 @@ def _records_at(records: dict, index) -> dict:
   return {k: _json_scalar(v[index]) for k, v in records.items()}
 
 
-def _short(records: dict, objective: objectives.Objective) -> dict:
-  """The scores a reader looks at first, named by role."""
-  out = {"fitness_score": records.get(f"score/{objective.fitness}"),
-         "verdict_score": records.get(f"score/{objective.success}")}
-  if objective.clip:
-    out["clip"] = records.get(f"score/{objective.clip}")
+def _short(records: dict, criterion: criterion_lib.Criterion) -> dict:
+  """The scores a reader looks at first, named by their part in the criterion."""
+  out = {"fitness_score": records.get(f"score/{criterion.fitness}"),
+         "verdict_score": records.get(f"score/{criterion.success}")}
+  if criterion.clip:
+    out["clip"] = records.get(f"score/{criterion.clip}")
   return out
 
 
 def target_rows(search: Search, method: str, state: dict, files: dict) -> list[dict]:
   """results.jsonl rows of one method (deterministic: no timing)."""
   c = search.config
-  obj = search.objective
+  obj = search.criterion
   best_rec = driver.records_of(state, "best_record")
   arch_rec = driver.records_of(state, "archive_record")
   counts = driver.records_of(state, "count")
@@ -206,7 +204,7 @@ def target_rows(search: Search, method: str, state: dict, files: dict) -> list[d
     t = target.index
     n_found = int(state["failures"][t])
     failures = []
-    for k in range(min(n_found, c.objective.archive_size)):
+    for k in range(min(n_found, c.archive_size)):
       rec = {name: _json_scalar(v[t, k]) for name, v in arch_rec.items()}
       entry = {"generation": int(state["archive_generation"][t, k]),
                "member": int(state["archive_member"][t, k]),
@@ -282,7 +280,7 @@ def save_failures(search: Search, method: str, state: dict, workdir: pathlib.Pat
   items = []  # (t, name, solution)
   for target in search.targets:
     t = target.index
-    for k in range(min(int(state["failures"][t]), search.config.objective.archive_size)):
+    for k in range(min(int(state["failures"][t]), search.config.archive_size)):
       items.append((t, f"failure_{k}", state["archive_solution"][t, k]))
     items.append((t, "best", state["best_solution"][t]))
   files = {}
@@ -321,8 +319,8 @@ def save_failures(search: Search, method: str, state: dict, workdir: pathlib.Pat
   return files
 
 
-def run(config: ml_collections.ConfigDict, workdir, *, scoring: objectives.Scoring | None = None,
-        model_loader=None, mesh=None) -> dict:
+def run(config: ml_collections.ConfigDict, workdir, *,
+        scoring: scoring_lib.Scoring | None = None, model_loader=None, mesh=None) -> dict:
   """Runs (or resumes) the search and its baseline; writes every output. Returns the rows."""
   validate(config)
   workdir = pathlib.Path(workdir)
@@ -334,7 +332,7 @@ def run(config: ml_collections.ConfigDict, workdir, *, scoring: objectives.Scori
     from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
     model_loader = load_stable_diffusion
   if scoring is None:
-    scoring = objectives.make_scoring(config)
+    scoring = scoring_lib.make_scoring(config)
   sd, params = model_loader(config.model, dtype=config.dtype)
   search = Search(config, sd, params, scoring, mesh=mesh)
   rows, timing = [], {}

@@ -107,8 +107,8 @@ def markdown(rows: list[dict], summary: dict, config: dict) -> str:
            "the CLIP filter, when on, hold). NGR = Non-Gaussian Rate of found latents "
            "(KS test vs N(0, 1) and D'Agostino–Pearson, α = "
            f"{config.get('ngr_alpha', 0.05)}). Diversity weight "
-           f"{config.get('objective', {}).get('diversity_weight')}, CLIP filter "
-           f"{config.get('objective', {}).get('clip_filter', {}).get('mode')}; "
+           f"{config.get('criterion', {}).get('diversity_weight')}, CLIP filter "
+           f"{config.get('criterion', {}).get('clip_filter', {}).get('mode')}; "
            "similarity = mean pairwise similarity of a target's found failures.", "",
            "| method | success rate [95 % CI] | evals to 1st success (mean / median) | failures "
            "| NGR KS / K² | CLIP clean → failures | similarity | CLIP-filtered | non-finite "

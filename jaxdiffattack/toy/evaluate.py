@@ -7,7 +7,10 @@ prompts ``"a photo of a {a} and a {b}"`` count as showing both objects when
 the judge's top-2 classes are exactly {a, b} (the classifiers were trained
 with 0.5 / 0.5 targets on two-object scenes; the same rule on real held-out
 two-object scenes gives the judge's own ceiling, reported alongside). A judge-free pixel
-count (`pair_colours_shown`) says, for pairs of two colours, whether both colours were drawn.
+count (`pair_colours_shown`) says, for pairs of two colours, whether both colours were drawn,
+and the toy world's oracle (`oracle`, judge-free) reads every image: how often it reads the
+prompt's class, finds it confirmed missing or cannot tell, how often each judge agrees with
+it, and how often it reads both objects of a pair.
 
   python -m jaxdiffattack.toy.evaluate [--sd_dir DIR --judge_dir DIR[,DIR]
       --seeds_per_class 20 --pair_seeds 2 --out_json FILE]
@@ -35,6 +38,7 @@ from jaxdiffattack import preprocess
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import text
 from jaxdiffattack import toy
+from jaxdiffattack.toy import oracle
 from jaxdiffattack.toy import world
 
 
@@ -105,9 +109,35 @@ def pair_colours_shown(images: np.ndarray, pairs: np.ndarray) -> tuple[float, in
   return float(both.mean()), int(keep.sum())
 
 
-def _judge_metrics(judge, images, labels, pimgs, pairs, real) -> dict:
+def _pair_read(readings: Sequence[oracle.Reading], pairs: np.ndarray) -> float:
+  """The fraction of two-object images whose oracle reading is exactly the pair's classes."""
+  return float(np.mean([sorted(o.label or "" for o in r.objects)
+                        == sorted(world.LABELS[int(l)] for l in pair)
+                        for r, pair in zip(readings, pairs)]))
+
+
+def _oracle_metrics(images, labels, pimgs, pairs, real) -> tuple[dict, list]:
+  """The oracle's verdicts on the single-object images (and its reading of the pairs):
+  (metrics, its label or None per single-object image)."""
+  verdicts = oracle.verdict(images, labels)
+  preds = [v["pred"] for v in verdicts]
+  metrics = {"single_agreement": float(np.mean([p == world.LABELS[l]
+                                                for p, l in zip(preds, labels)])),
+             "single_read": float(np.mean([p is not None for p in preds])),
+             "single_failure": float(np.mean([v["failure"] for v in verdicts])),
+             "single_unclear": float(np.mean([v["unclear"] for v in verdicts]))}
+  if pimgs is not None:
+    metrics.update(pair_both_read=_pair_read(oracle.read(pimgs), pairs),
+                   pair_both_read_on_real=_pair_read(oracle.read(real.images), real.labels))
+  return metrics, preds
+
+
+def _judge_metrics(judge, images, labels, pimgs, pairs, real, oracle_preds) -> dict:
   preds = judge(images).argmax(-1)
+  read = [i for i, p in enumerate(oracle_preds) if p is not None]
   metrics = {"single_top1": float(np.mean(preds == labels)),
+             "oracle_agreement": float(np.mean([world.LABELS[preds[i]] == oracle_preds[i]
+                                                for i in read])) if read else None,
              "single_top1_per_class": {
                  world.LABELS[c]: float(np.mean(preds[labels == c] == c))
                  for c in range(world.NUM_CLASSES)}}
@@ -152,15 +182,19 @@ def evaluate(sd_dir=toy.SD_DIR, judge_dir=(toy.VIT_DIR, toy.RESNET_DIR),
     real_colours, _ = pair_colours_shown(real.images, real.labels)
     logging.info("two-object prompts of two colours: both colours drawn in %.4f of %d "
                  "images (real scenes: %.4f)", colours, n, real_colours)
+  oracle_metrics, oracle_preds = _oracle_metrics(images, labels, pimgs, pairs, real)
+  logging.info("oracle: reads the prompt's class in %.4f of %d images, confirms a failure in "
+               "%.4f, cannot tell in %.4f", oracle_metrics["single_agreement"], len(labels),
+               oracle_metrics["single_failure"], oracle_metrics["single_unclear"])
   by_judge = {}
   for d in judge_dirs:
-    m = _judge_metrics(load_classifier(d), images, labels, pimgs, pairs, real)
+    m = _judge_metrics(load_classifier(d), images, labels, pimgs, pairs, real, oracle_preds)
     by_judge[pathlib.Path(d).name] = m
     logging.info("judge %s: single-object top-1 %.4f over %d images; two-object both "
                  "shown %s", d, m["single_top1"], len(labels),
                  m.get("pair_both_rate", "-"))
   metrics = dict(by_judge[pathlib.Path(judge_dirs[0]).name], single_samples=int(len(labels)),
-                 pair_samples=0, by_judge=by_judge)
+                 pair_samples=0, by_judge=by_judge, oracle=oracle_metrics)
   if pairs is not None:
     metrics.update(pair_samples=int(len(pairs)), pair_colours_shown=colours,
                    pair_colours_samples=n, pair_colours_shown_on_real=real_colours)

@@ -41,12 +41,22 @@ import optax
 
 from jaxdiffattack import toy
 from jaxdiffattack.io import atomic_write_bytes
+from jaxdiffattack.models import clip as clip_lib
+from jaxdiffattack.models import convert_transformers
+from jaxdiffattack.models import resnet as resnet_lib
+from jaxdiffattack.models import vit as vit_lib
 from jaxdiffattack.toy import tokenizer as toy_tokenizer
 from jaxdiffattack.toy import world
 
 PIXEL_MEAN = (0.5, 0.5, 0.5)  # Every toy model sees (x / 255 - 0.5) / 0.5.
 PIXEL_STD = (0.5, 0.5, 0.5)
 TRAIN_SEQ_LEN = 16  # CLIP is causal, so the EOS state never sees padding.
+
+
+class Net(NamedTuple):
+  """A linen module with its params (a ResNet's: {"params", "batch_stats"})."""
+  module: Any
+  params: Any
 
 
 class TrainState(NamedTuple):
@@ -64,6 +74,11 @@ def to_pixels(images_uint8) -> jnp.ndarray:
   x = jnp.asarray(images_uint8, jnp.float32) / 255.0
   x = (x - jnp.asarray(PIXEL_MEAN)) / jnp.asarray(PIXEL_STD)
   return jnp.transpose(x, (0, 3, 1, 2))
+
+
+def _channels_last(x: jnp.ndarray) -> jnp.ndarray:
+  """NCHW -> NHWC (the CLIP / ViT / ResNet modules take channels last)."""
+  return jnp.transpose(x, (0, 2, 3, 1))
 
 
 def _batch_rng(config, stage: str, step: int) -> np.random.Generator:
@@ -151,7 +166,7 @@ def _fit(name: str, state: TrainState, step_fn: Callable,
 def lecun_reinit(params, key):
   """Re-draws every Dense / Conv kernel with LeCun-normal (std 1/sqrt(fan_in)).
 
-  The transformers Flax ViT / CLIP initialisers are tuned for wide models
+  The ViT / CLIP initialisers (transformers') are tuned for wide models
   (e.g. ViT: std 0.02 / sqrt(fan_in)); at width 64 they leave attention
   uniform and the tiny ViTs never get past "colour only" (stuck at 20 %
   top-1 = chance over shapes). Standard fan-in scaling fixes that.
@@ -166,15 +181,17 @@ def lecun_reinit(params, key):
   return flax.traverse_util.unflatten_dict(flat)
 
 
-def init_hf(cls, hf_config, seed: int):
-  """A transformers Flax model with params initialised under jit (eager
-  init dispatches every op separately and is slow on CPU)."""
-  model = cls(hf_config, _do_init=False)
-  params = jax.jit(model.init_weights, static_argnums=1)(
-      jax.random.PRNGKey(seed), model.input_shape)
-  model._is_initialized = True  # pylint: disable=protected-access
-  model.params = params  # Now allowed: as if built with _do_init=True.
-  return model
+def init_net(module, seed: int, *inputs) -> Net:
+  """`module` with variables initialised under jit (eager init dispatches
+  every op separately and is slow on CPU); params only unless it has
+  BatchNorm statistics."""
+  variables = jax.jit(module.init)(jax.random.PRNGKey(seed), *inputs)
+  params = variables if "batch_stats" in variables else variables["params"]
+  return Net(module, params)
+
+
+def _image_input():
+  return jnp.zeros((1, world.IMAGE_SIZE, world.IMAGE_SIZE, 3), jnp.float32)
 
 
 def _ema_update(ema, params, decay):
@@ -269,18 +286,17 @@ def _random_captions(rng, labels: np.ndarray) -> list[str]:
 
 
 # --------------------------------------------------------------------- clip --
-def clip_model_config(config, vocab_size: int):
-  from transformers import CLIPConfig  # pylint: disable=g-import-not-at-top
+def clip_model_config(config, vocab_size: int) -> clip_lib.CLIPConfig:
+  """The toy CLIP's config (the tokenizer's last id is its EOS and padding)."""
   c = config.clip
-  return CLIPConfig(
-      text_config=dict(
+  return clip_lib.CLIPConfig(
+      text=clip_lib.CLIPTextConfig(
           vocab_size=vocab_size, hidden_size=c.text_width,
           intermediate_size=c.text_width * c.mlp_ratio,
           num_hidden_layers=c.text_layers, num_attention_heads=c.text_heads,
           max_position_embeddings=toy_tokenizer.MODEL_MAX_LENGTH,
-          bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
-          pad_token_id=vocab_size - 1, projection_dim=c.projection_dim),
-      vision_config=dict(
+          eos_token_id=vocab_size - 1, projection_dim=c.projection_dim),
+      vision=clip_lib.CLIPVisionConfig(
           hidden_size=c.vision_width,
           intermediate_size=c.vision_width * c.mlp_ratio,
           num_hidden_layers=c.vision_layers, num_attention_heads=c.vision_heads,
@@ -294,14 +310,13 @@ def _tokenize(tok, captions, length=TRAIN_SEQ_LEN) -> np.ndarray:
                         truncation=True).input_ids, np.int32)
 
 
-def _clip_step_and_batches(config, c, model, tok, data: ToyData, opt,
+def _clip_step_and_batches(config, c, model: Net, tok, data: ToyData, opt,
                            stage: str):
   """The contrastive train step and the batch function of a CLIP stage."""
   base_key = jax.random.PRNGKey(config.seed + (0 if stage == "clip" else 10))
 
   def loss_fn(params, ids, pixels, keys):
-    out = model(input_ids=ids, pixel_values=pixels, params=params)
-    logits = out.logits_per_image
+    logits, _ = model.module.apply({"params": params}, ids, _channels_last(pixels))
     pos = (keys[:, None] == keys[None, :]).astype(jnp.float32)
     tgt = pos / pos.sum(1, keepdims=True)
     li = -jnp.mean(jnp.sum(tgt * jax.nn.log_softmax(logits, 1), 1))
@@ -332,24 +347,25 @@ def _clip_step_and_batches(config, c, model, tok, data: ToyData, opt,
 
 def train_clip(config, workdir, data: ToyData, tok):
   """Contrastive training; positives = same (unordered) class set."""
-  from transformers import FlaxCLIPModel  # pylint: disable=g-import-not-at-top
   c = config.clip
-  model = init_hf(FlaxCLIPModel, clip_model_config(config, len(tok)),
-                  config.seed)
-  model.params = lecun_reinit(model.params, jax.random.PRNGKey(config.seed))
+  module = clip_lib.CLIPModel(clip_model_config(config, len(tok)))
+  model = init_net(module, config.seed,
+                   jnp.zeros((1, toy_tokenizer.MODEL_MAX_LENGTH), jnp.int32),
+                   _image_input())
+  params = lecun_reinit(model.params, jax.random.PRNGKey(config.seed))
   opt = _optimizer(c)
-  state = TrainState(jnp.array(0), model.params, opt.init(model.params), None)
+  state = TrainState(jnp.array(0), params, opt.init(params), None)
 
   step_fn, make_batch = _clip_step_and_batches(config, c, model, tok, data,
                                                opt, "clip")
   state = _fit("clip", state, step_fn, make_batch, c, workdir)
-  model.params = state.params
+  model = model._replace(params=state.params)
   acc = clip_zero_shot_accuracy(model, tok, data.heldout)
   logging.info("[clip] zero-shot top-1 on held-out singles: %.4f", acc)
   return model, acc
 
 
-def tune_clip_vision(config, workdir, data: ToyData, tok, model):
+def tune_clip_vision(config, workdir, data: ToyData, tok, model: Net):
   """Continues CLIP's contrastive training with the text tower frozen.
 
   The text tower is SD's text encoder, fixed once the UNet trains on it; the
@@ -365,57 +381,51 @@ def tune_clip_vision(config, workdir, data: ToyData, tok, model):
   step_fn, make_batch = _clip_step_and_batches(config, c, model, tok, data,
                                                opt, "clip_tune")
   state = _fit("clip_tune", state, step_fn, make_batch, c, workdir)
-  model.params = state.params
+  model = model._replace(params=state.params)
   acc = clip_zero_shot_accuracy(model, tok, data.heldout)
   logging.info("[clip_tune] zero-shot top-1 on held-out singles: %.4f", acc)
   return model, acc
 
 
-def clip_zero_shot_accuracy(model, tok, data: world.Dataset,
+def clip_zero_shot_accuracy(model: Net, tok, data: world.Dataset,
                             batch: int = 500) -> float:
   single = data.labels[:, 1] < 0
   images, labels = data.images[single], data.labels[single, 0]
   prompts = [world.caption([i]) for i in range(world.NUM_CLASSES)]
   ids = np.asarray(tok(prompts, padding="max_length",
                        max_length=toy_tokenizer.MODEL_MAX_LENGTH).input_ids)
-  text = jax.jit(lambda p, i: model.get_text_features(i, params=p))(
-      model.params, ids)
+  apply = lambda method: jax.jit(lambda p, x: model.module.apply(
+      {"params": p}, x, method=method))
+  text = apply("get_text_features")(model.params, ids)
   text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)
-  image_fn = jax.jit(lambda p, x: model.get_image_features(x, params=p))
+  image_fn = apply("get_image_features")
   preds = []
   for i in range(0, len(images), batch):
-    img = image_fn(model.params, to_pixels(images[i:i + batch]))
+    img = image_fn(model.params, _channels_last(to_pixels(images[i:i + batch])))
     preds.append(np.asarray(jnp.argmax(img @ text.T, -1)))
   return float(np.mean(np.concatenate(preds) == labels))
 
 
 # -------------------------------------------------------------- classifiers --
-def _id2label():
-  return {i: l for i, l in enumerate(world.LABELS)}
-
-
-def vit_model(config):
-  from transformers import FlaxViTForImageClassification, ViTConfig  # pylint: disable=g-import-not-at-top
+def vit_model(config) -> Net:
   c = config.vit
-  cfg = ViTConfig(
+  cfg = vit_lib.ViTConfig(
       image_size=world.IMAGE_SIZE, patch_size=c.patch_size,
       hidden_size=c.width, num_hidden_layers=c.layers,
       num_attention_heads=c.heads, intermediate_size=c.width * c.mlp_ratio,
-      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-      num_labels=world.NUM_CLASSES, id2label=_id2label(),
-      label2id=dict(world.LABEL2ID))
-  return init_hf(FlaxViTForImageClassification, cfg, config.seed)
+      num_labels=world.NUM_CLASSES)
+  return init_net(vit_lib.ViTForImageClassification(cfg), config.seed,
+                  _image_input())
 
 
-def resnet_model(config):
-  from transformers import FlaxResNetForImageClassification, ResNetConfig  # pylint: disable=g-import-not-at-top
+def resnet_model(config) -> Net:
   c = config.resnet
-  cfg = ResNetConfig(
-      embedding_size=c.embedding_size, hidden_sizes=list(c.hidden_sizes),
-      depths=list(c.depths), layer_type="basic",
-      num_labels=world.NUM_CLASSES, id2label=_id2label(),
-      label2id=dict(world.LABEL2ID))
-  return init_hf(FlaxResNetForImageClassification, cfg, config.seed)
+  cfg = resnet_lib.ResNetConfig(
+      embedding_size=c.embedding_size, hidden_sizes=tuple(c.hidden_sizes),
+      depths=tuple(c.depths), layer_type="basic",
+      num_labels=world.NUM_CLASSES)
+  return init_net(resnet_lib.ResNetForImageClassification(cfg), config.seed,
+                  _image_input())
 
 
 def train_classifier(name: str, config, workdir, data: ToyData):
@@ -431,13 +441,15 @@ def train_classifier(name: str, config, workdir, data: ToyData):
   state = TrainState(jnp.array(0), params, opt.init(params), bn)
 
   def loss_fn(params, bn, pixels, targets):
+    pixels = _channels_last(pixels)
     if has_bn:
-      out, new = model(pixels, params={"params": params, "batch_stats": bn},
-                       train=True)
+      logits, new = model.module.apply({"params": params, "batch_stats": bn},
+                                       pixels, train=True,
+                                       mutable=["batch_stats"])
       new_bn = new["batch_stats"]
     else:
-      out, new_bn = model(pixels, params=params, train=True), None
-    loss = -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(out.logits), -1))
+      logits, new_bn = model.module.apply({"params": params}, pixels), None
+    loss = -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), -1))
     return loss, new_bn
 
   @jax.jit
@@ -458,17 +470,19 @@ def train_classifier(name: str, config, workdir, data: ToyData):
     return data.train.images[idx], _soft_targets(data.train.labels[idx])
 
   state = _fit(name, state, step_fn, make_batch, c, workdir)
-  model.params = ({"params": state.params, "batch_stats": state.ema}
-                  if has_bn else state.params)
+  model = model._replace(params={"params": state.params, "batch_stats": state.ema}
+                         if has_bn else state.params)
   acc = classifier_accuracy(model, data.heldout)
   logging.info("[%s] top-1 on held-out singles: %.4f", name, acc)
   return model, acc
 
 
-def classifier_accuracy(model, data: world.Dataset, batch: int = 500) -> float:
+def classifier_accuracy(model: Net, data: world.Dataset, batch: int = 500) -> float:
   single = data.labels[:, 1] < 0
   images, labels = data.images[single], data.labels[single, 0]
-  fn = jax.jit(lambda p, x: model(x, params=p, train=False).logits)
+  has_bn = "batch_stats" in model.params
+  fn = jax.jit(lambda p, x: model.module.apply(
+      p if has_bn else {"params": p}, _channels_last(x)))
   preds = [np.asarray(jnp.argmax(fn(model.params, to_pixels(
       images[i:i + batch])), -1)) for i in range(0, len(images), batch)]
   return float(np.mean(np.concatenate(preds) == labels))
@@ -619,7 +633,7 @@ class CaptionBank(NamedTuple):
 
 def encode_prompts(text_model, text_params, tok, prompts,
                    batch: int = 256) -> np.ndarray:
-  fn = jax.jit(lambda p, i: text_model(i, params=p)[0])
+  fn = jax.jit(lambda p, i: text_model.apply({"params": p}, i).last_hidden_state)
   out = []
   for i in range(0, len(prompts), batch):
     ids = np.asarray(tok(prompts[i:i + batch], padding="max_length",
@@ -652,22 +666,26 @@ def build_caption_bank(text_model, text_params, tok) -> CaptionBank:
 def train_unet(config, workdir, data: ToyData, bank: CaptionBank, vae, vae_params,
                scaling: float, on_checkpoint=None):
   """Epsilon-prediction DDPM training on VAE latents with caption dropout."""
-  c = config.unet
   unet = unet_module(config)
-  params = jax.jit(unet.init_weights)(jax.random.PRNGKey(config.seed + 4))
-  logging.info("[unet] %d parameters", sum(
-      x.size for x in jax.tree_util.tree_leaves(params)))
-  opt = _optimizer(c)
-  state = TrainState(jnp.array(0), params, opt.init(params), params)
-  mean, std = encode_latents(vae, vae_params, data.train.images)
-  alphas_cumprod = jnp.asarray(np.cumprod(1 - sd_betas(config)), jnp.float32)
-  bank_states = jnp.asarray(bank.states)
 
-  def loss_fn(params, z0, t, noise, cond):
-    a = alphas_cumprod[t][:, None, None, None]
-    zt = jnp.sqrt(a) * z0 + jnp.sqrt(1 - a) * noise
+  def loss_fn(params, z0, zt, t, noise, cond):
+    del z0
     pred = unet.apply({"params": params}, zt, t, cond).sample
     return jnp.mean((pred - noise) ** 2)
+
+  state = fit_unet("unet", config, config.unet, workdir, data, bank, vae,
+                   vae_params, scaling, unet, loss_fn, on_checkpoint)
+  return unet, state.ema
+
+
+def unet_train_step(config, c, opt, loss_fn, scaling: float, bank_states):
+  """The jitted step of a UNet stage: step_fn(state, (mu, sd, rows)) -> (state, loss).
+
+  z0 = posterior sample of the VAE latents x `scaling`, t ~ U{0..T-1}, zt = sqrt(abar_t)
+  z0 + sqrt(1 - abar_t) noise; `loss_fn(params, z0, zt, t, noise, cond)` -> scalar. The
+  keys depend only on config.seed and the step, so every UNet stage sees the same t and
+  noise; EMA of the params with a warm-up of the decay."""
+  alphas_cumprod = jnp.asarray(np.cumprod(1 - sd_betas(config)), jnp.float32)
 
   @jax.jit
   def step_fn(state, batch):
@@ -678,13 +696,23 @@ def train_unet(config, workdir, data: ToyData, bank: CaptionBank, vae, vae_param
     t = jax.random.randint(k2, (mu.shape[0],), 0,
                            config.scheduler.num_train_timesteps)
     noise = jax.random.normal(k3, z0.shape)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, z0, t, noise,
+    a = alphas_cumprod[t][:, None, None, None]
+    zt = jnp.sqrt(a) * z0 + jnp.sqrt(1 - a) * noise
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, z0, zt, t, noise,
                                               bank_states[rows])
     params, opt_state = _apply_gradients(opt, state, grads)
     decay = jnp.minimum(c.ema_decay, (1.0 + state.step) / (10.0 + state.step))
     return TrainState(state.step + 1, params, opt_state,
                       _ema_update(state.ema, params, decay)), loss
 
+  return step_fn
+
+
+def unet_batches(config, c, data: ToyData, bank: CaptionBank, mean, std):
+  """make_batch(step) -> (latent means, stds, caption-bank rows) of a UNet stage.
+
+  Drawn from the "unet" stream whatever the stage, so every UNet stage trains on the same
+  scenes and captions (caption dropout to "" with probability c.caption_dropout)."""
   def make_batch(step):
     rng = _batch_rng(config, "unet", step)
     idx = _sample_batch(rng, data.train, c.batch_size, c.pair_fraction)
@@ -699,9 +727,22 @@ def train_unet(config, workdir, data: ToyData, bank: CaptionBank, vae, vae_param
           a, b = b, a
         rows.append(bank.pair[a, b, rng.integers(bank.pair.shape[2])])
     return mean[idx], std[idx], np.asarray(rows, np.int32)
+  return make_batch
 
-  state = _fit("unet", state, step_fn, make_batch, c, workdir, on_checkpoint)
-  return unet, state.ema
+
+def fit_unet(name: str, config, c, workdir, data: ToyData, bank: CaptionBank, vae,
+             vae_params, scaling: float, unet, loss_fn, on_checkpoint=None) -> TrainState:
+  """Trains `unet` (initialised from config.seed) with `loss_fn` (see unet_train_step)
+  under stage `name`'s checkpoints; returns the final TrainState (EMA in `.ema`)."""
+  params = jax.jit(unet.init_weights)(jax.random.PRNGKey(config.seed + 4))
+  logging.info("[%s] %d parameters", name, sum(
+      x.size for x in jax.tree_util.tree_leaves(params)))
+  opt = _optimizer(c)
+  state = TrainState(jnp.array(0), params, opt.init(params), params)
+  mean, std = encode_latents(vae, vae_params, data.train.images)
+  step_fn = unet_train_step(config, c, opt, loss_fn, scaling, jnp.asarray(bank.states))
+  make_batch = unet_batches(config, c, data, bank, mean, std)
+  return _fit(name, state, step_fn, make_batch, c, workdir, on_checkpoint)
 
 
 # ------------------------------------------------------------------- export --
@@ -734,9 +775,9 @@ MODEL_INDEX = {
 
 class Trained(NamedTuple):
   tok_dir: pathlib.Path
-  clip: Any  # FlaxCLIPModel with params.
-  vit: Any
-  resnet: Any
+  clip: Net
+  vit: Net | None
+  resnet: Net | None
   vae: Any
   vae_params: Any
   scaling: float
@@ -748,14 +789,15 @@ def export(config, trained: Trained, out_dir: pathlib.Path,
            metrics: dict | None = None) -> None:
   """Writes sd/, clip/, vit/, resnet/ into out_dir (each replaced atomically)."""
   from transformers import (CLIPImageProcessor, ConvNextImageProcessor,  # pylint: disable=g-import-not-at-top
-                            FlaxCLIPTextModel, ViTImageProcessor)
+                            ViTImageProcessor)
   out_dir.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(dir=out_dir, prefix=".export_"))
   norm = dict(image_mean=list(PIXEL_MEAN), image_std=list(PIXEL_STD),
               do_normalize=True, do_rescale=True, rescale_factor=1 / 255)
   size = world.IMAGE_SIZE
   # CLIP.
-  trained.clip.save_pretrained(tmp / "clip")
+  convert_transformers.save(tmp / "clip", "clip", trained.clip.module.config,
+                            trained.clip.params)
   for f in trained.tok_dir.iterdir():
     shutil.copy(f, tmp / "clip" / f.name)
   CLIPImageProcessor(size={"shortest_edge": size},
@@ -763,11 +805,14 @@ def export(config, trained: Trained, out_dir: pathlib.Path,
                      do_convert_rgb=True, **norm).save_pretrained(tmp / "clip")
   # Classifiers (absent from the intermediate exports during UNet training).
   if trained.vit is not None:
-    trained.vit.save_pretrained(tmp / "vit")
+    convert_transformers.save(tmp / "vit", "vit", trained.vit.module.config,
+                              trained.vit.params, world.LABELS)
     ViTImageProcessor(size={"height": size, "width": size}, **norm
                       ).save_pretrained(tmp / "vit")
   if trained.resnet is not None:
-    trained.resnet.save_pretrained(tmp / "resnet")
+    convert_transformers.save(tmp / "resnet", "resnet",
+                              trained.resnet.module.config,
+                              trained.resnet.params, world.LABELS)
     ConvNextImageProcessor(size={"shortest_edge": size}, crop_pct=1.0, **norm
                            ).save_pretrained(tmp / "resnet")
   # Stable Diffusion.
@@ -779,9 +824,9 @@ def export(config, trained: Trained, out_dir: pathlib.Path,
                      crop_size={"height": size, "width": size},
                      do_convert_rgb=True, **norm
                      ).save_pretrained(sd / "feature_extractor")
-  text = FlaxCLIPTextModel(trained.clip.config.text_config, _do_init=False)
-  text.save_pretrained(sd / "text_encoder", params={
-      "text_model": trained.clip.params["text_model"]})
+  convert_transformers.save(sd / "text_encoder", "clip_text",
+                            trained.clip.module.config.text,
+                            {"text_model": trained.clip.params["text_model"]})
   trained.unet.save_pretrained(sd / "unet", params=trained.unet_params)
   vae = vae_module(config, trained.scaling)
   vae.save_pretrained(sd / "vae", params=trained.vae_params)
@@ -811,7 +856,7 @@ def export_dir(config, workdir: pathlib.Path) -> pathlib.Path:
 # ---------------------------------------------------------------------- run --
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Trains every part (resuming where possible) and exports; returns metrics."""
-  from transformers import CLIPTokenizer, FlaxCLIPTextModel  # pylint: disable=g-import-not-at-top
+  from transformers import CLIPTokenizer  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   t_start = time.time()
@@ -831,7 +876,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   clip, clip_acc = timed("clip", train_clip, config, workdir, data, tok)
   vae, vae_params, scaling, vae_mse = timed("vae", train_vae, config, workdir,
                                             data)
-  text_model = FlaxCLIPTextModel(clip.config.text_config, _do_init=False)
+  text_model = clip_lib.CLIPTextModel(clip.module.config.text)
   bank = build_caption_bank(text_model, {"text_model": clip.params["text_model"]},
                             tok)
   metrics = {"clip_zero_shot_top1": clip_acc, "vae_recon_mse": vae_mse,

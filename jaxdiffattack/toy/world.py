@@ -32,6 +32,10 @@ COLOUR_RGB = {
     "blue": (40, 75, 215),
     "yellow": (235, 205, 35),
 }
+# Per-object colour jitter: rgb = base * U(*COLOUR_JITTER_SCALE) + U(-o, o) per channel, with
+# o = COLOUR_JITTER_OFFSET, clipped to [0, 255].
+COLOUR_JITTER_SCALE = (0.88, 1.08)
+COLOUR_JITTER_OFFSET = 18.0
 # Label id -> "colour shape"; colour-major order.
 LABELS = tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}
@@ -178,6 +182,20 @@ def render_background(bg: BackgroundSpec, size: int = IMAGE_SIZE) -> np.ndarray:
   return img
 
 
+def object_coverage(spec: SceneSpec, size: int = IMAGE_SIZE) -> np.ndarray:
+  """Visible coverage in [0, 1] of each object of a scene, (K, size, size): its own
+  anti-aliased coverage times what later-drawn objects leave uncovered (as `render`
+  composites them). ``object_coverage(spec) > 0.5`` are the objects' masks."""
+  out = np.zeros((len(spec.objects), size, size))
+  uncovered = np.ones((size, size))
+  for k in reversed(range(len(spec.objects))):
+    obj = spec.objects[k]
+    cov = shape_coverage(label_shape(obj.label), obj.cx, obj.cy, obj.radius, obj.angle, size)
+    out[k] = cov * uncovered
+    uncovered = uncovered * (1 - cov)
+  return out
+
+
 def render(spec: SceneSpec, size: int = IMAGE_SIZE) -> np.ndarray:
   """Renders a scene to uint8 RGB (size, size, 3)."""
   img = render_background(spec.background, size)
@@ -216,7 +234,8 @@ def _bg_far_from(bg: BackgroundSpec, rgbs) -> bool:
 
 def _object_rgb(rng: np.random.Generator, label: int) -> tuple[float, ...]:
   base = np.asarray(COLOUR_RGB[label_colour(label)], np.float64)
-  rgb = base * rng.uniform(0.88, 1.08) + rng.uniform(-18, 18, 3)
+  rgb = (base * rng.uniform(*COLOUR_JITTER_SCALE)
+         + rng.uniform(-COLOUR_JITTER_OFFSET, COLOUR_JITTER_OFFSET, 3))
   return tuple(np.clip(rgb, 0, 255))
 
 
@@ -269,26 +288,31 @@ class Dataset:
     return out
 
 
+def scene_spec(split: str, index: int, num_objects: int = 1,
+               seed: int = 0) -> tuple[SceneSpec, int]:
+  """(spec, template id) of scene `index` of a split, as `make_dataset` draws it: single
+  scene i shows class ``i % NUM_CLASSES``, pair scenes two distinct random classes, and the
+  caption template is drawn uniformly."""
+  rng = scene_rng(split, index, seed, num_objects)
+  if num_objects == 1:
+    labels = [index % NUM_CLASSES]
+  else:
+    labels = rng.choice(NUM_CLASSES, 2, replace=False)
+  spec = sample_spec(rng, labels)
+  templates = SINGLE_TEMPLATES if num_objects == 1 else PAIR_TEMPLATES
+  return spec, int(rng.integers(len(templates)))
+
+
 def make_dataset(split: str, num_single: int, num_pairs: int = 0,
                  seed: int = 0) -> Dataset:
-  """Deterministic dataset: class-balanced singles followed by pairs.
-
-  Single scene i shows class ``i % NUM_CLASSES``; pair scenes show two
-  distinct random classes. Templates are drawn uniformly.
-  """
+  """Deterministic dataset: class-balanced singles followed by pairs (`scene_spec`)."""
   images, labels, templates = [], [], []
-  for i in range(num_single):
-    rng = scene_rng(split, i, seed, 1)
-    label = i % NUM_CLASSES
-    images.append(render(sample_spec(rng, [label])))
-    labels.append((label, -1))
-    templates.append(rng.integers(len(SINGLE_TEMPLATES)))
-  for i in range(num_pairs):
-    rng = scene_rng(split, i, seed, 2)
-    a, b = rng.choice(NUM_CLASSES, 2, replace=False)
-    images.append(render(sample_spec(rng, [a, b])))
-    labels.append((a, b))
-    templates.append(rng.integers(len(PAIR_TEMPLATES)))
+  for num_objects, count in ((1, num_single), (2, num_pairs)):
+    for i in range(count):
+      spec, template = scene_spec(split, i, num_objects, seed)
+      images.append(render(spec))
+      labels.append([o.label for o in spec.objects] + [-1] * (2 - num_objects))
+      templates.append(template)
   return Dataset(
       images=np.stack(images) if images else np.zeros((0, 32, 32, 3), np.uint8),
       labels=np.asarray(labels, np.int32).reshape(-1, 2),

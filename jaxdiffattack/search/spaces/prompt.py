@@ -27,6 +27,7 @@ counts only when the constraint holds. Images use the target's fixed base latent
 import jax
 import numpy as np
 
+from jaxdiffattack import labels as labels_lib
 from jaxdiffattack.errors import check
 from jaxdiffattack.search.spaces import base
 from jaxdiffattack.search.spaces.base import Decoded
@@ -62,7 +63,7 @@ class PromptSpace(Space):
     words = vocabulary(tuple(self.cfg.words) or self.cfg.vocabulary)
     if self.cfg.exclude_label_words:
       banned = set()
-      for name in self._all_label_names(config):
+      for name in labels_lib.class_names(config.get("label_set"), config.labels):
         banned |= set(name.lower().split())
       words = tuple(w for w in words if w.lower() not in banned)
     check(len(words) > 0, "prompt.vocabulary", self.cfg.vocabulary, "no words left to use")
@@ -78,13 +79,6 @@ class PromptSpace(Space):
     self.options = len(words) + 1
     per_slot = 1 if self.cfg.encoding == "integer" else self.options
     self.num_dims = len(self.slots) * per_slot
-
-  @staticmethod
-  def _all_label_names(config) -> tuple[str, ...]:
-    if config.get("label_set"):
-      from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
-      return tuple(labels_lib.get_label_set(config.label_set).names)
-    return tuple(config.labels)
 
   def init_means(self) -> np.ndarray:
     mean = np.zeros((len(self.targets), self.num_dims), np.float32)

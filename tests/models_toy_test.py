@@ -1,0 +1,96 @@
+"""The shipped toy CLIP, ViT, ResNet and SD text encoder (Flax msgpack) through the own modules
+against PyTorch transformers' modules filled from the very same files by transformers' own
+Flax → PyTorch conversion (`load_flax_weights_in_pytorch_model`): the switch off transformers'
+Flax classes keeps the toy world's outputs (≤ 1e-5 of their scale in float32).
+
+Skipped where transformers can no longer read Flax msgpack (transformers ≥ 5); the parity tests
+of models_{clip,vit,resnet}_test.py cover the modules there.
+"""
+
+import importlib.util
+import re
+
+import flax
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from jaxdiffattack import text
+from jaxdiffattack import toy
+from jaxdiffattack.models import load_stable_diffusion
+from jaxdiffattack.models import vision
+
+import parity
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("transformers.modeling_flax_pytorch_utils") is None,
+    reason="this transformers cannot load Flax msgpack into PyTorch modules")
+
+PROMPTS = ["a photo of a red circle", "a blue square and a green star", "", "yellow cross"]
+
+
+def _pixels(seed=0):
+  """Normalised pixels [P, 32, 32, 3] (channels last) and the same channels first for PyTorch."""
+  nhwc = np.random.default_rng(seed).standard_normal((4, 32, 32, 3)).astype(np.float32)
+  return jnp.asarray(nhwc), torch.from_numpy(nhwc.transpose(0, 3, 1, 2).copy())
+
+
+def _torch(cls, directory):
+  """A PyTorch `cls` with the msgpack's weights, converted by transformers.
+
+  (`from_pretrained(from_flax=True)` leaves meta tensors in transformers 4.57, hence the direct
+  call.) transformers' converter maps a ResNet basic block's Flax `layer_0` to a PyTorch
+  `layer_0` that does not exist (the PyTorch name is `layer.0`): those keys are renamed first.
+  """
+  # pylint: disable-next=g-import-not-at-top
+  from transformers.modeling_flax_pytorch_utils import load_flax_weights_in_pytorch_model
+  model = cls(transformers.AutoConfig.from_pretrained(directory))
+  state = flax.traverse_util.flatten_dict(flax.serialization.msgpack_restore(
+      (directory / "flax_model.msgpack").read_bytes()))
+  rename = lambda part: re.sub(r"^layer_(\d+)$", r"\1", part)
+  state = flax.traverse_util.unflatten_dict(
+      {tuple(rename(p) for p in key): value for key, value in state.items()})
+  return load_flax_weights_in_pytorch_model(model, state).eval()
+
+
+def test_toy_clip():
+  clip, params = vision.load_clip("toy")
+  ref = _torch(transformers.CLIPModel, toy.CLIP_DIR)
+  ids = clip.tokenizer(PROMPTS, padding="max_length", max_length=clip.max_length,
+                       return_tensors="np")
+  nhwc, nchw = _pixels()
+  with torch.no_grad():
+    want_image = ref.get_image_features(pixel_values=nchw).numpy()
+    want_text = ref.get_text_features(
+        input_ids=torch.from_numpy(ids["input_ids"]),
+        attention_mask=torch.from_numpy(ids["attention_mask"])).numpy()
+  parity.assert_rel_close(vision.clip_image_features(clip, params, nhwc), want_image,
+                          what="image features")
+  parity.assert_rel_close(vision.clip_text_features(clip, params, ids["input_ids"],
+                                                    ids["attention_mask"]),
+                          want_text, what="text features")
+  assert float(vision.clip_logit_scale(params)) == pytest.approx(
+      float(ref.logit_scale.detach().exp()), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind,cls", [("vit", transformers.ViTForImageClassification),
+                                      ("resnet", transformers.ResNetForImageClassification)])
+def test_toy_classifiers(kind, cls):
+  classifier, params = vision.load_image_classifier("toy", kind)
+  ref = _torch(cls, toy.ASSETS_DIR / kind)
+  nhwc, nchw = _pixels(1)
+  with torch.no_grad():
+    want = ref(pixel_values=nchw).logits.numpy()
+  parity.assert_rel_close(vision.classifier_logits(classifier, params, nhwc), want, what=kind)
+
+
+def test_toy_text_encoder():
+  sd, params = load_stable_diffusion("toy")
+  ref = _torch(transformers.CLIPTextModel, toy.SD_DIR / "text_encoder")
+  ids = text.tokenize(sd, PROMPTS)
+  with torch.no_grad():
+    want = ref(input_ids=torch.from_numpy(ids.astype(np.int64))).last_hidden_state.numpy()
+  parity.assert_rel_close(text.encode_prompts(sd, params["text_encoder"], PROMPTS), want)
