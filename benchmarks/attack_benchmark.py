@@ -36,6 +36,7 @@ from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import sharding
 from jaxdiffattack.attacks import atm
 from jaxdiffattack.attacks import job as job_lib
+from jaxdiffattack.models import convert_transformers
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _PROMPTS = flags.DEFINE_integer("prompts", 8, "Prompts attacked at once by JAX (P).")
@@ -69,7 +70,7 @@ def depth_settings(settings: atm.Settings, depth: str) -> atm.Settings:
 
 
 def time_jax(config, job, data, depth: str) -> dict:
-  attack = atm.Attack.build(job.sd, depth_settings(job.settings, depth), job.loss_fit.score_fn,
+  attack = atm.Attack.build(job.sd, depth_settings(job.settings, depth), job.scoring.score_fn,
                             "attack/margin", scheduler=config.scheduler, num_steps=_STEPS.value,
                             latent_shape=job.latent_shape)
   compiled = attack.compile(job.mesh)
@@ -121,11 +122,13 @@ class TorchAttack:
     self.vae = flax_to_torch.load_flax_weights_in_pytorch_model(
         diffusers.AutoencoderKL.from_config(dict(sd.vae.config)), _vae_attention_names(vae_p))
     self.vae.eval()
-    text_cfg = transformers.CLIPTextConfig(**sd.text_encoder.config.to_dict())
+    text_cfg = convert_transformers.config_dict("clip_text", sd.text_encoder.config)
     self.text = tf_flax_to_torch.load_flax_weights_in_pytorch_model(
-        transformers.CLIPTextModel(text_cfg), host["text_encoder"]).eval()
-    clip_scorer = job.loss_fit.roles["attack"].classifiers[0]
-    clip_cfg = transformers.CLIPConfig(**clip_scorer.model.model.config.to_dict())
+        transformers.CLIPTextModel(transformers.CLIPTextConfig(**text_cfg)),
+        host["text_encoder"]).eval()
+    clip_scorer = job.scoring.roles["attack"].classifiers[0]
+    clip_cfg = transformers.CLIPConfig(**convert_transformers.config_dict(
+        "clip", clip_scorer.model.config))
     score_p = host["fused"]["score"][clip_scorer.name]
     self.clip = tf_flax_to_torch.load_flax_weights_in_pytorch_model(
         transformers.CLIPModel(clip_cfg), score_p["model"]).eval()
@@ -201,9 +204,9 @@ class TorchAttack:
         self.job.settings.init_logit)
     return theta.requires_grad_(True)
 
-  def gradient(self, p: int, noise) -> tuple[float, np.ndarray]:
-    """Loss and d loss / d θ [L, V] of prompt p's first iteration."""
-    theta = self.init(p)
+  def gradient(self, p: int, noise, theta: np.ndarray) -> tuple[float, np.ndarray]:
+    """Loss and d loss / d θ [L, V] of prompt p's first iteration at θ."""
+    theta = self.torch.from_numpy(np.array(theta, np.float32)).requires_grad_(True)
     loss = self.loss(theta, p, *noise)
     loss.backward()
     return float(loss.detach()), theta.grad.numpy()
@@ -240,12 +243,14 @@ def _vae_attention_names(vae_params):
 def time_torch(config, job, data) -> dict:
   ref = TorchAttack(config, job, data)
   key = data.purpose_key(0)
-  # Parity: the first iteration's loss and gradient of prompt 0 on both sides, same noise.
-  theta = atm.init_logits(data.encoded.ids[:1], job.attack.vocab_size, job.settings.init_logit)
+  # Parity: the first iteration's loss and gradient of prompt 0 on both sides, same noise, at
+  # θ = 2 at the clean tokens (less saturated than 15, so float32 cancellation in the softmax
+  # gradient does not hide a difference).
+  theta = atm.init_logits(data.encoded.ids[:1], job.attack.vocab_size, 2.0)
   jax_loss, jax_grad = jax.value_and_grad(lambda t: job.attack.losses(
       t, job.params, data.prompts(np.array([0])), key, 0)[0])(theta)
   jax_loss, jax_grad = float(jax_loss), np.asarray(jax_grad)[0]
-  torch_loss, torch_grad = ref.gradient(0, ref.noise(0, 1, key)[0])
+  torch_loss, torch_grad = ref.gradient(0, ref.noise(0, 1, key)[0], np.asarray(theta)[0])
   free = data.free[0]
   grad_error = float(np.abs(jax_grad[free] - torch_grad[free]).max() /
                      np.abs(torch_grad[free]).max())
@@ -291,7 +296,6 @@ def main(argv):
           f"{t['parity']['gradient_max_error_relative_to_max']:.2e} of its max")
   if _OUT.value:
     pathlib.Path(_OUT.value).write_text(json.dumps(result, indent=2))
-  return result
 
 
 if __name__ == "__main__":

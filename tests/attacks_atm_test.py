@@ -4,7 +4,6 @@ attack depends on its index, not its place in the batch, the step compiles once,
 soft-token gradient matches central finite differences (float64)."""
 
 import dataclasses
-import types
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +34,7 @@ def setup(tiny_sd_model, tmp_path_factory):
   config = tiny_vision.fitness_config(dirs)
   config.roles = {"attack": {"classifiers": ("toy_clip",)}}
   config.objectives = {"attack": ("margin",)}
-  fit = fitness.build(config)
+  fit = fitness.build(config)   # a scoring.Scoring
   enc = prompts.encode(sd, PROMPTS)
   free = np.concatenate([modes.free_positions(m, enc.ids[i:i + 1], enc.lengths[i:i + 1],
                                               enc.class_mask[i:i + 1], extend_tokens=2)
@@ -106,9 +105,9 @@ def test_soft_token_gradient_matches_finite_differences(tiny_sd_model):
   free = modes.free_positions("released", enc.ids, enc.lengths, enc.class_mask)
   with jax.enable_x64(True):
     sd64, p64 = tiny_sd.as_float64(sd, params)
-    text64 = types.SimpleNamespace(module=sd.text_encoder.module.clone(dtype=jnp.float64),
-                                   config=sd.text_encoder.config)
-    sd64 = dataclasses.replace(sd64, text_encoder=text64)
+    # The reference attention accumulates in float64 for float64 inputs (the XLA one in float32).
+    sd64 = dataclasses.replace(sd64, text_encoder=sd.text_encoder.clone(
+        dtype=jnp.float64, attention="reference"))
     readout = jnp.asarray(np.random.default_rng(0).normal(size=(16 * 16 * 3, 20)) / 10.0)
 
     def score_fn(w, images, aux):

@@ -143,7 +143,7 @@ def test_success_rule_needs_misclassification_and_the_class_word(tiny_sd_dirs, v
   class Role:
     output_ids = ("red star", "blue cross")
 
-  j.judge_fit = type("F", (), {"roles": {"attack": Role}})()
+  j.scoring = type("S", (), {"roles": {"attack": Role}})()
   scores = {"attack/pred": np.array([0, 1, 1, 0]), "attack/top1_hit": np.array([1., 0., 0., 1.]),
             "attack/confidence": np.array([.9, .8, .7, .6])}
   texts = ["a red star x", "a red star y", "a bred star", "a red star"]

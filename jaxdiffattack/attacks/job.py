@@ -40,10 +40,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxdiffattack import fitness
 from jaxdiffattack import io
 from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import sampler as sampler_lib
+from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack import sharding
 from jaxdiffattack import text
 from jaxdiffattack.attacks import atm
@@ -150,22 +150,22 @@ class Job:
     self.latent_shape = _latent_shape(self.sd, config.image_size)
     self.settings = settings_of(config)
     self.guidance = config.guidance_scale > 1.0
-    self.loss_fit, self.judge_fit = _build_scoring(config)
-    self.judge_names = tuple(self.judge_fit.roles)
+    self.scoring = _build_scoring(config)
+    self.judge_names = tuple(self.scoring.roles)
     uncond = text.encode_prompts(self.sd, params["text_encoder"], [""])[0]
     self.params = sharding.put_replicated(
         {"text_encoder": params["text_encoder"], "uncond": uncond,
-         "fused": sampler_lib.fused_params(params, self.loss_fit.params)}, self.mesh)
+         "fused": sampler_lib.fused_params(params, self.scoring.params)}, self.mesh)
     self.text_params = params["text_encoder"]
-    self.attack = atm.Attack.build(self.sd, self.settings, self.loss_fit.score_fn,
+    self.attack = atm.Attack.build(self.sd, self.settings, self.scoring.score_fn,
                                    "attack/margin", scheduler=config.scheduler,
                                    num_steps=config.num_steps, latent_shape=self.latent_shape)
     self.compiled = self.attack.compile(self.mesh, config.steps_per_call)
     self.image_sampler = sampler_lib.PopulationSampler(
         self.sd, params, sampler_lib.SamplerSettings(
             scheduler=config.scheduler, num_steps=config.num_steps, guidance=self.guidance),
-        mesh=self.mesh, microbatch=config.microbatch, score_fn=self.judge_fit.score_fn,
-        score_params=self.judge_fit.params)
+        mesh=self.mesh, microbatch=config.microbatch, score_fn=self.scoring.score_fn,
+        score_params=self.scoring.params)
     self.uncond = np.asarray(uncond)
     self.key = jax.random.PRNGKey(config.seed)
     special = [self.sd.tokenizer.bos_token_id, self.sd.tokenizer.eos_token_id,
@@ -177,7 +177,7 @@ class Job:
     c = self.config
     labels = None
     if c.labels:
-      labels = fitness.label_indices(self.label_set, list(c.labels)).tolist()
+      labels = labels_lib.indices(self.label_set, list(c.labels)).tolist()
     prompt_set = prompts_lib.load(spec, name, self.label_set, labels, c.per_label)
     if c.max_prompts:
       prompt_set = prompts_lib.PromptSet(*(field[:c.max_prompts] if isinstance(field, tuple)
@@ -202,7 +202,7 @@ class Job:
       chunk = pad(np.asarray(texts, object))
       cond = text.encode_prompts(self.sd, self.text_params, [str(t) for t in chunk])
       result = self.image_sampler(pad(latents), cond, self.uncond, self.config.guidance_scale,
-                                  aux=self.judge_fit.aux(labels=pad(labels)))
+                                  aux=self.scoring.aux(labels=pad(labels)))
       got = {"images": result.images, **result.scores}
       for k, v in got.items():
         out.setdefault(k, []).append(np.asarray(v)[:stop - start])
@@ -223,7 +223,7 @@ class Job:
     present = np.array([prompts_lib.class_word_present(t, c) for t, c in zip(texts, class_text)])
     out = {}
     for name in self.judge_names:
-      role = self.judge_fit.roles[name]
+      role = self.scoring.roles[name]
       pred = np.asarray(scores[f"{name}/pred"], np.int64)
       failure = np.asarray(scores[f"{name}/top1_hit"]) < 0.5
       out[name] = {"pred": [role.output_ids[p] for p in pred],
@@ -377,21 +377,19 @@ def _pad_index(index: np.ndarray, devices: int) -> np.ndarray:
   return np.concatenate([index, np.repeat(index[-1:], size - len(index))])
 
 
-def _build_scoring(config):
-  """(loss scoring: the attack's classifier margin; judges: pred/confidence/top1_hit per judge)."""
-  base = fitness.default_config(config.label_set)
-  base.scorers = dict(config.scorers)
-  loss_cfg = ml_collections.ConfigDict(base.to_dict())
-  loss_cfg.roles = {"attack": {"classifiers": (config.judge,)}}
-  loss_cfg.objectives = {"attack": ("margin",)}
-  loss_fit = fitness.build(loss_cfg)
-  judge_cfg = ml_collections.ConfigDict(base.to_dict())
+def _build_scoring(config) -> scoring_lib.Scoring:
+  """One scoring for the loss and the judges: role "attack" (the attack's classifier: margin for
+  the loss — XLA drops the other judges from the compiled attack step, whose loss does not read
+  them) and one role per further judge, each with pred / confidence / top1_hit."""
   roles = {"attack": {"classifiers": (config.judge,)}}
   roles.update({name: {"classifiers": (name,)} for name in config.judges})
-  judge_cfg.roles = roles
-  judge_cfg.objectives = {name: ("pred", "confidence", "top1_hit") for name in roles}
-  loaded = {r.classifiers[0].name: r.classifiers[0] for r in loss_fit.roles.values()}
-  return loss_fit, fitness.build(judge_cfg, loaded=loaded)
+  objectives = {name: ("pred", "confidence", "top1_hit") for name in roles}
+  objectives["attack"] = ("margin",) + objectives["attack"]
+  block = ml_collections.ConfigDict({
+      "label_set": config.label_set,
+      "scoring": {"kind": "models", "roles": roles, "objectives": objectives,
+                  "scorers": dict(config.scorers)}})
+  return scoring_lib.make_scoring(block)
 
 
 def _groups(indices: np.ndarray, population: int) -> list[np.ndarray]:

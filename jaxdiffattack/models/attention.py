@@ -71,9 +71,10 @@ def attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
 
 
 def _reference(query, key, value, mask, is_causal):
-  scale = 1.0 / jnp.sqrt(jnp.float32(query.shape[-1]))
+  acc = jnp.promote_types(query.dtype, jnp.float32)   # float32, or float64 for float64 checks
+  scale = 1.0 / jnp.sqrt(acc.type(query.shape[-1]))
   logits = jnp.einsum("btnh,bsnh->bnts", query, key,
-                      preferred_element_type=jnp.float32) * scale      # [B, N, T, S]
+                      preferred_element_type=acc) * scale              # [B, N, T, S]
   allowed = None
   if mask is not None:
     allowed = jnp.broadcast_to(mask, logits.shape)
@@ -82,8 +83,8 @@ def _reference(query, key, value, mask, is_causal):
     causal = jnp.tril(jnp.ones((t, s), bool))
     allowed = causal if allowed is None else allowed & causal
   if allowed is not None:
-    logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
+    logits = jnp.where(allowed, logits, jnp.finfo(acc).min)
   probs = jax.nn.softmax(logits, axis=-1)
   out = jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value,
-                   preferred_element_type=jnp.float32)
+                   preferred_element_type=acc)
   return out, probs
