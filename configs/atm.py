@@ -15,7 +15,8 @@ Variants after the colon (comma-separated; unknown ones are errors):
           lr 0.3, 100 iterations, gradient through the last denoising step, 100 hard samples.
   sd21    the same (named for clarity). Long prompts: give a CSV file (columns prompt, classname;
           see jaxdiffattack/attacks/prompts.py) as prompt_sets.long.
-  toy     the shipped toy world (32×32, toy CLIP zero-shot judge, toy ViT as a further judge): all
+  toy     the shipped toy world (32×32, toy CLIP zero-shot judge; the toy ViT and the procedural
+          oracle, jaxdiffattack/toy/oracle.py, as further judges): all
           20 labels, one short and two long prompts each; 20 DDIM steps (paper: 50) and 16 hard
           samples per prompt (paper: 100), for 2 CPU cores; everything else as published (see the
           README's ATM section).
@@ -49,6 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.label_set = "imagenet1k"
   c.judge = "clip_vit_b16"           # the attack's classifier (loss and success), a scorer name
   c.judges = ()                      # further judges, reported beside it (scorer names)
+  c.oracle = False                   # the toy world's procedural oracle as a judge (toy only)
   c.scorers = ml_collections.ConfigDict()  # scorer overrides (jaxdiffattack.scorers.get_spec)
   c.prompt_sets = ml_collections.ConfigDict({"short": "short"})  # set → registry name or CSV
   c.labels = ()                      # restrict to these classes (names); () = all
@@ -79,6 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.label_set = "toy"
     c.judge = "toy_clip"
     c.judges = ("toy_vit",)
+    c.oracle = True
     c.prompt_sets = ml_collections.ConfigDict({"short": "short", "long": "toy_long"})
     c.per_label = 2
     c.num_steps = 20

@@ -42,6 +42,7 @@ def tiny_config(sd_dir, vision_dirs, prompt_file):
   c.population = 2
   c.eval_batch = 6
   c.images_per_prompt = 1
+  c.oracle = False        # the toy oracle reads 32×32 toy images, not the tiny SD's 16×16 ones
   return c
 
 
@@ -152,6 +153,16 @@ def test_success_rule_needs_misclassification_and_the_class_word(tiny_sd_dirs, v
   # 0 and 3: read correctly → no.
   assert read["attack"]["success"].tolist() == [False, True, False, False]
   assert read["attack"]["pred"] == ["red star", "blue cross", "blue cross", "red star"]
+  # The toy oracle as a further judge: sure failures count, unclear readings do not.
+  j.judge_names = ("attack", "oracle")
+  scores.update({"oracle/pred": np.array([None, "blue cross", None, "red star"], object),
+                 "oracle/confidence": np.array([None, 0.9, None, 0.8], object),
+                 "oracle/failure": np.array([False, True, True, False], object),
+                 "oracle/unclear": np.array([True, False, False, False], object)})
+  read = j.readings(scores, np.zeros(4, int), texts, ["red star"] * 4)
+  assert read["oracle"]["success"].tolist() == [False, True, False, False]
+  assert read["oracle"]["unclear"].tolist() == [True, False, False, False]
+  assert read["oracle"]["pred"][0] == "unclear" and np.isnan(read["oracle"]["confidence"][0])
   del config
 
 
@@ -195,6 +206,7 @@ def test_random_substitution_changes_as_many_free_tokens_as_asked():
     ("num_samples", 0, "config.num_samples=0 is invalid"),
     ("eval_noise", "none", "config.eval_noise='none' is invalid"),
     ("steps_per_call", 3, "config.steps_per_call=3 is invalid"),
+    ("label_set", "imagenet1k", "config.oracle=True is invalid"),
 ])
 def test_bad_configs_are_one_line_errors(key, value, message, tmp_path):
   config = atm_config.get_config("toy,smoke")

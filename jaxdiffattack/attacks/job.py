@@ -52,6 +52,7 @@ from jaxdiffattack.attacks import prompts as prompts_lib
 from jaxdiffattack.attacks import report
 from jaxdiffattack.attacks import similarity
 from jaxdiffattack.errors import check
+from jaxdiffattack.toy import oracle
 
 EVAL_NOISE = ("per_sample", "fixed")
 BASELINES = ("random_substitution", "")
@@ -108,6 +109,8 @@ def validate(config) -> None:
           "the sets are named 'short' and 'long'")
   check(math.isfinite(config.guidance_scale), "guidance_scale", config.guidance_scale,
         "use a finite number")
+  check(not config.oracle or config.label_set == "toy", "oracle", config.oracle,
+        "the oracle reads toy-world images only: set oracle=False or label_set='toy'")
 
 
 def config_hash(config) -> str:
@@ -151,7 +154,7 @@ class Job:
     self.settings = settings_of(config)
     self.guidance = config.guidance_scale > 1.0
     self.scoring = _build_scoring(config)
-    self.judge_names = tuple(self.scoring.roles)
+    self.judge_names = tuple(self.scoring.roles) + (("oracle",) if config.oracle else ())
     uncond = text.encode_prompts(self.sd, params["text_encoder"], [""])[0]
     self.params = sharding.put_replicated(
         {"text_encoder": params["text_encoder"], "uncond": uncond,
@@ -204,6 +207,10 @@ class Job:
       result = self.image_sampler(pad(latents), cond, self.uncond, self.config.guidance_scale,
                                   aux=self.scoring.aux(labels=pad(labels)))
       got = {"images": result.images, **result.scores}
+      if self.config.oracle:
+        verdicts = oracle.verdict(result.images[:stop - start], np.asarray(labels)[start:stop])
+        got.update({f"oracle/{k}": np.array([v[k] for v in verdicts], object)
+                    for k in ("pred", "confidence", "failure", "unclear")})
       for k, v in got.items():
         out.setdefault(k, []).append(np.asarray(v)[:stop - start])
     return {k: np.concatenate(v) for k, v in out.items()}
@@ -219,10 +226,23 @@ class Job:
     return np.asarray(jax.vmap(per)(keys))
 
   def readings(self, scores: dict, label: np.ndarray, texts, class_text) -> dict:
-    """Per judge: pred names, confidences, failure and success flags of judged samples."""
+    """Per judge: pred names, confidences, failure and success flags of judged samples.
+
+    The toy oracle (`toy.oracle.verdict`) fails an image only when it is sure the class is not
+    drawn; an image it cannot read is `unclear` (pred None), neither failure nor success.
+    """
+    del label
     present = np.array([prompts_lib.class_word_present(t, c) for t, c in zip(texts, class_text)])
     out = {}
     for name in self.judge_names:
+      if name == "oracle":
+        failure = scores["oracle/failure"].astype(bool)
+        out[name] = {"pred": [p if p is not None else "unclear" for p in scores["oracle/pred"]],
+                     "confidence": np.array([np.nan if c is None else c
+                                             for c in scores["oracle/confidence"]], np.float64),
+                     "failure": failure, "success": failure & present,
+                     "unclear": scores["oracle/unclear"].astype(bool)}
+        continue
       role = self.scoring.roles[name]
       pred = np.asarray(scores[f"{name}/pred"], np.int64)
       failure = np.asarray(scores[f"{name}/top1_hit"]) < 0.5
@@ -397,6 +417,11 @@ def _groups(indices: np.ndarray, population: int) -> list[np.ndarray]:
   return [indices[i:i + size] for i in range(0, len(indices), size)]
 
 
+def _rounded(x) -> float | None:
+  x = float(x)
+  return round(x, 6) if math.isfinite(x) else None
+
+
 def _row(data: PromptData, i: int, clean: dict, judges, result=None, position=None,
          curves=None) -> dict:
   """results.jsonl row of prompt i (attacked when `result` is given)."""
@@ -404,7 +429,7 @@ def _row(data: PromptData, i: int, clean: dict, judges, result=None, position=No
   row = {"set": data.name, "index": i, "prompt": ps.prompts[i], "class_word": ps.class_words[i],
          "label": int(ps.labels[i]), "clean_correct": bool(clean["correct"][i]),
          "clean": {j: {"pred": clean["pred"][j][i],
-                       "confidence": round(float(clean["confidence"][j][i]), 6)} for j in judges}}
+                       "confidence": _rounded(clean["confidence"][j][i])} for j in judges}}
   if result is None:
     row.update(attacked=False, success=None, samples=0, successful_prompts=[])
     return row
@@ -425,7 +450,9 @@ def _row(data: PromptData, i: int, clean: dict, judges, result=None, position=No
         "tokens_changed_mean": round(float(np.mean(got["changed"][sl])), 4),
         "judges": {j: {"success": bool(read[j]["success"][sl].any()),
                        "successful_samples": int(read[j]["success"][sl].sum()),
-                       "failures": int(read[j]["failure"][sl].sum())} for j in judges},
+                       "failures": int(read[j]["failure"][sl].sum()),
+                       **({"unclear": int(read[j]["unclear"][sl].sum())}
+                          if "unclear" in read[j] else {})} for j in judges},
     }
     if method == "attack":
       row.update(attacked=True, samples=s, **block)

@@ -61,6 +61,16 @@ def sample_rate(rows: list[dict], set_name: str, method: str = "attack") -> dict
           "ci95": [low, high] if n else None}
 
 
+def _unclear(rows: list[dict], set_name: str, judge: str) -> str | None:
+  """"ATM / baseline" counts of samples a judge could not read (the toy oracle), or None."""
+  counts = []
+  for method in ("attack", "baseline"):
+    blocks = [_block(r, method) for r in rows if r["set"] == set_name and r.get("attacked")]
+    got = [b["judges"][judge]["unclear"] for b in blocks if b and "unclear" in b["judges"][judge]]
+    counts.append(str(sum(got)) if got else "–")
+  return None if counts == ["–", "–"] else " / ".join(counts)
+
+
 def summarise(rows: list[dict], config: dict, timing: dict) -> dict:
   judges = sorted({j for r in rows if r.get("attacked") for j in r["judges"]})
   methods = ["attack"] + (["baseline"] if any("baseline" in r for r in rows) else [])
@@ -71,6 +81,7 @@ def summarise(rows: list[dict], config: dict, timing: dict) -> dict:
                          for j in judges}
   summary["sample_success_rate"] = {m: {s: sample_rate(rows, s, m) for s in SETS}
                                     for m in methods}
+  summary["unclear"] = {j: {s: _unclear(rows, s, j) for s in SETS} for j in judges}
   summary["published"] = PUBLISHED
   speed = {}
   for s, t in timing.items():
@@ -139,15 +150,20 @@ def markdown(rows: list[dict], summary: dict, config: dict) -> str:
     lines.append(f"| {s} | {fmt(ours)} | {fmt(base)} |")
   others = [j for j in summary["by_judge"] if j != "attack"]
   if others:
-    lines += ["", "The same images read by further judges (their top-1 ≠ class, class word kept):",
-              "", "| judge | set | ATM | random substitution |", "|---|---|---|---|"]
+    lines += ["", "The same images read by further judges (a sample succeeds when the judge sees "
+              "another class and the class word is kept; the toy oracle fails an image only when "
+              "it is sure the class is not drawn, and counts images it cannot read as unclear):",
+              "", "| judge | set | ATM | random substitution | unclear samples (ATM / random) |",
+              "|---|---|---|---|---|"]
     for j in others:
       for s in SETS:
         got = summary["by_judge"][j]
         if not got["attack"][f"asr_{s}"]["attacked"]:
           continue
+        unclear = summary["unclear"].get(j, {}).get(s)
         lines.append(f"| {j} | {s} | {_pct(got['attack'][f'asr_{s}'])} | "
-                     f"{_pct(got.get('baseline', {}).get(f'asr_{s}'))} |")
+                     f"{_pct(got.get('baseline', {}).get(f'asr_{s}'))} | "
+                     f"{'–' if unclear is None else unclear} |")
   if summary["timing"]:
     lines += ["", "| set | attack prompt-iterations/s | attack s | evaluation s | "
               "evaluation images/s |", "|---|---|---|---|---|"]
