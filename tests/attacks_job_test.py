@@ -231,7 +231,8 @@ def test_variants_and_empty_prompt_sets(tmp_path):
 
 
 def test_eight_devices_match_one(tiny_sd_dirs, vision_dirs, prompt_file, tmp_path):
-  """The same job on 8 fake devices (each group of 2 prompts padded to 8) and on 1 device."""
+  """The same job (2 iterations) on 8 fake devices (each group of 2 prompts padded to 8) and on
+  1 device."""
   worker = pathlib.Path(__file__).with_name("attacks_multidevice_worker.py")
   env = dict(os.environ, PYTHONPATH=str(_ROOT))
   proc = subprocess.run([sys.executable, str(worker), str(tiny_sd_dirs[1]),

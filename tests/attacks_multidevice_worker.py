@@ -26,6 +26,7 @@ def main(sd_dir, vision_root, prompt_csv, workdir):
   for name, mesh in (("single", sharding.make_mesh(jax.devices()[:1])),
                      ("eight", sharding.make_mesh())):
     config = attacks_job_test.tiny_config(sd_dir, dirs, prompt_csv)
+    config.attack.num_iters = 2
     job.run(config, pathlib.Path(workdir) / name, mesh=mesh)
 
 
