@@ -127,6 +127,9 @@ def test_resume_equals_uninterrupted(tiny_sd_dirs, vision_dirs, prompt_file, uni
   job.run(config, tmp_path)
   full = (uninterrupted[0] / "results.jsonl").read_text()
   assert (tmp_path / "results.jsonl").read_text() == full
+  config.attack.num_iters = 5         # another config may not resume this workdir
+  with pytest.raises(UserError, match="holds an attack with a different config"):
+    job.run(config, tmp_path)
 
 
 def _fake_readings(pred_correct, present):

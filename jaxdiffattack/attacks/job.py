@@ -114,7 +114,9 @@ def validate(config) -> None:
 
 
 def config_hash(config) -> str:
-  keep = {k: v for k, v in io.config_to_dict(config).items() if k not in RUN_SHAPE_KEYS}
+  """16 hex digits of the resolved config (a ConfigDict or its JSON dict) without run-shape keys."""
+  values = config if isinstance(config, dict) else io.config_to_dict(config)
+  keep = {k: v for k, v in values.items() if k not in RUN_SHAPE_KEYS}
   return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -471,7 +473,11 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
   workdir.mkdir(parents=True, exist_ok=True)
   if config.report_only:
     return report.write_report(workdir)
-  io.write_json(workdir / "config.json", io.config_to_dict(config))
+  saved = workdir / "config.json"
+  if saved.exists():   # results and clean checks on disk belong to the config that wrote them
+    check(config_hash(json.loads(saved.read_text())) == config_hash(config), "workdir",
+          str(workdir), "holds an attack with a different config; use a new --workdir")
+  io.write_json(saved, io.config_to_dict(config))
   job = Job(config, workdir, mesh=mesh, model_loader=model_loader)
   results_path = workdir / "results.jsonl"
   rows = io.read_jsonl(results_path) if results_path.exists() else []
