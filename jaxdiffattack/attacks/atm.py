@@ -239,7 +239,7 @@ class Attack:
     return loss.sum(), metrics
 
   def step(self, params, state: State, prompts: Prompts, key) -> tuple[State, Metrics]:
-    """One ATM iteration for all P prompts (pure; jit it, see `jit_step`)."""
+    """One ATM iteration for all P prompts (pure; `compile` jits it with the mesh shardings)."""
     grad_fn = jax.value_and_grad(self.losses, has_aux=True)
     (_, metrics), grads = grad_fn(state.logits, params, prompts, key, state.iteration)
     grads = jnp.where(prompts.free[..., None], grads, 0.0)   # the released code's zeroing
