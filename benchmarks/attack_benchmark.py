@@ -24,6 +24,7 @@ import time
 
 from absl import app
 from absl import flags
+import flax
 import jax
 import numpy as np
 
@@ -36,7 +37,10 @@ from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import sharding
 from jaxdiffattack.attacks import atm
 from jaxdiffattack.attacks import job as job_lib
+from jaxdiffattack.models import convert_diffusers
 from jaxdiffattack.models import convert_transformers
+from jaxdiffattack.models import unet as unet_lib
+from jaxdiffattack.models import vae as vae_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _PROMPTS = flags.DEFINE_integer("prompts", 8, "Prompts attacked at once by JAX (P).")
@@ -109,29 +113,37 @@ class TorchAttack:
     import diffusers
     import torch
     import transformers
-    from diffusers.models import modeling_pytorch_flax_utils as flax_to_torch
-    from transformers import modeling_flax_pytorch_utils as tf_flax_to_torch
     # pylint: enable=g-import-not-at-top
     self.torch = torch
     torch.manual_seed(0)
     sd, params = job.sd, job.params
     host = jax.tree_util.tree_map(np.asarray, params)
-    unet_p, vae_p = host["fused"]["sd"]["unet"], host["fused"]["sd"]["vae"]
-    self.unet = flax_to_torch.load_flax_weights_in_pytorch_model(
-        diffusers.UNet2DConditionModel.from_config(dict(sd.unet.config)), unet_p).eval()
-    self.vae = flax_to_torch.load_flax_weights_in_pytorch_model(
-        diffusers.AutoencoderKL.from_config(dict(sd.vae.config)), _vae_attention_names(vae_p))
-    self.vae.eval()
+    flat = lambda tree: flax.traverse_util.flatten_dict(flax.core.unfreeze(tree))
+
+    def filled(model, state):   # every weight of the PyTorch module comes from the JAX params
+      missing, unexpected = model.load_state_dict(
+          {k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+      if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+        raise ValueError(f"weights do not fit {type(model).__name__}: missing {missing}, "
+                         f"unexpected {unexpected}")
+      return model.eval()
+
+    fused = host["fused"]["sd"]
+    self.unet = filled(diffusers.UNet2DConditionModel.from_config(
+        unet_lib.config_json(sd.unet.config)), convert_diffusers.to_pytorch(flat(fused["unet"])))
+    self.vae = filled(diffusers.AutoencoderKL.from_config(vae_lib.config_json(sd.vae.config)),
+                      convert_diffusers.to_pytorch(flat(fused["vae"])))
     text_cfg = convert_transformers.config_dict("clip_text", sd.text_encoder.config)
-    self.text = tf_flax_to_torch.load_flax_weights_in_pytorch_model(
-        transformers.CLIPTextModel(transformers.CLIPTextConfig(**text_cfg)),
-        host["text_encoder"]).eval()
+    self.text = transformers.CLIPTextModel(transformers.CLIPTextConfig(**text_cfg))
+    self.text = filled(self.text, convert_transformers.tree_to_pytorch(
+        flat(host["text_encoder"]), self.text.state_dict(), "clip_text", sd.text_encoder.config))
     clip_scorer = job.scoring.roles["attack"].classifiers[0]
     clip_cfg = transformers.CLIPConfig(**convert_transformers.config_dict(
         "clip", clip_scorer.model.config))
     score_p = host["fused"]["score"][clip_scorer.name]
-    self.clip = tf_flax_to_torch.load_flax_weights_in_pytorch_model(
-        transformers.CLIPModel(clip_cfg), score_p["model"]).eval()
+    self.clip = transformers.CLIPModel(clip_cfg)
+    self.clip = filled(self.clip, convert_transformers.tree_to_pytorch(
+        flat(score_p["model"]), self.clip.state_dict(), "clip", clip_scorer.model.config))
     self.class_emb = torch.from_numpy(np.asarray(score_p["class_emb"], np.float32))
     self.logit_scale = float(np.exp(score_p["model"]["logit_scale"]))
     for module in (self.unet, self.vae, self.text, self.clip):
@@ -144,12 +156,12 @@ class TorchAttack:
     self.scaling = sd.scaling_factor
 
   def encode(self, embeds):
-    from transformers.modeling_attn_mask_utils import _create_4d_causal_attention_mask  # pylint: disable=g-import-not-at-top
-    tm = self.text.text_model
-    positions = self.torch.arange(embeds.shape[1])[None]
+    torch, tm = self.torch, self.text.text_model
+    positions = torch.arange(embeds.shape[1])[None]
     hidden = tm.embeddings(inputs_embeds=embeds, position_ids=positions)
-    mask = _create_4d_causal_attention_mask(embeds.shape[:2], hidden.dtype, hidden.device)
-    hidden = tm.encoder(inputs_embeds=hidden, causal_attention_mask=mask).last_hidden_state
+    length = embeds.shape[1]   # CLIP's causal mask, additive (the same in transformers 4 and 5)
+    mask = torch.full((length, length), torch.finfo(hidden.dtype).min).triu(1)[None, None]
+    hidden = tm.encoder(inputs_embeds=hidden, attention_mask=mask).last_hidden_state
     return tm.final_layer_norm(hidden)
 
   def loss(self, theta, p: int, gumbels, latents):
@@ -225,19 +237,6 @@ class TorchAttack:
       opt.step()
       losses.append(float(loss.detach()))
     return losses
-
-
-def _vae_attention_names(vae_params):
-  """diffusers' Flax VAE names its attention query/key/value/proj_attn; PyTorch to_q/k/v/out."""
-  rename = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out_0"}
-
-  def walk(tree):
-    if not isinstance(tree, dict):
-      return tree
-    return {rename.get(k, k) if isinstance(v, dict) and "kernel" in v else k: walk(v)
-            for k, v in tree.items()}
-
-  return walk(vae_params)
 
 
 def time_torch(config, job, data) -> dict:
