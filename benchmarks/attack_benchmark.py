@@ -156,7 +156,8 @@ class TorchAttack:
     self.scaling = sd.scaling_factor
 
   def encode(self, embeds):
-    torch, tm = self.torch, self.text.text_model
+    torch = self.torch
+    tm = getattr(self.text, "text_model", self.text)   # transformers 4 nests the tower; 5 does not
     positions = torch.arange(embeds.shape[1])[None]
     hidden = tm.embeddings(inputs_embeds=embeds, position_ids=positions)
     length = embeds.shape[1]   # CLIP's causal mask, additive (the same in transformers 4 and 5)
