@@ -1,8 +1,8 @@
 """jaxdiffattack: find failure modes of text-to-image diffusion models at population scale.
 
 Modules (one concept each), from the model up to the jobs:
-  models/       loading Stable Diffusion, CLIP and classifiers (the only place that touches
-                diffusers/transformers Flax classes); checkpoint formats; attention.
+  models/       the project's own Flax UNet, VAE, CLIP, ViT and ResNet; loading diffusers /
+                transformers layouts (safetensors, msgpack); attention and its capture.
   schedulers    pure-JAX DDIM / PNDM / DPM-Solver++ / Euler steps for a `lax.scan` sampler.
   ddpm          DDPM reverse-process maths with a learned variance (training and sampling).
   text          tokenising and encoding prompts; soft token embeddings.
@@ -35,7 +35,8 @@ Modules (one concept each), from the model up to the jobs:
   toy/          the toy world: renderer, tokenizer, training, evaluation, the oracle (a
                 judge-free reading of a toy image); shipped weights.
   data/         label lists and templates (data/README.md says where each comes from).
-Not yet: attacks/ (ATM and other gradient attacks, on `sampler.FusedSampler` and `scoring`).
+  attacks/      the `launch/attack.py` job: ATM's Gumbel-softmax token attack (gumbel, modes,
+                prompt sets, similarity, the population step, job, report).
 """
 
 __version__ = "0.1.0"

@@ -147,6 +147,25 @@ def pytorch_to_tree(state: dict[str, np.ndarray], kind: Kind, config, expected: 
   return flat
 
 
+def tree_to_pytorch(flat: dict, pytorch_keys, kind_name: str, config) -> dict[str, np.ndarray]:
+  """The inverse of `pytorch_to_tree`: a PyTorch state dict for the keys a transformers module
+  has (`pytorch_keys`), from flat linen params {path: array}. Keys no module reads are left out."""
+  kind = KINDS[kind_name]
+  unused = re.compile(kind.unused)
+  out = {}
+  for key in pytorch_keys:
+    if unused.search(key):
+      continue
+    path, _ = _to_linen(kind.rename(key, config), np.zeros(()), flat)
+    if path not in flat:
+      raise WeightsMismatchError(f"no linen weight {'/'.join(path)} for PyTorch key {key!r}")
+    value = np.asarray(flat[path])
+    if path[-1] == "kernel":
+      value = value.T if value.ndim == 2 else value.transpose(3, 2, 0, 1)
+    out[key] = np.ascontiguousarray(value)
+  return out
+
+
 def check_tree(flat: dict, expected: dict, source: pathlib.Path) -> None:
   """One-line errors for missing / unexpected weights and shape mismatches."""
   missing = [k for k in expected if k not in flat]

@@ -1,0 +1,100 @@
+r"""ATM, the Gumbel-softmax token attack (Du et al. 2023, "Stable Diffusion is Unstable",
+arXiv 2306.02583): attack success rates on short and long prompts, vs random token substitution.
+
+  python launch/attack.py --config configs/atm.py:toy,smoke --workdir runs/atm_smoke
+  python launch/attack.py --config configs/atm.py:toy --workdir runs/atm_toy
+  python launch/attack.py --config configs/atm.py:toy --workdir runs/atm_toy_all \
+      --config.attack.grad_depth=all --config.attack.remat=True
+  python launch/attack.py --config configs/atm.py:sd21 --workdir runs/atm_sd21 \
+      --config.prompt_sets.long=/path/to/long_prompts.csv
+
+Variants after the colon (comma-separated; unknown ones are errors):
+  (none)  the published setting: SD 2.1 at 256², 50 DDIM steps, CFG 7.5, CLIP ViT-B/16 zero-shot
+          with the 80 CLIP templates over ImageNet-1k as the attack's classifier and judge, 1000
+          short prompts; `released` mode, logits 15 at the clean tokens, κ = 30, λ_sim = 4, Adam
+          lr 0.3, 100 iterations, gradient through the last denoising step, 100 hard samples.
+  sd21    the same (named for clarity). Long prompts: give a CSV file (columns prompt, classname;
+          see jaxdiffattack/attacks/prompts.py) as prompt_sets.long.
+  toy     the shipped toy world (32×32, toy CLIP zero-shot judge; the toy ViT and the procedural
+          oracle, jaxdiffattack/toy/oracle.py, as further judges): all
+          20 labels, one short and two long prompts each; 20 DDIM steps (paper: 50) and 16 hard
+          samples per prompt (paper: 100), for 2 CPU cores; everything else as published (see the
+          README's ATM section).
+  smoke   a few prompts and iterations: minutes on 2 CPU cores (with `toy`: under 2 minutes).
+
+Every hyper-parameter of the paper is a key below; `attack.grad_depth` is the gradient depth:
+"last" (the last denoising step, as published), "K" (an integer: the last K steps) or "all" (every
+step; with attack.remat=True each step is rematerialised in the backward pass).
+"""
+
+import ml_collections
+
+VARIANTS = ("sd21", "toy", "smoke")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variants = [v for v in (arg or "").split(",") if v]
+  for v in variants:
+    if v not in VARIANTS:
+      raise ValueError(f"unknown variant {v!r} in configs/atm.py:{arg}; use {VARIANTS}")
+  c = ml_collections.ConfigDict()
+  # Generator and sampler (the released code: SD 2.1 fp16, 256², 50 steps, guidance 7.5).
+  c.model = "stabilityai/stable-diffusion-2-1"
+  c.dtype = "bfloat16"
+  c.image_size = 256                 # 0: the model's default size
+  c.scheduler = "ddim"
+  c.num_steps = 50
+  c.guidance_scale = 7.5
+  c.seed = 0
+  # Classes, judges and prompts.
+  c.label_set = "imagenet1k"
+  c.judge = "clip_vit_b16"           # the attack's classifier (loss and success), a scorer name
+  c.judges = ()                      # further judges, reported beside it (scorer names)
+  c.oracle = False                   # the toy world's procedural oracle as a judge (toy only)
+  c.scorers = ml_collections.ConfigDict()  # scorer overrides (jaxdiffattack.scorers.get_spec)
+  c.prompt_sets = ml_collections.ConfigDict({"short": "short"})  # set → registry name or CSV
+  c.labels = ()                      # restrict to these classes (names); () = all
+  c.per_label = 1                    # prompts per class for template sets
+  c.max_prompts = 0                  # first N prompts of each set (0: all)
+  # The attack (arXiv 2306.02583 §3; the released code's data/config.py).
+  c.mode = "released"                # replace | extend | released (jaxdiffattack/attacks/modes.py)
+  c.extend_tokens = 5                # tokens appended by mode=extend
+  c.attack = ml_collections.ConfigDict({
+      "init_logit": 15.0, "kappa": 30.0, "lam_sim": 4.0, "lam_fluency": 0.0, "lr": 0.3,
+      "num_iters": 100, "batch_size": 1, "tau": 1.0, "hard": False, "grad_depth": "last",
+      "remat": False})
+  c.num_samples = 100                # hard prompts drawn per attacked prompt
+  c.eval_noise = "per_sample"        # per_sample (released: a new noise per generation) | fixed
+  c.baseline = "random_substitution"  # "" for none
+  # Run shape (not part of the results; excluded from the resume check).
+  c.population = 8                   # prompts attacked at once (0: all); sharded over devices
+  c.microbatch = ml_collections.config_dict.placeholder(int)  # evaluation members per device
+  c.eval_batch = 100                 # generated prompts per evaluation call
+  c.steps_per_call = 1               # attack iterations per compiled call
+  c.checkpoint_every = 10            # iterations
+  c.images_per_prompt = 4            # captioned successful images kept per prompt
+  c.report_only = False
+  if "toy" in variants:
+    c.model = "toy"
+    c.dtype = "float32"
+    c.image_size = 0
+    c.label_set = "toy"
+    c.judge = "toy_clip"
+    c.judges = ("toy_vit",)
+    c.oracle = True
+    c.prompt_sets = ml_collections.ConfigDict({"short": "short", "long": "toy_long"})
+    c.per_label = 2
+    c.num_steps = 20
+    c.num_samples = 16
+    c.population = 20
+    c.eval_batch = 160
+  if "smoke" in variants:
+    c.labels = ("red circle", "blue triangle")
+    c.attack.num_iters = 4
+    c.num_samples = 4
+    c.checkpoint_every = 2
+    c.population = 2
+    c.eval_batch = 8
+    if "toy" in variants:
+      c.num_steps = 10
+  return c

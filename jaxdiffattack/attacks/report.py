@@ -1,0 +1,281 @@
+"""ATM outputs: attack success rates with CIs, report.md, loss curves and captioned images.
+
+Everything but the images is rebuilt from files (`results.jsonl`, `config.json`, `timing.json`) by
+`write_report(workdir)`, so a report can be regenerated without recomputing.
+
+Attack success rate (ASR, arXiv 2306.02583 §4.2): the share of attacked prompts (those the attack's
+classifier reads correctly when clean; the others are skipped and counted) for which at least one
+of the `num_samples` hard prompts succeeds; 95 % Wilson interval. The same figure is given for the
+random-substitution baseline at the same number of sampled prompts, and for every further judge.
+The published figures (SD 2.1, CLIP ViT-B/16 judge, 1000 prompts per set) are shown beside ours
+for orientation only: they are a different model and judge.
+"""
+
+import io as _io
+import json
+import math
+import pathlib
+import textwrap
+
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+
+from jaxdiffattack import io
+from jaxdiffattack import stats
+
+SETS = ("short", "long")
+PUBLISHED = {"asr_short": 0.911, "asr_long": 0.812,
+             "model": "Stable Diffusion 2.1 (fp16, 256², 50 steps, CFG 7.5), CLIP ViT-B/16 "
+                      "zero-shot over ImageNet-1k, 1000 prompts per set (arXiv 2306.02583, "
+                      "Table 1)"}
+
+
+def _block(row: dict, method: str) -> dict | None:
+  if not row.get("attacked"):
+    return None
+  return row if method == "attack" else row.get("baseline")
+
+
+def asr(rows: list[dict], set_name: str, method: str = "attack", judge: str = "attack") -> dict:
+  """{rate, successes, attacked, skipped_clean_failures, ci95} of one set, method and judge."""
+  in_set = [r for r in rows if r["set"] == set_name]
+  blocks = [_block(r, method) for r in in_set if r.get("attacked")]
+  blocks = [b for b in blocks if b is not None]
+  hits = sum(bool(b["judges"][judge]["success"]) for b in blocks)
+  n = len(blocks)
+  low, high = stats.wilson_interval(hits, n)
+  return {"rate": hits / n if n else None, "successes": hits, "attacked": n,
+          "skipped_clean_failures": sum(not r["clean_correct"] for r in in_set),
+          "ci95": [low, high] if n else None}
+
+
+def sample_rate(rows: list[dict], set_name: str, method: str = "attack") -> dict:
+  """Share of all drawn samples that succeed (by the attack's judge), Wilson CI over samples."""
+  blocks = [_block(r, method) for r in rows if r["set"] == set_name and r.get("attacked")]
+  blocks = [b for b in blocks if b is not None]
+  samples = [r["samples"] for r in rows if r["set"] == set_name and r.get("attacked")]
+  hits, n = sum(b["successful_samples"] for b in blocks), int(sum(samples))
+  low, high = stats.wilson_interval(hits, n)
+  return {"rate": hits / n if n else None, "successes": hits, "samples": n,
+          "ci95": [low, high] if n else None}
+
+
+def _unclear(rows: list[dict], set_name: str, judge: str) -> str | None:
+  """"ATM / baseline" counts of samples a judge could not read (the toy oracle), or None."""
+  counts = []
+  for method in ("attack", "baseline"):
+    blocks = [_block(r, method) for r in rows if r["set"] == set_name and r.get("attacked")]
+    got = [b["judges"][judge]["unclear"] for b in blocks if b and "unclear" in b["judges"][judge]]
+    counts.append(str(sum(got)) if got else "–")
+  return None if counts == ["–", "–"] else " / ".join(counts)
+
+
+def summarise(rows: list[dict], config: dict, timing: dict) -> dict:
+  judges = sorted({j for r in rows if r.get("attacked") for j in r["judges"]})
+  methods = ["attack"] + (["baseline"] if any("baseline" in r for r in rows) else [])
+  summary = {f"asr_{s}": asr(rows, s) for s in SETS}
+  summary["baseline"] = ({f"asr_{s}": asr(rows, s, "baseline") for s in SETS}
+                         if "baseline" in methods else None)
+  summary["by_judge"] = {j: {m: {f"asr_{s}": asr(rows, s, m, j) for s in SETS} for m in methods}
+                         for j in judges}
+  summary["sample_success_rate"] = {m: {s: sample_rate(rows, s, m) for s in SETS}
+                                    for m in methods}
+  summary["unclear"] = {j: {s: _unclear(rows, s, j) for s in SETS} for j in judges}
+  summary["published"] = PUBLISHED
+  speed = {}
+  for s, t in timing.items():
+    speed[s] = {"prompt_iterations_per_s": t["prompt_iterations"] / max(t["attack_s"], 1e-9),
+                "attack_s": t["attack_s"], "eval_s": t["eval_s"],
+                "eval_images_per_s": t["images"] / max(t["eval_s"], 1e-9)}
+  summary["timing"] = speed
+  attack = config.get("attack", {})
+  summary["settings"] = {k: config.get(k) for k in (
+      "model", "judge", "judges", "mode", "num_samples", "num_steps", "guidance_scale",
+      "eval_noise", "baseline", "seed")}
+  summary["settings"]["attack"] = attack
+  return summary
+
+
+def _pct(block: dict | None) -> str:
+  if not block or block["rate"] is None:
+    return "–"
+  low, high = block["ci95"]
+  return (f"{100 * block['rate']:.1f} % [{100 * low:.0f}, {100 * high:.0f}] "
+          f"({block['successes']}/{block['attacked']})")
+
+
+def _depth(attack: dict) -> str:
+  depth = str(attack.get("grad_depth"))
+  if depth == "all":
+    return "every step" + (" (remat)" if attack.get("remat") else "")
+  return "the last step (as published)" if depth in ("last", "1") else f"the last {depth} steps"
+
+
+def markdown(rows: list[dict], summary: dict, config: dict) -> str:
+  st = summary["settings"]
+  attack = st["attack"]
+  lines = [
+      "# ATM attack report", "",
+      f"Model `{st['model']}`, {st['num_steps']} steps, CFG {st['guidance_scale']}; attack "
+      f"judge `{st['judge']}`; mode `{st['mode']}`; {attack.get('num_iters')} Adam iterations "
+      f"(lr {attack.get('lr')}, κ {attack.get('kappa')}, λ_sim {attack.get('lam_sim')}, "
+      f"τ {attack.get('tau')}), gradient through {_depth(attack)}; {st['num_samples']} hard "
+      f"samples per prompt (noise: {st['eval_noise']}); seed {st['seed']}.",
+      "",
+      "Success of a sample: the attack judge's top-1 is not the prompt's class AND the class word "
+      "is still in the decoded prompt. ASR = attacked prompts with at least one successful "
+      "sample; prompts misclassified when clean are skipped. 95 % Wilson intervals.", "",
+      "| set | skipped (clean failures) | ATM, ours | random substitution, ours (same samples) | "
+      "ATM, published — a different model |",
+      "|---|---|---|---|---|"]
+  published = summary["published"]
+  for s in SETS:
+    ours = summary[f"asr_{s}"]
+    if not ours["attacked"] and not ours["skipped_clean_failures"]:
+      continue
+    base = (summary["baseline"] or {}).get(f"asr_{s}")
+    lines.append(f"| {s} | {ours['skipped_clean_failures']} | {_pct(ours)} | {_pct(base)} | "
+                 f"{100 * published[f'asr_{s}']:.1f} % |")
+  lines += ["", f"Published: {published['model']}.", ""]
+  lines += ["Share of all sampled prompts that succeed (per sample, not per prompt):", "",
+            "| set | ATM | random substitution |", "|---|---|---|"]
+  for s in SETS:
+    ours = summary["sample_success_rate"]["attack"][s]
+    if not ours["samples"]:
+      continue
+    base = summary["sample_success_rate"].get("baseline", {}).get(s)
+    fmt = lambda b: ("–" if not b or b["rate"] is None else
+                     f"{100 * b['rate']:.1f} % ({b['successes']}/{b['samples']})")
+    lines.append(f"| {s} | {fmt(ours)} | {fmt(base)} |")
+  others = [j for j in summary["by_judge"] if j != "attack"]
+  if others:
+    lines += ["", "The same images read by further judges (a sample succeeds when the judge sees "
+              "another class and the class word is kept; the toy oracle fails an image only when "
+              "it is sure the class is not drawn, and counts images it cannot read as unclear):",
+              "", "| judge | set | ATM | random substitution | unclear samples (ATM / random) |",
+              "|---|---|---|---|---|"]
+    for j in others:
+      for s in SETS:
+        got = summary["by_judge"][j]
+        if not got["attack"][f"asr_{s}"]["attacked"]:
+          continue
+        unclear = summary["unclear"].get(j, {}).get(s)
+        lines.append(f"| {j} | {s} | {_pct(got['attack'][f'asr_{s}'])} | "
+                     f"{_pct(got.get('baseline', {}).get(f'asr_{s}'))} | "
+                     f"{'–' if unclear is None else unclear} |")
+  if summary["timing"]:
+    lines += ["", "| set | attack prompt-iterations/s | attack s | evaluation s | "
+              "evaluation images/s |", "|---|---|---|---|---|"]
+    for s, t in summary["timing"].items():
+      lines.append(f"| {s} | {t['prompt_iterations_per_s']:.3f} | {t['attack_s']:.0f} | "
+                   f"{t['eval_s']:.0f} | {t['eval_images_per_s']:.2f} |")
+  lines += ["", "![loss curves](plots/loss_curves.png)", "",
+            "Loss (margin hinge − λ_sim · similarity), hinge, margin and similarity per iteration, "
+            "one thin line per attacked prompt and their mean (thick).", "",
+            "## Successful prompts (first per prompt)", ""]
+  for r in rows:
+    if r.get("attacked") and r["successful_prompts"]:
+      images = r.get("images", [])
+      lines.append(f"- [{r['set']} {r['index']}] `{r['prompt']}` → `{r['successful_prompts'][0]}`"
+                   f" ({r['successful_samples']}/{r['samples']} samples)"
+                   + (f" [image]({images[0]})" if images else ""))
+  return "\n".join(lines) + "\n"
+
+
+def plot_curves(rows: list[dict], path: pathlib.Path) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  panels = (("loss", "loss"), ("adv_loss", "margin hinge max(m + κ, 0)"), ("margin", "margin m"),
+            ("similarity", "similarity R"))
+  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+  for ax, (key, title) in zip(axes, panels):
+    for s, colour in zip(SETS, ("tab:blue", "tab:orange")):
+      curves = [r["loss_curve"] if key == "loss" else r["curves"][key]
+                for r in rows if r["set"] == s and r.get("attacked")]
+      if not curves:
+        continue
+      arr = np.asarray(curves, np.float64)
+      for c in arr:
+        ax.plot(c, color=colour, alpha=0.15, lw=0.7)
+      ax.plot(arr.mean(0), color=colour, lw=2, label=f"{s} (mean of {len(arr)})")
+    ax.set_title(title)
+    ax.set_xlabel("iteration")
+  axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  buffer = _io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=100)
+  plt.close(fig)
+  io.atomic_write_bytes(path, buffer.getvalue())
+
+
+def captioned(image: np.ndarray, lines: list[str], width_chars: int = 48) -> np.ndarray:
+  """The image (upscaled to ≥ 256 px wide) above its caption lines, as [H', W', 3] in [0, 1]."""
+  image = np.asarray(image, np.float32)
+  scale = max(1, -(-256 // image.shape[1]))
+  big = image.repeat(scale, 0).repeat(scale, 1)
+  wrapped = [w for line in lines for w in (textwrap.wrap(line, width_chars) or [""])]
+  line_height = 12
+  canvas = Image.new("RGB", (big.shape[1], big.shape[0] + line_height * len(wrapped) + 6),
+                     "white")
+  canvas.paste(Image.fromarray(io.to_uint8(big)), (0, 0))
+  draw = ImageDraw.Draw(canvas)
+  for k, line in enumerate(wrapped):
+    draw.text((3, big.shape[0] + 3 + k * line_height), line, fill="black")
+  return np.asarray(canvas, np.float32) / 255.0
+
+
+def save_images(workdir: pathlib.Path, set_name: str, index, rows: list[dict], result: dict,
+                judges, per_prompt: int) -> None:
+  """Captioned PNGs of up to `per_prompt` successful samples per prompt; paths go into rows."""
+  got = result["attack"]
+  samples = len(got["texts"]) // len(index)
+  for position, row in enumerate(rows):
+    sl = range(position * samples, (position + 1) * samples)
+    hits = [k for k in sl if got["read"]["attack"]["success"][k]][:per_prompt]
+    paths = []
+    for k in hits:
+      lines = [f"prompt: {got['texts'][k]}", f"clean: {row['prompt']}"]
+      lines += [f"{j}: {got['read'][j]['pred'][k]} ({got['read'][j]['confidence'][k]:.2f})"
+                for j in judges]
+      rel = f"images/{set_name}/p{row['index']:04d}_s{k - position * samples:03d}.png"
+      io.write_png(workdir / rel, captioned(got["images"][k], lines))
+      paths.append(rel)
+    row["images"] = paths
+
+
+def write_report(workdir) -> dict:
+  """Rebuilds summary.json, report.md and plots/ from the workdir's files."""
+  workdir = pathlib.Path(workdir)
+  rows = io.read_jsonl(workdir / "results.jsonl")
+  config = json.loads((workdir / "config.json").read_text())
+  timing_path = workdir / "timing.json"
+  timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+  summary = summarise(rows, config, timing)
+  io.write_json(workdir / "summary.json", _finite(summary))
+  if any(r.get("attacked") for r in rows):
+    plot_curves(rows, workdir / "plots" / "loss_curves.png")
+  io.atomic_write_bytes(workdir / "report.md", markdown(rows, summary, config).encode())
+  return {"rows": rows, "summary": summary}
+
+
+def _finite(x):
+  if isinstance(x, dict):
+    return {k: _finite(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_finite(v) for v in x]
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  return x
+
+
+def console_summary(summary: dict, workdir) -> str:
+  lines = [f"ATM results in {workdir}:"]
+  for s in SETS:
+    ours = summary[f"asr_{s}"]
+    if ours["attacked"] or ours["skipped_clean_failures"]:
+      base = (summary["baseline"] or {}).get(f"asr_{s}")
+      lines.append(f"  ASR {s}: {_pct(ours)}; random substitution {_pct(base)}; "
+                   f"{ours['skipped_clean_failures']} clean failures skipped")
+  return "\n".join(lines)
