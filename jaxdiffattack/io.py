@@ -6,6 +6,7 @@ Nothing is ever half written: a killed job leaves either the old file or the new
 import csv
 import io
 import json
+import math
 import os
 import pathlib
 import tempfile
@@ -28,6 +29,17 @@ def atomic_write_bytes(path, data: bytes) -> pathlib.Path:
       os.unlink(tmp)
     raise
   return path
+
+
+def json_safe(x: Any) -> Any:
+  """`x` with every non-finite float (NaN, ±inf) replaced by None, so the JSON is standard."""
+  if isinstance(x, dict):
+    return {k: json_safe(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [json_safe(v) for v in x]
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  return x
 
 
 def write_json(path, obj: Any) -> pathlib.Path:

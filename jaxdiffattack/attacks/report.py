@@ -13,7 +13,6 @@ for orientation only: they are a different model and judge.
 
 import io as _io
 import json
-import math
 import pathlib
 import textwrap
 
@@ -253,21 +252,11 @@ def write_report(workdir) -> dict:
   timing_path = workdir / "timing.json"
   timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
   summary = summarise(rows, config, timing)
-  io.write_json(workdir / "summary.json", _finite(summary))
+  io.write_json(workdir / "summary.json", io.json_safe(summary))
   if any(r.get("attacked") for r in rows):
     plot_curves(rows, workdir / "plots" / "loss_curves.png")
   io.atomic_write_bytes(workdir / "report.md", markdown(rows, summary, config).encode())
   return {"rows": rows, "summary": summary}
-
-
-def _finite(x):
-  if isinstance(x, dict):
-    return {k: _finite(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_finite(v) for v in x]
-  if isinstance(x, float) and not math.isfinite(x):
-    return None
-  return x
 
 
 def console_summary(summary: dict, workdir) -> str:

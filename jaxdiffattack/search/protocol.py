@@ -283,23 +283,13 @@ def write(workdir, rows: list[dict], config: dict, timing: dict) -> dict:
       f"python launch/search.py --config configs/{config.get('space')}_search.py:"
       f"{config.get('variants', 'toy,protocol')} --workdir {workdir}")
   text = markdown(summary, timing, command)
-  io.write_json(workdir / "protocol.json", _finite(summary))
+  io.write_json(workdir / "protocol.json", io.json_safe(summary))
   io.atomic_write_bytes(workdir / "protocol.md", text.encode())
   if config.get("export"):
     export = pathlib.Path(config["export"])
-    io.write_json(export.with_suffix(".json"), _finite(summary))
+    io.write_json(export.with_suffix(".json"), io.json_safe(summary))
     io.atomic_write_bytes(export.with_suffix(".md"), text.encode())
   return summary
-
-
-def _finite(x):
-  if isinstance(x, dict):
-    return {k: _finite(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_finite(v) for v in x]
-  if isinstance(x, float) and not math.isfinite(x):
-    return None
-  return x
 
 
 def load(workdir) -> dict:

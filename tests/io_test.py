@@ -1,0 +1,28 @@
+"""jaxdiffattack.io: atomic JSON writes of summaries that may hold NaN/inf."""
+
+import json
+import math
+
+from jaxdiffattack import io
+
+
+def _strict(text: str):
+  def refuse(name):
+    raise ValueError(f"non-standard JSON constant {name}")
+  return json.loads(text, parse_constant=refuse)
+
+
+def test_json_safe_replaces_every_non_finite_float_and_keeps_the_rest(tmp_path):
+  summary = {"rate": math.nan, "ci95": (0.1, math.inf), "rows": [{"x": -math.inf, "n": 3}],
+             "ok": 0.5, "name": "nan"}
+  path = io.write_json(tmp_path / "summary.json", io.json_safe(summary))
+  assert _strict(path.read_text()) == {"rate": None, "ci95": [0.1, None],
+                                       "rows": [{"x": None, "n": 3}], "ok": 0.5, "name": "nan"}
+  # Without it the file would hold NaN / Infinity, which strict JSON readers refuse.
+  raw = io.write_json(tmp_path / "raw.json", summary)
+  try:
+    _strict(raw.read_text())
+  except ValueError as e:
+    assert "non-standard" in str(e)
+  else:
+    raise AssertionError("json.dumps wrote non-finite floats as standard JSON")
