@@ -4,15 +4,13 @@ targets, non-finite fitness, stopping, resume, strategy registry and memory refu
 import numpy as np
 import pytest
 
-from jaxdiffattack import runs
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
 from jaxdiffattack.search import driver
 from jaxdiffattack.search import strategies as strategies_lib
 
-from search_multidevice_worker import killed_after_saves  # pylint: disable=g-bad-import-order
+from search_multidevice_worker import loop_killed_and_resumed  # pylint: disable=g-bad-import-order
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 
@@ -164,21 +162,11 @@ def test_killed_and_resumed_loop_equals_uninterrupted(tmp_path, monkeypatch):
                                                 std_init=1.0)
   args = (sphere_evaluate(OPTIMA), jax.random.PRNGKey(3), np.zeros((3, N_DIMS), np.float32),
           settings)
-  full = driver.run_loop(make(), *args)
-  real_save = runs.save_checkpoint
   path = tmp_path / "ckpt.msgpack"
-  monkeypatch.setattr(runs, "save_checkpoint", killed_after_saves(2))
-  with pytest.raises(KeyboardInterrupt):
-    driver.run_loop(make(), *args, checkpoint_path=path, config_hash="h")
-  monkeypatch.setattr(runs, "save_checkpoint", real_save)
+  _, saved, resumed = loop_killed_and_resumed(monkeypatch, make, args, path)
   # Saved by field name: the file alone says where the loop stopped.
-  saved = flax.serialization.msgpack_restore(path.read_bytes())["state"]
   assert int(saved["generation"]) == 4 and set(saved["best_record"]) == {"f", "x0"}
-  resumed = driver.run_loop(make(), *args, checkpoint_path=path, config_hash="h")
   assert type(resumed) is driver.LoopState  # pylint: disable=unidiomatic-typecheck
-  untimed = lambda s: jax.tree_util.tree_leaves_with_path(s.replace(timing=None))
-  for (where, got), (_, expected) in zip(untimed(resumed), untimed(full), strict=True):
-    np.testing.assert_array_equal(got, expected, err_msg=jax.tree_util.keystr(where))
   with pytest.raises(ConfigError, match="different config"):
     driver.run_loop(make(), *args, checkpoint_path=path, config_hash="other")
   # A workdir of the old npz format is refused with one line naming the change.

@@ -3,13 +3,11 @@ optimum on closed-form objectives with the constraint held by every member at ev
 resume == uninterrupted, the fitness gradient through the tiny SD sampler against finite
 differences, the method end to end in the search job, and config errors."""
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiffattack import runs
 from jaxdiffattack import scoring
 from jaxdiffattack import search
 from jaxdiffattack.errors import ConfigError
@@ -17,7 +15,7 @@ from jaxdiffattack.search import driver
 from jaxdiffattack.search import experiment
 from jaxdiffattack.search import gradient
 
-from search_multidevice_worker import killed_after_saves
+from search_multidevice_worker import loop_killed_and_resumed
 from search_multidevice_worker import tiny_config  # pylint: disable=g-bad-import-order
 
 N_DIMS = 8
@@ -112,20 +110,9 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
   make = lambda: gradient.GradientStrategy("adam", 4, N_DIMS, num_targets=3, lr=0.1,
                                            project=sphere)
   args = (evaluate_fn(), jax.random.PRNGKey(3), np.ones((3, N_DIMS), np.float32), settings)
-  full = driver.run_loop(make(), *args)
-  real_save = runs.save_checkpoint
-  path = tmp_path / "ckpt.msgpack"
-  monkeypatch.setattr(runs, "save_checkpoint", killed_after_saves(2))
-  with pytest.raises(KeyboardInterrupt):
-    driver.run_loop(make(), *args, checkpoint_path=path, config_hash="h")
-  monkeypatch.setattr(runs, "save_checkpoint", real_save)
-  saved = flax.serialization.msgpack_restore(path.read_bytes())["state"]
+  _, saved, _ = loop_killed_and_resumed(monkeypatch, make, args, tmp_path / "ckpt.msgpack")
   # The optimiser state is stored by field name: Adam's moments are in the file.
   assert int(saved["generation"]) == 4 and set(saved["strategy"]) == {"x", "opt_state", "step"}
-  resumed = driver.run_loop(make(), *args, checkpoint_path=path, config_hash="h")
-  untimed = lambda s: jax.tree_util.tree_leaves_with_path(s.replace(timing=None))
-  for (where, got), (_, expected) in zip(untimed(resumed), untimed(full), strict=True):
-    np.testing.assert_array_equal(got, expected, err_msg=jax.tree_util.keystr(where))
 
 
 def test_errors_are_one_line():

@@ -57,6 +57,32 @@ def killed_after_saves(count: int):
   return dying_save
 
 
+def loop_killed_and_resumed(monkeypatch, make, args, path):
+  """Runs `driver.run_loop(make(), *args)` uninterrupted, then killed right after its 2nd
+  checkpoint and resumed from `path`. Returns (uninterrupted, the saved state as stored,
+  resumed) and checks that resumed == uninterrupted in every field except the timing."""
+  # pylint: disable=g-import-not-at-top
+  import flax
+  import jax
+  import numpy as np
+  import pytest
+  from jaxdiffattack import runs
+  from jaxdiffattack.search import driver
+  # pylint: enable=g-import-not-at-top
+  full = driver.run_loop(make(), *args)
+  real_save = runs.save_checkpoint
+  monkeypatch.setattr(runs, "save_checkpoint", killed_after_saves(2))
+  with pytest.raises(KeyboardInterrupt):
+    driver.run_loop(make(), *args, checkpoint_path=path, config_hash="h")
+  monkeypatch.setattr(runs, "save_checkpoint", real_save)
+  saved = flax.serialization.msgpack_restore(path.read_bytes())["state"]
+  resumed = driver.run_loop(make(), *args, checkpoint_path=path, config_hash="h")
+  untimed = lambda s: jax.tree_util.tree_leaves_with_path(s.replace(timing=None))
+  for (where, got), (_, expected) in zip(untimed(resumed), untimed(full), strict=True):
+    np.testing.assert_array_equal(got, expected, err_msg=jax.tree_util.keystr(where))
+  return full, saved, resumed
+
+
 def main(sd_dir, workdir):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=8")
