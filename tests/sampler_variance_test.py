@@ -31,14 +31,6 @@ SCALE = 4.0
 KEY = 11
 
 
-@pytest.fixture(scope="session")
-def tiny_lv_dir(tmp_path_factory):
-  """A tiny random SD whose UNet outputs 8 channels (ε, v) over 4-channel latents."""
-  _, flax_dir = tiny_sd.build(tmp_path_factory.mktemp("tiny_lv"), seed=3,
-                              unet_config=dict(tiny_sd.SD1_UNET, out_channels=8))
-  return flax_dir
-
-
 @pytest.fixture(scope="module")
 def lv_model(tiny_lv_dir):
   sd, params = load_stable_diffusion(str(tiny_lv_dir))
