@@ -76,7 +76,7 @@ def test_radii_from_member_rows_pairs_units():
 def test_variance_config():
   c = shift_sweep.get_config("toy,variance")
   names = [s.name for s in c.settings]
-  assert len(names) == 10 and len(set(names)) == 10
+  assert len(names) == 7 and len(set(names)) == 7
   learned = [s for s in c.settings if s.variance_type == "learned_range"]
   assert {s.model for s in learned} == {"toy_lv"} and {s.scheduler for s in learned} == {"ddpm"}
   c.models.learned = "/some/dir"      # one override moves every learned-variance setting
@@ -135,13 +135,13 @@ def variance_run(tiny_sd_dirs, tiny_lv_dir, tmp_path_factory):
 def test_variance_study_runs_end_to_end(variance_run):
   config, workdir = variance_run
   members = _read(workdir / "members.csv")
-  assert len(members) == 10 * 5 * 2          # settings × cells × prompts
+  assert len(members) == 7 * 5 * 2           # settings × cells × prompts
   results = _read(workdir / "results.csv")
   assert {r["metric"] for r in results} == {"top1", "top5", "clip_score"}
   radii = _read(workdir / "radius.csv")
   assert {(r["shift"], r["side"]) for r in radii} == {("ums", "+"), ("ums", "-"), ("rms", "+"),
                                                       ("sds", "+")}
-  assert len(radii) == 10 * 4
+  assert len(radii) == 7 * 4
   assert "Robustness radius" in (workdir / "report.md").read_text()
   traj = _read(workdir / "trajectory.csv")
   assert {r["setting"] for r in traj} == set(config.trajectory.settings)
