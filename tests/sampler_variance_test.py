@@ -203,13 +203,15 @@ def test_errors(lv_model, tiny_sd_model):
 def test_eight_devices_match_one(tiny_lv_dir, tmp_path):
   """The ancestral learned-variance sampler on 8 fake CPU devices (P = 5, and microbatch 1)
   == on one device (separate process: the device count is fixed at JAX start-up)."""
-  worker = pathlib.Path(__file__).with_name("sampler_variance_multidevice_worker.py")
+  worker = pathlib.Path(__file__).with_name("multidevice_worker.py")
   out = tmp_path / "out.npz"
-  proc = subprocess.run([sys.executable, str(worker), str(tiny_lv_dir), str(out)],
+  proc = subprocess.run([sys.executable, str(worker), str(tiny_lv_dir), str(out), "ancestral"],
                         env=dict(os.environ, PYTHONPATH=str(_ROOT)), capture_output=True,
                         text=True, timeout=900, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   r = np.load(out)
   for name in ("eight", "eight_mb1"):
-    np.testing.assert_allclose(r[name], r["single"], rtol=1e-4, atol=1e-3)
-  assert np.abs(r["single"]).mean() > 0.1
+    np.testing.assert_allclose(r[name + "_latents"], r["single_latents"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(r[name + "_images"], r["single_images"], atol=1e-4)
+    assert int(r[name + "_devices"]) == 8
+  assert np.abs(r["single_latents"]).mean() > 0.1
