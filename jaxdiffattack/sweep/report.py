@@ -30,7 +30,8 @@ def summarise(member_rows: list[dict]) -> list[dict]:
   Each shift's α = 0 row is the shared unshifted cell.
   """
   groups: dict[tuple, list[dict]] = {}
-  shifts = sorted({r["shift"] for r in member_rows} - {perturb.UNSHIFTED})
+  # A sweep without shifts (clean quality only) reports its unshifted cell as shift "none".
+  shifts = sorted({r["shift"] for r in member_rows} - {perturb.UNSHIFTED}) or [perturb.UNSHIFTED]
   for r in member_rows:
     alpha = (float(r["alpha_c"]), float(r["alpha_s"]))
     for shift in (shifts if r["shift"] == perturb.UNSHIFTED else [r["shift"]]):
@@ -116,7 +117,9 @@ def plots(results, plot_dir: pathlib.Path) -> None:
   plt = runs.pyplot()
   overall = [r for r in results if r["class"] == "all"]
   settings = sorted({r["setting"] for r in overall})
-  shifts = sorted({r["shift"] for r in overall})
+  shifts = sorted({r["shift"] for r in overall if perturb.SHIFTS[r["shift"]].arity})
+  if not shifts:
+    return
   for metric in _metrics(results):
     fig, axes = plt.subplots(1, len(shifts), figsize=(4 * len(shifts), 3.2), squeeze=False)
     for ax, shift in zip(axes[0], shifts):
