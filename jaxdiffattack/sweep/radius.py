@@ -21,6 +21,7 @@ from jaxdiffattack import perturb
 FIELDS = ("setting", "shift", "side", "metric", "radius", "ci_low", "ci_high", "clean",
           "max_alpha", "n_units", "n_boot")
 SIDES = ("+", "-")
+METRICS = ("top1", "oracle_top1")   # the accuracies a sweep report gives radii of
 
 
 def crossing(alphas, values) -> float:
@@ -112,13 +113,16 @@ def radii(member_rows, metric: str = "top1", n_boot: int = 1000, seed: int = 0) 
 def markdown(rows) -> str:
   """A table of radius rows ("> a" where the accuracy never halves within the grid)."""
   fmt = lambda x, top: f"> {top:g}" if np.isinf(x) else ("n/a" if np.isnan(x) else f"{x:.2f}")
-  lines = ["## Robustness radius (|α| where top-1 falls to half of clean)", "",
+  lines = ["## Robustness radius (|α| where accuracy falls to half of clean)", "",
            "95 % CI: percentile bootstrap over (prompt, seed) units, paired across α "
-           f"({rows[0]['n_boot'] if rows else 0} resamples).", "",
-           "| setting | shift | side | clean top-1 | radius | 95 % CI |", "|---|---|---|---|---|---|"]
+           f"({rows[0]['n_boot'] if rows else 0} resamples); it does not include the "
+           "uncertainty of interpolating between grid points.", "",
+           "| metric | setting | shift | side | clean | radius | 95 % CI |",
+           "|---|---|---|---|---|---|---|"]
   for r in rows:
     top = r["max_alpha"]
-    lines.append(f"| {r['setting']} | {r['shift']} | {r['side']} | {100 * r['clean']:.1f} | "
+    lines.append(f"| {r['metric']} | {r['setting']} | {r['shift']} | {r['side']} | "
+                 f"{100 * r['clean']:.1f} | "
                  f"{fmt(r['radius'], top)} | [{fmt(r['ci_low'], top)}, "
                  f"{fmt(r['ci_high'], top)}] |")
   return "\n".join(lines) + "\n"

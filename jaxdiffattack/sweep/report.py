@@ -68,7 +68,8 @@ def write_report(workdir) -> dict:
   member_rows = io.read_csv(workdir / "members.csv")
   results = summarise(member_rows)
   io.write_csv(workdir / "results.csv", RESULT_FIELDS, results)
-  radii = radius.radii(member_rows)
+  radii = [row for metric in radius.METRICS if member_rows and metric in member_rows[0]
+           for row in radius.radii(member_rows, metric)]
   io.write_csv(workdir / "radius.csv", radius.FIELDS, radii)
   io.atomic_write_bytes(workdir / "report.md",
                         (markdown(results) + "\n" + radius.markdown(radii)).encode())
