@@ -20,8 +20,9 @@ grids), `radius` (the robustness radius: |α| where top-1 halves, paired bootstr
 `jaxdiffattack.runs` (config hash, checkpoints, progress, figures).
 
 Outputs in the workdir: config.json, members.csv (one row per generated image), results.csv (one
-row per cell × class × metric, with 95 % CIs), radius.csv (per setting × shift × side), report.md (paper-style tables), plots/*.png
-(metric vs α per shift; one line per setting in comparison mode), grids/*.png (prompts × α),
+row per cell × class × metric, with 95 % CIs), radius.csv (per setting × shift × side), report.md
+(paper-style tables), plots/*.png (metric vs α per shift; one line per setting in comparison
+mode), grids/*.png (prompts × α),
 trajectory.csv + plots/trajectory_*.png, checkpoint.msgpack. `write_report(workdir)` rebuilds
 results.csv, radius.csv, report.md and the plots from members.csv without recomputing.
 """
