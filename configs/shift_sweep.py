@@ -7,12 +7,34 @@ Variants after the colon (comma-separated): `toy` (reduced grid on the toy world
 `compare` (model-comparison mode, paper Fig. 3: guidance 7.5 vs none under RMS with
 α_u ∈ [−0.3, 0.3]). The paper protocol: prompts "A photo of a {label}" over ImageNet-100,
 100 images per prompt, 50 steps, guidance 7.5; evaluator top-1/top-5 and CLIP score.
+
+`toy,variance` (issue #17; docs/results/variance_study.md): the paper's open question — does a
+learned variance (GLIDE) make a generator flatter under seed shifts? Fixed-variance toy SD vs the
+learned-variance toy generator × guidance 7.5 / none × UMS, RMS, SDS over α ranges wide enough to
+halve top-1, with the samplers that separate the variance from the sampler: ancestral DDPM with
+the learned variance, ancestral DDPM with the fixed variance β̃ ("fixed_small") and deterministic
+DDIM for the learned-variance generator; DDIM and ancestral fixed-variance DDPM for the fixed one.
+Judged by the toy ViT evaluator and the toy oracle; radius.csv holds the robustness radii.
+`toy,variance,smoke`: the same settings on 3 labels, 5 steps and 4 shifted cells.
+The generators are `config.models.fixed` / `config.models.learned` (aliases or directories),
+e.g. `--config.models.learned=/path/to/sd_lv` for an exported checkpoint.
 """
 
 import ml_collections
 import numpy as np
 
-VARIANTS = ("toy", "compare")
+VARIANTS = ("toy", "compare", "variance", "smoke")
+
+# The variance study's settings: (name, generator, scheduler, variance_type, guidance scales);
+# scale 7.5 → "<name>_cfg7.5", 1.0 → "<name>_noguidance". The separators (ancestral with a fixed
+# variance, DDIM) run with guidance only, for the CPU budget; add 1.0 to their scales for more.
+VARIANCE_SAMPLERS = (
+    ("fixed_ddim", "fixed", "ddim", None, (7.5, 1.0)),
+    ("fixed_ddpm", "fixed", "ddpm", "fixed_small", (7.5,)),
+    ("lv_ddpm_learned", "learned", "ddpm", "learned_range", (7.5, 1.0)),
+    ("lv_ddpm_fixed", "learned", "ddpm", "fixed_small", (7.5,)),
+    ("lv_ddim", "learned", "ddim", None, (7.5,)),
+)
 
 
 def _range(lo, hi, step):
@@ -24,6 +46,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   for v in variants:
     if v not in VARIANTS:
       raise ValueError(f"unknown variant {v!r} in configs/shift_sweep.py:{arg}; use {VARIANTS}")
+  if "variance" in variants:
+    if "toy" not in variants or "compare" in variants:
+      raise ValueError(f"configs/shift_sweep.py:{arg}: 'variance' runs on the toy world: use "
+                       "'toy,variance' (or 'toy,variance,smoke')")
+  elif "smoke" in variants:
+    raise ValueError(f"configs/shift_sweep.py:{arg}: 'smoke' is for 'toy,variance,smoke'")
   c = ml_collections.ConfigDict()
   c.dtype = "float32"
   c.scheduler = "ddim"
@@ -56,8 +84,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.grid_images = True
   c.grid_prompts = 8
   c.trajectory = ml_collections.ConfigDict({"prompts": (0, 1), "shifts": ("ums", "ums", "rms"),
-                                            "alphas": (-0.2, 0.2, 0.2)})
+                                            "alphas": (-0.2, 0.2, 0.2),
+                                            "settings": ()})  # names; empty = every setting
   c.report_only = False
+  c.oracle = False              # also judge with the toy oracle (toy world only)
   if "compare" in variants:
     c.settings = [
         ml_collections.ConfigDict({"name": "cfg7.5", "model": c.settings[0].model,
@@ -84,4 +114,42 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grids.pas = (16.0, 64.0)
     c.unit = 64
     c.grid_prompts = 5
+  if "variance" in variants:
+    _variance_study(c, smoke="smoke" in variants)
   return c
+
+
+def _variance_study(c: ml_collections.ConfigDict, smoke: bool) -> None:
+  """The `toy,variance[,smoke]` study (see the module docstring)."""
+  c.models = ml_collections.ConfigDict({
+      "fixed": ml_collections.FieldReference("toy"),
+      "learned": ml_collections.FieldReference("toy_lv")})
+  c.settings = [
+      ml_collections.ConfigDict({
+          "name": f"{name}_{'cfg7.5' if scale > 1 else 'noguidance'}",
+          "model": c.models.get_ref(generator), "guidance_scale": scale,
+          "scheduler": scheduler, "variance_type": variance_type})
+      for name, generator, scheduler, variance_type, scales in VARIANCE_SAMPLERS
+      for scale in scales]
+  c.oracle = True
+  c.shifts = ("ums", "rms", "sds")
+  # Wide enough to halve top-1 (the paper's ±0.2 / ±0.3 change nothing on the toy world).
+  c.grids.ums = (-1.0, -0.5, 0.5, 1.0)
+  c.grids.rms = (-2.0, -1.0, 1.0, 2.0)
+  c.grids.sds = (-0.6, 0.6)
+  c.images_per_prompt = 1       # 20 labels x 1 seed = 20 (prompt, seed) units per cell
+  c.num_steps = 10              # CPU budget (~30 min on the shared 2-core machine)
+  c.grid_images = False
+  c.trajectory.prompts = (0,)
+  c.trajectory.shifts = ("ums", "ums", "sds")
+  c.trajectory.alphas = (-1.0, 1.0, 0.6)
+  # Fig. 8 for the generator/sampler pairs that separate the variance from the sampler.
+  c.trajectory.settings = ("fixed_ddim_cfg7.5", "lv_ddpm_learned_cfg7.5", "lv_ddpm_fixed_cfg7.5",
+                           "lv_ddim_cfg7.5")
+  if smoke:
+    c.labels = ("red circle", "blue square", "green triangle")
+    c.num_steps = 5
+    c.grids.ums = (-1.0, 1.0)
+    c.grids.rms = (2.0,)
+    c.grids.sds = (-0.6,)
+    c.trajectory.settings = ("lv_ddpm_learned_cfg7.5",)

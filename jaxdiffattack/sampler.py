@@ -11,6 +11,15 @@ All steps run in one `lax.scan`, so the whole sampler is one compiled, different
 `guidance=False` is a true no-guidance mode: one UNet call per step on the condition alone (the
 brittleness paper's "without guidance", arXiv 2312.11473 §4.2), which equals w = 1.
 
+Learned variance (Nichol & Dhariwal 2021, §3.1; GLIDE, Nichol et al. 2021): a UNet with
+out_channels = 2C outputs [ε (or v-prediction output), v], v the variance interpolation. Guidance
+combines the first half only; v is the conditional branch's (GLIDE's released sampler does the
+same). Ancestral step rules (`schedulers.ANCESTRAL_SCHEDULERS`, e.g. "ddpm" with
+variance_type "learned_range") receive [ε̂, v]; the deterministic ones ε̂ alone. Ancestral steps
+draw member i's noise at step s from `fold_in(noise_keys[i], s)`, with `noise_keys[i] =
+fold_in(key, member i)` (`member_noise_keys`), so a trajectory does not depend on how the
+population is split over devices or chunks. `trajectory=("variance",)` returns v per step.
+
 Gradient depth (`grad_steps`, the same name in `SamplerSettings`):
   * None: `jax.grad` w.r.t. latents and text embeddings flows through every step; `remat=True`
     wraps each step in `jax.checkpoint`, keeping memory near one step's activations;
@@ -50,13 +59,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiffattack import ddpm
 from jaxdiffattack import schedulers
 from jaxdiffattack import sharding
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.models import StableDiffusion
 from jaxdiffattack.models import unet as unet_lib
 
-TRAJECTORIES = ("x0", "latents")
+TRAJECTORIES = ("x0", "latents", "variance")
 ATTENTION_GRID = 16   # captured attention maps are at most this many pixels a side
 
 
@@ -66,6 +76,8 @@ class SampleOutput(NamedTuple):
   x0_trajectory: jax.Array | None = None      # [P, S, C, h, w] predicted z_0 at each step
   latent_trajectory: jax.Array | None = None  # [P, S, C, h, w] z_t after each step
   attention_trajectory: jax.Array | None = None  # [P, S, g, g, L] cross-attention per token
+  variance_trajectory: jax.Array | None = None  # [P, S, C, h, w] the UNet's variance output v
+                                                # (conditional branch) at each step
   scores: dict | None = None          # score_fn's per-member outputs, each [P, ...]
 
 
@@ -80,6 +92,13 @@ def member_latents(key: jax.Array, member_indices, latent_shape: Sequence[int]) 
   member_indices = jnp.asarray(member_indices, dtype=jnp.uint32)
   draw = lambda i: jax.random.normal(jax.random.fold_in(key, i), tuple(latent_shape), jnp.float32)
   return jax.vmap(draw)(member_indices)
+
+
+def member_noise_keys(key: jax.Array, member_indices) -> jax.Array:
+  """Per-member keys [P, 2] of the ancestral noise: `fold_in(key, i)` for member i (step s then
+  draws from `fold_in(that, s)`)."""
+  member_indices = jnp.asarray(member_indices, dtype=jnp.uint32)
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(member_indices)
 
 
 def _work_dtype(latents: jax.Array):
@@ -99,7 +118,8 @@ def decode_latents(sd: StableDiffusion, vae_params, latents: jax.Array) -> jax.A
 def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb=None,
            guidance_scale=7.5, *, guidance: bool = True, trajectory: Sequence[str] = (),
            return_latents: bool = False, remat: bool = False, grad_steps: int | None = None,
-           decode: bool = True, capture_attention: bool = False) -> SampleOutput:
+           decode: bool = True, capture_attention: bool = False,
+           noise_keys: jax.Array | None = None) -> SampleOutput:
   """Runs the whole denoising loop for a population; pure and differentiable.
 
   Args:
@@ -112,7 +132,8 @@ def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb
     uncond_emb: unconditional ("") hidden states [P, L, D] or [L, D]; needed when guidance.
     guidance_scale: w, a scalar or per-member [P].
     guidance: False runs one UNet call per step on `cond_emb` alone.
-    trajectory: any of "x0", "latents": also return per-step predicted z_0 and/or z_t.
+    trajectory: any of "x0", "latents", "variance": also return per-step predicted z_0, z_t
+      and/or the variance output v (a learned-variance UNet only).
     return_latents: also return the final latents.
     remat: rematerialise each differentiated step in the backward pass (`jax.checkpoint`).
     grad_steps: gradient depth: None = every step, K = the last K steps only, 0 = none (see the
@@ -120,6 +141,8 @@ def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb
     decode: False skips the VAE (images field is then None).
     capture_attention: also return each step's cross-attention maps per text token (see the
       module docstring).
+    noise_keys: [P, 2] uint32 per-member keys (`member_noise_keys`); needed by an ancestral
+      scheduler, ignored by the others.
 
   Returns:
     SampleOutput with images [P, H, W, 3] and the requested extras.
@@ -127,6 +150,13 @@ def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb
   for name in trajectory:
     if name not in TRAJECTORIES:
       raise ValueError(f"trajectory entry {name!r} is not one of {TRAJECTORIES}")
+  if "variance" in trajectory and not sd.learned_variance:
+    raise ValueError("trajectory 'variance' needs a learned-variance UNet (out_channels = 2 x "
+                     f"latent channels); this one has {sd.unet.config.out_channels}")
+  ancestral = _is_ancestral(scheduler)
+  if ancestral and noise_keys is None:
+    raise ValueError(f"the ancestral scheduler {scheduler.name!r} needs noise_keys "
+                     "(sampler.member_noise_keys(key, member_indices))")
   num_steps = len(scheduler.timesteps)
   _check_grad_steps(grad_steps, num_steps, "grad_steps")
   population = latents.shape[0]
@@ -145,7 +175,8 @@ def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb
   differentiated = num_steps if grad_steps is None else grad_steps
   frozen = num_steps - differentiated
   run = functools.partial(_denoise, sd, scheduler, guidance=guidance, trajectory=trajectory,
-                          capture_attention=capture_attention)
+                          capture_attention=capture_attention,
+                          noise_keys=noise_keys if ancestral else None)
   parts = []
   if frozen:
     # No tangents enter these steps, so nothing of them is kept for the backward pass.
@@ -165,21 +196,29 @@ def sample(sd: StableDiffusion, scheduler, params, latents, cond_emb, uncond_emb
       latents=x if return_latents else None,
       x0_trajectory=steps_of("x0") if "x0" in trajectory else None,
       latent_trajectory=steps_of("latents") if "latents" in trajectory else None,
-      attention_trajectory=steps_of("attention") if capture_attention else None)
+      attention_trajectory=steps_of("attention") if capture_attention else None,
+      variance_trajectory=steps_of("variance") if "variance" in trajectory else None)
+
+
+def _is_ancestral(scheduler) -> bool:
+  """The step rule takes the noise as a fifth argument (`schedulers.ANCESTRAL_SCHEDULERS`)."""
+  return bool(getattr(scheduler, "ancestral", False))
 
 
 def _denoise(sd: StableDiffusion, scheduler, unet_params, carry, context, scale, steps, *,
              guidance: bool, trajectory: Sequence[str], remat: bool,
-             capture_attention: bool = False):
+             capture_attention: bool = False, noise_keys: jax.Array | None = None):
   """Scheduler steps `steps` [k] from carry = (z_t, scheduler state), in one `lax.scan`.
 
+  `noise_keys` [P, 2]: the members' ancestral-noise keys (ancestral schedulers only).
   Returns the final carry and the requested per-step extras {name: [k, P, ...]}.
   """
   timesteps = jnp.asarray(scheduler.timesteps, carry[0].dtype)  # [S] (float64 in x64 checks)
-  population = carry[0].shape[0]
+  population, channels = carry[0].shape[:2]
 
   def model_output(x_in, t):
-    """(guided model output, per-token attention maps [P, h, w, L] or None)."""
+    """(ε̂ [P, C, h, w] guided, v [P, C, h, w] of the conditional branch or None, per-token
+    attention maps [P, h, w, L] of the conditional branch or None)."""
     if guidance:
       x_in = jnp.concatenate([x_in, x_in], axis=0)
     t_batch = jnp.broadcast_to(t, (x_in.shape[0],))
@@ -190,22 +229,34 @@ def _denoise(sd: StableDiffusion, scheduler, unet_params, carry, context, scale,
       maps = token_maps(layers, x_in.shape[2:])[x_in.shape[0] - population:]  # conditional half
     else:
       out = sd.unet.apply({"params": unet_params}, x_in.astype(sd.dtype), t_batch, context)
-    out = out.astype(x_in.dtype)
+    out, v = ddpm.split_eps_and_v(out.astype(x_in.dtype), channels)
     if guidance:
       out_uncond, out_cond = jnp.split(out, 2, axis=0)
       out = out_uncond + scale * (out_cond - out_uncond)
-    return out, maps
+      v = None if v is None else jnp.split(v, 2, axis=0)[1]
+    return out, v, maps
+
+  def noise(step_index, like):
+    draw = lambda k: jax.random.normal(jax.random.fold_in(k, step_index), like.shape[1:],
+                                       like.dtype)
+    return jax.vmap(draw)(noise_keys)                         # [P, C, h, w]
 
   def step(carry, step_index):
     x, state = carry
     x_in = scheduler.scale_model_input(state, x, step_index)
-    out, maps = model_output(x_in, timesteps[step_index])
-    x_next, state, x0 = scheduler.step(state, step_index, out, x)
+    out, v, maps = model_output(x_in, timesteps[step_index])
+    if noise_keys is None:
+      x_next, state, x0 = scheduler.step(state, step_index, out, x)
+    else:
+      full = out if v is None else jnp.concatenate([out, v], axis=1)  # [P, (2)C, h, w]
+      x_next, state, x0 = scheduler.step(state, step_index, full, x, noise(step_index, x))
     extras = {} if maps is None else {"attention": maps}
     if "x0" in trajectory:
       extras["x0"] = x0
     if "latents" in trajectory:
       extras["latents"] = x_next
+    if "variance" in trajectory:
+      extras["variance"] = v
     return (x_next, state), extras
 
   if remat:
@@ -255,11 +306,20 @@ class SamplerSettings:
   return_images: bool = True
   grad_steps: int | None = None   # gradient depth: None = every step, K = last K, 0 = none
   capture_attention: bool = False  # per-step cross-attention maps (SampleOutput field)
+  # The ancestral "ddpm" rule's variance (schedulers.DDPM_VARIANCE_TYPES); None = the model's
+  # scheduler config (its variance_type, else "fixed_small").
+  variance_type: str | None = None
 
   def validate(self) -> None:
-    if self.scheduler not in schedulers.SCHEDULERS:
-      raise ConfigError(f"config.scheduler={self.scheduler!r} is invalid: use one of "
-                        f"{sorted(schedulers.SCHEDULERS)}")
+    allowed = sorted({**schedulers.SCHEDULERS, **schedulers.ANCESTRAL_SCHEDULERS})
+    if self.scheduler not in allowed:
+      raise ConfigError(f"config.scheduler={self.scheduler!r} is invalid: use one of {allowed}")
+    if self.variance_type is not None and (
+        self.scheduler not in schedulers.ANCESTRAL_SCHEDULERS or
+        self.variance_type not in schedulers.DDPM_VARIANCE_TYPES):
+      raise ConfigError(f"config.variance_type={self.variance_type!r} is invalid for scheduler "
+                        f"{self.scheduler!r}: use None, or one of "
+                        f"{schedulers.DDPM_VARIANCE_TYPES} with scheduler 'ddpm'")
     if not isinstance(self.num_steps, int) or self.num_steps <= 0:
       raise ConfigError(f"config.num_steps={self.num_steps!r} is invalid: use an integer >= 1")
     for name in self.trajectory:
@@ -270,7 +330,7 @@ class SamplerSettings:
 
 def sample_and_score(sd: StableDiffusion, scheduler, settings: SamplerSettings,
                      score_fn: ScoreFn | None, params, latents, cond, uncond, scale,
-                     aux) -> SampleOutput:
+                     aux, noise_keys=None) -> SampleOutput:
   """The fused sampler + scorer: one pure function of arrays, for jit, grad and vmap.
 
   The first four arguments are static (`FusedSampler` binds them); the rest are arrays.
@@ -284,6 +344,7 @@ def sample_and_score(sd: StableDiffusion, scheduler, settings: SamplerSettings,
     uncond: [P, L, D] or [L, D] unconditional hidden states (unused without guidance).
     scale: guidance scale, scalar or [P].
     aux: per-member pytree of [P, ...] arrays handed to `score_fn` (e.g. labels).
+    noise_keys: [P, 2] per-member ancestral-noise keys (ancestral schedulers only).
 
   Returns:
     SampleOutput with `scores` (when score_fn is given); images are None unless
@@ -294,7 +355,7 @@ def sample_and_score(sd: StableDiffusion, scheduler, settings: SamplerSettings,
                return_latents=settings.return_latents, remat=settings.remat,
                grad_steps=settings.grad_steps,
                decode=settings.return_images or score_fn is not None,
-               capture_attention=settings.capture_attention)
+               capture_attention=settings.capture_attention, noise_keys=noise_keys)
   if score_fn is not None:
     out = out._replace(scores=score_fn(params["score"], out.images, aux))
   if not settings.return_images:
@@ -319,12 +380,27 @@ class FusedSampler:
   def build(cls, sd: StableDiffusion, settings: SamplerSettings = SamplerSettings(),
             score_fn: ScoreFn | None = None) -> "FusedSampler":
     settings.validate()
-    return cls(sd, schedulers.make_scheduler(settings.scheduler, sd.scheduler_config,
-                                             settings.num_steps), settings, score_fn)
+    overrides = {}
+    if settings.variance_type is not None:
+      overrides["variance_type"] = settings.variance_type
+    scheduler = schedulers.make_scheduler(settings.scheduler, sd.scheduler_config,
+                                          settings.num_steps, **overrides)
+    if getattr(scheduler, "variance_type", None) == "learned_range" and not sd.learned_variance:
+      raise ConfigError(f"config.variance_type='learned_range' is invalid for {sd.source}: its "
+                        f"UNet has no variance output (out_channels "
+                        f"{sd.unet.config.out_channels}, not 2 x {sd.latent_channels}); use "
+                        "'fixed_small' or 'fixed_large'")
+    return cls(sd, scheduler, settings, score_fn)
 
-  def __call__(self, params, latents, cond, uncond, scale, aux=None) -> SampleOutput:
+  @property
+  def ancestral(self) -> bool:
+    """The sampler draws noise: calls need `noise_keys`."""
+    return _is_ancestral(self.scheduler)
+
+  def __call__(self, params, latents, cond, uncond, scale, aux=None,
+               noise_keys=None) -> SampleOutput:
     return sample_and_score(self.sd, self.scheduler, self.settings, self.score_fn, params,
-                            latents, cond, uncond, scale, aux)
+                            latents, cond, uncond, scale, aux, noise_keys)
 
 
 def fused_params(params, score_params=None) -> dict:
@@ -366,12 +442,14 @@ class PopulationSampler:
     self.microbatch = microbatch
     self.params = sharding.put_replicated(fused_params(params, score_params), self.mesh)
     pop = sharding.population_sharding(self.mesh)
+    # Ancestral samplers take a 7th argument: the members' noise keys [P, 2].
+    arrays = 6 if self.function.ancestral else 5
     self.compiled = jax.jit(
-        self.function, in_shardings=(sharding.replicated(self.mesh), pop, pop, pop, pop, pop),
+        self.function, in_shardings=(sharding.replicated(self.mesh),) + (pop,) * arrays,
         out_shardings=pop)
 
   def __call__(self, latents, cond_emb, uncond_emb=None, guidance_scale=7.5,
-               aux=None) -> SampleOutput:
+               aux=None, noise_keys=None) -> SampleOutput:
     """Samples P members; returns host NumPy arrays with population axis 0.
 
     Args:
@@ -380,6 +458,8 @@ class PopulationSampler:
       uncond_emb: [L, D] or [P, L, D]; ignored without guidance.
       guidance_scale: scalar or [P].
       aux: per-member pytree of [P, ...] arrays handed to `score_fn` (e.g. labels).
+      noise_keys: [P, 2] uint32 per-member keys of the ancestral noise (`member_noise_keys`
+        of the members' global indices); needed by an ancestral scheduler, else ignored.
     """
     latents = np.asarray(latents, np.float32)
     cond_emb = np.asarray(cond_emb)
@@ -397,11 +477,21 @@ class PopulationSampler:
     chunk = sharding.chunk_size(self.mesh, population, self.microbatch)
     padded = -(-population // chunk) * chunk
     aux = jax.tree_util.tree_map(lambda a: sharding.pad_population(a, padded), aux or {})
-    inputs = [sharding.pad_population(a, padded) for a in (latents, cond_emb, uncond_emb, scale)]
+    arrays = [latents, cond_emb, uncond_emb, scale]
+    if self.function.ancestral:
+      if noise_keys is None:
+        raise ValueError(f"scheduler {self.settings.scheduler!r} is ancestral: pass noise_keys "
+                         "(sampler.member_noise_keys(key, member_indices))")
+      noise_keys = np.asarray(noise_keys, np.uint32)
+      if noise_keys.shape != (population, 2):
+        raise ValueError(f"noise_keys has shape {noise_keys.shape}; expected ({population}, 2)")
+      arrays.append(noise_keys)
+    inputs = [sharding.pad_population(a, padded) for a in arrays]
     outputs = []
     for start in range(0, padded, chunk):
       put = lambda a: sharding.put_population(a[start:start + chunk], self.mesh)  # pylint: disable=cell-var-from-loop
-      args = [put(a) for a in inputs] + [jax.tree_util.tree_map(put, aux)]
+      args = [put(a) for a in inputs[:4]] + [jax.tree_util.tree_map(put, aux)]
+      args += [put(a) for a in inputs[4:]]  # the noise keys (ancestral schedulers)
       outputs.append(self.compiled(self.params, *args))
     # Fetch after dispatching every chunk so devices never wait on the host.
     gather = lambda *parts: np.concatenate([sharding.to_host(p) for p in parts])[:population]

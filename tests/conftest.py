@@ -30,3 +30,13 @@ def tiny_sd_model(tiny_sd_dirs):
   """(sd, params) loaded from the Flax msgpack copy."""
   from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
   return load_stable_diffusion(str(tiny_sd_dirs[1]))
+
+
+@pytest.fixture(scope="session")
+def tiny_lv_dir(tmp_path_factory):
+  """A tiny random SD whose UNet outputs 8 channels (ε, then the variance v) over 4-channel
+  latents (a learned-variance model), as Flax msgpack."""
+  import tiny_sd  # pylint: disable=g-import-not-at-top
+  _, flax_dir = tiny_sd.build(tmp_path_factory.mktemp("tiny_lv"), seed=3,
+                              unet_config=dict(tiny_sd.SD1_UNET, out_channels=8))
+  return flax_dir

@@ -12,16 +12,19 @@ Members run through the fused sampler + scorer (`PopulationSampler` with the job
 atomically, so a killed sweep restarted on the same workdir skips finished units and ends with the
 same `results.csv`.
 
-Modules: `plan` (cells, members, their seed vectors, the sampler of a setting), `run` (`run`: the
-job, its checkpointed state), `report` (results.csv with CIs, report.md, plots, image grids),
+Modules: `plan` (cells, members, their seed vectors, the sampler of a setting — each setting may
+choose its own scheduler and DDPM variance), `run` (`run`: the job, its checkpointed state; the toy
+oracle's metrics with `config.oracle`), `report` (results.csv with CIs, report.md, plots, image
+grids), `radius` (the robustness radius: |α| where top-1 halves, paired bootstrap CIs),
 `trajectories` (per-step latent statistics, paper Fig. 8). Shared with the search through
 `jaxdiffattack.runs` (config hash, checkpoints, progress, figures).
 
 Outputs in the workdir: config.json, members.csv (one row per generated image), results.csv (one
-row per cell × class × metric, with 95 % CIs), report.md (paper-style tables), plots/*.png
-(metric vs α per shift; one line per setting in comparison mode), grids/*.png (prompts × α),
+row per cell × class × metric, with 95 % CIs), radius.csv (per setting × shift × side), report.md
+(paper-style tables), plots/*.png (metric vs α per shift; one line per setting in comparison
+mode), grids/*.png (prompts × α),
 trajectory.csv + plots/trajectory_*.png, checkpoint.msgpack. `write_report(workdir)` rebuilds
-results.csv, report.md and the plots from members.csv without recomputing.
+results.csv, radius.csv, report.md and the plots from members.csv without recomputing.
 """
 
 from jaxdiffattack.sweep.report import write_report

@@ -3,7 +3,11 @@ sampler of one generator setting.
 
 Members of one setting are flattened cell-major, then prompt, then seed. Member (cell c, prompt p,
 seed s) starts from the base seed vector of (p, s) — drawn from fold_in(fold_in(key, p), s), α
-never enters — shifted by its cell's shift (`jaxdiffattack.perturb`).
+never enters — shifted by its cell's shift (`jaxdiffattack.perturb`). An ancestral sampler's noise
+is (p, s)'s too (`sampler.member_noise_keys`), so cells differ by their shift alone.
+
+A setting may choose its own sampler: `setting.scheduler` (default `config.scheduler`) and
+`setting.variance_type` (the ancestral "ddpm" rule's variance; default: the model's).
 """
 
 import dataclasses
@@ -23,7 +27,15 @@ from jaxdiffattack.errors import check
 # results.csv metric → the score (of `scoring.Scoring`) it is read from.
 METRIC_SCORES = {"top1": "evaluator/top1_hit", "top5": "evaluator/top5_hit",
                  "clip_score": "evaluator/clip_score"}
+# Metrics of the toy oracle (`config.oracle`, toy world only): read on the host from the images.
+ORACLE_METRICS = ("oracle_top1", "oracle_unclear")
 METRICS = tuple(METRIC_SCORES)
+ALL_METRICS = METRICS + ORACLE_METRICS
+
+
+def metrics(config) -> tuple[str, ...]:
+  """The metrics a sweep records: the scores', and the oracle's when `config.oracle`."""
+  return ALL_METRICS if config.get("oracle", False) else METRICS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +123,15 @@ def base_latents(key, prompt_idx, seed_idx, latent_shape):
   return jax.vmap(one)(jnp.asarray(prompt_idx, jnp.uint32), jnp.asarray(seed_idx, jnp.uint32))
 
 
+def noise_keys(plan: "Plan", members: np.ndarray, key) -> np.ndarray:
+  """[P, 2] ancestral-noise keys of members: (prompt p, seed s)'s `fold_in(.., 2)` of
+  fold_in(fold_in(key, p), s) — shared by every cell, α never enters."""
+  _, prompt_idx, seed_idx = plan.decompose(members)
+  one = lambda p, s: jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, p), s), 2)
+  return np.asarray(jax.vmap(one)(jnp.asarray(prompt_idx, jnp.uint32),
+                                  jnp.asarray(seed_idx, jnp.uint32)))
+
+
 def shifted_latents(plan: Plan, members: np.ndarray, key, latent_shape) -> np.ndarray:
   cell_idx, prompt_idx, seed_idx = plan.decompose(members)
   z, keys = base_latents(key, prompt_idx, seed_idx, latent_shape)
@@ -130,18 +151,31 @@ class SettingSampler:
   sampler: sampler_lib.PopulationSampler
   prompt_emb: np.ndarray   # [N_prompts, L, D]
   uncond: np.ndarray       # [L, D]
+  guidance_scale: float
+
+  def generate(self, plan: Plan, members: np.ndarray, key, aux=None):
+    """(SampleOutput, the members' shifted seed vectors [P, C, h, w]) of `plan`'s members."""
+    latents = shifted_latents(plan, members, key, self.sd.latent_shape)
+    _, prompt_idx, _ = plan.decompose(members)
+    keys = noise_keys(plan, members, key) if self.sampler.function.ancestral else None
+    out = self.sampler(latents, self.prompt_emb[prompt_idx], self.uncond, self.guidance_scale,
+                       aux=aux, noise_keys=keys)
+    return out, latents
 
 
 def setting_sampler(config, setting, prompts, model_loader, *, mesh=None, score_fn=None,
                     score_params=None, **settings) -> SettingSampler:
   """Loads `setting.model` and builds its `PopulationSampler` (extra `SamplerSettings` fields
-  in `settings`; guidance on when the setting's scale is > 1)."""
+  in `settings`; guidance on when the setting's scale is > 1; the setting's own `scheduler`
+  and `variance_type` when it names them)."""
   sd, params = model_loader(setting.model, dtype=config.dtype)
   pop_sampler = sampler_lib.PopulationSampler(
       sd, params, sampler_lib.SamplerSettings(
-          scheduler=config.scheduler, num_steps=config.num_steps,
-          guidance=setting.guidance_scale > 1.0, **settings),
+          scheduler=setting.get("scheduler") or config.scheduler, num_steps=config.num_steps,
+          guidance=setting.guidance_scale > 1.0, variance_type=setting.get("variance_type"),
+          **settings),
       microbatch=config.microbatch, score_fn=score_fn, score_params=score_params, mesh=mesh)
   return SettingSampler(
       sd, pop_sampler, np.asarray(text.encode_prompts(sd, params["text_encoder"], prompts)),
-      np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0]))
+      np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0]),
+      float(setting.guidance_scale))

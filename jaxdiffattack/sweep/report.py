@@ -14,11 +14,11 @@ from jaxdiffattack import io
 from jaxdiffattack import perturb
 from jaxdiffattack import runs
 from jaxdiffattack import stats
+from jaxdiffattack.sweep import radius
+from jaxdiffattack.sweep.plan import ALL_METRICS
 from jaxdiffattack.sweep.plan import Cell
-from jaxdiffattack.sweep.plan import METRICS
 from jaxdiffattack.sweep.plan import Plan
 from jaxdiffattack.sweep.plan import setting_sampler
-from jaxdiffattack.sweep.plan import shifted_latents
 
 RESULT_FIELDS = ("setting", "shift", "alpha", "alpha_c", "alpha_s", "class", "metric", "value",
                  "ci_low", "ci_high", "n")
@@ -30,17 +30,19 @@ def summarise(member_rows: list[dict]) -> list[dict]:
   Each shift's α = 0 row is the shared unshifted cell.
   """
   groups: dict[tuple, list[dict]] = {}
-  shifts = sorted({r["shift"] for r in member_rows} - {perturb.UNSHIFTED})
+  # A sweep without shifts (clean quality only) reports its unshifted cell as shift "none".
+  shifts = sorted({r["shift"] for r in member_rows} - {perturb.UNSHIFTED}) or [perturb.UNSHIFTED]
   for r in member_rows:
     alpha = (float(r["alpha_c"]), float(r["alpha_s"]))
     for shift in (shifts if r["shift"] == perturb.UNSHIFTED else [r["shift"]]):
       for cls in ("all", r["label"]):
         groups.setdefault((r["setting"], shift, alpha, cls), []).append(r)
   out = []
+  metrics = [m for m in ALL_METRICS if member_rows and m in member_rows[0]]
   for (setting, shift, alpha, cls), rows in sorted(groups.items(), key=lambda kv: (
       kv[0][0], kv[0][1], kv[0][2], kv[0][3] != "all", kv[0][3])):
     label = Cell(shift, alpha).label
-    for metric in METRICS:
+    for metric in metrics:
       values = np.array([float(r[metric]) for r in rows])
       if metric == "clip_score":
         value, low, high = stats.mean_interval(values)
@@ -53,15 +55,26 @@ def summarise(member_rows: list[dict]) -> list[dict]:
   return out
 
 
+def _metrics(results) -> list[str]:
+  """The metrics present in results rows, in ALL_METRICS order."""
+  present = {r["metric"] for r in results}
+  return [m for m in ALL_METRICS if m in present]
+
+
 def write_report(workdir) -> dict:
-  """Rebuilds results.csv, report.md and plots/ from members.csv (no recomputation)."""
+  """Rebuilds results.csv, radius.csv, report.md and plots/ from members.csv (no
+  recomputation)."""
   workdir = pathlib.Path(workdir)
   member_rows = io.read_csv(workdir / "members.csv")
   results = summarise(member_rows)
   io.write_csv(workdir / "results.csv", RESULT_FIELDS, results)
-  io.atomic_write_bytes(workdir / "report.md", markdown(results).encode())
+  radii = [row for metric in radius.METRICS if member_rows and metric in member_rows[0]
+           for row in radius.radii(member_rows, metric)]
+  io.write_csv(workdir / "radius.csv", radius.FIELDS, radii)
+  io.atomic_write_bytes(workdir / "report.md",
+                        (markdown(results) + "\n" + radius.markdown(radii)).encode())
   plots(results, workdir / "plots")
-  return {"members": member_rows, "results": results}
+  return {"members": member_rows, "results": results, "radius": radii}
 
 
 def markdown(results) -> str:
@@ -77,7 +90,7 @@ def markdown(results) -> str:
       labels = [Cell(shift, a).label for a in alphas]
       lines += [f"## {setting}: {shift}", "", "| metric | " + " | ".join(
           f"α={a}" for a in labels) + " |", "|---|" + "---|" * len(labels)]
-      for metric in METRICS:
+      for metric in _metrics(results):
         cells = []
         for a in alphas:
           r = next(x for x in rows if (x["alpha_c"], x["alpha_s"]) == a and x["metric"] == metric)
@@ -105,8 +118,10 @@ def plots(results, plot_dir: pathlib.Path) -> None:
   plt = runs.pyplot()
   overall = [r for r in results if r["class"] == "all"]
   settings = sorted({r["setting"] for r in overall})
-  shifts = sorted({r["shift"] for r in overall})
-  for metric in METRICS:
+  shifts = sorted({r["shift"] for r in overall if perturb.SHIFTS[r["shift"]].arity})
+  if not shifts:
+    return
+  for metric in _metrics(results):
     fig, axes = plt.subplots(1, len(shifts), figsize=(4 * len(shifts), 3.2), squeeze=False)
     for ax, shift in zip(axes[0], shifts):
       spec = perturb.SHIFTS[shift]
@@ -141,10 +156,7 @@ def write_grids(config, workdir, plan: Plan, prompts, model_loader) -> None:
       cols.sort(key=lambda i: plan.cells[i].alpha)
       per_cell = plan.n_prompts * plan.n_seeds
       members = np.array([c * per_cell + p * plan.n_seeds for p in range(n_grid) for c in cols])
-      latents = shifted_latents(plan, members, key, loaded.sd.latent_shape)
-      _, prompt_idx, _ = plan.decompose(members)
-      images = loaded.sampler(latents, loaded.prompt_emb[prompt_idx], loaded.uncond,
-                              setting.guidance_scale).images
+      images = loaded.generate(plan, members, key)[0].images
       upscale = max(1, 64 // images.shape[1])
       io.write_png(pathlib.Path(workdir) / "grids" / f"{setting.name}_{shift}.png",
                    io.image_grid(images, cols=len(cols), upscale=upscale))

@@ -15,8 +15,7 @@ from jaxdiffattack.sweep import plan as plan_lib
 from jaxdiffattack.sweep import report
 from jaxdiffattack.sweep import trajectories
 
-MEMBER_FIELDS = ("setting", "shift", "alpha_c", "alpha_s", "prompt_index", "label", "seed_index",
-                 *plan_lib.METRICS)
+MEMBER_FIELDS = ("setting", "shift", "alpha_c", "alpha_s", "prompt_index", "label", "seed_index")
 
 
 @flax.struct.dataclass
@@ -26,11 +25,20 @@ class SweepState:
   scores: dict   # setting name → {metric: [N] float32 (NaN: not yet)}, N = members per setting
 
 
-def new_state(setting_names, size: int) -> SweepState:
+def new_state(setting_names, size: int, metrics=plan_lib.METRICS) -> SweepState:
   return SweepState(
       done={name: np.array(0) for name in setting_names},
-      scores={name: {metric: np.full(size, np.nan, np.float32) for metric in plan_lib.METRICS}
+      scores={name: {metric: np.full(size, np.nan, np.float32) for metric in metrics}
               for name in setting_names})
+
+
+def oracle_scores(images: np.ndarray, labels) -> dict:
+  """The toy oracle's reading of images [P, H, W, 3] against label names [P]: oracle_top1 (1
+  where it reads the label; "unclear" counts as a miss) and oracle_unclear."""
+  from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
+  verdicts = oracle.judge(np.asarray(images))
+  return {"oracle_top1": np.array([v == l for v, l in zip(verdicts, labels)], np.float32),
+          "oracle_unclear": np.array([v is None for v in verdicts], np.float32)}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
@@ -50,8 +58,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   key = jax.random.PRNGKey(config.seed)
   ckpt_path = workdir / "checkpoint.msgpack"
   names = [s.name for s in config.settings]
-  state = runs.load_checkpoint(ckpt_path, runs.config_hash(config), new_state(names, plan.size),
-                               "sweep") or new_state(names, plan.size)
+  metrics = plan_lib.metrics(config)
+  oracle = config.get("oracle", False)
+  fresh = new_state(names, plan.size, metrics)
+  state = runs.load_checkpoint(ckpt_path, runs.config_hash(config), fresh, "sweep") or fresh
   done = lambda: sum(int(n) for n in state.done.values())
   progress = runs.Progress("sweep", plan.size * len(names), done(), "members")
   for setting in config.settings:
@@ -60,22 +70,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       continue
     loaded = plan_lib.setting_sampler(config, setting, prompts, model_loader, mesh=mesh,
                                       score_fn=scoring.score_fn, score_params=scoring.params,
-                                      return_images=False)
+                                      return_images=oracle)
     while int(state.done[name]) < plan.size:
       lo = int(state.done[name])
       members = np.arange(lo, min(lo + config.unit, plan.size))
       _, prompt_idx, _ = plan.decompose(members)
-      latents = plan_lib.shifted_latents(plan, members, key, loaded.sd.latent_shape)
-      out = loaded.sampler(latents, loaded.prompt_emb[prompt_idx], loaded.uncond,
-                           setting.guidance_scale,
-                           aux=scoring.aux(label_ids[prompt_idx], [prompts[i] for i in prompt_idx]))
+      out, _ = loaded.generate(plan, members, key, aux=scoring.aux(
+          label_ids[prompt_idx], [prompts[i] for i in prompt_idx]))
       for metric, score in plan_lib.METRIC_SCORES.items():
         state.scores[name][metric][members] = np.asarray(out.scores[score], np.float32)
+      if oracle:
+        for metric, value in oracle_scores(out.images, [labels[i] for i in prompt_idx]).items():
+          state.scores[name][metric][members] = value
       state = state.replace(done=state.done | {name: np.array(members[-1] + 1)})
       runs.save_checkpoint(ckpt_path, state, runs.config_hash(config))
       progress.log(done())
   rows = member_rows(config, plan, labels, state)
-  io.write_csv(workdir / "members.csv", MEMBER_FIELDS, rows)
+  io.write_csv(workdir / "members.csv", MEMBER_FIELDS + metrics, rows)
   if config.grid_images:
     report.write_grids(config, workdir, plan, prompts, model_loader)
   if config.trajectory.prompts:
@@ -95,7 +106,7 @@ def member_rows(config, plan: plan_lib.Plan, labels, state: SweepState) -> list[
       row = {"setting": setting.name, "shift": cell.shift, "alpha_c": cell.alpha[0],
              "alpha_s": cell.alpha[1], "prompt_index": int(prompt_idx[m]),
              "label": labels[prompt_idx[m]], "seed_index": int(seed_idx[m])}
-      for metric in plan_lib.METRICS:
+      for metric in plan_lib.metrics(config):
         row[metric] = float(state.scores[setting.name][metric][m])
       rows.append(row)
   return rows

@@ -14,7 +14,6 @@ from jaxdiffattack import runs
 from jaxdiffattack.sweep.plan import Cell
 from jaxdiffattack.sweep.plan import Plan
 from jaxdiffattack.sweep.plan import setting_sampler
-from jaxdiffattack.sweep.plan import shifted_latents
 from jaxdiffattack.sweep.plan import unshifted
 
 FIELDS = ("setting", "shift", "alpha", "prompt", "step", "step_distance", "mean", "std")
@@ -44,12 +43,12 @@ def write_trajectories(config, workdir, prompts, model_loader) -> None:
   members = np.array([c * len(prompts) + p for c in range(len(cells)) for p in prompt_ids])
   key = jax.random.PRNGKey(config.seed)
   rows = []
+  only = tuple(config.trajectory.get("settings", ()))   # setting names; empty = every setting
   for setting in config.settings:
+    if only and setting.name not in only:
+      continue
     loaded = setting_sampler(config, setting, prompts, model_loader, trajectory=("latents",))
-    latents = shifted_latents(plan, members, key, loaded.sd.latent_shape)
-    _, prompt_idx, _ = plan.decompose(members)
-    out = loaded.sampler(latents, loaded.prompt_emb[prompt_idx], loaded.uncond,
-                         setting.guidance_scale)
+    out, latents = loaded.generate(plan, members, key)
     traj = trajectory_statistics(out.latent_trajectory,
                                  latents * loaded.sampler.scheduler.init_noise_sigma)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
