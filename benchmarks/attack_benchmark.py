@@ -188,6 +188,7 @@ class TorchAttack:
     images = (self.vae.decode(z / self.scaling).sample / 2 + 0.5).clamp(0, 1)
     pixels = (images - 0.5) / 0.5            # the toy CLIP processor at its own 32×32 size
     emb = self.clip.get_image_features(pixel_values=pixels)
+    emb = emb if isinstance(emb, self.torch.Tensor) else emb.pooler_output   # transformers 5
     emb = emb / emb.norm(dim=-1, keepdim=True)
     logits = self.logit_scale * emb @ self.class_emb.T
     label = int(self.data.prompt_set.labels[p])
