@@ -38,7 +38,7 @@ def _load_config(arg=None):
 
 
 def _check_export_loads(test, out: pathlib.Path):
-  from diffusers import FlaxDDIMScheduler, FlaxPNDMScheduler  # pylint: disable=g-import-not-at-top
+  from diffusers import DDIMScheduler, PNDMScheduler  # pylint: disable=g-import-not-at-top
   from transformers import AutoImageProcessor, CLIPTokenizer  # pylint: disable=g-import-not-at-top
   from jaxdiffattack import models  # pylint: disable=g-import-not-at-top
   from jaxdiffattack.models import convert_transformers  # pylint: disable=g-import-not-at-top
@@ -53,10 +53,10 @@ def _check_export_loads(test, out: pathlib.Path):
   text, text_params = convert_transformers.load_text_encoder(sd / "text_encoder")
   test.assertEqual(unet.config.cross_attention_dim, text.config.hidden_size)
   test.assertNotEqual(vae.config.scaling_factor, 1.0)
-  sched, _ = FlaxDDIMScheduler.from_pretrained(sd, subfolder="scheduler")
+  sched = DDIMScheduler.from_pretrained(sd, subfolder="scheduler")   # diffusers reads it
   test.assertEqual(sched.config.beta_schedule, "scaled_linear")
   test.assertEqual(sched.config.prediction_type, "epsilon")
-  FlaxPNDMScheduler.from_pretrained(sd, subfolder="scheduler")
+  PNDMScheduler.from_pretrained(sd, subfolder="scheduler")
   test.assertEqual(CLIPTokenizer.from_pretrained(
       sd, subfolder="tokenizer").model_max_length, 77)
   _, params = models.load_stable_diffusion(str(sd))
