@@ -26,14 +26,14 @@ import numpy as np
 VARIANTS = ("toy", "compare", "variance", "smoke")
 
 # The variance study's settings: (name, generator, scheduler, variance_type, guidance scales);
-# scale 7.5 → "<name>_cfg7.5", 1.0 → "<name>_noguidance". The separators (ancestral with a fixed
-# variance, DDIM) run with guidance only, for the CPU budget; add 1.0 to their scales for more.
+# scale 7.5 → "<name>_cfg7.5", 1.0 → "<name>_noguidance". Every generator × sampler runs with
+# and without guidance.
 VARIANCE_SAMPLERS = (
     ("fixed_ddim", "fixed", "ddim", None, (7.5, 1.0)),
-    ("fixed_ddpm", "fixed", "ddpm", "fixed_small", (7.5,)),
+    ("fixed_ddpm", "fixed", "ddpm", "fixed_small", (7.5, 1.0)),
     ("lv_ddpm_learned", "learned", "ddpm", "learned_range", (7.5, 1.0)),
-    ("lv_ddpm_fixed", "learned", "ddpm", "fixed_small", (7.5,)),
-    ("lv_ddim", "learned", "ddim", None, (7.5,)),
+    ("lv_ddpm_fixed", "learned", "ddpm", "fixed_small", (7.5, 1.0)),
+    ("lv_ddim", "learned", "ddim", None, (7.5, 1.0)),
 )
 
 
@@ -88,6 +88,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                             "settings": ()})  # names; empty = every setting
   c.report_only = False
   c.oracle = False              # also judge with the toy oracle (toy world only)
+  # Pairs of setting names (a, b): report.md / paired.csv give a − b on the unshifted cell,
+  # paired by (prompt, seed), with a 95 % CI (e.g. two generators' clean quality).
+  c.paired = ()
   if "compare" in variants:
     c.settings = [
         ml_collections.ConfigDict({"name": "cfg7.5", "model": c.settings[0].model,
@@ -139,7 +142,13 @@ def _variance_study(c: ml_collections.ConfigDict, smoke: bool) -> None:
   c.grids.sds = (-0.6, 0.6)
   c.images_per_prompt = 1       # 20 labels x 1 seed = 20 (prompt, seed) units per cell
   c.num_steps = 10              # CPU budget (~30 min on the shared 2-core machine)
-  c.grid_images = False
+  c.grid_images = True          # captioned grids: 4 prompts x alpha, per setting and shift
+  c.grid_prompts = 4
+  # Clean quality, paired: the learned- minus the fixed-variance generator with the same sampler
+  # (DDIM; ancestral with β̃) and guidance, and toy_lv's learned minus fixed variance.
+  c.paired = tuple(pair for g in ("cfg7.5", "noguidance") for pair in (
+      (f"lv_ddim_{g}", f"fixed_ddim_{g}"), (f"lv_ddpm_fixed_{g}", f"fixed_ddpm_{g}"),
+      (f"lv_ddpm_learned_{g}", f"lv_ddpm_fixed_{g}")))
   c.trajectory.prompts = (0,)
   c.trajectory.shifts = ("ums", "ums", "sds")
   c.trajectory.alphas = (-1.0, 1.0, 0.6)
@@ -153,3 +162,4 @@ def _variance_study(c: ml_collections.ConfigDict, smoke: bool) -> None:
     c.grids.rms = (2.0,)
     c.grids.sds = (-0.6,)
     c.trajectory.settings = ("lv_ddpm_learned_cfg7.5",)
+    c.grid_images = False

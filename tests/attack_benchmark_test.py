@@ -12,6 +12,7 @@ import pytest
 _SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "attack_benchmark.py"
 
 
+@pytest.mark.slow
 def test_toy_attack_benchmark(tmp_path):
   pytest.importorskip("torch")
   out = tmp_path / "bench.json"

@@ -80,6 +80,7 @@ def uninterrupted(tiny_sd_dirs, vision_dirs, prompt_file, tmp_path_factory):
   return workdir, out
 
 
+@pytest.mark.slow
 def test_outputs_and_row_fields(uninterrupted):
   workdir, out = uninterrupted
   rows = io.read_jsonl(workdir / "results.jsonl")
@@ -110,6 +111,7 @@ def test_outputs_and_row_fields(uninterrupted):
   assert again["summary"]["asr_short"] == out["summary"]["asr_short"]
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tiny_sd_dirs, vision_dirs, prompt_file, uninterrupted,
                                      tmp_path, monkeypatch):
   config = tiny_config(tiny_sd_dirs[1], vision_dirs, prompt_file)
@@ -233,6 +235,7 @@ def test_variants_and_empty_prompt_sets(tmp_path):
     job.run(config, tmp_path)
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one(tiny_sd_dirs, vision_dirs, prompt_file, tmp_path):
   """The same job (2 iterations) on 8 fake devices (each group of 2 prompts padded to 8) and on
   1 device."""

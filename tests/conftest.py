@@ -18,6 +18,12 @@ jax.config.update("jax_compilation_cache_dir", os.environ.get(
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: end-to-end jobs, multi-process, kill-and-resume and 8-fake-device runs "
+      "(about half the suite's time); CI runs them, `-m 'not slow'` is the quick loop")
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_dirs(tmp_path_factory):
   """(pt_dir, flax_dir): the same tiny random SD as safetensors and as Flax msgpack."""

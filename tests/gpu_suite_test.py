@@ -10,6 +10,7 @@ import pytest
 _SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_suite.sh"
 
 
+@pytest.mark.slow
 def test_smoke_suite_writes_json_and_table(tmp_path):
   pytest.importorskip("torch")
   proc = subprocess.run(["bash", str(_SCRIPT), "--smoke", str(tmp_path)], capture_output=True,

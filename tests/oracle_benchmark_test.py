@@ -10,6 +10,7 @@ import pytest
 _SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "oracle_benchmark.py"
 
 
+@pytest.mark.slow
 def test_reports_both_kinds(tmp_path):
   out = tmp_path / "bench.json"
   proc = subprocess.run([sys.executable, str(_SCRIPT), "--num_images=20", "--repeats=1",

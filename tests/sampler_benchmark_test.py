@@ -14,6 +14,7 @@ from jaxdiffattack import models
 _SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "sampler_benchmark.py"
 
 
+@pytest.mark.slow
 def test_toy_sampler_benchmark(tmp_path):
   out = tmp_path / "bench.json"
   proc = subprocess.run(

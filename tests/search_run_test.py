@@ -176,6 +176,7 @@ def test_wide_variant_covers_every_label_twice(space):
     assert {(t.label, t.seed_index) for t in targets} == {(n, s) for n in names for s in (0, 1)}
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_equals_uninterrupted(latent_run, tmp_path, monkeypatch):
   config, workdir_full, _ = latent_run
   real_save = runs.save_checkpoint

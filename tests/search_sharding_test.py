@@ -9,8 +9,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one(tiny_sd_dirs, tmp_path):
   worker = pathlib.Path(__file__).with_name("search_multidevice_worker.py")
   env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parent.parent))

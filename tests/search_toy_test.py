@@ -28,6 +28,7 @@ import json
 import pathlib
 import sys
 
+import pytest
 import tiny_vision
 
 LABELS = ("red cross", "green triangle", "blue star", "yellow circle")
@@ -36,6 +37,7 @@ POPULATION = 12
 GENERATIONS = 4
 
 
+@pytest.mark.slow
 def test_toy_latent_search_seed0_finds_confirmed_failures_and_more_images_than_random(tmp_path):
   tiny_vision.toy_assets()
   from jaxdiffattack import search  # pylint: disable=g-import-not-at-top

@@ -1,6 +1,7 @@
 """The shift sweep on the tiny SD with a synthetic scorer: schema, pairing, resume, report."""
 
 import csv
+import json
 import pathlib
 import sys
 
@@ -15,6 +16,7 @@ from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scoring
 from jaxdiffattack import sweep
 from jaxdiffattack import text
+from jaxdiffattack.errors import ConfigError
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT / "configs"))
@@ -89,6 +91,28 @@ def test_outputs_schema_and_ranges(full_run):
                "grids/toy_cfg7.5_ums.png", "grids/toy_cfg7.5_pas.png"):
     assert (workdir / name).is_file(), name
   assert "## toy_cfg7.5: ums" in (workdir / "report.md").read_text()
+
+
+def test_grid_captions_read_the_members_the_sweep_scored(full_run):
+  """Every grid tile is captioned with its cell and the evaluator's reading of that very member:
+  FAIL exactly where members.csv has a top-1 miss; rows are prompts, columns α ascending."""
+  workdir, out = full_run
+  members = out["members"]   # one setting: row m is member m
+  for shift in ("ums", "pas"):
+    grid = json.loads((workdir / "grids" / f"toy_cfg7.5_{shift}.json").read_text())
+    assert len(grid["members"]) == len(grid["captions"]) == 2 * (3 if shift == "ums" else 2)
+    for m, caption in zip(grid["members"], grid["captions"]):
+      row = members[m]
+      assert row["seed_index"] == 0
+      assert caption[0] == ("clean" if row["shift"] == "none" else
+                            f"{shift} α={row['alpha_c']:+g}"), (m, caption)
+      assert caption[1].startswith("ViT: ")
+      assert caption[1].endswith(" FAIL") == (row["top1"] == 0.0), (m, caption, row)
+    prompts = [members[m]["prompt_index"] for m in grid["members"]]
+    cols = 3 if shift == "ums" else 2
+    assert prompts == [p for p in range(2) for _ in range(cols)]
+    alphas = [members[m]["alpha_c"] for m in grid["members"][:cols]]
+    assert alphas == sorted(alphas)
 
 
 def test_alpha_zero_cell_equals_plain_generation(tiny_sd_dirs, full_run):
@@ -226,6 +250,7 @@ def test_real_scoring_matches_fitness_on_returned_images(tiny_sd_dirs, tmp_path_
   np.testing.assert_array_equal([m["top5"] for m in members], expected["evaluator/top5_hit"])
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one(tiny_sd_dirs, tmp_path):
   """The sweep on 8 fake CPU devices == on one (separate process: device count is fixed at
   JAX start-up). Hits are equal; CLIP-like scores agree to float32 summation order."""
@@ -242,3 +267,37 @@ def test_eight_devices_match_one(tiny_sd_dirs, tmp_path):
     assert (a["shift"], a["alpha_c"], a["prompt_index"], a["seed_index"], a["top1"], a["top5"]) == (
         b["shift"], b["alpha_c"], b["prompt_index"], b["seed_index"], b["top1"], b["top5"])
     np.testing.assert_allclose(float(a["clip_score"]), float(b["clip_score"]), atol=1e-3)
+
+
+def test_paired_differences_match_a_numpy_statement():
+  """a − b on the unshifted cell, paired by (prompt, seed) whatever the row order: the mean of
+  the per-unit differences ± 1.96·sd/√n (points); shifted cells and unpaired units are ignored."""
+  rng = np.random.default_rng(0)
+  hits = {"a": rng.integers(0, 2, (4, 5)), "b": rng.integers(0, 2, (4, 5))}
+  rows = []
+  for setting, h in hits.items():
+    for p in range(4):
+      for s in range(5):
+        rows.append({"setting": setting, "shift": "none", "prompt_index": str(p),
+                     "seed_index": str(s), "top1": str(float(h[p, s]))})
+        rows.append({"setting": setting, "shift": "ums", "prompt_index": str(p),
+                     "seed_index": str(s), "top1": "1.0"})
+  rows.append({"setting": "a", "shift": "none", "prompt_index": "9", "seed_index": "0",
+               "top1": "1.0"})   # no partner in b
+  rng.shuffle(rows)
+  (row,) = sweep.report.paired_differences(rows, [("a", "b")])
+  d = 100.0 * (hits["a"] - hits["b"]).ravel()
+  half = 1.959963984540054 * d.std(ddof=1) / np.sqrt(d.size)
+  assert row["n"] == 20 and row["metric"] == "top1"
+  np.testing.assert_allclose([row["difference"], row["ci_low"], row["ci_high"]],
+                             [d.mean(), d.mean() - half, d.mean() + half], rtol=1e-9)
+  np.testing.assert_allclose([row["a_value"], row["b_value"]],
+                             [100 * hits["a"].mean(), 100 * hits["b"].mean()])
+  assert "| a | b | top1 |" in sweep.report.paired_markdown([row])
+
+
+def test_paired_names_must_be_settings(tiny_sd_dirs):
+  config = tiny_config(tiny_sd_dirs[1])
+  config.paired = (("toy_cfg7.5", "nope"),)
+  with pytest.raises(ConfigError, match=r"config.paired=.*setting names"):
+    sweep.plan.validate(config)

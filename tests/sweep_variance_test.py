@@ -76,7 +76,16 @@ def test_radii_from_member_rows_pairs_units():
 def test_variance_config():
   c = shift_sweep.get_config("toy,variance")
   names = [s.name for s in c.settings]
-  assert len(names) == 7 and len(set(names)) == 7
+  assert len(names) == 10 and len(set(names)) == 10
+  assert {n.rsplit("_", 1)[0] for n in names} == {
+      "fixed_ddim", "fixed_ddpm", "lv_ddpm_learned", "lv_ddpm_fixed", "lv_ddim"}
+  # Every pair differs in one thing: the generator (same sampler and guidance) or toy_lv's
+  # variance rule (same network, sampler and guidance).
+  assert len(c.paired) == 6
+  for a, b in c.paired:
+    assert a in names and b in names
+    assert (a.replace("lv_", "fixed_", 1).replace("_fixed_", "_") == b or
+            a.replace("_learned_", "_fixed_") == b), (a, b)
   learned = [s for s in c.settings if s.variance_type == "learned_range"]
   assert {s.model for s in learned} == {"toy_lv"} and {s.scheduler for s in learned} == {"ddpm"}
   c.models.learned = "/some/dir"      # one override moves every learned-variance setting
@@ -132,21 +141,24 @@ def variance_run(tiny_sd_dirs, tiny_lv_dir, tmp_path_factory):
   return c, workdir
 
 
+@pytest.mark.slow
 def test_variance_study_runs_end_to_end(variance_run):
   config, workdir = variance_run
   members = _read(workdir / "members.csv")
-  assert len(members) == 7 * 5 * 2           # settings × cells × prompts
+  assert len(config.settings) == 10          # 5 generator × sampler pairs × guidance on / off
+  assert len(members) == 10 * 5 * 2          # settings × cells × prompts
   results = _read(workdir / "results.csv")
   assert {r["metric"] for r in results} == {"top1", "top5", "clip_score"}
   radii = _read(workdir / "radius.csv")
   assert {(r["shift"], r["side"]) for r in radii} == {("ums", "+"), ("ums", "-"), ("rms", "+"),
                                                       ("sds", "+")}
-  assert len(radii) == 7 * 4      # top-1 only: the oracle is off here
+  assert len(radii) == 10 * 4      # top-1 only: the oracle is off here
   assert "Robustness radius" in (workdir / "report.md").read_text()
   traj = _read(workdir / "trajectory.csv")
   assert {r["setting"] for r in traj} == set(config.trajectory.settings)
 
 
+@pytest.mark.slow
 def test_ancestral_cells_share_noise_and_match_the_sampler(variance_run, tiny_lv_dir):
   """An ancestral setting's α = 0 member equals the sampler run directly with the sweep's seed
   vector and its (prompt, seed) noise keys; its shifted cells use the same keys (so the noise is

@@ -10,6 +10,7 @@ from absl.testing import absltest
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxdiffattack import ddpm
 from jaxdiffattack import models
@@ -59,6 +60,7 @@ class HybridTrainingStepTest(absltest.TestCase):
     self.assertLess(np.mean(losses[-10:]), np.mean(losses[:10]))
 
 
+@pytest.mark.slow
 class SmokeRunTest(absltest.TestCase):
   """One tiny run end to end, and the same run interrupted after its step-2 checkpoint."""
 

@@ -8,6 +8,7 @@ import tempfile
 from absl.testing import absltest
 import jax
 import numpy as np
+import pytest
 
 from jaxdiffattack import toy
 from jaxdiffattack.toy import evaluate
@@ -105,6 +106,7 @@ class LrScheduleTest(absltest.TestCase):
       train.lr_schedule(self._cfg(cooldown_steps=95))
 
 
+@pytest.mark.slow
 class SmokeTrainTest(absltest.TestCase):
 
   def test_smoke_trains_exports_and_loads(self):
@@ -161,6 +163,7 @@ class ShippedWeightsTest(absltest.TestCase):
       acc = float(np.mean(logits.argmax(-1) == labels))
       self.assertGreaterEqual(acc, minimum, msg=sub)
 
+  @pytest.mark.slow
   def test_generation_quality(self):
     m = evaluate.evaluate(toy.SD_DIR, (toy.VIT_DIR, toy.RESNET_DIR), seeds_per_class=2,
                           pair_seeds=1, num_inference_steps=20)

@@ -96,6 +96,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check(np.isfinite(s.guidance_scale), f"settings[{s.name}].guidance_scale", s.guidance_scale,
           "use a finite number (<= 1: no guidance)")
   check(config.unit >= 1, "unit", config.unit, "use an integer >= 1 (members per checkpoint)")
+  for pair in config.get("paired", ()):
+    check(len(pair) == 2 and all(n in names for n in pair), "paired", pair,
+          f"give pairs of setting names from {names}")
 
 
 @dataclasses.dataclass

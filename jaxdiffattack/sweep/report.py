@@ -5,6 +5,7 @@ Accuracies (top-1 / top-5 hits) get Wilson intervals, CLIP scores normal interva
 (`jaxdiffattack.stats`).
 """
 
+import json
 import pathlib
 
 import jax
@@ -22,6 +23,7 @@ from jaxdiffattack.sweep.plan import setting_sampler
 
 RESULT_FIELDS = ("setting", "shift", "alpha", "alpha_c", "alpha_s", "class", "metric", "value",
                  "ci_low", "ci_high", "n")
+PAIRED_FIELDS = ("a", "b", "metric", "a_value", "b_value", "difference", "ci_low", "ci_high", "n")
 
 
 def summarise(member_rows: list[dict]) -> list[dict]:
@@ -61,9 +63,47 @@ def _metrics(results) -> list[str]:
   return [m for m in ALL_METRICS if m in present]
 
 
+def paired_differences(member_rows: list[dict], pairs) -> list[dict]:
+  """paired.csv rows: for each pair of settings (a, b) and accuracy metric, the mean of a − b
+  over the unshifted cell's (prompt, seed) units — the same seed vectors and noise for both —
+  with a 95 % normal interval of that mean (`stats.mean_interval` of the per-unit differences;
+  in points, i.e. ×100)."""
+  clean = {}
+  for r in member_rows:
+    if r["shift"] == perturb.UNSHIFTED:
+      clean.setdefault(r["setting"], {})[(int(r["prompt_index"]), int(r["seed_index"]))] = r
+  out = []
+  for a, b in pairs:
+    units = sorted(set(clean.get(a, {})) & set(clean.get(b, {})))
+    if not units:
+      continue
+    for metric in (m for m in ("top1", "oracle_top1") if m in member_rows[0]):
+      va = np.array([float(clean[a][u][metric]) for u in units])
+      vb = np.array([float(clean[b][u][metric]) for u in units])
+      diff, low, high = stats.mean_interval(100 * (va - vb))
+      out.append({"a": a, "b": b, "metric": metric, "a_value": 100 * va.mean(),
+                  "b_value": 100 * vb.mean(), "difference": diff, "ci_low": low,
+                  "ci_high": high, "n": len(units)})
+  return out
+
+
+def paired_markdown(rows) -> str:
+  if not rows:
+    return ""
+  lines = ["## Paired differences on unshifted seeds (a − b, points)", "",
+           "Same (prompt, seed) units, seed vectors and ancestral noise for a and b; 95 % normal "
+           "interval of the mean per-unit difference.", "",
+           "| a | b | metric | a | b | a − b [95 % CI] | n |", "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['a']} | {r['b']} | {r['metric']} | {r['a_value']:.1f} | "
+                 f"{r['b_value']:.1f} | {r['difference']:+.1f} [{r['ci_low']:+.1f}, "
+                 f"{r['ci_high']:+.1f}] | {r['n']} |")
+  return "\n".join(lines) + "\n"
+
+
 def write_report(workdir) -> dict:
-  """Rebuilds results.csv, radius.csv, report.md and plots/ from members.csv (no
-  recomputation)."""
+  """Rebuilds results.csv, radius.csv, paired.csv, report.md and plots/ from members.csv (and
+  the pairs named by config.json's `paired`; no recomputation)."""
   workdir = pathlib.Path(workdir)
   member_rows = io.read_csv(workdir / "members.csv")
   results = summarise(member_rows)
@@ -71,10 +111,16 @@ def write_report(workdir) -> dict:
   radii = [row for metric in radius.METRICS if member_rows and metric in member_rows[0]
            for row in radius.radii(member_rows, metric)]
   io.write_csv(workdir / "radius.csv", radius.FIELDS, radii)
-  io.atomic_write_bytes(workdir / "report.md",
-                        (markdown(results) + "\n" + radius.markdown(radii)).encode())
+  config_path = workdir / "config.json"
+  pairs = json.loads(config_path.read_text()).get("paired", ()) if config_path.is_file() else ()
+  paired = paired_differences(member_rows, pairs)
+  if pairs:
+    io.write_csv(workdir / "paired.csv", PAIRED_FIELDS, paired)
+  io.atomic_write_bytes(workdir / "report.md", (
+      markdown(results) + "\n" + paired_markdown(paired) + "\n" +
+      radius.markdown(radii)).encode())
   plots(results, workdir / "plots")
-  return {"members": member_rows, "results": results, "radius": radii}
+  return {"members": member_rows, "results": results, "radius": radii, "paired": paired}
 
 
 def markdown(results) -> str:
@@ -145,18 +191,65 @@ def plots(results, plot_dir: pathlib.Path) -> None:
     runs.save_figure(fig, plot_dir / f"{metric}.png")
 
 
-def write_grids(config, workdir, plan: Plan, prompts, model_loader) -> None:
-  """grids/<setting>_<shift>.png: prompts (rows) × α (columns), seed 0 (paper Fig. 5)."""
+def grid_members(plan: Plan, shift: str, n_grid: int) -> tuple[np.ndarray, list[int]]:
+  """(members [n_grid × cols], cell indices [cols]) of a grid: prompts (rows) × the shift's α in
+  increasing order with the unshifted cell (columns), seed 0."""
+  cols = [0] + [i for i, c in enumerate(plan.cells) if c.shift == shift]
+  cols.sort(key=lambda i: plan.cells[i].alpha)
+  per_cell = plan.n_prompts * plan.n_seeds
+  members = np.array([c * per_cell + p * plan.n_seeds for p in range(n_grid) for c in cols])
+  return members, cols
+
+
+def grid_captions(plan: Plan, members: np.ndarray, labels, class_names, scores: dict,
+                  oracle_reads=None) -> list[list[str]]:
+  """Each tile's caption: its shift and α, what the evaluator read (class, confidence; FAIL when
+  it is not the prompt's label) and, with the toy oracle, what the oracle read ("?" unclear)."""
+  cell_idx, prompt_idx, _ = plan.decompose(members)
+  captions = []
+  for i, m in enumerate(members):
+    cell, label = plan.cells[cell_idx[i]], labels[prompt_idx[i]]
+    alpha = ", ".join(f"{a:+g}" for a in cell.alpha if a) or "0"
+    pred = class_names[int(scores["evaluator/pred"][i])]
+    lines = [f"{cell.shift} α={alpha}" if cell.shift != perturb.UNSHIFTED else "clean",
+             f"ViT: {pred} {float(scores['evaluator/confidence'][i]):.2f}"
+             f"{'' if pred == label else ' FAIL'}"]
+    if oracle_reads is not None:
+      read = oracle_reads[i]
+      lines.append("oracle: ? unclear" if read is None else
+                   f"oracle: {read}{'' if read == label else ' FAIL'}")
+    captions.append(lines)
+  return captions
+
+
+def write_grids(config, workdir, plan: Plan, labels, label_ids, model_loader, scoring) -> None:
+  """grids/<setting>_<shift>.png: prompts (rows) × α (columns), seed 0 (paper Fig. 5); every tile
+  captioned with its α and each judge's reading (`grid_captions`), the captions and member
+  indices also in grids/<setting>_<shift>.json."""
+  from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
   key = jax.random.PRNGKey(config.seed)
-  n_grid = min(len(prompts), config.grid_prompts)
+  n_grid = min(len(labels), config.grid_prompts)
+  prompts = [config.template.format(label) for label in labels]
+  class_names = labels_lib.class_names(config.label_set, config.labels)
   for setting in config.settings:
-    loaded = setting_sampler(config, setting, prompts[:n_grid], model_loader)
+    loaded = setting_sampler(config, setting, prompts[:n_grid], model_loader,
+                             score_fn=scoring.score_fn, score_params=scoring.params,
+                             return_images=True)
     for shift in config.shifts:
-      cols = [0] + [i for i, c in enumerate(plan.cells) if c.shift == shift]
-      cols.sort(key=lambda i: plan.cells[i].alpha)
-      per_cell = plan.n_prompts * plan.n_seeds
-      members = np.array([c * per_cell + p * plan.n_seeds for p in range(n_grid) for c in cols])
-      images = loaded.generate(plan, members, key)[0].images
+      members, cols = grid_members(plan, shift, n_grid)
+      _, prompt_idx, _ = plan.decompose(members)
+      out, _ = loaded.generate(plan, members, key, aux=scoring.aux(
+          label_ids[prompt_idx], [prompts[i] for i in prompt_idx]))
+      images = np.asarray(out.images)
+      reads = None
+      if config.get("oracle", False):
+        from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
+        reads = oracle.judge(images)
+      captions = grid_captions(plan, members, labels, class_names,
+                               {k: np.asarray(v) for k, v in out.scores.items()}, reads)
       upscale = max(1, 64 // images.shape[1])
-      io.write_png(pathlib.Path(workdir) / "grids" / f"{setting.name}_{shift}.png",
-                   io.image_grid(images, cols=len(cols), upscale=upscale))
+      stem = pathlib.Path(workdir) / "grids" / f"{setting.name}_{shift}"
+      io.write_png(f"{stem}.png",
+                   runs.captioned_grid(images, captions, cols=len(cols), upscale=upscale))
+      io.write_json(f"{stem}.json", {
+          "rows": "prompts", "cols": "alpha", "members": [int(m) for m in members], "captions": captions})

@@ -88,7 +88,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   rows = member_rows(config, plan, labels, state)
   io.write_csv(workdir / "members.csv", MEMBER_FIELDS + metrics, rows)
   if config.grid_images:
-    report.write_grids(config, workdir, plan, prompts, model_loader)
+    report.write_grids(config, workdir, plan, labels, label_ids, model_loader, scoring)
   if config.trajectory.prompts:
     trajectories.write_trajectories(config, workdir, prompts, model_loader)
   report.write_report(workdir)
