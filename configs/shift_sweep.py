@@ -79,6 +79,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "roles": {"evaluator": {"classifiers": ("vit_b16",), "clip": "clip_vit_l14"}},
       "objectives": {"evaluator": ("top1_hit", "top5_hit", "clip_score")},
       "scorers": {}})
+  # Judges whose reading (class, confidence) captions the grids' tiles (jaxdiffattack.judges).
+  c.judges = ("evaluator",)
   c.microbatch = ml_collections.config_dict.placeholder(int)
   c.unit = 256                  # members per checkpointed unit
   c.grid_images = True

@@ -301,3 +301,16 @@ def test_paired_names_must_be_settings(tiny_sd_dirs):
   config.paired = (("toy_cfg7.5", "nope"),)
   with pytest.raises(ConfigError, match=r"config.paired=.*setting names"):
     sweep.plan.validate(config)
+
+
+def test_grids_need_the_evaluators_reading(tiny_sd_dirs, tmp_path):
+  """Grid captions name the evaluator's class and confidence: a scoring without them is a
+  one-line error before any image is generated."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  synthetic = scoring.synthetic_scoring()
+  blind = dataclasses.replace(synthetic, names=tuple(
+      n for n in synthetic.names if n not in sweep.report.GRID_SCORES))
+  with pytest.raises(ConfigError, match=r"grid_images=True .* \['evaluator/pred', "
+                     r"'evaluator/confidence'\]"):
+    sweep.run(tiny_config(tiny_sd_dirs[1]), tmp_path / "w", scoring=blind)
+  assert not (tmp_path / "w" / "members.csv").exists()

@@ -23,6 +23,8 @@ from jaxdiffattack.sweep.plan import setting_sampler
 
 RESULT_FIELDS = ("setting", "shift", "alpha", "alpha_c", "alpha_s", "class", "metric", "value",
                  "ci_low", "ci_high", "n")
+# What a grid caption reads (the sweep's `judges` make the evaluator role return them).
+GRID_SCORES = ("evaluator/pred", "evaluator/confidence")
 PAIRED_FIELDS = ("a", "b", "metric", "a_value", "b_value", "difference", "ci_low", "ci_high", "n")
 
 

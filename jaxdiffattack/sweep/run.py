@@ -11,6 +11,7 @@ import numpy as np
 from jaxdiffattack import io
 from jaxdiffattack import runs
 from jaxdiffattack import scoring as scoring_lib
+from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.sweep import plan as plan_lib
 from jaxdiffattack.sweep import report
 from jaxdiffattack.sweep import trajectories
@@ -51,6 +52,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     return report.write_report(workdir)
   workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader)
   scoring.check_names(list(plan_lib.METRIC_SCORES.values()), "scoring")
+  missing = [n for n in report.GRID_SCORES if n not in scoring.names]
+  if config.grid_images and missing:
+    raise ConfigError(f"config.grid_images=True captions every tile with the evaluator's class "
+                      f"and confidence, but the scoring does not return {missing}: keep "
+                      f"config.judges=('evaluator',) or set config.grid_images=False")
   labels, label_ids = plan_lib.resolve_labels(config)
   prompts = [config.template.format(label) for label in labels]
   plan = plan_lib.Plan(plan_lib.grid_cells(config.grids, config.shifts), len(prompts),
