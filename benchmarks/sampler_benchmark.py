@@ -5,7 +5,9 @@ r"""Sampler throughput: the compiled JAX population sampler vs PyTorch diffusers
       --peak_tflops=989 --attention=cudnn   # H100 SXM dense bf16; on GPUs/TPUs
   python benchmarks/sampler_benchmark.py --model=toy --load_shape=sd15 --load_width_divisor=2
 
-Reports, in one process: compile time apart from steady state; images/s of the JAX sampler;
+Reports, in one process: compile time apart from steady state; images/s of the JAX sampler
+(the timed repetitions of every variant, PyTorch batched included, are interleaved and each keeps
+its median, so a change of load on a shared machine hits all alike);
 FLOPs per image (`jaxdiffattack.costs.sampler_flops`: XLA's cost analysis of one UNet call and of
 the VAE decode, combined as steps × (1 + CFG) × UNet + VAE, because XLA's cost analysis counts a
 scan body once whatever its trip count); achieved TFLOP/s and MFU when --peak_tflops is given; and the same candidates generated
@@ -88,9 +90,8 @@ def make_inputs(sd, text_shape):
   return latents, cond, uncond
 
 
-def time_jax(sd, params, flops_per_image, latents, cond, uncond):
-  """Compile time (first call minus a steady call) and steady-state images/s of the sampler."""
-  population = _POPULATION.value
+def jax_runner(sd, params, latents, cond, uncond):
+  """A closure generating the population once with the compiled sampler: (images, seconds)."""
   guidance = _GUIDANCE.value > 1.0
   settings = sampler_lib.SamplerSettings(scheduler=_SCHEDULER.value, num_steps=_STEPS.value,
                                          guidance=guidance)
@@ -100,17 +101,19 @@ def time_jax(sd, params, flops_per_image, latents, cond, uncond):
     start = time.perf_counter()
     out = pop_sampler(latents, cond, uncond, _GUIDANCE.value)
     jax.block_until_ready(out.images)
-    return out, time.perf_counter() - start
+    return out.images, time.perf_counter() - start
 
-  _, first_s = run()            # compiles (the persistent compilation cache is off)
-  times = []
-  for _ in range(_REPEATS.value):
-    out, seconds = run()
-    times.append(seconds)
+  return run
+
+
+def jax_row(first_s, times, flops_per_image, images):
+  """Compile time (first call minus the median steady call) and steady-state images/s."""
+  population = _POPULATION.value
   seconds = statistics.median(times)
   return {"compile_s": first_s - seconds, "steady_s": seconds,
           "images_per_s": population / seconds, "flops_per_image": flops_per_image,
-          "tflops_per_s": flops_per_image * population / seconds / 1e12, "images": out.images}
+          "tflops_per_s": flops_per_image * population / seconds / 1e12, "images": images,
+          "times_s": times}
 
 
 def with_attention(sd, implementation: str):
@@ -119,8 +122,9 @@ def with_attention(sd, implementation: str):
                              vae=sd.vae.clone(attention=implementation))
 
 
-def time_torch(sd, latents, cond, uncond):
-  """The diffusers PyTorch modules + scheduler in the StableDiffusionPipeline loop."""
+def torch_runner(sd, latents, cond, uncond):
+  """The diffusers PyTorch modules + scheduler in the StableDiffusionPipeline loop: (the
+  one-by-one rate, measured here, and a closure timing one batched generation → seconds)."""
   import diffusers  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -166,13 +170,14 @@ def time_torch(sd, latents, cond, uncond):
     generate(latents[i:i + 1], cond[i:i + 1])
   one_rate = n_one / (time.perf_counter() - start)
   generate(latents, cond, steps=2)  # warm-up at the batch shape
-  start = time.perf_counter()
-  generate(latents, cond)
-  batch_rate = len(latents) / (time.perf_counter() - start)
-  del unet, vae
+
+  def batched():
+    start = time.perf_counter()
+    generate(latents, cond)
+    return None, time.perf_counter() - start
+
   return {"device": device, "dtype": str(dtype), "threads": torch.get_num_threads(),
-          "one_by_one_images_per_s": one_rate,
-          "batched_images_per_s": batch_rate, "one_by_one_timed": n_one}
+          "one_by_one_images_per_s": one_rate, "one_by_one_timed": n_one}, batched
 
 
 def _scaled(spec: dict, divisor: int) -> dict:
@@ -240,13 +245,23 @@ def main(argv):
   # The same for every row (same model, same XLA cost analysis): computed once.
   flops = costs.sampler_flops(sd, costs.abstract({"unet": params["unet"], "vae": params["vae"]}),
                               _STEPS.value, _GUIDANCE.value > 1.0, text_shape).per_image
-  rows = {}
-  for implementation in attentions:
-    rows[f"jax_{implementation}"] = time_jax(with_attention(sd, implementation), params, flops,
-                                             latents, cond, uncond)
+  # Every variant is compiled / warmed up first, then the timed repetitions are interleaved
+  # (variant A, B, ..., torch batched; again ...) so that a change of load on a shared machine
+  # hits every variant alike; each row keeps the median.
+  runners = {f"jax_{impl}": jax_runner(with_attention(sd, impl), params, latents, cond, uncond)
+             for impl in attentions}
   if _DIFFUSERS_FLAX.value and diffusers_flax_baseline.available():
-    rows["jax_diffusers_flax"] = time_jax(diffusers_flax_baseline.bundle(sd), params, flops,
-                                          latents, cond, uncond)
+    runners["jax_diffusers_flax"] = jax_runner(diffusers_flax_baseline.bundle(sd), params,
+                                               latents, cond, uncond)
+  first = {name: run() for name, run in runners.items()}
+  torch_info = None
+  if _TORCH.value:
+    torch_info, runners["torch_batched"] = torch_runner(sd, latents, cond, uncond)
+  times = {name: [] for name in runners}
+  for _ in range(_REPEATS.value):
+    for name, run in runners.items():
+      times[name].append(run()[1])
+  rows = {name: jax_row(first[name][1], times[name], flops, first[name][0]) for name in first}
   images = rows[f"jax_{attentions[0]}"]["images"]
   for name, row in rows.items():
     row["max_image_difference"] = float(np.abs(row.pop("images") - images).max())
@@ -256,11 +271,13 @@ def main(argv):
   result.update(rows)
   rate = result["jax"]["images_per_s"]
   result["ratios"] = {f"jax_vs_{name}": rate / row["images_per_s"] for name, row in rows.items()}
-  if _TORCH.value:
-    result["torch"] = time_torch(sd, latents, cond, uncond)
+  if torch_info is not None:
+    torch_info["batched_times_s"] = times["torch_batched"]
+    torch_info["batched_images_per_s"] = len(latents) / statistics.median(times["torch_batched"])
+    result["torch"] = torch_info
     result["ratios"].update(
-        jax_vs_torch_one_by_one=rate / result["torch"]["one_by_one_images_per_s"],
-        jax_vs_torch_batched=rate / result["torch"]["batched_images_per_s"])
+        jax_vs_torch_one_by_one=rate / torch_info["one_by_one_images_per_s"],
+        jax_vs_torch_batched=rate / torch_info["batched_images_per_s"])
   if _LOAD_SHAPE.value:
     result["load"] = time_loading(_LOAD_SHAPE.value, _LOAD_DIVISOR.value, _DTYPE.value)
   logging.info("%s", json.dumps(result, indent=2))

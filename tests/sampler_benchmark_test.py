@@ -3,6 +3,7 @@ and its derived figures follow from its measured ones."""
 
 import json
 import pathlib
+import statistics
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ _SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "sampl
 def test_toy_sampler_benchmark(tmp_path):
   out = tmp_path / "bench.json"
   proc = subprocess.run(
-      [sys.executable, str(_SCRIPT), "--model=toy", "--population=4", "--steps=4", "--repeats=1",
+      [sys.executable, str(_SCRIPT), "--model=toy", "--population=4", "--steps=4", "--repeats=2",
        "--torch_one_by_one=1", "--peak_tflops=0.1", f"--out={out}"],
       capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -28,6 +29,10 @@ def test_toy_sampler_benchmark(tmp_path):
   flops = costs.sampler_flops(sd, params, 4, True, (sd.max_length, sd.text_dim))
   assert j["flops_per_image"] == pytest.approx(flops.per_image)
   assert j["images_per_s"] == pytest.approx(4 / j["steady_s"])
+  # Interleaved repetitions: every variant timed --repeats times, each row its median.
+  assert len(j["times_s"]) == len(t["batched_times_s"]) == 2
+  assert j["steady_s"] == pytest.approx(statistics.median(j["times_s"]))
+  assert t["batched_images_per_s"] == pytest.approx(4 / statistics.median(t["batched_times_s"]))
   assert j["tflops_per_s"] == pytest.approx(j["flops_per_image"] * j["images_per_s"] / 1e12)
   assert j["mfu"] == pytest.approx(j["tflops_per_s"] / 0.1)
   assert j["compile_s"] > 0 and t["one_by_one_images_per_s"] > 0 and t["batched_images_per_s"] > 0
