@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import text
 from jaxdiffattack.errors import check
@@ -49,6 +50,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Generates every prompt × seed image and writes the run directory. Returns the rows."""
   validate(config)
   workdir = pathlib.Path(workdir)
+  runs.check_workdir(config, workdir, "generate run")
   workdir.mkdir(parents=True, exist_ok=True)
   io.write_json(workdir / "config.json", io.config_to_dict(config))
   sd, params = load_stable_diffusion(config.model, dtype=config.dtype)

@@ -432,7 +432,7 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   validate(config)
   if config.get("report_only", False):
     return report.write_report(workdir)
-  workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader)
+  workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader, "search")
   sd, params = model_loader(config.model, dtype=config.dtype)
   search = Search(config, sd, params, scoring, mesh=mesh)
   if config.filter_clean:

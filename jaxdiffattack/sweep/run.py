@@ -49,7 +49,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   plan_lib.validate(config)
   if config.get("report_only", False):
     return report.write_report(workdir)
-  workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader)
+  workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader, "sweep")
   scoring.check_names(list(plan_lib.METRIC_SCORES.values()), "scoring")
   labels, label_ids = plan_lib.resolve_labels(config)
   prompts = [config.template.format(label) for label in labels]
