@@ -51,9 +51,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   validate(config)
   workdir = pathlib.Path(workdir)
   runs.check_workdir(config, workdir, "generate run")
-  workdir.mkdir(parents=True, exist_ok=True)
-  io.write_json(workdir / "config.json", io.config_to_dict(config))
   sd, params = load_stable_diffusion(config.model, dtype=config.dtype)
+  runs.write_config(config, workdir)
   prompts = list(config.prompts)
   n = config.images_per_prompt
   guidance = config.guidance_scale > 1.0

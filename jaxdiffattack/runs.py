@@ -1,6 +1,7 @@
-"""What every job's run shares: its start (workdir, config.json, default scoring and model loader),
-config hash, checkpoints by field name, progress with ETA, figures written atomically, and image
-grids with a caption under every tile (`captioned_grid`, e.g. each judge's reading).
+"""What every job's run shares: its start (workdir checked, config.json written once the inputs
+are good, default scoring and model loader), config hash, checkpoints by field name, progress
+with ETA, figures written atomically, and image grids with a caption under every tile
+(`captioned_grid`, e.g. each judge's reading).
 
 Config hash. A workdir is resumed only by the config that started it: `config_hash(config)` is a
 SHA-256 of the resolved config without the run-shape keys `RUN_SHAPE_KEYS` (how a run is executed
@@ -67,15 +68,20 @@ def check_workdir(config, workdir, what: str, run_shape_keys=RUN_SHAPE_KEYS) -> 
                       "--workdir")
 
 
+def write_config(config, workdir) -> None:
+  """Creates the workdir and writes its config.json: a job calls it once its inputs (models,
+  labels, prompt files) are read and checked, so a bad input leaves nothing behind."""
+  pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+  io.write_json(pathlib.Path(workdir) / "config.json", io.config_to_dict(config))
+
+
 def begin(config, workdir, scoring=None, model_loader=None, what: str = "run"):
-  """A job's start: (workdir, scoring, model_loader) with the workdir checked (`check_workdir`)
-  and created, its config.json written, and the defaults filled in (`scoring.make_scoring
-  (config)`, `load_stable_diffusion`).
+  """A job's start: (workdir, scoring, model_loader) with the workdir checked (`check_workdir`;
+  nothing is written yet: see `write_config`) and the defaults filled in
+  (`scoring.make_scoring(config)`, `load_stable_diffusion`).
   """
   workdir = pathlib.Path(workdir)
   check_workdir(config, workdir, what)
-  workdir.mkdir(parents=True, exist_ok=True)
-  io.write_json(workdir / "config.json", io.config_to_dict(config))
   if model_loader is None:
     from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
     model_loader = load_stable_diffusion
@@ -106,11 +112,14 @@ def read_checkpoint(path):
   path = pathlib.Path(path)
   if not path.exists():
     return None
+  fix = "delete it to restart this run from the beginning, or use a new --workdir"
   try:
-    return flax.serialization.msgpack_restore(path.read_bytes())
+    payload = flax.serialization.msgpack_restore(path.read_bytes())
   except Exception as e:  # msgpack raises several types (ExtraData, ValueError, ...)  # pylint: disable=broad-except
-    raise UserError(f"checkpoint {path} is truncated or corrupted ({type(e).__name__}); delete it "
-                    "to restart this run from the beginning, or use a new --workdir") from e
+    raise UserError(f"checkpoint {path} is truncated or corrupted ({type(e).__name__}); {fix}") from e
+  if not isinstance(payload, dict) or "config_hash" not in payload:
+    raise UserError(f"{path} is not a jaxdiffattack checkpoint; {fix}")
+  return payload
 
 
 def save_checkpoint(path, state, digest: str) -> None:

@@ -472,15 +472,16 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
     return report.write_report(workdir)
   # Results and clean checks on disk belong to the config that wrote them.
   runs.check_workdir(config, workdir, "attack", RUN_SHAPE_KEYS)
+  job = Job(config, workdir, mesh=mesh, model_loader=model_loader)
+  datas = [job.prepare(name, spec) for name, spec in config.prompt_sets.items()]
+  # The inputs are read and checked: only now is anything written.
   workdir.mkdir(parents=True, exist_ok=True)
   io.write_json(workdir / "config.json", io.config_to_dict(config))
-  job = Job(config, workdir, mesh=mesh, model_loader=model_loader)
   results_path = workdir / "results.jsonl"
   rows = io.read_jsonl(results_path) if results_path.exists() else []
   done = {(r["set"], r["index"]) for r in rows}
   timing_path = workdir / "timing.json"
   timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
-  datas = [job.prepare(name, spec) for name, spec in config.prompt_sets.items()]
   plan = []
   for data in datas:
     clean = job.clean_check(data)

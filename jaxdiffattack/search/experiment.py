@@ -435,6 +435,7 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader, "search")
   sd, params = model_loader(config.model, dtype=config.dtype)
   search = Search(config, sd, params, scoring, mesh=mesh)
+  runs.write_config(config, workdir)
   if config.filter_clean:
     logging.info("filter_clean: %d of %d targets pass every judge when clean; searching those",
                  int(search.included.sum()), len(search.targets))

@@ -21,13 +21,15 @@ from jaxdiffattack.sweep.plan import Plan
 from jaxdiffattack.sweep.plan import setting_sampler
 
 RESULT_FIELDS = ("setting", "shift", "alpha", "alpha_c", "alpha_s", "class", "metric", "value",
-                 "ci_low", "ci_high", "n")
+                 "ci_low", "ci_high", "n", "nonfinite")
 
 
 def summarise(member_rows: list[dict]) -> list[dict]:
   """results.csv rows: per setting × shift × α × (all + each class) × metric, with 95 % CIs.
 
-  Each shift's α = 0 row is the shared unshifted cell.
+  Each shift's α = 0 row is the shared unshifted cell. Members whose metric is not finite (a
+  model produced NaN/inf: `sampler.nonfinite_as_nan`) are left out of its value and n, and
+  counted in `nonfinite`.
   """
   groups: dict[tuple, list[dict]] = {}
   # A sweep without shifts (clean quality only) reports its unshifted cell as shift "none".
@@ -44,14 +46,17 @@ def summarise(member_rows: list[dict]) -> list[dict]:
     label = Cell(shift, alpha).label
     for metric in metrics:
       values = np.array([float(r[metric]) for r in rows])
+      finite = np.isfinite(values)
+      values = values[finite]
       if metric == "clip_score":
         value, low, high = stats.mean_interval(values)
       else:
-        value = float(values.mean())
+        value = float(values.mean()) if values.size else float("nan")
         low, high = stats.wilson_interval(float(values.sum()), len(values))
       out.append({"setting": setting, "shift": shift, "alpha": label, "alpha_c": alpha[0],
                   "alpha_s": alpha[1], "class": cls, "metric": metric, "value": value,
-                  "ci_low": low, "ci_high": high, "n": len(values)})
+                  "ci_low": low, "ci_high": high, "n": len(values),
+                  "nonfinite": int((~finite).sum())})
   return out
 
 
@@ -96,7 +101,8 @@ def markdown(results) -> str:
           r = next(x for x in rows if (x["alpha_c"], x["alpha_s"]) == a and x["metric"] == metric)
           scale = 1 if metric == "clip_score" else 100
           cells.append(f"{r['value'] * scale:.1f} [{r['ci_low'] * scale:.1f}, "
-                       f"{r['ci_high'] * scale:.1f}]")
+                       f"{r['ci_high'] * scale:.1f}]" + (
+                           f" ({r['nonfinite']} non-finite, left out)" if r["nonfinite"] else ""))
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
       lines.append("")
   per_class = [r for r in results if r["class"] != "all" and r["metric"] == "top1"

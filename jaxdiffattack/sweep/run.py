@@ -71,6 +71,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     loaded = plan_lib.setting_sampler(config, setting, prompts, model_loader, mesh=mesh,
                                       score_fn=scoring.score_fn, score_params=scoring.params,
                                       return_images=oracle)
+    runs.write_config(config, workdir)     # this setting's model loaded: its inputs are good
     while int(state.done[name]) < plan.size:
       lo = int(state.done[name])
       members = np.arange(lo, min(lo + config.unit, plan.size))
@@ -86,6 +87,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       runs.save_checkpoint(ckpt_path, state, runs.config_hash(config))
       progress.log(done())
   rows = member_rows(config, plan, labels, state)
+  runs.write_config(config, workdir)
   io.write_csv(workdir / "members.csv", MEMBER_FIELDS + metrics, rows)
   if config.grid_images:
     report.write_grids(config, workdir, plan, prompts, model_loader)
