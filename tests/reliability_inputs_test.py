@@ -72,6 +72,9 @@ def test_every_launcher_flag_error_is_one_line(tmp_path):
                "error: --config.nonexistent: the config has no key 'nonexistent'; fix the name"),
               (name, config, "--config.seed=abc",
                "error: flag --config.seed=abc: invalid literal for int() with base 10: 'abc'")]
+  # A tuple field given a string passes flag parsing: the job's validation names it.
+  cases.append(("sweep", LAUNCHERS["sweep"], "--config.grids.ums=abc",
+                "error: config.grids.ums=('abc',) is invalid: give a tuple of numbers"))
   # A job-level refusal through a launcher: another job's workdir, left as it was.
   other = _another_jobs_workdir(tmp_path / "other")
   before = _snapshot(other)

@@ -185,6 +185,14 @@ def _battery(tmp_path, script, config_path, seed, compared):
   return workdir
 
 
+def _same_tree(expected, got):
+  """The same files (e.g. saved failures: PNG and NPY) with the same bytes."""
+  files = sorted(p.relative_to(expected) for p in expected.rglob("*") if p.is_file())
+  assert files == sorted(p.relative_to(got) for p in got.rglob("*") if p.is_file())
+  for rel in files:
+    assert (got / rel).read_bytes() == (expected / rel).read_bytes(), rel
+
+
 def test_sweep_killed_three_times_equals_uninterrupted(tiny_sd_dirs, tmp_path):
   config = _write_config(tmp_path, f"""
 from sweep_test import tiny_config
@@ -205,12 +213,8 @@ c.stop_after_failures = 0     # every generation runs: 3 targets x 4 generations
 """)
   workdir = _battery(tmp_path, "search.py", config, seed=2,
                      compared=("results.jsonl", "config.json"))
-  full = tmp_path / "full"
-  saved = sorted(p.relative_to(full) for p in (full / "failures").rglob("*") if p.is_file())
-  assert saved and saved == sorted(p.relative_to(workdir) for p in (workdir / "failures").rglob("*")
-                                   if p.is_file())
-  for rel in saved:
-    assert (workdir / rel).read_bytes() == (full / rel).read_bytes(), rel
+  assert list((tmp_path / "full" / "failures").rglob("*.png"))
+  _same_tree(tmp_path / "full" / "failures", workdir / "failures")
 
 
 def test_attack_killed_three_times_equals_uninterrupted(tiny_sd_dirs, vision_dirs, prompt_file,  # pylint: disable=redefined-outer-name
@@ -222,5 +226,11 @@ dirs = {{k: pathlib.Path(v) for k, v in {dirs!r}.items()}}
 c = tiny_config({str(tiny_sd_dirs[1])!r}, dirs, pathlib.Path({str(prompt_file)!r}))
 c.checkpoint_every = 1        # 4 checkpoints per attacked group of 2 prompts
 """)
-  _battery(tmp_path, "attack.py", config, seed=3,
-           compared=("results.jsonl", "summary.json", "config.json"))
+  workdir = _battery(tmp_path, "attack.py", config, seed=3,
+                     compared=("results.jsonl", "clean_short.json", "config.json"))
+  full = tmp_path / "full"
+  summary = lambda d: {k: v for k, v in json.loads((d / "summary.json").read_text()).items()
+                       if k != "timing"}                     # timing: wall-clock seconds
+  assert summary(workdir) == summary(full)
+  if (full / "images").exists():
+    _same_tree(full / "images", workdir / "images")
