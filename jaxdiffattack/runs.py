@@ -115,8 +115,9 @@ def read_checkpoint(path):
   fix = "delete it to restart this run from the beginning, or use a new --workdir"
   try:
     payload = flax.serialization.msgpack_restore(path.read_bytes())
-  except Exception as e:  # msgpack raises several types (ExtraData, ValueError, ...)  # pylint: disable=broad-except
-    raise UserError(f"checkpoint {path} is truncated or corrupted ({type(e).__name__}); {fix}") from e
+  except Exception as e:  # pylint: disable=broad-except  # msgpack: ExtraData, ValueError, ...
+    raise UserError(f"checkpoint {path} is truncated or corrupted ({type(e).__name__}); "
+                    f"{fix}") from e
   if not isinstance(payload, dict) or "config_hash" not in payload:
     raise UserError(f"{path} is not a jaxdiffattack checkpoint; {fix}")
   return payload
