@@ -65,6 +65,7 @@ def _another_jobs_workdir(path):
   return path
 
 
+@pytest.mark.slow   # 15 launcher processes (each imports JAX): ~1–3 min on 2 cores
 def test_every_launcher_flag_error_is_one_line(tmp_path):
   cases = []
   for name, config in LAUNCHERS.items():
@@ -79,19 +80,20 @@ def test_every_launcher_flag_error_is_one_line(tmp_path):
   other = _another_jobs_workdir(tmp_path / "other")
   before = _snapshot(other)
   env = dict(os.environ, PYTHONPATH=str(_ROOT), JAX_PLATFORMS="cpu")
-  procs = []
-  for i, (name, config, flag, expected) in enumerate(cases):
-    workdir = tmp_path / f"w{i}"
-    procs.append((workdir, expected, subprocess.Popen(  # pylint: disable=consider-using-with
-        [sys.executable, str(_ROOT / "launch" / f"{name}.py"), f"--config={_ROOT / config}",
-         f"--workdir={workdir}", flag], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)))
-  procs.append((other, "error: config.workdir=", subprocess.Popen(  # pylint: disable=consider-using-with
-      [sys.executable, str(_ROOT / "launch/sweep.py"),
-       f"--config={_ROOT / LAUNCHERS['sweep']}", f"--workdir={other}"], env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-  for workdir, expected, proc in procs:
-    _, stderr = proc.communicate(timeout=300)
+  launches = [(tmp_path / f"w{i}", expected, [f"launch/{name}.py", f"--config={_ROOT / config}",
+                                              f"--workdir={tmp_path / f'w{i}'}", flag])
+              for i, (name, config, flag, expected) in enumerate(cases)]
+  launches.append((other, "error: config.workdir=", [
+      "launch/sweep.py", f"--config={_ROOT / LAUNCHERS['sweep']}", f"--workdir={other}"]))
+  results = []
+  for start in range(0, len(launches), 4):   # 4 at a time: each start-up is CPU-bound
+    batch = [(workdir, expected, subprocess.Popen(  # pylint: disable=consider-using-with
+        [sys.executable, str(_ROOT / args[0]), *args[1:]], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True))
+             for workdir, expected, args in launches[start:start + 4]]
+    results += [(workdir, expected, proc, proc.communicate(timeout=300)[1])
+                for workdir, expected, proc in batch]
+  for workdir, expected, proc, stderr in results:
     assert proc.returncode != 0, (proc.args, stderr)
     assert "Traceback" not in stderr, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]

@@ -3,8 +3,9 @@ subprocesses on the tiny test models) are killed with SIGKILL at three seeded po
 resumed until they finish; the final results must equal an uninterrupted run's, byte for byte.
 
 Kill points (drawn from `numpy.random.default_rng(seed)`, printed with -s):
-  1. wall clock: a random time before the uninterrupted run's first checkpoint (start-up,
-     compilation or the first unit of work);
+  1. wall clock: a seeded fraction (0.2–0.9) of the uninterrupted run's time to its first
+     checkpoint (start-up, compilation or the first unit of work; the time itself depends on
+     the machine's load, the step-based points below do not);
   2. DURING the k-th checkpoint write: the launcher runs with `JAXDIFFATTACK_TEST_WRITE_DELAY`
      (io.atomic_write_bytes sleeps between writing the temp file and the rename) and is killed
      once the k-th checkpoint temp file appears; the test checks the temp file is still there
@@ -217,7 +218,8 @@ c.stop_after_failures = 0     # every generation runs: 3 targets x 4 generations
   _same_tree(tmp_path / "full" / "failures", workdir / "failures")
 
 
-def test_attack_killed_three_times_equals_uninterrupted(tiny_sd_dirs, vision_dirs, prompt_file,  # pylint: disable=redefined-outer-name
+# pylint: disable-next=redefined-outer-name
+def test_attack_killed_three_times_equals_uninterrupted(tiny_sd_dirs, vision_dirs, prompt_file,
                                                         tmp_path):
   dirs = {k: str(v) for k, v in vision_dirs.items()}
   config = _write_config(tmp_path, f"""
