@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import text
 from jaxdiffattack.errors import check
@@ -49,9 +50,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Generates every prompt × seed image and writes the run directory. Returns the rows."""
   validate(config)
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  io.write_json(workdir / "config.json", io.config_to_dict(config))
+  runs.check_workdir(config, workdir, "generate run")
   sd, params = load_stable_diffusion(config.model, dtype=config.dtype)
+  runs.write_config(config, workdir)
   prompts = list(config.prompts)
   n = config.images_per_prompt
   guidance = config.guidance_scale > 1.0

@@ -1,32 +1,62 @@
 """Atomic, self-contained run outputs: JSON/JSONL/CSV/PNG written via temp file + rename.
 
-Nothing is ever half written: a killed job leaves either the old file or the new one.
+Nothing is ever half written: a killed job leaves either the old file or the new one (a stale
+hidden `.<name>.*.tmp` at most). A write that fails (disk full, file-size limit, read-only
+directory) is a one-line `WriteError` naming the file, and leaves the old file as it was.
+
+Test hook: `JAXDIFFATTACK_TEST_WRITE_DELAY="<seconds>[:<glob>]"` sleeps that long between writing
+the temp file and the rename (for files whose name matches the glob, default all), so a test can
+kill a job in the middle of a write (tests/reliability_kill_test.py).
 """
 
 import csv
+import fnmatch
 import io
 import json
 import math
 import os
 import pathlib
 import tempfile
+import time
 from typing import Any, Iterable
 
 import numpy as np
 from PIL import Image
 
+from jaxdiffattack.errors import UserError
+
+WRITE_DELAY_ENV = "JAXDIFFATTACK_TEST_WRITE_DELAY"
+
+
+class WriteError(UserError):
+  """A file could not be written (no space, file-size limit, permissions); the old one is kept."""
+
+
+def _test_write_delay(name: str) -> None:
+  spec = os.environ.get(WRITE_DELAY_ENV)
+  if spec:
+    seconds, _, pattern = spec.partition(":")
+    if fnmatch.fnmatch(name, pattern or "*"):
+      time.sleep(float(seconds))
+
 
 def atomic_write_bytes(path, data: bytes) -> pathlib.Path:
+  """Writes `data` to a hidden temp file next to `path`, then renames it over `path`."""
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  tmp = None
   try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
       f.write(data)
+    _test_write_delay(path.name)
     os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
+  except BaseException as e:
+    if tmp is not None and os.path.exists(tmp):
       os.unlink(tmp)
+    if isinstance(e, OSError):
+      kept = "the old file is unchanged" if path.exists() else "nothing was written"
+      raise WriteError(f"could not write {path}: {e.strerror or e}; {kept}") from e
     raise
   return path
 

@@ -1,6 +1,7 @@
-"""What every job's run shares: its start (workdir, config.json, default scoring and model loader),
-config hash, checkpoints by field name, progress with ETA, figures written atomically, and image
-grids with a caption under every tile (`captioned_grid`, e.g. each judge's reading).
+"""What every job's run shares: its start (workdir checked, config.json written once the inputs
+are good, default scoring and model loader), config hash, checkpoints by field name, progress
+with ETA, figures written atomically, and image grids with a caption under every tile
+(`captioned_grid`, e.g. each judge's reading).
 
 Config hash. A workdir is resumed only by the config that started it: `config_hash(config)` is a
 SHA-256 of the resolved config without the run-shape keys `RUN_SHAPE_KEYS` (how a run is executed
@@ -11,7 +12,10 @@ Checkpoints. A job's loop state is a `flax.struct` dataclass (or any pytree of N
 dicts); `save_checkpoint` writes it with `flax.serialization` as msgpack — every array under its
 field name, with the config hash — atomically (`io.atomic_write_bytes`); `load_checkpoint`
 restores it into a template of the same type. Checkpoints of the earlier npz format (arrays by
-leaf index) are refused with one line naming the change.
+leaf index) are refused with one line naming the change. `write_checkpoint` / `read_checkpoint`
+are the byte layer every job's checkpoint goes through: a failed write (disk full) says in one
+line that the last good checkpoint is intact; a truncated or corrupted file is one line, not a
+msgpack traceback.
 """
 
 import dataclasses
@@ -35,19 +39,49 @@ RUN_SHAPE_KEYS = ("report_only", "microbatch", "checkpoint_every", "unit", "save
 FORMAT = "jaxdiffattack checkpoint v2 (msgpack, arrays by field name)"
 
 
-def config_hash(config) -> str:
-  """16 hex digits of the config without `RUN_SHAPE_KEYS`."""
-  keep = {k: v for k, v in io.config_to_dict(config).items() if k not in RUN_SHAPE_KEYS}
+def config_hash(config, run_shape_keys=RUN_SHAPE_KEYS) -> str:
+  """16 hex digits of the config (a ConfigDict or its config.json dict) without the run-shape
+  keys."""
+  values = config if isinstance(config, dict) else io.config_to_dict(config)
+  keep = {k: v for k, v in values.items() if k not in run_shape_keys}
   return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def begin(config, workdir, scoring=None, model_loader=None):
-  """A job's start: (workdir, scoring, model_loader) with the workdir created, its config.json
-  written, and the defaults filled in (`scoring.make_scoring(config)`, `load_stable_diffusion`).
+def check_workdir(config, workdir, what: str, run_shape_keys=RUN_SHAPE_KEYS) -> None:
+  """Refuses (one-line ConfigError, nothing written) a workdir whose config.json is another
+  config's or another job's: only the config that started a workdir may resume it."""
+  saved = pathlib.Path(workdir) / "config.json"
+  if not saved.exists():
+    return
+  try:
+    old = json.loads(saved.read_text())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise UserError(f"{saved} is not readable JSON ({e}); use a new --workdir") from e
+  new = io.config_to_dict(config)
+  if config_hash(old, run_shape_keys) != config_hash(new, run_shape_keys):
+    differ = sorted(k for k in set(old) | set(new)
+                    if k not in run_shape_keys and old.get(k) != new.get(k))
+    article = "an" if what[0] in "aeiou" else "a"
+    raise ConfigError(f"config.workdir={str(workdir)!r} is invalid: holds {article} {what} with a "
+                      f"different config or another job's files (config.json differs in "
+                      f"{', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''}); use a new "
+                      "--workdir")
+
+
+def write_config(config, workdir) -> None:
+  """Creates the workdir and writes its config.json: a job calls it once its inputs (models,
+  labels, prompt files) are read and checked, so a bad input leaves nothing behind."""
+  pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+  io.write_json(pathlib.Path(workdir) / "config.json", io.config_to_dict(config))
+
+
+def begin(config, workdir, scoring=None, model_loader=None, what: str = "run"):
+  """A job's start: (workdir, scoring, model_loader) with the workdir checked (`check_workdir`;
+  nothing is written yet: see `write_config`) and the defaults filled in
+  (`scoring.make_scoring(config)`, `load_stable_diffusion`).
   """
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  io.write_json(workdir / "config.json", io.config_to_dict(config))
+  check_workdir(config, workdir, what)
   if model_loader is None:
     from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
     model_loader = load_stable_diffusion
@@ -57,11 +91,43 @@ def begin(config, workdir, scoring=None, model_loader=None):
   return workdir, scoring, model_loader
 
 
+def write_checkpoint(path, payload: dict) -> None:
+  """Writes `payload` (a state dict of arrays) as msgpack, atomically. If the write fails (e.g.
+  no space left), raises a one-line `io.WriteError` saying the last good checkpoint is intact."""
+  path = pathlib.Path(path)
+  try:
+    io.atomic_write_bytes(path, flax.serialization.msgpack_serialize(payload))
+  except io.WriteError as e:
+    last = (f"the last good checkpoint {path} (written "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(path.stat().st_mtime))}) is "
+            "intact; free space and rerun to resume") if path.exists() else (
+                "no checkpoint was written yet; free space and rerun")
+    raise io.WriteError(f"could not write {path}: {e.__cause__.strerror or e.__cause__}; "
+                        f"{last}") from e.__cause__
+
+
+def read_checkpoint(path):
+  """The msgpack payload at `path` (None if there is none); a one-line `UserError` if the file is
+  truncated or corrupted."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    return None
+  fix = "delete it to restart this run from the beginning, or use a new --workdir"
+  try:
+    payload = flax.serialization.msgpack_restore(path.read_bytes())
+  except Exception as e:  # pylint: disable=broad-except  # msgpack: ExtraData, ValueError, ...
+    raise UserError(f"checkpoint {path} is truncated or corrupted ({type(e).__name__}); "
+                    f"{fix}") from e
+  if not isinstance(payload, dict) or "config_hash" not in payload:
+    raise UserError(f"{path} is not a jaxdiffattack checkpoint; {fix}")
+  return payload
+
+
 def save_checkpoint(path, state, digest: str) -> None:
   """Writes `state` (a pytree of arrays, dataclasses and dicts) by field name, atomically."""
-  data = {"format": FORMAT, "config_hash": digest,
-          "state": flax.serialization.to_state_dict(jax.tree_util.tree_map(np.asarray, state))}
-  io.atomic_write_bytes(path, flax.serialization.msgpack_serialize(data))
+  write_checkpoint(path, {"format": FORMAT, "config_hash": digest, "state":
+                          flax.serialization.to_state_dict(jax.tree_util.tree_map(np.asarray,
+                                                                                  state))})
 
 
 def load_checkpoint(path, digest: str, template, what: str = "run"):
@@ -77,9 +143,9 @@ def load_checkpoint(path, digest: str, template, what: str = "run"):
     raise UserError(f"workdir {path.parent} holds a checkpoint in the old npz format "
                     f"({legacy.name}, arrays by leaf index); checkpoints are now msgpack by field "
                     "name: use a new --workdir (or delete it to start over)")
-  if not path.exists():
+  saved = read_checkpoint(path)
+  if saved is None:
     return None
-  saved = flax.serialization.msgpack_restore(path.read_bytes())
   if not isinstance(saved, dict) or saved.get("format") != FORMAT:
     raise UserError(f"{path} is not a {FORMAT} file: use a new --workdir")
   if saved["config_hash"] != digest:

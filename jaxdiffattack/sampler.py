@@ -328,6 +328,22 @@ class SamplerSettings:
     _check_grad_steps(self.grad_steps, self.num_steps, "grad_steps")
 
 
+def nonfinite_as_nan(scores: dict, images) -> dict:
+  """`scores` with every floating score of a member set to NaN when its image [P, H, W, 3] or any
+  of its floating scores holds a NaN or inf (a model that overflowed): no judge reads a broken
+  member as a class (an argmax of NaN logits is an arbitrary class, so "top1_hit" alone would
+  look valid); jobs count such members as non-finite and never rank them. Integer scores (e.g.
+  "pred") pass unchanged."""
+  p = images.shape[0]
+  floating = [v for v in scores.values() if jnp.issubdtype(v.dtype, jnp.floating)]
+  finite = jnp.isfinite(images).reshape(p, -1).all(axis=1)                        # [P]
+  for v in floating:
+    finite = finite & jnp.isfinite(v).reshape(p, -1).all(axis=1)
+  mask = lambda v: jnp.where(finite.reshape((-1,) + (1,) * (v.ndim - 1)), v, jnp.nan)
+  return {name: mask(v) if jnp.issubdtype(v.dtype, jnp.floating) else v
+          for name, v in scores.items()}
+
+
 def sample_and_score(sd: StableDiffusion, scheduler, settings: SamplerSettings,
                      score_fn: ScoreFn | None, params, latents, cond, uncond, scale,
                      aux, noise_keys=None) -> SampleOutput:
@@ -357,7 +373,8 @@ def sample_and_score(sd: StableDiffusion, scheduler, settings: SamplerSettings,
                decode=settings.return_images or score_fn is not None,
                capture_attention=settings.capture_attention, noise_keys=noise_keys)
   if score_fn is not None:
-    out = out._replace(scores=score_fn(params["score"], out.images, aux))
+    out = out._replace(scores=nonfinite_as_nan(score_fn(params["score"], out.images, aux),
+                                               out.images))
   if not settings.return_images:
     out = out._replace(images=None)
   return out

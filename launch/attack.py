@@ -12,6 +12,7 @@ from ml_collections import config_flags
 
 from jaxdiffattack.attacks import job
 from jaxdiffattack.attacks import report
+from jaxdiffattack import cli
 from jaxdiffattack.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -29,4 +30,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(main)
+  cli.run(main)

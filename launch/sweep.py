@@ -10,6 +10,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from jaxdiffattack import sweep
+from jaxdiffattack import cli
 from jaxdiffattack.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -26,4 +27,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(main)
+  cli.run(main)

@@ -13,6 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from jaxdiffattack import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack.toy import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack.toy import train_lv  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -39,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

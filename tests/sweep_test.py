@@ -284,8 +284,12 @@ def test_paired_differences_match_a_numpy_statement():
                      "seed_index": str(s), "top1": "1.0"})
   rows.append({"setting": "a", "shift": "none", "prompt_index": "9", "seed_index": "0",
                "top1": "1.0"})   # no partner in b
+  for setting in ("a", "b"):     # a unit with a NaN member (a model made NaN) drops out
+    rows.append({"setting": setting, "shift": "none", "prompt_index": "8", "seed_index": "0",
+                 "top1": "nan" if setting == "b" else "1.0"})
   rng.shuffle(rows)
   (row,) = sweep.report.paired_differences(rows, [("a", "b")])
+  assert row["nonfinite"] == 1
   d = 100.0 * (hits["a"] - hits["b"]).ravel()
   half = 1.959963984540054 * d.std(ddof=1) / np.sqrt(d.size)
   assert row["n"] == 20 and row["metric"] == "top1"

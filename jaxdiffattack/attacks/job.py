@@ -26,7 +26,6 @@ resumes); checkpoint.msgpack (the group in progress).
 """
 
 import dataclasses
-import hashlib
 import json
 import math
 import pathlib
@@ -42,6 +41,7 @@ import numpy as np
 
 from jaxdiffattack import io
 from jaxdiffattack import labels as labels_lib
+from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack import sharding
@@ -115,9 +115,7 @@ def validate(config) -> None:
 
 def config_hash(config) -> str:
   """16 hex digits of the resolved config (a ConfigDict or its JSON dict) without run-shape keys."""
-  values = config if isinstance(config, dict) else io.config_to_dict(config)
-  keep = {k: v for k, v in values.items() if k not in RUN_SHAPE_KEYS}
-  return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+  return runs.config_hash(config, RUN_SHAPE_KEYS)
 
 
 @dataclasses.dataclass
@@ -343,13 +341,13 @@ class Job:
     host = jax.tree_util.tree_map(sharding.to_host, state)
     payload = {"config_hash": config_hash(self.config), "set": name, "group": group,
                "state": flax.serialization.to_state_dict(host), "curves": curves}
-    io.atomic_write_bytes(self._checkpoint_path(), flax.serialization.msgpack_serialize(payload))
+    runs.write_checkpoint(self._checkpoint_path(), payload)
 
   def _load_checkpoint(self, name, group, template, curves):
     path = self._checkpoint_path()
-    if not path.exists():
+    payload = runs.read_checkpoint(path)
+    if payload is None:
       return None
-    payload = flax.serialization.msgpack_restore(path.read_bytes())
     check(payload["config_hash"] == config_hash(self.config), "workdir", str(self.workdir),
           "holds an attack with a different config; use a new --workdir")
     if payload["set"] != name or int(payload["group"]) != group:
@@ -470,21 +468,20 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
   """Runs (or resumes) the attack on every prompt set; writes every output (module docstring)."""
   validate(config)
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   if config.report_only:
     return report.write_report(workdir)
-  saved = workdir / "config.json"
-  if saved.exists():   # results and clean checks on disk belong to the config that wrote them
-    check(config_hash(json.loads(saved.read_text())) == config_hash(config), "workdir",
-          str(workdir), "holds an attack with a different config; use a new --workdir")
-  io.write_json(saved, io.config_to_dict(config))
+  # Results and clean checks on disk belong to the config that wrote them.
+  runs.check_workdir(config, workdir, "attack", RUN_SHAPE_KEYS)
   job = Job(config, workdir, mesh=mesh, model_loader=model_loader)
+  datas = [job.prepare(name, spec) for name, spec in config.prompt_sets.items()]
+  # The inputs are read and checked: only now is anything written.
+  workdir.mkdir(parents=True, exist_ok=True)
+  io.write_json(workdir / "config.json", io.config_to_dict(config))
   results_path = workdir / "results.jsonl"
   rows = io.read_jsonl(results_path) if results_path.exists() else []
   done = {(r["set"], r["index"]) for r in rows}
   timing_path = workdir / "timing.json"
   timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
-  datas = [job.prepare(name, spec) for name, spec in config.prompt_sets.items()]
   plan = []
   for data in datas:
     clean = job.clean_check(data)

@@ -78,6 +78,13 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
     return dict(safetensors.numpy.load_file(str(path)))
   except Exception as e:  # pylint: disable=broad-except  # SafetensorError, OSError, ...
     detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+    with open(path, "rb") as f:
+      head = f.read(4)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":   # torch.save's zip, or a raw pickle
+      raise CorruptWeightsError(
+          f"{path}: is a PyTorch pickle under a .safetensors name (pickles are never loaded); "
+          "convert it to real safetensors (safetensors.torch.save_file) or download the "
+          "safetensors weights") from None
     raise CorruptWeightsError(
         f"{path}: not a readable safetensors file ({detail}); it is truncated, corrupted or "
         "another format — download it again") from None

@@ -432,9 +432,10 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   validate(config)
   if config.get("report_only", False):
     return report.write_report(workdir)
-  workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader)
+  workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader, "search")
   sd, params = model_loader(config.model, dtype=config.dtype)
   search = Search(config, sd, params, scoring, mesh=mesh)
+  runs.write_config(config, workdir)
   if config.filter_clean:
     logging.info("filter_clean: %d of %d targets pass every judge when clean; searching those",
                  int(search.included.sum()), len(search.targets))

@@ -89,6 +89,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check(shift in shifts, "shifts", shift, f"use names from {shifts}")
     for key in perturb.SHIFTS[shift].grid:
       check(key in config.grids, f"grids.{key}", None, f"give the α values of shift {shift!r}")
+      values = config.grids[key]
+      check(isinstance(values, (list, tuple)) and all(
+          isinstance(a, (int, float)) and not isinstance(a, bool) for a in values),
+            f"grids.{key}", values, "give a tuple of numbers, e.g. '(-0.2, 0.2)'")
   check(len(config.settings) > 0, "settings", config.settings, "give at least one setting")
   names = [s.name for s in config.settings]
   check(len(set(names)) == len(names), "settings", names, "setting names must be unique")

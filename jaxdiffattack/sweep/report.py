@@ -22,16 +22,19 @@ from jaxdiffattack.sweep.plan import Plan
 from jaxdiffattack.sweep.plan import setting_sampler
 
 RESULT_FIELDS = ("setting", "shift", "alpha", "alpha_c", "alpha_s", "class", "metric", "value",
-                 "ci_low", "ci_high", "n")
+                 "ci_low", "ci_high", "n", "nonfinite")
 # What a grid caption reads (the sweep's `judges` make the evaluator role return them).
 GRID_SCORES = ("evaluator/pred", "evaluator/confidence")
-PAIRED_FIELDS = ("a", "b", "metric", "a_value", "b_value", "difference", "ci_low", "ci_high", "n")
+PAIRED_FIELDS = ("a", "b", "metric", "a_value", "b_value", "difference", "ci_low", "ci_high", "n",
+                 "nonfinite")
 
 
 def summarise(member_rows: list[dict]) -> list[dict]:
   """results.csv rows: per setting × shift × α × (all + each class) × metric, with 95 % CIs.
 
-  Each shift's α = 0 row is the shared unshifted cell.
+  Each shift's α = 0 row is the shared unshifted cell. Members whose metric is not finite (a
+  model produced NaN/inf: `sampler.nonfinite_as_nan`) are left out of its value and n, and
+  counted in `nonfinite`.
   """
   groups: dict[tuple, list[dict]] = {}
   # A sweep without shifts (clean quality only) reports its unshifted cell as shift "none".
@@ -48,14 +51,17 @@ def summarise(member_rows: list[dict]) -> list[dict]:
     label = Cell(shift, alpha).label
     for metric in metrics:
       values = np.array([float(r[metric]) for r in rows])
+      finite = np.isfinite(values)
+      values = values[finite]
       if metric == "clip_score":
         value, low, high = stats.mean_interval(values)
       else:
-        value = float(values.mean())
+        value = float(values.mean()) if values.size else float("nan")
         low, high = stats.wilson_interval(float(values.sum()), len(values))
       out.append({"setting": setting, "shift": shift, "alpha": label, "alpha_c": alpha[0],
                   "alpha_s": alpha[1], "class": cls, "metric": metric, "value": value,
-                  "ci_low": low, "ci_high": high, "n": len(values)})
+                  "ci_low": low, "ci_high": high, "n": len(values),
+                  "nonfinite": int((~finite).sum())})
   return out
 
 
@@ -69,7 +75,8 @@ def paired_differences(member_rows: list[dict], pairs) -> list[dict]:
   """paired.csv rows: for each pair of settings (a, b) and accuracy metric, the mean of a − b
   over the unshifted cell's (prompt, seed) units — the same seed vectors and noise for both —
   with a 95 % normal interval of that mean (`stats.mean_interval` of the per-unit differences;
-  in points, i.e. ×100)."""
+  in points, i.e. ×100). Units where either member is not finite are left out and counted in
+  `nonfinite`."""
   clean = {}
   for r in member_rows:
     if r["shift"] == perturb.UNSHIFTED:
@@ -82,10 +89,14 @@ def paired_differences(member_rows: list[dict], pairs) -> list[dict]:
     for metric in (m for m in ("top1", "oracle_top1") if m in member_rows[0]):
       va = np.array([float(clean[a][u][metric]) for u in units])
       vb = np.array([float(clean[b][u][metric]) for u in units])
+      finite = np.isfinite(va) & np.isfinite(vb)    # a unit with a NaN member drops out
+      va, vb = va[finite], vb[finite]
       diff, low, high = stats.mean_interval(100 * (va - vb))
-      out.append({"a": a, "b": b, "metric": metric, "a_value": 100 * va.mean(),
-                  "b_value": 100 * vb.mean(), "difference": diff, "ci_low": low,
-                  "ci_high": high, "n": len(units)})
+      out.append({"a": a, "b": b, "metric": metric,
+                  "a_value": 100 * va.mean() if va.size else float("nan"),
+                  "b_value": 100 * vb.mean() if vb.size else float("nan"), "difference": diff,
+                  "ci_low": low, "ci_high": high, "n": int(finite.sum()),
+                  "nonfinite": int((~finite).sum())})
   return out
 
 
@@ -144,7 +155,8 @@ def markdown(results) -> str:
           r = next(x for x in rows if (x["alpha_c"], x["alpha_s"]) == a and x["metric"] == metric)
           scale = 1 if metric == "clip_score" else 100
           cells.append(f"{r['value'] * scale:.1f} [{r['ci_low'] * scale:.1f}, "
-                       f"{r['ci_high'] * scale:.1f}]")
+                       f"{r['ci_high'] * scale:.1f}]" + (
+                           f" ({r['nonfinite']} non-finite, left out)" if r["nonfinite"] else ""))
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
       lines.append("")
   per_class = [r for r in results if r["class"] != "all" and r["metric"] == "top1"

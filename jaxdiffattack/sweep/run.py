@@ -50,7 +50,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   plan_lib.validate(config)
   if config.get("report_only", False):
     return report.write_report(workdir)
-  workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader)
+  workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader, "sweep")
   scoring.check_names(list(plan_lib.METRIC_SCORES.values()), "scoring")
   missing = [n for n in report.GRID_SCORES if n not in scoring.names]
   if config.grid_images and missing:
@@ -77,6 +77,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     loaded = plan_lib.setting_sampler(config, setting, prompts, model_loader, mesh=mesh,
                                       score_fn=scoring.score_fn, score_params=scoring.params,
                                       return_images=oracle)
+    runs.write_config(config, workdir)     # this setting's model loaded: its inputs are good
     while int(state.done[name]) < plan.size:
       lo = int(state.done[name])
       members = np.arange(lo, min(lo + config.unit, plan.size))
@@ -92,6 +93,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       runs.save_checkpoint(ckpt_path, state, runs.config_hash(config))
       progress.log(done())
   rows = member_rows(config, plan, labels, state)
+  runs.write_config(config, workdir)
   io.write_csv(workdir / "members.csv", MEMBER_FIELDS + metrics, rows)
   if config.grid_images:
     report.write_grids(config, workdir, plan, labels, label_ids, model_loader, scoring)
