@@ -104,10 +104,11 @@ def test_grid_captions_read_the_members_the_sweep_scored(full_run):
     for m, caption in zip(grid["members"], grid["captions"]):
       row = members[m]
       assert row["seed_index"] == 0
-      assert caption[0] == ("clean" if row["shift"] == "none" else
-                            f"{shift} α={row['alpha_c']:+g}"), (m, caption)
-      assert caption[1].startswith("ViT: ")
-      assert caption[1].endswith(" FAIL") == (row["top1"] == 0.0), (m, caption, row)
+      assert caption[0] == row["label"]
+      assert caption[1] == ("clean" if row["shift"] == "none" else
+                            f"{shift} alpha={row['alpha_c']:+g}"), (m, caption)
+      assert caption[2].startswith("ViT: ")
+      assert caption[2].endswith(" FAIL") == (row["top1"] == 0.0), (m, caption, row)
     prompts = [members[m]["prompt_index"] for m in grid["members"]]
     cols = 3 if shift == "ums" else 2
     assert prompts == [p for p in range(2) for _ in range(cols)]

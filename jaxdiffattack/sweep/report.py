@@ -217,15 +217,17 @@ def grid_members(plan: Plan, shift: str, n_grid: int) -> tuple[np.ndarray, list[
 
 def grid_captions(plan: Plan, members: np.ndarray, labels, class_names, scores: dict,
                   oracle_reads=None) -> list[list[str]]:
-  """Each tile's caption: its shift and α, what the evaluator read (class, confidence; FAIL when
-  it is not the prompt's label) and, with the toy oracle, what the oracle read ("?" unclear)."""
+  """Each tile's caption: the prompt's label, its shift and α, what the evaluator read (class,
+  confidence; FAIL when it is not the label) and, with the toy oracle, what the oracle read
+  ("?" unclear)."""
   cell_idx, prompt_idx, _ = plan.decompose(members)
   captions = []
   for i, m in enumerate(members):
     cell, label = plan.cells[cell_idx[i]], labels[prompt_idx[i]]
     alpha = ", ".join(f"{a:+g}" for a in cell.alpha if a) or "0"
     pred = class_names[int(scores["evaluator/pred"][i])]
-    lines = [f"{cell.shift} α={alpha}" if cell.shift != perturb.UNSHIFTED else "clean",
+    # ASCII only: PIL's default font has no Greek letters.
+    lines = [label, f"{cell.shift} alpha={alpha}" if cell.shift != perturb.UNSHIFTED else "clean",
              f"ViT: {pred} {float(scores['evaluator/confidence'][i]):.2f}"
              f"{'' if pred == label else ' FAIL'}"]
     if oracle_reads is not None:
