@@ -47,7 +47,7 @@ class Reading(NamedTuple):
   confidence: np.ndarray   # [M] float64 (NaN: none)
   failure: np.ndarray      # [M] bool
   margin: np.ndarray       # [M] float64 margin of the judged class (NaN: the oracle)
-  unclear: np.ndarray      # [M] bool: cannot tell (the oracle only)
+  unclear: np.ndarray      # [M] bool: cannot tell (the oracle; a model judge: non-finite)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,15 +91,20 @@ class Judges:
             margin=np.full(pred.shape, np.nan),
             unclear=np.asarray(scores[f"{ORACLE}/unclear"], np.float64) > 0.5)
         continue
-      hit = np.asarray(scores[f"{name}/top1_hit"], np.float64) > 0.5
+      top1_hit = np.asarray(scores[f"{name}/top1_hit"], np.float64)
+      # A member whose image or scores are not finite (`sampler.nonfinite_as_nan`) has no
+      # reading: unclear, never a failure (it is reported, not ranked).
+      readable = np.isfinite(top1_hit)
+      hit = top1_hit > 0.5
       pred = np.asarray(scores[f"{name}/pred"], np.float64)
       names = self.class_names.get(name, ())
       out[name] = Reading(
-          pred=tuple(names[int(p)] if 0 <= p < len(names) else None for p in pred),
+          pred=tuple(names[int(p)] if r and 0 <= p < len(names) else None
+                     for p, r in zip(pred, readable)),
           confidence=np.asarray(scores[f"{name}/confidence"], np.float64),
-          failure=hit if self.targeted else ~hit,
+          failure=(hit if self.targeted else ~hit) & readable,
           margin=np.asarray(scores[f"{name}/margin"], np.float64),
-          unclear=np.zeros(hit.shape, bool))
+          unclear=~readable)
     return out
 
 

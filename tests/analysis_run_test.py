@@ -19,6 +19,7 @@ import pytest
 from jaxdiffattack.analysis import report
 from jaxdiffattack.analysis import run as analysis_run
 from jaxdiffattack.errors import ConfigError
+from jaxdiffattack.errors import UserError
 
 MIN_MEAN_RATIO = 1.3
 _SPEC = importlib.util.spec_from_file_location(
@@ -133,3 +134,9 @@ def test_config_errors(tmp_path):
     analysis_run.run(config, str(tmp_path))
   with pytest.raises(ValueError, match="unknown variant 'tiny'"):
     analysis_config.get_config("toy,tiny")
+  config = analysis_config.get_config("toy,smoke")
+  config.model = str(tmp_path / "no_such_model")
+  with pytest.raises(UserError):
+    analysis_run.run(config, str(tmp_path / "w"))
+  # Every refusal above came before anything was written.
+  assert not list(tmp_path.iterdir())

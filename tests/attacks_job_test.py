@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -253,3 +254,38 @@ def test_eight_devices_match_one(tiny_sd_dirs, vision_dirs, prompt_file, tmp_pat
     if a["attacked"]:
       np.testing.assert_allclose(a["loss_curve"], b["loss_curve"], rtol=1e-4)
       assert a["judges"] == b["judges"] and a["baseline"] == b["baseline"]
+
+
+class _PromptSet(types.SimpleNamespace):
+
+  def __len__(self):
+    return len(self.prompts)
+
+
+def test_a_nonfinite_clean_image_is_skipped_not_attacked(tmp_path):
+  """The clean check on scores where the model overflowed for prompt 1 (NaN, as
+  `sampler.nonfinite_as_nan` reports it): that prompt is not "correctly generated" — skipped
+  and flagged — while the others follow top-1 as before; the judge names no class for it."""
+  nan = float("nan")
+  scores = {"attack/top1_hit": np.array([1.0, nan, 0.0]), "attack/pred": np.array([0, 0, 2]),
+            "attack/confidence": np.array([0.9, nan, 0.8])}
+  fake = types.SimpleNamespace(
+      workdir=tmp_path, judge_names=("attack",),
+      scoring=types.SimpleNamespace(roles={"attack": types.SimpleNamespace(
+          output_ids=("red cube", "blue ball", "green cone"))}),
+      noise=lambda *a: np.zeros((3, 4, 2, 2)), judge=lambda *a: scores)
+  fake.readings = lambda *a: job.Job.readings(fake, *a)
+  data = types.SimpleNamespace(
+      name="short", purpose_key=lambda purpose: None,
+      prompt_set=_PromptSet(prompts=("a red cube", "a blue ball", "a green cone"),
+                            labels=(0, 1, 2)),
+      encoded=types.SimpleNamespace(class_text=("red cube", "blue ball", "green cone")))
+  clean = job.Job.clean_check(fake, data)
+  assert clean["correct"] == [True, False, False]
+  assert clean["nonfinite"] == [False, True, False]
+  assert clean["pred"]["attack"] == ["red cube", None, "green cone"]
+  assert json.loads((tmp_path / "clean_short.json").read_text())["nonfinite"][1] is True
+  row = job._row(types.SimpleNamespace(name="short", prompt_set=types.SimpleNamespace(
+      prompts=data.prompt_set.prompts, class_words=("cube", "ball", "cone"), labels=(0, 1, 2))),
+      1, clean, ("attack",))
+  assert row["clean_correct"] is False and row["clean_nonfinite"] is True

@@ -98,6 +98,26 @@ def test_synthetic_scoring_read_by_its_judge():
     json.dumps(records)
 
 
+def test_a_nonfinite_member_is_unclear_and_never_a_failure():
+  """A member whose scores are NaN (a model overflowed: `sampler.nonfinite_as_nan`) has no
+  class, is unclear and is no failure for either direction of the verdict; the others read as
+  before."""
+  s = scoring.synthetic_scoring()
+  images = np.random.default_rng(1).random((4, 4, 4, 3)).astype(np.float32)
+  labels = np.array([0, 1, 2, 0], np.int32)
+  scores = {k: np.asarray(v) for k, v in s(images, s.aux(labels=labels)).items()}
+  for k in ("evaluator/top1_hit", "evaluator/confidence", "evaluator/margin"):
+    scores[k] = scores[k].astype(np.float64)
+    scores[k][2] = np.nan
+  hit = images.mean(axis=(1, 2)).argmax(1) == labels % 3
+  for targeted in (False, True):
+    r = judges.make_judges(("evaluator",), s, NAMES, targeted=targeted).read(scores)["evaluator"]
+    assert r.pred[2] is None and r.unclear.tolist() == [False, False, True, False]
+    expected = (hit if targeted else ~hit) & np.array([1, 1, 0, 1], bool)
+    np.testing.assert_array_equal(r.failure, expected)
+    assert not judges.make_rule("top1_miss")({"evaluator": r})[2]
+
+
 def _scene(label, background=None):
   bg = background or world.BackgroundSpec("grey", (128.0,) * 3, (200.0,) * 3, 0.7, 0.0, 3)
   obj = world.ObjectSpec(world.LABEL2ID[label], 16.0, 16.0, 9.0, 0.1,

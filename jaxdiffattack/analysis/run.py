@@ -402,10 +402,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model_loader=None,
   workdir = pathlib.Path(workdir)
   if config.report_only:
     return report.write_report(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  io.write_json(workdir / "config.json", io.config_to_dict(config))
-  if command:
-    io.atomic_write_bytes(workdir / "command.txt", command.encode())
   digest = runs.config_hash(config)
   classes = resolve_classes(config)
   pending = [n for n in config.analyses if report.load_stage(workdir, n, digest) is None]
@@ -419,6 +415,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model_loader=None,
                                guidance_scale=config.guidance_scale, unit=config.unit,
                                seed=config.seed, x0_size=config.speed.x0_size)
     judge = objects.JUDGES[config.judge](config, sd)
+  # The inputs (classes, model, judge) are read and checked: only now is anything written.
+  runs.write_config(config, workdir)
+  if command:
+    io.atomic_write_bytes(workdir / "command.txt", command.encode())
+  if pending:
     progress = runs.Progress("analyze", planned_images(config, classes), unit="images")
     ctx = Context(config, classes, gen, judge, progress, workdir)
     for name in pending:

@@ -245,10 +245,14 @@ class Job:
         continue
       role = self.scoring.roles[name]
       pred = np.asarray(scores[f"{name}/pred"], np.int64)
-      failure = np.asarray(scores[f"{name}/top1_hit"]) < 0.5
-      out[name] = {"pred": [role.output_ids[p] for p in pred],
+      top1_hit = np.asarray(scores[f"{name}/top1_hit"], np.float64)
+      # A non-finite image/score (`sampler.nonfinite_as_nan`) is neither a failure nor correct.
+      nonfinite = ~np.isfinite(top1_hit)
+      failure = top1_hit < 0.5
+      out[name] = {"pred": [None if bad else role.output_ids[p]
+                            for p, bad in zip(pred, nonfinite)],
                    "confidence": np.asarray(scores[f"{name}/confidence"], np.float64),
-                   "failure": failure, "success": failure & present}
+                   "failure": failure, "success": failure & present, "nonfinite": nonfinite}
     out["class_word_present"] = present
     return out
 
@@ -264,12 +268,17 @@ class Job:
                         np.asarray(data.prompt_set.labels))
     read = self.readings(scores, np.asarray(data.prompt_set.labels), data.prompt_set.prompts,
                          data.encoded.class_text)
-    clean = {"correct": [not f for f in read["attack"]["failure"].tolist()],
+    # A prompt whose clean image is not finite (the model overflowed) is not "correctly
+    # generated": it is skipped like a clean failure and flagged `nonfinite`.
+    nonfinite = read["attack"].get("nonfinite", np.zeros(n, bool))
+    clean = {"correct": [not (f or bad) for f, bad in zip(read["attack"]["failure"].tolist(),
+                                                          nonfinite.tolist())],
+             "nonfinite": nonfinite.tolist(),
              "pred": {j: read[j]["pred"] for j in self.judge_names},
              "confidence": {j: read[j]["confidence"].tolist() for j in self.judge_names}}
     io.write_json(path, clean)
-    logging.info("[%s] clean check: %d of %d prompts correctly generated (the rest are skipped)",
-                 data.name, sum(clean["correct"]), n)
+    logging.info("[%s] clean check: %d of %d prompts correctly generated (the rest are skipped; "
+                 "%d non-finite)", data.name, sum(clean["correct"]), n, int(nonfinite.sum()))
     return clean
 
   # -------------------------------------------------------------------------------- attack --
@@ -428,6 +437,7 @@ def _row(data: PromptData, i: int, clean: dict, judges, result=None, position=No
   ps = data.prompt_set
   row = {"set": data.name, "index": i, "prompt": ps.prompts[i], "class_word": ps.class_words[i],
          "label": int(ps.labels[i]), "clean_correct": bool(clean["correct"][i]),
+         "clean_nonfinite": bool(clean.get("nonfinite", [False] * (i + 1))[i]),
          "clean": {j: {"pred": clean["pred"][j][i],
                        "confidence": _rounded(clean["confidence"][j][i])} for j in judges}}
   if result is None:
