@@ -18,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxdiffattack import distributed
 from jaxdiffattack import io
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import text
@@ -51,6 +52,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   io.write_json(workdir / "config.json", io.config_to_dict(config))
+  distributed.check_shared_workdir(workdir / "config.json")
   sd, params = load_stable_diffusion(config.model, dtype=config.dtype)
   prompts = list(config.prompts)
   n = config.images_per_prompt

@@ -1,6 +1,8 @@
 """Atomic, self-contained run outputs: JSON/JSONL/CSV/PNG written via temp file + rename.
 
-Nothing is ever half written: a killed job leaves either the old file or the new one.
+Nothing is ever half written: a killed job leaves either the old file or the new one. In a
+multi-host run only process 0 writes (`distributed.is_writer`): every writer here goes through
+`atomic_write_bytes`, which the other processes only wait for.
 """
 
 import csv
@@ -15,19 +17,28 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
+from jaxdiffattack import distributed
+
 
 def atomic_write_bytes(path, data: bytes) -> pathlib.Path:
+  """Writes `data` to `path` via a temp file + rename; returns `path`.
+
+  Multi-host: process 0 writes, and every process then waits at a barrier, so that a file read
+  after its write (a report made from results.jsonl, a resume) is there on every process.
+  """
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  if distributed.is_writer():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+      with os.fdopen(fd, "wb") as f:
+        f.write(data)
+      os.replace(tmp, path)
+    except BaseException:
+      if os.path.exists(tmp):
+        os.unlink(tmp)
+      raise
+  distributed.barrier(f"wrote {path}")
   return path
 
 

@@ -26,6 +26,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from jaxdiffattack import distributed
 from jaxdiffattack import io
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
@@ -43,11 +44,13 @@ def config_hash(config) -> str:
 
 def begin(config, workdir, scoring=None, model_loader=None):
   """A job's start: (workdir, scoring, model_loader) with the workdir created, its config.json
-  written, and the defaults filled in (`scoring.make_scoring(config)`, `load_stable_diffusion`).
+  written (and seen by every process of a multi-host run), and the defaults filled in
+  (`scoring.make_scoring(config)`, `load_stable_diffusion`).
   """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   io.write_json(workdir / "config.json", io.config_to_dict(config))
+  distributed.check_shared_workdir(workdir / "config.json")
   if model_loader is None:
     from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
     model_loader = load_stable_diffusion

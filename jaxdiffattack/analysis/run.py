@@ -25,6 +25,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from jaxdiffattack import distributed
 from jaxdiffattack import io
 from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import runs
@@ -404,6 +405,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model_loader=None,
     return report.write_report(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   io.write_json(workdir / "config.json", io.config_to_dict(config))
+  distributed.check_shared_workdir(workdir / "config.json")
   if command:
     io.atomic_write_bytes(workdir / "command.txt", command.encode())
   digest = runs.config_hash(config)

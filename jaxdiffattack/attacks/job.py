@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxdiffattack import distributed
 from jaxdiffattack import io
 from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import sampler as sampler_lib
@@ -284,23 +285,23 @@ class Job:
     padded = _pad_index(index, self.mesh.size)
     prompts = jax.tree_util.tree_map(lambda a: sharding.put_population(a, self.mesh),
                                      data.prompts(padded))
-    state = self.compiled.init(data.encoded.ids[padded])
+    state = self.compiled.init(sharding.put_population(data.encoded.ids[padded], self.mesh))
     curves = {name: np.zeros((0, len(padded)), np.float32) for name in atm.Metrics._fields}
     saved = self._load_checkpoint(data.name, group, state, curves)
     if saved is not None:
       state, curves = saved
-    key = data.purpose_key(_ATTACK)
+    key = sharding.put_replicated(data.purpose_key(_ATTACK), self.mesh)
     done = start = int(state.iteration)
     while done < self.settings.num_iters:
       calls = min(c.checkpoint_every, self.settings.num_iters - done) // c.steps_per_call
       for _ in range(max(calls, 1)):
         state, metrics = self.compiled.step(self.params, state, prompts, key)
-        curves = {k: np.concatenate([curves[k], np.asarray(getattr(metrics, k))])
+        curves = {k: np.concatenate([curves[k], sharding.to_host(getattr(metrics, k))])
                   for k in curves}
       done = int(state.iteration)
       self._save_checkpoint(data.name, group, state, curves)
       progress(data.name, group, done, curves)
-    logits = np.asarray(state.logits)[:len(index)]
+    logits = sharding.to_host(state.logits)[:len(index)]
     return logits, {k: v[:, :len(index)] for k, v in curves.items()}, start
 
   def evaluate_group(self, data: PromptData, index: np.ndarray, logits: np.ndarray,
@@ -357,7 +358,7 @@ class Job:
     host = jax.tree_util.tree_map(sharding.to_host, template)
     state = flax.serialization.from_state_dict(host, payload["state"])
     state = jax.tree_util.tree_map(
-        lambda a, t: jax.device_put(np.asarray(a), t.sharding), state, template)
+        lambda a, t: sharding.put_global(a, t.sharding), state, template)
     logging.info("[%s] resuming group %d at iteration %d from %s", name, group,
                  int(state.iteration), path)
     return state, {k: np.asarray(payload["curves"][k]) for k in curves}
@@ -478,6 +479,7 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
     check(config_hash(json.loads(saved.read_text())) == config_hash(config), "workdir",
           str(workdir), "holds an attack with a different config; use a new --workdir")
   io.write_json(saved, io.config_to_dict(config))
+  distributed.check_shared_workdir(saved)
   job = Job(config, workdir, mesh=mesh, model_loader=model_loader)
   results_path = workdir / "results.jsonl"
   rows = io.read_jsonl(results_path) if results_path.exists() else []
