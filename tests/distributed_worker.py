@@ -4,7 +4,7 @@ Usage (under launch/local_multiprocess.py, which sets JAX_COORDINATOR_ADDRESS et
   python distributed_worker.py SD_DIR VISION_ROOT PROMPT_CSV WORKDIR
 
 Starts jax.distributed as the launchers do (`distributed.initialize("auto")`), then runs the tiny
-sweep, latent search (Sep-CMA-ES and Adam) and ATM attack of sweep_test.py,
+sweep, latent search (Sep-CMA-ES) and ATM attack (2 Adam iterations) of sweep_test.py,
 search_multidevice_worker.py and attacks_job_test.py into WORKDIR/{sweep,search,attack}. Every
 file this process opens for writing, renames or removes under WORKDIR is recorded by a Python
 audit hook (independently of `io`'s writer gate) and listed, one per line, in
@@ -67,13 +67,14 @@ def main(sd_dir, vision_root, prompt_csv, workdir):
   sweep.run(config, workdir / "sweep", scoring=scoring.synthetic_scoring())
 
   config = search_multidevice_worker.tiny_config("latent", sd_dir)
-  config.methods = ("Sep_CMA_ES", "adam")   # an evosax strategy and a gradient method
+  config.methods = ("Sep_CMA_ES",)   # evosax ask/tell on every host (Adam: the attack's)
   config.checkpoint_every = 2
   search.run(config, workdir / "search", scoring=scoring.synthetic_scoring())
 
   root = pathlib.Path(vision_root)
   config = attacks_job_test.tiny_config(sd_dir, {n: root / n for n in ("clip", "vit", "resnet")},
                                         prompt_csv)
+  config.attack.num_iters = 2           # one checkpoint (checkpoint_every = 2)
   job.run(config, workdir / "attack")
 
   log = pathlib.Path(f"{workdir}.writes.p{jax.process_index()}")
