@@ -6,8 +6,10 @@ parameters are replicated. A population of any size P is processed in chunks of
 dropped), so memory is bounded by the microbatch and results do not depend on it: every member's
 computation is independent and every random draw is keyed by its member index.
 
-Multi-host: call `jax.distributed.initialize()` first; `put_population` builds global arrays from
-the (identical) host copies with `jax.make_array_from_callback`, and `to_host` gathers them back.
+Multi-host: call `jaxdiffattack.distributed.initialize` first; `put_population` /
+`put_replicated` / `put_global` build global arrays from the (identical) host copies with
+`jax.make_array_from_callback` (each process fills its own devices), and `to_host` gathers them
+back on every process (`process_allgather`).
 """
 
 from typing import Any
