@@ -14,13 +14,17 @@ processes. What this module adds:
   writes goes through it) skips the write elsewhere, and processes > 0 log warnings only.
 * Host-side state is identical on every process without communication: it is computed by the
   same deterministic code from the same keys (evosax ask/tell, Adam, RNG draws by `fold_in`),
-  and results reach every host through `sharding.to_host` (an all-gather).
+  and results reach every host through `sharding.to_host` (an all-gather). Each process fills
+  its own devices' shards from its own host copy (`sharding.put_global`), so a host whose state
+  diverged would change the results (tests/distributed_test.py: 2 processes == 1, byte for byte).
 * The workdir must be on a filesystem every process sees (NFS, Lustre, a shared disk, gcsfuse):
   process 0 writes, all processes read (a resume reads the checkpoint everywhere; a report is
   made from the results files). Every process waits at a `barrier` after each write
   (`io.atomic_write_bytes`), so none reads ahead of it; the barrier also checks that all
   processes write the same files in the same order. `check_shared_workdir` refuses a workdir
-  that is not shared.
+  that is not shared. (Why shared rather than process 0 reading and broadcasting: the jobs read
+  their own files back in many places — resume, clean checks, stage caches, reports — and
+  clusters and pods mount shared storage for their checkpoints anyway.)
 """
 
 import os
@@ -85,9 +89,9 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
   """Starts `jax.distributed` as `mode` asks; True if it did (False: a single process).
 
   Unset values come from $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID, else
-  JAX's cluster auto-detection. Must run before any other JAX computation. On CPU, cross-process collectives use gloo (JAX's
-  default `jax_cpu_collectives_implementation` in 0.10; set here in case it was unset).
-  """
+  JAX's cluster auto-detection. Must run before any other JAX computation. On CPU,
+  cross-process collectives use gloo (JAX's default `jax_cpu_collectives_implementation` in
+  0.10; set here in case it was unset)."""
   if mode not in MODES:
     raise UserError(f"--distributed={mode!r} is invalid: use one of {', '.join(MODES)}")
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
@@ -103,9 +107,9 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
   try:
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
   except (ValueError, TypeError) as e:
-    raise UserError(f"--distributed={mode}: {str(e).rstrip('.')}; set --coordinator_address, --num_processes "
-                    "and --process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
-                    "JAX_PROCESS_ID)") from None
+    raise UserError(f"--distributed={mode}: {str(e).rstrip('.')}; set --coordinator_address, "
+                    "--num_processes and --process_id (or JAX_COORDINATOR_ADDRESS, "
+                    "JAX_NUM_PROCESSES, JAX_PROCESS_ID)") from None
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)   # results and progress are logged by process 0
   logging.info("jax.distributed: %d processes, %d devices (%d local)", jax.process_count(),

@@ -3,8 +3,11 @@
 The tiny sweep, latent search (Sep-CMA-ES) and ATM attack (Adam) run as 2 processes × 4 fake CPU
 devices (a localhost coordinator, gloo collectives) and as 1 process × 8 fake devices: the same
 8-device mesh, so every device computes the same shapes and the results files are compared byte
-for byte. Only process 0 may write: a Python audit hook in each worker records every file it
-opens for writing, renames or removes under the workdir (distributed_worker.py).
+for byte (wall-clock times left out). Process 1 fills its 4 devices from its own host copy of
+the search population (evosax ask/tell), the prompts and the keys, so equal results also mean
+equal host-side state on both processes. Only process 0 may write: a Python audit hook in each
+worker records every file it opens for writing, renames or removes under the workdir
+(distributed_worker.py).
 """
 
 import json

@@ -14,6 +14,7 @@ WORKDIR.writes.p<process index> (next to WORKDIR, which stays the jobs' own).
 import os
 import pathlib
 import sys
+import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -62,20 +63,25 @@ def main(sd_dir, vision_root, prompt_csv, workdir):
   print(f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} "
         f"local devices, {jax.device_count()} in all", flush=True)
 
+  start = time.perf_counter()
+  timed = lambda name: print(f"{name} done at {time.perf_counter() - start:.1f} s", flush=True)
   config = sweep_test.tiny_config(sd_dir)
   config.trajectory.prompts = ()
   sweep.run(config, workdir / "sweep", scoring=scoring.synthetic_scoring())
+  timed("sweep")
 
   config = search_multidevice_worker.tiny_config("latent", sd_dir)
   config.methods = ("Sep_CMA_ES",)   # evosax ask/tell on every host (Adam: the attack's)
   config.checkpoint_every = 2
   search.run(config, workdir / "search", scoring=scoring.synthetic_scoring())
+  timed("search")
 
   root = pathlib.Path(vision_root)
   config = attacks_job_test.tiny_config(sd_dir, {n: root / n for n in ("clip", "vit", "resnet")},
                                         prompt_csv)
   config.attack.num_iters = 2           # one checkpoint (checkpoint_every = 2)
   job.run(config, workdir / "attack")
+  timed("attack")
 
   log = pathlib.Path(f"{workdir}.writes.p{jax.process_index()}")
   log.write_text("".join(f"{p}\n" for p in written))
