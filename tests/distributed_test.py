@@ -49,12 +49,14 @@ def workdirs(tiny_sd_dirs, vision_dirs, prompt_file, tmp_path_factory):  # noqa:
   """{"two": workdir, "one": workdir}: both runs, started together."""
   root = tmp_path_factory.mktemp("distributed")
   args = [str(tiny_sd_dirs[1]), str(vision_dirs["clip"].parent), str(prompt_file)]
+  logs = {name: root / f"{name}.log" for name in RUNS}   # files: a full pipe would stall a run
   procs = {name: subprocess.Popen(
       [sys.executable, str(LAUNCHER), f"--num_processes={n}", f"--devices_per_process={k}",
-       "--", str(WORKER), *args, str(root / name)], env=_env(), stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for name, (n, k) in RUNS.items()}
+       "--", str(WORKER), *args, str(root / name)], env=_env(), stdout=logs[name].open("w"),
+      stderr=subprocess.STDOUT) for name, (n, k) in RUNS.items()}
   for name, proc in procs.items():
-    out, _ = proc.communicate(timeout=1200)
+    proc.wait(timeout=1200)
+    out = logs[name].read_text()
     assert proc.returncode == 0, f"{name}: {out[-4000:]}"
     assert (f"process {RUNS[name][0] - 1} of {RUNS[name][0]}: {RUNS[name][1]} local devices, "
             "8 in all") in out
