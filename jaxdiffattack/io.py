@@ -7,6 +7,10 @@ directory) is a one-line `WriteError` naming the file, and leaves the old file a
 Test hook: `JAXDIFFATTACK_TEST_WRITE_DELAY="<seconds>[:<glob>]"` sleeps that long between writing
 the temp file and the rename (for files whose name matches the glob, default all), so a test can
 kill a job in the middle of a write (tests/reliability_kill_test.py).
+
+Multi-host: only process 0 writes (`distributed.is_writer`); every writer here goes through
+`atomic_write_bytes`, and every process waits at a barrier after each write, so a file read back
+(a report made from results.jsonl, a resume) is there on every process.
 """
 
 import csv
@@ -23,9 +27,13 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
+from jaxdiffattack import distributed
 from jaxdiffattack.errors import UserError
 
 WRITE_DELAY_ENV = "JAXDIFFATTACK_TEST_WRITE_DELAY"
+# The process's umask, for the permissions of written files (mkstemp creates them 0600).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class WriteError(UserError):
@@ -41,23 +49,28 @@ def _test_write_delay(name: str) -> None:
 
 
 def atomic_write_bytes(path, data: bytes) -> pathlib.Path:
-  """Writes `data` to a hidden temp file next to `path`, then renames it over `path`."""
+  """Writes `data` to a hidden temp file next to `path`, then renames it over `path` (mode
+  0666 less the umask, like any new file). Multi-host: process 0 writes, then every process waits
+  at a barrier."""
   path = pathlib.Path(path)
-  tmp = None
-  try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    _test_write_delay(path.name)
-    os.replace(tmp, path)
-  except BaseException as e:
-    if tmp is not None and os.path.exists(tmp):
-      os.unlink(tmp)
-    if isinstance(e, OSError):
-      kept = "the old file is unchanged" if path.exists() else "nothing was written"
-      raise WriteError(f"could not write {path}: {e.strerror or e}; {kept}") from e
-    raise
+  if distributed.is_writer():
+    tmp = None
+    try:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+      os.fchmod(fd, 0o666 & ~_UMASK)
+      with os.fdopen(fd, "wb") as f:
+        f.write(data)
+      _test_write_delay(path.name)
+      os.replace(tmp, path)
+    except BaseException as e:
+      if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
+      if isinstance(e, OSError):
+        kept = "the old file is unchanged" if path.exists() else "nothing was written"
+        raise WriteError(f"could not write {path}: {e.strerror or e}; {kept}") from e
+      raise
+  distributed.barrier(f"wrote {path}")
   return path
 
 

@@ -30,6 +30,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from jaxdiffattack import distributed
 from jaxdiffattack import io
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
@@ -73,6 +74,7 @@ def write_config(config, workdir) -> None:
   labels, prompt files) are read and checked, so a bad input leaves nothing behind."""
   pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
   io.write_json(pathlib.Path(workdir) / "config.json", io.config_to_dict(config))
+  distributed.check_shared_workdir(pathlib.Path(workdir) / "config.json")
 
 
 def begin(config, workdir, scoring=None, model_loader=None, what: str = "run"):

@@ -6,8 +6,10 @@ parameters are replicated. A population of any size P is processed in chunks of
 dropped), so memory is bounded by the microbatch and results do not depend on it: every member's
 computation is independent and every random draw is keyed by its member index.
 
-Multi-host: call `jax.distributed.initialize()` first; `put_population` builds global arrays from
-the (identical) host copies with `jax.make_array_from_callback`, and `to_host` gathers them back.
+Multi-host: call `jaxdiffattack.distributed.initialize` first; `put_population` /
+`put_replicated` / `put_global` build global arrays from the (identical) host copies with
+`jax.make_array_from_callback` (each process fills its own devices), and `to_host` gathers them
+back on every process (`process_allgather`).
 """
 
 from typing import Any
@@ -56,10 +58,16 @@ def pad_population(x: np.ndarray, size: int) -> np.ndarray:
   return np.concatenate([x, pad], axis=0)
 
 
+def put_global(x, sharding: jax.sharding.Sharding) -> jax.Array:
+  """A global array with `sharding` from a host array every process holds (each process puts
+  only its own devices' shards: a NumPy input to a multi-process jit is refused)."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
 def put_population(x: np.ndarray, mesh: Mesh) -> jax.Array:
   """A global array sharded over the population axis, from a host array every process holds."""
-  x = np.asarray(x)
-  return jax.make_array_from_callback(x.shape, population_sharding(mesh), lambda idx: x[idx])
+  return put_global(x, population_sharding(mesh))
 
 
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
@@ -70,8 +78,7 @@ def put_replicated(tree: Any, mesh: Mesh) -> Any:
     x = np.asarray(x) if not isinstance(x, jax.Array) else x
     if jax.process_count() == 1:
       return jax.device_put(x, sharding)
-    host = np.asarray(x)
-    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+    return put_global(x, sharding)
 
   return jax.tree_util.tree_map(put, tree)
 

@@ -291,23 +291,23 @@ class Job:
     padded = _pad_index(index, self.mesh.size)
     prompts = jax.tree_util.tree_map(lambda a: sharding.put_population(a, self.mesh),
                                      data.prompts(padded))
-    state = self.compiled.init(data.encoded.ids[padded])
+    state = self.compiled.init(sharding.put_population(data.encoded.ids[padded], self.mesh))
     curves = {name: np.zeros((0, len(padded)), np.float32) for name in atm.Metrics._fields}
     saved = self._load_checkpoint(data.name, group, state, curves)
     if saved is not None:
       state, curves = saved
-    key = data.purpose_key(_ATTACK)
+    key = sharding.put_replicated(data.purpose_key(_ATTACK), self.mesh)
     done = start = int(state.iteration)
     while done < self.settings.num_iters:
       calls = min(c.checkpoint_every, self.settings.num_iters - done) // c.steps_per_call
       for _ in range(max(calls, 1)):
         state, metrics = self.compiled.step(self.params, state, prompts, key)
-        curves = {k: np.concatenate([curves[k], np.asarray(getattr(metrics, k))])
+        curves = {k: np.concatenate([curves[k], sharding.to_host(getattr(metrics, k))])
                   for k in curves}
       done = int(state.iteration)
       self._save_checkpoint(data.name, group, state, curves)
       progress(data.name, group, done, curves)
-    logits = np.asarray(state.logits)[:len(index)]
+    logits = sharding.to_host(state.logits)[:len(index)]
     return logits, {k: v[:, :len(index)] for k, v in curves.items()}, start
 
   def evaluate_group(self, data: PromptData, index: np.ndarray, logits: np.ndarray,
@@ -364,7 +364,7 @@ class Job:
     host = jax.tree_util.tree_map(sharding.to_host, template)
     state = flax.serialization.from_state_dict(host, payload["state"])
     state = jax.tree_util.tree_map(
-        lambda a, t: jax.device_put(np.asarray(a), t.sharding), state, template)
+        lambda a, t: sharding.put_global(a, t.sharding), state, template)
     logging.info("[%s] resuming group %d at iteration %d from %s", name, group,
                  int(state.iteration), path)
     return state, {k: np.asarray(payload["curves"][k]) for k in curves}
@@ -485,8 +485,7 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
   job = Job(config, workdir, mesh=mesh, model_loader=model_loader)
   datas = [job.prepare(name, spec) for name, spec in config.prompt_sets.items()]
   # The inputs are read and checked: only now is anything written.
-  workdir.mkdir(parents=True, exist_ok=True)
-  io.write_json(workdir / "config.json", io.config_to_dict(config))
+  runs.write_config(config, workdir)      # (multi-host: also checks the workdir is shared)
   results_path = workdir / "results.jsonl"
   rows = io.read_jsonl(results_path) if results_path.exists() else []
   done = {(r["set"], r["index"]) for r in rows}

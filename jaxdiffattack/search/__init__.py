@@ -11,7 +11,21 @@ checkpoint/resume), `experiment` (`run`: the job), `report` (results, NGR, summa
 the shared `jaxdiffattack.scoring`; who judges them, `jaxdiffattack.judges`.
 """
 
-from jaxdiffattack.search.experiment import run
-from jaxdiffattack.search.report import write_report
+import importlib
 
 __all__ = ["run", "write_report"]
+_EXPORTS = {"run": "experiment", "write_report": "report"}
+
+
+def __getattr__(name):
+  """`run`, `write_report` and the submodules, imported on first use: the configs import
+  `jaxdiffattack.search.config`, which must not import evosax (it computes with JAX when
+  imported, and a multi-host launcher starts jax.distributed after parsing the config)."""
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+  try:
+    return importlib.import_module(f"{__name__}.{name}")
+  except ModuleNotFoundError as e:
+    if e.name != f"{__name__}.{name}":
+      raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
