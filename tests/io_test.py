@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import stat
 
 from jaxdiffattack import io
 
@@ -26,3 +28,12 @@ def test_json_safe_replaces_every_non_finite_float_and_keeps_the_rest(tmp_path):
     assert "non-standard" in str(e)
   else:
     raise AssertionError("json.dumps wrote non-finite floats as standard JSON")
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+  """Atomic writes go through mkstemp (mode 0600): the renamed file gets 0666 less the umask,
+  like any new file, so other users and hosts of a shared workdir can read the results."""
+  mask = os.umask(0)
+  os.umask(mask)
+  path = io.write_json(tmp_path / "a.json", {"x": 1})
+  assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask != 0o600
