@@ -3,7 +3,8 @@
   python launch/train_toy.py --config configs/train_toy.py --workdir DIR
 
 `config.job` picks what runs: "all" (every model) or "learned_variance" (the learned-variance
-UNet only, configs/train_toy.py:learned_variance).
+UNet only, configs/train_toy.py:learned_variance). Training runs in one process: a multi-process
+start (`--distributed`, see README "Multi-host") is refused with one line.
 """
 import pathlib
 import sys
@@ -14,6 +15,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from jaxdiffattack import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxdiffattack import distributed  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack.toy import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack.toy import train_lv  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -25,6 +27,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Checkpoints, data cache and the default export/ dir.")
 flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags()
 
 
 def main(argv):
@@ -34,6 +37,10 @@ def main(argv):
   if job not in JOBS:
     raise app.UsageError(f"config.job={job!r} is invalid: use one of {sorted(JOBS)}")
   try:
+    if distributed.initialize_from_flags() and distributed.is_multiprocess():
+      raise UserError("launch/train_toy.py runs in one process (the toy world trains on one CPU "
+                      "core): start it once, with --distributed=off or without JAX_*/SLURM "
+                      "multi-process variables")
     JOBS[job](_CONFIG.value, _WORKDIR.value)
   except UserError as e:
     sys.exit(f"error: {e}")

@@ -176,3 +176,16 @@ def test_local_multiprocess_stops_all_at_the_first_failure():
                         check=False)
   assert proc.returncode == 3
   assert sorted(proc.stdout.splitlines()) == ["[p0] rank 0 of 2", "[p1] rank 1 of 2"]
+
+
+def test_toy_training_refuses_a_multiprocess_start(tmp_path):
+  """The toy world trains in one process: started as 2 processes, each says so in one line and
+  nothing is written."""
+  proc = subprocess.run(
+      [sys.executable, str(LAUNCHER), "--num_processes=2", "--", str(_ROOT / "launch" /
+       "train_toy.py"), "--config", str(_ROOT / "configs" / "train_toy.py") + ":smoke",
+       "--workdir", str(tmp_path / "w")],
+      env=_env(), capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+  assert "error: launch/train_toy.py runs in one process" in proc.stdout + proc.stderr
+  assert not (tmp_path / "w").exists()
