@@ -113,7 +113,8 @@ def test_only_process_zero_writes(workdirs):
 
 def test_workdir_not_shared_is_refused(tmp_path):
   """Two processes whose relative --workdir "w" lands in different directories (as a local disk
-  on each host would): every process stops with one line, at the job's start."""
+  on each host would): every process stops with one line when the job writes its config.json
+  (`runs.write_config`, which every job calls before any other output)."""
   script = ("import os, sys\n"
             "import ml_collections\n"
             "from jaxdiffattack import distributed, runs\n"
@@ -122,7 +123,7 @@ def test_workdir_not_shared_is_refused(tmp_path):
             "import jax\n"
             "os.makedirs(f'p{jax.process_index()}'); os.chdir(f'p{jax.process_index()}')\n"
             "try:\n"
-            "  runs.begin(ml_collections.ConfigDict({'seed': 0}), 'w', scoring=1, model_loader=1)\n"
+            "  runs.write_config(ml_collections.ConfigDict({'seed': 0}), 'w')\n"
             "except UserError as e:\n"
             "  sys.exit(f'error: {e}')\n")
   proc = subprocess.run([sys.executable, str(LAUNCHER), "--num_processes=2", "--", sys.executable,
