@@ -270,7 +270,7 @@ class Job:
                          data.encoded.class_text)
     # A prompt whose clean image is not finite (the model overflowed) is not "correctly
     # generated": it is skipped like a clean failure and flagged `nonfinite`.
-    nonfinite = read["attack"].get("nonfinite", np.zeros(n, bool))
+    nonfinite = read["attack"]["nonfinite"]
     clean = {"correct": [not (f or bad) for f, bad in zip(read["attack"]["failure"].tolist(),
                                                           nonfinite.tolist())],
              "nonfinite": nonfinite.tolist(),
@@ -437,7 +437,8 @@ def _row(data: PromptData, i: int, clean: dict, judges, result=None, position=No
   ps = data.prompt_set
   row = {"set": data.name, "index": i, "prompt": ps.prompts[i], "class_word": ps.class_words[i],
          "label": int(ps.labels[i]), "clean_correct": bool(clean["correct"][i]),
-         "clean_nonfinite": bool(clean.get("nonfinite", [False] * (i + 1))[i]),
+         # Clean checks cached before the flag existed have no "nonfinite".
+         "clean_nonfinite": "nonfinite" in clean and bool(clean["nonfinite"][i]),
          "clean": {j: {"pred": clean["pred"][j][i],
                        "confidence": _rounded(clean["confidence"][j][i])} for j in judges}}
   if result is None:

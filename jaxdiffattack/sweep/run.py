@@ -67,9 +67,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   metrics = plan_lib.metrics(config)
   oracle = config.get("oracle", False)
   fresh = new_state(names, plan.size, metrics)
-  state = runs.load_checkpoint(ckpt_path, runs.config_hash(config), fresh, "sweep") or fresh
+  digest = runs.config_hash(config)
+  state = runs.load_checkpoint(ckpt_path, digest, fresh, "sweep") or fresh
   done = lambda: sum(int(n) for n in state.done.values())
   progress = runs.Progress("sweep", plan.size * len(names), done(), "members")
+  config_written = False
   for setting in config.settings:
     name = setting.name
     if int(state.done[name]) >= plan.size:
@@ -77,7 +79,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     loaded = plan_lib.setting_sampler(config, setting, prompts, model_loader, mesh=mesh,
                                       score_fn=scoring.score_fn, score_params=scoring.params,
                                       return_images=oracle)
-    runs.write_config(config, workdir)     # this setting's model loaded: its inputs are good
+    if not config_written:   # the first model to run is loaded: the inputs are good
+      runs.write_config(config, workdir)
+      config_written = True
     while int(state.done[name]) < plan.size:
       lo = int(state.done[name])
       members = np.arange(lo, min(lo + config.unit, plan.size))
@@ -90,10 +94,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         for metric, value in oracle_scores(out.images, [labels[i] for i in prompt_idx]).items():
           state.scores[name][metric][members] = value
       state = state.replace(done=state.done | {name: np.array(members[-1] + 1)})
-      runs.save_checkpoint(ckpt_path, state, runs.config_hash(config))
+      runs.save_checkpoint(ckpt_path, state, digest)
       progress.log(done())
   rows = member_rows(config, plan, labels, state)
-  runs.write_config(config, workdir)
+  if not config_written:     # resumed with every setting already done
+    runs.write_config(config, workdir)
   io.write_csv(workdir / "members.csv", MEMBER_FIELDS + metrics, rows)
   if config.grid_images:
     report.write_grids(config, workdir, plan, labels, label_ids, model_loader, scoring)
