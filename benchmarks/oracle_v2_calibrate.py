@@ -201,6 +201,7 @@ GRID = {
     "square_circle_lead": (-0.04, -0.02, 0.0, 0.02, 0.04),
     "circle_round_tol": (0.0, 0.02, 0.04, 0.08),
     "unexplained_area": (20, 40, 60, 100),
+    "clutter_area": (30, 60, 120, 1024),
 }
 
 

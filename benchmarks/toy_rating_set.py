@@ -1,10 +1,12 @@
-r"""Builds the toy world's blind-rating image set (issue #22 item 2): generated 32×32 images and the
-prompt each was made for, from every source the oracle must judge, plus shuffled contact sheets.
+r"""Builds the toy world's blind-rating image set (issue #22 item 2): generated 32×32 images and
+the prompt each was made for, from every source the oracle must judge, plus shuffled contact sheets.
 
   # 1. the jobs whose failures are rated (small budgets; each writes its own workdir):
   python launch/search.py --config configs/latent_search.py:toy,wide --config.seeds_per_label=1 \
       --config.stop_after_failures=0 --config.population_size=8 --config.num_generations=6 \
-      --workdir RUNS/latent       # likewise embedding / token / prompt
+      --workdir RUNS/latent       # likewise embedding / token / prompt (toy,wide except token:
+                                  # toy, seeds_per_label=3); embedding also at epsilon 0.6
+                                  # without the baseline (RUNS/embedding_eps06)
   python launch/attack.py --config configs/atm.py:toy --workdir RUNS/atm ...
   # 2. clean generations (with / without guidance) and shifted seeds, then the set and sheets:
   python benchmarks/toy_rating_set.py generate --out GEN
@@ -97,13 +99,39 @@ def generate(out: pathlib.Path, seed: int = 2026, num_steps: int = 20) -> None:
 
 
 # ---------------------------------------------------------------------------------------- build
+def _search_rows_from_files(run_dir: pathlib.Path, space: str) -> list[dict]:
+  """A search stopped after its first method (results.jsonl is written at the end): the failure
+  PNGs each method saved as it finished (failures/<method>/tNNN/failure_K.png, + _prompt.txt),
+  targets rebuilt from config.json."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.search import targets as targets_lib  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
+  targets = targets_lib.make_targets(config)
+  rows = []
+  for png in sorted(run_dir.glob("failures/*/t*/*.png")):   # failure_K.png and best.png
+    method, t = png.parent.parent.name, int(png.parent.name[1:])
+    target = targets[t]
+    src = {"kind": f"search_{space}", "method": method, "target": t, "label": target.label,
+           "clean_prompt": target.prompt, "which": png.stem, "job": run_dir.name,
+           "file": str(png.relative_to(run_dir))}
+    text = png.with_name(f"{png.stem}_prompt.txt")
+    if text.exists():
+      src["adversarial_prompt"] = text.read_text().strip()
+    if target.target_label:
+      src["target_label"] = target.target_label
+    rows.append({"path": png, "label": target.label, "source": src})
+  return rows
+
+
 def _search_rows(run_dir: pathlib.Path, space: str) -> list[dict]:
+  if not (run_dir / "results.jsonl").exists():
+    return _search_rows_from_files(run_dir, space)
   rows = []
   for line in (run_dir / "results.jsonl").read_text().splitlines():
     r = json.loads(line)
     entries = [(f"failure_{k}", f) for k, f in enumerate(r["failures"])]
-    if not entries and r.get("searched", True) and r["best"].get("files"):
-      entries = [("best", r["best"])]   # a near-failure: the target's lowest-fitness image
+    if r.get("searched", True) and r["best"].get("files"):
+      entries.append(("best", r["best"]))   # the target's lowest-fitness image (a near-failure)
     for name, f in entries:
       pngs = [p for p in f.get("files", []) if p.endswith(".png")]
       if not pngs:
@@ -189,11 +217,23 @@ def build(runs: pathlib.Path, gen: pathlib.Path, out: pathlib.Path, seed: int) -
   pool = []
   for r in json.loads((gen / "rows.json").read_text()):
     pool.append({"path": gen / r["file"], "label": r["label"], "source": r["source"]})
-  for space in ("latent", "embedding", "token", "prompt"):
-    if (runs / space / "results.jsonl").exists():
-      pool += _search_rows(runs / space, space)
+  for job, space in (("latent", "latent"), ("embedding", "embedding"),
+                     ("embedding_eps06", "embedding"), ("token", "token"), ("prompt", "prompt")):
+    if (runs / job / "results.jsonl").exists() or list((runs / job).glob("failures/*/t*/*.png")):
+      pool += _search_rows(runs / job, space)
   if (runs / "atm" / "results.jsonl").exists():
     pool += _attack_rows(runs / "atm")
+  # The same picture twice (a target's best image is often one of its failures): keep the first.
+  seen, unique = set(), []
+  for p in pool:
+    image = np.asarray(Image.open(p["path"]).convert("RGB"))
+    if p.get("captioned"):
+      image = image[:256:8, :256:8]
+    digest = image.tobytes()
+    if digest not in seen:
+      seen.add(digest)
+      unique.append(p)
+  pool = unique
   # Stable, non-informative ids: a seeded shuffle of the pool, numbered.
   order = list(range(len(pool)))
   random.Random(seed).shuffle(order)

@@ -575,6 +575,7 @@ class Thresholds(NamedTuple):
   square_circle_lead: float = 0.02  # a square holds when it fits the circle less well by this
   circle_round_tol: float = 0.03  # a circle holds while a rounded square fits at most this better
   unexplained_area: int = 60   # unexplained pixels (no palette object) beyond this: unclear
+  clutter_area: int = 1024     # ... beside an object: something else is drawn (1024: never)
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -583,8 +584,8 @@ _CONVEX = ("circle", "square", "triangle")
 
 class Features(NamedTuple):
   """What v2 measures in one image (the reading behind its verdict)."""
-  objects: tuple[tuple[str | None, int], ...]  # (palette colour or None, area), largest first,
-                                               # objects of at least 2 px
+  objects: tuple[tuple[str, int], ...]  # (nearest palette colour, area), largest first, every
+                                        # object of at least 2 px
   fits: dict                  # template name -> soft IoU of the largest object ({} if none)
   colour_distance: float      # palette distance of the largest object's colour (inf if none)
   solidity: float             # area / convex hull area of the largest object (nan if none)
@@ -660,8 +661,8 @@ def _features(pixels: np.ndarray) -> list[Features]:
   names = _bank()[0]
   out = []
   for n in range(len(pixels)):
-    objs = [(world.COLOURS[int(dist[m].argmin())] if dist[m].min() < COLOUR_TOL * 2 else None,
-             int(area[m])) for m in order if scene.image[m] == n]
+    objs = [(world.COLOURS[int(dist[m].argmin())], int(area[m])) for m in order
+            if scene.image[m] == n]
     m = main.get(n)
     out.append(Features(
         objects=tuple(objs),
@@ -678,27 +679,29 @@ def decide(f: Features, label: str, t: Thresholds = DEFAULT_THRESHOLDS) -> Verdi
   objects = [(c, a) for c, a in f.objects if a >= t.object_area]
   if not objects:
     if f.unexplained >= t.unexplained_area:
-      return _v("faint or off-palette", f"no palette object; an unexplained region of {f.unexplained} px "
-                     "(faint, blurred or off-palette)", None, None, f)
+      return _v("faint or off-palette", f"no palette object; an unexplained region of "
+                f"{f.unexplained} px (faint, blurred or off-palette)", None, None, f)
     return _v("no object", "no object", None, 1.0, f)
   main_colour, main_area = f.objects[0]
   if len(objects) >= 2:
     second = objects[1][1]
     if second >= t.second_area and second >= t.second_ratio * main_area:
-      what = ", ".join(f"{c or 'off-palette'} ({a} px)" for c, a in objects)
+      what = ", ".join(f"{c} ({a} px)" for c, a in objects)
       return _v("several objects", f"several objects: {len(objects)} ({what})", None,
-                     float(_ramp(np.asarray(second / main_area), t.second_ratio,
-                                 2 * t.second_ratio)), f)
-  names = list(f.fits)
+                float(_ramp(np.asarray(second / main_area), t.second_ratio,
+                            2 * t.second_ratio)), f)
+  if f.unexplained >= t.clutter_area:
+    return _v("several objects", f"something else is drawn: an unexplained region of "
+              f"{f.unexplained} px beside the {main_colour} object", None, 0.5, f)
   shapes = list(world.SHAPES)
   best_shape = max(shapes, key=lambda s: f.fits[s])
-  pred = f"{main_colour} {best_shape}" if main_colour else None
-  if main_colour is None or f.colour_distance >= t.colour_far:
-    return _v("faint or off-palette", f"colour off palette ({f.colour_distance:.0f} from the nearest)",
-                   None, None, f)
+  pred = f"{main_colour} {best_shape}"
+  if f.colour_distance >= t.colour_far:
+    return _v("faint or off-palette", f"colour off palette ({f.colour_distance:.0f} from "
+              f"{main_colour})", None, None, f)
   if main_colour != colour:
     return _v("another colour", f"another colour: {main_colour}, not {colour}", pred,
-                   float(_ramp(np.asarray(-f.colour_distance), -t.colour_far, 0.0)), f)
+              float(_ramp(np.asarray(-f.colour_distance), -t.colour_far, 0.0)), f)
   fits = dict(f.fits)
   named = fits[shape]
   if shape == "square":   # rounded corners are fine while the shape is no nearer a circle
