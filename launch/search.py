@@ -28,7 +28,10 @@ def main(argv):
     distributed.initialize_from_flags()
     out = search.run(_CONFIG.value, _WORKDIR.value)
     if distributed.is_writer():
-      print(search.report.console_summary(out["rows"], out["summary"], _WORKDIR.value))
+      # The last lines: per method, the failures oracle v2 confirms with its reasons; then
+      # `pointers` (one line each: the run's index.html and rating page, when written).
+      print(search.report.console_summary(out["rows"], out["summary"], _WORKDIR.value,
+                                          pointers=()))
   except UserError as e:
     sys.exit(f"error: {e}")
 
