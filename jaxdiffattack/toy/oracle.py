@@ -566,16 +566,16 @@ class Thresholds(NamedTuple):
   second_ratio: float = 0.25   # a second object this large (vs the largest) makes "several"
   second_area: int = 12        # ... and at least this many pixels
   colour_far: float = 40.0     # palette distance beyond which the colour is off palette
-  hold_fit: float = 0.72       # the named shape fits at least this well to hold ...
-  hold_lead: float = 0.0       # ... and leads every other template by at least this
-  other_lead: float = 0.04     # another shape leads the named one by this: "another shape"
-  other_fit: float = 0.70      # ... and fits at least this well
+  hold_fit: float = 0.6        # the named shape fits at least this well to hold ...
+  hold_lead: float = -0.03     # ... and leads every other template by at least this
+  other_lead: float = 0.02     # another shape leads the named one by this: "another shape"
+  other_fit: float = 0.6       # ... and fits at least this well
   deformed_fit: float = 0.62   # the named shape fits worse than this: "too deformed"
-  convex_solidity: float = 0.85  # circles, squares, triangles: less solid is "concave"
+  convex_solidity: float = 0.74  # circles, squares, triangles: less solid is "concave"
   square_circle_lead: float = 0.02  # a square holds when it fits the circle less well by this
   circle_round_tol: float = 0.03  # a circle holds while a rounded square fits at most this better
   unexplained_area: int = 60   # unexplained pixels (no palette object) beyond this: unclear
-  clutter_area: int = 1024     # ... beside an object: something else is drawn (1024: never)
+  clutter_area: int = 60       # ... beside an object: something else is drawn
 
 
 DEFAULT_THRESHOLDS = Thresholds()
