@@ -1,4 +1,4 @@
-r"""Oracle v2 against blind human ratings (issue #22 item 2): consensus, a split fixed before
+r"""Oracle v2 against blind ratings (issue #22 item 2): consensus, a split fixed before
 tuning, thresholds tuned on the tuning part only, and the report on the held-out part.
 
   # 1. once, before any tuning: the consensus and the split (commit split.json right after)
@@ -36,6 +36,9 @@ import numpy as np
 
 SPLIT_SEED = 22
 RATING_FORMAT = "jaxdiffattack.ratings/1"
+CONSENSUS_RULE = ("two raters: both yes (correct) or both no (failure); three raters: at least "
+                  "two say the same of yes / no; any other item has no consensus and is kept "
+                  "apart (never tuned or scored on)")
 TARGETS = {"recall": 0.80, "false_failure": 0.05, "unclear_correct": 0.10, "real": 0.99}
 
 
@@ -126,7 +129,7 @@ def make_split(ratings_dir: pathlib.Path) -> dict:
            "seed": SPLIT_SEED,
            "rule": "stratified by source kind and consensus verdict; half (rounded up) of each "
                    "stratum to tune, the rest held out; items without a consensus kept apart",
-           "consensus_rule": consensus.__doc__.strip(),
+           "consensus_rule": CONSENSUS_RULE,
            "raters": [r["rater"] for r in raters],
            "tune": sorted(tune), "heldout": sorted(held),
            "no_consensus": sorted(i for i in votes if cons[i] is None),
@@ -242,6 +245,18 @@ def tune(ratings_dir: pathlib.Path, rounds: int = 3) -> dict:
   return {"thresholds": best._asdict(), "tune_metrics": m, "train_real_holds": float(real)}
 
 
+def _machine() -> str:
+  cpu = ""
+  try:
+    cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+               if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  import os  # pylint: disable=g-import-not-at-top
+  return (f"{cpu or platform.machine()}, {os.cpu_count()} CPUs (shared), {platform.system()}, "
+          f"python {platform.python_version()}")
+
+
 def _git(*args) -> str:
   return subprocess.run(["git", *args], capture_output=True, text=True,
                         cwd=pathlib.Path(__file__).parent).stdout.strip()
@@ -254,11 +269,11 @@ def report(ratings_dir: pathlib.Path, out: pathlib.Path, real_n: int = 2000) -> 
   items, by_id, votes, raters = load(ratings_dir)
   result = {"command": "python " + " ".join(sys.argv),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()} {platform.processor() or ''} "
-                       f"{platform.system()}, python {platform.python_version()}".strip(),
+            "machine": _machine(),
             "git_revision": _git("rev-parse", "HEAD"),
             "thresholds": oracle.DEFAULT_THRESHOLDS._asdict(), "targets": TARGETS,
-            "raters": raters, "split": {k: len(split[k]) for k in
+            "raters": raters, "consensus_rule": CONSENSUS_RULE,
+            "split": {k: len(split[k]) for k in
                                         ("tune", "heldout", "no_consensus", "unrated")}}
   per_part = {}
   for part in ("tune", "heldout"):
@@ -326,11 +341,13 @@ def markdown(r: dict) -> str:
   h, t = r["heldout"], r["tune"]
   ci = lambda c: "" if c[0] is None else f" [{_pct(c[0])}, {_pct(c[1])}]"
   lines = [
-      "# Oracle v2 against blind human ratings (toy world)", "",
+      "# Oracle v2 against blind ratings (toy world)", "",
       f"Command: `{r['command']}`  ", f"Date: {r['date']}, machine: {r['machine']}, "
       f"git {r['git_revision'][:12]}.", "",
-      "Ratings: `docs/ratings/toy_v1/` (" + ", ".join(
-          f"rater {x['rater']}: {x['count']} items, {x['method']}" for x in r["raters"]) + ").",
+      "Ratings: `docs/ratings/toy_v1/`: " + ", ".join(
+          f"rater {x['rater']} ({x['count']} items)" for x in r["raters"]) + "; how: " +
+      "; ".join(sorted({x["method"] for x in r["raters"]})) + ".",
+      f"Consensus: {r['consensus_rule']}",
       f"Split (`docs/ratings/toy_v1/split.json`, fixed before tuning): {r['split']['tune']} "
       f"tuning, {r['split']['heldout']} held-out, {r['split']['no_consensus']} without a "
       f"consensus (kept apart).", "",

@@ -39,7 +39,7 @@ def get_config(arg: str | None = None):
     search_config.toy(c)
     if "protocol" not in variants:
       # The README's main command: a failure is what the held-out evaluator AND oracle v2 (a
-      # verdict calibrated on blind human ratings, docs/results/oracle_v2.md) both call one;
+      # verdict calibrated on blind ratings, docs/results/oracle_v2.md) both call one;
       # the run ends by listing, per method, the oracle-confirmed failures with its reasons.
       c.criterion.verdict = "agree"
       c.criterion.agree = ("evaluator", "oracle")

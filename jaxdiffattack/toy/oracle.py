@@ -466,7 +466,7 @@ def verdict(images, labels: Sequence[str | int]) -> list[dict]:
 
 
 # ======================================================================== v2: verdicts ===
-# Oracle v2 (issue #22): one verdict per image *and prompt*, calibrated on blind human ratings
+# Oracle v2 (issue #22): one verdict per image *and prompt*, calibrated on blind ratings
 # (docs/ratings/toy_v1/, docs/results/oracle_v2.md). The question is the rating guide's
 # (../shared/rating_guide.md): does the picture show what the prompt names -- the named object,
 # in the named colour and shape, once? Three outcomes:
