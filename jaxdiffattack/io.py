@@ -39,7 +39,13 @@ os.umask(_UMASK)
 
 
 class WriteError(UserError):
-  """A file could not be written (no space, file-size limit, permissions); the old one is kept."""
+  """A file could not be written (no space, file-size limit, permissions); the old one is kept.
+
+  `failure` is what failed ("could not write <path>: <reason>"), the message adds what was kept."""
+
+  def __init__(self, failure: str, kept: str):
+    super().__init__(f"{failure}; {kept}")
+    self.failure = failure
 
 
 def _test_write_delay(name: str) -> None:
@@ -79,11 +85,11 @@ def atomic_write_bytes(path, data: bytes) -> pathlib.Path:
         os.unlink(tmp)
       if not isinstance(e, OSError):
         raise
-      kept = "the old file is unchanged" if path.exists() else "nothing was written"
-      error = f"could not write {path}: {e.strerror or e}; {kept}"
+      error = f"could not write {path}: {e.strerror or e}"
   error = distributed.writer_outcome(error, f"wrote {path}")
-  if error:
-    raise WriteError(error)
+  if error:   # on every process: what was kept is seen in the shared workdir
+    raise WriteError(error, "the old file is unchanged" if path.exists() else
+                     "nothing was written")
   return path
 
 
