@@ -24,13 +24,14 @@ D'Agostino–Pearson, per-channel moments and spatial autocorrelation, α = 0.05
 reading of each failure (toy: the oracle's, with its reason).
 """
 
+from jaxdiffattack import variants as variants_lib
 from jaxdiffattack.search import config as search_config
 
 VARIANTS = ("toy", "wide", "protocol")
 
 
 def get_config(arg: str | None = None):
-  variants = search_config.parse_variants(arg, VARIANTS, "configs/latent_search.py")
+  variants = variants_lib.parse(arg, VARIANTS, __file__)
   c = search_config.base_config()
   c.space = "latent"
   c.strategy.name = "Sep_CMA_ES"
