@@ -5,8 +5,8 @@ the prompt each was made for, from every source the oracle must judge, plus shuf
   python launch/search.py --config configs/latent_search.py:toy,wide --config.seeds_per_label=1 \
       --config.stop_after_failures=0 --config.population_size=8 --config.num_generations=6 \
       --workdir RUNS/latent       # likewise embedding / token / prompt (toy,wide except token:
-                                  # toy, seeds_per_label=3); embedding also at epsilon 0.6
-                                  # without the baseline (RUNS/embedding_eps06)
+                                  # toy); RUNS/embedding_eps06 (epsilon 0.6) is read if present
+                                  # (docs/ratings/toy_v1/README.md: the budgets toy_v1 used)
   python launch/attack.py --config configs/atm.py:toy --workdir RUNS/atm ...
   # 2. clean generations (with / without guidance) and shifted seeds, then the set and sheets:
   python benchmarks/toy_rating_set.py generate --out GEN

@@ -31,8 +31,10 @@ generated images) are in `docs/toy_model_card.md` ("Oracle").
 
 API: `judge(images)` -> a label name or None per image; `read(images)` -> a `Reading` per image
 (objects with colour, shape, fit, angle, confidence, mask, centroid, area; the verdict and
-why); `verdict(images, labels)` -> the record a job stores per judge,
-``{"pred", "confidence", "failure", "unclear"}``.
+why) -- both v1, a reading without a prompt. Oracle v2 (below, issue #22) judges an image *for
+its prompt*: `assess(images, labels)` -> a `Verdict` per image (holds / violated with a reason
+/ unclear, and the measurements behind it); `verdict(images, labels)` -> the record a job
+stores per judge, ``{"pred", "confidence", "failure", "unclear", "reason"}``.
 """
 from __future__ import annotations
 
