@@ -245,6 +245,22 @@ def tune(ratings_dir: pathlib.Path, rounds: int = 3) -> dict:
   return {"thresholds": best._asdict(), "tune_metrics": m, "train_real_holds": float(real)}
 
 
+def _v1_outcomes(ratings_dir: pathlib.Path, ids, labels) -> list:
+  """Oracle v1's verdict rule (`read()`: failure when the image is read completely and the
+  label's object is not among its objects; unclear when not read completely and not shown)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
+  _, by_id, _, _ = load(ratings_dir)
+  images = np.stack([np.asarray(Image.open(ratings_dir / by_id[i]["image"]).convert("RGB"))
+                     for i in ids])
+  out = []
+  for label, r in zip(labels, oracle.read(images)):
+    shown = any(o.label == label for o in r.objects)
+    out.append("violated" if r.complete and not shown else
+               "unclear" if not r.complete and not shown else "holds")
+  return out
+
+
 def _machine() -> str:
   cpu = ""
   try:
@@ -302,6 +318,8 @@ def report(ratings_dir: pathlib.Path, out: pathlib.Path, real_n: int = 2000) -> 
            "notes": [r for r in votes[i].values()]}
           for i, v, t in zip(ids, verdicts, truth)
           if (t == "no") != (v.outcome == "violated") or (t == "yes" and v.outcome != "holds")]
+    if part == "heldout":   # v1's rule on the same items, for comparison
+      m["v1"] = metrics(_v1_outcomes(ratings_dir, ids, labels), truth)
     per_part[part] = m
   # Inter-rater agreement on every item rated by the first two raters.
   names = [r["rater"] for r in raters]
@@ -367,6 +385,10 @@ def markdown(r: dict) -> str:
       f"| {t['kappa']:.3f} |",
       f"| real held-out scenes read as holds (≥ 99 %), {r['real_heldout']['scenes']} | "
       f"**{_pct(r['real_heldout']['holds'])}** | – |", "",
+      f"Oracle v1 (its rule, same held-out items): recall {_pct(h['v1']['recall'])}, false "
+      f"failures {_pct(h['v1']['false_failure'])}, unclear on correct "
+      f"{_pct(h['v1']['unclear_correct'])}, unclear on failures "
+      f"{_pct(h['v1']['unclear_on_failures'])}, κ {h['v1']['kappa']:.3f}.", "",
       f"Inter-rater κ (yes/no/unsure): {r.get('inter_rater_kappa', float('nan')):.3f} over "
       f"{r.get('inter_rater_items', 0)} items.", "",
       "Targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}"
