@@ -74,7 +74,7 @@ def inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
   if shape == "rectangle":
     return (np.abs(u) <= 0.92) & (np.abs(v) <= 0.42)
   if shape == "rounded square":
-    h, c = 0.7, 0.3  # Half side and corner radius.
+    h, c = 0.72, 0.42  # Half side and corner radius.
     du, dv = np.maximum(np.abs(u) - (h - c), 0.0), np.maximum(np.abs(v) - (h - c), 0.0)
     return (np.abs(u) <= h) & (np.abs(v) <= h) & (du * du + dv * dv <= c * c)
   if shape == scene_lib.FRUIT:  # A round fruit with a leaf at its top right.

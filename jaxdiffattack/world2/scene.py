@@ -50,7 +50,7 @@ HUES = {
     "green": (122.0, 0.78, 0.66),
     "teal": (170.0, 0.82, 0.62),
     "blue": (220.0, 0.80, 0.86),
-    "purple": (272.0, 0.66, 0.72),
+    "purple": (272.0, 0.72, 0.74),
 }
 HUE_NAMES = tuple(HUES)
 HUE_JITTER = 3.0           # degrees, uniform
@@ -70,7 +70,8 @@ RADIUS = {1: {"small": (0.13, 0.17), "medium": (0.19, 0.25), "large": (0.28, 0.3
           2: {"small": (0.09, 0.11), "medium": (0.12, 0.15), "large": (0.16, 0.19)}}
 BACKGROUNDS = ("plain", "gradient", "noise", "stripes", "star field")
 BACKGROUND_PROBS = (0.3, 0.2, 0.2, 0.15, 0.15)
-MAX_BACKGROUND_CHROMA = 40.0  # max(rgb) - min(rgb) of every background colour (0-255).
+MAX_BACKGROUND_CHROMA = 30.0  # max(rgb) - min(rgb) of every background colour (0-255); every
+                              # object's, dark texture parts included, is >= ~60.
 RELATIONS = ("left", "above")  # Group 0 is left of / above group 1.
 # Scene kinds: (name, group counts, probability).
 LAYOUTS = (("single", (1,), 0.40), ("two", (2,), 0.12), ("pair", (1, 1), 0.28),
@@ -78,6 +79,17 @@ LAYOUTS = (("single", (1,), 0.40), ("two", (2,), 0.12), ("pair", (1, 1), 0.28),
 RELATION_PROB = 0.6        # P(a two-group scene states a relation).
 TAIL_RATIO = 20.0
 
+# Each hue's and shape's close neighbours: the confusions a fine-grained judge must tell apart.
+HUE_NEIGHBOURS = {"red": ("crimson", "orange"), "crimson": ("red", "purple"),
+                  "orange": ("red", "yellow"), "yellow": ("orange", "green"),
+                  "green": ("teal", "yellow"), "teal": ("green", "blue"),
+                  "blue": ("teal", "purple"), "purple": ("blue", "crimson")}
+SHAPE_NEIGHBOURS = {"circle": ("oval", "ring", "orange"), "oval": ("circle", "rectangle"),
+                    "ring": ("circle",), "square": ("rounded square", "rectangle"),
+                    "rectangle": ("square", "oval"), "rounded square": ("square", "circle"),
+                    "triangle": ("star",), "star": ("six-pointed star", "cross"),
+                    "six-pointed star": ("star",), "cross": ("star", "square"),
+                    "orange": ("circle",)}
 CLASSES = tuple(f"{h} {s}" for s in SHAPES for h in HUE_NAMES
                 if s != FRUIT or h in FRUIT_HUES)
 CLASS2ID = {c: i for i, c in enumerate(CLASSES)}
