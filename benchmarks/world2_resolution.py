@@ -1,12 +1,21 @@
 r"""World 2's resolution choice, measured: training-step cost of a toy-sized VAE and UNet at
 32², 48² and 64² images (VAE downsampling 4, as the toy: latents 8², 12², 16²) on this CPU.
 
+  nice -n 5 python benchmarks/world2_resolution.py --out docs/results/world2_resolution.json
+
+FLOPs per training step from XLA's cost analysis of the lowered step (nothing is compiled or
+run, so the numbers do not depend on the load of this shared machine); the training budget
+scales the toy's measured free-core step rates (docs/toy_model_card.md) by them. With
+``--steps=N`` the VAE and the first UNet are also compiled and N steps timed:
+
   XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
-    nice -n 5 taskset -c 0 python benchmarks/world2_resolution.py --out docs/results/world2_resolution.json
+    nice -n 5 python benchmarks/world2_resolution.py --steps=6
 
 One process, single-threaded XLA (as the toy's budget was measured: one process per core).
 Each model: compile (first step) timed apart, then `--steps` steady-state steps, each timed
-(the minimum is the uncontended cost on this shared machine, the median is given beside it); AdamW, the
+(the minimum is the least contended cost on this shared machine, the median beside it), for the
+VAE and the first UNet; every model's FLOPs per step from XLA's cost analysis of the lowered
+step (load-independent: the budget scales the toy's measured free-core rates by them); AdamW, the
 toy's losses (VAE: MSE + 0.1 L1 + KL; UNet: epsilon MSE with 77-token cross-attention), the
 toy's architectures (configs/train_toy.py: VAE (16, 32, 64), UNet (64, 64) with 4 heads,
 text width 128) and batch sizes (VAE 32, UNet 32). The renderer's throughput (scenes/s,
@@ -33,16 +42,27 @@ from jaxdiffattack.world2 import scene as scene_lib
 
 _OUT = flags.DEFINE_string("out", "", "results JSON (printed when empty)")
 _SIZES = flags.DEFINE_list("sizes", ["32", "48", "64"], "image sizes")
-_STEPS = flags.DEFINE_integer("steps", 12, "steady-state steps per model")
+_STEPS = flags.DEFINE_integer("steps", 0, "steady-state steps timed per model (0: FLOPs only)")
 _BATCH = flags.DEFINE_integer("batch", 32, "batch size")
 _UNET_CHANNELS = flags.DEFINE_list("unet_channels", ["64,64", "64,128"],
                                    "UNet block_out_channels to time (';'-free, one per entry)")
 _RENDER_SCENES = flags.DEFINE_integer("render_scenes", 200, "scenes rendered per size")
 
 
+def _flops(step, state, batch) -> float:
+  """XLA's FLOP count of one step (from the lowered HLO: no compile, independent of load)."""
+  cost = step.lower(state, batch).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"])
+
+
 def _time_steps(step, state, batch, steps):
-  """(compile seconds, [steps] seconds per steady-state step). The machine is shared, so the
-  report gives the minimum (the uncontended cost) beside the median."""
+  """(flops, compile seconds, [steps] seconds per steady-state step) -- timing only when
+  steps > 0. The machine is shared, so the report gives the minimum (the least contended
+  cost) beside the median."""
+  flops = _flops(step, state, batch)
+  if steps <= 0:
+    return flops, None, None
   t0 = time.perf_counter()
   state, loss = step(state, batch)
   jax.block_until_ready(loss)
@@ -53,21 +73,34 @@ def _time_steps(step, state, batch, steps):
     state, loss = step(state, batch)
     jax.block_until_ready(loss)
     times.append(time.perf_counter() - t0)
-  return compile_s, np.asarray(times)
+  return flops, compile_s, np.asarray(times)
 
 
-def _row(n, compile_s, times):
-  return {"params": n, "compile_s": round(compile_s, 1), "step_s_min": round(times.min(), 3),
-          "step_s_median": round(float(np.median(times)), 3),
-          "steps_per_s_at_min": round(1 / times.min(), 2)}
+def _row(n, flops, compile_s, times):
+  row = {"params": n, "gflops_per_step": round(flops / 1e9, 2)}
+  if times is not None:
+    row.update(compile_s=round(compile_s, 1), step_s_min=round(times.min(), 3),
+               step_s_median=round(float(np.median(times)), 3))
+  return row
 
 
-def vae_step_time(size, batch, steps):
+def _init(init_weights, steps):
+  """Parameters (timing) or only their shapes (FLOPs: nothing is compiled)."""
+  if steps:
+    return jax.jit(init_weights)(jax.random.PRNGKey(0))
+  return jax.eval_shape(init_weights, jax.random.PRNGKey(0))
+
+
+def _opt_init(opt, params, steps):
+  return opt.init(params) if steps else jax.eval_shape(opt.init, params)
+
+
+def vae_step_time(size, batch, steps):  # -> (params, (flops, compile_s, times))
   vae = vae_lib.AutoencoderKL(vae_lib.VAEConfig(
       down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
       block_out_channels=(16, 32, 64), layers_per_block=1, latent_channels=4,
       norm_num_groups=16, sample_size=size, scaling_factor=1.0))
-  params = jax.jit(vae.init_weights)(jax.random.PRNGKey(0))
+  params = _init(vae.init_weights, steps)
   opt = optax.adamw(1e-3)
 
   def loss_fn(p, x, key):
@@ -83,9 +116,11 @@ def vae_step_time(size, batch, steps):
     u, o = opt.update(g, o, p)
     return (optax.apply_updates(p, u), o, k + 1), loss
 
-  x = jax.random.normal(jax.random.PRNGKey(1), (batch, 3, size, size))
+  x = jax.ShapeDtypeStruct((batch, 3, size, size), jnp.float32)
+  if steps:
+    x = jax.random.normal(jax.random.PRNGKey(1), x.shape)
   n = sum(a.size for a in jax.tree_util.tree_leaves(params))
-  return n, _time_steps(step, (params, opt.init(params), 0), x, steps)
+  return n, _time_steps(step, (params, _opt_init(opt, params, steps), 0), x, steps)
 
 
 def unet_step_time(latent, channels, batch, steps):
@@ -95,7 +130,7 @@ def unet_step_time(latent, channels, batch, steps):
       up_block_types=("CrossAttnUpBlock2D",) * len(channels),
       block_out_channels=tuple(channels), layers_per_block=1, attention_head_dim=4,
       cross_attention_dim=128, flax_numerics=True))
-  params = jax.jit(unet.init_weights)(jax.random.PRNGKey(0))
+  params = _init(unet.init_weights, steps)
   opt = optax.adamw(5e-4)
 
   def loss_fn(p, zt, t, noise, cond):
@@ -110,12 +145,15 @@ def unet_step_time(latent, channels, batch, steps):
     return (optax.apply_updates(p, u), o), loss
 
   k = jax.random.split(jax.random.PRNGKey(1), 3)
-  batch_ = (jax.random.normal(k[0], (batch, 4, latent, latent)),
-            jax.random.randint(k[1], (batch,), 0, 1000),
-            jax.random.normal(k[2], (batch, 4, latent, latent)),
-            jax.random.normal(k[0], (batch, 77, 128)))
+  shapes = ((batch, 4, latent, latent), (batch,), (batch, 4, latent, latent), (batch, 77, 128))
+  if steps:
+    batch_ = (jax.random.normal(k[0], shapes[0]), jax.random.randint(k[1], shapes[1], 0, 1000),
+              jax.random.normal(k[2], shapes[2]), jax.random.normal(k[0], shapes[3]))
+  else:
+    batch_ = tuple(jax.ShapeDtypeStruct(s, jnp.int32 if len(s) == 1 else jnp.float32)
+                   for s in shapes)
   n = sum(a.size for a in jax.tree_util.tree_leaves(params))
-  return n, _time_steps(step, (params, opt.init(params)), batch_, steps)
+  return n, _time_steps(step, (params, _opt_init(opt, params, steps)), batch_, steps)
 
 
 def render_rate(size, scenes):
@@ -124,18 +162,23 @@ def render_rate(size, scenes):
   return scenes / (time.perf_counter() - t0)
 
 
+def _flat(result):
+  n, rest = result
+  return (n,) + tuple(rest)
+
+
 def main(argv):
   del argv
   rows = []
   for size in map(int, _SIZES.value):
     row = {"image_size": size, "latent_size": size // 4,
            "render_scenes_per_s": round(render_rate(size, _RENDER_SCENES.value), 1)}
-    n, (c, s) = vae_step_time(size, _BATCH.value, _STEPS.value)
-    row["vae"] = _row(n, c, s)
-    for ch in _UNET_CHANNELS.value:
+    row["vae"] = _row(*_flat(vae_step_time(size, _BATCH.value, _STEPS.value)))
+    for k, ch in enumerate(_UNET_CHANNELS.value):
       channels = tuple(int(x) for x in ch.split(","))
-      n, (c, s) = unet_step_time(size // 4, channels, _BATCH.value, _STEPS.value)
-      row[f"unet_{'x'.join(map(str, channels))}"] = _row(n, c, s)
+      steps = _STEPS.value if k == 0 else 0  # Timed: the toy's UNet; the others by FLOPs.
+      row[f"unet_{'x'.join(map(str, channels))}"] = _row(
+          *_flat(unet_step_time(size // 4, channels, _BATCH.value, steps)))
     print(json.dumps(row), flush=True)
     rows.append(row)
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,

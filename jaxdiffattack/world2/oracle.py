@@ -57,7 +57,7 @@ FLAT_MAX_DARK = 0.08     # Fraction of dark interior pixels up to which a blob i
 DOTTED_MAX_DARK = 0.35   # ... up to which it is dotted (dots cover ~25 %, bands ~50 %).
 PATTERN_R2 = 0.55        # Banded: variance of the dark map explained by stripe / ring bins,
 PATTERN_LEAD = 0.15      # ... and by this much more for one than for the other.
-MIN_TEXTURE_RADIUS = 5.0  # Pixels: a texture is read only on objects at least this big.
+MIN_TEXTURE_RADIUS = 7.0  # Pixels: a texture is read only on objects at least this big.
 RELATION_MARGIN = 0.03   # Fraction of the side by which centroids must differ.
 
 VERDICTS = ("holds", "violated", "unclear")

@@ -53,6 +53,8 @@ def perturb(facts: captions_lib.Facts, rng: np.random.Generator) -> Perturbed:
       how = "count"
     else:
       groups[g] = group._replace(cls=int(ids[rng.integers(len(ids))]), texture=None)
+  if how == "texture" and group.texture is None:  # Unnamed: the true texture is unknown.
+    how = "count"
   if how == "count":
     groups[g] = group._replace(count=3 - group.count)
   if how == "texture":
