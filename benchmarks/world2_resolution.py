@@ -46,6 +46,8 @@ _STEPS = flags.DEFINE_integer("steps", 0, "steady-state steps timed per model (0
 _BATCH = flags.DEFINE_integer("batch", 32, "batch size")
 _UNET_CHANNELS = flags.DEFINE_list("unet_channels", ["64,64", "64,128"],
                                    "UNet block_out_channels to time (';'-free, one per entry)")
+_VAE_LEVELS = flags.DEFINE_integer("vae_levels", 3, "VAE blocks (downsampling 2**(levels-1))")
+_LATENT_CHANNELS = flags.DEFINE_integer("latent_channels", 4, "VAE latent channels")
 _RENDER_SCENES = flags.DEFINE_integer("render_scenes", 200, "scenes rendered per size")
 
 
@@ -97,8 +99,10 @@ def _opt_init(opt, params, steps):
 
 def vae_step_time(size, batch, steps):  # -> (params, (flops, compile_s, times))
   vae = vae_lib.AutoencoderKL(vae_lib.VAEConfig(
-      down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-      block_out_channels=(16, 32, 64), layers_per_block=1, latent_channels=4,
+      down_block_types=("DownEncoderBlock2D",) * _VAE_LEVELS.value,
+      up_block_types=("UpDecoderBlock2D",) * _VAE_LEVELS.value,
+      block_out_channels=(16, 32, 64, 64)[:_VAE_LEVELS.value], layers_per_block=1,
+      latent_channels=_LATENT_CHANNELS.value,
       norm_num_groups=16, sample_size=size, scaling_factor=1.0))
   params = _init(vae.init_weights, steps)
   opt = optax.adamw(1e-3)
@@ -125,7 +129,8 @@ def vae_step_time(size, batch, steps):  # -> (params, (flops, compile_s, times))
 
 def unet_step_time(latent, channels, batch, steps):
   unet = unet_lib.UNet2DConditionModel(unet_lib.UNetConfig(
-      sample_size=latent, in_channels=4, out_channels=4,
+      sample_size=latent, in_channels=_LATENT_CHANNELS.value,
+      out_channels=_LATENT_CHANNELS.value,
       down_block_types=("CrossAttnDownBlock2D",) * len(channels),
       up_block_types=("CrossAttnUpBlock2D",) * len(channels),
       block_out_channels=tuple(channels), layers_per_block=1, attention_head_dim=4,
@@ -145,7 +150,8 @@ def unet_step_time(latent, channels, batch, steps):
     return (optax.apply_updates(p, u), o), loss
 
   k = jax.random.split(jax.random.PRNGKey(1), 3)
-  shapes = ((batch, 4, latent, latent), (batch,), (batch, 4, latent, latent), (batch, 77, 128))
+  c = _LATENT_CHANNELS.value
+  shapes = ((batch, c, latent, latent), (batch,), (batch, c, latent, latent), (batch, 77, 128))
   if steps:
     batch_ = (jax.random.normal(k[0], shapes[0]), jax.random.randint(k[1], shapes[1], 0, 1000),
               jax.random.normal(k[2], shapes[2]), jax.random.normal(k[0], shapes[3]))
@@ -171,14 +177,15 @@ def main(argv):
   del argv
   rows = []
   for size in map(int, _SIZES.value):
-    row = {"image_size": size, "latent_size": size // 4,
+    latent = size // 2 ** (_VAE_LEVELS.value - 1)
+    row = {"image_size": size, "latent_size": latent, "latent_channels": _LATENT_CHANNELS.value,
            "render_scenes_per_s": round(render_rate(size, _RENDER_SCENES.value), 1)}
     row["vae"] = _row(*_flat(vae_step_time(size, _BATCH.value, _STEPS.value)))
     for k, ch in enumerate(_UNET_CHANNELS.value):
       channels = tuple(int(x) for x in ch.split(","))
       steps = _STEPS.value if k == 0 else 0  # Timed: the toy's UNet; the others by FLOPs.
       row[f"unet_{'x'.join(map(str, channels))}"] = _row(
-          *_flat(unet_step_time(size // 4, channels, _BATCH.value, steps)))
+          *_flat(unet_step_time(latent, channels, _BATCH.value, steps)))
     print(json.dumps(row), flush=True)
     rows.append(row)
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -187,7 +194,7 @@ def main(argv):
                                                                        time.gmtime()),
          "machine": f"{platform.machine()} {platform.processor() or ''} (2-core shared CPU; "
                     "single-threaded XLA, niced)", "jax": jax.__version__,
-         "code_version": commit, "batch": _BATCH.value, "steps": _STEPS.value, "rows": rows}
+         "code_version": commit, "vae_levels": _VAE_LEVELS.value, "batch": _BATCH.value, "steps": _STEPS.value, "rows": rows}
   if _OUT.value:
     write_json(_OUT.value, out)
   else:

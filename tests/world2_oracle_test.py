@@ -160,7 +160,9 @@ def test_perturbed_facts_are_violated_on_the_tune_split():
   result = oracle_eval.evaluate("tune", 30, SIZE)
   overall = result["overall"]
   for kind in ("single", "multi"):
-    assert overall[f"{kind}/perturbed"].get("violated", 0) >= 0.85
+    # A false caption is never passed; it is caught, or unclear (a texture on a small object).
+    assert overall[f"{kind}/perturbed"].get("holds", 0) == 0
+    assert overall[f"{kind}/perturbed"].get("violated", 0) >= 0.75
     assert overall[f"{kind}/true"].get("violated", 0) <= 0.05
 
 

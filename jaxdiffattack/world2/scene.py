@@ -4,7 +4,8 @@ A scene is a background and 1-3 objects. An **object class** is a (hue, shape) p
 "<hue> <shape>", e.g. "crimson six-pointed star": every hue of `HUES` with every shape of
 `SHAPES` except the fruit "orange", which comes only in `FRUIT_HUES` ("green orange"), so
 ``NUM_CLASSES = 8 * 10 + 3 = 83``. Size ("small" / medium / "large") and texture ("flat",
-"striped", "ring", "dotted") are attributes of an object, not of its class. The hue and shape
+"striped", "ring", "dotted") are attributes of an object, not of its class (small objects of
+scenes with several objects, rings and fruit are always flat). The hue and shape
 lists hold close pairs on purpose (red / crimson / orange; green / teal; circle / oval /
 ring; square / rectangle / rounded square; 5- and 6-pointed star; circle / orange fruit):
 the fine-grained neighbours where a generator near a judge's boundary fails.
@@ -277,8 +278,9 @@ def sample_scene(rng: np.random.Generator, layout: str | None = None,
   for cls, count in zip(classes, counts):
     s = size or SIZES[rng.choice(len(SIZES), p=SIZE_PROBS)]
     t = texture or TEXTURES[rng.choice(len(TEXTURES), p=TEXTURE_PROBS)]
-    if class_shape(cls) in ("ring", FRUIT):
-      t = "flat"  # A ring is too thin for a pattern; the fruit has its leaf.
+    if class_shape(cls) in ("ring", FRUIT) or (sum(counts) > 1 and s == "small"):
+      t = "flat"  # A ring is too thin for a pattern, the fruit has its leaf, and a pattern on
+                  # a small object of a crowded scene is under 7 pixels of radius at 64².
     groups.append(GroupSpec(int(cls), int(count), s, t))
   n_objects = sum(counts)
   table = RADIUS[1 if n_objects == 1 else 2]
