@@ -268,16 +268,16 @@ def read_texture(pixels: np.ndarray, mask: np.ndarray, radius_px: float,
   """Texture of an object (mask [S, S]) in pixels [S, S, 3], or None when too small or
   ambiguous. `centre`: the fitted shape's centre (x, y) in pixels (rings are centred there),
   default the centroid of the mask."""
-  if radius_px < MIN_TEXTURE_RADIUS:
-    return None
   inner = ndimage.binary_erosion(mask)
-  if inner.sum() < 12:
+  if inner.sum() < 6:
     return None
   value = pixels[inner].max(-1)
   bright = np.percentile(value, 90)
   dark = (value < DARK_RATIO * bright).astype(np.float64)
   if dark.mean() <= FLAT_MAX_DARK:
-    return "flat"
+    return "flat"  # Readable at any size: no pattern.
+  if radius_px < MIN_TEXTURE_RADIUS:
+    return None  # A pattern, but too small to tell which.
   if dark.mean() <= DOTTED_MAX_DARK:
     return "dotted"
   ys, xs = np.nonzero(inner)
