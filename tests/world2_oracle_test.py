@@ -40,11 +40,13 @@ def test_hue_chroma_matches_skimage():
   np.testing.assert_allclose(c, 255 * ref[:, 1] * ref[:, 2], atol=1e-3)
 
 
+@pytest.mark.slow  # ~1 s per large object on a loaded 2-core machine.
 def test_single_object_scenes_of_the_test_split_hold():
-  specs = scene.sample_scenes("test", 0, 40, layout="single")
+  specs = scene.sample_scenes("test", 0, 24, layout="single")
   verdicts = oracle.judge(scene.render_batch(specs, SIZE),
                           [captions.spec_facts(s) for s in specs])
-  assert sum(v.verdict == "holds" for v in verdicts) >= 39, [v.reason for v in verdicts]
+  assert sum(v.verdict == "holds" for v in verdicts) >= 23, [v.reason for v in verdicts]
+  assert not any(v.verdict == "violated" for v in verdicts), [v.reason for v in verdicts]
   for s, v in zip(specs, verdicts):  # The reading: class, position (the drawn mask's), size.
     o, ob = s.objects[0], v.reading.objects[0]
     if ob.label:
