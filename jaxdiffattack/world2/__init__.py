@@ -5,7 +5,9 @@ textures, 1-3 objects, relations, counts, backgrounds; long-tailed class frequen
 scenes deterministically; ``render`` draws them at any resolution; ``captions`` is the
 caption grammar (each caption generated from a scene, and parsed back to its facts);
 ``tokenizer`` writes the CLIP-format BPE whose vocabulary covers the grammar; ``oracle`` reads
-rendered or generated images and judges each fact of a caption (holds / violated / unclear).
+rendered or generated images and judges each fact of a caption (holds / violated / unclear);
+``oracle_eval`` measures it on rendered splits. Nothing is trained yet: see
+docs/world2_model_card.md for the plan.
 """
 import pathlib
 
