@@ -40,7 +40,6 @@ def test_hue_chroma_matches_skimage():
   np.testing.assert_allclose(c, 255 * ref[:, 1] * ref[:, 2], atol=1e-3)
 
 
-@pytest.mark.slow  # ~1 s per large object on a loaded 2-core machine.
 def test_single_object_scenes_of_the_test_split_hold():
   specs = scene.sample_scenes("test", 0, 24, layout="single")
   verdicts = oracle.judge(scene.render_batch(specs, SIZE),
