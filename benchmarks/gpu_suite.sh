@@ -20,19 +20,20 @@
 # Phases (SD-shaped random weights: values do not change speed), each under `timeout` with its
 # own limit, and all within GPU_SUITE_BUDGET_S (default 480 s, i.e. 8 minutes, compiles and the
 # report included): a phase gets min(its limit, what is left), and one that would get under 20 s
-# is skipped and reported so. Estimated on one H100 (not yet run there): env 15 s, sampler_jax
-# 130 s, sampler_torch 60 s, attack_jax 120 s, attack_torch 45 s, search 70 s: about 7.5 min.
-#   env           versions, devices, the GPU (benchmarks/gpu_suite_env.py)                 45 s
+# is skipped and reported so; phases run in order of priority. Estimated on one H100 (nothing has
+# run there yet; compiles are the unknown): env 15 s, sampler_jax 170 s, sampler_torch 50 s,
+# attack_jax 120 s, attack_torch 40 s, search 80 s: 7.9 min, so the search phase may be cut.
+#   env           versions, devices, the GPU (benchmarks/gpu_suite_env.py)                 30 s
 #   sampler_jax   SD1.5 shape, population 64, bf16, 50 DDIM steps, CFG 7.5, microbatch 16:
 #                 XLA vs cuDNN attention (cuDNN where the kernel takes the shape, see
 #                 models/attention.py), compile s, images/s, TFLOP/s and MFU from XLA's FLOP
-#                 count (PEAK_TFLOPS, default 989: H100/H200 SXM dense bf16)             150 s
-#   sampler_torch diffusers' PyTorch UNet/VAE on the same GPU: batched and one at a time    75 s
+#                 count (PEAK_TFLOPS, default 989: H100/H200 SXM dense bf16)             200 s
+#   sampler_torch diffusers' PyTorch UNet/VAE on the same GPU: batched and one at a time    60 s
 #   attack_jax    ATM at SD 2.1 shapes (768-v UNet, 23-layer text tower, 49,408 tokens) at
 #                 256², 8 prompts at once, gradient through the last step and through all
-#                 steps with remat (benchmarks/attack_scale_benchmark.py)               140 s
-#   attack_torch  the released one-prompt PyTorch loop at the same shapes                   60 s
-#   search        Sep-CMA-ES driver loop with the SD1.5 sampler: ask/tell's share         75 s
+#                 steps with remat (benchmarks/attack_scale_benchmark.py)               130 s
+#   attack_torch  the released one-prompt PyTorch loop at the same shapes                   45 s
+#   search        Sep-CMA-ES driver loop with the SD1.5 sampler: ask/tell's share         90 s
 #   memory        (slot, see below: benchmarks/memory_benchmark.py of branch `costs`)
 #
 # --rehearse: the identical script on CPU with tiny shapes (sd15_tiny / sd21_tiny, 2 steps,
@@ -161,19 +162,19 @@ else
   ATTACK=(--model=sd21 --image_size=256 --steps=50 --iters=2 --dtype=bfloat16)
   ATTACK_JAX=(--prompts=8 --depths=last,all_remat); ATTACK_TORCH=(--torch_prompts=2)
   SEARCH=(--model=sd15 --population=64 --steps=50 --dtype=bfloat16 --peak_tflops="$PEAK"
-          --microbatch=16 --generations=2 --repeats=5)
+          --microbatch=16 --generations=1 --repeats=5)
 fi
 
-phase env 45 "$PY" benchmarks/gpu_suite_env.py --out="$PARTS/env.json"
-phase sampler_jax 150 "$PY" benchmarks/sampler_benchmark.py "${SAMPLER[@]}" --notorch \
+phase env 30 "$PY" benchmarks/gpu_suite_env.py --out="$PARTS/env.json"
+phase sampler_jax 200 "$PY" benchmarks/sampler_benchmark.py "${SAMPLER[@]}" --notorch \
   --out="$PARTS/sampler_jax.json"
-JAX_PLATFORMS=cpu phase sampler_torch 75 "$PY" benchmarks/sampler_benchmark.py \
+JAX_PLATFORMS=cpu phase sampler_torch 60 "$PY" benchmarks/sampler_benchmark.py \
   "${SAMPLER[@]}" --nojax --out="$PARTS/sampler_torch.json"
-phase attack_jax 140 "$PY" benchmarks/attack_scale_benchmark.py --side=jax "${ATTACK[@]}" \
+phase attack_jax 130 "$PY" benchmarks/attack_scale_benchmark.py --side=jax "${ATTACK[@]}" \
   "${ATTACK_JAX[@]}" --out="$PARTS/attack_jax.json"
-JAX_PLATFORMS=cpu phase attack_torch 60 "$PY" benchmarks/attack_scale_benchmark.py --side=torch \
+JAX_PLATFORMS=cpu phase attack_torch 45 "$PY" benchmarks/attack_scale_benchmark.py --side=torch \
   "${ATTACK[@]}" "${ATTACK_TORCH[@]}" --out="$PARTS/attack_torch.json"
-phase search 75 "$PY" benchmarks/search_benchmark.py "${SEARCH[@]}" --strategies=Sep_CMA_ES \
+phase search 90 "$PY" benchmarks/search_benchmark.py "${SEARCH[@]}" --strategies=Sep_CMA_ES \
   --out="$PARTS/search.json"
 # ---- memory phase: SLOT for benchmarks/memory_benchmark.py (memory per member by gradient depth:
 # XLA's compiled memory analysis and the measured peak), being built in branch `costs`. When it
