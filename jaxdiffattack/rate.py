@@ -176,15 +176,15 @@ def markdown(summary: dict, run_id: str) -> str:
                                      if "decided_both" in a else "") + ".", ""]
   judges = sorted({j for b in summary["ssr"].values() for j in b["judges"]})
   lines += ["## SSR by humans per method (95 % CI, clustered by target)", "",
-            "| method | items | SSR(H) | human unsure | " + " | ".join(f"SSR by {j}" for j in judges)
-            + " |", "|---|---|---|---|" + "---|" * len(judges)]
+            "| method | items | SSR(H) | human unsure |" + "".join(f" SSR by {j} |" for j in judges),
+            "|---|---|---|---|" + "---|" * len(judges)]
   for m, b in summary["ssr"].items():
     h = b["human"]
     cells = [f"{_pct(b['judges'][j]['rate'])}{_ci(b['judges'][j])} ({b['judges'][j]['hits']}/"
              f"{b['judges'][j]['n']})" if j in b["judges"] and b["judges"][j]["n"] else "-"
              for j in judges]
     lines.append(f"| {m} | {b['items']} | {_pct(h['rate'])}{_ci(h)} ({h['hits']}/{h['n']}) | "
-                 f"{b['human_unsure']} | " + " | ".join(cells) + " |")
+                 f"{b['human_unsure']} |" + "".join(f" {c} |" for c in cells))
   lines += ["", "## Each automatic judge against the human consensus", ""]
   for j, g in summary["judges_vs_human"].items():
     c = g["confusion"]

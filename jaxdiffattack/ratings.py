@@ -20,7 +20,8 @@ Statistics (pure functions, NumPy only):
   * `clustered_rate`: a share with a 95 % interval that treats items of the same target as one
     cluster (cluster-robust variance of the mean, with the G/(G−1) correction; = the intercept
     of an OLS with cluster-robust errors). When every cluster holds one item this is the Wilson
-    interval (`stats.wilson_interval`) instead, which behaves at 0 % and 100 %.
+    interval (`stats.wilson_interval`) instead; at 0 % or 100 % (where the robust variance is 0)
+    the Wilson interval with the number of clusters as the sample size.
   * `judge_agreement`: an automatic judge (failure / correct / unclear) against the human
     consensus (no / yes / unsure): the 3×3 confusion table, recall of human failures, the
     false-failure rate (failures called on images people call correct) and the unclear rate
@@ -108,10 +109,13 @@ def clustered_rate(hits: Sequence[float], clusters: Sequence) -> dict:
          "rate": float(y.mean()) if n else None}
   if n == 0:
     return out | {"ci95": [None, None], "interval": None}
-  if len(groups) == n or len(groups) < 2:
-    low, high = stats.wilson_interval(y.sum(), n)
-    return out | {"ci95": [low, high], "interval": "wilson"}
   p = y.mean()
+  if len(groups) == n or len(groups) < 2 or p in (0.0, 1.0):
+    # Singletons: Wilson. At 0 % or 100 % the cluster-robust variance is 0; Wilson over the
+    # number of clusters (every cluster counted as one observation) is the cautious interval.
+    low, high = stats.wilson_interval(p * len(groups), len(groups))
+    return out | {"ci95": [low, high], "interval": "wilson" if len(groups) == n else
+                  "wilson over clusters"}
   g = len(groups)
   residual_sums = np.array([np.sum(np.asarray(v) - p) for v in groups.values()])
   se = math.sqrt(g / (g - 1) * float((residual_sums ** 2).sum())) / n

@@ -68,6 +68,12 @@ def test_singleton_clusters_use_wilson():
   assert got["interval"] == "wilson" and got["ci95"] == list(stats.wilson_interval(3, 5))
 
 
+def test_rates_at_zero_and_one_use_wilson_over_clusters():
+  got = ratings.clustered_rate([0, 0, 0, 0, 0, 0], ["a", "a", "b", "b", "c", "c"])
+  assert got["interval"] == "wilson over clusters"
+  assert got["ci95"] == list(stats.wilson_interval(0, 3)) and got["ci95"][1] > 0.5
+
+
 def test_consensus_and_judge_agreement_against_hand_counts():
   assert ratings.consensus(["no", "no", "yes"]) == "no"
   assert ratings.consensus(["no", "yes"]) == "unsure"       # tie
