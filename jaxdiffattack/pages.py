@@ -112,7 +112,7 @@ def _attack(workdir: pathlib.Path) -> list[Entry]:
 
 def _sweep(workdir: pathlib.Path) -> list[Entry]:
   members = io.read_csv(workdir / "members.csv") if (workdir / "members.csv").is_file() else []
-  out = []
+  out, seen = [], set()
   for path in sorted((workdir / "grids").glob("*.json")):
     grid = json.loads(path.read_text())
     tiles = grid.get("tiles") or []
@@ -122,6 +122,9 @@ def _sweep(workdir: pathlib.Path) -> list[Entry]:
         clean_of[tile["prompt"]] = tile["image"]
     for tile, caption in zip(tiles, grid.get("captions") or []):
       m = tile["member"]
+      if m in seen:       # the clean tiles of one prompt recur in every shift's grid
+        continue
+      seen.add(m)
       row = members[m] if m < len(members) else {}
       shift = row.get("shift") or (caption[1].split()[0] if len(caption) > 1 else "")
       method = "clean" if shift in ("none", "clean") else shift
