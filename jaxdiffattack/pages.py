@@ -354,7 +354,9 @@ applyFilters();
 
 
 def index_html(workdir, job: str, entries: list[Entry]) -> str:
-  """The run's browsable page (see the module docstring)."""
+  """The run's browsable page (see the module docstring). Deterministic: it holds nothing that
+  differs between two runs of one config (no times), so multi-host runs write it byte for byte
+  alike."""
   workdir = pathlib.Path(workdir)
   methods = list(dict.fromkeys(e.method for e in entries))
   judges = list(dict.fromkeys(n for e in entries for n in e.judges))
@@ -364,7 +366,7 @@ def index_html(workdir, job: str, entries: list[Entry]) -> str:
   report = workdir / "report.md"
   rating = workdir / "rating" / "report.md"
   parts = [f"<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
-           f"<title>{html.escape(job)}: {html.escape(workdir.name)}</title>"
+           f"<title>{html.escape(job)} run {html.escape(workdir.name)}</title>"
            f"<style>{_STYLE}</style></head><body>",
            f"<h1>{html.escape(job)} run <code>{html.escape(workdir.name)}</code></h1>"]
   if (workdir / "rating" / "index.html").is_file():
@@ -382,9 +384,10 @@ def index_html(workdir, job: str, entries: list[Entry]) -> str:
     parts.append("<h2>Plots</h2>" + "".join(
         f"<figure><img class='plot' src='{html.escape(p)}' alt='{html.escape(p)}'>"
         f"<figcaption>{html.escape(p)}</figcaption></figure>" for p in plots))
-  for title, path in (("Human ratings", rating), ("Report", report)):
-    if path.is_file():
-      parts.append(f"<h2>{title}</h2><pre>{html.escape(path.read_text())}</pre>")
+  if rating.is_file():
+    parts.append(f"<h2>Human ratings</h2><pre>{html.escape(rating.read_text())}</pre>")
+  if report.is_file():   # linked, not copied: it may hold wall-clock times, the page does not
+    parts.append("<p>The run's report: <a href='report.md'>report.md</a></p>")
   if entries:
     parts.append(f"<script>{_FILTER_JS}</script>")
   parts.append("</body></html>")
