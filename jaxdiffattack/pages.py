@@ -253,12 +253,25 @@ def marked_prompt(shown: str, clean: str) -> str:
 
 
 def markdown_html(text: str) -> str:
-  """Tiny Markdown → HTML for the rating guide: headings, bullets, **bold**, paragraphs."""
-  blocks, items = [], []
+  """Tiny Markdown → HTML (the rating guide, rating reports): headings, bullets, **bold**,
+  `code`, pipe tables, paragraphs."""
+  blocks, items, table = [], [], []
 
   def inline(s):
     s = html.escape(s)
+    s = re.sub(r"`(.+?)`", r"<code>\1</code>", s)
     return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+
+  def flush_table():
+    if table:
+      rows = [r for r in table if not re.fullmatch(r"\|[-|: ]+\|", r)]
+      cells = lambda r: [c.strip() for c in r.strip().strip("|").split("|")]
+      head, body = rows[0], rows[1:]
+      blocks.append("<table border='1' cellpadding='3' style='border-collapse:collapse'><tr>" +
+                    "".join(f"<th>{inline(c)}</th>" for c in cells(head)) + "</tr>" +
+                    "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in cells(r)) +
+                            "</tr>" for r in body) + "</table>")
+      table.clear()
 
   def flush():
     if items:
@@ -267,6 +280,14 @@ def markdown_html(text: str) -> str:
   paragraph = []
   for line in text.splitlines() + [""]:
     stripped = line.strip()
+    if stripped.startswith("|"):
+      flush()
+      if paragraph:
+        blocks.append(f"<p>{inline(' '.join(paragraph))}</p>")
+        paragraph = []
+      table.append(stripped)
+      continue
+    flush_table()
     if stripped.startswith("- "):
       if paragraph:
         blocks.append(f"<p>{inline(' '.join(paragraph))}</p>")
@@ -385,7 +406,7 @@ def index_html(workdir, job: str, entries: list[Entry]) -> str:
         f"<figure><img class='plot' src='{html.escape(p)}' alt='{html.escape(p)}'>"
         f"<figcaption>{html.escape(p)}</figcaption></figure>" for p in plots))
   if rating.is_file():
-    parts.append(f"<h2>Human ratings</h2><pre>{html.escape(rating.read_text())}</pre>")
+    parts.append(f"<h2>Human ratings</h2>{markdown_html(rating.read_text())}")
   if report.is_file():   # linked, not copied: it may hold wall-clock times, the page does not
     parts.append("<p>The run's report: <a href='report.md'>report.md</a></p>")
   if entries:

@@ -50,3 +50,9 @@ def test_detect_and_folder_errors(tmp_path):
   (tmp_path / "r.json").write_text('{"a.png": "a star"}')
   (entry,) = pages.collect_folder(tmp_path, tmp_path / "r.json")
   assert (entry.id, entry.prompt, entry.method) == ("folder/a.png", "a star", "images")
+
+
+def test_markdown_tables_and_code():
+  got = pages.markdown_html("| a | b |\n|---|---|\n| 1 | `x<y` |\nafter")
+  assert got.startswith("<table") and "<th>a</th><th>b</th>" in got
+  assert "<td>1</td><td><code>x&lt;y</code></td>" in got and got.endswith("<p>after</p>")

@@ -200,3 +200,14 @@ def test_launcher_one_line_errors(tmp_path):
                         str(tmp_path), "--ingest", str(tmp_path / "x.json")],
                        capture_output=True, text=True, check=False)
   assert out.returncode != 0 and "make the rating kit first" in out.stderr
+
+
+def test_a_new_kit_never_replaces_one_with_other_items(folder_kit, tmp_path):
+  kit, doc = folder_kit
+  again = rate.make_kit(kit, images=tmp_path / "imgs", prompts=tmp_path / "prompts.csv")
+  assert again == doc                      # the same kit: idempotent
+  before = (kit / "rating" / "items.json").read_text()
+  with pytest.raises(UserError, match="already lists another set of images"):
+    rate.make_kit(kit, sample=3, seed=0, images=tmp_path / "imgs",
+                  prompts=tmp_path / "prompts.csv")
+  assert (kit / "rating" / "items.json").read_text() == before
