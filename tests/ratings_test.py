@@ -211,3 +211,17 @@ def test_a_new_kit_never_replaces_one_with_other_items(folder_kit, tmp_path):
     rate.make_kit(kit, sample=3, seed=0, images=tmp_path / "imgs",
                   prompts=tmp_path / "prompts.csv")
   assert (kit / "rating" / "items.json").read_text() == before
+
+
+def test_three_raters_give_fleiss_kappa(folder_kit, tmp_path):
+  kit, doc = folder_kit
+  plans = {"ann": ["no", "yes", "no", "unsure", "yes", "no"],
+           "bob": ["no", "yes", "yes", "unsure", "yes", "no"],
+           "cy": ["no", "unsure", "no", "yes", "yes", "yes"]}
+  files = [_write(tmp_path / f"{r}.json", _ratings(doc, r, v)) for r, v in plans.items()]
+  summary = rate.ingest(kit, files)
+  table, _ = aggregate_raters(np.array([[V.index(plans[r][i]) for r in plans]
+                                        for i in range(6)]), n_cat=3)
+  assert summary["agreement"]["statistic"] == "fleiss"
+  assert summary["agreement"]["kappa"] == pytest.approx(sm_fleiss_kappa(table), abs=1e-12)
+  assert "fleiss κ" in (kit / "rating" / "report.md").read_text()
