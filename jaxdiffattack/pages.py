@@ -93,6 +93,8 @@ def _attack(workdir: pathlib.Path) -> list[Entry]:
     clean = f"images/{row['set']}/clean/p{row['index']:04d}.png"
     has_clean = (workdir / clean).is_file()
     if has_clean:
+      # The clean check decides only for the attack's judge; the others' readings are shown
+      # without a verdict (failure None: not counted by the ratings report).
       judges = {j: {"pred": v.get("pred"), "confidence": v.get("confidence"),
                     "failure": not row["clean_correct"] if j == "attack" else None}
                 for j, v in (row.get("clean") or {}).items()}

@@ -136,7 +136,7 @@ def summarise(items: list[dict], votes: dict, files: list, judges_of: dict) -> d
              "human_unsure": sum(cons[i["id"]] == "unsure" for i in sel), "judges": {}}
     for j in automatic:
       read = [(judges_of.get(i["id"], {}).get(j), c) for i, c in zip(sel, clusters)]
-      read = [(r, c) for r, c in read if r is not None]
+      read = [(r, c) for r, c in read if r is not None and r.get("failure") is not None]
       block["judges"][j] = ratings_lib.clustered_rate([bool(r.get("failure")) for r, _ in read],
                                                       [c for _, c in read])
     by_method[m] = block

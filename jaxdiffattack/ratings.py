@@ -124,11 +124,14 @@ def clustered_rate(hits: Sequence[float], clusters: Sequence) -> dict:
 
 
 def judge_outcome(entry: Mapping | None) -> str | None:
-  """A judge record {"failure", "unclear", ...} as "failure" / "correct" / "unclear"."""
+  """A judge record {"failure", "unclear", ...} as "failure" / "correct" / "unclear"; None when
+  there is no record or it has no verdict (failure None)."""
   if not entry:
     return None
   if entry.get("unclear"):
     return "unclear"
+  if entry.get("failure") is None:
+    return None
   return "failure" if entry.get("failure") else "correct"
 
 

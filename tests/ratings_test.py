@@ -225,3 +225,11 @@ def test_three_raters_give_fleiss_kappa(folder_kit, tmp_path):
   assert summary["agreement"]["statistic"] == "fleiss"
   assert summary["agreement"]["kappa"] == pytest.approx(sm_fleiss_kappa(table), abs=1e-12)
   assert "fleiss κ" in (kit / "rating" / "report.md").read_text()
+
+
+def test_judge_outcome():
+  assert ratings.judge_outcome({"failure": True, "unclear": False}) == "failure"
+  assert ratings.judge_outcome({"failure": False}) == "correct"
+  assert ratings.judge_outcome({"failure": False, "unclear": True}) == "unclear"
+  assert ratings.judge_outcome({"pred": "x", "failure": None}) is None
+  assert ratings.judge_outcome(None) is None
