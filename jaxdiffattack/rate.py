@@ -176,7 +176,8 @@ def markdown(summary: dict, run_id: str) -> str:
                                      if "decided_both" in a else "") + ".", ""]
   judges = sorted({j for b in summary["ssr"].values() for j in b["judges"]})
   lines += ["## SSR by humans per method (95 % CI, clustered by target)", "",
-            "| method | items | SSR(H) | human unsure |" + "".join(f" SSR by {j} |" for j in judges),
+            "| method | items | SSR(H) | human unsure |"
+            + "".join(f" SSR by {j} |" for j in judges),
             "|---|---|---|---|" + "---|" * len(judges)]
   for m, b in summary["ssr"].items():
     h = b["human"]
@@ -188,9 +189,10 @@ def markdown(summary: dict, run_id: str) -> str:
   lines += ["", "## Each automatic judge against the human consensus", ""]
   for j, g in summary["judges_vs_human"].items():
     c = g["confusion"]
-    lines += [f"**{j}** ({g['items']} items): recall of human failures {_pct(g['recall_of_human_failures'])}"
-              f" ({c['no']['failure']}/{g['human_failures']}), false failures on images people call "
-              f"correct {_pct(g['false_failure_rate'])} ({c['yes']['failure']}/{g['human_correct']}), "
+    lines += [f"**{j}** ({g['items']} items): recall of human failures "
+              f"{_pct(g['recall_of_human_failures'])} ({c['no']['failure']}/"
+              f"{g['human_failures']}), false failures on images people call correct "
+              f"{_pct(g['false_failure_rate'])} ({c['yes']['failure']}/{g['human_correct']}), "
               f"unclear on those {_pct(g['unclear_rate_on_human_correct'])}, unclear overall "
               f"{_pct(g['unclear_rate'])}.", "",
               "| human \\ judge | failure | correct | unclear |", "|---|---|---|---|"]

@@ -65,8 +65,8 @@ def console_errors(driver) -> list[dict]:
 
 
 def check_page(driver, path: pathlib.Path, min_images: int = 1) -> int:
-  """Opens `path` (file://) and asserts: every <img> with a src loaded, no console error, a screenshot that
-  is not blank. Returns the number of images."""
+  """Opens `path` (file://) and asserts: every <img> with a src loaded, no console error, a
+  screenshot that is not blank. Returns the number of images."""
   driver.get(pathlib.Path(path).resolve().as_uri())
   return check_current(driver, min_images)
 
