@@ -50,7 +50,10 @@ setup(
         # search tests assert outcomes on exactly those weights. The runtime is not pinned: with
         # transformers 5.24 + diffusers 0.42 the whole suite passes but for those 5 search tests.
         "test": ["pytest>=8", "torch==2.13.0", "diffusers==0.39.0", "transformers>=4.57,<5",
-                 "scikit-image"],   # SSIM reference of the analysis tests
+                 "scikit-image",    # SSIM reference of the analysis tests
+                 # The page tests drive Debian's chromium + chromium-driver (.ci/run installs
+                 # them); κ and clustered-interval references of the ratings tests.
+                 "selenium>=4.20", "scikit-learn", "statsmodels"],
         "bench": ["torch==2.13.0", "diffusers>=0.39"],
     },
 )

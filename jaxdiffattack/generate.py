@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import pages
 from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import text
@@ -81,6 +82,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   upscale = max(1, 128 // out.images.shape[1])
   io.write_png(workdir / "grid.png", io.image_grid(out.images, cols=n, upscale=upscale))
   io.write_jsonl(workdir / "results.jsonl", rows)
+  pages.write_index(workdir)
   logging.info("wrote %s/{grid.png,results.jsonl,images/}", workdir)
   return rows
 

@@ -85,3 +85,16 @@ def test_launch_exits_nonzero_with_one_line(tmp_path):
 def test_unknown_config_variant():
   with pytest.raises(ValueError, match="unknown variant 'slow'"):
     generate_config.get_config("slow")
+
+
+def test_index_page_in_headless_chromium(tiny_sd_dirs, tmp_path, chrome_driver):
+  """The job's index.html shows every generated image with its prompt; all load, no console
+  error, not blank."""
+  import browser  # pylint: disable=g-import-not-at-top
+  rows = generate.run(_config(tiny_sd_dirs[1]), tmp_path)
+  page = (tmp_path / "index.html").read_text()
+  for r in rows:
+    assert f'src="{r["file"]}"' in page
+  assert page.count("prompt: a red cube") == 3 and page.count("prompt: a blue ball") == 3
+  shown = browser.check_page(chrome_driver[0], tmp_path / "index.html")
+  assert shown == len(rows) + 1      # + grid.png

@@ -41,6 +41,7 @@ import numpy as np
 
 from jaxdiffattack import io
 from jaxdiffattack import labels as labels_lib
+from jaxdiffattack import pages
 from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scoring as scoring_lib
@@ -279,6 +280,8 @@ class Job:
              "nonfinite": nonfinite.tolist(),
              "pred": {j: read[j]["pred"] for j in self.judge_names},
              "confidence": {j: read[j]["confidence"].tolist() for j in self.judge_names}}
+    for i, image in enumerate(scores["images"]):   # beside the attacked images on index.html
+      io.write_png(self.workdir / "images" / data.name / "clean" / f"p{i:04d}.png", image)
     io.write_json(path, clean)
     logging.info("[%s] clean check: %d of %d prompts correctly generated (the rest are skipped; "
                  "%d non-finite)", data.name, sum(clean["correct"]), n, int(nonfinite.sum()))
@@ -483,7 +486,9 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
   validate(config)
   workdir = pathlib.Path(workdir)
   if config.report_only:
-    return report.write_report(workdir)
+    out = report.write_report(workdir)
+    pages.write_index(workdir)
+    return out
   # Results and clean checks on disk belong to the config that wrote them.
   runs.check_workdir(config, workdir, "attack", RUN_SHAPE_KEYS)
   job = Job(config, workdir, mesh=mesh, model_loader=model_loader)
@@ -540,7 +545,9 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
                    r.get("baseline", {}).get("successful_samples", "-"))
   rows.sort(key=lambda r: (r["set"], r["index"]))
   io.write_jsonl(results_path, rows)
-  return report.write_report(workdir)
+  out = report.write_report(workdir)
+  pages.write_index(workdir)
+  return out
 
 
 class _Progress:

@@ -46,6 +46,7 @@ import numpy as np
 from jaxdiffattack import io
 from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import labels as labels_lib
+from jaxdiffattack import pages
 from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scoring as scoring_lib
@@ -429,12 +430,29 @@ def save_failures(search: Search, method: str, state: driver.LoopState, workdir:
   return files
 
 
+def save_clean(search: Search, workdir: pathlib.Path) -> None:
+  """clean/t<t>.png: every searched target's unperturbed image (its base latent and clean
+  prompt), shown beside its failures on the run's index.html and rated on the rating page."""
+  t_idx = [t.index for t in search.targets if search.included[t.index]]
+  if not t_idx:
+    return
+  latents, cond = zip(*(search.space.clean(t) for t in t_idx))
+  image_sampler = sampler_lib.PopulationSampler(
+      search.sd, search.params, search.settings, mesh=search.mesh, microbatch=search.microbatch)
+  images = image_sampler(np.stack(latents), np.stack(cond), search.uncond,
+                         search.config.guidance_scale).images
+  for t, image in zip(t_idx, images):
+    io.write_png(workdir / "clean" / f"t{t:03d}.png", image)
+
+
 def run(config: ml_collections.ConfigDict, workdir, *,
         scoring: scoring_lib.Scoring | None = None, model_loader=None, mesh=None) -> dict:
   """Runs (or resumes) every method of the search; writes every output. Returns the report."""
   validate(config)
   if config.get("report_only", False):
-    return report.write_report(workdir)
+    out = report.write_report(workdir)
+    pages.write_index(workdir)
+    return out
   workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader, "search")
   sd, params = model_loader(config.model, dtype=config.dtype)
   search = Search(config, sd, params, scoring, mesh=mesh)
@@ -442,6 +460,8 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   if config.filter_clean:
     logging.info("filter_clean: %d of %d targets pass every judge when clean; searching those",
                  int(search.included.sum()), len(search.targets))
+  if config.save_images:
+    save_clean(search, workdir)
   rows, timing, transfer, transferred = [], {}, [], set()
   for method in methods_of(config):
     state = search.run_method(method, workdir / f"checkpoint_{method}.msgpack")
@@ -462,6 +482,7 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   if config.transfer_per_target:
     io.write_jsonl(workdir / "transfer.jsonl", transfer)
   out = report.write_report(workdir)
+  pages.write_index(workdir)
   for method, s in out["summary"]["methods"].items():
     logging.info("%s: success %d/%d targets, evaluations to first success %s, images/s %s",
                  method, s["successes"], s["targets"], s["evaluations_to_first_success_mean"],

@@ -268,5 +268,12 @@ def write_grids(config, workdir, plan: Plan, labels, label_ids, model_loader, sc
       stem = pathlib.Path(workdir) / "grids" / f"{setting.name}_{shift}"
       io.write_png(f"{stem}.png",
                    runs.captioned_grid(images, captions, cols=len(cols), upscale=upscale))
+      # Each tile alone too (no caption), for index.html and the rating page.
+      tiles = []
+      for m, image, p in zip(members, images, prompt_idx):
+        name = f"{stem.name}/m{int(m):06d}.png"
+        io.write_png(stem.parent / name, image)
+        tiles.append({"member": int(m), "image": f"grids/{name}", "prompt": prompts[int(p)]})
       io.write_json(f"{stem}.json", {
-          "rows": "prompts", "cols": "alpha", "members": [int(m) for m in members], "captions": captions})
+          "rows": "prompts", "cols": "alpha", "members": [int(m) for m in members],
+          "captions": captions, "tiles": tiles})
