@@ -2,14 +2,17 @@
 
 `SD15` holds the Stable Diffusion 1.5 UNet (860 M parameters), VAE and scheduler configs as
 published in its diffusers `config.json` files; `random_stable_diffusion` builds a `StableDiffusion`
-bundle of that shape with random weights, without a tokenizer or text encoder (benchmarks feed text
-hidden states [P, 77, 768] directly).
+bundle of that shape with random weights, without a tokenizer, and without a text encoder unless
+asked (benchmarks feed text hidden states [P, 77, 768] directly). `SD21` is Stable Diffusion 2.1
+(768-v) and `TEXT_ENCODERS` the two text towers.
 """
 
 import functools
 
 import jax
+import jax.numpy as jnp
 
+from jaxdiffattack.models import clip
 from jaxdiffattack.models import weights
 from jaxdiffattack.models.stable_diffusion import DTYPES
 from jaxdiffattack.models.stable_diffusion import StableDiffusion
@@ -39,19 +42,53 @@ SD15 = {
     "text_length": 77,
     "text_dim": 768,
 }
-SHAPES = {"sd15": SD15}
+# stabilityai/stable-diffusion-2-1 (768-v): v-prediction, linear projections in the transformer
+# blocks, attention heads of dimension 64 (diffusers' `attention_head_dim` lists heads per block),
+# cross-attention over OpenCLIP ViT-H's text states [77, 1024] (23 layers as converted).
+SD21 = {
+    "unet": dict(SD15["unet"], sample_size=96, cross_attention_dim=1024,
+                 attention_head_dim=[5, 10, 20, 20], use_linear_projection=True,
+                 upcast_attention=True),
+    "vae": dict(SD15["vae"], sample_size=768),
+    "scheduler": {
+        "_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": False,
+        "skip_prk_steps": True, "steps_offset": 1, "clip_sample": False,
+        "prediction_type": "v_prediction",
+    },
+    "text_length": 77,
+    "text_dim": 1024,
+}
+# The text towers (transformers CLIPTextConfig keys): SD1.x's CLIP ViT-L/14 and SD2.x's OpenCLIP
+# ViT-H/14 (penultimate layer: 23 of its 24 layers, as diffusers converts it).
+TEXT_ENCODERS = {
+    "sd15": {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072,
+             "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 77,
+             "hidden_act": "quick_gelu", "projection_dim": 768},
+    "sd21": {"vocab_size": 49408, "hidden_size": 1024, "intermediate_size": 4096,
+             "num_hidden_layers": 23, "num_attention_heads": 16, "max_position_embeddings": 77,
+             "hidden_act": "gelu", "projection_dim": 512},
+}
+SHAPES = {"sd15": SD15, "sd21": SD21}
 
 
 def random_stable_diffusion(shape: str = "sd15", dtype: str = "bfloat16", seed: int = 0,
-                            abstract: bool = False, attention: str = "xla"):
+                            abstract: bool = False, attention: str = "xla",
+                            resolution: int | None = None, text_encoder: bool = False):
   """(sd, params) of a named real shape with random weights; params {"unet", "vae"}.
 
   abstract=True: params hold `jax.ShapeDtypeStruct`s only (no memory, no init compute), enough
   to lower the model, e.g. for `jaxdiffattack.costs.sampler_flops`.
+  resolution: the image side in pixels (default: the shape's own); the latents are 1/8 of it.
+  text_encoder: also build the text tower (`TEXT_ENCODERS`; params["text_encoder"]).
   """
   if shape not in SHAPES:
     raise ValueError(f"unknown model shape {shape!r}; use one of {sorted(SHAPES)}")
-  spec = SHAPES[shape]
+  spec = dict(SHAPES[shape])
+  if resolution is not None:
+    if resolution <= 0 or resolution % 8:
+      raise ValueError(f"resolution={resolution!r} is invalid: use a positive multiple of 8")
+    spec["unet"] = dict(spec["unet"], sample_size=resolution // 8)
   jdtype = DTYPES[dtype]
   modules = {kind: weights.build_diffusers_model(kind, spec[kind], f"random_init.{shape}",
                                                 jdtype, attention) for kind in ("unet", "vae")}
@@ -60,9 +97,17 @@ def random_stable_diffusion(shape: str = "sd15", dtype: str = "bfloat16", seed: 
   for kind, key in zip(modules, jax.random.split(jax.random.PRNGKey(seed))):
     fn = functools.partial(init, modules[kind])
     params[kind] = jax.eval_shape(fn, key) if abstract else jax.jit(fn)(key)
+  encoder = None
+  if text_encoder:
+    config = clip.CLIPTextConfig.from_dict(TEXT_ENCODERS[shape], f"random_init.{shape}")
+    encoder = clip.CLIPTextModel(config, jdtype, attention)
+    ids = jnp.zeros((1, config.max_position_embeddings), jnp.int32)
+    fn = lambda key: weights.cast_floating(encoder.init(key, ids)["params"], jdtype)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 2)
+    params["text_encoder"] = jax.eval_shape(fn, key) if abstract else jax.jit(fn)(key)
   unet, vae = modules["unet"], modules["vae"]
   sd = StableDiffusion(source=f"random:{shape}", path=None, dtype=jdtype, tokenizer=None,
-                       text_encoder=None, unet=unet, vae=vae,
+                       text_encoder=encoder, unet=unet, vae=vae,
                        scheduler_config=dict(spec["scheduler"]))
   return sd, params
 
@@ -83,4 +128,4 @@ def load_shape_or_pipeline(model: str, dtype: str, abstract: bool = False,
   return sd, params, (sd.max_length, sd.text_dim)
 
 
-__all__ = ["SD15", "SHAPES", "load_shape_or_pipeline", "random_stable_diffusion", "text_shape"]
+__all__ = ["SD15", "SD21", "SHAPES", "TEXT_ENCODERS", "load_shape_or_pipeline", "random_stable_diffusion", "text_shape"]
