@@ -81,7 +81,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "scorers": {}})
   # Judges whose reading (class, confidence) captions the grids' tiles (jaxdiffattack.judges).
   c.judges = ("evaluator",)
-  c.microbatch = ml_collections.config_dict.placeholder(int)
+  c.microbatch = ml_collections.config_dict.placeholder(object)  # None | int | "auto"
+  c.memory_budget_gb = ml_collections.config_dict.placeholder(float)  # "auto": GB per device
   c.unit = 256                  # members per checkpointed unit
   c.grid_images = True
   c.grid_prompts = 8

@@ -163,8 +163,10 @@ def _members(shape, dtype, members: int) -> jax.ShapeDtypeStruct:
 
 
 def sampler_program(fused: sampler_lib.FusedSampler, params, latent_shape: Sequence[int],
-                    text_shape: Sequence[int], aux: Any = None) -> Program:
-  """The fused sampler's forward program (what `PopulationSampler` compiles per chunk).
+                    text_shape: Sequence[int], aux: Any = None, text_dtype=jnp.float32,
+                    uncond_per_member: bool = False) -> Program:
+  """The fused sampler's forward program (what `PopulationSampler` compiles per chunk, whose
+  unconditional states are per member: `uncond_per_member=True`).
 
   `params`: `sampler.fused_params(...)` (arrays or ShapeDtypeStructs); `aux`: per-member
   ShapeDtypeStructs without the population axis (e.g. {"label": int32 []}) or None.
@@ -173,9 +175,11 @@ def sampler_program(fused: sampler_lib.FusedSampler, params, latent_shape: Seque
 
   def program(members: int):
     member_aux = jax.tree_util.tree_map(lambda a: _members(a.shape, a.dtype, members), aux or {})
+    uncond = (_members(text_shape, text_dtype, members) if uncond_per_member
+              else jax.ShapeDtypeStruct(tuple(text_shape), text_dtype))
     args = (params, _members(latent_shape, jnp.float32, members),
-            _members(text_shape, jnp.float32, members), jax.ShapeDtypeStruct(
-                tuple(text_shape), jnp.float32), _members((), jnp.float32, members), member_aux)
+            _members(text_shape, text_dtype, members), uncond,
+            _members((), jnp.float32, members), member_aux)
     if fused.ancestral:
       args += (_members((2,), jnp.uint32, members),)
     return fused, args
@@ -250,6 +254,21 @@ def device_budget_bytes(memory_budget_gb: float | None, device=None) -> int:
   return int(DEVICE_HEADROOM * limit)
 
 
+def validate_microbatch(microbatch, memory_budget_gb, key: str = "microbatch") -> None:
+  """One-line ConfigErrors for a job's `microbatch` / `memory_budget_gb` (at the edge: "auto"
+  without a budget on a device that reports no memory limit is refused here)."""
+  ok = microbatch is None or microbatch == "auto" or (
+      isinstance(microbatch, int) and not isinstance(microbatch, bool) and microbatch >= 1)
+  if not ok:
+    raise ConfigError(f"config.{key}={microbatch!r} is invalid: use None (the whole population "
+                      "at once), an integer >= 1 (members per device per call) or 'auto' (the "
+                      "largest that fits the device's memory or config.memory_budget_gb)")
+  if memory_budget_gb is not None:
+    device_budget_bytes(memory_budget_gb)
+  if microbatch == "auto":
+    device_budget_bytes(memory_budget_gb)
+
+
 class MicrobatchPlan(NamedTuple):
   microbatch: int         # members per device per call
   bytes: int              # `program_bytes` at that microbatch
@@ -287,4 +306,4 @@ def auto_microbatch(program: Program, budget_bytes: int, limit: int | None = Non
 __all__ = ["DEVICE_HEADROOM", "GB", "GRAD_DEPTHS", "MemoryCost", "MicrobatchPlan",
            "SamplerFlops", "abstract", "attack_program", "auto_microbatch", "device_budget_bytes",
            "gradient_program", "members_bytes", "memory_cost", "program_bytes", "roofline_images_per_s",
-           "sampler_flops", "sampler_program", "share_bound"]
+           "sampler_flops", "sampler_program", "share_bound", "validate_microbatch"]
