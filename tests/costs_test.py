@@ -119,7 +119,7 @@ def test_abstract_sd21_has_the_published_shapes():
   with torch.device("meta"):
     unet = diffusers.UNet2DConditionModel.from_config(random_init.SD21["unet"])
     text = transformers.CLIPTextModel(transformers.CLIPTextConfig(
-        **random_init.TEXT_ENCODERS["sd21"]))
+        **random_init.SD21["text_encoder"]))
   count = lambda m: sum(p.numel() for p in m.parameters())
   assert _count(params["unet"]) == count(unet) == 865_910_724   # stabilityai/stable-diffusion-2-1
   assert _count(params["text_encoder"]) == count(text)
