@@ -12,8 +12,9 @@ microbatch `microbatch="auto"` would start from on each card: the most members w
 fixed + m · per-member fits `costs.DEVICE_HEADROOM` (90 %) of the card's nominal memory (the job's
 auto mode then confirms it by compiling m and m + 1). Compiled here on CPU: CPU and GPU compilers
 assign buffers differently, so these numbers approximate a GPU's (the GPU suite's memory phase
-measures both there). Writes <out>.json (after every program, so a stopped run keeps what it had;
-a rerun skips the programs already in the file) and <out>.md.
+measures both there). Writes <out>.json (after every program — programs in the outer loop, so
+every row gets its forward pass first — so a stopped run keeps what it had; a rerun skips the
+programs already in the file) and <out>.md.
 """
 
 import json
@@ -74,14 +75,16 @@ def main(argv):
   table = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
   table.update(steps=_STEPS.value, dtype=_DTYPE.value, cards_gb=list(CARDS_GB),
                headroom=costs.DEVICE_HEADROOM, **memory_programs.provenance())
-  for row in _ROWS.value:
-    model, resolution = row.split("@")
-    s = memory_programs.setup(model, int(resolution), _DTYPE.value, _STEPS.value)
-    done = table["rows"].setdefault(f"{model} {resolution}²", {})
-    for name in memory_programs.PROGRAMS:
+  setups = {}
+  for name in memory_programs.PROGRAMS:       # program-major: every row gets its forward first
+    for row in _ROWS.value:
+      model, resolution = row.split("@")
+      done = table["rows"].setdefault(f"{model} {resolution}²", {})
       if name in done:
         continue
-      done.update(memory_programs.analyse(s, (name,)))
+      if row not in setups:
+        setups[row] = memory_programs.setup(model, int(resolution), _DTYPE.value, _STEPS.value)
+      done.update(memory_programs.analyse(setups[row], (name,)))
       for card in CARDS_GB:
         done[name][f"auto_microbatch_{card}gb"] = auto_microbatch(done[name], card)
       table["elapsed_s"] = round(table.get("elapsed_s", 0) + done[name]["compile_s"], 1)

@@ -102,7 +102,7 @@ SCORERS = {
     "resnet50": ScorerSpec("classifier", "microsoft/resnet-50"),
     # The brittleness paper's evaluator (arXiv 2312.11473): torchvision's ViT-H/14 SWAG at 518²,
     # from a local .safetensors file (no hub copy; how to make it: convert_transformers,
-    # "torchvision layout"); another path: --config.scorers.vit_h14_swag.model=FILE.
+    # "torchvision layout"); elsewhere: scorers {"vit_h14_swag": {"model": FILE}} in the config.
     "vit_h14_swag": ScorerSpec("classifier", "~/.cache/jaxdiffattack/vit_h_14_swag.safetensors",
                                torchvision="vit_h_14_swag"),
 }
