@@ -52,7 +52,8 @@ def markdown(table: dict) -> str:
   lines = [f"Device memory per member (GiB) and the auto microbatch (members per device) on "
            f"{' / '.join(f'{c} GB' for c in CARDS_GB)} cards; {table['dtype']}, "
            f"{table['steps']} DDIM steps, CFG, CLIP ViT-B/16 judge fused. XLA's compiled memory "
-           "analysis of CPU compiles (approximates a GPU's). Fixed bytes (params) in brackets.",
+           "analysis of CPU compiles (approximates a GPU's); fixed GiB: bytes that do not grow "
+           "with the population (params, constants).",
            "", "| model | program | GiB per member | fixed GiB | auto microbatch "
            f"{' / '.join(f'{c} GB' for c in CARDS_GB)} | compile s |", "|---|---|---|---|---|---|"]
   for row, programs in table["rows"].items():
@@ -63,6 +64,12 @@ def markdown(table: dict) -> str:
       mbs = " / ".join(str(auto_microbatch(e, c)) for c in CARDS_GB)
       lines.append(f"| {row} | {label} | {gib(e['per_member_bytes'])} | {gib(e['fixed_bytes'])}"
                    f" | {mbs} | {e['compile_s']} |")
+  missing = [f"{row} {LABELS[n]}" for row, programs in table["rows"].items()
+             for n in LABELS if n not in programs]
+  if missing:
+    lines += ["", f"Not computed yet: {', '.join(missing)} (rerun the command: it resumes)."]
+  if table.get("note"):
+    lines += ["", table["note"]]
   lines += ["", f"Command: `{table['command']}`; {table['date']}; {table['machine']}; jax "
             f"{table['jax']}; git {table['git_revision'][:12]}."]
   return "\n".join(lines) + "\n"
