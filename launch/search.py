@@ -12,5 +12,7 @@ from jaxdiffattack import search  # lazy: evosax is imported after the distribut
 
 if __name__ == "__main__":
   cli.main(lambda config, workdir: search.run(config, workdir),
+           # The last lines: per method, the failures oracle v2 confirms with its reasons;
+           # then `pointers` (one line each: the run's index.html and rating page).
            console=lambda out, workdir: search.report.console_summary(
-               out["rows"], out["summary"], workdir))
+               out["rows"], out["summary"], workdir, pointers=()))

@@ -213,7 +213,7 @@ class Job:
       if self.config.oracle:
         verdicts = oracle.verdict(result.images[:stop - start], np.asarray(labels)[start:stop])
         got.update({f"oracle/{k}": np.array([v[k] for v in verdicts], object)
-                    for k in ("pred", "confidence", "failure", "unclear")})
+                    for k in ("pred", "confidence", "failure", "unclear", "reason")})
       for k, v in got.items():
         out.setdefault(k, []).append(np.asarray(v)[:stop - start])
     return {k: np.concatenate(v) for k, v in out.items()}
@@ -244,7 +244,10 @@ class Job:
                      "confidence": np.array([np.nan if c is None else c
                                              for c in scores["oracle/confidence"]], np.float64),
                      "failure": failure, "success": failure & present,
-                     "unclear": scores["oracle/unclear"].astype(bool)}
+                     "unclear": scores["oracle/unclear"].astype(bool),
+                     # Scores cached before oracle v2 have no reason.
+                     "reason": list(scores.get("oracle/reason",
+                                               [""] * len(scores["oracle/pred"])))}
         continue
       role = self.scoring.roles[name]
       pred = np.asarray(scores[f"{name}/pred"], np.int64)

@@ -237,6 +237,7 @@ def save_images(workdir: pathlib.Path, set_name: str, index, rows: list[dict], r
     for k in hits:
       lines = [f"prompt: {got['texts'][k]}", f"clean: {row['prompt']}"]
       lines += [f"{j}: {got['read'][j]['pred'][k]} ({got['read'][j]['confidence'][k]:.2f})"
+                + (f" {got['read'][j]['reason'][k]}" if got["read"][j].get("reason") else "")
                 for j in judges]
       rel = f"images/{set_name}/p{row['index']:04d}_s{k - position * samples:03d}.png"
       io.write_png(workdir / rel, captioned(got["images"][k], lines))
