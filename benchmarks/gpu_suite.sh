@@ -34,7 +34,7 @@
 #                 steps with remat (benchmarks/attack_scale_benchmark.py)               130 s
 #   attack_torch  the released one-prompt PyTorch loop at the same shapes                   45 s
 #   search        Sep-CMA-ES driver loop with the SD1.5 sampler: ask/tell's share         90 s
-#   memory        (slot, see below: benchmarks/memory_benchmark.py of branch `costs`)
+#   memory        memory per member by gradient depth (benchmarks/memory_benchmark.py)  90 s
 #
 # --rehearse: the identical script on CPU with tiny shapes (sd15_tiny / sd21_tiny, 2 steps,
 # population 2), PIP_NO_INDEX=1, offline hub flags, and "reference" in place of "cudnn"
@@ -153,6 +153,7 @@ if [[ $MODE == rehearse ]]; then
   ATTACK_JAX=(--prompts=2); ATTACK_TORCH=(--torch_prompts=1)
   SEARCH=(--model=sd15_tiny --population=2 --steps=2 --dtype=float32 --peak_tflops=1
           --generations=1 --repeats=1)
+  MEMORY=(--model=toy --steps=2 --dtype=float32 --programs=forward)
 else
   # --microbatch=16: 16 members (32 UNet rows with CFG) per compiled call, so XLA attention's
   # [32, 8 heads, 4096, 4096] float32 logits at the 64×64 level stay at 17 GB.
@@ -163,6 +164,8 @@ else
   ATTACK_JAX=(--prompts=8 --depths=last,all_remat); ATTACK_TORCH=(--torch_prompts=2)
   SEARCH=(--model=sd15 --population=64 --steps=50 --dtype=bfloat16 --peak_tflops="$PEAK"
           --microbatch=16 --generations=1 --repeats=5)
+  MEMORY=(--model=sd21 --resolution=256 --population=8 --steps=50 --dtype=bfloat16
+          --programs=forward,grad_last,grad_all_remat)
 fi
 
 phase env 30 "$PY" benchmarks/gpu_suite_env.py --out="$PARTS/env.json"
@@ -176,11 +179,12 @@ JAX_PLATFORMS=cpu phase attack_torch 45 "$PY" benchmarks/attack_scale_benchmark.
   "${ATTACK[@]}" "${ATTACK_TORCH[@]}" --out="$PARTS/attack_torch.json"
 phase search 90 "$PY" benchmarks/search_benchmark.py "${SEARCH[@]}" --strategies=Sep_CMA_ES \
   --out="$PARTS/search.json"
-# ---- memory phase: SLOT for benchmarks/memory_benchmark.py (memory per member by gradient depth:
-# XLA's compiled memory analysis and the measured peak), being built in branch `costs`. When it
-# lands, add here:
-#   phase memory 60 "$PY" benchmarks/memory_benchmark.py <its SD flags> --out="$PARTS/memory.json"
-# (and its rehearsal flags above); gpu_suite_report.py already reads parts/memory.json.
+# Memory per member by gradient depth (benchmarks/memory_benchmark.py): XLA's compiled memory
+# analysis at populations 1 and 2 of the forward sampler and the gradients through the last step
+# and through every step with remat (SD 2.1 at 256², CLIP ViT-B/16 judge fused), then each run at
+# population 8 with random weights for the measured peak. About 6 compiles + 3 runs; last, so it
+# gets what the budget leaves (the ATM step's memory is left to the attack phase).
+phase memory 90 "$PY" benchmarks/memory_benchmark.py "${MEMORY[@]}" --out="$PARTS/memory.json"
 
 collect
 cat "$OUT_DIR/gpu_suite.md"

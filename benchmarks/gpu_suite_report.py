@@ -149,8 +149,17 @@ def markdown(suite: dict) -> str:
   lines += _attack_lines(suite["attack_jax"], suite["attack_torch"]) + [""]
   lines += _search_lines(suite["search"]) + [""]
   memory = suite["memory"]
-  if "error" not in memory:
-    lines += ["Memory per member (memory phase): see `memory` in gpu_suite.json.", ""]
+  if "error" not in memory and memory.get("analysis"):
+    peaks = memory.get("peak_bytes_in_use") or {}
+    lines += [f"Memory ({memory.get('model')} {memory.get('resolution')}², "
+              f"{memory.get('dtype')}; XLA's compiled analysis, measured peak at population "
+              f"{memory.get('population', '-')}):", "",
+              "| program | MiB per member | fixed GiB | peak GiB |", "|---|---|---|---|"]
+    for name, entry in memory["analysis"].items():
+      peak = f"{peaks[name] / 2**30:.2f}" if name in peaks else "-"
+      lines.append(f"| {name} | {entry['per_member_bytes'] / 2**20:.1f} | "
+                   f"{entry['fixed_bytes'] / 2**30:.2f} | {peak} |")
+    lines.append("")
   lines += ["| phase | seconds | limit s | exit code |", "|---|---|---|---|"]
   for name, s in suite["phases"].items():
     code = "skipped (suite budget spent)" if s["skipped"] else (

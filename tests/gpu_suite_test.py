@@ -59,9 +59,13 @@ def check_rehearsal(out: pathlib.Path) -> None:
   suite = json.loads((out / "gpu_suite.json").read_text())
   phases = suite["phases"]
   assert set(phases) == {"env", "sampler_jax", "sampler_torch", "attack_jax", "attack_torch",
-                         "search"}
+                         "search", "memory"}
   assert all(p["exit_code"] == 0 and not p["skipped"] for p in phases.values()), phases
   assert suite["env"]["backend"] == "cpu" and suite["env"]["cudnn_max_head_dim"] == 128
+
+  memory = suite["memory"]["analysis"]["forward"]   # the toy model: analysis only on CPU
+  assert memory["per_member_bytes"] > 0 and memory["fixed_bytes"] > 0
+  assert suite["memory"]["peak_bytes_in_use"] is None
 
   sampler = suite["sampler_jax"]
   assert sampler["model"] == "sd15_tiny" and sampler["population"] == 2

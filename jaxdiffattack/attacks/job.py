@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxdiffattack import costs
 from jaxdiffattack import io
 from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import pages
@@ -60,7 +61,7 @@ BASELINES = ("random_substitution", "")
 # Root keys of the run: fold_in(fold_in(key, set), purpose).
 _ATTACK, _SAMPLES, _EVAL_NOISE, _CLEAN_NOISE, _BASELINE = range(5)
 # Keys that change how a run is split or saved, not its results (excluded from the resume hash).
-RUN_SHAPE_KEYS = ("microbatch", "checkpoint_every", "eval_batch", "steps_per_call",
+RUN_SHAPE_KEYS = ("microbatch", "memory_budget_gb", "checkpoint_every", "eval_batch", "steps_per_call",
                   "images_per_prompt", "report_only")
 
 
@@ -89,6 +90,7 @@ def settings_of(config) -> atm.Settings:
 def validate(config) -> None:
   """One-line ConfigErrors for bad values, before anything is loaded or written."""
   settings_of(config).validate(config.num_steps, prefix="attack.")
+  costs.validate_microbatch(config.get("microbatch"), config.get("memory_budget_gb"))
   check(config.mode in modes.MODES, "mode", config.mode, f"use one of {sorted(modes.MODES)}")
   check(isinstance(config.num_samples, int) and config.num_samples >= 1, "num_samples",
         config.num_samples, "use an integer >= 1")
@@ -169,6 +171,7 @@ class Job:
         self.sd, params, sampler_lib.SamplerSettings(
             scheduler=config.scheduler, num_steps=config.num_steps, guidance=self.guidance),
         mesh=self.mesh, microbatch=config.microbatch, score_fn=self.scoring.score_fn,
+        memory_budget_gb=config.get("memory_budget_gb"),
         score_params=self.scoring.params)
     self.uncond = np.asarray(uncond)
     self.key = jax.random.PRNGKey(config.seed)

@@ -83,19 +83,39 @@ SD21_TINY = dict(SD21, unet=dict(SD21["unet"], **_TINY_UNET, cross_attention_dim
                                    num_attention_heads=4, projection_dim=32),
                  text_dim=32)
 SHAPES = {"sd15": SD15, "sd21": SD21, "sd15_tiny": SD15_TINY, "sd21_tiny": SD21_TINY}
+# SD 1.x's text tower (CLIP ViT-L/14's, openai/clip-vit-large-patch14), built on request
+# (`text_encoder=True`): SD15 leaves it out so the benchmarks that feed hidden states skip it.
+SD15_TEXT_ENCODER = {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072,
+                     "num_hidden_layers": 12, "num_attention_heads": 12,
+                     "max_position_embeddings": 77, "hidden_act": "quick_gelu",
+                     "projection_dim": 768}
 
 
 def random_stable_diffusion(shape: str = "sd15", dtype: str = "bfloat16", seed: int = 0,
-                            abstract: bool = False, attention: str = "xla"):
+                            abstract: bool = False, attention: str = "xla",
+                            resolution: int | None = None, text_encoder: bool | None = None):
   """(sd, params) of a named shape with random weights; params {"unet", "vae"} and, for a shape
   with a text encoder, "text_encoder".
 
   abstract=True: params hold `jax.ShapeDtypeStruct`s only (no memory, no init compute), enough
   to lower the model, e.g. for `jaxdiffattack.costs.sampler_flops`.
+  resolution: the image side in pixels (default: the shape's own); latents are 1/8 of it.
+  text_encoder: None builds the shape's text encoder when it has one; True also SD 1.5's
+    (`SD15_TEXT_ENCODER`); False none.
   """
   if shape not in SHAPES:
     raise ValueError(f"unknown model shape {shape!r}; use one of {sorted(SHAPES)}")
-  spec = SHAPES[shape]
+  spec = dict(SHAPES[shape])
+  if resolution is not None:
+    if resolution <= 0 or resolution % 8:
+      raise ValueError(f"resolution={resolution!r} is invalid: use a positive multiple of 8")
+    spec["unet"] = dict(spec["unet"], sample_size=resolution // 8)
+  if text_encoder and "text_encoder" not in spec:
+    if shape != "sd15":
+      raise ValueError(f"model shape {shape!r} has no text encoder")
+    spec["text_encoder"] = SD15_TEXT_ENCODER
+  if text_encoder is False:
+    spec.pop("text_encoder", None)
   jdtype = DTYPES[dtype]
   modules = {kind: weights.build_diffusers_model(kind, spec[kind], f"random_init.{shape}",
                                                 jdtype, attention) for kind in ("unet", "vae")}
@@ -136,4 +156,4 @@ def load_shape_or_pipeline(model: str, dtype: str, abstract: bool = False,
   return sd, params, (sd.max_length, sd.text_dim)
 
 
-__all__ = ["SD15", "SD21", "SHAPES", "load_shape_or_pipeline", "random_stable_diffusion", "text_shape"]
+__all__ = ["SD15", "SD15_TEXT_ENCODER", "SD21", "SHAPES", "load_shape_or_pipeline", "random_stable_diffusion", "text_shape"]

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxdiffattack import costs
 from jaxdiffattack import io
 from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import labels as labels_lib
@@ -78,6 +79,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         config.baseline, "use 'random', another strategy name, or '' for none")
   check(isinstance(config.population_size, int) and config.population_size >= 2,
         "population_size", config.population_size, "use an integer >= 2")
+  costs.validate_microbatch(config.get("microbatch"), config.get("memory_budget_gb"))
+  check(config.get("microbatch") != "auto" or not any(
+      strategies_lib.is_gradient(m) for m in methods_of(config)), "microbatch", "auto",
+        "'auto' plans the sampler's forward pass; a gradient strategy needs more memory per "
+        "member: give an integer")
   check(isinstance(config.num_generations, int) and config.num_generations >= 1,
         "num_generations", config.num_generations, "use an integer >= 1")
   check(config.stop_after_failures >= 0, "stop_after_failures", config.stop_after_failures,
@@ -141,7 +147,7 @@ class Search:
     self.space = spaces.make_space(config.space, config, sd, params, self.targets, self.key)
     self.mesh = sharding.make_mesh() if mesh is None else mesh
     population = config.population_size
-    self.microbatch = config.microbatch or -(-population // self.mesh.size)
+    self.microbatch = config.microbatch or -(-population // self.mesh.size)   # or "auto"
     self.guidance = config.guidance_scale > 1.0
     self.settings = sampler_lib.SamplerSettings(
         scheduler=config.scheduler, num_steps=config.num_steps, guidance=self.guidance)
@@ -151,7 +157,7 @@ class Search:
             scheduler=config.scheduler, num_steps=config.num_steps, guidance=self.guidance,
             return_images=self.judges.needs_images),
         mesh=self.mesh, microbatch=self.microbatch, score_fn=scoring.score_fn,
-        score_params=scoring.params)
+        score_params=scoring.params, memory_budget_gb=config.get("memory_budget_gb"))
     self.uncond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0])
     # Per target: the class to judge against (the prompt's, or the targeted search's target
     # class) and the CLEAN prompt (CLIP scores compare with it).
@@ -399,7 +405,7 @@ def save_failures(search: Search, method: str, state: driver.LoopState, workdir:
                                              np.array([t for t, _, _, _ in items]))
     image_sampler = sampler_lib.PopulationSampler(
         search.sd, search.params, search.settings, mesh=search.mesh,
-        microbatch=search.microbatch)
+        microbatch=search.microbatch, memory_budget_gb=search.config.get("memory_budget_gb"))
     images = image_sampler(decoded.latents, decoded.cond, search.uncond,
                            search.config.guidance_scale).images
   base = workdir / "failures" / method
