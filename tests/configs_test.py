@@ -80,7 +80,8 @@ def _other(config, key, value):
   if value is None:   # a placeholder: its field type says what it takes
     parent, _, name = key.rpartition(".")
     field_type = (_get(config, parent) if parent else config).get_ref(name).get_type()
-    return {int: (7, "7"), float: (0.25, "0.25"), str: ("s", "s")}[field_type]
+    # object: a value of several types (microbatch: None, an int or "auto"), parsed as a literal
+    return {int: (7, "7"), float: (0.25, "0.25"), str: ("s", "s"), object: (7, "7")}[field_type]
   raise AssertionError(f"{key}: a {type(value).__name__} cannot be written on the command line; "
                        "use a tuple, a number, a string or a bool")
 
