@@ -259,3 +259,14 @@ def build_scorers(root: pathlib.Path, tokenizer_source: pathlib.Path | None = No
   ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875, resample=3
                          ).save_pretrained(dirs["resnet50"])
   return dirs
+
+
+def build_all(root: pathlib.Path, models=tuple(MODELS)) -> pathlib.Path:
+  """`root/<model>` for each of `models` and `root/scorers/*` (the layout
+  tests/fullshape_config.py reads from FULLSHAPE_ROOT); returns root."""
+  root = pathlib.Path(root)
+  source = open_clip_dir()
+  for name in models:
+    build_sd(root / name, name, tokenizer_source=source)
+  build_scorers(root / "scorers", tokenizer_source=source)
+  return root

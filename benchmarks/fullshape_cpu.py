@@ -1,0 +1,116 @@
+r"""Wall time and peak host memory of every job at full SD shapes on CPU (issue #25 item 2).
+
+  python benchmarks/fullshape_cpu.py --root /tmp/fullshape --out docs/results/fullshape_cpu
+  python benchmarks/fullshape_cpu.py --cases attack,sd21 --cases generate,sd15 ...
+
+Builds the full-shape random checkpoints under --root unless they are there
+(tests/fullshape_models.py), runs each job × model through its real launcher in a subprocess of
+its own (tests/fullshape_run.py: wall time, the child's ru_maxrss, each checkpoint write's time
+and size) with the run sizes of tests/fullshape_config.py (64² images, 2 steps), and writes
+<out>.json after every job (a crash keeps the jobs before it) and <out>.md at the end. The
+machine's load average is recorded beside each job: on a shared machine wall times are the
+machine's, not the job's alone.
+"""
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import fullshape_config
+import fullshape_models
+import fullshape_run
+from jaxdiffattack import io
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+_ROOT = flags.DEFINE_string("root", "/tmp/fullshape", "Checkpoints (built if missing).")
+_WORK = flags.DEFINE_string("work", "/tmp/fullshape_runs", "Workdirs of the jobs.")
+_OUT = flags.DEFINE_string("out", "docs/results/fullshape_cpu", "Output path without suffix.")
+_CASES = flags.DEFINE_multi_string("cases", None, "job,model pairs (default: all).")
+
+
+def _machine() -> dict:
+  cpu = next((line.split(":", 1)[1].strip() for line in
+              pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+              if line.startswith("model name")), platform.processor())
+  mem = next(int(line.split()[1]) for line in pathlib.Path("/proc/meminfo").read_text(
+  ).splitlines() if line.startswith("MemTotal"))
+  return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem / 2**20, 1),
+          "python": platform.python_version()}
+
+
+def _versions() -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import flax  # pylint: disable=g-import-not-at-top
+  return {"jax": jax.__version__, "flax": flax.__version__}
+
+
+def write_markdown(path: pathlib.Path, result: dict) -> None:
+  lines = [
+      "# Every job at full SD shapes on CPU (random weights)", "",
+      f"Command: `{result['command']}`  ", f"Date: {result['date']}, git {result['git']}  ",
+      f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
+      f"{result['machine']['memory_gb']} GB; jax {result['versions']['jax']}  ",
+      f"Run sizes: {result['run_sizes']}", "",
+      "Wall time includes the child process's start, model loading and XLA compilation (most of "
+      "it at these sizes). The load average is the machine's (1-minute, at the job's start and "
+      "end): the machine was shared with other jobs.", "",
+      "| job | model | exit | wall (s) | peak host memory (GB) | checkpoints: count, mean write (s), "
+      "size (MB) | θ | load avg |",
+      "|---|---|---|---|---|---|---|---|"]
+  for r in result["jobs"]:
+    cps = r["checkpoints"]
+    cp = (f"{len(cps)}, {sum(c['seconds'] for c in cps) / len(cps):.2f}, "
+          f"{max(c['bytes'] for c in cps) / 1e6:.1f}") if cps else "–"
+    theta = next((c["theta_shape"] for c in cps if "theta_shape" in c), None)
+    lines.append(f"| {r['job']} | {r['model']} | {r['rc']} | {r['wall_s']:.0f} | "
+                 f"{r['peak_rss_mb'] / 1024:.1f} | {cp} | {theta or '–'} | "
+                 f"{r['load_start']:.0f} → {r['load_end']:.0f} |")
+  io.atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def main(argv):
+  del argv
+  root = pathlib.Path(_ROOT.value)
+  cases = [tuple(c.split(",")) for c in (_CASES.value or [])] or [
+      (j, m) for m in fullshape_config.MODELS for j in fullshape_config.JOBS]
+  models = sorted({m for _, m in cases})
+  missing = [m for m in models if not (root / m / "unet").is_dir()]
+  if missing or not (root / "scorers" / "resnet50").is_dir():
+    fullshape_models.build_all(root, missing)
+  result = {
+      "command": "python " + " ".join(sys.argv),
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip(),
+      "machine": _machine(), "versions": _versions(),
+      "run_sizes": (f"{fullshape_config.NUM_STEPS} DDIM steps, 64² images (8² latents), "
+                    f"{fullshape_config.NUM_CLASSES} ImageNet classes × 80 CLIP templates; "
+                    "tests/fullshape_config.py"),
+      "jobs": []}
+  out = pathlib.Path(_OUT.value)
+  for job, model in cases:
+    load_start = os.getloadavg()[0]
+    metrics = fullshape_run.run(root, job, model, pathlib.Path(_WORK.value) / f"{job}_{model}")
+    metrics.update(load_start=load_start, load_end=os.getloadavg()[0])
+    tail = metrics.pop("log_tail")
+    if metrics["rc"]:
+      metrics["error"] = tail[-600:]
+    result["jobs"].append(metrics)
+    print(json.dumps(metrics), flush=True)
+    io.write_json(out.with_suffix(".json"), result)
+  write_markdown(out.with_suffix(".md"), result)
+
+
+if __name__ == "__main__":
+  app.run(main)
