@@ -37,6 +37,41 @@ _ROOT = flags.DEFINE_string("root", "/tmp/fullshape", "Checkpoints (built if mis
 _WORK = flags.DEFINE_string("work", "/tmp/fullshape_runs", "Workdirs of the jobs.")
 _OUT = flags.DEFINE_string("out", "docs/results/fullshape_cpu", "Output path without suffix.")
 _CASES = flags.DEFINE_multi_string("cases", None, "job,model pairs (default: all).")
+_CHECKPOINT_PROMPTS = flags.DEFINE_multi_integer(
+    "checkpoint_prompts", [1, 4], "ATM populations whose checkpoint write is timed alone.")
+
+
+def checkpoint_benchmark(prompts: int, repeats: int = 3) -> dict:
+  """The ATM checkpoint at the real vocabulary, alone: θ [P, 77, 49408] float32 and its Adam
+  state, written by runs.write_checkpoint exactly as attacks/job.py lays the payload out."""
+  # pylint: disable=g-import-not-at-top
+  import time
+  import flax
+  import jax
+  import numpy as np
+  import optax
+  from jaxdiffattack import runs
+  # pylint: enable=g-import-not-at-top
+  theta = np.random.default_rng(0).standard_normal(
+      (prompts, fullshape_models.MAX_LENGTH, fullshape_models.VOCAB_SIZE)).astype(np.float32)
+  opt_state = jax.tree_util.tree_map(np.asarray, optax.adam(0.3).init(theta))
+  payload = {"config_hash": "0" * 16, "set": "short", "group": 0, "curves": {},
+             "state": flax.serialization.to_state_dict(
+                 {"logits": theta, "opt_state": opt_state, "iteration": np.int32(1)})}
+  path = pathlib.Path(_WORK.value) / f"checkpoint_{prompts}.msgpack"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  writes = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    runs.write_checkpoint(path, payload)
+    writes.append(time.perf_counter() - start)
+  start = time.perf_counter()
+  runs.read_checkpoint(path)
+  read = time.perf_counter() - start
+  size = path.stat().st_size
+  path.unlink()
+  return {"prompts": prompts, "bytes": size, "write_s": [round(w, 2) for w in writes],
+          "read_s": round(read, 2), "load_avg": os.getloadavg()[0]}
 
 
 def _machine() -> dict:
@@ -76,6 +111,12 @@ def write_markdown(path: pathlib.Path, result: dict) -> None:
     lines.append(f"| {r['job']} | {r['model']} | {r['rc']} | {r['wall_s']:.0f} | "
                  f"{r['peak_rss_mb'] / 1024:.1f} | {cp} | {theta or '–'} | "
                  f"{r['load_start']:.0f} → {r['load_end']:.0f} |")
+  lines += ["", "ATM checkpoint alone (θ [P, 77, 49408] float32 + Adam state, "
+            "runs.write_checkpoint):", "", "| prompts P | size (MB) | write (s) | read (s) |",
+            "|---|---|---|---|"]
+  for c in result.get("atm_checkpoint", []):
+    lines.append(f"| {c['prompts']} | {c['bytes'] / 1e6:.1f} | "
+                 f"{', '.join(map(str, c['write_s']))} | {c['read_s']} |")
   io.atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
@@ -99,6 +140,7 @@ def main(argv):
                     "tests/fullshape_config.py"),
       "jobs": []}
   out = pathlib.Path(_OUT.value)
+  result["atm_checkpoint"] = [checkpoint_benchmark(p) for p in _CHECKPOINT_PROMPTS.value]
   for job, model in cases:
     load_start = os.getloadavg()[0]
     metrics = fullshape_run.run(root, job, model, pathlib.Path(_WORK.value) / f"{job}_{model}")
