@@ -79,7 +79,8 @@ def _search(module, model_dir: str) -> ml_collections.ConfigDict:
   c.num_generations = 2
   c.stop_after_failures = 0
   # surrogate ResNet-50 (default), evaluator ViT-B/16 + CLIP score with CLIP ViT-B/16.
-  c.scoring.roles = {"evaluator": {"classifiers": ("vit_b16",), "clip": "clip_vit_b16"}}
+  c.scoring.roles = {"surrogate": {"classifiers": ("resnet50",)},
+                     "evaluator": {"classifiers": ("vit_b16",), "clip": "clip_vit_b16"}}
   c.scoring.scorers = scorer_overrides()
   return c
 
