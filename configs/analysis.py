@@ -21,15 +21,14 @@ ViT-B/16 by default) with object regions from the nouns' cross-attention maps
 
 import ml_collections
 
+from jaxdiffattack import variants as variants_lib
+
 VARIANTS = ("toy", "smoke")
 ANALYSES = ("speed", "attention", "orders", "inject", "brittleness")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = [v for v in (arg or "").split(",") if v]
-  for v in variants:
-    if v not in VARIANTS:
-      raise ValueError(f"unknown variant {v!r} in configs/analysis.py:{arg}; use {VARIANTS}")
+  variants = variants_lib.parse(arg, VARIANTS, __file__)
   c = ml_collections.ConfigDict()
   c.model = "/path/to/stable-diffusion-2-1-base"  # a local diffusers directory, a hub id or "toy"
   c.judge = "classifier"           # analysis.objects.JUDGES: "classifier", "oracle" (toy world)

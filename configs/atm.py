@@ -29,14 +29,13 @@ step; with attack.remat=True each step is rematerialised in the backward pass).
 
 import ml_collections
 
+from jaxdiffattack import variants as variants_lib
+
 VARIANTS = ("sd21", "toy", "smoke")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = [v for v in (arg or "").split(",") if v]
-  for v in variants:
-    if v not in VARIANTS:
-      raise ValueError(f"unknown variant {v!r} in configs/atm.py:{arg}; use {VARIANTS}")
+  variants = variants_lib.parse(arg, VARIANTS, __file__)
   c = ml_collections.ConfigDict()
   # Generator and sampler (the released code: SD 2.1 fp16, 256², 50 steps, guidance 7.5).
   c.model = "stabilityai/stable-diffusion-2-1"

@@ -9,13 +9,14 @@ instead of the encoder's output), `wide` (every label of the label set × 2 seed
 each target's fixed base latent, so failures are due to the text conditioning alone.
 """
 
+from jaxdiffattack import variants as variants_lib
 from jaxdiffattack.search import config as search_config
 
 VARIANTS = ("toy", "input", "wide")
 
 
 def get_config(arg: str | None = None):
-  variants = search_config.parse_variants(arg, VARIANTS, "configs/embedding_search.py")
+  variants = variants_lib.parse(arg, VARIANTS, __file__)
   c = search_config.base_config()
   c.space = "embedding"
   c.strategy.name = "Sep_CMA_ES"

@@ -9,20 +9,19 @@ Any key can be overridden, e.g. `--config.model=/path/to/stable-diffusion-v1-5
 
 import ml_collections
 
+from jaxdiffattack import variants as variants_lib
+
 VARIANTS = ("fast",)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = [v for v in (arg or "").split(",") if v]
-  for v in variants:
-    if v not in VARIANTS:
-      raise ValueError(f"unknown variant {v!r} in configs/generate.py:{arg}; use {VARIANTS}")
+  variants = variants_lib.parse(arg, VARIANTS, __file__)
   c = ml_collections.ConfigDict()
   c.model = "toy"            # 'toy', a local diffusers-layout directory, or a hub id
   c.dtype = "float32"        # or 'bfloat16'
-  c.prompts = ["a photo of a red circle", "a photo of a blue square",
+  c.prompts = ("a photo of a red circle", "a photo of a blue square",
                "a photo of a green triangle", "a photo of a yellow star",
-               "a photo of a red cross and a blue circle"]
+               "a photo of a red cross and a blue circle")
   c.images_per_prompt = 4
   c.seed = 0
   c.scheduler = "ddim"       # ddim | pndm | dpmsolver++ | euler

@@ -22,13 +22,14 @@ Non-Gaussian Rate of found latents (KS vs N(0, 1), D'Agostino–Pearson, per-cha
 spatial autocorrelation, α = 0.05) and every judge's reading of each failure (toy: the oracle's).
 """
 
+from jaxdiffattack import variants as variants_lib
 from jaxdiffattack.search import config as search_config
 
 VARIANTS = ("toy", "wide", "protocol")
 
 
 def get_config(arg: str | None = None):
-  variants = search_config.parse_variants(arg, VARIANTS, "configs/latent_search.py")
+  variants = variants_lib.parse(arg, VARIANTS, __file__)
   c = search_config.base_config()
   c.space = "latent"
   c.strategy.name = "Sep_CMA_ES"

@@ -11,13 +11,14 @@ SimpleGA; `wide` (every label of the label set × 2 seeds). Vocabulary: the toy 
 class-free words, minus every word of every class name.
 """
 
+from jaxdiffattack import variants as variants_lib
 from jaxdiffattack.search import config as search_config
 
 VARIANTS = ("toy", "logits", "wide")
 
 
 def get_config(arg: str | None = None):
-  variants = search_config.parse_variants(arg, VARIANTS, "configs/prompt_search.py")
+  variants = variants_lib.parse(arg, VARIANTS, __file__)
   c = search_config.base_config()
   c.space = "prompt"
   c.strategy.name = "SimpleGA"

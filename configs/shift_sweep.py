@@ -23,6 +23,8 @@ e.g. `--config.models.learned=/path/to/sd_lv` for an exported checkpoint.
 import ml_collections
 import numpy as np
 
+from jaxdiffattack import variants as variants_lib
+
 VARIANTS = ("toy", "compare", "variance", "smoke")
 
 # The variance study's settings: (name, generator, scheduler, variance_type, guidance scales);
@@ -42,10 +44,7 @@ def _range(lo, hi, step):
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = [v for v in (arg or "").split(",") if v]
-  for v in variants:
-    if v not in VARIANTS:
-      raise ValueError(f"unknown variant {v!r} in configs/shift_sweep.py:{arg}; use {VARIANTS}")
+  variants = variants_lib.parse(arg, VARIANTS, __file__)
   if "variance" in variants:
     if "toy" not in variants or "compare" in variants:
       raise ValueError(f"configs/shift_sweep.py:{arg}: 'variance' runs on the toy world: use "

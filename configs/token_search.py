@@ -11,13 +11,14 @@ prompt is ≥ 90 % of the clean image's (CLIP filter "min", relative). The solut
 D_tok-dimensional (768 for SD1.5), small enough for full CMA-ES.
 """
 
+from jaxdiffattack import variants as variants_lib
 from jaxdiffattack.search import config as search_config
 
 VARIANTS = ("toy",)
 
 
 def get_config(arg: str | None = None):
-  variants = search_config.parse_variants(arg, VARIANTS, "configs/token_search.py")
+  variants = variants_lib.parse(arg, VARIANTS, __file__)
   c = search_config.base_config()
   c.space = "token"
   c.strategy.name = "CMA_ES"

@@ -22,6 +22,8 @@ jaxdiffattack/toy/assets/sd_lv/ with --config.export.to_assets=True; add ",smoke
 """
 import ml_collections
 
+from jaxdiffattack import variants as variants_lib
+
 VARIANTS = ("smoke", "learned_variance")
 
 
@@ -36,11 +38,7 @@ def _stage(num_steps, batch_size, lr, **kw):
 
 def get_config(arg=None):
   """The full config; variants (comma-separated): "smoke" (tiny), "learned_variance"."""
-  variants = set(arg.split(",")) if arg else set()
-  unknown = variants - set(VARIANTS)
-  if unknown:
-    raise ValueError(f"unknown config variant(s) {sorted(unknown)} in {arg!r}; "
-                     f"allowed: {', '.join(VARIANTS)}")
+  variants = variants_lib.parse(arg, VARIANTS, __file__)
   config = ml_collections.ConfigDict()
   # Which job launch/train_toy.py runs: "all" (train.run) or "learned_variance"
   # (train_lv.run: the learned-variance UNet with config.unet's architecture and budget).

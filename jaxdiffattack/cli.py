@@ -1,4 +1,15 @@
-"""What every launcher (launch/*.py) shares: flag errors as one line, like the jobs' own errors.
+"""What every launcher (launch/*.py) shares: the flags, one-line errors, quiet third-party libraries.
+
+A job launcher is one call, `cli.main(run)`: it defines `--config` (a locked config file) and
+`--workdir`, the multi-host flags (`distributed.define_flags`), starts the distributed runtime,
+calls `run(config, workdir)` and, on process 0, prints `console(out, workdir)` when given. A
+`UserError` from the job ends it with one line `error: ...` and exit code 1.
+
+Third-party messages that are not the user's concern are silenced when this module is imported
+(launchers import it first, before any job module imports transformers): transformers' logger
+below errors ("None of PyTorch, TensorFlow >= 2.0, or Flax have been found", advisory notes) and
+its FutureWarning/UserWarning deprecations (`use_fast`, ...). The project's own messages (absl
+logging, progress lines, errors) are unchanged.
 
 absl prints a wrong-typed override (`--config.num_steps=abc`) as two lines and an unknown config
 key (`--config.nonexistent=1`) as a traceback from ml_collections; `run(main)` parses the flags so
@@ -6,10 +17,32 @@ that both (and every other flag error) end the launcher with one line `error: ..
 without touching the workdir.
 """
 
+import os
 import sys
+from typing import Any, Callable
+import warnings
 
 from absl import app
 from absl import flags
+from ml_collections import config_flags
+
+from jaxdiffattack import distributed
+from jaxdiffattack.errors import UserError
+
+THIRD_PARTY = ("transformers", "huggingface_hub", "tokenizers")
+
+
+def quiet_third_party() -> None:
+  """Silences the warnings of `THIRD_PARTY` libraries (their loggers: errors only)."""
+  os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+  os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+  for name in THIRD_PARTY:
+    warnings.filterwarnings("ignore", module=rf"{name}(\.|$)")
+  if "transformers" in sys.modules:   # imported before us: its logger reads the variable once
+    sys.modules["transformers"].utils.logging.set_verbosity_error()
+
+
+quiet_third_party()
 
 
 def _one_line(text) -> str:
@@ -37,6 +70,30 @@ def parse_flags(argv: list[str]) -> list[str]:
              "the fields its config file sets)")
 
 
-def run(main) -> None:
+def run_main(main) -> None:
   """`absl.app.run(main)` with one-line flag errors (`parse_flags`)."""
   app.run(main, flags_parser=parse_flags)
+
+
+def main(run: Callable[[Any, str], Any],
+         console: Callable[[Any, str], str] | None = None) -> None:
+  """The whole launcher of a job: flags, distributed start, `run(config, workdir)`, the console
+  summary. `run` and `console` are called only after the distributed runtime has started (pass
+  lambdas over lazily imported modules such as `jaxdiffattack.search`)."""
+  config = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "Directory for outputs.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  distributed.define_flags()
+
+  def job(argv):
+    if len(argv) > 1:
+      sys.exit(f"error: unexpected arguments {argv[1:]}; give every setting as --config.KEY=VALUE")
+    try:
+      distributed.initialize_from_flags()
+      out = run(config.value, workdir.value)
+      if console is not None and distributed.is_writer():
+        print(console(out, workdir.value))
+    except UserError as e:
+      sys.exit(f"error: {e}")
+
+  run_main(job)

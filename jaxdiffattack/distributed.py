@@ -1,4 +1,4 @@
-"""Multi-host runs under JAX's multi-controller runtime: start-up, the one writer, barriers.
+"""Multi-host runs under JAX's multi-controller runtime: start-up, the one writer, its outcome.
 
 Every host runs the same program on its own devices (`jax.distributed.initialize`, see
 https://docs.jax.dev/en/latest/multi_process.html); `sharding.make_mesh` spans the devices of all
@@ -19,14 +19,16 @@ processes. What this module adds:
   diverged would change the results (tests/distributed_test.py: 2 processes == 1, byte for byte).
 * The workdir must be on a filesystem every process sees (NFS, Lustre, a shared disk, gcsfuse):
   process 0 writes, all processes read (a resume reads the checkpoint everywhere; a report is
-  made from the results files). Every process waits at a `barrier` after each write
-  (`io.atomic_write_bytes`), so none reads ahead of it; the barrier also checks that all
-  processes write the same files in the same order. `check_shared_workdir` refuses a workdir
+  made from the results files). Every process waits for process 0's outcome after each write
+  (`writer_outcome` in `io.atomic_write_bytes`), so none reads ahead of it and a failed write
+  stops all of them with the same error; it also checks that all processes write the same files
+  in the same order. `check_shared_workdir` refuses a workdir
   that is not shared. (Why shared rather than process 0 reading and broadcasting: the jobs read
   their own files back in many places — resume, clean checks, stage caches, reports — and
   clusters and pods mount shared storage for their checkpoints anyway.)
 """
 
+import hashlib
 import os
 import struct
 
@@ -126,11 +128,25 @@ def is_writer() -> bool:
   return not jax.distributed.is_initialized() or jax.process_index() == 0
 
 
-def barrier(name: str) -> None:
-  """Waits until every process reaches the barrier `name` (nothing with one process)."""
-  if is_multiprocess():
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices(name)
+_OUTCOME_BYTES = 1024   # the longest outcome message process 0 shares (longer ones are cut)
+
+
+def writer_outcome(message: str, name: str) -> str:
+  """Process 0's `message` ("" when its write succeeded), on every process: a collective, so also
+  a barrier. `name` (the write, e.g. "wrote <path>") must be the same on every process, as at a
+  named barrier: a process at another write means the processes diverged (RuntimeError). With
+  one process, `message` itself."""
+  if not is_multiprocess():
+    return message
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256(name.encode()).digest()[:8]
+  raw = digest + message.encode()[:_OUTCOME_BYTES].ljust(_OUTCOME_BYTES, b"\0")
+  shared = np.asarray(multihost_utils.broadcast_one_to_all(np.frombuffer(raw, np.uint8)))
+  shared = shared.astype(np.uint8).tobytes()
+  if shared[:8] != digest:
+    raise RuntimeError(f"process {jax.process_index()} is at {name!r} while process 0 is at "
+                       "another write: the processes diverged")
+  return shared[8:].rstrip(b"\0").decode(errors="replace")
 
 
 def check_shared_workdir(path) -> None:

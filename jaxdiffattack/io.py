@@ -1,7 +1,8 @@
 """Atomic, self-contained run outputs: JSON/JSONL/CSV/PNG written via temp file + rename.
 
 Nothing is ever half written: a killed job leaves either the old file or the new one (a stale
-hidden `.<name>.*.tmp` at most). A write that fails (disk full, file-size limit, read-only
+hidden `.<name>.*.tmp` at most); the file and its directory are fsynced, so the same holds after a
+power loss. A write that fails (disk full, file-size limit, read-only
 directory) is a one-line `WriteError` naming the file, and leaves the old file as it was.
 
 Test hook: `JAXDIFFATTACK_TEST_WRITE_DELAY="<seconds>[:<glob>]"` sleeps that long between writing
@@ -9,8 +10,9 @@ the temp file and the rename (for files whose name matches the glob, default all
 kill a job in the middle of a write (tests/reliability_kill_test.py).
 
 Multi-host: only process 0 writes (`distributed.is_writer`); every writer here goes through
-`atomic_write_bytes`, and every process waits at a barrier after each write, so a file read back
-(a report made from results.jsonl, a resume) is there on every process.
+`atomic_write_bytes`, and every process waits for process 0's outcome after each write, so a file
+read back (a report made from results.jsonl, a resume) is there on every process, and a write
+that fails on process 0 stops every process with the same one-line error.
 """
 
 import csv
@@ -37,7 +39,13 @@ os.umask(_UMASK)
 
 
 class WriteError(UserError):
-  """A file could not be written (no space, file-size limit, permissions); the old one is kept."""
+  """A file could not be written (no space, file-size limit, permissions); the old one is kept.
+
+  `failure` is what failed ("could not write <path>: <reason>"), the message adds what was kept."""
+
+  def __init__(self, failure: str, kept: str):
+    super().__init__(f"{failure}; {kept}")
+    self.failure = failure
 
 
 def _test_write_delay(name: str) -> None:
@@ -49,10 +57,15 @@ def _test_write_delay(name: str) -> None:
 
 
 def atomic_write_bytes(path, data: bytes) -> pathlib.Path:
-  """Writes `data` to a hidden temp file next to `path`, then renames it over `path` (mode
-  0666 less the umask, like any new file). Multi-host: process 0 writes, then every process waits
-  at a barrier."""
+  """Writes `data` to a hidden temp file next to `path`, flushes it to disk (fsync), renames it
+  over `path` and flushes the directory entry (fsync of the directory), so the new file survives
+  a power loss as well as a kill. Mode 0666 less the umask, like any new file.
+
+  Multi-host: process 0 writes, then shares its outcome with every process (a collective that is
+  also the barrier): a write that fails on process 0 raises the same one-line `WriteError` on
+  every process at once, instead of leaving the others waiting at a barrier."""
   path = pathlib.Path(path)
+  error = ""
   if distributed.is_writer():
     tmp = None
     try:
@@ -61,17 +74,32 @@ def atomic_write_bytes(path, data: bytes) -> pathlib.Path:
       os.fchmod(fd, 0o666 & ~_UMASK)
       with os.fdopen(fd, "wb") as f:
         f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
       _test_write_delay(path.name)
       os.replace(tmp, path)
+      tmp = None
+      _fsync_directory(path.parent)
     except BaseException as e:
       if tmp is not None and os.path.exists(tmp):
         os.unlink(tmp)
-      if isinstance(e, OSError):
-        kept = "the old file is unchanged" if path.exists() else "nothing was written"
-        raise WriteError(f"could not write {path}: {e.strerror or e}; {kept}") from e
-      raise
-  distributed.barrier(f"wrote {path}")
+      if not isinstance(e, OSError):
+        raise
+      error = f"could not write {path}: {e.strerror or e}"
+  error = distributed.writer_outcome(error, f"wrote {path}")
+  if error:   # on every process: what was kept is seen in the shared workdir
+    raise WriteError(error, "the old file is unchanged" if path.exists() else
+                     "nothing was written")
   return path
+
+
+def _fsync_directory(directory: pathlib.Path) -> None:
+  """Flushes `directory`'s entries (a rename into it) to disk."""
+  fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
 
 
 def json_safe(x: Any) -> Any:

@@ -104,8 +104,7 @@ def write_checkpoint(path, payload: dict) -> None:
             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(path.stat().st_mtime))}) is "
             "intact; free space and rerun to resume") if path.exists() else (
                 "no checkpoint was written yet; free space and rerun")
-    raise io.WriteError(f"could not write {path}: {e.__cause__.strerror or e.__cause__}; "
-                        f"{last}") from e.__cause__
+    raise io.WriteError(e.failure, last) from e
 
 
 def read_checkpoint(path):

@@ -7,32 +7,10 @@ jaxdiffattack.search.
   python launch/search.py --config configs/prompt_search.py:toy --workdir runs/prompt_toy
 """
 
-import sys
-
-from absl import flags
-from ml_collections import config_flags
-
-from jaxdiffattack import cli
-from jaxdiffattack import distributed
-from jaxdiffattack import search
-from jaxdiffattack.errors import UserError
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs.", required=True)
-distributed.define_flags()
-
-
-def main(argv):
-  del argv
-  try:
-    distributed.initialize_from_flags()
-    out = search.run(_CONFIG.value, _WORKDIR.value)
-    if distributed.is_writer():
-      print(search.report.console_summary(out["rows"], out["summary"], _WORKDIR.value))
-  except UserError as e:
-    sys.exit(f"error: {e}")
-
+from jaxdiffattack import cli  # first: it quiets third-party warnings before they are imported
+from jaxdiffattack import search  # lazy: evosax is imported after the distributed start
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("config")
-  cli.run(main)
+  cli.main(lambda config, workdir: search.run(config, workdir),
+           console=lambda out, workdir: search.report.console_summary(
+               out["rows"], out["summary"], workdir))

@@ -9,10 +9,6 @@ start (`--distributed`, see README "Multi-host") is refused with one line.
 import pathlib
 import sys
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from jaxdiffattack import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack import distributed  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -22,29 +18,17 @@ from jaxdiffattack.toy import train_lv  # pylint: disable=g-import-not-at-top,wr
 
 JOBS = {"all": train.run, "learned_variance": train_lv.run}
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Training config (configs/train_toy.py).", lock_config=True)
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Checkpoints, data cache and the default export/ dir.")
-flags.mark_flags_as_required(["config", "workdir"])
-distributed.define_flags()
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError("Too many command-line arguments.")
-  job = _CONFIG.value.get("job", "all")
+def run(config, workdir):
+  job = config.get("job", "all")
   if job not in JOBS:
-    raise app.UsageError(f"config.job={job!r} is invalid: use one of {sorted(JOBS)}")
-  try:
-    if distributed.initialize_from_flags() and distributed.is_multiprocess():
-      raise UserError("launch/train_toy.py runs in one process (the toy world trains on one CPU "
-                      "core): start it once, with --distributed=off or without JAX_*/SLURM "
-                      "multi-process variables")
-    JOBS[job](_CONFIG.value, _WORKDIR.value)
-  except UserError as e:
-    sys.exit(f"error: {e}")
+    raise UserError(f"config.job={job!r} is invalid: use one of {sorted(JOBS)}")
+  if distributed.is_multiprocess():
+    raise UserError("launch/train_toy.py runs in one process (the toy world trains on one CPU "
+                    "core): start it once, with --distributed=off or without JAX_*/SLURM "
+                    "multi-process variables")
+  return JOBS[job](config, workdir)
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.main(run)

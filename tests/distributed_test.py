@@ -190,3 +190,42 @@ def test_toy_training_refuses_a_multiprocess_start(tmp_path):
   assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
   assert "error: launch/train_toy.py runs in one process" in proc.stdout + proc.stderr
   assert not (tmp_path / "w").exists()
+
+
+def test_a_failing_write_on_process_zero_stops_every_process_at_once(tmp_path):
+  """Process 0's write fails (the output's parent is a regular file): process 1, waiting for that
+  write, raises the same one-line error within seconds instead of hanging at a barrier until
+  JAX's coordination timeout. Each process records its error and the seconds it took in a file
+  of its own; process 0 then waits for process 1's (up to 60 s) before exiting, since the local
+  launcher stops every process at the first failure."""
+  script = ("import os, sys, time\n"
+            "from jaxdiffattack import distributed, io\n"
+            "from jaxdiffattack.errors import UserError\n"
+            "distributed.initialize()\n"
+            "import jax\n"
+            "i = jax.process_index()\n"
+            "open('blocker', 'w').close() if i == 0 else None\n"
+            "distributed.writer_outcome('', 'ready')\n"
+            "start = time.monotonic()\n"
+            "try:\n"
+            "  io.write_json('blocker/out.json', {'a': 1})\n"
+            "except UserError as e:\n"
+            "  open(f'err{i}.tmp', 'w').write(f'{time.monotonic() - start:.3f} {e}')\n"
+            "  os.replace(f'err{i}.tmp', f'err{i}')\n"
+            "  deadline = time.monotonic() + 60\n"
+            "  while i == 0 and not os.path.exists('err1') and time.monotonic() < deadline:\n"
+            "    time.sleep(0.1)\n"
+            "  sys.exit(f'error: {e}')\n")
+  proc = subprocess.run([sys.executable, str(LAUNCHER), "--num_processes=2", "--", sys.executable,
+                         "-c", script], env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 1, proc.stdout[-3000:]
+  seconds, errors = {}, {}
+  for i in (0, 1):
+    took, _, errors[i] = (tmp_path / f"err{i}").read_text().partition(" ")
+    seconds[i] = float(took)
+  assert errors[0] == errors[1]
+  assert errors[0].startswith(f"could not write blocker/out.json: ") and errors[0].endswith(
+      "; nothing was written"), errors[0]
+  assert seconds[1] < 10, seconds
+  assert "\n" not in errors[1]

@@ -37,3 +37,22 @@ def test_written_files_get_the_usual_mode(tmp_path):
   os.umask(mask)
   path = io.write_json(tmp_path / "a.json", {"x": 1})
   assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask != 0o600
+
+
+def test_atomic_write_flushes_the_file_then_its_directory_entry(tmp_path, monkeypatch):
+  """fsync of the written temp file (before the rename) and of the directory (after it), so the
+  new file survives a power loss: the order is what makes it atomic on disk."""
+  real_fsync, events = os.fsync, []
+
+  def fsync(fd):
+    st = os.fstat(fd)
+    kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+    events.append((kind, (tmp_path / "sub" / "out.json").exists()))
+    real_fsync(fd)
+
+  monkeypatch.setattr(io.os, "fsync", fsync)
+  io.write_json(tmp_path / "sub" / "out.json", {"a": 1})
+  # the file's data before the rename (the final name does not exist yet), the directory after
+  assert events == [("file", False), ("dir", True)]
+  assert json.loads((tmp_path / "sub" / "out.json").read_text()) == {"a": 1}
+  assert [p.name for p in (tmp_path / "sub").iterdir()] == ["out.json"]

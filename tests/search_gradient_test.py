@@ -221,3 +221,31 @@ def test_gradient_method_in_embedding_and_token_spaces(space, tiny_sd_dirs, tmp_
         assert rec["space/max_relative_perturbation"] <= config.embedding.epsilon * (1 + 1e-5)
       else:
         assert rec["space/token_norm_ratio"] <= 1 + 1e-5
+
+
+def test_config_checks_read_the_space_interface_not_its_name(tiny_sd_dirs, monkeypatch):
+  """A space registered with one line is validated by what it declares (`continuous`,
+  `initial_noise`), not by a list of names in the search job."""
+  from jaxdiffattack.search import spaces  # pylint: disable=g-import-not-at-top
+
+  class Words(spaces.PromptSpace):   # like the prompt space: no gradient
+    name = "words"
+
+  class Noise(spaces.LatentSpace):   # like the latent space: it searches the initial noise
+    name = "noise"
+
+  monkeypatch.setitem(spaces.SPACES, "words", Words)
+  monkeypatch.setitem(spaces.SPACES, "noise", Noise)
+  config = tiny_config("prompt", tiny_sd_dirs[1])
+  config.space, config.strategy.name = "words", "adam"
+  with pytest.raises(ConfigError, match="the words space is not continuous"):
+    experiment.validate(config)
+  config = tiny_config("latent", tiny_sd_dirs[1])
+  config.space, config.strategy.grad_steps = "noise", 1
+  with pytest.raises(ConfigError, match="use None for the noise space"):
+    experiment.validate(config)
+  config.strategy.grad_steps, config.transfer_per_target = None, 2
+  experiment.validate(config)   # transfer is allowed: the space searches the initial noise
+  config.space = "embedding"
+  with pytest.raises(ConfigError, match="transfer_per_target=2"):
+    experiment.validate(config)

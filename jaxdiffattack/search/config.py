@@ -48,14 +48,6 @@ Keys (all validated by `experiment.validate`):
 import ml_collections
 
 
-def parse_variants(arg: str | None, allowed: tuple[str, ...], config_file: str) -> list[str]:
-  variants = [v for v in (arg or "").split(",") if v]
-  for v in variants:
-    if v not in allowed:
-      raise ValueError(f"unknown variant {v!r} in {config_file}:{arg}; use {allowed}")
-  return variants
-
-
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.model = "runwayml/stable-diffusion-v1-5"

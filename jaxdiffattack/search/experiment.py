@@ -64,13 +64,15 @@ from jaxdiffattack.search import targets as targets_lib
 
 def validate(config: ml_collections.ConfigDict) -> None:
   check(config.space in spaces.SPACES, "space", config.space, f"use one of {sorted(spaces.SPACES)}")
+  space = spaces.SPACES[config.space]
   for method in methods_of(config):
     key = "strategy.name" if method == config.strategy.name else (
         "baseline" if method == config.baseline else "methods")
     check(method in strategies_lib.names(), key, method,
           f"use one of {strategies_lib.names()}")
-    check(not strategies_lib.is_gradient(method) or config.space != "prompt", key, method,
-          "the prompt space (word choices) has no gradient: use an evosax strategy")
+    check(not strategies_lib.is_gradient(method) or space.continuous, key, method,
+          f"the {config.space} space is not continuous (it has no gradient): use an evosax "
+          "strategy")
   check(not config.baseline or config.baseline in strategies_lib.names(), "baseline",
         config.baseline, "use 'random', another strategy name, or '' for none")
   check(isinstance(config.population_size, int) and config.population_size >= 2,
@@ -88,12 +90,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(np.isfinite(config.guidance_scale), "guidance_scale", config.guidance_scale,
         "use a finite number (<= 1: no guidance)")
   grad_steps = config.strategy.grad_steps
-  check(grad_steps is None or config.space != "latent" or grad_steps == config.num_steps,
-        "strategy.grad_steps", grad_steps, "use None for the latent space: the latents enter "
-        "only through the first step, so a gradient through the last K < num_steps is zero")
+  check(grad_steps is None or not space.initial_noise or grad_steps == config.num_steps,
+        "strategy.grad_steps", grad_steps, f"use None for the {config.space} space: the latents "
+        "enter only through the first step, so a gradient through the last K < num_steps is zero")
   check(config.transfer_per_target >= 0 and (
-      not config.transfer_per_target or config.space == "latent"), "transfer_per_target",
-        config.transfer_per_target, "use 0, or an integer >= 1 with the latent space")
+      not config.transfer_per_target or space.initial_noise), "transfer_per_target",
+        config.transfer_per_target, "use 0, or an integer >= 1 with a space that searches the "
+        "initial noise (latent)")
   check(isinstance(config.transfer_prompts, int) and config.transfer_prompts >= 0,
         "transfer_prompts", config.transfer_prompts, "use 0 (every other label) or an integer >= 1")
   check(not config.filter_clean or not config.target_labels, "filter_clean",

@@ -69,6 +69,9 @@ class Space:
   name = ""
   num_dims: int
   continuous = True    # decode is differentiable in x (gradient methods may search it)
+  initial_noise = False  # x is the initial latent: it enters the sampler only at its first step
+                         # (gradients flow through every step; found latents can be tried with
+                         # other prompts)
 
   def __init__(self, config, sd, params, targets, key):
     self.config = config

@@ -37,6 +37,7 @@ def gaussian_kl(z: jax.Array) -> jax.Array:
 
 class LatentSpace(Space):
   name = "latent"
+  initial_noise = True
 
   def __init__(self, config, sd, params, targets, key):
     super().__init__(config, sd, params, targets, key)
