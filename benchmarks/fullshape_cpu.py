@@ -37,6 +37,8 @@ _ROOT = flags.DEFINE_string("root", "/tmp/fullshape", "Checkpoints (built if mis
 _WORK = flags.DEFINE_string("work", "/tmp/fullshape_runs", "Workdirs of the jobs.")
 _OUT = flags.DEFINE_string("out", "docs/results/fullshape_cpu", "Output path without suffix.")
 _CASES = flags.DEFINE_multi_string("cases", None, "job,model pairs (default: all).")
+_UPDATE = flags.DEFINE_bool("update", False, "Keep <out>.json's other jobs: replace only the "
+                             "(job, model) pairs run now (each job keeps its own date and git).")
 _CHECKPOINT_PROMPTS = flags.DEFINE_multi_integer(
     "checkpoint_prompts", [1, 4], "ATM populations whose checkpoint write is timed alone.")
 
@@ -105,12 +107,18 @@ def write_markdown(path: pathlib.Path, result: dict) -> None:
       "|---|---|---|---|---|---|---|---|"]
   for r in result["jobs"]:
     cps = r["checkpoints"]
-    cp = (f"{len(cps)}, {sum(c['seconds'] for c in cps) / len(cps):.2f}, "
-          f"{max(c['bytes'] for c in cps) / 1e6:.1f}") if cps else "–"
+    timed = [c["seconds"] for c in cps if c.get("seconds") is not None]
+    cp = (f"{len(cps)}, {sum(timed) / len(timed):.2f}" if timed else f"{len(cps)}, –") + (
+        f", {max(c['bytes'] for c in cps) / 1e6:.1f}") if cps else "–"
     theta = next((c["theta_shape"] for c in cps if "theta_shape" in c), None)
     lines.append(f"| {r['job']} | {r['model']} | {r['rc']} | {r['wall_s']:.0f} | "
                  f"{r['peak_rss_mb'] / 1024:.1f} | {cp} | {theta or '–'} | "
                  f"{r['load_start']:.0f} → {r['load_end']:.0f} |")
+  notes = [f"- {r['job']} {r['model']}: {r['note']}" for r in result["jobs"] if r.get("note")]
+  notes += [f"- {r['job']} {r['model']} failed: `{r['error'].splitlines()[-1][:200]}`"
+            for r in result["jobs"] if r.get("rc") and r.get("error")]
+  if notes:
+    lines += ["", "Notes:", ""] + notes
   lines += ["", "ATM checkpoint alone (θ [P, 77, 49408] float32 + Adam state, "
             "runs.write_checkpoint):", "", "| prompts P | size (MB) | write (s) | read (s) |",
             "|---|---|---|---|"]
@@ -140,11 +148,19 @@ def main(argv):
                     "tests/fullshape_config.py"),
       "jobs": []}
   out = pathlib.Path(_OUT.value)
-  result["atm_checkpoint"] = [checkpoint_benchmark(p) for p in _CHECKPOINT_PROMPTS.value]
+  if _UPDATE.value and out.with_suffix(".json").exists():
+    old = json.loads(out.with_suffix(".json").read_text())
+    result["jobs"] = [j for j in old["jobs"] if (j["job"], j["model"]) not in set(cases)]
+    result["atm_checkpoint"] = old.get("atm_checkpoint", [])
+    result["command"] = old["command"] + " ; " + result["command"]
+  if _CHECKPOINT_PROMPTS.value:
+    result["atm_checkpoint"] = [checkpoint_benchmark(p) for p in _CHECKPOINT_PROMPTS.value]
   for job, model in cases:
     load_start = os.getloadavg()[0]
     metrics = fullshape_run.run(root, job, model, pathlib.Path(_WORK.value) / f"{job}_{model}")
-    metrics.update(load_start=load_start, load_end=os.getloadavg()[0])
+    metrics.update(load_start=load_start, load_end=os.getloadavg()[0], git=result["git"],
+                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                       timespec="seconds"))
     tail = metrics.pop("log_tail")
     if metrics["rc"]:
       metrics["error"] = tail[-600:]

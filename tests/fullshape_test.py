@@ -14,7 +14,11 @@ scorers fused in; for the attack also its gradient) whatever its run size — mi
 2 cores. So CI runs CI_CASES: the ATM attack on SD 2.1 (the paper's model: v-prediction, the
 23-layer tower, θ [P, 77, 49408] checkpointed), the sweep (sampler + ViT-B/16 + CLIP ViT-B/16
 with the 80 templates) and the latent search (ResNet-50 surrogate, evolution loop) on SD 1.5.
-`FULLSHAPE_ALL=1` runs every job × both models; benchmarks/fullshape_cpu.py runs them and
+Measured on the shared 2-core machine (docs/results/fullshape_cpu.md, load average 12-80):
+generate on SD 1.5 293 s and 10.4 GB peak host memory, the attack on SD 2.1 44 min and ≥ 10.8 GB;
+sweep, token and embedding searches were OOM-killed at 9-11.5 GB beside other jobs. Each job needs
+~11 GB of free host memory (fp32 weights of the generator and three scorers, host and device
+copies). `FULLSHAPE_ALL=1` runs every job × both models; benchmarks/fullshape_cpu.py runs them and
 records docs/results/fullshape_cpu.{json,md}.
 """
 
