@@ -15,9 +15,10 @@ scorers fused in; for the attack also its gradient) whatever its run size — mi
 23-layer tower, θ [P, 77, 49408] checkpointed), the sweep (sampler + ViT-B/16 + CLIP ViT-B/16
 with the 80 templates) and the latent search (ResNet-50 surrogate, evolution loop) on SD 1.5.
 Measured on the shared 2-core machine (docs/results/fullshape_cpu.md, load average 12-80):
-generate on SD 1.5 293 s and 10.4 GB peak host memory, the attack on SD 2.1 44 min and ≥ 10.8 GB;
+generate on SD 1.5 293 s and 10.4 GB peak host memory, the latent search on SD 1.5 408 s and
+15.3 GB, the attack on SD 2.1 44 min and ≥ 10.8 GB;
 sweep, token and embedding searches were OOM-killed at 9-11.5 GB beside other jobs. Each job needs
-~11 GB of free host memory (fp32 weights of the generator and three scorers, host and device
+11-16 GB of free host memory (fp32 weights of the generator and three scorers, host and device
 copies). `FULLSHAPE_ALL=1` runs every job × both models; benchmarks/fullshape_cpu.py runs them and
 records docs/results/fullshape_cpu.{json,md}.
 """
