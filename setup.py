@@ -55,7 +55,10 @@ setup(
         # PyPI wheel is a CUDA build that cannot load beside torch 2.13.0+cpu and then breaks
         # transformers' and diffusers' imports.
         "test": ["pytest>=8", "torch==2.13.0", "diffusers==0.39.0", "transformers>=4.57,<5",
-                 "scikit-image",   # SSIM reference of the analysis tests
+                 "scikit-image",    # SSIM reference of the analysis tests
+                 # The page tests drive Debian's chromium + chromium-driver (.ci/run installs
+                 # them); κ and clustered-interval references of the ratings tests.
+                 "selenium>=4.20", "scikit-learn", "statsmodels",
                  "ftfy"],
         "bench": ["torch==2.13.0", "diffusers>=0.39"],
     },

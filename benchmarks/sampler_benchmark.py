@@ -62,6 +62,9 @@ _MICROBATCH = flags.DEFINE_integer("microbatch", None, "Members per device per c
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed steady-state repetitions.")
 _PEAK = flags.DEFINE_float("peak_tflops", None, "Peak TFLOP/s of the device (for MFU).")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch diffusers baselines.")
+_JAX = flags.DEFINE_bool("jax", True, "Time the JAX sampler (--nojax --torch: the PyTorch "
+                         "baselines alone, in a process of their own, as gpu_suite.sh runs them; "
+                         "the JAX model is then built from shapes alone).")
 _TORCH_ONE_BY_ONE = flags.DEFINE_integer(
     "torch_one_by_one", 4, "Candidates timed one at a time in PyTorch (rate extrapolated).")
 _ATTENTION = flags.DEFINE_list("attention", ["xla"], "Attention implementations, each timed "
@@ -229,18 +232,62 @@ def time_loading(shape: str, divisor: int, dtype: str) -> dict:
   return out
 
 
+def attention_summary(sd, params, text_shape) -> dict:
+  """Which implementation each attention call site gets when "cudnn" is asked for, on this
+  device (`attention.cudnn_max_head_dim`): counts by (model part, head dim, chosen) and why."""
+  from jaxdiffattack.models import attention as attention_lib  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.models import stable_diffusion  # pylint: disable=g-import-not-at-top
+  max_head_dim = attention_lib.cudnn_max_head_dim()
+  sites = stable_diffusion.attention_sites(sd, costs.abstract(params), text_shape[0],
+                                           max_head_dim=max_head_dim)
+  counts = {}
+  for site in sites:
+    name = f"{site.site.split('/')[0]} head dim {site.query[-1]} {site.dtype}: {site.chosen}"
+    counts[name] = counts.get(name, 0) + 1
+  return {"max_head_dim": max_head_dim, "sites": len(sites),
+          "cudnn_sites": sum(s.chosen == "cudnn" for s in sites), "counts": counts,
+          "reasons": sorted({s.reason for s in sites if s.reason})}
+
+
+def torch_only(result: dict) -> dict:
+  """--nojax: the PyTorch baselines alone (the JAX model from shapes, for its configs)."""
+  sd, _, text_shape = random_init.load_shape_or_pipeline(_MODEL.value, _DTYPE.value,
+                                                         abstract=_MODEL.value in
+                                                         random_init.SHAPES)
+  latents, cond, uncond = make_inputs(sd, text_shape)
+  torch_info, batched = torch_runner(sd, latents, cond, uncond)
+  times = [batched()[1] for _ in range(_REPEATS.value)]
+  torch_info["batched_times_s"] = times
+  torch_info["batched_images_per_s"] = len(latents) / statistics.median(times)
+  result["torch"] = torch_info
+  t = torch_info
+  print(f"  torch one-by-one {t['one_by_one_images_per_s']:.2f} images/s | batched "
+        f"{t['batched_images_per_s']:.2f} images/s ({t['device']}, {t['dtype']})")
+  return result
+
+
 def main(argv):
   del argv
   jax.config.update("jax_compilation_cache_dir", None)  # measure real compile time
   attentions = _ATTENTION.value
-  sd, params, text_shape = random_init.load_shape_or_pipeline(_MODEL.value, _DTYPE.value,
-                                                              attention=attentions[0])
   result = {"model": _MODEL.value, "population": _POPULATION.value, "steps": _STEPS.value,
             "scheduler": _SCHEDULER.value, "guidance_scale": _GUIDANCE.value,
             "dtype": _DTYPE.value, "attention": attentions[0],
-            "devices": [str(d) for d in jax.devices()], "image_size": sd.image_size,
             "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "load_average": os.getloadavg()[0]}
+  if not _JAX.value:
+    if not _TORCH.value:
+      raise app.UsageError("--nojax needs --torch (nothing to time)")
+    result = torch_only(result)
+    if _OUT.value:
+      from jaxdiffattack import io  # pylint: disable=g-import-not-at-top
+      io.write_json(_OUT.value, result)
+    return
+  sd, params, text_shape = random_init.load_shape_or_pipeline(_MODEL.value, _DTYPE.value,
+                                                              attention=attentions[0])
+  result.update(devices=[str(d) for d in jax.devices()], image_size=sd.image_size)
+  result["attention_sites"] = attention_summary(sd, {"unet": params["unet"],
+                                                     "vae": params["vae"]}, text_shape)
   latents, cond, uncond = make_inputs(sd, text_shape)
   # The same for every row (same model, same XLA cost analysis): computed once.
   flops = costs.sampler_flops(sd, costs.abstract({"unet": params["unet"], "vae": params["vae"]}),

@@ -67,7 +67,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.baseline = "random_substitution"  # "" for none
   # Run shape (not part of the results; excluded from the resume check).
   c.population = 8                   # prompts attacked at once (0: all); sharded over devices
-  c.microbatch = ml_collections.config_dict.placeholder(int)  # evaluation members per device
+  c.microbatch = ml_collections.config_dict.placeholder(object)  # None | int | "auto"
+  c.memory_budget_gb = ml_collections.config_dict.placeholder(float)  # "auto": GB per device
   c.eval_batch = 100                 # generated prompts per evaluation call
   c.steps_per_call = 1               # attack iterations per compiled call
   c.checkpoint_every = 10            # iterations

@@ -27,7 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.scheduler = "ddim"       # ddim | pndm | dpmsolver++ | euler
   c.num_steps = 50
   c.guidance_scale = 7.5     # <= 1 disables classifier-free guidance (one UNet call per step)
-  c.microbatch = ml_collections.config_dict.placeholder(int)  # members per device per call
+  c.microbatch = ml_collections.config_dict.placeholder(object)  # None | int | "auto"
+  c.memory_budget_gb = ml_collections.config_dict.placeholder(float)  # "auto": GB per device
   if "fast" in variants:
     c.num_steps = 10
   return c

@@ -17,9 +17,11 @@ Full run: SD1.5
 (latent 4×64×64, n = 16384) with Sep-CMA-ES, population 64 × 50 generations per target, 10
 ImageNet-100 labels;
 surrogate = classifier ensemble margin of the prompt's class (minimised), success = the held-out
-evaluator no longer puts the class top-1; baseline = random seeds at the same budget. Reports the
-Non-Gaussian Rate of found latents (KS vs N(0, 1), D'Agostino–Pearson, per-channel moments and
-spatial autocorrelation, α = 0.05) and every judge's reading of each failure (toy: the oracle's).
+evaluator no longer puts the class top-1 (toy, not protocol: the evaluator AND oracle v2 call the
+image a failure -- the oracle says the prompt is violated, with its reason); baseline = random
+seeds at the same budget. Reports the Non-Gaussian Rate of found latents (KS vs N(0, 1),
+D'Agostino–Pearson, per-channel moments and spatial autocorrelation, α = 0.05) and every judge's
+reading of each failure (toy: the oracle's, with its reason).
 """
 
 from jaxdiffattack import variants as variants_lib
@@ -36,6 +38,12 @@ def get_config(arg: str | None = None):
   c.strategy.std_init = 1.0  # toy world, 80 targets: 69 % fail (0.5: 55 %; README)
   if "toy" in variants:
     search_config.toy(c)
+    if "protocol" not in variants:
+      # The README's main command: a failure is what the held-out evaluator AND oracle v2 (a
+      # verdict calibrated on blind ratings, docs/results/oracle_v2.md) both call one;
+      # the run ends by listing, per method, the oracle-confirmed failures with its reasons.
+      c.criterion.verdict = "agree"
+      c.criterion.agree = ("evaluator", "oracle")
   if "wide" in variants:
     search_config.wide(c)
   if "protocol" in variants:

@@ -71,8 +71,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "ms_alpha_s": _range(-0.3, 0.3, 0.1), "pas": (8.0, 16.0, 32.0, 64.0)})
   # What judges the images (jaxdiffattack.scoring): the evaluator role's classifiers (scorer
   # names of jaxdiffattack.scorers.SCORERS; an ensemble if several) and CLIP. The paper's
-  # evaluator is ViT-H/14 (SWAG): add it under scoring.scorers, e.g. {"vit_h14": {"type":
-  # "classifier", "model": "/ckpt/vit-h14-swag"}} (fields of jaxdiffattack.scorers.ScorerSpec).
+  # evaluator is ViT-H/14 (SWAG), the scorer "vit_h14_swag" (torchvision's state dict as one
+  # .safetensors file; layout and conversion: jaxdiffattack/models/convert_transformers.py):
+  #   --config.scoring.roles.evaluator.classifiers='("vit_h14_swag",)'
+  # reading ~/.cache/jaxdiffattack/vit_h_14_swag.safetensors (elsewhere: scoring.scorers =
+  # {"vit_h14_swag": {"model": "/path/file.safetensors"}} in a config file).
   c.scoring = ml_collections.ConfigDict({
       "kind": "models",
       "roles": {"evaluator": {"classifiers": ("vit_b16",), "clip": "clip_vit_l14"}},
@@ -80,7 +83,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "scorers": {}})
   # Judges whose reading (class, confidence) captions the grids' tiles (jaxdiffattack.judges).
   c.judges = ("evaluator",)
-  c.microbatch = ml_collections.config_dict.placeholder(int)
+  c.microbatch = ml_collections.config_dict.placeholder(object)  # None | int | "auto"
+  c.memory_budget_gb = ml_collections.config_dict.placeholder(float)  # "auto": GB per device
   c.unit = 256                  # members per checkpointed unit
   c.grid_images = True
   c.grid_prompts = 8

@@ -23,6 +23,11 @@ Modules (one concept each), from the model up to the jobs:
   runs          what every job's run shares: config hash, checkpoints by field name, progress
                 with ETA, figures.
   errors        one-line user errors.
+  pages         static pages of a run from its files: every job's index.html, the rating page.
+  ratings       human ratings: the ratings file format and its checks, consensus, Cohen's and
+                Fleiss' κ, SSR(H) with target-clustered CIs, judges against the human consensus.
+  rate          the `launch/rate.py` job: a blind rating kit for any run; ingesting ratings as
+                the run's `human` judge.
   generate      the `launch/generate.py` job (prompts × seeds → images).
   sweep/        the `launch/sweep.py` job: the seed-vector shift study (plan, run, report,
                 trajectories).

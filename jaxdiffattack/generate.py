@@ -18,7 +18,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxdiffattack import costs
 from jaxdiffattack import io
+from jaxdiffattack import pages
 from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import text
@@ -39,9 +41,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(all(isinstance(p, str) for p in prompts), "prompts", prompts, "prompts must be strings")
   check(isinstance(config.images_per_prompt, int) and config.images_per_prompt >= 1,
         "images_per_prompt", config.images_per_prompt, "use an integer >= 1")
-  check(config.microbatch is None or (isinstance(config.microbatch, int)
-                                      and config.microbatch >= 1),
-        "microbatch", config.microbatch, "use None (whole population) or an integer >= 1")
+  costs.validate_microbatch(config.microbatch, config.get("memory_budget_gb"))
   check(config.dtype in ("float32", "bfloat16"), "dtype", config.dtype,
         "use 'float32' or 'bfloat16'")
 
@@ -58,7 +58,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   guidance = config.guidance_scale > 1.0
   settings = sampler_lib.SamplerSettings(scheduler=config.scheduler, num_steps=config.num_steps,
                                          guidance=guidance)
-  pop_sampler = sampler_lib.PopulationSampler(sd, params, settings, microbatch=config.microbatch)
+  pop_sampler = sampler_lib.PopulationSampler(sd, params, settings, microbatch=config.microbatch,
+                                              memory_budget_gb=config.get("memory_budget_gb"))
   members = np.arange(len(prompts) * n)
   latents = sampler_lib.member_latents(jax.random.PRNGKey(config.seed), members, sd.latent_shape)
   prompt_emb = np.asarray(text.encode_prompts(sd, params["text_encoder"], prompts))
@@ -81,6 +82,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   upscale = max(1, 128 // out.images.shape[1])
   io.write_png(workdir / "grid.png", io.image_grid(out.images, cols=n, upscale=upscale))
   io.write_jsonl(workdir / "results.jsonl", rows)
+  pages.write_index(workdir)
   logging.info("wrote %s/{grid.png,results.jsonl,images/}", workdir)
   return rows
 

@@ -13,8 +13,11 @@ A judge reads each image as
     show a chosen class: its top-1 IS that class);
   * the toy world's oracle (`jaxdiffattack.toy.oracle`, judge name "oracle") reads the images on
     the host; `oracle_scores` stores its reading as scores "oracle/pred" (label-set index, −1 for
-    "unclear"), "oracle/confidence" (NaN when unclear), "oracle/failure" (it is sure the class
-    is not drawn; targeted: it reads the chosen class) and "oracle/unclear".
+    "unclear"), "oracle/confidence" (NaN when unclear), "oracle/failure" (oracle v2 says the
+    prompt is violated; targeted: it says the chosen class holds), "oracle/unclear",
+    "oracle/reason" (the index of its reason in `toy.oracle.REASON_KINDS`) and "oracle/label"
+    (the label judged against); `Reading.reason`, every record and every caption give the
+    reason as text, e.g. "another shape (star, not a triangle)".
 
 Everything a judge says is thus a score, so a job keeps readings in the same per-member records
 as its other scores and rebuilds them later (`Judges.read`, `record`).
@@ -38,7 +41,8 @@ from jaxdiffattack.errors import ConfigError
 
 ORACLE = "oracle"
 JUDGE_OBJECTIVES = ("pred", "confidence", "top1_hit", "margin")
-ORACLE_SCORES = tuple(f"{ORACLE}/{k}" for k in ("pred", "confidence", "failure", "unclear"))
+ORACLE_SCORES = tuple(f"{ORACLE}/{k}" for k in ("pred", "confidence", "failure", "unclear",
+                                                 "reason", "label"))
 
 
 class Reading(NamedTuple):
@@ -48,6 +52,7 @@ class Reading(NamedTuple):
   failure: np.ndarray      # [M] bool
   margin: np.ndarray       # [M] float64 margin of the judged class (NaN: the oracle)
   unclear: np.ndarray      # [M] bool: cannot tell (the oracle; a model judge: non-finite)
+  reason: tuple = ()       # [M] str: the oracle's reason; () for model judges
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +94,8 @@ class Judges:
             confidence=np.asarray(scores[f"{ORACLE}/confidence"], np.float64),
             failure=np.asarray(scores[f"{ORACLE}/failure"], np.float64) > 0.5,
             margin=np.full(pred.shape, np.nan),
-            unclear=np.asarray(scores[f"{ORACLE}/unclear"], np.float64) > 0.5)
+            unclear=np.asarray(scores[f"{ORACLE}/unclear"], np.float64) > 0.5,
+            reason=_oracle_reasons(scores, pred, self.label_names))
         continue
       top1_hit = np.asarray(scores[f"{name}/top1_hit"], np.float64)
       # A member whose image or scores are not finite (`sampler.nonfinite_as_nan`) has no
@@ -110,23 +116,45 @@ class Judges:
 
 def oracle_scores(images: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
                   targeted: bool = False) -> dict:
-  """The toy oracle's verdicts on images [M, H, W, 3] in [0, 1] for labels [M] (indices into
-  `label_names`) as scores {"oracle/pred", "oracle/confidence", "oracle/failure",
-  "oracle/unclear"}, each [M] float64."""
+  """The toy oracle's (v2, `toy.oracle.assess`) verdicts on images [M, H, W, 3] in [0, 1] for
+  labels [M] (indices into `label_names`) as scores `ORACLE_SCORES`, each [M] float64.
+  Targeted (the image should show label i): a failure is the label holding."""
   from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
   names = [label_names[int(i)] for i in labels]
   if not len(names):
     return {k: np.zeros(0) for k in ORACLE_SCORES}
-  verdicts = oracle.verdict(np.asarray(images, np.float32), names)
+  verdicts = oracle.assess(np.asarray(images, np.float32), names)
   index = {n: i for i, n in enumerate(label_names)}
-  pred = np.array([index.get(v["pred"], -1) if v["pred"] else -1 for v in verdicts], np.float64)
-  failure = (pred == np.array([index[n] for n in names])) if targeted else np.array(
-      [v["failure"] for v in verdicts])
+  pred = np.array([index.get(v.pred, -1) if v.pred else -1 for v in verdicts], np.float64)
+  outcome = oracle.HOLDS if targeted else oracle.VIOLATED
   return {f"{ORACLE}/pred": pred,
-          f"{ORACLE}/confidence": np.array([np.nan if v["confidence"] is None else
-                                            v["confidence"] for v in verdicts], np.float64),
-          f"{ORACLE}/failure": np.asarray(failure, np.float64),
-          f"{ORACLE}/unclear": np.array([v["unclear"] for v in verdicts], np.float64)}
+          f"{ORACLE}/confidence": np.array([np.nan if v.confidence is None else
+                                            v.confidence for v in verdicts], np.float64),
+          f"{ORACLE}/failure": np.array([v.outcome == outcome for v in verdicts], np.float64),
+          f"{ORACLE}/unclear": np.array([v.outcome == oracle.UNCLEAR for v in verdicts],
+                                        np.float64),
+          f"{ORACLE}/reason": np.array([oracle.REASON_KINDS.index(v.kind) for v in verdicts],
+                                       np.float64),
+          f"{ORACLE}/label": np.asarray(labels, np.float64)}
+
+
+def _oracle_reasons(scores, pred, label_names) -> tuple:
+  """The oracle's reasons as text from the stored "oracle/reason" codes and "oracle/label"
+  (records written before oracle v2 have none: "")."""
+  from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
+  codes, judged = scores.get(f"{ORACLE}/reason"), scores.get(f"{ORACLE}/label")
+  if codes is None or judged is None:
+    return ("",) * len(pred)
+  out = []
+  for code, p, lab in zip(np.asarray(codes, np.float64), pred, np.asarray(judged, np.float64)):
+    if not (np.isfinite(code) and 0 <= code < len(oracle.REASON_KINDS) and np.isfinite(lab)
+            and 0 <= lab < len(label_names)):
+      out.append("")
+      continue
+    shown = label_names[int(p)] if p >= 0 else None
+    out.append(oracle.short_reason(oracle.REASON_KINDS[int(code)], shown,
+                                   label_names[int(lab)]))
+  return tuple(out)
 
 
 def make_judges(names: Sequence[str], scoring, label_names: Sequence[str] = (), *,
@@ -253,13 +281,14 @@ def _scalar(x):
 
 def record(readings: Mapping[str, Reading], i: int) -> dict:
   """The `judges` entry of member i: {judge: {"pred", "confidence", "failure"}} (+ "unclear"
-  for the oracle)."""
+  and "reason" for the oracle)."""
   out = {}
   for name, r in readings.items():
     entry = {"pred": r.pred[i], "confidence": _scalar(r.confidence[i]),
              "failure": bool(r.failure[i])}
     if name == ORACLE:
       entry["unclear"] = bool(r.unclear[i])
+      entry["reason"] = r.reason[i] if r.reason else ""
     out[name] = entry
   return out
 
@@ -280,5 +309,7 @@ def caption(entry: Mapping[str, Mapping]) -> list[str]:
     # several objects).
     pred = j.get("pred") or ("?" if j.get("unclear") else "-")
     conf = "" if j.get("confidence") is None else f" {j['confidence']:.2f}"
-    lines.append(f"{name}: {pred}{conf}{' FAIL' if j.get('failure') else ''}")
+    reason = j.get("reason") or ""
+    reason = f" ({reason})" if reason and reason != "holds" else ""
+    lines.append(f"{name}: {pred}{conf}{' FAIL' if j.get('failure') else ''}{reason}")
   return lines

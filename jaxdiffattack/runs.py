@@ -35,7 +35,7 @@ from jaxdiffattack import io
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
 
-RUN_SHAPE_KEYS = ("report_only", "microbatch", "checkpoint_every", "unit", "save_images",
+RUN_SHAPE_KEYS = ("report_only", "microbatch", "memory_budget_gb", "checkpoint_every", "unit", "save_images",
                   "grid_images")
 FORMAT = "jaxdiffattack checkpoint v2 (msgpack, arrays by field name)"
 

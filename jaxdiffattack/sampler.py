@@ -55,6 +55,7 @@ import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -434,15 +435,20 @@ class PopulationSampler:
   """
 
   def __init__(self, sd: StableDiffusion, params, settings: SamplerSettings = SamplerSettings(),
-               *, mesh=None, microbatch: int | None = None, score_fn: ScoreFn | None = None,
-               score_params=None):
+               *, mesh=None, microbatch: int | str | None = None,
+               score_fn: ScoreFn | None = None, score_params=None,
+               memory_budget_gb: float | None = None):
     """Compiles the sampler (and optional fused scorer) for the mesh.
 
     Args:
       sd, params: the model bundle and its params.
       settings: static sampler configuration.
       mesh: a 1-D device mesh (default: all devices).
-      microbatch: members per device per compiled call (default: the whole population).
+      microbatch: members per device per compiled call (default: the whole population), or
+        "auto": the largest that fits the device-memory budget by XLA's compiled memory
+        analysis (`costs.auto_microbatch`), planned at the first call of each input shape.
+      memory_budget_gb: the budget of "auto" per device (GB); default: the device's reported
+        limit (`costs.device_budget_bytes`; a CPU reports none: then this is required).
       score_fn: optional `score_fn(score_params, images [P, H, W, 3], aux) -> {name: [P, ...]}`
         fused into the same compiled program; `aux` is the per-member pytree given to
         `__call__` (e.g. target labels). With `settings.return_images=False` only these small
@@ -457,6 +463,14 @@ class PopulationSampler:
     self.scheduler = self.function.scheduler
     self.mesh = sharding.make_mesh() if mesh is None else mesh
     self.microbatch = microbatch
+    self.plans = {}   # "auto": input shapes → costs.MicrobatchPlan
+    if microbatch == "auto":
+      from jaxdiffattack import costs  # pylint: disable=g-import-not-at-top  # costs imports us
+      self.memory_budget = costs.device_budget_bytes(memory_budget_gb,
+                                                     self.mesh.devices.flat[0])
+    elif microbatch is not None and not (isinstance(microbatch, int) and microbatch >= 1):
+      raise ConfigError(f"config.microbatch={microbatch!r} is invalid: use None (whole "
+                        "population), an integer >= 1 or 'auto'")
     self.params = sharding.put_replicated(fused_params(params, score_params), self.mesh)
     pop = sharding.population_sharding(self.mesh)
     # Ancestral samplers take a 7th argument: the members' noise keys [P, 2].
@@ -464,6 +478,30 @@ class PopulationSampler:
     self.compiled = jax.jit(
         self.function, in_shardings=(sharding.replicated(self.mesh),) + (pop,) * arrays,
         out_shardings=pop)
+
+  def plan(self, latents, cond_emb, aux=None):
+    """microbatch="auto": the `costs.MicrobatchPlan` for inputs of these shapes (latents
+    [P, C, h, w], cond_emb [P, L, D], aux {name: [P, ...]}): the largest microbatch, at most
+    ⌈P / devices⌉, whose compiled program fits the memory budget (planned once per shape)."""
+    from jaxdiffattack import costs  # pylint: disable=g-import-not-at-top  # costs imports us
+    per_member = lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], np.asarray(a).dtype)
+    aux_spec = jax.tree_util.tree_map(per_member, aux or {})
+    limit = -(-np.shape(latents)[0] // self.mesh.size)
+    key = (limit, np.shape(latents)[1:], np.shape(cond_emb)[1:],
+           str(jax.tree_util.tree_structure(aux_spec)),
+           tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(aux_spec)))
+    if key not in self.plans:
+      program = costs.sampler_program(self.function, self.params, np.shape(latents)[1:],
+                                      np.shape(cond_emb)[1:], aux_spec,
+                                      text_dtype=np.asarray(cond_emb).dtype,
+                                      uncond_per_member=True)
+      plan = costs.auto_microbatch(program, self.memory_budget, limit=limit)
+      logging.info("microbatch='auto': %d members per device (%.2f GB of the %.2f GB budget; "
+                   "%d + 1 needs %s)", plan.microbatch, plan.bytes / costs.GB,
+                   plan.budget / costs.GB, plan.microbatch,
+                   "-" if plan.next_bytes is None else f"{plan.next_bytes / costs.GB:.2f} GB")
+      self.plans[key] = plan
+    return self.plans[key]
 
   def __call__(self, latents, cond_emb, uncond_emb=None, guidance_scale=7.5,
                aux=None, noise_keys=None) -> SampleOutput:
@@ -491,7 +529,10 @@ class PopulationSampler:
       uncond_emb = np.zeros(cond_emb.shape[1:], cond_emb.dtype)
     uncond_emb = np.broadcast_to(np.asarray(uncond_emb), cond_emb.shape)
     scale = np.broadcast_to(np.asarray(guidance_scale, np.float32), (population,))
-    chunk = sharding.chunk_size(self.mesh, population, self.microbatch)
+    microbatch = self.microbatch
+    if microbatch == "auto":
+      microbatch = self.plan(latents, cond_emb, aux).microbatch
+    chunk = sharding.chunk_size(self.mesh, population, microbatch)
     padded = -(-population // chunk) * chunk
     aux = jax.tree_util.tree_map(lambda a: sharding.pad_population(a, padded), aux or {})
     arrays = [latents, cond_emb, uncond_emb, scale]

@@ -29,6 +29,7 @@ from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import preprocess as preprocess_lib
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
+from jaxdiffattack.models import convert_transformers
 from jaxdiffattack.models import vision
 
 SCORER_TYPES = ("classifier", "clip")
@@ -52,6 +53,9 @@ class ScorerSpec:
     (straight-through gradients); False keeps preprocessing smooth (within ~1/255 of it).
   clip_score_weight: w of CLIPScore (100: torchmetrics; 2.5: Hessel et al.).
   dtype: "float32" or "bfloat16".
+  torchvision: classifiers only: a torchvision architecture preset
+    (`convert_transformers.TORCHVISION_VITS`, e.g. "vit_h_14_swag"); `model` is then the path of
+    the model's state dict as one .safetensors file (layout: `convert_transformers`).
   """
   type: str
   model: str = "toy"
@@ -62,6 +66,7 @@ class ScorerSpec:
   quantize: bool = False
   clip_score_weight: float = 100.0
   dtype: str = "float32"
+  torchvision: str = ""
 
   def validate(self, key: str) -> None:
     if self.type not in SCORER_TYPES:
@@ -72,6 +77,11 @@ class ScorerSpec:
     if self.label_map not in labels_lib.MAP_MODES:
       raise ConfigError(f"config.{key}.label_map={self.label_map!r} is invalid: use one of "
                         f"{labels_lib.MAP_MODES}")
+    if self.torchvision and (self.type != "classifier" or self.torchvision not in
+                             convert_transformers.TORCHVISION_VITS):
+      raise ConfigError(f"config.{key}.torchvision={self.torchvision!r} is invalid: use '' or, "
+                        "for a classifier, one of "
+                        f"{sorted(convert_transformers.TORCHVISION_VITS)}")
     if self.dtype not in vision.DTYPES:
       raise ConfigError(f"config.{key}.dtype={self.dtype!r} is invalid: use one of "
                         f"{sorted(vision.DTYPES)}")
@@ -90,6 +100,11 @@ SCORERS = {
                                templates="clip_imagenet"),  # torchmetrics' CLIPScore model
     "vit_b16": ScorerSpec("classifier", "google/vit-base-patch16-224"),
     "resnet50": ScorerSpec("classifier", "microsoft/resnet-50"),
+    # The brittleness paper's evaluator (arXiv 2312.11473): torchvision's ViT-H/14 SWAG at 518²,
+    # from a local .safetensors file (no hub copy; how to make it: convert_transformers,
+    # "torchvision layout"); elsewhere: scorers {"vit_h14_swag": {"model": FILE}} in the config.
+    "vit_h14_swag": ScorerSpec("classifier", "~/.cache/jaxdiffattack/vit_h_14_swag.safetensors",
+                               torchvision="vit_h_14_swag"),
 }
 
 
@@ -257,7 +272,11 @@ def load_scorer(name: str, spec: ScorerSpec, label_set) -> Scorer:
     params = {"model": model_params, "class_emb": class_emb}
     output_names = classes.names
   else:
-    model, model_params = vision.load_image_classifier(spec.model, spec.toy_kind, spec.dtype)
+    if spec.torchvision:
+      model, model_params = vision.load_torchvision_classifier(spec.model, spec.torchvision,
+                                                               spec.dtype)
+    else:
+      model, model_params = vision.load_image_classifier(spec.model, spec.toy_kind, spec.dtype)
     label_map = labels_lib.map_labels(label_set, model.id2label, model=f"scorer {name!r} "
                                       f"({spec.model})", mode=spec.label_map)
     params = {"model": model_params}

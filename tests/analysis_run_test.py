@@ -140,3 +140,16 @@ def test_config_errors(tmp_path):
     analysis_run.run(config, str(tmp_path / "w"))
   # Every refusal above came before anything was written.
   assert not list(tmp_path.iterdir())
+
+
+def test_index_page_in_headless_chromium(smoke, chrome_driver):
+  """The job's index.html shows every figure of the report and the report itself; every image
+  loads, no console error, not blank."""
+  import browser  # pylint: disable=g-import-not-at-top
+  _, workdir, _ = smoke
+  page = (workdir / "index.html").read_text()
+  figures = re.findall(r"!\[\w+\]\((plots/\w+\.png)\)", (workdir / "report.md").read_text())
+  for path in figures:
+    assert f"src='{path}'" in page
+  shown = browser.check_page(chrome_driver[0], workdir / "index.html")
+  assert shown >= len(figures) == 9

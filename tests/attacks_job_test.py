@@ -6,6 +6,7 @@ configs."""
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import types
@@ -289,3 +290,38 @@ def test_a_nonfinite_clean_image_is_skipped_not_attacked(tmp_path):
       prompts=data.prompt_set.prompts, class_words=("cube", "ball", "cone"), labels=(0, 1, 2))),
       1, clean, ("attack",))
   assert row["clean_correct"] is False and row["clean_nonfinite"] is True
+
+
+@pytest.mark.slow
+def test_index_page_and_rating_kit_in_headless_chromium(uninterrupted, chrome_driver, tmp_path):
+  """index.html shows every successful sample's bare image beside its prompt's clean image, the
+  adversarial prompt with the words that differ from the clean prompt marked, and each judge's
+  reading of that sample; every image loads, no console error; the rating kit rates those images
+  against the clean prompt."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import browser  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import pages  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import rate  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  shutil.copytree(uninterrupted[0], workdir)
+  rows = io.read_jsonl(workdir / "results.jsonl")
+  for r in rows:                           # every prompt's clean image is on disk
+    assert (workdir / "images" / "short" / "clean" / f"p{r['index']:04d}.png").is_file()
+  job_name, entries = pages.collect(workdir)
+  samples = [e for e in entries if e.kind == "sample"]
+  assert job_name == "attack" and len(samples) == sum(len(r["shown"]) for r in rows
+                                                      if r.get("attacked")) > 0
+  page = (workdir / "index.html").read_text()
+  for r in rows:
+    for s in r.get("shown", []):
+      assert s["prompt"] in r["successful_prompts"] and s["judges"]["attack"]["failure"]
+      assert f'src="{s["image"]}"' in page
+      marked = " ".join(re.findall(r"<mark>(.*?)</mark>", pages.marked_prompt(s["prompt"],
+                                                                                r["prompt"])))
+      for w in s["prompt"].split():
+        assert (w in marked.split()) or (w in r["prompt"].split()), (w, s["prompt"], r["prompt"])
+  shown = browser.check_page(chrome_driver[0], workdir / "index.html")
+  assert shown >= 2 * len(samples)
+  doc = rate.make_kit(workdir)
+  assert {i["id"] for i in doc["items"]} == {e.id for e in entries}
+  assert all(i["prompt"] in [r["prompt"] for r in rows] for i in doc["items"])

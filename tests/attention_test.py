@@ -123,3 +123,91 @@ def test_cpu_path_equals_jax_dot_product_attention(variant):
   expected = jax.nn.dot_product_attention(q, k, v, implementation="xla", **kwargs)
   np.testing.assert_allclose(attention(q, k, v, implementation="xla", **kwargs), expected,
                              rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------ which call sites get cuDNN (the pure rule) --
+
+@pytest.mark.parametrize("query, dtype, masked, max_head_dim, expected", [
+    ((2, 4096, 8, 40), jnp.bfloat16, False, 128, None),           # SD1.5 64² level
+    ((2, 64, 8, 160), jnp.bfloat16, False, 128, "head dim 160"),  # SD1.5 1280 level, A100
+    ((2, 64, 8, 160), jnp.bfloat16, False, 256, None),            # the same on Hopper
+    ((2, 4096, 8, 40), jnp.float16, False, 128, None),
+    ((2, 4096, 1, 512), jnp.bfloat16, False, 256, "head dim 512"),  # VAE mid-block
+    ((2, 64, 8, 36), jnp.bfloat16, False, 128, "head dim 36"),      # not a multiple of 8
+    ((2, 64, 5, 64), jnp.float32, False, 256, "dtype float32"),     # SD2.1 upcast
+    ((2, 77, 16, 64), jnp.bfloat16, True, 128, "explicit mask"),
+])
+def test_cudnn_rule(query, dtype, masked, max_head_dim, expected):
+  reason = attention_lib.cudnn_unsupported(query, query, dtype, masked=masked,
+                                           max_head_dim=max_head_dim)
+  assert (reason is None) if expected is None else reason.startswith(expected)
+  chosen, why = attention_lib.choose_implementation("cudnn", query, query, dtype, masked=masked,
+                                                    max_head_dim=max_head_dim)
+  assert (chosen, why) == (("cudnn", None) if expected is None else ("xla", reason))
+  # Other requests are untouched; probabilities and float64 always take the reference path.
+  assert attention_lib.choose_implementation("xla", query, query, dtype) == ("xla", None)
+  assert attention_lib.choose_implementation("cudnn", query, query, dtype,
+                                             return_probs=True)[0] == "reference"
+  assert attention_lib.choose_implementation("cudnn", query, query, np.float64)[0] == "reference"
+
+
+def test_cudnn_max_head_dim_by_compute_capability():
+  fake = lambda capability: type("Device", (), {"compute_capability": capability})()
+  assert attention_lib.cudnn_max_head_dim(fake("9.0")) == 256      # H100 / H200
+  assert attention_lib.cudnn_max_head_dim(fake("10.0")) == 256
+  assert attention_lib.cudnn_max_head_dim(fake("8.0")) == 128      # A100
+  assert attention_lib.cudnn_max_head_dim(jax.devices("cpu")[0]) == 128
+
+
+def test_plan_records_choices_and_computes_reference_on_cpu():
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.standard_normal((1, 6, 2, 8)), jnp.bfloat16) for _ in range(3))
+  with attention_lib.plan(max_head_dim=128) as sites:
+    out = attention(q, k, v, implementation="cudnn", site="a/b")   # no GPU needed to plan
+  assert sites == [attention_lib.CallSite("a/b", (1, 6, 2, 8), (1, 6, 2, 8), "bfloat16",
+                                          "cudnn", "cudnn", None)]
+  expected, _ = _numpy_attention(q, k, v)
+  np.testing.assert_allclose(np.asarray(out, np.float32), expected, atol=3e-2)
+  with pytest.raises(ConfigError, match="'cudnn' needs an NVIDIA GPU"):
+    attention(q, k, v, implementation="cudnn")    # outside a plan: refused on CPU as before
+
+
+def _sites(shape, max_head_dim):
+  from jaxdiffattack.models import random_init  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.models import stable_diffusion  # pylint: disable=g-import-not-at-top
+  sd, params = random_init.random_stable_diffusion(shape, "bfloat16", abstract=True)
+  return stable_diffusion.attention_sites(sd, params, 77, max_head_dim=max_head_dim,
+                                          latent_size=8)
+
+
+@pytest.mark.parametrize("max_head_dim", [128, 256])
+def test_sd15_call_sites(max_head_dim):
+  """SD1.5: 16 transformer blocks × (self, cross) in the UNet with 8 heads of 320/8, 640/8 and
+  1280/8 channels; one single-head 512-channel attention in the VAE decoder's mid-block."""
+  sites = _sites("sd15", max_head_dim)
+  unet = [s for s in sites if s.site.startswith("unet/")]
+  vae = [s for s in sites if s.site.startswith("vae/")]
+  assert len(sites) == len(unet) + len(vae) and len(unet) == 32 and len(vae) == 1
+  # Transformer blocks per level: down 2 + up 3 at 320 and 640, down 2 + mid 1 + up 3 at 1280.
+  by_dim = {d: [s for s in unet if s.query[-1] == d] for d in (40, 80, 160)}
+  assert {d: len(v) for d, v in by_dim.items()} == {40: 10, 80: 10, 160: 12}
+  assert all(s.chosen == "cudnn" for s in by_dim[40] + by_dim[80])
+  assert all(s.chosen == ("cudnn" if max_head_dim == 256 else "xla") for s in by_dim[160])
+  assert vae[0].site == "vae/decoder/mid_block/attentions_0" and vae[0].query[-2:] == (1, 512)
+  assert vae[0].chosen == "xla" and vae[0].reason.startswith("head dim 512")
+  assert {s.site.rsplit("/", 1)[-1] for s in unet} == {"attn1", "attn2"}
+  assert all(s.key[1] == 77 for s in unet if s.site.endswith("attn2"))
+
+
+def test_sd21_call_sites():
+  """SD2.1 (768-v): head dim 64 everywhere but upcast_attention computes the UNet's attention in
+  float32, which cuDNN's kernel does not take → XLA; the bf16 text tower (23 causal layers, 16
+  heads of 64) gets cuDNN; the VAE's 512-wide head XLA."""
+  sites = _sites("sd21", 256)
+  chosen = {}
+  for s in sites:
+    chosen.setdefault((s.site.split("/")[0], s.query[-1], s.dtype, s.chosen), []).append(s)
+  assert {k: len(v) for k, v in chosen.items()} == {
+      ("unet", 64, "float32", "xla"): 32, ("vae", 512, "bfloat16", "xla"): 1,
+      ("text_encoder", 64, "bfloat16", "cudnn"): 23}
+  assert all(s.reason.startswith("dtype float32") for s in chosen[("unet", 64, "float32", "xla")])

@@ -46,3 +46,15 @@ def tiny_lv_dir(tmp_path_factory):
   _, flax_dir = tiny_sd.build(tmp_path_factory.mktemp("tiny_lv"), seed=3,
                               unet_config=dict(tiny_sd.SD1_UNET, out_channels=8))
   return flax_dir
+
+
+@pytest.fixture(scope="session")
+def chrome_driver(tmp_path_factory):
+  """(driver, download dir): one headless Chromium for the session's page tests (tests/browser.py;
+  skips without chromium off CI, fails on CI)."""
+  import browser  # pylint: disable=g-import-not-at-top
+  browser.require_chrome()
+  downloads = tmp_path_factory.mktemp("downloads")
+  driver = browser.chrome(downloads)
+  yield driver, downloads
+  driver.quit()

@@ -56,6 +56,9 @@ def test_run_writes_workdir(tiny_sd_dirs, tmp_path):
     ("prompts", [], "config.prompts=[] is invalid: give at least one prompt"),
     ("images_per_prompt", 0, "config.images_per_prompt=0 is invalid"),
     ("dtype", "float16", "config.dtype='float16' is invalid"),
+    ("microbatch", 0, "config.microbatch=0 is invalid"),
+    ("microbatch", "big", "config.microbatch='big' is invalid"),
+    ("microbatch", "auto", "config.microbatch='auto' needs a memory budget"),  # CPU: no limit
 ])
 def test_bad_config_is_one_line_error(key, value, message):
   config = _config("toy")
@@ -85,3 +88,30 @@ def test_launch_exits_nonzero_with_one_line(tmp_path):
 def test_unknown_config_variant():
   with pytest.raises(ValueError, match="unknown variant 'slow'"):
     generate_config.get_config("slow")
+
+
+def test_index_page_in_headless_chromium(tiny_sd_dirs, tmp_path, chrome_driver):
+  """The job's index.html shows every generated image with its prompt; all load, no console
+  error, not blank."""
+  import browser  # pylint: disable=g-import-not-at-top
+  rows = generate.run(_config(tiny_sd_dirs[1]), tmp_path)
+  page = (tmp_path / "index.html").read_text()
+  for r in rows:
+    assert f'src="{r["file"]}"' in page
+  assert page.count("prompt: a red cube") == 3 and page.count("prompt: a blue ball") == 3
+  shown = browser.check_page(chrome_driver[0], tmp_path / "index.html")
+  assert shown == len(rows) + 1      # + grid.png
+
+
+def test_launch_auto_microbatch_asks_for_a_budget_on_cpu(tmp_path):
+  """`--config.microbatch=auto` parses from the command line; a CPU reports no memory limit."""
+  env = dict(os.environ, PYTHONPATH=str(_ROOT))
+  proc = subprocess.run(
+      [sys.executable, str(_ROOT / "launch/generate.py"),
+       f"--config={_ROOT / 'configs/generate.py'}", f"--workdir={tmp_path}",
+       "--config.microbatch=auto"], env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert proc.returncode != 0
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: config.microbatch='auto' needs a memory budget") and (
+      "--config.memory_budget_gb" in last), proc.stderr[-2000:]

@@ -126,36 +126,50 @@ def _scene(label, background=None):
 
 
 def test_oracle_scores_on_rendered_scenes_and_record_format():
-  """The oracle reads a rendered red circle: judged as "red circle" it is no failure, as
-  "blue star" it is; a blank background is a failure of every label (nothing drawn), noise is
-  unclear (no failure); targeted, the failure is the judged class being drawn."""
+  """The oracle (v2) reads a rendered red circle: judged as "red circle" it holds, as "blue
+  star" it is violated (another colour); a blank background is a failure of every label (no
+  object), so is uniform noise (v1: unclear; a person sees no object either); an off-palette
+  (purple) circle is unclear (no failure); targeted, the failure is the judged class holding.
+  Records and captions carry the oracle's reason."""
   red = _scene("red circle")
   blank = world.render_background(
       world.BackgroundSpec("grey", (128.0,) * 3, (200.0,) * 3, 0.7, 0.0, 3)) / 255.0
   noise = np.random.default_rng(0).random((32, 32, 3))
-  images = np.stack([red, red, blank, noise]).astype(np.float32)
+  purple = world.render(world.SceneSpec(
+      world.BackgroundSpec("grey", (128.0,) * 3, (200.0,) * 3, 0.7, 0.0, 3),
+      (world.ObjectSpec(world.LABEL2ID["red circle"], 16.0, 16.0, 9.0, 0.1, (150, 40, 200)),)
+  )) / 255.0
+  images = np.stack([red, red, blank, purple, noise]).astype(np.float32)
   label_names = world.LABELS
   labels = np.array([world.LABEL2ID[n] for n in
-                     ("red circle", "blue star", "red circle", "red circle")])
+                     ("red circle", "blue star", "red circle", "red circle", "red circle")])
   j = judges.Judges(("oracle",), {}, label_names)
   scores = j.oracle_scores(images, labels)
+  assert set(scores) == set(judges.ORACLE_SCORES)
   r = j.read(scores)["oracle"]
   assert r.pred[:3] == ("red circle", "red circle", None)
-  np.testing.assert_array_equal(r.failure, [False, True, True, False])
-  np.testing.assert_array_equal(r.unclear, [False, False, False, True])
+  np.testing.assert_array_equal(r.failure, [False, True, True, False, True])
+  np.testing.assert_array_equal(r.unclear, [False, False, False, True, False])
+  assert r.reason[:3] == ("holds", "another colour (red, not blue)", "no object")
+  assert r.reason[3].startswith("unclear") and r.reason[4] == "no object"
   assert np.isfinite(r.confidence[0]) and np.isnan(r.confidence[3])
   records = judges.records_of(j, scores)
   assert records[1] == {"oracle": {"pred": "red circle", "confidence": records[1]["oracle"][
-      "confidence"], "failure": True, "unclear": False}}
+      "confidence"], "failure": True, "unclear": False,
+      "reason": "another colour (red, not blue)"}}
   assert records[3]["oracle"] == {"pred": None, "confidence": None, "failure": False,
-                                  "unclear": True}
+                                  "unclear": True, "reason": r.reason[3]}
   json.dumps(records)
   targeted = judges.Judges(("oracle",), {}, label_names, targeted=True).read(
       judges.oracle_scores(images[:2], labels[:2], label_names, targeted=True))["oracle"]
   np.testing.assert_array_equal(targeted.failure, [True, False])
   assert judges.caption(records[1])[0].startswith("oracle: red circle ")
-  assert judges.caption(records[1])[0].endswith(" FAIL")
-  assert judges.caption(records[3]) == ["oracle: ?"]
+  assert judges.caption(records[1])[0].endswith(" FAIL (another colour (red, not blue))")
+  assert judges.caption(records[3]) == [f"oracle: ? ({r.reason[3]})"]
+  assert judges.caption(records[0]) == [f"oracle: red circle {r.confidence[0]:.2f}"]
+  # Scores stored before oracle v2 (no reason, no label) read with an empty reason.
+  old = {k: v for k, v in scores.items() if k not in ("oracle/reason", "oracle/label")}
+  assert j.read(old)["oracle"].reason == ("",) * 5
 
 
 @pytest.fixture(scope="module")

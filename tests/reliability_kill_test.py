@@ -130,6 +130,8 @@ def _check_whole(workdir) -> list[str]:
       np.load(path)
     elif suffix in (".md", ".txt"):
       path.read_text()
+    elif suffix == ".html":      # index.html: whole pages only
+      assert path.read_text().rstrip().endswith("</html>"), path
     else:
       raise AssertionError(f"unexpected file {path}")
   return debris

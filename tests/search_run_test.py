@@ -2,6 +2,7 @@
 re-checked independently, every space, config errors, and killed-and-resumed == uninterrupted."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -203,3 +204,67 @@ def test_killed_and_resumed_equals_uninterrupted(latent_run, tmp_path, monkeypat
   config.num_steps = 4
   with pytest.raises(ConfigError, match="holds a search with a different config"):
     search.run(config, tmp_path, scoring=scoring.synthetic_scoring())
+
+
+def _judge_failures(workdir) -> dict:
+  """{item id: {judge: True / False / None (unclear)}} read straight from results.jsonl."""
+  out = {}
+  state = lambda j: None if j.get("unclear") else bool(j["failure"])
+  for r in _rows(workdir):
+    out[f"search/clean/t{r['target']:03d}"] = {n: state(j) for n, j in r["clean"]["judges"].items()}
+    for k, f in enumerate(r["failures"]):
+      out[f"search/{r['method']}/t{r['target']:03d}/failure_{k}"] = {
+          n: state(j) for n, j in f["judges"].items()}
+  return out
+
+
+@pytest.mark.slow
+def test_rating_kit_and_index_page_in_headless_chromium(latent_run, tmp_path, chrome_driver):
+  """Two raters rate every image of the search run with the keyboard (one reload midway each),
+  export, and the ingest's SSR(H) per method, Cohen's κ and the evaluator's confusion table equal
+  the figures computed from the plan and results.jsonl; index.html (and the rating page) load
+  every image with no console error, and the rating page shows no judge's reading."""
+  import browser          # pylint: disable=g-import-not-at-top
+  import rating_flow      # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import rate  # pylint: disable=g-import-not-at-top
+  from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
+  from selenium.webdriver.support.ui import Select  # pylint: disable=g-import-not-at-top
+  _, source, _ = latent_run
+  workdir = tmp_path / "run"
+  shutil.copytree(source, workdir)
+  assert (workdir / "index.html").is_file()        # written by the job itself
+  driver, downloads = chrome_driver
+  shown = browser.check_page(driver, workdir / "index.html")
+  rows = _rows(workdir)
+  failures = sum(len(r["failures"]) for r in rows)
+  assert shown >= 2 * failures       # each failure beside its target's clean image (+ plots)
+  methods = Select(driver.find_element(By.ID, "method"))
+  methods.select_by_visible_text("random")
+  count = int(driver.find_element(By.ID, "count").text)
+  assert count == sum(len(r["failures"]) for r in rows if r["method"] == "random")
+  every = rate.make_kit(workdir, sample=0)
+  assert len(every["items"]) == failures + 3         # every failure and the 3 clean images
+  shutil.rmtree(workdir / "rating")
+  doc = rate.make_kit(workdir, sample=10, seed=1)    # a random 10 of them (keeps the test short)
+  assert len(doc["items"]) == 10 and doc["run_id"] == every["run_id"]
+  assert {i["id"] for i in doc["items"]} <= {i["id"] for i in every["items"]}
+  page = workdir / "rating" / "index.html"
+  html = page.read_text()
+  for r in rows:                                      # no judge's reading on the page
+    for f in r["failures"]:
+      assert f"evaluator" not in html and str(f["judges"]["evaluator"]["confidence"]) not in html
+  results = {}
+  for rater in ("ann", "bob"):
+    exported, order, path, text = rating_flow.rate_in_browser(driver, page, rater, downloads)
+    assert "Rating guide" in text and "evaluator" not in text
+    assert exported["rater"] == rater and exported["run_id"] == doc["run_id"]
+    assert [r["item"] for r in exported["ratings"]] == order
+    results[rater] = (order, path)
+  assert results["ann"][0] != results["bob"][0]       # shuffled per rater
+  summary = rating_flow.check_ingest(workdir, [results["ann"][1], results["bob"][1]], doc,
+                                     _judge_failures(workdir))
+  assert set(summary["ssr"]) == {"clean", "Sep_CMA_ES", "random"}
+  assert set(summary["judges_vs_human"]) == {"evaluator"}
+  assert _rows(workdir) == rows                       # the job's records are untouched
+  browser.check_page(driver, workdir / "index.html")  # now with the human judge
+  assert "human:" in driver.find_element(By.ID, "cards").text

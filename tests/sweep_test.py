@@ -319,3 +319,31 @@ def test_grids_need_the_evaluators_reading(tiny_sd_dirs, tmp_path):
                      r"'evaluator/confidence'\]"):
     sweep.run(tiny_config(tiny_sd_dirs[1]), tmp_path / "w", scoring=blind)
   assert not (tmp_path / "w" / "members.csv").exists()
+
+
+def test_index_page_and_rating_kit_in_headless_chromium(full_run, tmp_path, chrome_driver):
+  """index.html (written by the job) shows every grid tile once, each shifted tile beside its
+  prompt's clean tile, with the evaluator's reading; every image loads, no console error; the
+  rating kit offers the same tiles."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import browser  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import pages  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import rate  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  shutil.copytree(full_run[0], workdir)
+  members = set()
+  for shift in ("ums", "pas"):
+    members |= set(json.loads((workdir / "grids" / f"toy_cfg7.5_{shift}.json").read_text())
+                   ["members"])
+  job, entries = pages.collect(workdir)
+  assert job == "sweep" and sorted(e.source["member"] for e in entries) == sorted(members)
+  for e in entries:
+    assert (e.method == "clean") == (e.clean_image == "")
+    row = full_run[1]["members"][e.source["member"]]
+    assert e.judges["evaluator"]["failure"] == (row["top1"] == 0.0)
+  driver, _ = chrome_driver
+  shown = browser.check_page(driver, workdir / "index.html")
+  assert shown >= len(entries) + sum(e.method != "clean" for e in entries)
+  doc = rate.make_kit(workdir)
+  assert sorted(i["id"] for i in doc["items"]) == sorted(e.id for e in entries)
+  browser.check_page(driver, workdir / "index.html")   # now linking the rating page

@@ -179,33 +179,40 @@ class OracleTest(absltest.TestCase):
       self.assertLessEqual(r.confidence, 1.0)
 
   def test_verdict_records_and_failure_rule(self):
+    """The record jobs store (v2): a failure is a violated prompt, with its reason. v1 called
+    the label beside another object neither failure nor unclear; v2 (issue #22: "two blobs are
+    not a red circle") calls it several objects."""
     cases = _unclear_images()
     red_circle = _scene(_obj("red circle"))
     images = np.stack([red_circle, red_circle, cases["blank grey"][0],
                        cases["purple circle"][0], cases["two shapes"][0],
-                       cases["two shapes"][0], cases["pure noise"][0]]).astype(np.float32) / 255
+                       cases["two shapes"][0]]).astype(np.float32) / 255
     labels = ["red circle", "blue square", "red circle", "red circle", "red circle",
-              world.LABEL2ID["green star"], "red circle"]
+              world.LABEL2ID["green star"]]
     records = oracle.verdict(images, labels)
     json.dumps(records)  # Plain data.
     for r in records:
-      self.assertEqual(set(r), {"pred", "confidence", "failure", "unclear"})
+      self.assertEqual(set(r), {"pred", "confidence", "failure", "unclear", "reason"})
       self.assertFalse(r["failure"] and r["unclear"])
-    drawn, other, blank, purple, pair_hit, pair_miss, noise = records
-    self.assertEqual(drawn["pred"], "red circle")
+    drawn, other, blank, purple, pair_hit, pair_miss = records
+    self.assertEqual(drawn, {"pred": "red circle", "confidence": drawn["confidence"],
+                             "failure": False, "unclear": False, "reason": "holds"})
     self.assertGreater(drawn["confidence"], 0.5)
-    self.assertFalse(drawn["failure"] or drawn["unclear"])
-    # Confidently another class or no object at all: a failure of the generator.
+    # Another colour and shape, no object at all: failures, with the reason.
     self.assertEqual(other["pred"], "red circle")
     self.assertTrue(other["failure"])
-    self.assertEqual(blank, {"pred": None, "confidence": None, "failure": True, "unclear": False})
-    # Cannot tell: unclear, not a failure.
-    self.assertEqual(purple, {"pred": None, "confidence": None, "failure": False, "unclear": True})
-    self.assertEqual(noise, purple)
-    # Two objects: the label among them is no failure; neither being it is one.
-    self.assertEqual(pair_hit, {"pred": None, "confidence": None, "failure": False,
-                                "unclear": False})
-    self.assertTrue(pair_miss["failure"])
+    self.assertEqual(other["reason"], "another colour (red, not blue)")
+    self.assertEqual(blank, {"pred": None, "confidence": 1.0, "failure": True, "unclear": False,
+                             "reason": "no object"})
+    # Off the palette: a person would hesitate too.
+    self.assertEqual(purple["failure"], False)
+    self.assertEqual(purple["unclear"], True)
+    self.assertIsNone(purple["confidence"])
+    self.assertIn("unclear", purple["reason"])
+    # Two objects: several objects, whether or not the label is among them.
+    for pair in (pair_hit, pair_miss):
+      self.assertTrue(pair["failure"])
+      self.assertEqual(pair["reason"], "several objects")
 
   def test_bad_input_is_a_one_line_error(self):
     image = _scene(_obj("red circle"))[None].astype(np.float32) / 255
@@ -252,6 +259,126 @@ class OracleTest(absltest.TestCase):
     self.assertLess(d[np.arange(len(d)), own].max(), 3.0)
     d[np.arange(len(d)), own] = np.inf
     self.assertGreater(d.min(), 80.0)
+
+
+def _superellipse(power, half, colour="green", background=None):
+  """A superellipse |x|^p + |y|^p <= half^p at the image centre: p = 2 a disc, p -> inf a
+  square; in between a square with rounded corners."""
+  cov = _supersampled(lambda x, y: np.abs(x - 16) ** power + np.abs(y - 16) ** power
+                      <= half ** power)
+  return _composite(cov, world.COLOUR_RGB[colour], background)
+
+
+def _polar(radius_of_angle, colour, cx=16.0, cy=16.0):
+  """A star-shaped region r(θ) around (cx, cy), θ from the +x axis, y down."""
+  def inside(x, y):
+    return np.hypot(x - cx, y - cy) <= radius_of_angle(np.arctan2(y - cy, x - cx))
+  return _composite(_supersampled(inside), world.COLOUR_RGB[colour])
+
+
+def _three_pointed_star(colour="blue", outer=11.0, inner=4.0):
+  """A concave three-pointed star (tips up, lower left, lower right; straight concave sides)."""
+  a = -np.pi / 2 + np.arange(6) * np.pi / 3
+  r = np.where(np.arange(6) % 2 == 0, outer, inner)
+  poly = np.stack([16 + r * np.cos(a), 17 + r * np.sin(a)], -1)
+  return _composite(_supersampled(lambda x, y: world._inside_polygon(x, y, poly)),  # pylint: disable=protected-access
+                    world.COLOUR_RGB[colour])
+
+
+def _v2_cases():
+  """(image, prompt label, expected outcome, reason kind) for oracle v2: what people accept and
+  what they reject (rating guide, issue #22)."""
+  red, bg = world.COLOUR_RGB["red"], _bg()
+  two_blobs = _supersampled(lambda x, y: ((x - 10) ** 2 + (y - 16) ** 2 < 30)
+                            | ((x - 23) ** 2 + (y - 15) ** 2 < 24))
+  dome = _supersampled(lambda x, y: ((x - 16) ** 2 + (y - 21) ** 2 < 110) & (y < 21))
+  wobbly = _polar(lambda t: 8.5 + 0.6 * np.sin(5 * t) + 0.4 * np.cos(3 * t), "red")
+  blob = _polar(lambda t: 8.0 + 1.2 * np.sin(2 * t + 0.5) + 0.8 * np.cos(3 * t), "yellow")
+  return {
+      "concave three-pointed star is not a triangle": (_three_pointed_star(), "blue triangle",
+                                                        oracle.VIOLATED, "too deformed"),
+      "two red blobs are not a red circle": (_composite(two_blobs, red), "red circle",
+                                             oracle.VIOLATED, "several objects"),
+      "a dome is not a triangle": (_composite(dome, world.COLOUR_RGB["green"]),
+                                   "green triangle", oracle.VIOLATED, None),
+      "a shapeless blob is not a star": (blob, "yellow star", oracle.VIOLATED, None),
+      "no object": (world.render_background(bg).astype(np.uint8), "red circle",
+                    oracle.VIOLATED, "no object"),
+      "another colour": (_scene(_obj("blue circle")), "red circle", oracle.VIOLATED,
+                         "another colour"),
+      "another shape": (_scene(_obj("red cross")), "red circle", oracle.VIOLATED,
+                        "another shape"),
+      "rounded square accepted as a square": (_superellipse(6.0, 8.0), "green square",
+                                              oracle.HOLDS, "holds"),
+      "wobbly circle accepted": (wobbly, "red circle", oracle.HOLDS, "holds"),
+      "noisy background accepted": (_scene(_obj("yellow star", radius=10.0),
+                                           background=_bg("noise", (140.0,) * 3, noise=20.0)),
+                                    "yellow star", oracle.HOLDS, "holds"),
+      "square so rounded it could be a circle": (_superellipse(2.6, 8.5), "green square",
+                                                 oracle.UNCLEAR, "could be a circle"),
+      "off-palette colour": (_scene(_obj("red circle", rgb=(150, 40, 200))), "red circle",
+                             oracle.UNCLEAR, None),
+  }
+
+
+class OracleV2Test(absltest.TestCase):
+  """Oracle v2's verdicts (holds / violated with a reason / unclear) on images built to be each
+  failure kind people name, and on what they accept."""
+
+  def test_each_failure_kind_and_what_people_accept(self):
+    cases = _v2_cases()
+    images = np.stack([c[0] for c in cases.values()])
+    verdicts = oracle.assess(images, [c[1] for c in cases.values()])
+    for (name, (_, _, outcome, kind)), v in zip(cases.items(), verdicts):
+      self.assertEqual(v.outcome, outcome, msg=f"{name}: {v.reason}")
+      if kind:
+        self.assertEqual(v.kind, kind, msg=f"{name}: {v.reason}")
+      self.assertIn(v.kind, oracle.REASON_KINDS)
+      self.assertTrue(v.reason, msg=name)
+      self.assertEqual(v.confidence is None, outcome == oracle.UNCLEAR, msg=name)
+
+  def test_real_scenes_of_every_class_and_background_hold(self):
+    """>= 99 % of 1000 real held-out single-object scenes hold for their label (and none is
+    violated by another colour)."""
+    data = world.make_dataset("heldout", 1000)
+    labels = [world.LABELS[l] for l in data.labels[:, 0]]
+    verdicts = oracle.assess(data.images, labels)
+    holds = np.asarray([v.outcome == oracle.HOLDS for v in verdicts])
+    self.assertGreaterEqual(holds.mean(), 0.99,
+                            msg=[v.reason for v in verdicts if v.outcome != oracle.HOLDS][:10])
+    self.assertFalse(any(v.kind == "another colour" for v in verdicts))
+
+  def test_prompt_decides_the_verdict(self):
+    """The same image holds for its label and is violated for another shape or colour."""
+    image = _scene(_obj("yellow triangle", radius=10.0))
+    got = oracle.assess(np.stack([image] * 3), ["yellow triangle", "yellow square",
+                                                "green triangle"])
+    self.assertEqual([v.outcome for v in got], [oracle.HOLDS, oracle.VIOLATED, oracle.VIOLATED])
+    self.assertEqual([v.kind for v in got[1:]], ["another shape", "another colour"])
+    self.assertEqual(got[1].pred, "yellow triangle")
+
+  def test_reasons_round_trip_through_the_judges_scores(self):
+    """Jobs store the reason as a code; readings, records and captions give it back as text."""
+    from jaxdiffattack import judges  # pylint: disable=g-import-not-at-top
+    cases = _v2_cases()
+    names = ["another shape", "two red blobs are not a red circle", "no object",
+             "rounded square accepted as a square"]
+    images = np.stack([cases[n][0] for n in names]).astype(np.float32) / 255
+    labels = np.asarray([world.LABEL2ID[cases[n][1]] for n in names])
+    scores = judges.oracle_scores(images, labels, world.LABELS)
+    self.assertEqual(set(scores), set(judges.ORACLE_SCORES))
+    reading = judges.Judges(("oracle",), {}, world.LABELS).read(scores)["oracle"]
+    expected = [oracle.short_reason(v.kind, v.pred, cases[n][1])
+                for n, v in zip(names, oracle.assess(images, [cases[n][1] for n in names]))]
+    self.assertEqual(list(reading.reason), expected)
+    self.assertEqual(expected[:3], ["another shape (cross, not a circle)", "several objects",
+                                    "no object"])
+    record = judges.record({"oracle": reading}, 0)["oracle"]
+    self.assertEqual(record["reason"], expected[0])
+    self.assertIn("(another shape (cross, not a circle))", judges.caption({"oracle": record})[0])
+    # Targeted: the chosen class holding is the failure.
+    targeted = judges.oracle_scores(images, labels, world.LABELS, targeted=True)
+    self.assertEqual(targeted["oracle/failure"].tolist(), [0.0, 0.0, 0.0, 1.0])
 
 
 if __name__ == "__main__":

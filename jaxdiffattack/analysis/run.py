@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxdiffattack import io
 from jaxdiffattack import labels as labels_lib
+from jaxdiffattack import pages
 from jaxdiffattack import runs
 from jaxdiffattack.analysis import brittleness
 from jaxdiffattack.analysis import generation
@@ -401,7 +402,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model_loader=None,
   validate(config)
   workdir = pathlib.Path(workdir)
   if config.report_only:
-    return report.write_report(workdir)
+    out = report.write_report(workdir)
+    pages.write_index(workdir)
+    return out
   digest = runs.config_hash(config)
   classes = resolve_classes(config)
   pending = [n for n in config.analyses if report.load_stage(workdir, n, digest) is None]
@@ -425,7 +428,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model_loader=None,
     for name in pending:
       logging.info("analysis %s", name)
       report.save_stage(workdir, name, digest, ANALYSES[name](ctx))
-  return report.write_report(workdir)
+  out = report.write_report(workdir)
+  pages.write_index(workdir)
+  return out
 
 
 def planned_images(config, classes) -> int:

@@ -39,8 +39,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxdiffattack import costs
 from jaxdiffattack import io
 from jaxdiffattack import labels as labels_lib
+from jaxdiffattack import pages
 from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scoring as scoring_lib
@@ -59,7 +61,7 @@ BASELINES = ("random_substitution", "")
 # Root keys of the run: fold_in(fold_in(key, set), purpose).
 _ATTACK, _SAMPLES, _EVAL_NOISE, _CLEAN_NOISE, _BASELINE = range(5)
 # Keys that change how a run is split or saved, not its results (excluded from the resume hash).
-RUN_SHAPE_KEYS = ("microbatch", "checkpoint_every", "eval_batch", "steps_per_call",
+RUN_SHAPE_KEYS = ("microbatch", "memory_budget_gb", "checkpoint_every", "eval_batch", "steps_per_call",
                   "images_per_prompt", "report_only")
 
 
@@ -88,6 +90,7 @@ def settings_of(config) -> atm.Settings:
 def validate(config) -> None:
   """One-line ConfigErrors for bad values, before anything is loaded or written."""
   settings_of(config).validate(config.num_steps, prefix="attack.")
+  costs.validate_microbatch(config.get("microbatch"), config.get("memory_budget_gb"))
   check(config.mode in modes.MODES, "mode", config.mode, f"use one of {sorted(modes.MODES)}")
   check(isinstance(config.num_samples, int) and config.num_samples >= 1, "num_samples",
         config.num_samples, "use an integer >= 1")
@@ -168,6 +171,7 @@ class Job:
         self.sd, params, sampler_lib.SamplerSettings(
             scheduler=config.scheduler, num_steps=config.num_steps, guidance=self.guidance),
         mesh=self.mesh, microbatch=config.microbatch, score_fn=self.scoring.score_fn,
+        memory_budget_gb=config.get("memory_budget_gb"),
         score_params=self.scoring.params)
     self.uncond = np.asarray(uncond)
     self.key = jax.random.PRNGKey(config.seed)
@@ -210,7 +214,7 @@ class Job:
       if self.config.oracle:
         verdicts = oracle.verdict(result.images[:stop - start], np.asarray(labels)[start:stop])
         got.update({f"oracle/{k}": np.array([v[k] for v in verdicts], object)
-                    for k in ("pred", "confidence", "failure", "unclear")})
+                    for k in ("pred", "confidence", "failure", "unclear", "reason")})
       for k, v in got.items():
         out.setdefault(k, []).append(np.asarray(v)[:stop - start])
     return {k: np.concatenate(v) for k, v in out.items()}
@@ -241,7 +245,10 @@ class Job:
                      "confidence": np.array([np.nan if c is None else c
                                              for c in scores["oracle/confidence"]], np.float64),
                      "failure": failure, "success": failure & present,
-                     "unclear": scores["oracle/unclear"].astype(bool)}
+                     "unclear": scores["oracle/unclear"].astype(bool),
+                     # Scores cached before oracle v2 have no reason.
+                     "reason": list(scores.get("oracle/reason",
+                                               [""] * len(scores["oracle/pred"])))}
         continue
       role = self.scoring.roles[name]
       pred = np.asarray(scores[f"{name}/pred"], np.int64)
@@ -276,6 +283,8 @@ class Job:
              "nonfinite": nonfinite.tolist(),
              "pred": {j: read[j]["pred"] for j in self.judge_names},
              "confidence": {j: read[j]["confidence"].tolist() for j in self.judge_names}}
+    for i, image in enumerate(scores["images"]):   # beside the attacked images on index.html
+      io.write_png(self.workdir / "images" / data.name / "clean" / f"p{i:04d}.png", image)
     io.write_json(path, clean)
     logging.info("[%s] clean check: %d of %d prompts correctly generated (the rest are skipped; "
                  "%d non-finite)", data.name, sum(clean["correct"]), n, int(nonfinite.sum()))
@@ -480,7 +489,9 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
   validate(config)
   workdir = pathlib.Path(workdir)
   if config.report_only:
-    return report.write_report(workdir)
+    out = report.write_report(workdir)
+    pages.write_index(workdir)
+    return out
   # Results and clean checks on disk belong to the config that wrote them.
   runs.check_workdir(config, workdir, "attack", RUN_SHAPE_KEYS)
   job = Job(config, workdir, mesh=mesh, model_loader=model_loader)
@@ -537,7 +548,9 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
                    r.get("baseline", {}).get("successful_samples", "-"))
   rows.sort(key=lambda r: (r["set"], r["index"]))
   io.write_jsonl(results_path, rows)
-  return report.write_report(workdir)
+  out = report.write_report(workdir)
+  pages.write_index(workdir)
+  return out
 
 
 class _Progress:

@@ -157,7 +157,7 @@ class CLIPAttention(nn.Module):
     split = lambda y: y.reshape(batch, length, heads, width // heads)
     q, k, v = (split(dense(f"{n}_proj")(x)) for n in ("q", "k", "v"))   # [B, T, N, H]
     out = attention_fn(q, k, v, mask=mask, is_causal=self.causal,
-                       implementation=self.attention)
+                       implementation=self.attention, site="/".join(self.path))
     return dense("out_proj")(out.reshape(batch, length, width))
 
 

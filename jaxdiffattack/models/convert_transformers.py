@@ -244,6 +244,146 @@ def load_text_encoder(directory, dtype=jnp.float32, attention: str = "xla",
   return loaded.module.clone(clip_skip=clip_skip), loaded.params
 
 
+# ------------------------------------------------------------------ torchvision layout --
+#
+# A torchvision `VisionTransformer` (torchvision.models.vit_*; e.g. vit_h_14 with the SWAG
+# weights, Singh et al. 2022, the evaluator of arXiv 2312.11473) saved as ONE .safetensors file of
+# its `state_dict()` (keys exactly as torchvision writes them, float32 or float16):
+#   conv_proj.{weight [D, 3, p, p], bias}          class_token [1, 1, D]
+#   encoder.pos_embedding [1, (S/p)² + 1, D]        encoder.ln.{weight, bias}
+#   encoder.layers.encoder_layer_<i>.{ln_1, ln_2}.{weight, bias}
+#   encoder.layers.encoder_layer_<i>.self_attention.in_proj_{weight [3D, D], bias [3D]}
+#   encoder.layers.encoder_layer_<i>.self_attention.out_proj.{weight, bias}
+#   encoder.layers.encoder_layer_<i>.mlp.{0, 3}.{weight, bias}     heads.head.{weight, bias}
+# The architecture is not in the file (the head count cannot be read from shapes): it is a
+# `TorchvisionViT` preset. One line converts torchvision's pickle checkpoint once, on a machine
+# with torchvision (pickles are never loaded here):
+#   python -c "import torchvision, safetensors.torch as s; s.save_file(torchvision.models.vit_h_14(
+#     weights='IMAGENET1K_SWAG_E2E_V1').state_dict(), 'vit_h_14_swag.safetensors')"
+# It maps onto the transformers-layout ViT (`vit.ViTForImageClassification`): the same
+# computation (pre-LayerNorm blocks, exact GELU, [CLS] head), LayerNorm eps 1e-6, the fused
+# in-projection split into query/key/value.
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchvisionViT:
+  """A torchvision VisionTransformer's constructor arguments and its weights' preprocessing."""
+  image_size: int
+  patch_size: int
+  num_layers: int
+  num_heads: int
+  hidden_dim: int
+  mlp_dim: int
+  num_classes: int = 1000
+  resize_size: int = 0        # shorter side resized to this (0: image_size), then a centre crop
+  mean: tuple[float, float, float] = (0.485, 0.456, 0.406)   # torchvision's ImageNet statistics
+  std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+  def vit_config(self) -> vit.ViTConfig:
+    return vit.ViTConfig(
+        hidden_size=self.hidden_dim, num_hidden_layers=self.num_layers,
+        num_attention_heads=self.num_heads, intermediate_size=self.mlp_dim, hidden_act="gelu",
+        layer_norm_eps=1e-6, image_size=self.image_size, patch_size=self.patch_size,
+        num_channels=3, qkv_bias=True, num_labels=self.num_classes)
+
+
+# Presets by name. A new one is one line. vit_h_14_swag: ViT_H_14_Weights.IMAGENET1K_SWAG_E2E_V1
+# (torchvision's weight docs: resize 518 bicubic, centre crop 518, ImageNet mean/std; 633,470,440
+# parameters; ImageNet-1k classes in index order).
+TORCHVISION_VITS = {
+    "vit_h_14_swag": TorchvisionViT(image_size=518, patch_size=14, num_layers=32, num_heads=16,
+                                    hidden_dim=1280, mlp_dim=5120, resize_size=518),
+}
+
+
+def torchvision_vit_arch(arch) -> TorchvisionViT:
+  """A `TorchvisionViT` from a preset name (or an instance, passed through)."""
+  if isinstance(arch, TorchvisionViT):
+    return arch
+  if arch not in TORCHVISION_VITS:
+    raise ConfigError(f"torchvision architecture {arch!r} is unknown: use one of "
+                      f"{sorted(TORCHVISION_VITS)}")
+  return TORCHVISION_VITS[arch]
+
+
+def _torchvision_vit_path(key: str) -> tuple[str, ...] | None:
+  """The linen path of a torchvision ViT key (None: the fused in-projection, split apart)."""
+  fixed = {"conv_proj": ("vit", "embeddings", "patch_embeddings", "projection"),
+           "encoder.ln": ("vit", "layernorm"), "heads.head": ("classifier",)}
+  if key == "class_token":
+    return ("vit", "embeddings", "cls_token")
+  if key == "encoder.pos_embedding":
+    return ("vit", "embeddings", "position_embeddings")
+  module, leaf = key.rsplit(".", 1)
+  if module in fixed:
+    return fixed[module] + (leaf,)
+  m = re.fullmatch(r"encoder\.layers\.encoder_layer_(\d+)\.(.+)", module)
+  if m is None:
+    return ("torchvision",) + _split(key)         # reported as unexpected
+  layer = ("vit", "encoder", "layer", m.group(1))
+  parts = {"ln_1": ("layernorm_before",), "ln_2": ("layernorm_after",),
+           "self_attention.out_proj": ("attention", "output", "dense"),
+           "mlp.0": ("intermediate", "dense"), "mlp.3": ("output", "dense"),
+           "self_attention": None}
+  if m.group(2) not in parts:
+    return ("torchvision",) + _split(key)
+  if parts[m.group(2)] is None:
+    return None
+  return layer + parts[m.group(2)] + (leaf,)
+
+
+def torchvision_vit_tree(state: dict[str, np.ndarray], expected: dict,
+                         source: pathlib.Path) -> dict:
+  """Flat {linen path: array} of the ViT from a torchvision VisionTransformer state dict."""
+  flat = {}
+  for key, tensor in state.items():
+    tensor = np.asarray(tensor)
+    path = _torchvision_vit_path(key)
+    if path is None:                       # in_proj_{weight,bias}: [3D, ...] → q, k, v
+      layer = ("vit", "encoder", "layer", re.search(r"encoder_layer_(\d+)", key).group(1),
+               "attention", "attention")
+      leaf = "kernel" if key.endswith("weight") else "bias"
+      for name, part in zip(("query", "key", "value"), np.split(tensor, 3, axis=0)):
+        flat[layer + (name, leaf)] = part.T if leaf == "kernel" else part
+      continue
+    if path[-1] == "weight":
+      for leaf in ("kernel", "scale"):
+        if path[:-1] + (leaf,) in expected:
+          path = path[:-1] + (leaf,)
+          break
+    if path[-1] == "kernel":
+      tensor = tensor.T if tensor.ndim == 2 else tensor.transpose(2, 3, 1, 0)
+    if path not in expected:
+      raise WeightsMismatchError(f"{source}: unexpected weight {key!r} for a torchvision "
+                                 "VisionTransformer of this architecture")
+    flat[path] = tensor
+  return flat
+
+
+def load_torchvision_vit(file, arch, dtype=jnp.float32, attention: str = "xla") -> Loaded:
+  """The ViT classifier of a torchvision VisionTransformer state dict in a .safetensors `file`
+  (layout above); `arch` a `TORCHVISION_VITS` name or a `TorchvisionViT`."""
+  arch = torchvision_vit_arch(arch)
+  attention_lib.check_implementation(attention)
+  file = pathlib.Path(file).expanduser()
+  if not file.is_file():
+    raise weights.WeightsNotFoundError(
+        f"{file}: no such weights file; convert torchvision's checkpoint once to safetensors "
+        "(see jaxdiffattack/models/convert_transformers.py, 'torchvision layout') and give its "
+        "path")
+  if file.suffix != ".safetensors":
+    raise weights.WeightsNotFoundError(f"{file}: not a .safetensors file (pickles are never "
+                                       "loaded); convert it with safetensors.torch.save_file")
+  config = arch.vit_config()
+  module = vit.ViTForImageClassification(config, dtype, attention)
+  expected = expected_tree(KINDS["vit"], module, config)
+  flat = torchvision_vit_tree(weights.read_safetensors(file), expected, file)
+  check_tree(flat, expected, file)
+  params = {key: jnp.asarray(value, dtype) for key, value in flat.items()}
+  return Loaded(module, flax.traverse_util.unflatten_dict(params), config,
+                {"model_type": "vit", "torchvision": dataclasses.asdict(arch)})
+
+
 # --------------------------------------------------------------------------------- saving --
 
 # kind → (model_type, architectures) written to config.json; nested CLIP towers get their own.

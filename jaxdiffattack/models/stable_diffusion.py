@@ -128,3 +128,37 @@ def load_stable_diffusion(name_or_path: str = hub.TOY_ALIAS, dtype: str = "float
       text_encoder=text_encoder, unet=unet, vae=vae, scheduler_config=scheduler_config)
   params = {"text_encoder": text_params, "unet": unet_params, "vae": vae_params}
   return sd, params
+
+
+def attention_sites(sd: StableDiffusion, params, text_length: int, *,
+                    implementation: str = "cudnn", max_head_dim: int | None = None,
+                    latent_size: int | None = None) -> list[attention_lib.CallSite]:
+  """Which attention implementation every call site of `sd` gets (shape tracing, any backend).
+
+  Traces one classifier-free-guidance UNet call (batch 2) at `latent_size` (default: the
+  model's), one VAE decode and, if present, the text encoder with every module's attention
+  set to `implementation`, under `attention.plan(max_head_dim)`; params may be abstract
+  (`jax.ShapeDtypeStruct`s). Returns the call sites in trace order, prefixed "unet/", "vae/"
+  and "text_encoder/".
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  size = latent_size or sd.latent_size
+  latents = jax.ShapeDtypeStruct((2, sd.latent_channels, size, size), jnp.float32)
+  context = jax.ShapeDtypeStruct((2, text_length, sd.unet.config.cross_attention_dim), sd.dtype)
+  unet = sd.unet.clone(attention=implementation)
+  vae = sd.vae.clone(attention=implementation)
+  calls = {   # name → (function of (params, *inputs), inputs)
+      "unet": (lambda p, z, c: unet.apply({"params": p}, z, jnp.ones((2,)), c),
+               (latents, context)),
+      "vae": (lambda p, z: vae.apply({"params": p}, z, method="decode"), (latents,)),
+  }
+  if sd.text_encoder is not None and "text_encoder" in params:
+    text_encoder = sd.text_encoder.clone(attention=implementation)
+    calls["text_encoder"] = (lambda p, ids: text_encoder.apply({"params": p}, ids),
+                             (jax.ShapeDtypeStruct((2, text_length), jnp.int32),))
+  sites = []
+  for name, (call, inputs) in calls.items():
+    with attention_lib.plan(max_head_dim) as traced:
+      jax.eval_shape(call, params[name], *inputs)
+    sites += [dataclasses.replace(s, site=f"{name}/{s.site}") for s in traced]
+  return sites

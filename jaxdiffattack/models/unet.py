@@ -198,7 +198,8 @@ class Attention(nn.Module):
       out, probs = attention_fn(q, k, v, upcast=self.upcast, return_probs=True)
       self.sow("intermediates", "probs", probs)                       # [B, N, T, S]
     else:
-      out = attention_fn(q, k, v, implementation=self.implementation, upcast=self.upcast)
+      out = attention_fn(q, k, v, implementation=self.implementation, upcast=self.upcast,
+                         site="/".join(self.path))
     out = out.reshape(out.shape[:2] + (inner,))
     return nn.Dense(x.shape[-1], dtype=self.dtype, name="to_out_0")(out)
 

@@ -125,7 +125,7 @@ class AttentionBlock(nn.Module):
     h = h.reshape(batch, height * width, 1, channels)                   # [B, T, 1 head, C]
     dense = lambda name: nn.Dense(channels, dtype=self.dtype, name=name)
     q, k, v = dense("query")(h), dense("key")(h), dense("value")(h)
-    h = attention_fn(q, k, v, implementation=self.implementation)
+    h = attention_fn(q, k, v, implementation=self.implementation, site="/".join(self.path))
     h = dense("proj_attn")(h.reshape(batch, height * width, channels))
     return x + h.reshape(batch, height, width, channels)
 

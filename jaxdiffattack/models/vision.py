@@ -155,6 +155,39 @@ def load_image_classifier(name_or_path: str, toy_kind: str = "vit", dtype: str =
   return classifier, loaded.params
 
 
+def load_torchvision_classifier(file: str, arch, dtype: str = "float32",
+                                attention: str = "xla"):
+  """Loads a torchvision VisionTransformer saved as one .safetensors file (e.g. ViT-H/14 SWAG;
+  the layout and the conversion command: `convert_transformers`, "torchvision layout").
+
+  `arch` names a `convert_transformers.TORCHVISION_VITS` preset (or is a `TorchvisionViT`).
+  Outputs are the ImageNet-1k classes in index order (id2label: their wnids); preprocessing is the
+  weights' own (torchvision's ImageClassification: shorter side resized bicubic, centre crop,
+  ImageNet mean/std), expressed as a transformers image processor.
+
+  Returns:
+    (classifier, params) as `load_image_classifier`.
+  """
+  from transformers import CLIPImageProcessor  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
+  jdtype = _dtype(dtype)
+  spec = convert_transformers.torchvision_vit_arch(arch)
+  loaded = convert_transformers.load_torchvision_vit(file, spec, jdtype, attention)
+  if spec.num_classes == labels_lib.IMAGENET_CLASSES:
+    id2label = labels_lib.imagenet1k().ids
+  else:
+    id2label = tuple(f"LABEL_{i}" for i in range(spec.num_classes))
+  processor = CLIPImageProcessor(
+      do_resize=True, size={"shortest_edge": spec.resize_size or spec.image_size}, resample=3,
+      do_center_crop=True, crop_size={"height": spec.image_size, "width": spec.image_size},
+      do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=list(spec.mean),
+      image_std=list(spec.std), do_convert_rgb=True)
+  classifier = ImageClassifier(source=str(file), path=pathlib.Path(file).expanduser(),
+                               dtype=jdtype, model=loaded.module, model_type="vit",
+                               id2label=tuple(id2label), image_processor=processor)
+  return classifier, loaded.params
+
+
 def clip_image_features(clip: ClipModel, params, pixels: jax.Array) -> jax.Array:
   """Projected image embeddings [P, D] (not normalised) of normalised pixels [P, h, w, 3]."""
   return clip.model.apply({"params": params}, pixels.astype(clip.dtype),

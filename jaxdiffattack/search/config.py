@@ -111,7 +111,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.transfer_per_target = 0
   c.transfer_prompts = 0
   c.export = ""
-  c.microbatch = ml_collections.config_dict.placeholder(int)
+  c.microbatch = ml_collections.config_dict.placeholder(object)  # None | int | "auto"
+  c.memory_budget_gb = ml_collections.config_dict.placeholder(float)  # "auto": GB per device
   c.checkpoint_every = 1
   c.save_images = True
   c.report_only = False

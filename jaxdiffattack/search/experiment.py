@@ -43,9 +43,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxdiffattack import costs
 from jaxdiffattack import io
 from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import labels as labels_lib
+from jaxdiffattack import pages
 from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scoring as scoring_lib
@@ -77,6 +79,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         config.baseline, "use 'random', another strategy name, or '' for none")
   check(isinstance(config.population_size, int) and config.population_size >= 2,
         "population_size", config.population_size, "use an integer >= 2")
+  costs.validate_microbatch(config.get("microbatch"), config.get("memory_budget_gb"))
+  check(config.get("microbatch") != "auto" or not any(
+      strategies_lib.is_gradient(m) for m in methods_of(config)), "microbatch", "auto",
+        "'auto' plans the sampler's forward pass; a gradient strategy needs more memory per "
+        "member: give an integer")
   check(isinstance(config.num_generations, int) and config.num_generations >= 1,
         "num_generations", config.num_generations, "use an integer >= 1")
   check(config.stop_after_failures >= 0, "stop_after_failures", config.stop_after_failures,
@@ -140,7 +147,7 @@ class Search:
     self.space = spaces.make_space(config.space, config, sd, params, self.targets, self.key)
     self.mesh = sharding.make_mesh() if mesh is None else mesh
     population = config.population_size
-    self.microbatch = config.microbatch or -(-population // self.mesh.size)
+    self.microbatch = config.microbatch or -(-population // self.mesh.size)   # or "auto"
     self.guidance = config.guidance_scale > 1.0
     self.settings = sampler_lib.SamplerSettings(
         scheduler=config.scheduler, num_steps=config.num_steps, guidance=self.guidance)
@@ -150,7 +157,7 @@ class Search:
             scheduler=config.scheduler, num_steps=config.num_steps, guidance=self.guidance,
             return_images=self.judges.needs_images),
         mesh=self.mesh, microbatch=self.microbatch, score_fn=scoring.score_fn,
-        score_params=scoring.params)
+        score_params=scoring.params, memory_budget_gb=config.get("memory_budget_gb"))
     self.uncond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0])
     # Per target: the class to judge against (the prompt's, or the targeted search's target
     # class) and the CLEAN prompt (CLIP scores compare with it).
@@ -398,7 +405,7 @@ def save_failures(search: Search, method: str, state: driver.LoopState, workdir:
                                              np.array([t for t, _, _, _ in items]))
     image_sampler = sampler_lib.PopulationSampler(
         search.sd, search.params, search.settings, mesh=search.mesh,
-        microbatch=search.microbatch)
+        microbatch=search.microbatch, memory_budget_gb=search.config.get("memory_budget_gb"))
     images = image_sampler(decoded.latents, decoded.cond, search.uncond,
                            search.config.guidance_scale).images
   base = workdir / "failures" / method
@@ -429,12 +436,29 @@ def save_failures(search: Search, method: str, state: driver.LoopState, workdir:
   return files
 
 
+def save_clean(search: Search, workdir: pathlib.Path) -> None:
+  """clean/t<t>.png: every searched target's unperturbed image (its base latent and clean
+  prompt), shown beside its failures on the run's index.html and rated on the rating page."""
+  t_idx = [t.index for t in search.targets if search.included[t.index]]
+  if not t_idx:
+    return
+  latents, cond = zip(*(search.space.clean(t) for t in t_idx))
+  image_sampler = sampler_lib.PopulationSampler(
+      search.sd, search.params, search.settings, mesh=search.mesh, microbatch=search.microbatch)
+  images = image_sampler(np.stack(latents), np.stack(cond), search.uncond,
+                         search.config.guidance_scale).images
+  for t, image in zip(t_idx, images):
+    io.write_png(workdir / "clean" / f"t{t:03d}.png", image)
+
+
 def run(config: ml_collections.ConfigDict, workdir, *,
         scoring: scoring_lib.Scoring | None = None, model_loader=None, mesh=None) -> dict:
   """Runs (or resumes) every method of the search; writes every output. Returns the report."""
   validate(config)
   if config.get("report_only", False):
-    return report.write_report(workdir)
+    out = report.write_report(workdir)
+    pages.write_index(workdir)
+    return out
   workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader, "search")
   sd, params = model_loader(config.model, dtype=config.dtype)
   search = Search(config, sd, params, scoring, mesh=mesh)
@@ -442,6 +466,8 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   if config.filter_clean:
     logging.info("filter_clean: %d of %d targets pass every judge when clean; searching those",
                  int(search.included.sum()), len(search.targets))
+  if config.save_images:
+    save_clean(search, workdir)
   rows, timing, transfer, transferred = [], {}, [], set()
   for method in methods_of(config):
     state = search.run_method(method, workdir / f"checkpoint_{method}.msgpack")
@@ -462,6 +488,7 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   if config.transfer_per_target:
     io.write_jsonl(workdir / "transfer.jsonl", transfer)
   out = report.write_report(workdir)
+  pages.write_index(workdir)
   for method, s in out["summary"]["methods"].items():
     logging.info("%s: success %d/%d targets, evaluations to first success %s, images/s %s",
                  method, s["successes"], s["targets"], s["evaluations_to_first_success_mean"],

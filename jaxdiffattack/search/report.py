@@ -27,6 +27,7 @@ tests that can fail there are reported beside them:
 For reference, true N(0, I) draws reject at rate ≈ α in each test.
 """
 
+import collections
 import json
 import pathlib
 import warnings
@@ -151,6 +152,10 @@ def summarise(rows: list[dict], timing: dict) -> dict:
                                   else None),
         "oracle_confirmed_targets": (sum(any(confirmed(f) for f in r["failures"]) for r in sel)
                                      if "oracle" in by_judge else None),
+        # The oracle's reasons for the failures it confirms (v2: "another shape (...)", ...).
+        "oracle_confirmed_reasons": (dict(collections.Counter(
+            f["judges"]["oracle"].get("reason") or "violated" for f in found if confirmed(f)))
+                                     if "oracle" in by_judge else None),
         "clean_failures": int(sum(bool(r["clean"]["verdict"]) for r in sel)),
         "nonfinite_fitness": int(sum(r["nonfinite"] for r in sel)),
         "rule_confirmed": int(sum(r["counts"].get("verdict", 0) for r in sel)),
@@ -247,9 +252,35 @@ def judges_line(entry) -> list[str]:
   return judges_lib.caption(entry or {})
 
 
-def console_summary(rows: list[dict], summary: dict, workdir) -> str:
-  """The terminal's summary: per method the success rate by the rule and by each judge and how
-  many found failures the oracle confirms, then every found failure with each judge's reading."""
+def _oracle_entry(f: dict) -> dict:
+  return (f.get("judges") or {}).get("oracle") or {}
+
+
+def confirmed_lines(rows: list[dict], summary: dict) -> list[str]:
+  """The headline on the toy world: per method, the found failures the oracle (v2) confirms
+  (it says the prompt is violated), each with its reason; [] when the oracle is not a judge."""
+  lines = []
+  for method, s in summary["methods"].items():
+    if s["oracle_confirmed_kept"] is None:
+      continue
+    sel = [r for r in rows if r["method"] == method]
+    found = [(r, f) for r in sel for f in r["failures"]]
+    confirmed = [(r, f) for r, f in found if _oracle_entry(f).get("failure")]
+    lines.append(f"{method}: the oracle confirms {len(confirmed)} of the {len(found)} failures "
+                 f"kept, on {s['oracle_confirmed_targets']} of {s['targets']} targets")
+    for r, f in confirmed:
+      o = _oracle_entry(f)
+      where = f["files"][0] if f.get("files") else ""
+      lines.append(f"  {r['prompt']!r} (target {r['target']}): {o.get('reason') or 'violated'}"
+                   f"{' → ' + where if where else ''}")
+  return lines
+
+
+def console_summary(rows: list[dict], summary: dict, workdir, pointers=()) -> str:
+  """The terminal's summary: per method the success rate by the rule and by each judge, every
+  found failure with each judge's reading, then -- the last lines -- per method the failures
+  the oracle confirms with its reasons, the report and `pointers` (further pages of the run,
+  one line each, e.g. its index.html and rating page)."""
   lines = []
   for method, s in summary["methods"].items():
     evals = _fmt(s["evaluations_to_first_success_mean"], ".1f")
@@ -257,17 +288,15 @@ def console_summary(rows: list[dict], summary: dict, workdir) -> str:
     lines.append(f"{method}: {s['successes']}/{s['targets']} targets with a failure by the rule, "
                  f"evaluations to first success {evals} (mean); targets failed by each judge: "
                  f"{judged}; {_fmt(s['images_per_s'], '.1f')} images/s")
-    if s["oracle_confirmed_kept"] is not None:
-      lines.append(f"  the oracle confirms {s['oracle_confirmed_kept']} of the "
-                   f"{s['failures_kept']} failures kept, on {s['oracle_confirmed_targets']} of "
-                   f"{s['targets']} targets")
   for r in rows:
     for f in r["failures"][:1]:
       what = f" {f['prompt']!r}" if "prompt" in f else ""
       lines.append(f"  [{r['method']}] {r['prompt']!r}: generation {f['generation']}{what}: "
                    + " | ".join(judges_line(f.get("judges"))) + " → " +
                    ", ".join(f["files"][:1]))
+  lines += confirmed_lines(rows, summary)
   lines.append(f"report: {pathlib.Path(workdir) / 'report.md'}")
+  lines += list(pointers)
   return "\n".join(lines)
 
 

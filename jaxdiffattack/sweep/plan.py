@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxdiffattack import costs
 from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import perturb
 from jaxdiffattack import sampler as sampler_lib
@@ -82,6 +83,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(bool(config.labels) or bool(config.label_set), "labels", config.labels,
         "give labels or a label_set")
   check("{}" in config.template, "template", config.template, "must contain '{}'")
+  costs.validate_microbatch(config.get("microbatch"), config.get("memory_budget_gb"))
   check(config.images_per_prompt >= 1, "images_per_prompt", config.images_per_prompt,
         "use an integer >= 1")
   shifts = sorted(name for name, spec in perturb.SHIFTS.items() if spec.arity)
@@ -181,7 +183,8 @@ def setting_sampler(config, setting, prompts, model_loader, *, mesh=None, score_
           scheduler=setting.get("scheduler") or config.scheduler, num_steps=config.num_steps,
           guidance=setting.guidance_scale > 1.0, variance_type=setting.get("variance_type"),
           **settings),
-      microbatch=config.microbatch, score_fn=score_fn, score_params=score_params, mesh=mesh)
+      microbatch=config.microbatch, score_fn=score_fn, score_params=score_params, mesh=mesh,
+      memory_budget_gb=config.get("memory_budget_gb"))
   return SettingSampler(
       sd, pop_sampler, np.asarray(text.encode_prompts(sd, params["text_encoder"], prompts)),
       np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0]),

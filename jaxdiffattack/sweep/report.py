@@ -218,8 +218,8 @@ def grid_members(plan: Plan, shift: str, n_grid: int) -> tuple[np.ndarray, list[
 def grid_captions(plan: Plan, members: np.ndarray, labels, class_names, scores: dict,
                   oracle_reads=None) -> list[list[str]]:
   """Each tile's caption: the prompt's label, its shift and α, what the evaluator read (class,
-  confidence; FAIL when it is not the label) and, with the toy oracle, what the oracle read
-  ("?" unclear)."""
+  confidence; FAIL when it is not the label) and, with the toy oracle, its verdict for the
+  label (`toy.oracle.verdict` records: what it read, FAIL when violated, and its reason)."""
   cell_idx, prompt_idx, _ = plan.decompose(members)
   captions = []
   for i, m in enumerate(members):
@@ -232,8 +232,9 @@ def grid_captions(plan: Plan, members: np.ndarray, labels, class_names, scores: 
              f"{'' if pred == label else ' FAIL'}"]
     if oracle_reads is not None:
       read = oracle_reads[i]
-      lines.append("oracle: ? unclear" if read is None else
-                   f"oracle: {read}{'' if read == label else ' FAIL'}")
+      lines.append(f"oracle: {read['pred'] or '-'}{' FAIL' if read['failure'] else ''}")
+      if read["reason"] != "holds":
+        lines.append(f"  {read['reason']}")
     captions.append(lines)
   return captions
 
@@ -260,12 +261,19 @@ def write_grids(config, workdir, plan: Plan, labels, label_ids, model_loader, sc
       reads = None
       if config.get("oracle", False):
         from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
-        reads = oracle.judge(images)
+        reads = oracle.verdict(images, [labels[i] for i in prompt_idx])
       captions = grid_captions(plan, members, labels, class_names,
                                {k: np.asarray(v) for k, v in out.scores.items()}, reads)
       upscale = max(1, 64 // images.shape[1])
       stem = pathlib.Path(workdir) / "grids" / f"{setting.name}_{shift}"
       io.write_png(f"{stem}.png",
                    runs.captioned_grid(images, captions, cols=len(cols), upscale=upscale))
+      # Each tile alone too (no caption), for index.html and the rating page.
+      tiles = []
+      for m, image, p in zip(members, images, prompt_idx):
+        name = f"{stem.name}/m{int(m):06d}.png"
+        io.write_png(stem.parent / name, image)
+        tiles.append({"member": int(m), "image": f"grids/{name}", "prompt": prompts[int(p)]})
       io.write_json(f"{stem}.json", {
-          "rows": "prompts", "cols": "alpha", "members": [int(m) for m in members], "captions": captions})
+          "rows": "prompts", "cols": "alpha", "members": [int(m) for m in members],
+          "captions": captions, "tiles": tiles})

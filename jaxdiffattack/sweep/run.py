@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import pages
 from jaxdiffattack import runs
 from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack.errors import ConfigError
@@ -49,7 +50,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   `mesh` (default: all devices) shards the scored populations."""
   plan_lib.validate(config)
   if config.get("report_only", False):
-    return report.write_report(workdir)
+    out = report.write_report(workdir)
+    pages.write_index(workdir)
+    return out
   workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader, "sweep")
   scoring.check_names(list(plan_lib.METRIC_SCORES.values()), "scoring")
   missing = [n for n in report.GRID_SCORES if n not in scoring.names]
@@ -105,6 +108,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   if config.trajectory.prompts:
     trajectories.write_trajectories(config, workdir, prompts, model_loader)
   report.write_report(workdir)
+  pages.write_index(workdir)
   return {"members": rows}
 
 

@@ -124,6 +124,9 @@ def _oracle_metrics(images, labels, pimgs, pairs, real) -> tuple[dict, list]:
   metrics = {"single_agreement": float(np.mean([p == world.LABELS[l]
                                                 for p, l in zip(preds, labels)])),
              "single_read": float(np.mean([p is not None for p in preds])),
+             # Oracle v2: the prompt holds (neither violated nor unclear).
+             "single_holds": float(np.mean([not (v["failure"] or v["unclear"])
+                                            for v in verdicts])),
              "single_failure": float(np.mean([v["failure"] for v in verdicts])),
              "single_unclear": float(np.mean([v["unclear"] for v in verdicts]))}
   if pimgs is not None:

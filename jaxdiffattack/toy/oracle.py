@@ -31,8 +31,10 @@ generated images) are in `docs/toy_model_card.md` ("Oracle").
 
 API: `judge(images)` -> a label name or None per image; `read(images)` -> a `Reading` per image
 (objects with colour, shape, fit, angle, confidence, mask, centroid, area; the verdict and
-why); `verdict(images, labels)` -> the record a job stores per judge,
-``{"pred", "confidence", "failure", "unclear"}``.
+why) -- both v1, a reading without a prompt. Oracle v2 (below, issue #22) judges an image *for
+its prompt*: `assess(images, labels)` -> a `Verdict` per image (holds / violated with a reason
+/ unclear, and the measurements behind it); `verdict(images, labels)` -> the record a job
+stores per judge, ``{"pred", "confidence", "failure", "unclear", "reason"}``.
 """
 from __future__ import annotations
 
@@ -445,32 +447,319 @@ def judge(images) -> list[str | None]:
 
 
 def verdict(images, labels: Sequence[str | int]) -> list[dict]:
-  """The oracle as a judge of images [N, 32, 32, 3] made for `labels` (names or ids): per
-  image ``{"pred": label or None, "confidence": float or None, "failure": bool,
-  "unclear": bool}``.
+  """The oracle (v2, `assess`) as a judge of images [N, 32, 32, 3] made for `labels` (names or
+  ids): per image ``{"pred", "confidence", "failure", "unclear", "reason"}``.
 
-  ``failure`` is True only when the oracle is sure the label's object is not drawn: the image
-  is read completely (clear background, nothing unexplained, every object read) and shows no
-  object, or only objects of other classes. ``unclear`` is True when it cannot tell (an
-  unreadable object, an off-palette colour, clutter). The third case -- the label's object is
-  drawn, alone (``pred == label``) or beside another object (``pred`` None) -- is neither.
-  Unclear images are not counted as the generator's failures: the oracle stands in for a
-  human who confirms a failure, and an image it cannot read confirms nothing; reports show
-  the unclear rate beside the failure rate.
+  ``failure``: v2 says the prompt is violated (no object, several objects, another colour,
+  another shape, too deformed); ``unclear``: it says a person would hesitate too; neither: the
+  named object is drawn, once. ``pred`` is the largest object's "colour shape" (None when not
+  read), ``reason`` the short reason a caption shows (`short_reason`), e.g. "another shape
+  (star, not a triangle)". Unclear images are not counted as the generator's failures; reports
+  show the unclear rate beside the failure rate.
   """
   pixels = _as_pixels(images)
+  names = _check_labels(len(pixels), labels)
+  out = []
+  for name, v in zip(names, [decide(f, n) for f, n in zip(_features(pixels), names)]):
+    out.append({"pred": v.pred, "confidence": v.confidence,
+                "failure": v.outcome == VIOLATED, "unclear": v.outcome == UNCLEAR,
+                "reason": short_reason(v.kind, v.pred, name)})
+  return out
+
+
+# ======================================================================== v2: verdicts ===
+# Oracle v2 (issue #22): one verdict per image *and prompt*, calibrated on blind ratings
+# (docs/ratings/toy_v1/, docs/results/oracle_v2.md). The question is the rating guide's
+# (../shared/rating_guide.md): does the picture show what the prompt names -- the named object,
+# in the named colour and shape, once? Three outcomes:
+#   holds     the named object is drawn, once (wobbly edges, rounded corners, shading and a
+#             noisy background are fine);
+#   violated  with a reason: no object, several objects, another colour, another shape, or a
+#             shape too deformed to be the named one (a concave three-pointed star is not a
+#             triangle, a dome is not a triangle, a shapeless blob is not a star);
+#   unclear   a person would hesitate too (e.g. a square so rounded it could be a circle).
+# It reads the image with v1's segmentation (palette seeds, background surface, alpha masks),
+# then fits the largest object's alpha map to a bank of templates: the world's five shapes and
+# four look-alikes people do not accept as them (a concave three-pointed star, a dome, an
+# ellipse) or do (a rounded square, read as a square while it is not closer to a circle).
+# Thresholds are `Thresholds` fields; their defaults were chosen on the tuning part of the
+# ratings only (benchmarks/oracle_v2_calibrate.py); the held-out part and the real held-out
+# scenes are the report.
+
+HOLDS, VIOLATED, UNCLEAR = "holds", "violated", "unclear"
+OUTCOMES = (HOLDS, VIOLATED, UNCLEAR)
+# Look-alike templates: (name, predicate on rotated unit coordinates (u, v), v grows down,
+# rotational symmetry period). Circumradius ~1 like the world's shapes.
+_LOOKALIKES = {
+    "three-pointed star": (None, 2 * np.pi / 3),    # polygon, see _lookalike_inside
+    "dome": (None, 2 * np.pi),
+    "ellipse": (None, np.pi),
+    "rounded square": (None, np.pi / 2),
+}
+_ROUNDED = "rounded square"   # accepted as a square when it is not nearer a circle
+
+
+def _lookalike_inside(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+  if name == "three-pointed star":
+    a = -np.pi / 2 + np.arange(6) * np.pi / 3
+    r = np.where(np.arange(6) % 2 == 0, 1.0, 0.42)
+    return world._inside_polygon(u, v, np.stack([r * np.cos(a), r * np.sin(a)], -1))  # pylint: disable=protected-access
+  if name == "dome":  # a half disc, flat side down
+    return (u * u + v * v <= 0.95 ** 2) & (v <= 0.15)
+  if name == "ellipse":
+    return (u / 0.95) ** 2 + (v / 0.5) ** 2 <= 1.0
+  if name == "rounded square":  # a superellipse between the world's square and its circle
+    return np.abs(u) ** 3.5 + np.abs(v) ** 3.5 <= 0.74 ** 3.5
+  raise ValueError(f"unknown look-alike {name!r}")
+
+
+def _make_template(inside: np.ndarray, period: float) -> _Template:
+  c = _TEMPLATE_SIZE / 2
+  depth = np.where(inside, ndimage.distance_transform_edt(inside),
+                   -ndimage.distance_transform_edt(~inside)) - 0.5 * np.sign(inside - 0.5)
+  ys, xs = np.nonzero(inside)
+  offset = (np.stack([xs.mean(), ys.mean()]) + 0.5 - c) / _TEMPLATE_RADIUS
+  steps = max(1, int(round(period / _ANGLE_STEP))) if period else 1
+  angles = (np.arange(steps) - steps // 2) * (period / steps) if period else np.zeros(1)
+  return _Template(np.pad(depth.astype(np.float32), 1, constant_values=-_TEMPLATE_SIZE),
+                   inside.sum() / _TEMPLATE_RADIUS**2, offset, angles)
+
+
+@functools.cache
+def _bank() -> tuple[tuple[str, ...], tuple[_Template, ...]]:
+  """The five shapes' templates (v1's) and the look-alikes', names in the same order."""
+  coords = np.arange(_TEMPLATE_SIZE) + 0.5 - _TEMPLATE_SIZE / 2
+  vv, uu = np.meshgrid(coords / _TEMPLATE_RADIUS, coords / _TEMPLATE_RADIUS, indexing="ij")
+  extra = tuple(_make_template(_lookalike_inside(n, uu, vv), p)
+                for n, (_, p) in _LOOKALIKES.items())
+  return tuple(world.SHAPES) + tuple(_LOOKALIKES), _templates() + extra
+
+
+def fit_bank(coverage: np.ndarray, chunk: int = 64) -> np.ndarray:
+  """Best soft IoU [M, B] of coverage maps [M, H, W] with every template of the bank (the five
+  shapes, then the look-alikes: `_bank()[0]` names them), over rotations and scales as
+  `fit_shapes`."""
+  names, templates = _bank()
+  ys, xs = np.mgrid[:_H, :_H] + 0.5
+  best = np.zeros((len(coverage), len(names)))
+  for lo in range(0, len(coverage), chunk):
+    a = np.asarray(coverage[lo:lo + chunk], np.float32)
+    rows = np.arange(len(a))
+    area = a.sum((1, 2)).astype(np.float64)
+    centroid = np.stack([(a * xs).sum((1, 2)), (a * ys).sum((1, 2))], -1)
+    centroid /= np.maximum(area, 1e-6)[:, None]
+    for k, t in enumerate(templates):
+      angles = np.broadcast_to(t.angles, (len(a), len(t.angles)))
+      iou = _soft_iou(a, _template_coverage(t, centroid, area, angles, np.ones_like(angles)))
+      coarse = angles[rows, iou.argmax(-1)]
+      step = (t.angles[1] - t.angles[0]) / 3 if len(t.angles) > 1 else 0.0
+      da, ds = np.meshgrid([-step, 0.0, step], [0.9, 1.0, 1.1], indexing="ij")
+      angles = coarse[:, None] + da.ravel()[None]
+      iou = _soft_iou(a, _template_coverage(t, centroid, area, angles,
+                                           np.broadcast_to(ds.ravel(), angles.shape)))
+      best[lo:lo + chunk, k] = iou.max(-1)
+  return best
+
+
+class Thresholds(NamedTuple):
+  """v2's decision thresholds (IoUs are soft IoUs with the bank's templates; areas in pixels).
+  Defaults: chosen on the tuning part of the blind ratings (docs/results/oracle_v2.md)."""
+  object_area: int = 12        # an object smaller than this is a speck, not an object
+  second_ratio: float = 0.25   # a second object this large (vs the largest) makes "several"
+  second_area: int = 12        # ... and at least this many pixels
+  colour_far: float = 40.0     # palette distance beyond which the colour is off palette
+  hold_fit: float = 0.6        # the named shape fits at least this well to hold ...
+  hold_lead: float = -0.03     # ... and leads every other template by at least this
+  other_lead: float = 0.02     # another shape leads the named one by this: "another shape"
+  other_fit: float = 0.6       # ... and fits at least this well
+  deformed_fit: float = 0.62   # the named shape fits worse than this: "too deformed"
+  convex_solidity: float = 0.74  # circles, squares, triangles: less solid is "concave"
+  square_circle_lead: float = 0.02  # a square holds when it fits the circle less well by this
+  circle_round_tol: float = 0.03  # a circle holds while a rounded square fits at most this better
+  unexplained_area: int = 60   # unexplained pixels (no palette object) beyond this: unclear
+  clutter_area: int = 60       # ... beside an object: something else is drawn
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+_CONVEX = ("circle", "square", "triangle")
+
+
+class Features(NamedTuple):
+  """What v2 measures in one image (the reading behind its verdict)."""
+  objects: tuple[tuple[str, int], ...]  # (nearest palette colour, area), largest first, every
+                                        # object of at least 2 px
+  fits: dict                  # template name -> soft IoU of the largest object ({} if none)
+  colour_distance: float      # palette distance of the largest object's colour (inf if none)
+  solidity: float             # area / convex hull area of the largest object (nan if none)
+  unexplained: int            # area of the largest region no palette object explains
+  noise: float                # background residual std
+
+
+# Why, as a short category (jobs store its index as the score "oracle/reason").
+REASON_KINDS = ("holds", "no object", "several objects", "another colour", "another shape",
+                "too deformed", "faint or off-palette", "could be a circle", "between shapes")
+_KIND_OUTCOME = {"holds": HOLDS, "faint or off-palette": UNCLEAR, "could be a circle": UNCLEAR,
+                 "between shapes": UNCLEAR}
+
+
+class Verdict(NamedTuple):
+  """v2's verdict on one image for one prompt's label."""
+  outcome: str                # holds | violated | unclear
+  kind: str                   # REASON_KINDS entry
+  reason: str                 # why, in a rater's words ("another shape: star (0.81 vs 0.62)")
+  pred: str | None            # "colour shape" of the largest object, if both are read
+  confidence: float | None    # in [0, 1] for holds / violated; None when unclear
+  features: Features
+
+
+def short_reason(kind: str, pred: str | None, label: str) -> str:
+  """The reason a caption shows, from the stored category, the reading and the label."""
+  colour, shape = label.split(" ")
+  if kind == "another colour" and pred:
+    return f"another colour ({pred.split(' ')[0]}, not {colour})"
+  if kind == "another shape" and pred:
+    return f"another shape ({pred.split(' ')[1]}, not a {shape})"
+  if kind == "too deformed":
+    return f"too deformed to be a {shape}"
+  if kind == "could be a circle":
+    return "unclear: rounded square, could be a circle"
+  if kind in ("faint or off-palette", "between shapes"):
+    return f"unclear: {kind}"
+  return kind
+
+
+def _v(kind: str, reason: str, pred, confidence, f) -> Verdict:
+  return Verdict(_KIND_OUTCOME.get(kind, VIOLATED), kind, reason, pred,
+                 None if _KIND_OUTCOME.get(kind) == UNCLEAR else confidence, f)
+
+
+def _solidity(mask: np.ndarray) -> float:
+  from skimage.morphology import convex_hull_image  # pylint: disable=g-import-not-at-top
+  area = mask.sum()
+  if area < 3:
+    return float("nan")
+  hull = convex_hull_image(mask)
+  return float(area / max(hull.sum(), 1))
+
+
+def features(images) -> list[Features]:
+  """v2's measurements of images [N, 32, 32, 3] (floats in [0, 1], or uint8)."""
+  return _features(_as_pixels(images))
+
+
+def _features(pixels: np.ndarray) -> list[Features]:
+  if not len(pixels):
+    return []
+  scene = _segment(pixels)
+  area = scene.masks.sum((1, 2))
+  dist = palette_distance(scene.rgb) if len(area) else np.zeros((0, 4))
+  order = np.argsort(-area, kind="stable")
+  main = {}
+  for m in order:
+    main.setdefault(int(scene.image[m]), int(m))
+  idx = np.asarray(sorted(main.values()), np.int64)
+  fits = fit_bank(scene.coverage[idx]) if len(idx) else np.zeros((0, 0))
+  fit_of = {int(m): fits[i] for i, m in enumerate(idx)}
+  names = _bank()[0]
+  out = []
+  for n in range(len(pixels)):
+    objs = [(world.COLOURS[int(dist[m].argmin())], int(area[m])) for m in order
+            if scene.image[m] == n]
+    m = main.get(n)
+    out.append(Features(
+        objects=tuple(objs),
+        fits={} if m is None else {k: float(v) for k, v in zip(names, fit_of[m])},
+        colour_distance=float("inf") if m is None else float(dist[m].min()),
+        solidity=float("nan") if m is None else _solidity(scene.masks[m]),
+        unexplained=int(scene.unexplained[n]), noise=float(scene.noise[n])))
+  return out
+
+
+def decide(f: Features, label: str, t: Thresholds = DEFAULT_THRESHOLDS) -> Verdict:
+  """v2's verdict on measurements `f` of an image made for `label` ("red circle")."""
+  colour, shape = label.split(" ")
+  objects = [(c, a) for c, a in f.objects if a >= t.object_area]
+  if not objects:
+    if f.unexplained >= t.unexplained_area:
+      return _v("faint or off-palette", f"no palette object; an unexplained region of "
+                f"{f.unexplained} px (faint, blurred or off-palette)", None, None, f)
+    return _v("no object", "no object", None, 1.0, f)
+  main_colour, main_area = f.objects[0]
+  if len(objects) >= 2:
+    second = objects[1][1]
+    if second >= t.second_area and second >= t.second_ratio * main_area:
+      what = ", ".join(f"{c} ({a} px)" for c, a in objects)
+      return _v("several objects", f"several objects: {len(objects)} ({what})", None,
+                float(_ramp(np.asarray(second / main_area), t.second_ratio,
+                            2 * t.second_ratio)), f)
+  if f.unexplained >= t.clutter_area:
+    return _v("several objects", f"something else is drawn: an unexplained region of "
+              f"{f.unexplained} px beside the {main_colour} object", None, 0.5, f)
+  shapes = list(world.SHAPES)
+  best_shape = max(shapes, key=lambda s: f.fits[s])
+  pred = f"{main_colour} {best_shape}"
+  if f.colour_distance >= t.colour_far:
+    return _v("faint or off-palette", f"colour off palette ({f.colour_distance:.0f} from "
+              f"{main_colour})", None, None, f)
+  if main_colour != colour:
+    return _v("another colour", f"another colour: {main_colour}, not {colour}", pred,
+              float(_ramp(np.asarray(-f.colour_distance), -t.colour_far, 0.0)), f)
+  fits = dict(f.fits)
+  named = fits[shape]
+  if shape == "square":   # rounded corners are fine while the shape is no nearer a circle
+    named = max(named, fits[_ROUNDED])
+  rivals = {k: v for k, v in fits.items() if k != shape and not (shape == "square" and
+                                                                  k == _ROUNDED)}
+  # What a rival must beat: slightly squarish circles are still circles.
+  handicap = {_ROUNDED: t.circle_round_tol} if shape == "circle" else {}
+  rival = max(rivals, key=lambda k: rivals[k] - handicap.get(k, 0.0))
+  lead = named - (rivals[rival] - handicap.get(rival, 0.0))
+  near = f"{rival} {rivals[rival]:.2f}"
+  if rival in shapes and -lead >= t.other_lead and rivals[rival] >= t.other_fit:
+    return _v("another shape", f"another shape: {rival} ({rivals[rival]:.2f} vs {shape} "
+              f"{named:.2f})", f"{colour} {rival}",
+              float(_ramp(np.asarray(-lead), t.other_lead, t.other_lead + 0.1)), f)
+  if shape in _CONVEX and np.isfinite(f.solidity) and f.solidity < t.convex_solidity:
+    return _v("too deformed", f"too deformed to be a {shape}: concave (solidity "
+              f"{f.solidity:.2f}; {shape} fit {named:.2f}, nearest {near})", pred,
+              float(_ramp(np.asarray(-f.solidity), -t.convex_solidity,
+                          -t.convex_solidity + 0.15)), f)
+  if (shape == "square" and fits["circle"] - named > -t.square_circle_lead
+      and named >= t.deformed_fit):
+    return _v("could be a circle", f"rounded square, could be a circle (square {named:.2f}, "
+              f"circle {fits['circle']:.2f})", pred, None, f)
+  if named >= t.hold_fit and lead >= t.hold_lead:
+    conf = float(min(_ramp(np.asarray(named), t.hold_fit, t.hold_fit + 0.15),
+                     _ramp(np.asarray(lead), t.hold_lead, t.hold_lead + 0.1)))
+    return _v("holds", f"{label} (fit {named:.2f}, nearest other {near})",
+              f"{colour} {shape}", max(conf, 0.05), f)
+  if rival not in shapes and -lead >= t.other_lead:
+    return _v("too deformed", f"too deformed to be a {shape}: looks like a {rival} "
+              f"({rivals[rival]:.2f} vs {named:.2f})", pred,
+              float(_ramp(np.asarray(-lead), t.other_lead, t.other_lead + 0.1)), f)
+  if named < t.deformed_fit:
+    return _v("too deformed", f"too deformed to be a {shape} (fit {named:.2f}; nearest "
+              f"{near})", pred,
+              float(_ramp(np.asarray(-named), -t.deformed_fit, -t.deformed_fit + 0.1)), f)
+  return _v("between shapes", f"between a {shape} and a {rival} ({named:.2f} vs "
+            f"{rivals[rival]:.2f})", pred, None, f)
+
+
+def _check_labels(n: int, labels) -> list[str]:
   names = [world.LABELS[int(l)] if isinstance(l, (int, np.integer)) else str(l) for l in labels]
-  if len(names) != len(pixels):
-    raise UserError(f"oracle.verdict: {len(pixels)} images but {len(names)} labels; "
+  if len(names) != n:
+    raise UserError(f"oracle.verdict: {n} images but {len(names)} labels; "
                     "pass one label per image")
   for name in names:
     if name not in world.LABEL2ID:
       raise UserError(f"oracle.verdict: unknown label {name!r}; toy labels are "
                       f"world.LABELS, e.g. {world.LABELS[0]!r}")
-  out = []
-  for name, r in zip(names, _read_pixels(pixels)):
-    shown = any(o.label == name for o in r.objects)
-    out.append({"pred": r.label, "confidence": r.confidence,
-                "failure": bool(r.complete and not shown),
-                "unclear": bool(not r.complete and not shown)})
-  return out
+  return names
+
+
+def assess(images, labels: Sequence[str | int],
+           thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Verdict]:
+  """v2's `Verdict` on each image [N, 32, 32, 3] for the label it was made for (names or ids)."""
+  pixels = _as_pixels(images)
+  names = _check_labels(len(pixels), labels)
+  return [decide(f, name, thresholds) for f, name in zip(_features(pixels), names)]

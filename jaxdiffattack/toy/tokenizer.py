@@ -80,11 +80,12 @@ def bytes_to_unicode() -> dict[int, str]:
   return dict(zip(bs, [chr(c) for c in cs]))
 
 
-def corpus_words() -> tuple[str, ...]:
-  """Pre-tokenized, byte-encoded words the BPE is trained on (sorted)."""
+def corpus_words(texts=None) -> tuple[str, ...]:
+  """Pre-tokenized, byte-encoded words the BPE is trained on (sorted): of `texts` (default the
+  toy world's words and EXTRA_WORDS)."""
   byte_encoder = bytes_to_unicode()
   words = set()
-  for text in world.world_words() + EXTRA_WORDS:
+  for text in (world.world_words() + EXTRA_WORDS if texts is None else tuple(texts)):
     for piece in _PATTERN.findall(text.lower()):
       words.add("".join(byte_encoder[b] for b in piece.encode("utf-8")))
   return tuple(sorted(words))
@@ -132,11 +133,12 @@ def _atomic_write(path: pathlib.Path, text: str) -> None:
 
 
 def build_tokenizer_files(out_dir: str | os.PathLike,
-                          model_max_length: int = MODEL_MAX_LENGTH) -> int:
-  """Writes the tokenizer files into out_dir; returns the vocab size."""
+                          model_max_length: int = MODEL_MAX_LENGTH, texts=None) -> int:
+  """Writes the tokenizer files into out_dir; returns the vocab size. `texts`: the words the
+  merges make single tokens (default the toy world's, `corpus_words`)."""
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  merges = learn_merges(corpus_words())
+  merges = learn_merges(corpus_words(texts))
   vocab = build_vocab(merges)
   _atomic_write(out / "vocab.json", json.dumps(vocab, ensure_ascii=False))
   _atomic_write(out / "merges.txt", "#version: 0.2\n" + "".join(
