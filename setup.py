@@ -49,11 +49,17 @@ setup(
         # these libraries' random initialisers (transformers 5 draws other weights), and some
         # search tests assert outcomes on exactly those weights. The runtime is not pinned: with
         # transformers 5.24 + diffusers 0.42 the whole suite passes but for those 5 search tests.
+        # ftfy: open_clip's reference tokenizer (tests/fullshape_models.py). The real CLIP BPE
+        # merges come from the open-clip-torch 3.3.0 wheel, fetched with `pip download
+        # --no-deps` when open_clip is not installed: as a dependency it pulls torchvision, whose
+        # PyPI wheel is a CUDA build that cannot load beside torch 2.13.0+cpu and then breaks
+        # transformers' and diffusers' imports.
         "test": ["pytest>=8", "torch==2.13.0", "diffusers==0.39.0", "transformers>=4.57,<5",
                  "scikit-image",    # SSIM reference of the analysis tests
                  # The page tests drive Debian's chromium + chromium-driver (.ci/run installs
                  # them); κ and clustered-interval references of the ratings tests.
-                 "selenium>=4.20", "scikit-learn", "statsmodels"],
+                 "selenium>=4.20", "scikit-learn", "statsmodels",
+                 "ftfy"],
         "bench": ["torch==2.13.0", "diffusers>=0.39"],
     },
 )

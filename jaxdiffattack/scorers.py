@@ -207,11 +207,25 @@ def tokenize(clip: vision.ClipModel, prompts: Sequence[str]):
 
 
 _text_features = jax.jit(vision.clip_text_features, static_argnums=0)
+TEXT_WIDTH_MULTIPLE = 8  # token columns computed: the longest prompt rounded up (few shapes)
+
+
+def text_width(longest: int, max_length: int) -> int:
+  """Token columns to compute for prompts of at most `longest` tokens (BOS and EOS included)."""
+  return min(max_length, -(-max(longest, 1) // TEXT_WIDTH_MULTIPLE) * TEXT_WIDTH_MULTIPLE)
+
 
 
 def text_embeddings(clip: vision.ClipModel, model_params, prompts: Sequence[str]) -> np.ndarray:
-  """L2-normalised CLIP text embeddings [N, D] of prompts (host-side; batched, jitted)."""
+  """L2-normalised CLIP text embeddings [N, D] of prompts (host-side; batched, jitted).
+
+  CLIP's text tower is causal and pools each row at its EOS token, so the padding columns after
+  the longest prompt change nothing: they are not computed (`text_width`). The 80 templates over
+  ImageNet-1k are 80,000 prompts of at most ~30 of 77 tokens: ~3× less work.
+  """
   ids, mask = tokenize(clip, prompts)
+  width = text_width(int(mask.sum(axis=1).max(initial=1)), ids.shape[1])
+  ids, mask = ids[:, :width], mask[:, :width]
   n = len(ids)
   if n == 0:
     raise UserError("prompts is empty")

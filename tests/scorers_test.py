@@ -124,6 +124,28 @@ def test_clip_score_and_zero_shot_match_transformers(dirs, tiny):
                                 np.argsort(-expected_logits, axis=-1)[:, :5])
 
 
+def test_text_embeddings_skip_padding_columns_exactly(dirs, tiny, monkeypatch):
+  """CLIP's causal text tower pools at EOS: computing only up to the longest prompt (rounded up
+  to TEXT_WIDTH_MULTIPLE) gives transformers' embeddings of the prompts padded to max_length."""
+  clip = tiny["clip"]
+  widths = []
+  features = scorers._text_features  # pylint: disable=protected-access
+
+  def spy(model, params, ids, mask):
+    widths.append(ids.shape[1])
+    return features(model, params, ids, mask)
+
+  monkeypatch.setattr(scorers, "_text_features", spy)
+  _, ref_texts, _ = _reference_clip(dirs["clip"])
+  for prompts, width in ((["zzzz", "a", "xyz!"], 8), (["a red circle", "b"], 16),
+                         (["a photo of a yellow triangle"], clip.model.max_length)):
+    widths.clear()
+    got = scorers.text_embeddings(clip.model, clip.params["model"], prompts)
+    assert set(widths) == {width}, (prompts, widths)
+    np.testing.assert_allclose(got, ref_texts(prompts), atol=1e-5)
+  assert [scorers.text_width(n, 77) for n in (1, 8, 9, 76, 77, 80)] == [8, 8, 16, 77, 77, 77]
+
+
 @pytest.mark.parametrize("name", ["vit", "resnet"])
 def test_classifier_logits_match_transformers(dirs, tiny, name):
   scorer = tiny[name]
