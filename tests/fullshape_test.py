@@ -8,10 +8,10 @@ launchers (launch/*.py, each in a subprocess of its own: tests/fullshape_run.py)
 8² latents and 2 sampler steps (tests/fullshape_config.py). Each test asserts the files and
 figures its job promises, and prints its wall time and peak host memory.
 
-CI budget (~12 minutes on 2 cores): each job pays a model load (1.7-2.5 GB of fp16 safetensors
+Opt-in (JAXDIFFATTACK_FULLSHAPE=1; CI skips them: they do not fit its budget). Each job pays a model load (1.7-2.5 GB of fp16 safetensors
 cast to fp32, the Flax modules traced) and its own XLA compilation of the full UNet (with the
 scorers fused in; for the attack also its gradient) whatever its run size — minutes per job on
-2 cores. So CI runs CI_CASES: the ATM attack on SD 2.1 (the paper's model: v-prediction, the
+2 cores. JAXDIFFATTACK_FULLSHAPE=1 runs CI_CASES: the ATM attack on SD 2.1 (the paper's model: v-prediction, the
 23-layer tower, θ [P, 77, 49408] checkpointed), the sweep (sampler + ViT-B/16 + CLIP ViT-B/16
 with the 80 templates) and the latent search (ResNet-50 surrogate, evolution loop) on SD 1.5.
 Measured on the shared 2-core machine (docs/results/fullshape_cpu.md, load average 12-80):
@@ -35,7 +35,13 @@ import fullshape_config
 import fullshape_models
 import fullshape_run
 
-pytestmark = pytest.mark.slow
+# Not in the default run (CI included): each job needs 11-16 GB of free host memory and the
+# three CI cases alone took over an hour on the shared 2-core machine, past CI's budget. Run them
+# on a machine with the memory: JAXDIFFATTACK_FULLSHAPE=1 python -m pytest tests/fullshape_test.py
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    not (os.environ.get("JAXDIFFATTACK_FULLSHAPE") or os.environ.get("FULLSHAPE_ALL")),
+    reason="full-shape jobs need 11-16 GB of free host memory and about an hour on 2 cores: "
+           "set JAXDIFFATTACK_FULLSHAPE=1 (FULLSHAPE_ALL=1: every job x model)")]
 
 CI_CASES = (("sweep", "sd15"), ("latent", "sd15"), ("attack", "sd21"))
 ALL_CASES = tuple((job, model) for model in fullshape_config.MODELS
