@@ -27,6 +27,8 @@ import zipfile
 
 import numpy as np
 
+from jaxdiffattack.toy.tokenizer import bytes_to_unicode
+
 OPEN_CLIP_VERSION = "3.3.0"   # the wheel the merges come from when open_clip is not installed
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 VOCAB_SIZE = 49408
@@ -59,20 +61,6 @@ def open_clip_dir(cache: pathlib.Path | None = None) -> pathlib.Path:
       for name in (BPE_FILE, "tokenizer.py"):
         (out / name).write_bytes(z.read(f"open_clip/{name}"))
   return out
-
-
-def bytes_to_unicode() -> dict[int, str]:
-  """GPT-2 / CLIP's reversible byte → printable-character map (re-derived here)."""
-  bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1)))
-  cs = bs[:]
-  n = 0
-  for b in range(256):
-    if b not in bs:
-      bs.append(b)
-      cs.append(256 + n)
-      n += 1
-  return dict(zip(bs, map(chr, cs)))
 
 
 def write_clip_tokenizer(directory: pathlib.Path, *, pad_token: str = EOS,
