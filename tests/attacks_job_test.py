@@ -269,7 +269,8 @@ def test_a_nonfinite_clean_image_is_skipped_not_attacked(tmp_path):
   and flagged — while the others follow top-1 as before; the judge names no class for it."""
   nan = float("nan")
   scores = {"attack/top1_hit": np.array([1.0, nan, 0.0]), "attack/pred": np.array([0, 0, 2]),
-            "attack/confidence": np.array([0.9, nan, 0.8])}
+            "attack/confidence": np.array([0.9, nan, 0.8]),
+            "images": np.zeros((3, 8, 8, 3), np.float32)}   # the judge returns the images too
   fake = types.SimpleNamespace(
       workdir=tmp_path, judge_names=("attack",),
       scoring=types.SimpleNamespace(roles={"attack": types.SimpleNamespace(
@@ -286,6 +287,8 @@ def test_a_nonfinite_clean_image_is_skipped_not_attacked(tmp_path):
   assert clean["nonfinite"] == [False, True, False]
   assert clean["pred"]["attack"] == ["red cube", None, "green cone"]
   assert json.loads((tmp_path / "clean_short.json").read_text())["nonfinite"][1] is True
+  assert sorted(p.name for p in (tmp_path / "images" / "short" / "clean").iterdir()) == [
+      "p0000.png", "p0001.png", "p0002.png"]   # shown beside the attacked images on index.html
   row = job._row(types.SimpleNamespace(name="short", prompt_set=types.SimpleNamespace(
       prompts=data.prompt_set.prompts, class_words=("cube", "ball", "cone"), labels=(0, 1, 2))),
       1, clean, ("attack",))
