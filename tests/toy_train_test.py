@@ -177,11 +177,14 @@ class ShippedWeightsTest(absltest.TestCase):
     self.assertEqual(m["pair_colours_samples"], 150)
     self.assertGreaterEqual(m["pair_colours_shown"], 0.85)
     # The oracle (judge-free) reads most single-object images, and each judge agrees with it
-    # on nearly all of them (measured here: reads 77.5 % as their prompt, both judges agree on
-    # all of those); it reads both objects of every real two-object scene.
+    # on nearly all of them; it reads both objects of every real two-object scene. Oracle v2
+    # (calibrated on blind ratings) reads every image, where v1 left the hardest 22.5 %
+    # unclear, so the judges are compared with it on harder images too. Measured here with v2
+    # (2026-12-06): it reads 92.5 % as their prompt; the ViT agrees with it on 87.5 % (35 of
+    # 40), the ResNet on 92.5 % (v1: 77.5 % read, both judges agreeing on all of those).
     self.assertGreaterEqual(m["oracle"]["single_agreement"], 0.6)
     for judge in _MIN_GEN_TOP1:
-      self.assertGreaterEqual(m["by_judge"][judge]["oracle_agreement"], 0.9, msg=judge)
+      self.assertGreaterEqual(m["by_judge"][judge]["oracle_agreement"], 0.85, msg=judge)
     self.assertGreaterEqual(m["oracle"]["pair_both_read_on_real"], 0.97)
     # The top-level numbers are the first judge's.
     self.assertEqual(m["single_top1"], m["by_judge"]["vit"]["single_top1"])
