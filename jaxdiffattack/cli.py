@@ -12,7 +12,7 @@ its FutureWarning/UserWarning deprecations (`use_fast`, ...). The project's own 
 logging, progress lines, errors) are unchanged.
 
 absl prints a wrong-typed override (`--config.num_steps=abc`) as two lines and an unknown config
-key (`--config.nonexistent=1`) as a traceback from ml_collections; `run(main)` parses the flags so
+key (`--config.nonexistent=1`) as a traceback from ml_collections; `run_main` parses the flags so
 that both (and every other flag error) end the launcher with one line `error: ...` and exit code 1,
 without touching the workdir.
 """
