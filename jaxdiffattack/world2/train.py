@@ -603,7 +603,7 @@ STAGE_FNS: dict[str, Callable[..., dict]] = {
 
 def parse_stages(config) -> list[str]:
   raw = config.stages
-  names = list(ALL_STAGES) if raw == "all" else [s.strip() for s in str(raw).split(",")
+  names = [s for s in ALL_STAGES if s != "evaluator" or config.evaluator.arch] if raw == "all" else [s.strip() for s in str(raw).split(",")
                                                  if s.strip()]
   bad = [s for s in names if s not in STAGE_FNS]
   if not names or bad:
