@@ -6,8 +6,9 @@ r"""Step rates of world 2's training stages (docs/world2_model_card.md, "Trainin
 Runs every stage of configs/train_world2.py:timing (the full models and batch sizes, 2,000
 scenes, `--steps` steps each, no checkpoints) through world2.train.run and times the last
 `--timed` steps of each (after the compile and `steps - timed` warm steps): steps/s and the
-estimated hours of the full config's num_steps. The machine's load average is recorded: other
-jobs share its 2 cores.
+wall hours the full config's num_steps would take *at the load of the measurement* (the
+machine's load average is recorded: other jobs share its 2 cores, so on a busy machine these
+are wall hours at a fraction of a core, not CPU hours).
 """
 import importlib.util
 import json
@@ -59,12 +60,13 @@ def main(argv):
     steps = int(full[name].num_steps)
     rows[name] = {"steps_per_s": round(float(rate), 3), "timed_steps": int(k),
                   "batch_size": int(full[name].batch_size), "full_num_steps": steps,
-                  "est_hours": round(steps / rate / 3600, 2)}
+                  "est_wall_hours_at_this_load": round(steps / rate / 3600, 2)}
     logging.info("%s: %.3f steps/s -> %d steps in %.2f h", name, rate, steps, steps / rate / 3600)
   out = {"command": "nice -n 0 python benchmarks/world2_train_rates.py "
                     f"--variant={_VARIANT.value} --steps={_STEPS.value} --timed={_TIMED.value}",
          "variant": _VARIANT.value, "stages": rows,
-         "total_est_cpu_hours": round(sum(r["est_hours"] for r in rows.values()), 2),
+         "total_est_wall_hours_at_this_load": round(
+             sum(r["est_wall_hours_at_this_load"] for r in rows.values()), 2),
          "loadavg_start": load0, "loadavg_end": os.getloadavg(), "cpu_count": os.cpu_count(),
          "wall_s": round(time.time() - t0, 1),
          "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
