@@ -24,7 +24,7 @@ NAMES = ("cube", "ball", "cone")
 def _reading(failure, margin=None, pred=None, unclear=None):
   failure = np.asarray(failure, bool)
   n = len(failure)
-  return judges.Reading(pred=tuple(pred or [None] * n), confidence=np.full(n, 0.5),
+  return judges.Verdict(pred=tuple(pred or [None] * n), confidence=np.full(n, 0.5),
                         failure=failure,
                         margin=np.full(n, np.nan) if margin is None else np.asarray(margin, float),
                         unclear=np.zeros(n, bool) if unclear is None else np.asarray(unclear))
@@ -144,7 +144,7 @@ def test_oracle_scores_on_rendered_scenes_and_record_format():
   labels = np.array([world.LABEL2ID[n] for n in
                      ("red circle", "blue star", "red circle", "red circle", "red circle")])
   j = judges.Judges(("oracle",), {}, label_names)
-  scores = j.oracle_scores(images, labels)
+  scores = j.image_scores(images, labels)
   assert set(scores) == set(judges.ORACLE_SCORES)
   r = j.read(scores)["oracle"]
   assert r.pred[:3] == ("red circle", "red circle", None)
@@ -161,7 +161,7 @@ def test_oracle_scores_on_rendered_scenes_and_record_format():
                                   "unclear": True, "reason": r.reason[3]}
   json.dumps(records)
   targeted = judges.Judges(("oracle",), {}, label_names, targeted=True).read(
-      judges.oracle_scores(images[:2], labels[:2], label_names, targeted=True))["oracle"]
+      judges.judge_scores("oracle", images[:2], labels[:2], label_names, targeted=True))["oracle"]
   np.testing.assert_array_equal(targeted.failure, [True, False])
   assert judges.caption(records[1])[0].startswith("oracle: red circle ")
   assert judges.caption(records[1])[0].endswith(" FAIL (another colour (red, not blue))")

@@ -177,7 +177,7 @@ class Search:
     """Scores [M] of generated images (the oracle's among them when it judges)."""
     out = self.sampler(latents, cond, self.uncond, self.config.guidance_scale, aux=aux)
     scores = {k: np.asarray(v, np.float64) for k, v in out.scores.items() if np.ndim(v) == 1}
-    return scores | self.judges.oracle_scores(out.images, labels)
+    return scores | self.judges.image_scores(out.images, labels)
 
   def _evaluate_clean(self) -> dict:
     """Scores and judges' readings of every target's unperturbed generation (its base latent and
@@ -244,7 +244,7 @@ class Search:
     out = self._gradient_fn(solutions.reshape(-1, solutions.shape[-1]), target_of_member,
                             self._member_aux(target_of_member),
                             self.clean["clip"][target_of_member])
-    scores = out["scores"] | self.judges.oracle_scores(out["images"],
+    scores = out["scores"] | self.judges.image_scores(out["images"],
                                                        self.target_labels[target_of_member])
     return self._evaluation(scores, out["decoded"], active, population, grad=out["grad"])
 
