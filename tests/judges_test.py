@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdiffattack import fitness
+from jaxdiffattack import objectives
 from jaxdiffattack import judges
 from jaxdiffattack import scorers
 from jaxdiffattack import scoring
@@ -180,9 +180,9 @@ def dirs(tmp_path_factory):
 def test_scorer_named_as_judge_becomes_a_role(dirs):
   """config.judges = (evaluator, toy_resnet, oracle): the evaluator gains the judge objectives,
   toy_resnet becomes a role of its own whose pred / confidence are its own softmax's."""
-  config = scoring.with_judge_roles(tiny_vision.fitness_config(dirs),
+  config = objectives.with_judge_roles(tiny_vision.fitness_config(dirs),
                                     ("evaluator", "toy_resnet", "oracle"))
-  fit = fitness.build(config)
+  fit = objectives.build(config)
   assert set(fit.roles) == {"surrogate", "evaluator", "toy_resnet"}
   for name in ("evaluator", "toy_resnet"):
     assert {f"{name}/{o}" for o in judges.JUDGE_OBJECTIVES} <= set(fit.names)

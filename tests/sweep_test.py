@@ -215,10 +215,10 @@ def test_bad_configs():
 
 
 def test_real_scoring_matches_fitness_on_returned_images(tiny_sd_dirs, tmp_path_factory, tmp_path):
-  """make_scoring (evaluator role of jaxdiffattack.fitness, tiny random ViT + CLIP standing in
+  """make_scoring (evaluator role of jaxdiffattack.objectives, tiny random ViT + CLIP standing in
   for the toy models) fused in the sweep == scoring the plain sampler's images directly."""
   import tiny_vision  # pylint: disable=g-import-not-at-top
-  from jaxdiffattack import fitness  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
   dirs = tiny_vision.build_all_cached(tmp_path_factory)
   config = tiny_config(tiny_sd_dirs[1])
   config.label_set = "toy"
@@ -233,7 +233,7 @@ def test_real_scoring_matches_fitness_on_returned_images(tiny_sd_dirs, tmp_path_
   out = sweep.run(config, tmp_path)
   members = out["members"]
   assert len(members) == 4
-  fit = fitness.build(tiny_vision.fitness_config(dirs))
+  fit = objectives.build(tiny_vision.fitness_config(dirs))
   sd, params = models.load_stable_diffusion(str(tiny_sd_dirs[1]))
   import jax  # pylint: disable=g-import-not-at-top
   plan = sweep.plan.Plan(sweep.plan.grid_cells(config.grids, config.shifts), 2, 1)

@@ -13,7 +13,7 @@ Registered in `FINDERS` (config key `finder`; one function + one line to add one
               the named class; its region is that object's mask. It reads every object with
               v1's object reading (`toy.oracle.read`): oracle v2 (`judges`' "oracle") judges
               an image for its prompt from its largest object, a finder needs each object.
-  classifier  any image classifier (`scoring.make_scoring(config)`, role "evaluator", objectives
+  classifier  any image classifier (`objectives.make_scoring(config)`, role "evaluator", objectives
               "pred" and "top5_hit"), for real models: the judged class is its top-1; a named
               object is drawn when its class is in the top 5, correct when it is the top-1 (one
               named object) or in the top 5 (several); its region is where its noun's
@@ -82,9 +82,9 @@ def oracle_finder(config, sd) -> Finder:
 
 
 def classifier_finder(config, sd) -> Finder:
-  from jaxdiffattack import scoring as scoring_lib  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
   from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
-  scoring = scoring_lib.make_scoring(config)
+  scoring = objectives.make_scoring(config)
   scoring.check_names(["evaluator/pred", "evaluator/top5_hit"], "scoring.objectives")
   names = labels_lib.class_names(config.label_set)
   steps = overlap.step_range(config.num_steps, config.attention.steps)
