@@ -9,7 +9,10 @@ Modules (one concept each), from the model up to the jobs:
   sampler       `sample` (pure, with a gradient depth), `FusedSampler` (sampler + scorer, one
                 differentiable function) and `PopulationSampler` (its sharded, chunked runner).
   sharding      the device mesh, padding and microbatching of populations.
-  costs         FLOPs per image from XLA's cost analysis; roofline bounds.
+  planner       the device-memory planner: a compiled program's bytes, the largest microbatch
+                that fits (`auto_microbatch`); below the sampler.
+  costs         FLOPs per image from XLA's cost analysis; roofline bounds; the gradient and
+                attack programs the planner measures.
   preprocess    the transformers image processors in differentiable JAX.
   scorers       CLIP score, CLIP zero-shot and image classifiers by name (`SCORERS`).
   labels        label sets (ImageNet-1k, ImageNet-100, toy), templates, label → output maps.

@@ -1,4 +1,4 @@
-"""Objectives — what a score measures — of classifier / CLIP roles, built into a job's `Scoring`.
+"""Objectives — what a score measures — of classifier / CLIP roles, built into a `Scoring`.
 
 Three modules, one concept each: `scorers` are the models that score images, `objectives`
 (here) what each score of a role measures, and `scoring.Scoring` the job's bundle of them;

@@ -2,8 +2,8 @@
 
 A prompt names objects as (modifier, noun) phrases: the noun is a class name's last word, the
 modifier the words before it (toy: "red circle" → ("red", "circle"); ImageNet: "great white
-shark" → ("great white", "shark"), "goldfish" → ("", "goldfish")). An object finder returns, per image,
-its judged class and, per named phrase, a `Found`: whether the object is drawn, whether it is
+shark" → ("great white", "shark"), "goldfish" → ("", "goldfish")). An object finder returns, per
+image, its judged class and, per named phrase, a `Found`: whether the object is drawn, whether it is
 *correct* (survives, in ATM's sense, arXiv 2306.02583 §4), its region and its centroid.
 Registered in `FINDERS` (config key `finder`; one function + one line to add one):
 
