@@ -201,3 +201,57 @@ def test_scorer_named_as_judge_becomes_a_role(dirs):
   assert r.pred == tuple(world.LABELS[i] for i in by_label.argmax(1))
   np.testing.assert_allclose(r.confidence, probs.max(1), rtol=1e-4)
   np.testing.assert_array_equal(r.failure, by_label.argmax(1) != labels)
+
+
+# ------------------------------------------------------ a new judge: one function, one line --
+def _greenness(images, labels, targeted):
+  """A dummy image judge: an image fails when it is not green enough — its green channel's mean
+  leads its red's by less than 0.25 (targeted: when it does); confidence = that lead, pred = the
+  label when it holds."""
+  images = np.asarray(images, np.float64)
+  lead = images[..., 1].mean((1, 2)) - images[..., 0].mean((1, 2))
+  pale = lead < 0.25
+  failure = ~pale if targeted else pale
+  return judges.make_verdict([None if f else l for f, l in zip(failure, labels)], lead, failure,
+                             reason=["not green enough" if p else "holds" for p in pale])
+
+
+@pytest.mark.slow
+def test_a_registered_image_judge_is_the_searchs_verdict_judge(tiny_sd_dirs, tmp_path,
+                                                               monkeypatch):
+  """A judge added by one function and one registry line is read by the search end to end: the
+  verdict rule reads it, its verdicts are stored, recorded and captioned like the oracle's, and
+  every failure the search reports is one by the judge's own rule re-derived from the saved
+  image."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import search  # pylint: disable=g-import-not-at-top
+  from search_multidevice_worker import tiny_config  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(judges.IMAGE_JUDGES, "greenness",
+                      lambda: judges.ImageJudge(_greenness, ("holds", "not green enough")))
+  config = tiny_config("latent", tiny_sd_dirs[1])
+  config.judges = ("evaluator", "greenness")
+  config.criterion.verdict, config.criterion.judge = "top1_miss", "greenness"
+  config.num_generations, config.baseline = 3, ""
+  search.run(config, tmp_path, scoring=scoring.synthetic_scoring())
+  rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+  assert len(rows) == 3
+  # Both verdicts occur: some clean images hold, some fail.
+  assert {r["clean"]["judges"]["greenness"]["failure"] for r in rows} == {True, False}
+  failures = [f for r in rows for f in r["failures"]]
+  assert all(r["failures"] and r["success"] for r in rows)   # every target fails the judge
+  for r in rows:
+    clean = r["clean"]["judges"]["greenness"]
+    assert set(clean) == {"pred", "confidence", "failure", "unclear", "reason"}
+    assert r["clean"]["verdict"] == clean["failure"]
+    assert clean["reason"] == ("not green enough" if clean["failure"] else "holds")
+    assert clean["pred"] == (None if clean["failure"] else r["label"])
+    for f in r["failures"]:
+      entry = f["judges"]["greenness"]
+      assert entry["failure"] and entry["pred"] is None and not entry["unclear"]
+      assert entry["reason"] == "not green enough" and entry["confidence"] < 0.25
+      assert set(f["judges"]) == {"evaluator", "greenness"}
+      image = np.asarray(Image.open(tmp_path / f["files"][0]).convert("RGB"), np.float64) / 255
+      lead = image[..., 1].mean() - image[..., 0].mean()
+      assert abs(lead - entry["confidence"]) < 2 / 255
+  line = judges.caption(failures[0]["judges"])[1]
+  assert line.startswith("greenness: - ") and line.endswith(" FAIL (not green enough)")
