@@ -98,7 +98,7 @@ class ImageJudge(NamedTuple):
 
 def _toy_oracle(images, labels, targeted):
   from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
-  verdicts = oracle.assess(np.asarray(images, np.float32), labels)
+  verdicts = oracle.assess(images, labels)   # floats in [0, 1], or uint8
   outcome = oracle.HOLDS if targeted else oracle.VIOLATED
   return make_verdict([v.pred for v in verdicts], [v.confidence for v in verdicts],
                       [v.outcome == outcome for v in verdicts],
