@@ -139,7 +139,7 @@ def variance_run(tiny_sd_dirs, tiny_lv_dir, tmp_path_factory):
   c.grids.rms = (2.0,)
   c.grids.sds = (0.6,)
   c.unit = 5
-  c.judges = ("evaluator",)    # no oracle: it reads 32x32 toy images; tiny models make 16x16 (see below)
+  c.judges = ("evaluator",)   # no oracle: it reads 32x32 toy images; tiny models make 16x16
   c.trajectory.prompts = (0,)
   c.trajectory.shifts = ("ums",)
   c.trajectory.alphas = (1.0,)
