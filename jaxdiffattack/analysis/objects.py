@@ -14,7 +14,8 @@ Registered in `FINDERS` (config key `finder`; one function + one line to add one
               v1's object reading (`toy.oracle.read`): oracle v2 (`judges`' "oracle") judges
               an image for its prompt from its largest object, a finder needs each object.
   classifier  any image classifier (`objectives.make_scoring(config)`, role "evaluator", objectives
-              "pred" and "top5_hit"), for real models: the judged class is its top-1; a named
+              "pred" and "top5_hit"), for real models: the judged class is its top-1 (the
+              evaluator's `judges.Verdict`: a class name of its outputs); a named
               object is drawn when its class is in the top 5, correct when it is the top-1 (one
               named object) or in the top 5 (several); its region is where its noun's
               cross-attention map (the sampler's capture, steps `config.attention.steps`) is at
@@ -82,19 +83,23 @@ def oracle_finder(config, sd) -> Finder:
 
 
 def classifier_finder(config, sd) -> Finder:
-  from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import judges as judges_lib  # pylint: disable=g-import-not-at-top
   from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
-  scoring = objectives.make_scoring(config)
+  from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
+  # The evaluator is also the judge whose verdict names each image's class (`judges`).
+  scoring = objectives.make_scoring(ml_collections.ConfigDict(
+      {"label_set": config.label_set, "scoring": config.scoring, "judges": ("evaluator",)}))
   scoring.check_names(["evaluator/pred", "evaluator/top5_hit"], "scoring.objectives")
   names = labels_lib.class_names(config.label_set)
+  judge = judges_lib.make_judges(("evaluator",), scoring, names, key="scoring.roles")
   steps = overlap.step_range(config.num_steps, config.attention.steps)
   fraction = config.attention.iou_fraction
 
   def find_objects(images, attention, prompts, phrases):
     images = np.asarray(images)
     first = [named[0].label if named else names[0] for named in phrases]
-    top1 = scoring.score(images, labels=first)["evaluator/pred"]
-    preds = [names[int(i)] for i in top1]
+    preds = list(judge.read(scoring.score(images, labels=first))["evaluator"].pred)
     count = len(phrases[0]) if phrases else 0
     hits = [scoring.score(images, labels=[named[k].label for named in phrases])
             ["evaluator/top5_hit"] for k in range(count)]
