@@ -3,10 +3,9 @@
 SAGE (arXiv 2306.00974, §4) optimises against one set of classifiers and counts a failure only
 when others confirm it: automatically (SSR(A), a held-out classifier) and by people (SSR(H)).
 
-The judge interface: given M images and what they were made for (the class each should show,
-label-set indices; `targeted`: the class each should NOT become), a judge returns one `Verdict`
-— per image its predicted class (a name or None), confidence, failure, unclear and reason. A
-judge is one of
+The judge interface (`Judge`): given M images and what they were made for (the class each should
+show; `targeted`: the class each should NOT become), a judge returns one `Verdict` — per image
+its predicted class (a name or None), confidence, failure, unclear and reason. A judge is one of
 
   * a model judge: a role of the job's `scoring.Scoring` whose scores include "<role>/pred",
     "<role>/confidence", "<role>/top1_hit" and "<role>/margin" (`JUDGE_OBJECTIVES`; a scorer
@@ -82,6 +81,12 @@ def make_verdict(pred: Sequence, confidence=None, failure=None, unclear=None,
   return Verdict(tuple(pred), column(confidence, np.nan, np.float64),
                  column(failure, False, bool), column(margin, np.nan, np.float64),
                  column(unclear, False, bool), tuple(reason))
+
+
+# The judge interface: (images [M, H, W, 3] in [0, 1], labels [M] class names they were made
+# for, targeted) → Verdict. Image judges' `ImageJudge.fn` are judges; `model_judge` makes one of
+# a scoring role; people judge offline (`ratings.human_verdict`).
+Judge = Callable[[np.ndarray, Sequence[str], bool], Verdict]
 
 
 # ----------------------------------------------------------------------------- image judges --
@@ -231,6 +236,24 @@ class Judges:
           margin=np.asarray(scores[f"{name}/margin"], np.float64),
           unclear=~readable)
     return out
+
+
+def model_judge(scoring, name: str, label_names: Sequence[str] = ()) -> Judge:
+  """Scoring role (or scorer role) `name` as a `Judge`: it scores the images on the host with
+  `scoring.score` (jobs fuse the same scores into the sampler instead and read them with
+  `Judges.read`). `label_names` as in `make_judges`."""
+  reader = make_judges((name,), scoring, label_names)
+  index = {n: i for i, n in enumerate(reader.label_names)}
+
+  def judge(images, labels, targeted=False):
+    missing = [l for l in labels if l not in index]
+    if missing:
+      raise UserError(f"judge {name!r}: labels {missing[:3]} are not classes of its label set "
+                      f"(e.g. {reader.label_names[:2]})")
+    scores = scoring.score(np.asarray(images), labels=np.array([index[l] for l in labels],
+                                                               np.int32))
+    return dataclasses.replace(reader, targeted=targeted).read(scores)[name]
+  return judge
 
 
 def check_retired_keys(config, retired: Mapping[str, str] | None = None) -> None:

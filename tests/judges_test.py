@@ -14,6 +14,7 @@ from jaxdiffattack import judges
 from jaxdiffattack import scorers
 from jaxdiffattack import scoring
 from jaxdiffattack.errors import ConfigError
+from jaxdiffattack.errors import UserError
 from jaxdiffattack.toy import world
 
 import tiny_vision
@@ -96,6 +97,13 @@ def test_synthetic_scoring_read_by_its_judge():
     records = judges.records_of(j, scores)
     assert [rec["evaluator"]["failure"] for rec in records] == list(r.failure)
     json.dumps(records)
+    # The same role as a `Judge` of images and the label names they were made for.
+    v = judges.model_judge(s, "evaluator", NAMES)(images, [NAMES[l] for l in labels], targeted)
+    assert v.pred == r.pred
+    np.testing.assert_array_equal(v.failure, r.failure)
+    np.testing.assert_allclose(v.confidence, r.confidence)
+  with pytest.raises(UserError, match=r"judge 'evaluator': labels \['dog'\] are not classes"):
+    judges.model_judge(s, "evaluator", NAMES)(images[:1], ["dog"], False)
 
 
 def test_a_nonfinite_member_is_unclear_and_never_a_failure():
