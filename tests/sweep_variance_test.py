@@ -98,6 +98,22 @@ def test_variance_config():
       shift_sweep.get_config(bad)
 
 
+def test_the_oracle_is_named_in_config_judges_only():
+  """config.oracle (the key before judges were named one way) is a one-line error naming
+  config.judges; an oracle in config.judges adds its metrics."""
+  from jaxdiffattack.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  c = shift_sweep.get_config("toy")
+  assert plan_lib.metrics(c) == plan_lib.METRICS
+  c.judges = ("evaluator", "oracle")
+  assert plan_lib.metrics(c) == plan_lib.ALL_METRICS
+  with c.unlocked():
+    c.oracle = True
+  with pytest.raises(ConfigError, match=r"config.oracle is retired: name the oracle in "
+                     r"config.judges") as info:
+    plan_lib.validate(c)
+  assert "\n" not in str(info.value)
+
+
 def test_oracle_metrics_on_rendered_scenes():
   """The sweep's oracle metrics (oracle v2 through `judges.judge_scores`) on real toy scenes:
   read as drawn, against right and wrong labels; a flat grey image is a miss (v2: no object, a
