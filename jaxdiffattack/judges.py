@@ -10,8 +10,8 @@ its predicted class (a name or None), confidence, failure, unclear and reason. A
   * a model judge: a role of the job's `scoring.Scoring` whose scores include "<role>/pred",
     "<role>/confidence", "<role>/top1_hit" and "<role>/margin" (`JUDGE_OBJECTIVES`; a scorer
     named as a judge becomes a role of its own, see `objectives.with_judge_roles`). It runs
-    fused with the sampler; its failure: its top-1 class is not the judged class (targeted
-    searches: its top-1 IS that class);
+    fused with the sampler (`model_judge`: the same role on the host); its failure: its top-1
+    class is not the judged class (targeted searches: its top-1 IS that class);
   * an image judge (`IMAGE_JUDGES`: one function + one line to add one) that reads the images
     on the host: the toy world's oracle v2 (`toy.oracle.assess`, judge name "oracle"). Its
     verdict is stored as the scores "<name>/pred" (label-set index, −1: none),
