@@ -17,6 +17,9 @@ Config keys are transformers' `RegNetConfig`: `embedding_size`, `hidden_sizes`, 
 inference statistics, or batch statistics with `train=True` (`mutable=["batch_stats"]`), as
 `resnet.py`. Variables are {"params", "batch_stats"} under transformers' Flax RegNet names (which
 are its PyTorch names with dots as tree levels), so `flax_model.msgpack` files load unchanged.
+Grouped convolutions differentiate their kernel by a patch einsum (`grouped_conv`): with XLA:CPU's
+own kernel gradient a training step of `WORLD2_EVALUATOR` took 8.4× longer (50.0 s vs 6.0 s at
+batch 128 on one loaded core; docs/results/world2_regnet_cost.json).
 
 `regnet_model(config, key)` builds the module and its initialised variables for training;
 `WORLD2_EVALUATOR` is a ~1 M-parameter RegNetY for 64² images and 83 classes (world 2's held-out
@@ -24,6 +27,7 @@ evaluator, issue #23).
 """
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -75,16 +79,79 @@ class RegNetConfig:
       raise ConfigError(f"{source}: layer_type='y' needs embedding_size and hidden_sizes >= 3 "
                         "(the squeeze-excitation width is round(in_channels / 4))")
     for width in self.hidden_sizes:
-      if width % groups(width, self.groups_width):
-        raise ConfigError(
-            f"{source}: hidden_sizes entry {width} is not divisible into its "
-            f"{groups(width, self.groups_width)} groups (width // groups_width={self.groups_width}"
-            "); use widths that are multiples of groups_width")
+      count = groups(width, self.groups_width)
+      if width % count:
+        raise ConfigError(f"{source}: hidden_sizes entry {width} does not split into its "
+                          f"{count} groups (max(1, {width} // groups_width={self.groups_width}));"
+                          " use widths that are multiples of groups_width")
 
 
 def groups(width: int, groups_width: int) -> int:
   """Groups of a stage's 3×3 convolution (transformers: max(1, width // groups_width))."""
   return max(1, width // groups_width)
+
+
+def _conv(x: jax.Array, kernel: jax.Array, stride: int, groups: int) -> jax.Array:
+  """NHWC × HWIO convolution, padding k // 2 on every side, `groups` feature groups."""
+  pad = kernel.shape[0] // 2
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      feature_group_count=groups)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def grouped_conv(x: jax.Array, kernel: jax.Array, stride: int, groups: int) -> jax.Array:
+  """`_conv` whose kernel gradient is an einsum over input patches.
+
+  XLA:CPU computes a grouped convolution's kernel gradient (a `batch_group_count` convolution)
+  far slower than this einsum (see the module docstring); the forward pass and the input gradient
+  stay XLA's grouped convolution.
+  x [P, H, W, C], kernel [k, k, C / groups, F] → [P, H', W', F].
+  """
+  return _conv(x, kernel, stride, groups)
+
+
+def _grouped_conv_fwd(x, kernel, stride, groups):
+  return _conv(x, kernel, stride, groups), (x, kernel)
+
+
+def _grouped_conv_bwd(stride, groups, residuals, dy):
+  x, kernel = residuals
+  k, cin, cout = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+  _, pull = jax.vjp(lambda x: _conv(x, kernel, stride, groups), x)
+  dx, = pull(dy)
+  p, ho, wo = dy.shape[:3]
+  pad = k // 2
+  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  taps = [jax.lax.slice(padded, (0, i, j, 0), (p, i + stride * (ho - 1) + 1,
+                                               j + stride * (wo - 1) + 1, padded.shape[3]),
+                        (1, stride, stride, 1))
+          for i in range(k) for j in range(k)]
+  patches = jnp.stack(taps, axis=3).reshape(p, ho, wo, k * k, groups, cin)   # [P,H',W',k²,G,C/G]
+  dy = dy.reshape(p, ho, wo, groups, cout // groups)
+  dkernel = jnp.einsum("bhwtgi,bhwgo->tigo", patches, dy).reshape(k, k, cin, cout)
+  return dx, dkernel.astype(kernel.dtype)
+
+
+grouped_conv.defvjp(_grouped_conv_fwd, _grouped_conv_bwd)
+
+
+class _GroupedConv(nn.Module):
+  """A bias-free grouped convolution with nn.Conv's parameter layout (`kernel` [k, k, C/G, F])."""
+  features: int
+  kernel_size: int
+  stride: int
+  groups: int
+  dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init,
+                        (k, k, x.shape[-1] // self.groups, self.features), jnp.float32)
+    return grouped_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.stride,
+                        self.groups)
 
 
 class _ConvLayer(nn.Module):
@@ -99,10 +166,14 @@ class _ConvLayer(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     k = self.kernel_size
-    x = nn.Conv(self.features, (k, k), strides=self.stride, padding=k // 2, use_bias=False,
-                feature_group_count=self.groups, dtype=self.dtype,
-                kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
-                name="convolution")(x)
+    if self.groups > 1:
+      x = _GroupedConv(self.features, k, self.stride, self.groups, self.dtype,
+                       name="convolution")(x)
+    else:
+      x = nn.Conv(self.features, (k, k), strides=self.stride, padding=k // 2, use_bias=False,
+                  dtype=self.dtype,
+                  kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+                  name="convolution")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, name="normalization")(x)
     return x if self.activation is None else tc.ACTIVATIONS[self.activation](x)
@@ -270,7 +341,7 @@ class RegNetForImageClassification(nn.Module):
 # World 2's held-out evaluator (issue #23; docs/world2_model_card.md): a RegNetY for 64² images
 # and 83 classes after RegNetY-200MF (group width 8, SE on every block, the depth in the third
 # stage) with one block in the last stage (at 2×2 pixels depth buys parameters, not receptive
-# field): 64 → 32 (stem) → 16, 8, 4, 2 (stages). 1,025,545 parameters, 0.036 GFLOP per 64² image
+# field): 64 → 32 (stem) → 16, 8, 4, 2 (stages). 1,025,545 parameters, 0.035 GFLOP per 64² image
 # (docs/results/world2_regnet_cost.json).
 WORLD2_EVALUATOR = RegNetConfig(embedding_size=32, hidden_sizes=(48, 104, 208, 440),
                                 depths=(1, 1, 4, 1), groups_width=8, layer_type="y",
