@@ -81,7 +81,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "roles": {"evaluator": {"classifiers": ("vit_b16",), "clip": "clip_vit_l14"}},
       "objectives": {"evaluator": ("top1_hit", "top5_hit", "clip_score")},
       "scorers": {}})
-  # Judges whose reading (class, confidence) captions the grids' tiles (jaxdiffattack.judges).
+  # Judges (jaxdiffattack.judges): their reading (class, confidence) captions the grids' tiles;
+  # an image judge ("oracle": the toy world's oracle v2, toy only) also adds its metrics
+  # <judge>_top1 and <judge>_unclear to members.csv.
   c.judges = ("evaluator",)
   c.microbatch = ml_collections.config_dict.placeholder(object)  # None | int | "auto"
   c.memory_budget_gb = ml_collections.config_dict.placeholder(float)  # "auto": GB per device
@@ -92,7 +94,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                             "alphas": (-0.2, 0.2, 0.2),
                                             "settings": ()})  # names; empty = every setting
   c.report_only = False
-  c.oracle = False              # also judge with the toy oracle (toy world only)
   # Pairs of setting names (a, b): report.md / paired.csv give a − b on the unshifted cell,
   # paired by (prompt, seed), with a 95 % CI (e.g. two generators' clean quality).
   c.paired = ()
@@ -139,7 +140,7 @@ def _variance_study(c: ml_collections.ConfigDict, smoke: bool) -> None:
           "scheduler": scheduler, "variance_type": variance_type})
       for name, generator, scheduler, variance_type, scales in VARIANCE_SAMPLERS
       for scale in scales]
-  c.oracle = True
+  c.judges = ("evaluator", "oracle")
   c.shifts = ("ums", "rms", "sds")
   # Wide enough to halve top-1 (the paper's ±0.2 / ±0.3 change nothing on the toy world).
   c.grids.ums = (-1.0, -0.5, 0.5, 1.0)

@@ -22,6 +22,8 @@ Statistics (pure functions, NumPy only):
     of an OLS with cluster-robust errors). When every cluster holds one item this is the Wilson
     interval (`stats.wilson_interval`) instead; at 0 % or 100 % (where the robust variance is 0)
     the Wilson interval with the number of clusters as the sample size.
+  * `human_verdict`: the raters as the judge "human" (`judges.Verdict`): failure where the
+    consensus is "no", unclear where it is "unsure".
   * `judge_agreement`: an automatic judge (failure / correct / unclear) against the human
     consensus (no / yes / unsure): the 3×3 confusion table, recall of human failures, the
     false-failure rate (failures called on images people call correct) and the unclear rate
@@ -36,6 +38,7 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from jaxdiffattack import judges
 from jaxdiffattack import stats
 from jaxdiffattack.errors import UserError
 
@@ -121,6 +124,18 @@ def clustered_rate(hits: Sequence[float], clusters: Sequence) -> dict:
   se = math.sqrt(g / (g - 1) * float((residual_sums ** 2).sum())) / n
   return out | {"ci95": [max(0.0, p - stats.Z95 * se), min(1.0, p + stats.Z95 * se)],
                 "interval": "cluster-robust"}
+
+
+def human_verdict(votes: Sequence[Sequence[str]], notes: Sequence[Sequence[str]]) -> judges.Verdict:
+  """People as a judge of M rated items, from each item's votes [M][raters] ("yes" / "no" /
+  "unsure") and notes [M][...]: failure where the consensus is "no", unclear where it is
+  "unsure"; confidence = the share of votes for the consensus; reason = the notes joined by
+  "; " (None without notes); pred None (raters name no class)."""
+  cons = [consensus(list(v)) for v in votes]
+  return judges.make_verdict(
+      [None] * len(cons), [list(v).count(c) / len(v) for v, c in zip(votes, cons)],
+      [c == "no" for c in cons], [c == "unsure" for c in cons],
+      ["; ".join(n) or None for n in notes])
 
 
 def judge_outcome(entry: Mapping | None) -> str | None:

@@ -21,7 +21,7 @@ import safetensors.numpy
 import torch
 import transformers
 
-from jaxdiffattack import fitness
+from jaxdiffattack import objectives
 from jaxdiffattack import scorers
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.models import convert_transformers
@@ -236,11 +236,11 @@ def test_regnet_directory_is_a_scorer_and_an_evaluator(tmp_path):
   assert scorer.model.model_type == "regnet" and scorer.model.has_batch_stats
   got = jax.jit(scorers.logits, static_argnums=0)(scorer, scorer.params, x)
   np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
-  config = fitness.default_config("toy")
+  config = objectives.default_config("toy")
   config.scorers = {"w2_regnet": spec}
   config.roles = {"evaluator": {"classifiers": ("w2_regnet",)}}
   config.objectives = {"evaluator": ("top1_hit", "margin")}
-  fit = fitness.build(config)
+  fit = objectives.build(config)
   id2label = json.loads((directory / "config.json").read_text())["id2label"]
   predicted = [id2label[str(i)] for i in np.argmax(expected, -1)]
   # Targets: the reference's top-1 for images 0 and 2, another class for image 1.

@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from jaxdiffattack import judges
 from jaxdiffattack import models
 from jaxdiffattack import perturb
 from jaxdiffattack import runs
@@ -215,10 +216,10 @@ def test_bad_configs():
 
 
 def test_real_scoring_matches_fitness_on_returned_images(tiny_sd_dirs, tmp_path_factory, tmp_path):
-  """make_scoring (evaluator role of jaxdiffattack.fitness, tiny random ViT + CLIP standing in
+  """make_scoring (evaluator role of jaxdiffattack.objectives, tiny random ViT + CLIP standing in
   for the toy models) fused in the sweep == scoring the plain sampler's images directly."""
   import tiny_vision  # pylint: disable=g-import-not-at-top
-  from jaxdiffattack import fitness  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
   dirs = tiny_vision.build_all_cached(tmp_path_factory)
   config = tiny_config(tiny_sd_dirs[1])
   config.label_set = "toy"
@@ -233,7 +234,7 @@ def test_real_scoring_matches_fitness_on_returned_images(tiny_sd_dirs, tmp_path_
   out = sweep.run(config, tmp_path)
   members = out["members"]
   assert len(members) == 4
-  fit = fitness.build(tiny_vision.fitness_config(dirs))
+  fit = objectives.build(tiny_vision.fitness_config(dirs))
   sd, params = models.load_stable_diffusion(str(tiny_sd_dirs[1]))
   import jax  # pylint: disable=g-import-not-at-top
   plan = sweep.plan.Plan(sweep.plan.grid_cells(config.grids, config.shifts), 2, 1)
@@ -347,3 +348,41 @@ def test_index_page_and_rating_kit_in_headless_chromium(full_run, tmp_path, chro
   doc = rate.make_kit(workdir)
   assert sorted(i["id"] for i in doc["items"]) == sorted(e.id for e in entries)
   browser.check_page(driver, workdir / "index.html")   # now linking the rating page
+
+
+def _green_over_red(images, labels, targeted):
+  """A dummy image judge: an image holds when its green channel's mean exceeds its red's."""
+  images = np.asarray(images, np.float64)
+  lead = images[..., 1].mean((1, 2)) - images[..., 0].mean((1, 2))
+  fails = lead <= 0
+  return judges.make_verdict([None if f else l for f, l in zip(fails, labels)], lead,
+                             ~fails if targeted else fails,
+                             reason=["red over green" if f else "holds" for f in fails])
+
+
+@pytest.mark.slow
+def test_an_image_judge_in_config_judges_adds_its_metrics(tiny_sd_dirs, tmp_path, monkeypatch):
+  """An image judge named in config.judges (here a dummy registered by one line; on the toy
+  world the oracle) is read on every member: members.csv gains <judge>_top1 / <judge>_unclear,
+  which match the judge's rule re-derived from the grid tiles' PNGs."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(judges.IMAGE_JUDGES, "green",
+                      lambda: judges.ImageJudge(_green_over_red, ("holds", "red over green")))
+  config = tiny_config(tiny_sd_dirs[1])
+  config.judges = ("evaluator", "green")
+  config.trajectory.prompts = ()
+  out = sweep.run(config, tmp_path, scoring=scoring.synthetic_scoring())
+  rows = _read(tmp_path / "members.csv")
+  assert len(rows) == len(out["members"]) == 24
+  assert {float(r["green_unclear"]) for r in rows} == {0.0}
+  checked = 0
+  for shift in ("ums", "pas"):
+    grid = json.loads((tmp_path / "grids" / f"toy_cfg7.5_{shift}.json").read_text())
+    for tile in grid["tiles"]:
+      m = tile["member"]
+      image = np.asarray(Image.open(tmp_path / tile["image"]).convert("RGB"), np.float64) / 255
+      lead = image[..., 1].mean() - image[..., 0].mean()
+      if abs(lead) > 2 / 255:       # clear of the PNG's rounding
+        assert float(rows[m]["green_top1"]) == float(lead > 0), (m, lead)
+        checked += 1
+  assert checked >= 4

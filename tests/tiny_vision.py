@@ -131,8 +131,8 @@ def build_all(root: pathlib.Path) -> dict[str, pathlib.Path]:
 
 def fitness_config(dirs: dict[str, pathlib.Path]):
   """The toy fitness config with the toy scorers pointing at the tiny checkpoints."""
-  from jaxdiffattack import fitness  # pylint: disable=g-import-not-at-top
-  config = fitness.default_config("toy")
+  from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
+  config = objectives.default_config("toy")
   config.scorers = {
       "toy_clip": dict(type="clip", model=str(dirs["clip"])),
       "toy_vit": dict(type="classifier", model=str(dirs["vit"])),

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import perturb
 from jaxdiffattack import runs
 from jaxdiffattack import stats
@@ -219,7 +220,7 @@ def grid_captions(plan: Plan, members: np.ndarray, labels, class_names, scores: 
                   oracle_reads=None) -> list[list[str]]:
   """Each tile's caption: the prompt's label, its shift and α, what the evaluator read (class,
   confidence; FAIL when it is not the label) and, with the toy oracle, its verdict for the
-  label (`toy.oracle.verdict` records: what it read, FAIL when violated, and its reason)."""
+  label (`judges.Verdict.record`s: what it read, FAIL when violated, and its reason)."""
   cell_idx, prompt_idx, _ = plan.decompose(members)
   captions = []
   for i, m in enumerate(members):
@@ -259,9 +260,10 @@ def write_grids(config, workdir, plan: Plan, labels, label_ids, model_loader, sc
           label_ids[prompt_idx], [prompts[i] for i in prompt_idx]))
       images = np.asarray(out.images)
       reads = None
-      if config.get("oracle", False):
-        from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
-        reads = oracle.verdict(images, [labels[i] for i in prompt_idx])
+      if judges_lib.ORACLE in config.get("judges", ()):
+        oracle = judges_lib.Judges((judges_lib.ORACLE,), {}, class_names)
+        reads = [r[judges_lib.ORACLE] for r in judges_lib.records_of(
+            oracle, oracle.image_scores(images, label_ids[prompt_idx]))]
       captions = grid_captions(plan, members, labels, class_names,
                                {k: np.asarray(v) for k, v in out.scores.items()}, reads)
       upscale = max(1, 64 // images.shape[1])
