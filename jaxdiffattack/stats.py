@@ -4,6 +4,10 @@ Independent samples:
   * `wilson_interval`: a share of hits out of n (Wilson 1927), inside [0, 1], sound at 0 % / 100 %.
   * `mean_interval`: a mean of continuous scores (CLIP score), mean ± z·sd/√n.
 
+  * `independent_difference_interval`: p_a − p_b of two independent samples (Newcombe 1998,
+    Stat. Med. 17:873, method 10: the hybrid Wilson score interval) — for two runs on different
+    units only.
+
 Paired samples (two methods or settings on the same units: targets, (prompt, seed) pairs) — an
 interval for independent samples ignores the pairing and is too wide when the two agree (and
 wrong in general):
@@ -65,6 +69,19 @@ def mean_interval(values, z: float = Z95) -> tuple[float, float, float]:
     return (mean, mean, mean)
   half = z * float(values.std(ddof=1)) / math.sqrt(values.size)
   return (mean, mean - half, mean + half)
+
+
+def independent_difference_interval(hits_a: int, n_a: int, hits_b: int, n_b: int,
+                                    z: float = Z95) -> tuple[float, float]:
+  """95 % interval of p_a − p_b of independent samples from the two Wilson intervals."""
+  if n_a <= 0 or n_b <= 0:
+    return (math.nan, math.nan)
+  pa, pb = hits_a / n_a, hits_b / n_b
+  la, ua = wilson_interval(hits_a, n_a, z)
+  lb, ub = wilson_interval(hits_b, n_b, z)
+  d = pa - pb
+  return (d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2),
+          d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2))
 
 
 # --------------------------------------------------------------------------------- paired --
