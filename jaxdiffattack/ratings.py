@@ -19,9 +19,10 @@ Statistics (pure functions, NumPy only):
     Fleiss 1971) over the categories yes / no / unsure.
   * `clustered_rate`: a share with a 95 % interval that treats items of the same target as one
     cluster (cluster-robust variance of the mean, with the G/(G−1) correction; = the intercept
-    of an OLS with cluster-robust errors). When every cluster holds one item this is the Wilson
-    interval (`stats.wilson_interval`) instead; at 0 % or 100 % (where the robust variance is 0)
-    the Wilson interval with the number of clusters as the sample size.
+    of an OLS with cluster-robust errors; `stats.clustered_rate`). When every cluster holds one
+    item, or all items are one cluster's, this is the Wilson interval (`stats.wilson_interval`)
+    instead; at 0 % or 100 % (where the robust variance is 0) the Wilson interval with the
+    number of clusters as the sample size.
   * `judge_agreement`: an automatic judge (failure / correct / unclear) against the human
     consensus (no / yes / unsure): the 3×3 confusion table, recall of human failures, the
     false-failure rate (failures called on images people call correct) and the unclear rate

@@ -32,8 +32,9 @@ independent: they share the prompt's difficulty):
   * `cluster_bootstrap_interval`: percentile bootstrap resampling whole clusters (the rate of a
     resample is its hits over its items).
   * `clustered_rate`: the per-sample rate's report entry: cluster-robust Wald interval clipped to
-    [0, 1]; Wilson when every cluster holds one item; at 0 % / 100 % (robust variance 0) or with
-    one cluster, Wilson over the number of clusters (the cautious interval).
+    [0, 1]; Wilson over the items when every cluster holds one item or there is one cluster
+    (then the rate is that cluster's); at 0 % / 100 % (robust variance 0) Wilson over the number
+    of clusters (the cautious interval).
 
 Bootstraps draw from `numpy.random.default_rng(seed)`: explicit and reproducible.
 """
@@ -207,10 +208,13 @@ def clustered_rate(hits, clusters, z: float = Z95) -> dict:
   if n == 0:
     return out | {"ci95": [None, None], "interval": None}
   p = float(y.mean())
-  if g == n or g < 2 or p in (0.0, 1.0):
+  if g == n or g == 1:
+    # Independent items, or one cluster (the rate is that cluster's: its items are the samples).
+    low, high = wilson_interval(p * n, n, z)
+    return out | {"ci95": [low, high], "interval": "wilson"}
+  if p in (0.0, 1.0):
     low, high = wilson_interval(p * g, g, z)
-    return out | {"ci95": [low, high], "interval": "wilson" if g == n else
-                  "wilson over clusters"}
+    return out | {"ci95": [low, high], "interval": "wilson over clusters"}
   _, low, high, _ = cluster_wald_interval(y, ids, z)
   return out | {"ci95": [max(0.0, low), min(1.0, high)], "interval": "cluster-robust"}
 

@@ -138,6 +138,8 @@ def test_cluster_intervals_cover_where_the_per_sample_wilson_does_not():
 
 def test_clustered_rate_falls_back_to_wilson():
   assert stats.clustered_rate([1, 0, 1], ["a", "b", "c"])["interval"] == "wilson"
+  one = stats.clustered_rate([1, 0, 1, 1], ["a"] * 4)    # one prompt: its seeds are the samples
+  assert one["interval"] == "wilson" and one["ci95"] == list(stats.wilson_interval(3, 4))
   got = stats.clustered_rate([0, 0, 0, 0], ["a", "a", "b", "b"])
   assert got["interval"] == "wilson over clusters"
   assert got["ci95"] == list(stats.wilson_interval(0, 2))

@@ -7,6 +7,8 @@ import sys
 
 import ml_collections
 import numpy as np
+import statsmodels.api as sm
+from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 import pytest
 
 from jaxdiffattack import models
@@ -272,7 +274,9 @@ def test_eight_devices_match_one(tiny_sd_dirs, tmp_path):
 
 def test_paired_differences_match_a_numpy_statement():
   """a − b on the unshifted cell, paired by (prompt, seed) whatever the row order: the mean of
-  the per-unit differences ± 1.96·sd/√n (points); shifted cells and unpaired units are ignored."""
+  the per-unit differences ± 1.96 × its cluster-robust standard error by prompt (statsmodels'
+  cluster-robust OLS; points), McNemar against statsmodels' exact test; shifted cells and
+  unpaired units are ignored."""
   rng = np.random.default_rng(0)
   hits = {"a": rng.integers(0, 2, (4, 5)), "b": rng.integers(0, 2, (4, 5))}
   rows = []
@@ -292,8 +296,14 @@ def test_paired_differences_match_a_numpy_statement():
   (row,) = sweep.report.paired_differences(rows, [("a", "b")])
   assert row["nonfinite"] == 1
   d = 100.0 * (hits["a"] - hits["b"]).ravel()
-  half = 1.959963984540054 * d.std(ddof=1) / np.sqrt(d.size)
-  assert row["n"] == 20 and row["metric"] == "top1"
+  fit = sm.OLS(d, np.ones((d.size, 1))).fit(cov_type="cluster",
+                                            cov_kwds={"groups": np.repeat(np.arange(4), 5)})
+  half = 1.959963984540054 * float(fit.bse[0])
+  assert row["n"] == 20 and row["metric"] == "top1" and row["prompts"] == 4
+  a, b = hits["a"].ravel().astype(bool), hits["b"].ravel().astype(bool)
+  table = [[int((a & b).sum()), int((a & ~b).sum())], [int((~a & b).sum()), int((~a & ~b).sum())]]
+  assert (row["only_a"], row["only_b"]) == (table[0][1], table[1][0])
+  np.testing.assert_allclose(row["mcnemar_p"], min(1.0, sm_mcnemar(table, exact=True).pvalue))
   np.testing.assert_allclose([row["difference"], row["ci_low"], row["ci_high"]],
                              [d.mean(), d.mean() - half, d.mean() + half], rtol=1e-9)
   np.testing.assert_allclose([row["a_value"], row["b_value"]],
@@ -347,3 +357,26 @@ def test_index_page_and_rating_kit_in_headless_chromium(full_run, tmp_path, chro
   doc = rate.make_kit(workdir)
   assert sorted(i["id"] for i in doc["items"]) == sorted(e.id for e in entries)
   browser.check_page(driver, workdir / "index.html")   # now linking the rating page
+
+
+def test_per_sample_rates_are_clustered_by_prompt():
+  """results.csv's "all" rows pool several seeds of several prompts: their interval is the
+  cluster-robust one by prompt (statsmodels' cluster-robust OLS); a class row (one prompt) is
+  Wilson over its seeds."""
+  rng = np.random.default_rng(3)
+  hits = (rng.random((6, 8)) < rng.random((6, 1))).astype(float)   # 6 prompts × 8 seeds
+  rows = [{"setting": "s", "shift": "none", "alpha_c": "0", "alpha_s": "0",
+           "prompt_index": str(p), "label": f"c{p}", "seed_index": str(s),
+           "top1": str(hits[p, s])} for p in range(6) for s in range(8)]
+  out = sweep.report.summarise(rows)
+  whole = next(r for r in out if r["class"] == "all" and r["metric"] == "top1")
+  fit = sm.OLS(hits.ravel(), np.ones((48, 1))).fit(
+      cov_type="cluster", cov_kwds={"groups": np.repeat(np.arange(6), 8)})
+  half = 1.959963984540054 * float(fit.bse[0])
+  assert whole["interval"] == "cluster-robust" and whole["prompts"] == 6
+  np.testing.assert_allclose([whole["ci_low"], whole["ci_high"]],
+                             [max(0, hits.mean() - half), min(1, hits.mean() + half)], rtol=1e-9)
+  one = next(r for r in out if r["class"] == "c2" and r["metric"] == "top1")
+  assert one["interval"] == "wilson"
+  np.testing.assert_allclose([one["ci_low"], one["ci_high"]],
+                             sweep.report.stats.wilson_interval(hits[2].sum(), 8))

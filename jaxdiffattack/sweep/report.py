@@ -1,8 +1,14 @@
 """The sweep's outputs made from its files: results.csv (95 % CIs), report.md, plots, image grids.
 
 `write_report(workdir)` rebuilds results.csv, report.md and plots/*.png from members.csv alone.
-Accuracies (top-1 / top-5 hits) get Wilson intervals, CLIP scores normal intervals
-(`jaxdiffattack.stats`).
+The images of one prompt (its seeds) are not independent samples — they share the prompt's
+difficulty — so every per-sample rate and mean is clustered by prompt (`jaxdiffattack.stats`):
+accuracies (top-1 / top-5 hits) get `stats.clustered_rate` (cluster-robust Wald; Wilson when
+each prompt has one image, or over prompts at 0 % / 100 %), CLIP scores the cluster-robust
+interval of the mean; results.csv's `interval` names which. Paired differences of two settings
+on the same (prompt, seed) units are the mean per-unit difference with the cluster-robust
+interval (clustered by prompt; with one seed per prompt it is mean ± z·sd/√n), and McNemar's
+exact test on the discordant units for 0/1 metrics.
 """
 
 import json
@@ -22,15 +28,16 @@ from jaxdiffattack.sweep.plan import Plan
 from jaxdiffattack.sweep.plan import setting_sampler
 
 RESULT_FIELDS = ("setting", "shift", "alpha", "alpha_c", "alpha_s", "class", "metric", "value",
-                 "ci_low", "ci_high", "n", "nonfinite")
+                 "ci_low", "ci_high", "n", "nonfinite", "prompts", "interval")
 # What a grid caption reads (the sweep's `judges` make the evaluator role return them).
 GRID_SCORES = ("evaluator/pred", "evaluator/confidence")
 PAIRED_FIELDS = ("a", "b", "metric", "a_value", "b_value", "difference", "ci_low", "ci_high", "n",
-                 "nonfinite")
+                 "nonfinite", "prompts", "only_a", "only_b", "mcnemar_p")
 
 
 def summarise(member_rows: list[dict]) -> list[dict]:
-  """results.csv rows: per setting × shift × α × (all + each class) × metric, with 95 % CIs.
+  """results.csv rows: per setting × shift × α × (all + each class) × metric, with 95 % CIs
+  clustered by prompt.
 
   Each shift's α = 0 row is the shared unshifted cell. Members whose metric is not finite (a
   model produced NaN/inf: `sampler.nonfinite_as_nan`) are left out of its value and n, and
@@ -53,16 +60,28 @@ def summarise(member_rows: list[dict]) -> list[dict]:
       values = np.array([float(r[metric]) for r in rows])
       finite = np.isfinite(values)
       values = values[finite]
-      if metric == "clip_score":
-        value, low, high = stats.mean_interval(values)
-      else:
-        value = float(values.mean()) if values.size else float("nan")
-        low, high = stats.wilson_interval(float(values.sum()), len(values))
+      prompts = [r.get("prompt_index", i) for i, (r, ok) in enumerate(zip(rows, finite)) if ok]
+      value, low, high, interval = _interval(metric, values, prompts)
       out.append({"setting": setting, "shift": shift, "alpha": label, "alpha_c": alpha[0],
                   "alpha_s": alpha[1], "class": cls, "metric": metric, "value": value,
                   "ci_low": low, "ci_high": high, "n": len(values),
-                  "nonfinite": int((~finite).sum())})
+                  "nonfinite": int((~finite).sum()), "prompts": len(set(prompts)),
+                  "interval": interval})
   return out
+
+
+def _interval(metric, values, prompts) -> tuple[float, float, float, str]:
+  """(value, low, high, interval name) of one cell's members, clustered by prompt."""
+  if values.size == 0:
+    return (float("nan"), float("nan"), float("nan"), "")
+  if metric == "clip_score":
+    if len(set(prompts)) < 2:
+      value, low, high = stats.mean_interval(values)
+      return (value, low, high, "normal")
+    value, low, high, _ = stats.cluster_wald_interval(values, prompts)
+    return (value, low, high, "cluster-robust")
+  e = stats.clustered_rate(values, prompts)
+  return (e["rate"], e["ci95"][0], e["ci95"][1], e["interval"])
 
 
 def _metrics(results) -> list[str]:
@@ -74,9 +93,10 @@ def _metrics(results) -> list[str]:
 def paired_differences(member_rows: list[dict], pairs) -> list[dict]:
   """paired.csv rows: for each pair of settings (a, b) and accuracy metric, the mean of a − b
   over the unshifted cell's (prompt, seed) units — the same seed vectors and noise for both —
-  with a 95 % normal interval of that mean (`stats.mean_interval` of the per-unit differences;
-  in points, i.e. ×100). Units where either member is not finite are left out and counted in
-  `nonfinite`."""
+  with the 95 % cluster-robust interval of that mean, clustered by prompt
+  (`stats.cluster_wald_interval` of the per-unit differences; in points, i.e. ×100), and
+  McNemar's exact test on the units only a / only b gets right. Units where either member is
+  not finite are left out and counted in `nonfinite`."""
   clean = {}
   for r in member_rows:
     if r["shift"] == perturb.UNSHIFTED:
@@ -91,12 +111,19 @@ def paired_differences(member_rows: list[dict], pairs) -> list[dict]:
       vb = np.array([float(clean[b][u][metric]) for u in units])
       finite = np.isfinite(va) & np.isfinite(vb)    # a unit with a NaN member drops out
       va, vb = va[finite], vb[finite]
-      diff, low, high = stats.mean_interval(100 * (va - vb))
+      prompts = [u[0] for u, ok in zip(units, finite) if ok]
+      if len(set(prompts)) >= 2:
+        diff, low, high, _ = stats.cluster_wald_interval(100 * (va - vb), prompts)
+      else:
+        diff, low, high = stats.mean_interval(100 * (va - vb))
+      _, only_a, only_b, _ = stats.paired_table(va, vb)
       out.append({"a": a, "b": b, "metric": metric,
                   "a_value": 100 * va.mean() if va.size else float("nan"),
                   "b_value": 100 * vb.mean() if vb.size else float("nan"), "difference": diff,
                   "ci_low": low, "ci_high": high, "n": int(finite.sum()),
-                  "nonfinite": int((~finite).sum())})
+                  "nonfinite": int((~finite).sum()), "prompts": len(set(prompts)),
+                  "only_a": only_a, "only_b": only_b,
+                  "mcnemar_p": stats.mcnemar_exact(only_a, only_b)})
   return out
 
 
@@ -104,13 +131,16 @@ def paired_markdown(rows) -> str:
   if not rows:
     return ""
   lines = ["## Paired differences on unshifted seeds (a − b, points)", "",
-           "Same (prompt, seed) units, seed vectors and ancestral noise for a and b; 95 % normal "
-           "interval of the mean per-unit difference.", "",
-           "| a | b | metric | a | b | a − b [95 % CI] | n |", "|---|---|---|---|---|---|---|"]
+           "Same (prompt, seed) units, seed vectors and ancestral noise for a and b; 95 % interval "
+           "of the mean per-unit difference, cluster-robust by prompt (mean ± z·sd/√n with one "
+           "seed per prompt); McNemar's exact test on the units only one setting gets right.", "",
+           "| a | b | metric | a | b | a − b [95 % CI] | units (prompts) | only a / only b | "
+           "McNemar p |", "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['a']} | {r['b']} | {r['metric']} | {r['a_value']:.1f} | "
                  f"{r['b_value']:.1f} | {r['difference']:+.1f} [{r['ci_low']:+.1f}, "
-                 f"{r['ci_high']:+.1f}] | {r['n']} |")
+                 f"{r['ci_high']:+.1f}] | {r['n']} ({r['prompts']}) | {r['only_a']} / "
+                 f"{r['only_b']} | {r['mcnemar_p']:.3g} |")
   return "\n".join(lines) + "\n"
 
 
@@ -139,8 +169,9 @@ def write_report(workdir) -> dict:
 def markdown(results) -> str:
   lines = ["# Seed-vector shift sweep (arXiv 2312.11473)", "",
            "Accuracy = evaluator top-1 / top-5 on the prompt's class; CLIP = CLIP score "
-           "(100·cos, ≥ 0). Brackets: 95 % CI (Wilson for accuracies, normal for CLIP). "
-           "α = 0 is the shared unshifted cell.", ""]
+           "(100·cos, ≥ 0). Brackets: 95 % CI clustered by prompt (cluster-robust; Wilson when "
+           "each prompt has one image, or over prompts at 0 % / 100 %). α = 0 is the shared "
+           "unshifted cell.", ""]
   overall = [r for r in results if r["class"] == "all"]
   for setting in sorted({r["setting"] for r in overall}):
     for shift in sorted({r["shift"] for r in overall}):
