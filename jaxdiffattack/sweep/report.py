@@ -203,37 +203,76 @@ def markdown(results) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plots(results, plot_dir: pathlib.Path) -> None:
-  """plots/<metric>.png: one panel per shift, metric vs its first parameter with CI bands (one
-  line per setting, and per value of the second parameter of a two-parameter shift)."""
-  plt = runs.pyplot()
+# What each metric measures and which judge reads it (plot axes name both).
+METRIC_AXES = {"top1": "top-1 accuracy (evaluator)", "top5": "top-5 accuracy (evaluator)",
+               "clip_score": "CLIP score (evaluator's CLIP)",
+               "oracle_top1": "class drawn (oracle)", "oracle_unclear": "unclear (oracle)"}
+SHIFT_NAMES = {"ums": "UMS", "rms": "RMS", "sds": "SDS", "sds_flipped": "SDS (flipped sign)",
+               "ms": "MS", "pas": "PAS", "pas_descending": "PAS (descending)",
+               "pas_pixels": "PAS (whole pixels)", "pas_fraction": "PAS"}
+
+
+def plot_layout(results) -> tuple[list[str], list[str]]:
+  """(rows: settings, columns: shifts with parameters) of a metric's small multiples."""
   overall = [r for r in results if r["class"] == "all"]
   settings = sorted({r["setting"] for r in overall})
   shifts = sorted({r["shift"] for r in overall if perturb.SHIFTS[r["shift"]].arity})
+  return settings, shifts
+
+
+def plots(results, plot_dir: pathlib.Path) -> None:
+  """plots/<metric>.png: small multiples, one panel per setting (rows) × shift (columns), the
+  metric against the shift's first parameter with its 95 % CI band, the unshifted value as a
+  dashed line; shared axes; every panel's axes name the shift's parameter and the metric's
+  judge. A two-parameter shift (MS) draws one line per value of its second parameter, labelled
+  in a legend beside the panel (never over the data)."""
+  plt = runs.pyplot()
+  overall = [r for r in results if r["class"] == "all"]
+  settings, shifts = plot_layout(results)
   if not shifts:
     return
   for metric in _metrics(results):
-    fig, axes = plt.subplots(1, len(shifts), figsize=(4 * len(shifts), 3.2), squeeze=False)
-    for ax, shift in zip(axes[0], shifts):
-      spec = perturb.SHIFTS[shift]
-      for setting in settings:
-        rows = [r for r in overall if r["setting"] == setting and r["shift"] == shift
-                and r["metric"] == metric]
+    fig, axes = plt.subplots(len(settings), len(shifts), sharey=True, squeeze=False,
+                             figsize=(2.7 * len(shifts) + 1.0, 1.9 * len(settings) + 0.5))
+    for i, setting in enumerate(settings):
+      rows_of = [r for r in overall if r["setting"] == setting and r["metric"] == metric]
+      clean = next((r["value"] for r in rows_of if r["alpha_c"] == 0 and r["alpha_s"] == 0),
+                   None)
+      for j, shift in enumerate(shifts):
+        ax, spec = axes[i][j], perturb.SHIFTS[shift]
+        rows = [r for r in rows_of if r["shift"] == shift]
         series = sorted({r["alpha_s"] for r in rows}) if spec.arity == 2 else [None]
         for second in series:
           sel = sorted((r for r in rows if second is None or r["alpha_s"] == second),
                        key=lambda r: r["alpha_c"])
           x = [r["alpha_c"] for r in sel]
-          y = [r["value"] for r in sel]
-          label = setting if second is None else f"{setting} {spec.axis[1]}={second:g}"
-          ax.plot(x, y, marker="o", label=label)
-          ax.fill_between(x, [r["ci_low"] for r in sel], [r["ci_high"] for r in sel], alpha=0.15)
-      ax.set_title(shift)
-      ax.set_xlabel(spec.axis[0])
-      ax.set_ylabel(metric)
-      ax.legend(fontsize=7)
+          label = None if second is None else f"{spec.axis[1]} = {second:g}"
+          ax.plot(x, [r["value"] for r in sel], marker="o", ms=3, label=label)
+          ax.fill_between(x, [r["ci_low"] for r in sel], [r["ci_high"] for r in sel],
+                          alpha=0.2)
+        if clean is not None:
+          ax.axhline(clean, color="0.5", ls="--", lw=0.8)
+        if spec.arity == 2 and len(series) > 1:
+          ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        ax.set_title(f"{setting}: {SHIFT_NAMES.get(shift, shift)}", fontsize=8)
+        ax.set_xlabel(f"{SHIFT_NAMES.get(shift, shift)} {spec.axis[0]}", fontsize=8)
+        if j == 0:
+          ax.set_ylabel(METRIC_AXES.get(metric, metric), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     runs.save_figure(fig, plot_dir / f"{metric}.png")
+
+
+def replot(results_csv, plot_dir) -> list[str]:
+  """Redraws plots/<metric>.png from a results.csv alone (e.g. a committed one); returns the
+  metrics drawn."""
+  rows = io.read_csv(results_csv)
+  for r in rows:
+    for key in ("alpha_c", "alpha_s", "value", "ci_low", "ci_high"):
+      r[key] = float(r[key])
+  plots(rows, pathlib.Path(plot_dir))
+  return _metrics(rows)
 
 
 def grid_members(plan: Plan, shift: str, n_grid: int) -> tuple[np.ndarray, list[int]]:
