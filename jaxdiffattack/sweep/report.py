@@ -259,6 +259,7 @@ def plots(results, plot_dir: pathlib.Path) -> None:
         if j == 0:
           ax.set_ylabel(METRIC_AXES.get(metric, metric), fontsize=8)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))
         ax.grid(alpha=0.3)
     fig.tight_layout()
     runs.save_figure(fig, plot_dir / f"{metric}.png")
