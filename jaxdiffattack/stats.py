@@ -117,7 +117,15 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
 
 def paired_proportion_interval(a, b, z: float = Z95) -> tuple[float, float, float]:
   """(p_a − p_b, low, high): Newcombe's square-and-add interval for paired 0/1 data."""
-  both, only_a, only_b, neither = paired_table(a, b)
+  return paired_table_interval(*paired_table(a, b), z=z)
+
+
+def paired_table_interval(both: int, only_a: int, only_b: int, neither: int,
+                          z: float = Z95) -> tuple[float, float, float]:
+  """`paired_proportion_interval` from the paired 2×2 table's counts."""
+  if min(both, only_a, only_b, neither) < 0:
+    raise UserError(f"paired table ({both}, {only_a}, {only_b}, {neither}) has a negative count; "
+                    "give (both, only a, only b, neither) counts of units")
   n = both + only_a + only_b + neither
   if n == 0:
     return (math.nan, math.nan, math.nan)

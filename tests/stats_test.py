@@ -46,6 +46,9 @@ def test_newcombe_paired_interval_matches_the_published_value():
   a, b = _units(59, 6, 16, 80)
   d, low, high = stats.paired_proportion_interval(a, b)
   assert (round(d, 4), round(low, 4), round(high, 4)) == (-0.0621, -0.1186, -0.0046)
+  assert stats.paired_table_interval(59, 6, 16, 80) == (d, low, high)
+  with pytest.raises(UserError, match="negative count"):
+    stats.paired_table_interval(1, -1, 0, 3)
 
 
 def test_paired_interval_is_narrower_than_the_independent_one_when_pairs_agree():
