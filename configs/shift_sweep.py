@@ -9,8 +9,9 @@ Variants after the colon (comma-separated): `toy` (reduced grid on the toy world
 1 seed and 5 steps: about a minute). PAS is `pas_fraction`: α_a is a fraction of the latent's
 h·w pixels — the paper's 8–64 of SD's 4096 (0.2–1.6 %) — converted per latent size
 (`perturb.pas_pixels`; 0–1 pixel on the toy's 8×8 latent, so the toy grid adds 25 % and 100 %).
-`pas` (α_a in pixels) stays available: `--config.shifts='("pas",)'`. The paper protocol: prompts "A photo of a {label}" over ImageNet-100,
-100 images per prompt, 50 steps, guidance 7.5; evaluator top-1/top-5 and CLIP score.
+`pas` (α_a in pixels) stays available: `--config.shifts='("pas",)'`. The paper protocol: prompts
+"A photo of a {label}" over ImageNet-100, 100 images per prompt, 50 steps, guidance 7.5; evaluator
+top-1/top-5 and CLIP score.
 
 `toy,variance` (issue #17; docs/results/variance_study.md): the paper's open question — does a
 learned variance (GLIDE) make a generator flatter under seed shifts? Fixed-variance toy SD vs the

@@ -18,7 +18,7 @@ Modules (one concept each), from the model up to the jobs:
   judges        who reads an image (model roles, the toy oracle) and the verdict rules that call
                 it a failure (`VERDICTS`); `judges` records and captions.
   perturb       seed-vector shifts with their metadata (`SHIFTS`).
-  stats         confidence intervals and tests: independent, paired (Newcombe, bootstrap, McNemar), clustered.
+  stats         intervals and tests: independent, paired (Newcombe, bootstrap, McNemar), clustered.
   io            atomic writes of JSON / JSONL / CSV / PNG; image grids.
   runs          what every job's run shares: config hash, checkpoints by field name, progress
                 with ETA, figures.

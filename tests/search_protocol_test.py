@@ -1,7 +1,7 @@
 """The search protocol (search.protocol): clean-failing targets excluded and counted, equal budget,
 rates by judge, budget accounting per method (unequal budgets refused in one line), the paired
-comparison with random (stats.paired_proportion_interval; McNemar against SciPy's binomial test), and the transfer of found latents re-checked with the
-plain sampler."""
+comparison with random (stats.paired_proportion_interval; McNemar against SciPy's binomial
+test), and the transfer of found latents re-checked with the plain sampler."""
 
 import json
 
