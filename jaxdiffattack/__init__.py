@@ -24,7 +24,7 @@ Modules (one concept each), from the model up to the jobs:
                 verdict record type (`Verdict`), and the verdict rules that call an image a
                 failure (`VERDICTS`); records and captions.
   perturb       seed-vector shifts with their metadata (`SHIFTS`).
-  stats         confidence intervals.
+  stats         intervals and tests: independent, paired (Newcombe, bootstrap, McNemar), clustered.
   io            atomic writes of JSON / JSONL / CSV / PNG; image grids.
   runs          what every job's run shares: config hash, checkpoints by field name, progress
                 with ETA, figures.

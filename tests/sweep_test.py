@@ -5,8 +5,11 @@ import json
 import pathlib
 import sys
 
+import jax
 import ml_collections
 import numpy as np
+import statsmodels.api as sm
+from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 import pytest
 
 from jaxdiffattack import judges
@@ -273,7 +276,9 @@ def test_eight_devices_match_one(tiny_sd_dirs, tmp_path):
 
 def test_paired_differences_match_a_numpy_statement():
   """a − b on the unshifted cell, paired by (prompt, seed) whatever the row order: the mean of
-  the per-unit differences ± 1.96·sd/√n (points); shifted cells and unpaired units are ignored."""
+  the per-unit differences ± 1.96 × its cluster-robust standard error by prompt (statsmodels'
+  cluster-robust OLS; points), McNemar against statsmodels' exact test; shifted cells and
+  unpaired units are ignored."""
   rng = np.random.default_rng(0)
   hits = {"a": rng.integers(0, 2, (4, 5)), "b": rng.integers(0, 2, (4, 5))}
   rows = []
@@ -293,8 +298,14 @@ def test_paired_differences_match_a_numpy_statement():
   (row,) = sweep.report.paired_differences(rows, [("a", "b")])
   assert row["nonfinite"] == 1
   d = 100.0 * (hits["a"] - hits["b"]).ravel()
-  half = 1.959963984540054 * d.std(ddof=1) / np.sqrt(d.size)
-  assert row["n"] == 20 and row["metric"] == "top1"
+  fit = sm.OLS(d, np.ones((d.size, 1))).fit(cov_type="cluster",
+                                            cov_kwds={"groups": np.repeat(np.arange(4), 5)})
+  half = 1.959963984540054 * float(fit.bse[0])
+  assert row["n"] == 20 and row["metric"] == "top1" and row["prompts"] == 4
+  a, b = hits["a"].ravel().astype(bool), hits["b"].ravel().astype(bool)
+  table = [[int((a & b).sum()), int((a & ~b).sum())], [int((~a & b).sum()), int((~a & ~b).sum())]]
+  assert (row["only_a"], row["only_b"]) == (table[0][1], table[1][0])
+  np.testing.assert_allclose(row["mcnemar_p"], min(1.0, sm_mcnemar(table, exact=True).pvalue))
   np.testing.assert_allclose([row["difference"], row["ci_low"], row["ci_high"]],
                              [d.mean(), d.mean() - half, d.mean() + half], rtol=1e-9)
   np.testing.assert_allclose([row["a_value"], row["b_value"]],
@@ -386,3 +397,88 @@ def test_an_image_judge_in_config_judges_adds_its_metrics(tiny_sd_dirs, tmp_path
         assert float(rows[m]["green_top1"]) == float(lead > 0), (m, lead)
         checked += 1
   assert checked >= 4
+
+
+def test_per_sample_rates_are_clustered_by_prompt():
+  """results.csv's "all" rows pool several seeds of several prompts: their interval is the
+  cluster-robust one by prompt (statsmodels' cluster-robust OLS); a class row (one prompt) is
+  Wilson over its seeds."""
+  rng = np.random.default_rng(3)
+  hits = (rng.random((6, 8)) < rng.random((6, 1))).astype(float)   # 6 prompts × 8 seeds
+  rows = [{"setting": "s", "shift": "none", "alpha_c": "0", "alpha_s": "0",
+           "prompt_index": str(p), "label": f"c{p}", "seed_index": str(s),
+           "top1": str(hits[p, s])} for p in range(6) for s in range(8)]
+  out = sweep.report.summarise(rows)
+  whole = next(r for r in out if r["class"] == "all" and r["metric"] == "top1")
+  fit = sm.OLS(hits.ravel(), np.ones((48, 1))).fit(
+      cov_type="cluster", cov_kwds={"groups": np.repeat(np.arange(6), 8)})
+  half = 1.959963984540054 * float(fit.bse[0])
+  assert whole["interval"] == "cluster-robust" and whole["prompts"] == 6
+  np.testing.assert_allclose([whole["ci_low"], whole["ci_high"]],
+                             [max(0, hits.mean() - half), min(1, hits.mean() + half)], rtol=1e-9)
+  one = next(r for r in out if r["class"] == "c2" and r["metric"] == "top1")
+  assert one["interval"] == "wilson"
+  np.testing.assert_allclose([one["ci_low"], one["ci_high"]],
+                             sweep.report.stats.wilson_interval(hits[2].sum(), 8))
+
+
+def test_plots_are_small_multiples_naming_shift_and_judge(monkeypatch, tmp_path):
+  """One panel per setting × shift (no panel holds two settings), shared y axis, x axes naming
+  the shift's parameter, y axes the metric's judge; the two-parameter MS panel's legend sits
+  outside the axes."""
+  figures = {}
+  monkeypatch.setattr(sweep.report.runs, "save_figure",
+                      lambda fig, path: figures.__setitem__(pathlib.Path(path).name, fig))
+  results = []
+  for setting in ("gen_a", "gen_b", "gen_c"):
+    for shift, alphas in (("ums", [(-0.2, 0), (0.2, 0)]), ("ms", [(0.1, -0.3), (0.1, 0.3)]),
+                          ("pas_fraction", [(0.25, 0), (1.0, 0)])):
+      for ac, as_ in [(0.0, 0.0)] + alphas:
+        for metric in ("top1", "oracle_top1"):
+          results.append({"setting": setting, "shift": shift, "alpha_c": ac, "alpha_s": as_,
+                          "class": "all", "metric": metric, "value": 0.5, "ci_low": 0.3,
+                          "ci_high": 0.7})
+  sweep.report.plots(results, tmp_path)
+  fig = figures["top1.png"]
+  axes = fig.get_axes()
+  assert len(axes) == 3 * 3
+  titles = [ax.get_title() for ax in axes]
+  assert titles[:3] == ["gen_a: MS", "gen_a: PAS", "gen_a: UMS"]
+  assert [ax.get_xlabel() for ax in axes[:3]] == [
+      "MS α_c", "PAS α_a (fraction of latent pixels)", "UMS α_c"]
+  assert axes[0].get_ylabel() == "top-1 accuracy (evaluator)"
+  assert figures["oracle_top1.png"].get_axes()[0].get_ylabel() == "class drawn (oracle)"
+  for ax in axes:
+    is_ms = ax.get_title().endswith(": MS")
+    assert len(ax.get_lines()) == (3 + 1 if is_ms else 1 + 1)  # + the clean value's line
+    legend = ax.get_legend()
+    assert (legend is not None) == is_ms
+    if legend is not None:
+      assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1   # beside, outside
+
+
+@pytest.mark.slow
+def test_toy_smoke_sweep_runs_every_shift_with_ms_and_pas_fraction(tmp_path):
+  """`configs/shift_sweep.py:toy,smoke` on the shipped toy world: all five shifts run, MS cells
+  (α_c, α_s) and PAS as a fraction of the 8×8 latent's pixels; each MS member's seed vector is
+  z + α_c − α_s·z of its unshifted partner's."""
+  c = shift_sweep.get_config("toy,smoke")
+  c.grid_images = False
+  c.trajectory.prompts = ()
+  assert c.shifts == ("ums", "rms", "sds", "ms", "pas_fraction")
+  out = sweep.run(c, tmp_path)
+  members = out["members"]
+  cells = {(m["shift"], float(m["alpha_c"]), float(m["alpha_s"])) for m in members}
+  assert {("ms", 0.2, -0.3), ("ms", 0.2, 0.3), ("pas_fraction", 1.0, 0.0),
+          ("pas_fraction", 0.015625, 0.0)} <= cells
+  results = sweep.report.summarise(members)
+  ms = [r for r in results if r["shift"] == "ms" and r["class"] == "all" and r["metric"] == "top1"]
+  assert {(r["alpha_c"], r["alpha_s"]) for r in ms} == {(0.0, 0.0), (0.2, -0.3), (0.2, 0.3)}
+  assert all(r["n"] == 3 for r in ms)
+  plan = sweep.plan.Plan(sweep.plan.grid_cells(c.grids, c.shifts), 3, 1)
+  ms_index = [i for i, cell in enumerate(plan.cells) if cell.shift == "ms"]
+  members_idx = np.array([ms_index[0] * 3, 0])    # MS cell's prompt 0, and the clean prompt 0
+  z = sweep.plan.shifted_latents(plan, members_idx, jax.random.PRNGKey(c.seed), (4, 8, 8))
+  a_c, a_s = plan.cells[ms_index[0]].alpha
+  np.testing.assert_allclose(z[0], z[1] + a_c - a_s * z[1], atol=1e-6)
+  assert (tmp_path / "plots" / "top1.png").is_file()

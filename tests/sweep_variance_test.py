@@ -93,7 +93,7 @@ def test_variance_config():
   assert {s.model for s in c.settings if s.name.startswith("fixed_")} == {"toy"}
   assert {s.guidance_scale for s in c.settings} == {1.0, 7.5}
   assert "oracle" in c.judges and c.shifts == ("ums", "rms", "sds")
-  for bad in ("variance", "toy,compare,variance", "toy,smoke"):
+  for bad in ("variance", "toy,compare,variance", "smoke", "compare,smoke"):
     with pytest.raises(ValueError, match="variance"):
       shift_sweep.get_config(bad)
 

@@ -357,6 +357,10 @@ def target_rows(search: Search, method: str, state: driver.LoopState, files: dic
         "evaluations_to_first_success": (first + 1) * c.population_size if first >= 0 else None,
         "evaluations": int(state.evaluations[t]),
         "gradient_evaluations": int(state.evaluations[t]) if gradient_method else 0,
+        # Budget accounting (protocol.budgets): sampler + scorer forward passes of one member,
+        # and backward passes (gradient methods: one per evaluation).
+        "forward_evaluations": int(state.evaluations[t]),
+        "backward_passes": int(state.evaluations[t]) if gradient_method else 0,
         "failures_found": n_found,
         # Each judge: the generation its first failure was seen, and failing images seen.
         "judge_first_generation": per_judge_first,
