@@ -26,6 +26,7 @@ import numpy as np
 from jaxdiffattack.io import write_json
 from jaxdiffattack.world2 import captions
 from jaxdiffattack.world2 import oracle
+from jaxdiffattack.world2 import render
 from jaxdiffattack.world2 import scene
 from jaxdiffattack.world2 import train
 
@@ -69,7 +70,7 @@ def main(argv):
   step, params = int(raw["step"]), raw["params"]
   vae = train.vae_module(config)
   specs = scene.sample_scenes("test", 0, _N.value)
-  images = scene.render_batch(specs, size)
+  images = render.render_batch(specs, size)
   fn = jax.jit(lambda p, x: vae.apply({"params": p}, vae.apply(
       {"params": p}, x, method=vae.encode).mean, method=vae.decode))
   recs = []

@@ -67,8 +67,10 @@ def get_config(arg=None):
                          depths=(1, 1, 1, 1), single_fraction=0.6, cooldown_steps=300,
                          ckpt_every=100)
   # The held-out judge: a third architecture (config.evaluator.arch in
-  # world2.train.CLASSIFIERS); "" until one is registered.
-  config.evaluator = _stage(1500, 128, 3e-3, arch="", single_fraction=0.6,
+  # world2.train.CLASSIFIERS): models.regnet.WORLD2_EVALUATOR, a ~1 M-parameter RegNetY.
+  config.evaluator = _stage(1500, 128, 3e-3, arch="regnet", embedding_size=32,
+                            hidden_sizes=(48, 104, 208, 440), depths=(1, 1, 4, 1),
+                            groups_width=8, layer_type="y", single_fraction=0.6,
                             cooldown_steps=300, ckpt_every=100)
   config.clip_tune = _stage(1000, 128, 1e-3, warmup_steps=50, cooldown_steps=200,
                             ckpt_every=100)
@@ -98,6 +100,6 @@ def get_config(arg=None):
     config.unet.update(block_out_channels=(32,), attention_heads=2)
     config.vit.update(width=32, layers=1, heads=2)
     config.resnet.update(embedding_size=8, hidden_sizes=(8, 16), depths=(1, 1))
-    config.evaluator.arch = "resnet"  # Stands in until a third architecture is registered.
-    config.evaluator.update(embedding_size=8, hidden_sizes=(8,), depths=(1,))
+    config.evaluator.update(embedding_size=8, hidden_sizes=(8, 16), depths=(1, 1),
+                            groups_width=8)
   return config

@@ -21,6 +21,7 @@ import pytest
 from jaxdiffattack import errors
 from jaxdiffattack.world2 import captions
 from jaxdiffattack.world2 import data
+from jaxdiffattack.world2 import render
 from jaxdiffattack.world2 import scene
 from jaxdiffattack.world2 import train
 
@@ -53,9 +54,16 @@ class ConfigTest(absltest.TestCase):
     self.assertEqual((c.clip.text_width, c.clip.text_layers, c.clip.patch_size), (128, 4, 8))
     train.validate(c)
     self.assertEqual(train.parse_stages(_with(c, stages="vae, unet")), ["vae", "unet"])
-    # "all" leaves out the evaluator until config.evaluator.arch names an architecture.
-    self.assertEqual(train.parse_stages(c), [s for s in train.ALL_STAGES if s != "evaluator"])
-    self.assertIn("evaluator", train.parse_stages(_with(c, evaluator=dict(arch="resnet"))))
+    self.assertEqual(train.parse_stages(c), list(train.ALL_STAGES))
+    # "all" leaves out the evaluator when config.evaluator.arch names no architecture.
+    no_eval = _with(c)
+    no_eval.evaluator.arch = ""
+    self.assertEqual(train.parse_stages(no_eval),
+                     [s for s in train.ALL_STAGES if s != "evaluator"])
+    from jaxdiffattack.models import regnet  # pylint: disable=g-import-not-at-top
+    module, kind = train.CLASSIFIERS[c.evaluator.arch](c, c.evaluator)
+    self.assertEqual(kind, "regnet")
+    self.assertEqual(module.config, regnet.WORLD2_EVALUATOR)
     self.assertEqual(train.latent_size(_load_config("f4")), 16)
 
   def test_bad_stages_are_one_line_errors(self):
@@ -63,9 +71,11 @@ class ConfigTest(absltest.TestCase):
     for stages, match in (("vae,bogus", "config.stages='vae,bogus' is invalid"),
                           ("", "config.stages='' is invalid"),
                           ("vae,vae", "names a stage twice"),
-                          ("evaluator", r"config.evaluator.arch='' is invalid")):
+                          ("evaluator", r"config.evaluator.arch='vgg' is invalid")):
+      bad = _with(c, stages=stages)
+      bad.evaluator.arch = "vgg"
       with self.assertRaisesRegex(errors.ConfigError, match) as cm:
-        train.parse_stages(_with(c, stages=stages))
+        train.parse_stages(bad)
       self.assertNotIn("\n", str(cm.exception))
 
   def test_bad_sizes_are_one_line_errors(self):
@@ -101,7 +111,7 @@ class DataTest(absltest.TestCase):
     self.assertLen(list((workdir / "data").glob("train_*.npz")), 3)
     self.assertEmpty(list((workdir / "data").glob("*.claim")))
     specs = scene.sample_scenes("train", 0, 10, seed=3)
-    np.testing.assert_array_equal(split.images, scene.render_batch(specs, 16))
+    np.testing.assert_array_equal(split.images, render.render_batch(specs, 16))
     for i, s in enumerate(specs):
       got = split.spec(i)
       self.assertEqual(got.groups, s.groups)
@@ -158,7 +168,7 @@ class DataTest(absltest.TestCase):
     self.assertLen(totals, 1)  # Both loaded the same data.
     written = sum(err.count("shard ") for _, err in outs)
     self.assertEqual(written, 8)  # 8 shards, each rendered by exactly one of the two.
-    ref = scene.render_batch(scene.sample_scenes("train", 0, 24), 12)
+    ref = render.render_batch(scene.sample_scenes("train", 0, 24), 12)
     self.assertEqual(str(int(ref.sum())), totals.pop())
 
   def test_a_dead_processs_claim_is_taken_over(self):
@@ -296,7 +306,7 @@ class SmokeTest(absltest.TestCase):
     self.assertIn("unet", params)
     tok = CLIPTokenizer.from_pretrained(export / "sd" / "tokenizer")
     self.assertEqual(len(tok("a red circle").input_ids), 5)  # BOS, 3 words, EOS.
-    for kind, sub in (("vit", "vit"), ("resnet", "resnet"), ("resnet", "evaluator")):
+    for kind, sub in (("vit", "vit"), ("resnet", "resnet"), ("regnet", "evaluator")):
       raw = convert_transformers.load(export / sub, kind).raw_config
       self.assertLen(raw["id2label"], scene.NUM_CLASSES)
       self.assertEqual(raw["id2label"]["0"], scene.CLASSES[0])

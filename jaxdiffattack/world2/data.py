@@ -28,6 +28,7 @@ import numpy as np
 from jaxdiffattack.errors import UserError
 from jaxdiffattack.io import atomic_write_bytes
 from jaxdiffattack.world2 import captions as captions_lib
+from jaxdiffattack.world2 import render as render_lib
 from jaxdiffattack.world2 import scene as scene_lib
 
 MAX_GROUPS = 3
@@ -96,7 +97,7 @@ def spec_arrays(specs: Sequence[scene_lib.SceneSpec]) -> dict[str, np.ndarray]:
 
 def render_shard(split: str, start: int, count: int, size: int, seed: int) -> dict:
   specs = scene_lib.sample_scenes(split, start, count, seed)
-  return dict(images=scene_lib.render_batch(specs, size),
+  return dict(images=render_lib.render_batch(specs, size),
               index=np.arange(start, start + count, dtype=np.int64), **spec_arrays(specs))
 
 

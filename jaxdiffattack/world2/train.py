@@ -49,6 +49,7 @@ from jaxdiffattack.errors import UserError
 from jaxdiffattack.io import atomic_write_bytes
 from jaxdiffattack.models import clip as clip_lib
 from jaxdiffattack.models import convert_transformers
+from jaxdiffattack.models import regnet as regnet_lib
 from jaxdiffattack.models import resnet as resnet_lib
 from jaxdiffattack.models import unet as unet_lib
 from jaxdiffattack.models import vae as vae_lib
@@ -236,10 +237,20 @@ def build_resnet(config, c) -> tuple[Any, str]:
   return resnet_lib.ResNetForImageClassification(cfg), "resnet"
 
 
+def build_regnet(config, c) -> tuple[Any, str]:
+  del config
+  cfg = regnet_lib.RegNetConfig(embedding_size=c.embedding_size,
+                                hidden_sizes=tuple(c.hidden_sizes), depths=tuple(c.depths),
+                                groups_width=c.groups_width, layer_type=c.layer_type,
+                                num_labels=NUM_CLASSES)
+  cfg.validate()
+  return regnet_lib.RegNetForImageClassification(cfg), "regnet"
+
+
 # Classifier architectures: name -> builder(config, stage config) -> (linen module, the
 # convert_transformers kind it exports as). The evaluator stage uses config.evaluator.arch.
 CLASSIFIERS: dict[str, Callable[..., tuple[Any, str]]] = {
-    "vit": build_vit, "resnet": build_resnet}
+    "vit": build_vit, "resnet": build_resnet, "regnet": build_regnet}
 
 
 def classifier_arch(config, name: str) -> str:
