@@ -235,13 +235,15 @@ def make_data(config, workdir: pathlib.Path) -> ToyData:
   return ToyData(train, heldout)
 
 
-def _augment(key, x):
+def _augment(key, x, flip: bool = True):
   """Light augmentation of a normalised NCHW batch (flip, shift, noise,
-  blur, brightness) so classifiers tolerate imperfect generated images."""
+  blur, brightness) so classifiers tolerate imperfect generated images
+  (`flip=False`: no left-right flip, for captions that state "left of")."""
   k = jax.random.split(key, 6)
   n = x.shape[0]
-  flip = jax.random.bernoulli(k[0], 0.5, (n, 1, 1, 1))
-  x = jnp.where(flip, x[..., ::-1], x)
+  if flip:
+    do_flip = jax.random.bernoulli(k[0], 0.5, (n, 1, 1, 1))
+    x = jnp.where(do_flip, x[..., ::-1], x)
   shifts = jax.random.randint(k[1], (2,), -2, 3)
   x = jnp.roll(x, shifts, axis=(2, 3))
   blur = (x + jnp.roll(x, 1, 2) + jnp.roll(x, -1, 2) + jnp.roll(x, 1, 3)
@@ -789,15 +791,22 @@ class Trained(NamedTuple):
 
 
 def export(config, trained: Trained, out_dir: pathlib.Path,
-           metrics: dict | None = None) -> None:
-  """Writes sd/, clip/, vit/, resnet/ into out_dir (each replaced atomically)."""
+           metrics: dict | None = None, *, image_size: int | None = None,
+           labels: tuple[str, ...] | None = None,
+           vae_fn: Callable[..., Any] | None = None) -> None:
+  """Writes sd/, clip/, vit/, resnet/ into out_dir (each replaced atomically).
+
+  `image_size`, `labels` and `vae_fn(config, scaling)` default to the toy world's
+  (world.IMAGE_SIZE, world.LABELS, vae_module); world 2 passes its own."""
   from transformers import (CLIPImageProcessor, ConvNextImageProcessor,  # pylint: disable=g-import-not-at-top
                             ViTImageProcessor)
   out_dir.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(dir=out_dir, prefix=".export_"))
   norm = dict(image_mean=list(PIXEL_MEAN), image_std=list(PIXEL_STD),
               do_normalize=True, do_rescale=True, rescale_factor=1 / 255)
-  size = world.IMAGE_SIZE
+  size = image_size or world.IMAGE_SIZE
+  labels = labels or world.LABELS
+  vae_fn = vae_fn or vae_module
   # CLIP.
   convert_transformers.save(tmp / "clip", "clip", trained.clip.module.config,
                             trained.clip.params)
@@ -809,13 +818,13 @@ def export(config, trained: Trained, out_dir: pathlib.Path,
   # Classifiers (absent from the intermediate exports during UNet training).
   if trained.vit is not None:
     convert_transformers.save(tmp / "vit", "vit", trained.vit.module.config,
-                              trained.vit.params, world.LABELS)
+                              trained.vit.params, labels)
     ViTImageProcessor(size={"height": size, "width": size}, **norm
                       ).save_pretrained(tmp / "vit")
   if trained.resnet is not None:
     convert_transformers.save(tmp / "resnet", "resnet",
                               trained.resnet.module.config,
-                              trained.resnet.params, world.LABELS)
+                              trained.resnet.params, labels)
     ConvNextImageProcessor(size={"shortest_edge": size}, crop_pct=1.0, **norm
                            ).save_pretrained(tmp / "resnet")
   # Stable Diffusion.
@@ -831,7 +840,7 @@ def export(config, trained: Trained, out_dir: pathlib.Path,
                             trained.clip.module.config.text,
                             {"text_model": trained.clip.params["text_model"]})
   weights.save_diffusers_model(sd / "unet", trained.unet, trained.unet_params)
-  weights.save_diffusers_model(sd / "vae", vae_module(config, trained.scaling),
+  weights.save_diffusers_model(sd / "vae", vae_fn(config, trained.scaling),
                                trained.vae_params)
   (sd / "scheduler").mkdir()
   (sd / "scheduler" / "scheduler_config.json").write_text(

@@ -6,8 +6,9 @@ scenes deterministically; ``render`` draws them at any resolution; ``captions`` 
 caption grammar (each caption generated from a scene, and parsed back to its facts);
 ``tokenizer`` writes the CLIP-format BPE whose vocabulary covers the grammar; ``oracle`` reads
 rendered or generated images and judges each fact of a caption (holds / violated / unclear);
-``oracle_eval`` measures it on rendered splits. Nothing is trained yet: see
-docs/world2_model_card.md for the plan.
+``oracle_eval`` measures it on rendered splits; ``data`` renders training scenes into shared,
+resumable shards; ``train`` trains the world's models in resumable stages (see
+docs/world2_model_card.md).
 """
 import pathlib
 

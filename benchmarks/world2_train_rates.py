@@ -1,0 +1,79 @@
+r"""Step rates of world 2's training stages (docs/world2_model_card.md, "Training budget").
+
+  nice -n 0 python benchmarks/world2_train_rates.py --workdir /tmp/w2rates \
+      --out docs/results/world2_train_rates.json
+
+Runs every stage of configs/train_world2.py:timing (the full models and batch sizes, 2,000
+scenes, `--steps` steps each, no checkpoints) through world2.train.run and times the last
+`--timed` steps of each (after the compile and `steps - timed` warm steps): steps/s and the
+wall hours the full config's num_steps would take *at the load of the measurement* (the
+machine's load average is recorded: other jobs share its 2 cores, so on a busy machine these
+are wall hours at a fraction of a core, not CPU hours).
+"""
+import importlib.util
+import json
+import os
+import pathlib
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from jaxdiffattack.io import write_json
+from jaxdiffattack.world2 import train
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/w2rates", "scratch workdir (rendered data kept)")
+_OUT = flags.DEFINE_string("out", "", "results JSON")
+_STEPS = flags.DEFINE_integer("steps", 25, "steps per stage")
+_TIMED = flags.DEFINE_integer("timed", 20, "timed steps (the last ones)")
+_STAGES = flags.DEFINE_string("stages", "vae,clip,unet,vae_tune,vit,resnet,clip_tune", "stages")
+_VARIANT = flags.DEFINE_string("variant", "timing", "config variants")
+
+
+def _config(arg):
+  spec = importlib.util.spec_from_file_location("cfg", _ROOT / "configs" / "train_world2.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def main(argv):
+  del argv
+  config = _config(_VARIANT.value)
+  full = _config(",".join(v for v in _VARIANT.value.split(",") if v != "timing") or None)
+  config.stages = _STAGES.value
+  for name in train.parse_stages(config):
+    if name != "export":
+      config[name].num_steps = _STEPS.value
+  train.STEP_TIMES = {}
+  t0 = time.time()
+  load0 = os.getloadavg()
+  train.run(config, _WORKDIR.value)
+  rows = {}
+  for name, times in train.STEP_TIMES.items():
+    t = np.asarray(times)
+    k = min(_TIMED.value, len(t) - 1)
+    rate = k / (t[-1] - t[-1 - k])
+    steps = int(full[name].num_steps)
+    rows[name] = {"steps_per_s": round(float(rate), 3), "timed_steps": int(k),
+                  "batch_size": int(full[name].batch_size), "full_num_steps": steps,
+                  "est_wall_hours_at_this_load": round(steps / rate / 3600, 2)}
+    logging.info("%s: %.3f steps/s -> %d steps in %.2f h", name, rate, steps, steps / rate / 3600)
+  out = {"command": "nice -n 0 python benchmarks/world2_train_rates.py "
+                    f"--variant={_VARIANT.value} --steps={_STEPS.value} --timed={_TIMED.value}",
+         "variant": _VARIANT.value, "stages": rows,
+         "total_est_wall_hours_at_this_load": round(
+             sum(r["est_wall_hours_at_this_load"] for r in rows.values()), 2),
+         "loadavg_start": load0, "loadavg_end": os.getloadavg(), "cpu_count": os.cpu_count(),
+         "wall_s": round(time.time() - t0, 1),
+         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+  print(json.dumps(out, indent=2))
+  if _OUT.value:
+    write_json(_OUT.value, out)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,105 @@
+"""Config of world 2's training (jaxdiffattack.world2.train.run; docs/world2_model_card.md).
+
+Everything in one process (~11 CPU-hours; every stage resumes from its checkpoint on rerun):
+
+  python launch/train_world2.py --config configs/train_world2.py --workdir DIR
+
+Two processes on one workdir (one per core; the data is rendered once, by both together; unet
+waits for vae and clip, export for everything):
+
+  python launch/train_world2.py --config configs/train_world2.py \
+      --config.stages=vae,vae_tune,unet,export --workdir DIR > A.log 2>&1 &
+  nice -n 5 python launch/train_world2.py --config configs/train_world2.py \
+      --config.stages=clip,vit,resnet,clip_tune --workdir DIR > B.log 2>&1 &
+
+Stop any time (kill); the same commands resume. Lowering a stage's num_steps
+(--config.unet.num_steps=N) stops it at N exactly as a run planned for N (warmup-stable-decay;
+the cool-down is the last cooldown_steps). Export to the package:
+--config.stages=export --config.export.to_assets=True.
+
+Variants: "smoke" (every stage a few steps on tiny models and 48 scenes; seconds of compute),
+"timing" (the full models, every stage 30 steps, checkpoints off: for measuring step rates),
+"f4" (the fallback latent: 3-level VAE, 16x16x4 latents).
+"""
+import ml_collections
+
+from jaxdiffattack import variants as variants_lib
+
+VARIANTS = ("smoke", "timing", "f4")
+
+
+def _stage(num_steps, batch_size, lr, **kw):
+  c = ml_collections.ConfigDict(dict(
+      num_steps=num_steps, batch_size=batch_size, lr=lr, warmup_steps=100,
+      weight_decay=1e-4, final_lr_fraction=1.0, cooldown_steps=0,
+      log_every=50, ckpt_every=250))
+  c.update(kw)
+  return c
+
+
+def get_config(arg=None):
+  """The full config; variants (comma-separated): "smoke", "timing", "f4"."""
+  variants = variants_lib.parse(arg, VARIANTS, __file__)
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  # Which stages this process runs, in order ("all" or a comma-separated list).
+  config.stages = "all"
+  config.poll_s = 30.0          # How often a waiting stage / shard looks again.
+  config.wait_timeout_s = 0.0   # 0: wait for other processes' stages forever.
+  config.data = dict(num_train=60000, num_test=1000, shard_size=2000, image_size=64)
+  # Warmup-stable-decay everywhere (final_lr_fraction=1, a linear cool-down at the end).
+  # 3,000 steps (planned 1,500): at step 750 the oracle read only 20 % of objects right on round
+  # trips (docs/results/world2_vae_check_step750.json), so the VAE trains longer.
+  config.vae = _stage(3000, 32, 1e-3, block_out_channels=(16, 32, 64, 64),
+                      layers_per_block=1, latent_channels=16, norm_num_groups=16,
+                      kl_weight=1e-3, cooldown_steps=300)
+  config.clip = _stage(2000, 128, 2e-3, text_width=128, text_layers=4, text_heads=4,
+                       vision_width=128, vision_layers=4, vision_heads=4, patch_size=8,
+                       mlp_ratio=2, projection_dim=64, cooldown_steps=400, ckpt_every=100)
+  config.unet = _stage(16000, 32, 5e-4, block_out_channels=(64, 128), layers_per_block=1,
+                       attention_heads=4, caption_dropout=0.1, ema_decay=0.999,
+                       warmup_steps=200, cooldown_steps=2000)
+  config.vae_tune = _stage(4000, 32, 1e-3, l1_weight=0.1, warmup_steps=50,
+                           cooldown_steps=1000)
+  config.vit = _stage(11500, 128, 2e-3, width=128, layers=3, heads=4, patch_size=8,
+                      mlp_ratio=2, single_fraction=0.6, cooldown_steps=1500, ckpt_every=100)
+  config.resnet = _stage(1500, 128, 3e-3, embedding_size=32, hidden_sizes=(32, 64, 128, 128),
+                         depths=(1, 1, 1, 1), single_fraction=0.6, cooldown_steps=300,
+                         ckpt_every=100)
+  # The held-out judge: a third architecture (config.evaluator.arch in
+  # world2.train.CLASSIFIERS): models.regnet.WORLD2_EVALUATOR, a ~1 M-parameter RegNetY.
+  config.evaluator = _stage(1500, 128, 3e-3, arch="regnet", embedding_size=32,
+                            hidden_sizes=(48, 104, 208, 440), depths=(1, 1, 4, 1),
+                            groups_width=8, layer_type="y", single_fraction=0.6,
+                            cooldown_steps=300, ckpt_every=100)
+  config.clip_tune = _stage(1000, 128, 1e-3, warmup_steps=50, cooldown_steps=200,
+                            ckpt_every=100)
+  config.scheduler = dict(beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
+  config.export = dict(dir="", to_assets=False)
+
+  if "f4" in variants:  # 64² -> 16x16x4 latents (3 VAE levels).
+    config.vae.update(block_out_channels=(16, 32, 64), latent_channels=4)
+  if "timing" in variants:
+    for name in ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "clip_tune"):
+      config[name].update(num_steps=25, log_every=5, ckpt_every=10**9, warmup_steps=1,
+                          cooldown_steps=0)
+    config.data.update(num_train=2000, num_test=200)
+  if "smoke" in variants:
+    config.poll_s = 0.2
+    config.wait_timeout_s = 600.0
+    config.data = dict(num_train=48, num_test=24, shard_size=16, image_size=32)
+    for name in ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "evaluator",
+                 "clip_tune"):
+      stage = config[name]
+      stage.num_steps, stage.batch_size = 4, 4
+      stage.warmup_steps, stage.log_every, stage.ckpt_every = 1, 1, 2
+      stage.cooldown_steps = 1
+    config.vae.update(block_out_channels=(8, 8), norm_num_groups=8, latent_channels=4)
+    config.clip.update(text_width=32, text_layers=1, text_heads=2, vision_width=32,
+                       vision_layers=1, vision_heads=2, projection_dim=16)
+    config.unet.update(block_out_channels=(32,), attention_heads=2)
+    config.vit.update(width=32, layers=1, heads=2)
+    config.resnet.update(embedding_size=8, hidden_sizes=(8, 16), depths=(1, 1))
+    config.evaluator.update(embedding_size=8, hidden_sizes=(8, 16), depths=(1, 1),
+                            groups_width=8)
+  return config

@@ -1,0 +1,664 @@
+"""Trains world 2's models (issue #23; docs/world2_model_card.md) in resumable stages.
+
+``run(config, workdir)`` runs the stages named by ``config.stages`` (comma-separated, in that
+order; "all" = `ALL_STAGES`), after rendering the data (`world2.data`, shared by processes):
+
+  vae        AutoencoderKL on 64² scenes (4 levels, f = 8, 16 latent channels)
+  clip       CLIP (causal text tower, 77 positions, EOS pooling; ViT vision tower, patch 8),
+             contrastive on fresh captions of each scene (4-60 tokens; positives = every
+             caption true of the image, `data.caption_matches`)
+  unet       epsilon-prediction DDPM on the frozen VAE's latents, conditioned on the frozen CLIP
+             text tower's states of a fresh caption per step (caption dropout for CFG; EMA)
+  vae_tune   the VAE decoder with the encoder frozen (the UNet's latent space stays)
+  vit, resnet, evaluator   classifiers over the 83 classes (multi-object scenes as soft
+             targets); `CLASSIFIERS` is the registry of architectures (the evaluator's is
+             ``config.evaluator.arch``: adding one is a builder plus a line)
+  clip_tune  CLIP's vision tower (and projections) with the text tower frozen
+  export     sd/ (diffusers layout), clip/, vit/, resnet/ (and evaluator/) (transformers
+             layout), Flax msgpack, to ``workdir/export`` (or ``config.export.dir``, or
+             ``world2/assets`` with ``config.export.to_assets``)
+
+Every stage reuses the toy's training machinery (`toy.train._fit`: atomic msgpack checkpoints
+every ``ckpt_every`` steps to ``workdir/checkpoints/<stage>.msgpack``, progress lines with an
+ETA; batches and PRNG keys are functions of (seed, stage, step), so a resumed stage equals an
+uninterrupted one; warmup-stable-decay learning rates, so stopping at step N == a run with
+num_steps = N). A finished stage writes ``workdir/stages/<stage>.json`` (its num_steps and
+metrics) and is skipped on rerun. A stage whose inputs another stage makes (`DEPENDS`: unet needs
+vae and clip) polls for that stage's file, logging what it waits for, so two processes can train
+independent stages into one workdir at once (configs/train_world2.py's docstring has the
+commands).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+from typing import Any, Callable, NamedTuple
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxdiffattack import errors
+from jaxdiffattack.errors import UserError
+from jaxdiffattack.io import atomic_write_bytes
+from jaxdiffattack.models import clip as clip_lib
+from jaxdiffattack.models import convert_transformers
+from jaxdiffattack.models import regnet as regnet_lib
+from jaxdiffattack.models import resnet as resnet_lib
+from jaxdiffattack.models import unet as unet_lib
+from jaxdiffattack.models import vae as vae_lib
+from jaxdiffattack.models import vit as vit_lib
+from jaxdiffattack.toy import train as toy_train
+from jaxdiffattack.world2 import ASSETS_DIR
+from jaxdiffattack.world2 import data as data_lib
+from jaxdiffattack.world2 import scene as scene_lib
+from jaxdiffattack.world2 import tokenizer as w2_tokenizer
+
+TrainState = toy_train.TrainState
+Net = toy_train.Net
+to_pixels = toy_train.to_pixels
+_channels_last = toy_train._channels_last  # pylint: disable=protected-access
+MODEL_MAX_LENGTH = w2_tokenizer.MODEL_MAX_LENGTH  # 77 positions, as SD.
+TRAIN_SEQ_LEN = 64  # >= 60 caption tokens + BOS + EOS; causal, so EOS never sees padding.
+LABELS = scene_lib.CLASSES
+NUM_CLASSES = scene_lib.NUM_CLASSES
+
+ALL_STAGES = ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "evaluator", "clip_tune",
+              "export")
+DEPENDS = {"vae": (), "clip": (), "unet": ("vae", "clip"), "vae_tune": ("vae",), "vit": (),
+           "resnet": (), "evaluator": (), "clip_tune": ("clip",),
+           "export": ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "clip_tune")}
+
+
+# ------------------------------------------------------------------- data --
+class World2Data(NamedTuple):
+  train: data_lib.Split
+  test: data_lib.Split
+
+
+def make_data(config, workdir: pathlib.Path) -> World2Data:
+  d = config.data
+  kw = dict(shard_size=d.shard_size, size=d.image_size, seed=config.seed, poll_s=config.poll_s)
+  t0 = time.time()
+  train = data_lib.ensure_split(workdir, "train", d.num_train, **kw)
+  test = data_lib.ensure_split(workdir, "test", d.num_test, **kw)
+  logging.info("[data] %d train + %d test scenes of %d² ready in %.0fs", len(train), len(test),
+               d.image_size, time.time() - t0)
+  return World2Data(train, test)
+
+
+def _rng(config, stage: str, step: int) -> np.random.Generator:
+  return toy_train._batch_rng(config, stage, step)  # pylint: disable=protected-access
+
+
+def tokenize(tok, texts, length: int) -> np.ndarray:
+  return np.asarray(tok(list(texts), padding="max_length", max_length=length,
+                        truncation=True).input_ids, np.int32)
+
+
+# ------------------------------------------------------------ stage files --
+def stage_file(workdir, name: str) -> pathlib.Path:
+  return pathlib.Path(workdir) / "stages" / f"{name}.json"
+
+
+def stage_done(config, workdir, name: str) -> dict | None:
+  """The finished stage's record when it reached this config's num_steps, else None."""
+  path = stage_file(workdir, name)
+  if not path.exists():
+    return None
+  rec = json.loads(path.read_text())
+  if name in config and "num_steps" in config[name] and rec["num_steps"] < config[name].num_steps:
+    return None  # Finished at a smaller budget: resumes to the larger one.
+  return rec
+
+
+def _finish(config, workdir, name: str, metrics: dict) -> dict:
+  rec = {"stage": name, "num_steps": int(config[name].num_steps) if "num_steps" in config[name]
+         else 0, "metrics": metrics, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                  time.gmtime())}
+  atomic_write_bytes(stage_file(workdir, name), json.dumps(rec, indent=2).encode())
+  logging.info("[%s] finished: %s", name, metrics)
+  return rec
+
+
+def wait_for(config, workdir, names, waiter: str) -> None:
+  """Polls until every stage in `names` has finished (its stages/<name>.json)."""
+  t0, said = time.time(), set()
+  while True:
+    missing = [n for n in names if stage_done(config, workdir, n) is None]
+    if not missing:
+      return
+    for n in missing:
+      if n not in said:
+        logging.info("[%s] waiting for stage %r to finish (%s; another process trains it, or "
+                     "add it to config.stages)", waiter, n, stage_file(workdir, n))
+        said.add(n)
+    if config.wait_timeout_s and time.time() - t0 > config.wait_timeout_s:
+      raise UserError(f"world2 train: stage {waiter!r} waited {config.wait_timeout_s}s for "
+                      f"{missing}: train them (config.stages) or raise config.wait_timeout_s")
+    time.sleep(config.poll_s)
+
+
+def _load_ckpt(workdir, name: str) -> dict:
+  path = pathlib.Path(workdir) / "checkpoints" / f"{name}.msgpack"
+  return flax.serialization.msgpack_restore(path.read_bytes())
+
+
+# Test hook: called with (stage name, state) at every checkpoint (tests stop a stage there).
+CHECKPOINT_HOOK: Callable[[str, Any], None] | None = None
+# Timing hook: when a dict, STEP_TIMES[stage] collects the wall time after each step
+# (the loss fetched, so the step has run): benchmarks/world2_train_rates.py.
+STEP_TIMES: dict[str, list[float]] | None = None
+
+
+def _fit(name, state, step_fn, make_batch, c, workdir):
+  hook = CHECKPOINT_HOOK
+  if STEP_TIMES is not None:
+    times = STEP_TIMES.setdefault(name, [])
+    inner = step_fn
+
+    def step_fn(state, batch):  # pylint: disable=function-redefined
+      out = inner(state, batch)
+      jax.block_until_ready(out[1])
+      times.append(time.time())
+      return out
+  return toy_train._fit(  # pylint: disable=protected-access
+      name, state, step_fn, make_batch, c, workdir,
+      (lambda s: hook(name, s)) if hook is not None else None)
+
+
+# ------------------------------------------------------------------ models --
+def vae_module(config, scaling_factor: float = 1.0):
+  c = config.vae
+  n = len(c.block_out_channels)
+  return vae_lib.AutoencoderKL(vae_lib.VAEConfig(
+      in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
+      up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=tuple(c.block_out_channels),
+      layers_per_block=c.layers_per_block, latent_channels=c.latent_channels,
+      norm_num_groups=c.norm_num_groups, sample_size=config.data.image_size,
+      scaling_factor=scaling_factor))
+
+
+def latent_size(config) -> int:
+  return config.data.image_size // 2 ** (len(config.vae.block_out_channels) - 1)
+
+
+def unet_module(config):
+  c = config.unet
+  n = len(c.block_out_channels)
+  return unet_lib.UNet2DConditionModel(unet_lib.UNetConfig(
+      sample_size=latent_size(config), in_channels=config.vae.latent_channels,
+      out_channels=config.vae.latent_channels, down_block_types=("CrossAttnDownBlock2D",) * n,
+      up_block_types=("CrossAttnUpBlock2D",) * n, block_out_channels=tuple(c.block_out_channels),
+      layers_per_block=c.layers_per_block, attention_head_dim=c.attention_heads,
+      norm_num_groups=c.get("norm_num_groups", 32),
+      cross_attention_dim=config.clip.text_width, flax_numerics=True))
+
+
+def clip_model_config(config, vocab_size: int) -> clip_lib.CLIPConfig:
+  c = config.clip
+  return clip_lib.CLIPConfig(
+      text=clip_lib.CLIPTextConfig(
+          vocab_size=vocab_size, hidden_size=c.text_width,
+          intermediate_size=c.text_width * c.mlp_ratio, num_hidden_layers=c.text_layers,
+          num_attention_heads=c.text_heads, max_position_embeddings=MODEL_MAX_LENGTH,
+          eos_token_id=vocab_size - 1, projection_dim=c.projection_dim),
+      vision=clip_lib.CLIPVisionConfig(
+          hidden_size=c.vision_width, intermediate_size=c.vision_width * c.mlp_ratio,
+          num_hidden_layers=c.vision_layers, num_attention_heads=c.vision_heads,
+          image_size=config.data.image_size, patch_size=c.patch_size,
+          projection_dim=c.projection_dim),
+      projection_dim=c.projection_dim)
+
+
+def _image_input(config):
+  return jnp.zeros((1, config.data.image_size, config.data.image_size, 3), jnp.float32)
+
+
+def build_vit(config, c) -> tuple[Any, str]:
+  cfg = vit_lib.ViTConfig(image_size=config.data.image_size, patch_size=c.patch_size,
+                          hidden_size=c.width, num_hidden_layers=c.layers,
+                          num_attention_heads=c.heads, intermediate_size=c.width * c.mlp_ratio,
+                          num_labels=NUM_CLASSES)
+  return vit_lib.ViTForImageClassification(cfg), "vit"
+
+
+def build_resnet(config, c) -> tuple[Any, str]:
+  del config
+  cfg = resnet_lib.ResNetConfig(embedding_size=c.embedding_size,
+                                hidden_sizes=tuple(c.hidden_sizes), depths=tuple(c.depths),
+                                layer_type="basic", num_labels=NUM_CLASSES)
+  return resnet_lib.ResNetForImageClassification(cfg), "resnet"
+
+
+def build_regnet(config, c) -> tuple[Any, str]:
+  del config
+  cfg = regnet_lib.RegNetConfig(embedding_size=c.embedding_size,
+                                hidden_sizes=tuple(c.hidden_sizes), depths=tuple(c.depths),
+                                groups_width=c.groups_width, layer_type=c.layer_type,
+                                num_labels=NUM_CLASSES)
+  cfg.validate()
+  return regnet_lib.RegNetForImageClassification(cfg), "regnet"
+
+
+# Classifier architectures: name -> builder(config, stage config) -> (linen module, the
+# convert_transformers kind it exports as). The evaluator stage uses config.evaluator.arch.
+CLASSIFIERS: dict[str, Callable[..., tuple[Any, str]]] = {
+    "vit": build_vit, "resnet": build_resnet, "regnet": build_regnet}
+
+
+def classifier_arch(config, name: str) -> str:
+  arch = config[name].get("arch", name)
+  if arch not in CLASSIFIERS:
+    raise errors.ConfigError(f"config.{name}.arch={arch!r} is invalid: use one of "
+                             f"{sorted(CLASSIFIERS)} (register one in world2.train.CLASSIFIERS)")
+  return arch
+
+
+# -------------------------------------------------------------------- vae --
+def _vae_batches(config, stage, d: World2Data, batch):
+  def make_batch(step):
+    return d.train.images[data_lib.sample_batch(_rng(config, stage, step), d.train, batch)]
+  return make_batch
+
+
+def train_vae(config, workdir, d: World2Data) -> dict:
+  """MSE + 0.1 L1 + kl_weight KL (the toy's loss); returns metrics incl. scaling_factor."""
+  c = config.vae
+  vae = vae_module(config)
+  params = jax.jit(vae.init_weights)(jax.random.PRNGKey(config.seed + 2))
+  opt = toy_train._optimizer(c)  # pylint: disable=protected-access
+  state = TrainState(jnp.array(0), params, opt.init(params), None)
+
+  def loss_fn(params, x, key):
+    post = vae.apply({"params": params}, x, method=vae.encode)
+    rec = vae.apply({"params": params}, post.sample(key), method=vae.decode)
+    err = rec - x
+    kl = jnp.mean(post.kl()) / x[0].size
+    return jnp.mean(err ** 2) + 0.1 * jnp.mean(jnp.abs(err)) + c.kl_weight * kl
+
+  @jax.jit
+  def step_fn(state, images):
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 3), state.step)
+    x = to_pixels(images)
+    flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
+    x = jnp.where(flip, x[..., ::-1], x)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, x, key)
+    params, opt_state = toy_train._apply_gradients(opt, state, grads)  # pylint: disable=protected-access
+    return TrainState(state.step + 1, params, opt_state, None), loss
+
+  state = _fit("vae", state, step_fn, _vae_batches(config, "vae", d, c.batch_size), c, workdir)
+  n = min(2000, len(d.train))
+  mean, std = toy_train.encode_latents(vae, state.params, d.train.images[:n], batch=250)
+  z = mean + std * np.random.default_rng(0).normal(size=mean.shape)
+  scaling = float(1.0 / np.std(z))
+  mse = toy_train.vae_recon_mse(vae, state.params, d.test.images[:250])
+  return {"scaling_factor": scaling, "latent_std": float(np.std(z)), "test_recon_mse": mse}
+
+
+def load_vae(config, workdir, which: str = "vae"):
+  """(module, params, scaling) from a finished vae / vae_tune stage."""
+  scaling = stage_done(config, workdir, "vae")["metrics"]["scaling_factor"]
+  params = _load_ckpt(workdir, which)["params"]
+  return vae_module(config, scaling), params, scaling
+
+
+def tune_vae_decoder(config, workdir, d: World2Data) -> dict:
+  c = config.vae_tune
+  vae, params, _ = load_vae(config, workdir)
+  labels = {k: ("freeze" if k in ("encoder", "quant_conv") else "train") for k in params}
+  opt = optax.multi_transform({"train": toy_train._optimizer(c),  # pylint: disable=protected-access
+                               "freeze": optax.set_to_zero()}, labels)
+  state = TrainState(jnp.array(0), params, opt.init(params), None)
+
+  def loss_fn(params, x, key):
+    post = vae.apply({"params": params}, x, method=vae.encode)
+    err = vae.apply({"params": params}, post.sample(key), method=vae.decode) - x
+    return jnp.mean(err ** 2) + c.l1_weight * jnp.mean(jnp.abs(err))
+
+  @jax.jit
+  def step_fn(state, images):
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 6), state.step)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, to_pixels(images), key)
+    params, opt_state = toy_train._apply_gradients(opt, state, grads)  # pylint: disable=protected-access
+    return TrainState(state.step + 1, params, opt_state, None), loss
+
+  state = _fit("vae_tune", state, step_fn, _vae_batches(config, "vae_tune", d, c.batch_size),
+               c, workdir)
+  return {"test_recon_mse": toy_train.vae_recon_mse(vae, state.params, d.test.images[:250])}
+
+
+# ------------------------------------------------------------------- clip --
+def _tokenizer(workdir):
+  from transformers import CLIPTokenizer  # pylint: disable=g-import-not-at-top
+  tok_dir = pathlib.Path(workdir) / "tokenizer"
+  if not (tok_dir / "vocab.json").exists():
+    w2_tokenizer.build_tokenizer_files(tok_dir)
+  return CLIPTokenizer.from_pretrained(tok_dir), tok_dir
+
+
+def clip_net(config, tok) -> Net:
+  module = clip_lib.CLIPModel(clip_model_config(config, len(tok)))
+  return toy_train.init_net(module, config.seed, jnp.zeros((1, MODEL_MAX_LENGTH), jnp.int32),
+                            _image_input(config))
+
+
+def _clip_step_and_batches(config, c, model: Net, tok, d: World2Data, opt, stage: str):
+  """Contrastive step: soft targets over every (caption, image) pair of the batch where the
+  caption is true of the image (`data.caption_matches`; the diagonal always)."""
+  base_key = jax.random.PRNGKey(config.seed + (0 if stage == "clip" else 10))
+
+  def loss_fn(params, ids, pixels, match):
+    logits_img, logits_txt = model.module.apply({"params": params}, ids, _channels_last(pixels))
+    t_txt = match / match.sum(1, keepdims=True)        # caption i -> its true images
+    t_img = match.T / match.T.sum(1, keepdims=True)    # image j -> captions true of it
+    lt = -jnp.mean(jnp.sum(t_txt * jax.nn.log_softmax(logits_txt, 1), 1))
+    li = -jnp.mean(jnp.sum(t_img * jax.nn.log_softmax(logits_img, 1), 1))
+    return (li + lt) / 2
+
+  @jax.jit
+  def step_fn(state, batch):
+    ids, images, match = batch
+    key = jax.random.fold_in(base_key, state.step)
+    pixels = toy_train._augment(key, to_pixels(images), flip=False)  # pylint: disable=protected-access
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, ids, pixels, match)
+    params, opt_state = toy_train._apply_gradients(opt, state, grads)  # pylint: disable=protected-access
+    params["logit_scale"] = jnp.clip(params["logit_scale"], 0, np.log(100.0))
+    return TrainState(state.step + 1, params, opt_state, None), loss
+
+  def make_batch(step):
+    rng = _rng(config, stage, step)
+    idx = data_lib.sample_batch(rng, d.train, c.batch_size)
+    texts, facts = data_lib.draw_captions(rng, d.train, idx)
+    match = data_lib.caption_matches(facts, d.train, idx).astype(np.float32)
+    return tokenize(tok, texts, TRAIN_SEQ_LEN), d.train.images[idx], match
+
+  return step_fn, make_batch
+
+
+def class_prompt(cls: int) -> str:
+  name = scene_lib.CLASSES[cls]
+  return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def clip_zero_shot_accuracy(model: Net, tok, split: data_lib.Split, batch: int = 250) -> float:
+  """Top-1 over the 83 prompts "a <class>" on the single-object scenes of `split`."""
+  single = split.single
+  images, labels = split.images[single], split.group_cls[single, 0]
+  ids = tokenize(tok, [class_prompt(i) for i in range(NUM_CLASSES)], MODEL_MAX_LENGTH)
+  apply = lambda method: jax.jit(lambda p, x: model.module.apply({"params": p}, x,
+                                                                 method=method))
+  text = apply("get_text_features")(model.params, ids)
+  text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)
+  image_fn = apply("get_image_features")
+  preds = [np.asarray(jnp.argmax(image_fn(model.params, _channels_last(to_pixels(
+      images[i:i + batch]))) @ text.T, -1)) for i in range(0, len(images), batch)]
+  return float(np.mean(np.concatenate(preds) == labels))
+
+
+def train_clip(config, workdir, d: World2Data) -> dict:
+  c = config.clip
+  tok, _ = _tokenizer(workdir)
+  model = clip_net(config, tok)
+  params = toy_train.lecun_reinit(model.params, jax.random.PRNGKey(config.seed))
+  opt = toy_train._optimizer(c)  # pylint: disable=protected-access
+  state = TrainState(jnp.array(0), params, opt.init(params), None)
+  step_fn, make_batch = _clip_step_and_batches(config, c, model, tok, d, opt, "clip")
+  state = _fit("clip", state, step_fn, make_batch, c, workdir)
+  return {"zero_shot_top1": clip_zero_shot_accuracy(model._replace(params=state.params), tok,
+                                                    d.test)}
+
+
+def load_clip(config, workdir, which: str = "clip") -> tuple[Net, Any, pathlib.Path]:
+  tok, tok_dir = _tokenizer(workdir)
+  model = clip_net(config, tok)
+  return model._replace(params=_load_ckpt(workdir, which)["params"]), tok, tok_dir
+
+
+def tune_clip_vision(config, workdir, d: World2Data) -> dict:
+  """CLIP's contrastive training continued with the text tower (SD's text encoder) frozen."""
+  c = config.clip_tune
+  model, tok, _ = load_clip(config, workdir)
+  labels = {k: ("freeze" if k == "text_model" else "train") for k in model.params}
+  opt = optax.multi_transform({"train": toy_train._optimizer(c),  # pylint: disable=protected-access
+                               "freeze": optax.set_to_zero()}, labels)
+  state = TrainState(jnp.array(0), model.params, opt.init(model.params), None)
+  step_fn, make_batch = _clip_step_and_batches(config, c, model, tok, d, opt, "clip_tune")
+  state = _fit("clip_tune", state, step_fn, make_batch, c, workdir)
+  return {"zero_shot_top1": clip_zero_shot_accuracy(model._replace(params=state.params), tok,
+                                                    d.test)}
+
+
+# -------------------------------------------------------------------- unet --
+def cached_latents(config, workdir, vae, vae_params, images) -> tuple[np.ndarray, np.ndarray]:
+  """Posterior (mean, std) [N, C, h, w] of the frozen VAE (float16, cached in workdir)."""
+  path = pathlib.Path(workdir) / "latents" / f"train_{len(images)}.npz"
+  if path.exists():
+    with np.load(path, allow_pickle=False) as z:
+      return z["mean"], z["std"]
+  t0 = time.time()
+  mean, std = toy_train.encode_latents(vae, vae_params, images, batch=250)
+  import io  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  np.savez(buf, mean=mean.astype(np.float16), std=std.astype(np.float16))
+  atomic_write_bytes(path, buf.getvalue())
+  logging.info("[unet] encoded %d latents in %.0fs -> %s", len(images), time.time() - t0, path)
+  with np.load(path, allow_pickle=False) as z:
+    return z["mean"], z["std"]
+
+
+def train_unet(config, workdir, d: World2Data) -> dict:
+  """Epsilon-prediction DDPM on VAE latents x scaling, conditioned on the frozen CLIP text
+  tower's 77 states of a fresh caption (or "" with probability caption_dropout); EMA."""
+  c = config.unet
+  unet = unet_module(config)
+  vae, vae_params, scaling = load_vae(config, workdir)
+  clip, tok, _ = load_clip(config, workdir)
+  text_model = clip_lib.CLIPTextModel(clip.module.config.text)
+  text_params = {"text_model": clip.params["text_model"]}
+  params = jax.jit(unet.init_weights)(jax.random.PRNGKey(config.seed + 4))
+  logging.info("[unet] %d parameters", sum(x.size for x in jax.tree_util.tree_leaves(params)))
+  opt = toy_train._optimizer(c)  # pylint: disable=protected-access
+  state = TrainState(jnp.array(0), params, opt.init(params), params)
+  mean, std = cached_latents(config, workdir, vae, vae_params, d.train.images)
+  alphas_cumprod = jnp.asarray(np.cumprod(1 - toy_train.sd_betas(config)), jnp.float32)
+
+  def loss_fn(params, zt, t, noise, cond):
+    return jnp.mean((unet.apply({"params": params}, zt, t, cond) - noise) ** 2)
+
+  @jax.jit
+  def jit_step(state, batch, text_params):
+    mu, sd, ids = batch
+    cond = jax.lax.stop_gradient(text_model.apply({"params": text_params}, ids
+                                                    ).last_hidden_state)
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 5), state.step)
+    k1, k2, k3 = jax.random.split(key, 3)
+    mu, sd = mu.astype(jnp.float32), sd.astype(jnp.float32)
+    z0 = (mu + sd * jax.random.normal(k1, mu.shape)) * scaling
+    t = jax.random.randint(k2, (mu.shape[0],), 0, config.scheduler.num_train_timesteps)
+    noise = jax.random.normal(k3, z0.shape)
+    a = alphas_cumprod[t][:, None, None, None]
+    zt = jnp.sqrt(a) * z0 + jnp.sqrt(1 - a) * noise
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, zt, t, noise, cond)
+    params, opt_state = toy_train._apply_gradients(opt, state, grads)  # pylint: disable=protected-access
+    decay = jnp.minimum(c.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    return TrainState(state.step + 1, params, opt_state,
+                      toy_train._ema_update(state.ema, params, decay)), loss  # pylint: disable=protected-access
+
+  def make_batch(step):
+    rng = _rng(config, "unet", step)
+    idx = data_lib.sample_batch(rng, d.train, c.batch_size)
+    texts, _ = data_lib.draw_captions(rng, d.train, idx)
+    texts = ["" if rng.random() < c.caption_dropout else t for t in texts]
+    return mean[idx], std[idx], tokenize(tok, texts, MODEL_MAX_LENGTH)
+
+  state = _fit("unet", state, lambda s, b: jit_step(s, b, text_params), make_batch, c, workdir)
+  return {"unet_parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(params))),
+          "final_step": int(state.step)}
+
+
+# ------------------------------------------------------------- classifiers --
+def classifier_net(config, name: str) -> tuple[Net, str]:
+  module, kind = CLASSIFIERS[classifier_arch(config, name)](config, config[name])
+  return toy_train.init_net(module, config.seed, _image_input(config)), kind
+
+
+def train_classifier(config, workdir, d: World2Data, name: str) -> dict:
+  """Softmax classifier over the 83 classes: soft targets (1 / objects per object's class),
+  about c.single_fraction single-object scenes per batch; top-1 on test single scenes."""
+  c = config[name]
+  model, _ = classifier_net(config, name)
+  has_bn = "batch_stats" in model.params
+  params = model.params["params"] if has_bn else model.params
+  if c.get("lecun_reinit", not has_bn):
+    params = toy_train.lecun_reinit(params, jax.random.PRNGKey(config.seed))
+  bn = model.params["batch_stats"] if has_bn else None
+  opt = toy_train._optimizer(c)  # pylint: disable=protected-access
+  state = TrainState(jnp.array(0), params, opt.init(params), bn)
+
+  def loss_fn(params, bn, pixels, targets):
+    pixels = _channels_last(pixels)
+    if has_bn:
+      logits, new = model.module.apply({"params": params, "batch_stats": bn}, pixels,
+                                       train=True, mutable=["batch_stats"])
+      new_bn = new["batch_stats"]
+    else:
+      logits, new_bn = model.module.apply({"params": params}, pixels), None
+    return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), -1)), new_bn
+
+  @jax.jit
+  def step_fn(state, batch):
+    images, targets = batch
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), state.step)
+    pixels = toy_train._augment(key, to_pixels(images))  # pylint: disable=protected-access
+    (loss, new_bn), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.ema, pixels, targets)
+    params, opt_state = toy_train._apply_gradients(opt, state, grads)  # pylint: disable=protected-access
+    return TrainState(state.step + 1, params, opt_state, new_bn), loss
+
+  def make_batch(step):
+    rng = _rng(config, name, step)
+    idx = data_lib.sample_batch(rng, d.train, c.batch_size, c.single_fraction)
+    return d.train.images[idx], data_lib.soft_targets(d.train, idx, NUM_CLASSES)
+
+  state = _fit(name, state, step_fn, make_batch, c, workdir)
+  model = model._replace(params={"params": state.params, "batch_stats": state.ema}
+                         if has_bn else state.params)
+  return {"test_single_top1": classifier_accuracy(model, d.test)}
+
+
+def classifier_accuracy(model: Net, split: data_lib.Split, batch: int = 250) -> float:
+  single = split.single
+  images, labels = split.images[single], split.group_cls[single, 0]
+  has_bn = isinstance(model.params, dict) and "batch_stats" in model.params
+  fn = jax.jit(lambda p, x: model.module.apply(p if has_bn else {"params": p},
+                                               _channels_last(x)))
+  preds = [np.asarray(jnp.argmax(fn(model.params, to_pixels(images[i:i + batch])), -1))
+           for i in range(0, len(images), batch)]
+  return float(np.mean(np.concatenate(preds) == labels))
+
+
+def load_classifier(config, workdir, name: str) -> tuple[Net, str]:
+  model, kind = classifier_net(config, name)
+  ck = _load_ckpt(workdir, name)
+  params = ({"params": ck["params"], "batch_stats": ck["ema"]}
+            if "batch_stats" in model.params else ck["params"])
+  return model._replace(params=params), kind
+
+
+# ------------------------------------------------------------------ export --
+def export_dir(config, workdir) -> pathlib.Path:
+  if config.export.to_assets:
+    return ASSETS_DIR
+  return pathlib.Path(config.export.dir) if config.export.dir else pathlib.Path(workdir) / "export"
+
+
+def export(config, workdir, d: World2Data | None = None) -> dict:
+  """Writes the finished models (sd/, clip/, vit/, resnet/, evaluator/ when trained)."""
+  del d
+  clip, _, tok_dir = load_clip(config, workdir, "clip_tune")
+  vae, vae_params, scaling = load_vae(config, workdir, "vae_tune")
+  del vae
+  classifiers = {n: load_classifier(config, workdir, n)[0] for n in ("vit", "resnet")}
+  out = export_dir(config, workdir)
+  metrics = {n: stage_done(config, workdir, n)["metrics"] for n in DEPENDS["export"]}
+  trained = toy_train.Trained(tok_dir, clip, classifiers["vit"], classifiers["resnet"], None,
+                              vae_params, scaling, unet_module(config),
+                              _load_ckpt(workdir, "unet")["ema"])
+  toy_train.export(config, trained, out, metrics, image_size=config.data.image_size,
+                   labels=LABELS, vae_fn=vae_module)
+  if stage_done(config, workdir, "evaluator") is not None:
+    from transformers import AutoImageProcessor  # pylint: disable=g-import-not-at-top
+    del AutoImageProcessor
+    model, kind = load_classifier(config, workdir, "evaluator")
+    convert_transformers.save(out / "evaluator", kind, model.module.config, model.params, LABELS)
+  size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+  return {"export_dir": str(out), "export_mb": round(size / 2 ** 20, 2)}
+
+
+# --------------------------------------------------------------------- run --
+STAGE_FNS: dict[str, Callable[..., dict]] = {
+    "vae": train_vae, "clip": train_clip, "unet": train_unet, "vae_tune": tune_vae_decoder,
+    "vit": lambda config, workdir, d: train_classifier(config, workdir, d, "vit"),
+    "resnet": lambda config, workdir, d: train_classifier(config, workdir, d, "resnet"),
+    "evaluator": lambda config, workdir, d: train_classifier(config, workdir, d, "evaluator"),
+    "clip_tune": tune_clip_vision, "export": export,
+}
+
+
+def parse_stages(config) -> list[str]:
+  raw = config.stages
+  names = [s for s in ALL_STAGES if s != "evaluator" or config.evaluator.arch] if raw == "all" else [s.strip() for s in str(raw).split(",")
+                                                 if s.strip()]
+  bad = [s for s in names if s not in STAGE_FNS]
+  if not names or bad:
+    raise errors.ConfigError(f"config.stages={raw!r} is invalid: a comma-separated list of "
+                             f"{', '.join(ALL_STAGES)} (or 'all')")
+  if len(set(names)) != len(names):
+    raise errors.ConfigError(f"config.stages={raw!r} is invalid: names a stage twice")
+  if "evaluator" in names:
+    classifier_arch(config, "evaluator")
+  return names
+
+
+def validate(config) -> None:
+  d = config.data
+  errors.check(d.image_size % 2 ** (len(config.vae.block_out_channels) - 1) == 0,
+               "data.image_size", d.image_size,
+               "a multiple of 2 ** (len(vae.block_out_channels) - 1)")
+  errors.check(d.image_size % config.clip.patch_size == 0, "clip.patch_size",
+               config.clip.patch_size, "a divisor of data.image_size")
+  for name in ALL_STAGES:
+    if name in config and "num_steps" in config[name]:
+      errors.check(config[name].num_steps >= 0, f"{name}.num_steps", config[name].num_steps,
+                   "a step count >= 0")
+      errors.check(config[name].ckpt_every > 0, f"{name}.ckpt_every", config[name].ckpt_every,
+                   "a positive step count")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Runs config.stages (after the shared data) into workdir; returns {stage: metrics}."""
+  stages = parse_stages(config)
+  validate(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  d = make_data(config, workdir)
+  out = {}
+  for name in stages:
+    rec = stage_done(config, workdir, name)
+    if rec is not None and name != "export":
+      logging.info("[%s] already finished (%s), skipping", name, stage_file(workdir, name))
+      out[name] = rec["metrics"]
+      continue
+    wait_for(config, workdir, DEPENDS[name], name)
+    t0 = time.time()
+    metrics = STAGE_FNS[name](config, workdir, d)
+    metrics["seconds_this_run"] = round(time.time() - t0, 1)
+    out[name] = _finish(config, workdir, name, metrics)["metrics"]
+  return out

@@ -1,0 +1,318 @@
+"""World 2's training pipeline (jaxdiffattack.world2.train, world2.data): the shared data
+shards, caption targets, the stage waits, one-line config errors, resume == uninterrupted and
+the smoke run end to end with a loadable export."""
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from absl.testing import absltest
+import flax
+import jax
+import numpy as np
+import pytest
+
+from jaxdiffattack import errors
+from jaxdiffattack.world2 import captions
+from jaxdiffattack.world2 import data
+from jaxdiffattack.world2 import render
+from jaxdiffattack.world2 import scene
+from jaxdiffattack.world2 import train
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_config(arg=None):
+  spec = importlib.util.spec_from_file_location(
+      "train_world2_config", _ROOT / "configs" / "train_world2.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _tmp(test, prefix):
+  d = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+  test.addCleanup(shutil.rmtree, d, ignore_errors=True)
+  return d
+
+
+class ConfigTest(absltest.TestCase):
+
+  def test_full_config_is_the_model_card_plan(self):
+    c = _load_config()
+    self.assertEqual(c.data.image_size, 64)
+    self.assertEqual(tuple(c.vae.block_out_channels), (16, 32, 64, 64))
+    self.assertEqual(c.vae.latent_channels, 16)
+    self.assertEqual(train.latent_size(c), 8)
+    self.assertEqual(tuple(c.unet.block_out_channels), (64, 128))
+    self.assertEqual((c.clip.text_width, c.clip.text_layers, c.clip.patch_size), (128, 4, 8))
+    train.validate(c)
+    self.assertEqual(train.parse_stages(_with(c, stages="vae, unet")), ["vae", "unet"])
+    self.assertEqual(train.parse_stages(c), list(train.ALL_STAGES))
+    # "all" leaves out the evaluator when config.evaluator.arch names no architecture.
+    no_eval = _with(c)
+    no_eval.evaluator.arch = ""
+    self.assertEqual(train.parse_stages(no_eval),
+                     [s for s in train.ALL_STAGES if s != "evaluator"])
+    from jaxdiffattack.models import regnet  # pylint: disable=g-import-not-at-top
+    module, kind = train.CLASSIFIERS[c.evaluator.arch](c, c.evaluator)
+    self.assertEqual(kind, "regnet")
+    self.assertEqual(module.config, regnet.WORLD2_EVALUATOR)
+    self.assertEqual(train.latent_size(_load_config("f4")), 16)
+
+  def test_bad_stages_are_one_line_errors(self):
+    c = _load_config()
+    for stages, match in (("vae,bogus", "config.stages='vae,bogus' is invalid"),
+                          ("", "config.stages='' is invalid"),
+                          ("vae,vae", "names a stage twice"),
+                          ("evaluator", r"config.evaluator.arch='vgg' is invalid")):
+      bad = _with(c, stages=stages)
+      bad.evaluator.arch = "vgg"
+      with self.assertRaisesRegex(errors.ConfigError, match) as cm:
+        train.parse_stages(bad)
+      self.assertNotIn("\n", str(cm.exception))
+
+  def test_bad_sizes_are_one_line_errors(self):
+    c = _load_config()
+    c.data.image_size = 60
+    with self.assertRaisesRegex(errors.ConfigError, "config.data.image_size=60 is invalid"):
+      train.validate(c)
+    c = _load_config()
+    c.clip.patch_size = 7
+    with self.assertRaisesRegex(errors.ConfigError, "config.clip.patch_size=7"):
+      train.validate(c)
+    with self.assertRaisesRegex(ValueError, "unknown variant 'tiny'"):
+      _load_config("tiny")
+
+  def test_data_mismatch_is_a_one_line_error(self):
+    workdir = _tmp(self, "w2data_")
+    data.ensure_split(workdir, "test", 4, 4, 16, 0)
+    with self.assertRaisesRegex(errors.UserError, "holds 4 test scenes .* asks 4 of"):
+      data.load_split(workdir, "test", 1, 4, 32)
+
+
+def _with(config, **kw):
+  c = config.copy_and_resolve_references()
+  c.update(kw)
+  return c
+
+
+class DataTest(absltest.TestCase):
+
+  def test_shards_hold_the_scenes_and_their_specs(self):
+    workdir = _tmp(self, "w2data_")
+    split = data.ensure_split(workdir, "train", 10, 4, 16, seed=3)
+    self.assertLen(list((workdir / "data").glob("train_*.npz")), 3)
+    self.assertEmpty(list((workdir / "data").glob("*.claim")))
+    specs = scene.sample_scenes("train", 0, 10, seed=3)
+    np.testing.assert_array_equal(split.images, render.render_batch(specs, 16))
+    for i, s in enumerate(specs):
+      got = split.spec(i)
+      self.assertEqual(got.groups, s.groups)
+      self.assertEqual(got.relation, s.relation)
+      self.assertEqual(got.background.kind, s.background.kind)
+      self.assertEqual(got.layout, s.layout)
+      # A caption drawn from the stored spec is the caption of the full spec.
+      self.assertEqual(captions.caption(got, np.random.default_rng(i)),
+                       captions.caption(s, np.random.default_rng(i)))
+    with np.load(workdir / "data" / "train_00000.npz", allow_pickle=False) as z:
+      self.assertEqual(set(z.files), set(data.Split._fields))
+
+  def test_caption_matches_is_captions_consistent(self):
+    split = data.Split(**data.render_shard("train", 0, 120, 8, 0))
+    full = scene.sample_scenes("train", 0, 120)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 120, 120)
+    _, facts = data.draw_captions(rng, split, idx)
+    got = data.caption_matches(facts, split, idx)
+    want = np.array([[captions.consistent(f, full[j]) for j in idx] for f in facts])
+    np.testing.assert_array_equal(got, want)
+    self.assertTrue(np.diag(got).all())
+    self.assertGreater(got.sum(), len(idx))  # Some captions are true of other scenes too.
+
+  def test_soft_targets(self):
+    split = data.Split(**data.render_shard("train", 0, 200, 8, 0))
+    idx = np.arange(200)
+    t = data.soft_targets(split, idx, scene.NUM_CLASSES)
+    np.testing.assert_allclose(t.sum(1), 1.0, rtol=1e-6)
+    for i in range(200):
+      s = scene.scene("train", i)
+      want = np.zeros(scene.NUM_CLASSES)
+      for o in s.objects:
+        want[o.cls] += 1 / len(s.objects)
+      np.testing.assert_allclose(t[i], want, rtol=1e-6)
+    rng = np.random.default_rng(0)
+    b = data.sample_batch(rng, split, 50, single_fraction=0.6)
+    self.assertEqual(int(split.single[b].sum()), 30)
+
+  def test_two_processes_render_each_shard_once(self):
+    workdir = _tmp(self, "w2share_")
+    code = ("import sys; from absl import logging; logging.set_verbosity('info');"
+            "from jaxdiffattack.world2 import data;"
+            "s = data.ensure_split(sys.argv[1], 'train', 24, 3, 12, 0, poll_s=0.1);"
+            "print('N', len(s), s.images.sum())")
+    env = dict(os.environ, PYTHONPATH=str(_ROOT))
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(workdir)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+      self.assertEqual(p.returncode, 0, err)
+    totals = {out.split()[-1] for out, _ in outs}
+    self.assertLen(totals, 1)  # Both loaded the same data.
+    written = sum(err.count("shard ") for _, err in outs)
+    self.assertEqual(written, 8)  # 8 shards, each rendered by exactly one of the two.
+    ref = render.render_batch(scene.sample_scenes("train", 0, 24), 12)
+    self.assertEqual(str(int(ref.sum())), totals.pop())
+
+  def test_a_dead_processs_claim_is_taken_over(self):
+    workdir = _tmp(self, "w2claim_")
+    (workdir / "data").mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket  # pylint: disable=g-import-not-at-top
+    claim = workdir / "data" / "test_00000.npz.claim"
+    claim.write_text(f"{socket.gethostname()} {dead.pid}")
+    split = data.ensure_split(workdir, "test", 4, 4, 16, 0, poll_s=0.05)
+    self.assertLen(split, 4)
+    self.assertFalse(claim.exists())
+
+
+class WaitTest(absltest.TestCase):
+
+  def test_waits_until_the_other_stage_finishes(self):
+    workdir = _tmp(self, "w2wait_")
+    config = _load_config("smoke")
+    config.poll_s = 0.05
+
+    def finish_later():
+      time.sleep(0.5)
+      train._finish(config, workdir, "vae", {"scaling_factor": 1.0})  # pylint: disable=protected-access
+
+    thread = threading.Thread(target=finish_later)
+    t0 = time.time()
+    thread.start()
+    with self.assertLogs(level="INFO") as logs:
+      train.wait_for(config, workdir, ("vae",), "unet")
+    thread.join()
+    self.assertGreaterEqual(time.time() - t0, 0.45)
+    self.assertTrue(any("[unet] waiting for stage 'vae'" in m for m in logs.output))
+    self.assertIsNotNone(train.stage_done(config, workdir, "vae"))
+
+  def test_times_out_with_one_line(self):
+    workdir = _tmp(self, "w2wait_")
+    config = _load_config("smoke")
+    config.poll_s, config.wait_timeout_s = 0.05, 0.2
+    with self.assertRaisesRegex(errors.UserError, r"stage 'unet' waited 0.2s for \['clip'\]"):
+      train.wait_for(config, workdir, ("clip",), "unet")
+
+  def test_a_stage_finished_at_fewer_steps_is_not_done(self):
+    workdir = _tmp(self, "w2wait_")
+    config = _load_config("smoke")
+    train._finish(config, workdir, "clip", {})  # pylint: disable=protected-access
+    self.assertIsNotNone(train.stage_done(config, workdir, "clip"))
+    config.clip.num_steps += 2
+    self.assertIsNone(train.stage_done(config, workdir, "clip"))
+
+
+class _Stop(Exception):
+  pass
+
+
+def _ckpt_leaves(workdir, name):
+  raw = flax.serialization.msgpack_restore(
+      (workdir / "checkpoints" / f"{name}.msgpack").read_bytes())
+  return raw["step"], jax.tree_util.tree_leaves(raw)
+
+
+@pytest.mark.slow
+class ResumeTest(absltest.TestCase):
+
+  def test_resumed_stages_equal_uninterrupted_ones(self):
+    config = _load_config("smoke")
+    config.stages = "vae,clip,unet"
+    full = _tmp(self, "w2full_")
+    train.run(config, full)
+    for stage in ("clip", "unet"):
+      part = _tmp(self, "w2part_")
+      shutil.copytree(full / "data", part / "data")
+      for dep in train.DEPENDS[stage]:
+        (part / "stages").mkdir(exist_ok=True)
+        (part / "checkpoints").mkdir(exist_ok=True)
+        shutil.copy(train.stage_file(full, dep), train.stage_file(part, dep))
+        shutil.copy(full / "checkpoints" / f"{dep}.msgpack", part / "checkpoints")
+      config.stages = stage
+
+      def stop_after_first(name, state):
+        if name == stage and int(state.step) == 2:
+          raise _Stop()
+
+      train.CHECKPOINT_HOOK = stop_after_first
+      try:
+        with self.assertRaises(_Stop):
+          train.run(config, part)
+      finally:
+        train.CHECKPOINT_HOOK = None
+      self.assertEqual(int(_ckpt_leaves(part, stage)[0]), 2)
+      self.assertIsNone(train.stage_done(config, part, stage))
+      train.run(config, part)
+      step_a, a = _ckpt_leaves(full, stage)
+      step_b, b = _ckpt_leaves(part, stage)
+      self.assertEqual(int(step_a), int(step_b))
+      self.assertEqual(int(step_a), config[stage].num_steps)
+      self.assertEqual(len(a), len(b))
+      for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y, err_msg=stage)
+
+
+@pytest.mark.slow
+class SmokeTest(absltest.TestCase):
+
+  def test_every_stage_trains_and_exports_loadable_files(self):
+    workdir = _tmp(self, "w2smoke_")
+    config = _load_config("smoke")
+    out = train.run(config, workdir)
+    self.assertEqual(set(out), set(train.ALL_STAGES))
+    for name in train.ALL_STAGES:
+      self.assertTrue(train.stage_file(workdir, name).exists(), name)
+    self.assertGreater(out["vae"]["scaling_factor"], 0)
+    # A rerun skips every finished stage (and re-exports).
+    with self.assertLogs(level="INFO") as logs:
+      train.run(config, workdir)
+    self.assertTrue(any("[unet] already finished" in m for m in logs.output))
+    export = workdir / "export"
+    from jaxdiffattack import models  # pylint: disable=g-import-not-at-top
+    from jaxdiffattack.models import convert_transformers  # pylint: disable=g-import-not-at-top
+    from jaxdiffattack.models import weights  # pylint: disable=g-import-not-at-top
+    from transformers import CLIPTokenizer  # pylint: disable=g-import-not-at-top
+    unet, _ = weights.load_diffusers_model("unet", export / "sd" / "unet")
+    vae, _ = weights.load_diffusers_model("vae", export / "sd" / "vae")
+    self.assertEqual(unet.config.sample_size, train.latent_size(config))
+    self.assertEqual(vae.config.sample_size, config.data.image_size)
+    self.assertAlmostEqual(vae.config.scaling_factor, out["vae"]["scaling_factor"], places=5)
+    text, text_params = convert_transformers.load_text_encoder(export / "sd" / "text_encoder")
+    self.assertEqual(text.config.max_position_embeddings, 77)
+    clip = convert_transformers.load(export / "clip", "clip")
+    for a, b in zip(jax.tree_util.tree_leaves(text_params["text_model"]),
+                    jax.tree_util.tree_leaves(clip.params["text_model"])):
+      np.testing.assert_array_equal(a, b)  # clip_tune kept the text tower frozen.
+    _, params = models.load_stable_diffusion(str(export / "sd"))
+    self.assertIn("unet", params)
+    tok = CLIPTokenizer.from_pretrained(export / "sd" / "tokenizer")
+    self.assertEqual(len(tok("a red circle").input_ids), 5)  # BOS, 3 words, EOS.
+    for kind, sub in (("vit", "vit"), ("resnet", "resnet"), ("regnet", "evaluator")):
+      raw = convert_transformers.load(export / sub, kind).raw_config
+      self.assertLen(raw["id2label"], scene.NUM_CLASSES)
+      self.assertEqual(raw["id2label"]["0"], scene.CLASSES[0])
+    metrics = json.loads((export / "train_metrics.json").read_text())
+    self.assertIn("unet", metrics)
+
+
+if __name__ == "__main__":
+  absltest.main()
