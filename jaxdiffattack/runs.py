@@ -37,6 +37,13 @@ from jaxdiffattack.errors import UserError
 
 RUN_SHAPE_KEYS = ("report_only", "microbatch", "memory_budget_gb", "checkpoint_every", "unit", "save_images",
                   "grid_images")
+# The only content of a job's workdir that may differ between a run and the same run killed and
+# resumed (or run as several processes): wall-clock measurements. {workdir-relative file glob:
+# names}: JSON keys and msgpack state-dict fields (at any depth), or the headers of the Markdown
+# table columns that print them. Every other byte of every file is reproducible
+# (tests/reliability_kill_test.py, tests/distributed_test.py; docs/reliability.md quotes it).
+WALL_CLOCK_FIELDS = {
+}
 FORMAT = "jaxdiffattack checkpoint v2 (msgpack, arrays by field name)"
 
 
@@ -71,8 +78,11 @@ def check_workdir(config, workdir, what: str, run_shape_keys=RUN_SHAPE_KEYS) -> 
 
 def write_config(config, workdir) -> None:
   """Creates the workdir and writes its config.json: a job calls it once its inputs (models,
-  labels, prompt files) are read and checked, so a bad input leaves nothing behind."""
+  labels, prompt files) are read and checked, so a bad input leaves nothing behind. Temp files
+  of writes cut by an earlier kill are removed first (`io.remove_temp_files`)."""
   pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+  for path in io.remove_temp_files(workdir):
+    logging.info("removed %s (a write cut by an earlier stop)", path)
   io.write_json(pathlib.Path(workdir) / "config.json", io.config_to_dict(config))
   distributed.check_shared_workdir(pathlib.Path(workdir) / "config.json")
 
@@ -229,3 +239,19 @@ def captioned_grid(images: np.ndarray, captions, cols: int, upscale: int = 1,
     for k, line in enumerate(captions[i] if i < len(captions) else ()):
       draw.text((x0, y0 + h + 2 + k * line_h), line, fill="black", font=font)
   return np.asarray(canvas, np.float32) / 255.0
+
+
+def without_wall_clock_columns(markdown: str, headers) -> str:
+  """`markdown` with the cells of every table column headed by one of `headers` removed (how the
+  tests compare reports that print wall-clock times, `WALL_CLOCK_FIELDS`)."""
+  out, drop = [], None
+  for line in markdown.splitlines():
+    if not line.startswith("|"):
+      drop = None
+      out.append(line)
+      continue
+    cells = line.strip().strip("|").split("|")
+    if drop is None:       # a table's header row
+      drop = {i for i, cell in enumerate(cells) if cell.strip() in headers}
+    out.append("|".join(c for i, c in enumerate(cells) if i not in drop))
+  return "\n".join(out)
