@@ -41,8 +41,20 @@ RUN_SHAPE_KEYS = ("report_only", "microbatch", "memory_budget_gb", "checkpoint_e
 # resumed (or run as several processes): wall-clock measurements. {workdir-relative file glob:
 # names}: JSON keys and msgpack state-dict fields (at any depth), or the headers of the Markdown
 # table columns that print them. Every other byte of every file is reproducible
-# (tests/reliability_kill_test.py, tests/distributed_test.py; docs/reliability.md quotes it).
+# (tests/reliability_kill_test.py, tests/distributed_test.py via tests/same_files.py;
+# docs/reliability.md quotes it).
 WALL_CLOCK_FIELDS = {
+    # search: the loop state's Timing (seconds, and the member count they are divided by)
+    "checkpoint_*.msgpack": ("timing",),
+    # search (time/*) and attack (*_s) wall-clock seconds
+    "timing.json": ("time/total", "time/ask_tell", "time/evaluate", "attack_s", "eval_s"),
+    # search: per method; attack: the `timing` block (speeds from timing.json)
+    "summary.json": ("wall_time_s", "images_per_s", "ask_tell_share", "timing"),
+    # the same numbers in the reports' tables (search, protocol, attack)
+    "report.md": ("wall s", "images/s", "ask/tell", "attack prompt-iterations/s", "attack s",
+                  "evaluation s", "evaluation images/s"),
+    # train_toy: seconds per stage and in all
+    "export/train_metrics.json": ("timings_s", "total_s"),
 }
 FORMAT = "jaxdiffattack checkpoint v2 (msgpack, arrays by field name)"
 
@@ -240,18 +252,3 @@ def captioned_grid(images: np.ndarray, captions, cols: int, upscale: int = 1,
       draw.text((x0, y0 + h + 2 + k * line_h), line, fill="black", font=font)
   return np.asarray(canvas, np.float32) / 255.0
 
-
-def without_wall_clock_columns(markdown: str, headers) -> str:
-  """`markdown` with the cells of every table column headed by one of `headers` removed (how the
-  tests compare reports that print wall-clock times, `WALL_CLOCK_FIELDS`)."""
-  out, drop = [], None
-  for line in markdown.splitlines():
-    if not line.startswith("|"):
-      drop = None
-      out.append(line)
-      continue
-    cells = line.strip().strip("|").split("|")
-    if drop is None:       # a table's header row
-      drop = {i for i, cell in enumerate(cells) if cell.strip() in headers}
-    out.append("|".join(c for i, c in enumerate(cells) if i not in drop))
-  return "\n".join(out)

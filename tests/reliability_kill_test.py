@@ -36,7 +36,6 @@ import fnmatch
 import json
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from PIL import Image
 
 from attacks_job_test import prompt_file  # noqa: F401  pylint: disable=unused-import  # fixture
 from attacks_job_test import vision_dirs  # noqa: F401  pylint: disable=unused-import  # fixture
-from jaxdiffattack import runs
+from same_files import assert_same_files
 
 pytestmark = pytest.mark.slow
 
@@ -89,14 +88,14 @@ c.trajectory.prompts = ()
 from search_multidevice_worker import tiny_config
 c = tiny_config("latent", {sd!r})
 c.stop_after_failures = 0     # every generation runs: 3 targets x 4 generations x 2 methods
-""", checkpoints="checkpoint*.msgpack", results="results.jsonl"),
+""", checkpoints="checkpoint*.msgpack", results="failure_*"),   # a method's, before the next
     "search_gradient": Job("search.py", """
 from search_multidevice_worker import tiny_config
 c = tiny_config("embedding", {sd!r})
-c.methods = ("adam",)         # gradients through the sampler
+c.methods = ("adam", "random")   # gradients through the sampler; then a second method
 c.num_generations = 3
 c.stop_after_failures = 0
-""", checkpoints="checkpoint*.msgpack", results="results.jsonl"),
+""", checkpoints="checkpoint*.msgpack", results="failure_*"),
     "attack": Job("attack.py", """
 from attacks_job_test import tiny_config
 c = tiny_config({sd!r}, {{k: pathlib.Path(v) for k, v in {vision!r}.items()}},
@@ -140,7 +139,9 @@ def _write_config(path: pathlib.Path, body: str) -> pathlib.Path:
 class Launch:
   """One launcher subprocess, watched for the temp files of its delayed writes."""
 
-  def __init__(self, job: Job, config_path, workdir, log, **env):
+  def __init__(self, job: Job, config_path, workdir, log, processes: int = 1, **env):
+    """`processes` > 1: the job runs as that many processes of one multi-host run (4 fake CPU
+    devices each) under launch/local_multiprocess.py."""
     self.workdir = pathlib.Path(workdir)
     env = dict(os.environ, PYTHONPATH=str(_ROOT), JAX_PLATFORMS="cpu",
                JAX_COMPILATION_CACHE_DIR=os.environ.get("JAXDIFFATTACK_TEST_CACHE",
@@ -149,8 +150,10 @@ class Launch:
       env.pop(name, None)
     self.log = open(log, "ab")  # pylint: disable=consider-using-with
     self.start = time.monotonic()
+    prefix = [str(_ROOT / "launch" / "local_multiprocess.py"), f"--num_processes={processes}",
+              "--devices_per_process=4", "--"] if processes > 1 else []
     self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-        [sys.executable, str(_ROOT / "launch" / job.script), f"--config={config_path}",
+        [sys.executable, *prefix, str(_ROOT / "launch" / job.script), f"--config={config_path}",
          f"--workdir={workdir}", *job.args], env=env, stdout=self.log, stderr=subprocess.STDOUT)
     self.seen = []      # temp files of delayed writes seen, in order
     self.tmp_glob = f".{job.checkpoints}.*.tmp"
@@ -174,8 +177,16 @@ class Launch:
       time.sleep(0.005)
     raise AssertionError(f"launcher still running after {timeout}s")
 
-  def kill(self):
-    self.proc.send_signal(signal.SIGKILL)
+  def kill(self, processes=None):
+    """SIGKILL to the launcher, or (multi-process) to the job processes of index `processes`
+    (launch/local_multiprocess.py then stops the others and exits)."""
+    if processes is None:
+      self.proc.send_signal(signal.SIGKILL)
+    else:
+      children = pathlib.Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+      pids = [int(pid) for pid in children.read_text().split()]
+      for i in processes:
+        os.kill(pids[i], signal.SIGKILL)
     self.proc.wait(60)
     self.log.close()
 
@@ -191,10 +202,12 @@ def _tail(log) -> str:
 
 
 def _check_whole(workdir) -> None:
-  """Every file under a final name parses in full (hidden `.<name>.*.tmp` files are debris of a
-  cut write: nothing reads them, and the next start removes them)."""
-  for path in sorted(pathlib.Path(workdir).rglob("*")):
-    if not path.is_file() or (path.name.startswith(".") and path.name.endswith(".tmp")):
+  """Every file under a final name parses in full (hidden `.<name>.*.tmp` files and hidden
+  directories, e.g. train_toy's `.export_*`, are debris of a cut write: nothing reads them, and
+  the next start removes them)."""
+  root = pathlib.Path(workdir)
+  for path in sorted(root.rglob("*")):
+    if not path.is_file() or any(part.startswith(".") for part in path.relative_to(root).parts):
       continue
     suffix = path.suffix
     if suffix == ".json":
@@ -222,43 +235,6 @@ def _check_whole(workdir) -> None:
     elif suffix == ".safetensors":
       import safetensors.numpy  # pylint: disable=g-import-not-at-top
       safetensors.numpy.load_file(path)
-
-
-def _drop(x, keys):
-  """`x` without the keys `keys` at any depth (JSON data or a msgpack state dict)."""
-  if isinstance(x, dict):
-    return {k: _drop(v, keys) for k, v in x.items() if k not in keys}
-  return [_drop(v, keys) for v in x] if isinstance(x, list) else x
-
-
-def comparable(path: pathlib.Path, rel: str) -> bytes:
-  """The file's bytes, or, for a file of `runs.WALL_CLOCK_FIELDS`, its content without those
-  fields: JSON and msgpack without the keys, Markdown without the table columns so headed."""
-  keys = next((keys for glob, keys in runs.WALL_CLOCK_FIELDS.items()
-               if fnmatch.fnmatch(rel, glob)), None)
-  if keys is None:
-    return path.read_bytes()
-  if path.suffix == ".json":
-    return json.dumps(_drop(json.loads(path.read_text()), keys), sort_keys=True).encode()
-  if path.suffix == ".msgpack":
-    return flax.serialization.msgpack_serialize(
-        _drop(flax.serialization.msgpack_restore(path.read_bytes()), keys))
-  if path.suffix == ".md":
-    return runs.without_wall_clock_columns(path.read_text(), keys).encode()
-  raise AssertionError(f"{rel}: no rule to drop {keys}")
-
-
-def assert_same_files(expected: pathlib.Path, got: pathlib.Path) -> int:
-  """Every file under `got` equals the one under `expected`: the same names (hidden ones too) and
-  the same bytes but for `runs.WALL_CLOCK_FIELDS`. Returns the number of files compared."""
-  names = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-  want, have = names(expected), names(got)
-  assert want == have, (f"missing {sorted(set(want) - set(have))}, "
-                        f"extra {sorted(set(have) - set(want))}")
-  different = [rel for rel in want if (expected / rel).read_bytes() != (got / rel).read_bytes()
-               and comparable(expected / rel, rel) != comparable(got / rel, rel)]
-  assert not different, f"differ beyond the wall-clock fields: {different}"
-  return len(want)
 
 
 def _trace(trace_path, workdir) -> list[str]:
@@ -361,3 +337,42 @@ def _fixtures(name, request) -> dict:
 def test_killed_and_resumed_equals_uninterrupted(name, tmp_path, request):
   run_battery(name, tmp_path, _fixtures(name, request), kill_points(request),
               seed=list(JOBS).index(name) + 1)
+
+
+def test_two_processes_killed_and_resumed_equal_uninterrupted(tmp_path, request):
+  """The latent search as 2 processes × 4 fake devices (launch/local_multiprocess.py): killed
+  three times — process 0 by its own test hook right after a seeded results write (process 1 is
+  then stopped by the launcher), both processes with -9 at a seeded time, process 1 alone with -9
+  at a seeded time — and resumed as 2 processes; every file equals the uninterrupted 2-process
+  run's (which tests/distributed_test.py compares with 1 process)."""
+  job, rng = JOBS["search_latent"], np.random.default_rng(10)
+  config = _write_config(tmp_path / "config.py", job.config.format(**_fixtures(
+      "search_latent", request)))
+  workdir, log, trace = tmp_path / "run", tmp_path / "two.log", tmp_path / "trace"
+  start = time.monotonic()
+  full = Launch(job, config, workdir, log, processes=2,
+                JAXDIFFATTACK_TEST_WRITE_TRACE=str(trace))
+  assert full.finish() == 0, _tail(log)
+  full_s = time.monotonic() - start
+  k, _ = _after_write_k(_trace(trace, workdir), job, rng)
+  workdir.rename(tmp_path / "full")
+
+  run = Launch(job, config, workdir, log, processes=2,
+               JAXDIFFATTACK_TEST_KILL_AFTER=f"{k}:{job.results}")
+  assert run.finish() == 128 + signal.SIGKILL, _tail(log)     # process 0's exit, passed on
+  _check_whole(workdir)
+  landed = [("after_write, process 0", k, True)]
+  for processes in ((0, 1), (1,)):
+    at = float(rng.uniform(0.05, 0.95) * full_s)
+    run = Launch(job, config, workdir, log, processes=2)
+    hit = run.wait_until(lambda: time.monotonic() - run.start >= at)
+    if hit:
+      run.kill(processes)
+    else:
+      assert run.finish() == 0, _tail(log)
+    landed.append((f"wall_clock, processes {processes}", round(at, 2), hit))
+    _check_whole(workdir)
+  print(f"two processes: uninterrupted {full_s:.1f} s; kills {landed}")
+  assert Launch(job, config, workdir, log, processes=2).finish() == 0, _tail(log)
+  compared = assert_same_files(tmp_path / "full", workdir)
+  print(f"two processes: {compared} files equal; {time.monotonic() - start:.1f} s")
