@@ -74,7 +74,6 @@ class Job:
   checkpoints: str      # what a resume continues from
   results: str          # results written between checkpoints ("*": any write, for a job that
                         # writes its results only after its last checkpoint)
-  args: tuple = ()
 
 
 JOBS = {
@@ -116,7 +115,7 @@ c.num_steps = 3
 """, checkpoints="*.png", results="*.png"),       # no checkpoint: the images are its steps
     "train_toy": Job("train_toy.py", """
 c = _config("train_toy", "smoke")
-""", checkpoints="*.msgpack", results="*.json"),
+""", checkpoints="*.msgpack", results="*"),       # checkpoints/<stage>.msgpack; any write
 }
 
 
@@ -154,7 +153,7 @@ class Launch:
               "--devices_per_process=4", "--"] if processes > 1 else []
     self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
         [sys.executable, *prefix, str(_ROOT / "launch" / job.script), f"--config={config_path}",
-         f"--workdir={workdir}", *job.args], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+         f"--workdir={workdir}"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
     self.seen = []      # temp files of delayed writes seen, in order
     self.tmp_glob = f".{job.checkpoints}.*.tmp"
 
