@@ -45,6 +45,7 @@ from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import pages
 from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
+from jaxdiffattack import objectives as objectives_lib
 from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack import sharding
 from jaxdiffattack import text
@@ -427,7 +428,7 @@ def _build_scoring(config) -> scoring_lib.Scoring:
       "label_set": config.label_set,
       "scoring": {"kind": "models", "roles": roles, "objectives": objectives,
                   "scorers": dict(config.scorers)}})
-  return scoring_lib.make_scoring(block)
+  return objectives_lib.make_scoring(block)
 
 
 def _groups(indices: np.ndarray, population: int) -> list[np.ndarray]:
