@@ -50,9 +50,12 @@ WALL_CLOCK_FIELDS = {
     "timing.json": ("time/total", "time/ask_tell", "time/evaluate", "attack_s", "eval_s"),
     # search: per method; attack: the `timing` block (speeds from timing.json)
     "summary.json": ("wall_time_s", "images_per_s", "ask_tell_share", "timing"),
-    # the same numbers in the reports' tables (search, protocol, attack)
+    # the same numbers in the reports' tables (search, attack)
     "report.md": ("wall s", "images/s", "ask/tell", "attack prompt-iterations/s", "attack s",
                   "evaluation s", "evaluation images/s"),
+    # the search protocol (`:protocol` variants): timing.json's block and the budgets' seconds
+    "protocol.json": ("timing", "wall_s", "wall_s_per_target"),
+    "protocol.md": ("wall s", "wall s (per target)"),
     # train_toy: seconds per stage and in all
     "export/train_metrics.json": ("timings_s", "total_s"),
 }
