@@ -5,9 +5,14 @@ hidden `.<name>.*.tmp` at most); the file and its directory are fsynced, so the 
 power loss. A write that fails (disk full, file-size limit, read-only
 directory) is a one-line `WriteError` naming the file, and leaves the old file as it was.
 
-Test hook: `JAXDIFFATTACK_TEST_WRITE_DELAY="<seconds>[:<glob>]"` sleeps that long between writing
-the temp file and the rename (for files whose name matches the glob, default all), so a test can
-kill a job in the middle of a write (tests/reliability_kill_test.py).
+Test hooks (tests/reliability_kill_test.py; all in `_test_hook`, unset in normal runs):
+  `JAXDIFFATTACK_TEST_WRITE_DELAY="<seconds>[:<glob>]"` sleeps that long between writing the temp
+    file and the rename (files whose name matches the glob, default all): a kill lands mid-write;
+  `JAXDIFFATTACK_TEST_KILL_AFTER="<k>[:<glob>]"` sends this process SIGKILL right after its k-th
+    completed write of a file matching the glob (a kill between a results write and the next
+    checkpoint, at a deterministic point);
+  `JAXDIFFATTACK_TEST_WRITE_TRACE=<file>` appends each completed write's path, relative to the
+    current directory or absolute, one per line (where those points are, in an uninterrupted run).
 
 Multi-host: only process 0 writes (`distributed.is_writer`); every writer here goes through
 `atomic_write_bytes`, and every process waits for process 0's outcome after each write, so a file
@@ -22,6 +27,7 @@ import json
 import math
 import os
 import pathlib
+import signal
 import tempfile
 import time
 from typing import Any, Iterable
@@ -33,6 +39,9 @@ from jaxdiffattack import distributed
 from jaxdiffattack.errors import UserError
 
 WRITE_DELAY_ENV = "JAXDIFFATTACK_TEST_WRITE_DELAY"
+KILL_AFTER_ENV = "JAXDIFFATTACK_TEST_KILL_AFTER"
+WRITE_TRACE_ENV = "JAXDIFFATTACK_TEST_WRITE_TRACE"
+_KILL_COUNT = [0]   # writes matching the kill glob so far, in this process
 # The process's umask, for the permissions of written files (mkstemp creates them 0600).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -48,12 +57,22 @@ class WriteError(UserError):
     self.failure = failure
 
 
-def _test_write_delay(name: str) -> None:
-  spec = os.environ.get(WRITE_DELAY_ENV)
+def _test_hook(path: pathlib.Path, written: bool) -> None:
+  """The test hooks of the module docstring: before the rename (`written` False) the delay, after
+  it the trace and the kill."""
+  spec = os.environ.get(KILL_AFTER_ENV if written else WRITE_DELAY_ENV)
+  if written and os.environ.get(WRITE_TRACE_ENV):
+    with open(os.environ[WRITE_TRACE_ENV], "a") as trace:
+      trace.write(f"{path}\n")
   if spec:
-    seconds, _, pattern = spec.partition(":")
-    if fnmatch.fnmatch(name, pattern or "*"):
-      time.sleep(float(seconds))
+    value, _, pattern = spec.partition(":")
+    if fnmatch.fnmatch(path.name, pattern or "*"):
+      if not written:
+        time.sleep(float(value))
+      else:
+        _KILL_COUNT[0] += 1
+        if _KILL_COUNT[0] == int(value):
+          os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write_bytes(path, data: bytes) -> pathlib.Path:
@@ -76,10 +95,11 @@ def atomic_write_bytes(path, data: bytes) -> pathlib.Path:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-      _test_write_delay(path.name)
+      _test_hook(path, written=False)
       os.replace(tmp, path)
       tmp = None
       _fsync_directory(path.parent)
+      _test_hook(path, written=True)
     except BaseException as e:
       if tmp is not None and os.path.exists(tmp):
         os.unlink(tmp)
@@ -91,6 +111,20 @@ def atomic_write_bytes(path, data: bytes) -> pathlib.Path:
     raise WriteError(error, "the old file is unchanged" if path.exists() else
                      "nothing was written")
   return path
+
+
+def remove_temp_files(directory) -> list[pathlib.Path]:
+  """Removes the hidden temp files `.<name>.*.tmp` that writes cut by a kill left under
+  `directory` (nothing reads them); process 0 only. A job calls it once at its start, before it
+  writes (`runs.write_config`), so a resumed workdir holds the same files as an uninterrupted one.
+  Returns the files removed."""
+  removed = []
+  if distributed.is_writer() and pathlib.Path(directory).is_dir():
+    for path in sorted(pathlib.Path(directory).rglob(".*.tmp")):
+      if path.is_file():
+        path.unlink(missing_ok=True)
+        removed.append(path)
+  return removed
 
 
 def _fsync_directory(directory: pathlib.Path) -> None:

@@ -37,6 +37,28 @@ from jaxdiffattack.errors import UserError
 
 RUN_SHAPE_KEYS = ("report_only", "microbatch", "memory_budget_gb", "checkpoint_every", "unit", "save_images",
                   "grid_images")
+# The only content of a job's workdir that may differ between a run and the same run killed and
+# resumed (or run as several processes): wall-clock measurements. {workdir-relative file glob:
+# names}: JSON keys and msgpack state-dict fields (at any depth), or the headers of the Markdown
+# table columns that print them. Every other byte of every file is reproducible
+# (tests/reliability_kill_test.py, tests/distributed_test.py via tests/same_files.py;
+# docs/reliability.md quotes it).
+WALL_CLOCK_FIELDS = {
+    # search: the loop state's Timing (seconds, and the member count they are divided by)
+    "checkpoint_*.msgpack": ("timing",),
+    # search (time/*) and attack (*_s) wall-clock seconds
+    "timing.json": ("time/total", "time/ask_tell", "time/evaluate", "attack_s", "eval_s"),
+    # search: per method; attack: the `timing` block (speeds from timing.json)
+    "summary.json": ("wall_time_s", "images_per_s", "ask_tell_share", "timing"),
+    # the same numbers in the reports' tables (search, attack)
+    "report.md": ("wall s", "images/s", "ask/tell", "attack prompt-iterations/s", "attack s",
+                  "evaluation s", "evaluation images/s"),
+    # the search protocol (`:protocol` variants): timing.json's block and the budgets' seconds
+    "protocol.json": ("timing", "wall_s", "wall_s_per_target"),
+    "protocol.md": ("wall s", "wall s (per target)"),
+    # train_toy: seconds per stage and in all
+    "export/train_metrics.json": ("timings_s", "total_s"),
+}
 FORMAT = "jaxdiffattack checkpoint v2 (msgpack, arrays by field name)"
 
 
@@ -71,8 +93,11 @@ def check_workdir(config, workdir, what: str, run_shape_keys=RUN_SHAPE_KEYS) -> 
 
 def write_config(config, workdir) -> None:
   """Creates the workdir and writes its config.json: a job calls it once its inputs (models,
-  labels, prompt files) are read and checked, so a bad input leaves nothing behind."""
+  labels, prompt files) are read and checked, so a bad input leaves nothing behind. Temp files
+  of writes cut by an earlier kill are removed first (`io.remove_temp_files`)."""
   pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+  for path in io.remove_temp_files(workdir):
+    logging.info("removed %s (a write cut by an earlier stop)", path)
   io.write_json(pathlib.Path(workdir) / "config.json", io.config_to_dict(config))
   distributed.check_shared_workdir(pathlib.Path(workdir) / "config.json")
 
@@ -229,3 +254,4 @@ def captioned_grid(images: np.ndarray, captions, cols: int, upscale: int = 1,
     for k, line in enumerate(captions[i] if i < len(captions) else ()):
       draw.text((x0, y0 + h + 2 + k * line_h), line, fill="black", font=font)
   return np.asarray(canvas, np.float32) / 255.0
+

@@ -12,6 +12,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from jaxdiffattack import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack import distributed  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxdiffattack import io  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack.toy import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxdiffattack.toy import train_lv  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -27,6 +28,7 @@ def run(config, workdir):
     raise UserError("launch/train_toy.py runs in one process (the toy world trains on one CPU "
                     "core): start it once, with --distributed=off or without JAX_*/SLURM "
                     "multi-process variables")
+  io.remove_temp_files(workdir)   # writes cut by an earlier kill (the jobs resume by stage)
   return JOBS[job](config, workdir)
 
 

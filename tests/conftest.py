@@ -18,6 +18,12 @@ jax.config.update("jax_compilation_cache_dir", os.environ.get(
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def pytest_addoption(parser):
+  parser.addoption("--kill-points", type=int, default=None,
+                   help="kills per job in tests/reliability_kill_test.py (default 3; also "
+                   "$JAXDIFFATTACK_KILL_POINTS)")
+
+
 def pytest_configure(config):
   config.addinivalue_line(
       "markers", "slow: end-to-end jobs, multi-process, kill-and-resume and 8-fake-device runs "

@@ -2,22 +2,20 @@
 
 The tiny sweep, latent search (Sep-CMA-ES) and ATM attack (Adam) run as 2 processes × 4 fake CPU
 devices (a localhost coordinator, gloo collectives) and as 1 process × 8 fake devices: the same
-8-device mesh, so every device computes the same shapes and the results files are compared byte
-for byte (wall-clock times left out). Process 1 fills its 4 devices from its own host copy of
+8-device mesh, so every device computes the same shapes and every file of every job is compared
+(tests/same_files.py: the same names, the same bytes but for the wall-clock fields of
+`runs.WALL_CLOCK_FIELDS`, the one table the kill battery uses too). Process 1 fills its 4 devices from its own host copy of
 the search population (evosax ask/tell), the prompts and the keys, so equal results also mean
 equal host-side state on both processes. Only process 0 may write: a Python audit hook in each
 worker records every file it opens for writing, renames or removes under the workdir
 (distributed_worker.py).
 """
 
-import json
 import os
 import pathlib
-import re
 import subprocess
 import sys
 
-import flax.serialization
 import pytest
 
 from attacks_job_test import prompt_file  # noqa: F401  pylint: disable=unused-import
@@ -25,16 +23,13 @@ from attacks_job_test import vision_dirs  # noqa: F401  pylint: disable=unused-i
 from jaxdiffattack import distributed
 from jaxdiffattack import io
 from jaxdiffattack.errors import UserError
+from same_files import assert_same_files
 
 pytestmark = pytest.mark.slow
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAUNCHER = _ROOT / "launch" / "local_multiprocess.py"
 WORKER = pathlib.Path(__file__).with_name("distributed_worker.py")
-# Wall-clock times differ from run to run: these files hold nothing else that is not in
-# results.jsonl (the reports print the times).
-TIMES_ONLY = {"search/timing.json", "search/report.md", "attack/timing.json", "attack/report.md"}
-TIME_KEY = re.compile(r"(_s|_share)$")   # summary.json: attack_s, images_per_s, ask_tell_share, ...
 RUNS = {"two": (2, 4), "one": (1, 8)}   # name: (processes, fake devices per process)
 
 
@@ -67,36 +62,17 @@ def _files(root: pathlib.Path) -> set[str]:
   return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
-def _without_times(x):
-  """`x` without the wall-clock times: the search loop state's `timing` and summary keys *_s."""
-  if isinstance(x, dict):
-    return {k: _without_times(v) for k, v in x.items()
-            if k != "timing" and not TIME_KEY.search(k)}
-  return [_without_times(v) for v in x] if isinstance(x, list) else x
-
-
-def _content(path: pathlib.Path) -> bytes:
-  """The file's bytes; JSON and msgpack checkpoints without their times (re-serialised)."""
-  if path.name == "summary.json":
-    return json.dumps(_without_times(json.loads(path.read_text())), sort_keys=True).encode()
-  if path.suffix == ".msgpack":
-    saved = flax.serialization.msgpack_restore(path.read_bytes())
-    return flax.serialization.msgpack_serialize(_without_times(saved))
-  return path.read_bytes()
-
-
 def test_two_processes_write_the_files_of_one(workdirs):
+  """Every file of every job, compared as the kill battery compares them: the same names and
+  bytes, wall-clock fields (`runs.WALL_CLOCK_FIELDS`) aside."""
   two, one = workdirs["two"], workdirs["one"]
-  assert _files(two) == _files(one)
+  assert sorted(p.name for p in two.iterdir()) == ["attack", "search", "sweep"]
   rows = io.read_jsonl(two / "attack" / "results.jsonl")
   assert [r["attacked"] for r in rows] == [True, True, False, True]   # the prompt_file labels
   assert len(io.read_jsonl(two / "search" / "results.jsonl")) == 3    # 3 targets
   assert len(io.read_csv(two / "sweep" / "members.csv")) == 24
-  different = sorted(f for f in _files(one) - TIMES_ONLY if _content(two / f) != _content(one / f))
-  assert not different, different
-  # The times were dropped from the search checkpoints and summaries only.
-  assert (two / "attack" / "checkpoint.msgpack").read_bytes() == (
-      one / "attack" / "checkpoint.msgpack").read_bytes()
+  compared = sum(assert_same_files(one / job, two / job) for job in ("sweep", "search", "attack"))
+  assert compared == len(_files(one)) > 100
 
 
 def test_only_process_zero_writes(workdirs):

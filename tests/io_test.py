@@ -3,7 +3,10 @@
 import json
 import math
 import os
+import signal
 import stat
+import subprocess
+import sys
 
 from jaxdiffattack import io
 
@@ -56,3 +59,30 @@ def test_atomic_write_flushes_the_file_then_its_directory_entry(tmp_path, monkey
   assert events == [("file", False), ("dir", True)]
   assert json.loads((tmp_path / "sub" / "out.json").read_text()) == {"a": 1}
   assert [p.name for p in (tmp_path / "sub").iterdir()] == ["out.json"]
+
+
+def test_temp_files_of_cut_writes_are_removed_and_nothing_else(tmp_path):
+  debris = [tmp_path / ".a.json.x1y2.tmp", tmp_path / "sub" / ".b.png.abc.tmp"]
+  kept = [tmp_path / "a.json", tmp_path / "sub" / "b.png", tmp_path / ".hidden",
+          tmp_path / "c.tmp"]
+  for path in debris + kept:
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("x")
+  assert io.remove_temp_files(tmp_path) == sorted(debris)
+  assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(kept)
+  assert io.remove_temp_files(tmp_path / "absent") == []
+
+
+def test_kill_after_hook_kills_right_after_the_kth_matching_write(tmp_path):
+  """JAXDIFFATTACK_TEST_KILL_AFTER=2:*.json: the process dies by SIGKILL right after its 2nd
+  JSON write (a CSV write in between does not count); the trace lists the completed writes."""
+  script = ("from jaxdiffattack import io\n"
+            "io.write_json('a.json', 1)\nio.write_csv('b.csv', ['x'], [])\n"
+            "io.write_json('c.json', 2)\nio.write_json('d.json', 3)\n")
+  env = dict(os.environ, JAXDIFFATTACK_TEST_KILL_AFTER="2:*.json",
+             JAXDIFFATTACK_TEST_WRITE_TRACE=str(tmp_path / "trace"), JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=False,
+                        capture_output=True, timeout=120)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.csv", "c.json", "trace"]
+  assert (tmp_path / "trace").read_text().splitlines() == ["a.json", "b.csv", "c.json"]

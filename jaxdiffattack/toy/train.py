@@ -801,6 +801,8 @@ def export(config, trained: Trained, out_dir: pathlib.Path,
   from transformers import (CLIPImageProcessor, ConvNextImageProcessor,  # pylint: disable=g-import-not-at-top
                             ViTImageProcessor)
   out_dir.mkdir(parents=True, exist_ok=True)
+  for stale in out_dir.glob(".export_*"):   # an export cut by a kill: nothing reads it
+    shutil.rmtree(stale, ignore_errors=True)
   tmp = pathlib.Path(tempfile.mkdtemp(dir=out_dir, prefix=".export_"))
   norm = dict(image_mean=list(PIXEL_MEAN), image_std=list(PIXEL_STD),
               do_normalize=True, do_rescale=True, rescale_factor=1 / 255)

@@ -89,6 +89,8 @@ def export(config, sd: models.StableDiffusion, unet, unet_params,
            out_dir: pathlib.Path) -> pathlib.Path:
   """Writes out_dir/sd_lv (replaced as a whole: built in a temp dir, then renamed)."""
   out_dir.mkdir(parents=True, exist_ok=True)
+  for stale in out_dir.glob(f".{EXPORT_NAME}_*"):   # an export cut by a kill: nothing reads it
+    shutil.rmtree(stale, ignore_errors=True)
   tmp = pathlib.Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{EXPORT_NAME}_"))
   try:
     for sub in SHARED_SUBFOLDERS:
