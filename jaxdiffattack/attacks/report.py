@@ -93,7 +93,21 @@ def summarise(rows: list[dict], config: dict, timing: dict) -> dict:
       "model", "judge", "judges", "mode", "num_samples", "num_steps", "guidance_scale",
       "eval_noise", "baseline", "seed")}
   summary["settings"]["attack"] = attack
+  summary["budget"] = budget(config)
   return summary
+
+
+def budget(config: dict) -> dict | None:
+  """Per attacked prompt: the attack's sampler + classifier passes while attacking
+  (`registry.ATTACKS[name].evaluations`) and the samples generated and judged afterwards."""
+  from jaxdiffattack.attacks import registry  # pylint: disable=g-import-not-at-top
+  name = config.get("attack", {}).get("name", "atm")
+  if name not in registry.ATTACKS or "num_samples" not in config:
+    return None
+  samples = int(config["num_samples"])
+  return {"attack": name, "attack_evaluations_per_prompt":
+          registry.ATTACKS[name].evaluations(config), "samples_per_prompt": samples,
+          "baseline_samples_per_prompt": samples if config.get("baseline") else 0}
 
 
 def _pct(block: dict | None) -> str:
@@ -191,8 +205,9 @@ def plot_curves(rows: list[dict], path: pathlib.Path) -> None:
   fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
   for ax, (key, title) in zip(axes, panels):
     for s, colour in zip(SETS, ("tab:blue", "tab:orange")):
-      curves = [r["loss_curve"] if key == "loss" else r["curves"][key]
+      curves = [r["loss_curve"] if key == "loss" else r["curves"].get(key, [])
                 for r in rows if r["set"] == s and r.get("attacked")]
+      curves = [c for c in curves if c]     # attacks without iterations (random) have none
       if not curves:
         continue
       arr = np.asarray(curves, np.float64)
