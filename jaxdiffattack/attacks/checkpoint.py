@@ -76,7 +76,15 @@ def save(workdir: pathlib.Path, digest: str, set_index: int, group: int, state, 
 def load(workdir: pathlib.Path, digest: str, set_index: int, group: int, template, curves: dict):
   """(state, curves) saved for this set and group, restored into `template`'s type and shardings;
   None if there is none (or it is another group's)."""
-  saved = runs.load_checkpoint(workdir / "checkpoint.msgpack", digest,
+  path = workdir / "checkpoint.msgpack"
+  raw = runs.read_checkpoint(path)
+  if raw is None:
+    return None
+  job_state = raw.get("state") if raw.get("config_hash") == digest else None
+  if isinstance(job_state, dict) and (int(job_state.get("set_index", -1)) != set_index
+                                      or int(job_state.get("group", -1)) != group):
+    return None                      # another group's (no "resuming" line)
+  saved = runs.load_checkpoint(path, digest,
                                JobState(None, None, {k: None for k in curves}, {}),
                                "run of the attack job")
   if saved is None or int(saved.set_index) != set_index or int(saved.group) != group:

@@ -11,7 +11,8 @@ An attack module provides
                                          `iteration` field, population axis first, sharded);
                                          step(params, state, prompts, key) → (state, metrics
                                          [n, P] per name) for n = steps_per_call iterations;
-      readout(key, state, prompts, sample_index) → hard prompts [P, S, L] int32;
+      readout(key, state, prompts, sample_index) → hard prompts [P, S, L] int32 from the final
+                                         state (sharded, padded population P; host `prompts`);
   evaluations(config) → int             sampler + classifier passes per prompt while attacking
                                          (the budget beside `num_samples` judged samples).
 (`score_fn` is the job's fused scorer; `tokens` the ordinary, non-special token ids.)
