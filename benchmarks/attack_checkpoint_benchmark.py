@@ -7,7 +7,7 @@ small states), each in a subprocess of its own.
       --out docs/results/attack_checkpoint_sharded.json
 
 State: θ [P, 77, 49408] float32 and its Adam moments (mu, nu, same shape; count [P]) — 46 MB per
-prompt. Extra host memory: the process's peak resident set during the write (VmHWM, reset through
+prompt — filled with dense random values (incompressible, as after Adam steps). Extra host memory: the process's peak resident set during the write (VmHWM, reset through
 /proc/self/clear_refs just before) minus its resident set just before; on CPU the state itself
 lives in host memory and is not counted. Each write goes to a new path; the first write of each
 mode is reported apart (orbax's first save initialises its thread pools).
@@ -55,10 +55,15 @@ def _one_mode(mode: str, prompts: int, repeats: int, directory: pathlib.Path) ->
   mesh = sharding.make_mesh()
   pop = sharding.population_sharding(mesh)
   ids = jax.device_put(np.zeros((prompts, LENGTH), np.int32), pop)
-  init = jax.jit(lambda i: atm.State(atm.init_logits(i, VOCAB, 15.0),
-                                     jax.vmap(optax.adam(0.3).init)(atm.init_logits(i, VOCAB, 15.0)),
-                                     jnp.zeros((), jnp.int32)),
-                 out_shardings=atm.State(pop, pop, sharding.replicated(mesh)))
+
+  def init(i):   # dense values, as after some Adam steps (the clean one-hots compress to nothing)
+    noise = lambda k: jax.random.normal(jax.random.PRNGKey(k), (prompts, LENGTH, VOCAB))
+    logits = atm.init_logits(i, VOCAB, 15.0) + noise(0)
+    opt = jax.vmap(optax.adam(0.3).init)(logits)
+    opt = (opt[0]._replace(mu=noise(1), nu=noise(2) ** 2),) + tuple(opt[1:])
+    return atm.State(logits, opt, jnp.zeros((), jnp.int32))
+
+  init = jax.jit(init, out_shardings=atm.State(pop, pop, sharding.replicated(mesh)))
   state = jax.block_until_ready(init(ids))
   curves = {"loss": np.zeros((10, prompts), np.float32)}
   writes = []
