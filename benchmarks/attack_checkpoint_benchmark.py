@@ -7,7 +7,8 @@ small states), each in a subprocess of its own.
       --out docs/results/attack_checkpoint_sharded.json
 
 State: θ [P, 77, 49408] float32 and its Adam moments (mu, nu, same shape; count [P]) — 46 MB per
-prompt — filled with dense random values (incompressible, as after Adam steps). Extra host memory: the process's peak resident set during the write (VmHWM, reset through
+prompt — filled with dense random values (incompressible, as after Adam steps). Extra host
+memory: the process's peak resident set during the write (VmHWM, reset through
 /proc/self/clear_refs just before) minus its resident set just before; on CPU the state itself
 lives in host memory and is not counted. Each write goes to a new path; the first write of each
 mode is reported apart (orbax's first save initialises its thread pools).

@@ -24,7 +24,8 @@ Variants after the colon (comma-separated; unknown ones are errors):
 
 `attack.name` picks the attack (jaxdiffattack/attacks/registry.py): "atm" (the paper's) or
 "random" (random token substitution as an attack of its own, `num_samples` samples per prompt;
-set baseline='' with it). Every hyper-parameter of the paper is a key below; `attack.grad_depth` is the gradient depth:
+set baseline='' with it). Every hyper-parameter of the paper is a key below; `attack.grad_depth`
+is the gradient depth:
 "last" (the last denoising step, as published), "K" (an integer: the last K steps) or "all" (every
 step; with attack.remat=True each step is rematerialised in the backward pass).
 """
@@ -75,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_batch = 100                 # generated prompts per evaluation call
   c.steps_per_call = 1               # attack iterations per compiled call
   c.checkpoint_every = 10            # iterations
-  c.sharded_checkpoint_mb = 64.0     # attack state (MB) above which checkpoints are orbax-sharded
+  c.sharded_checkpoint_mb = 64.0     # state (MB) above which checkpoints are orbax-sharded (0: never)
   c.images_per_prompt = 4            # captioned successful images kept per prompt
   c.report_only = False
   if "toy" in variants:

@@ -48,7 +48,8 @@ def validate(config) -> None:
   sharded_mb = config.get("sharded_checkpoint_mb", 0.0)
   check(isinstance(sharded_mb, (int, float)) and math.isfinite(sharded_mb) and sharded_mb >= 0,
         "sharded_checkpoint_mb", sharded_mb,
-        "use a finite number >= 0 (MB of attack state above which checkpoints are sharded)")
+        "use a finite number >= 0 (MB of attack state above which checkpoints are sharded; "
+        "0: never)")
   check(isinstance(config.eval_batch, int) and config.eval_batch >= 1, "eval_batch",
         config.eval_batch, "use an integer >= 1")
   check(len(config.prompt_sets) > 0, "prompt_sets", dict(config.prompt_sets),
