@@ -67,7 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "num_iters": 100, "batch_size": 1, "tau": 1.0, "hard": False, "grad_depth": "last",
       "remat": False})
   c.num_samples = 100                # hard prompts drawn per attacked prompt
-  c.eval_noise = "per_sample"        # per_sample (released: a new noise per generation) | fixed
+  c.eval_noise = "per_sample"        # per_sample (released: new noise per generation) | fixed | both
   c.baseline = "random_substitution"  # "" for none
   # Run shape (not part of the results; excluded from the resume check).
   c.population = 8                   # prompts attacked at once (0: all); sharded over devices

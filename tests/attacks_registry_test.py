@@ -139,3 +139,30 @@ def test_bad_attack_names_are_one_line_errors(name, baseline, message, tmp_path)
   with pytest.raises(UserError, match=message) as e:
     job.run(config, tmp_path)
   assert "\n" not in str(e.value) and not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_fixed_noise_evaluation_reproduces_the_clean_check(tiny_sd_dirs, vision_dirs,
+                                                           prompt_file, tmp_path, monkeypatch):
+  """eval_noise="both" with the dummy attack that keeps every prompt: on the clean check's noise
+  every sample is the clean prompt on its clean noise — read correctly by the clean check, so no
+  sample succeeds (fixed_noise); on fresh noises the same prompts are judged again (attack)."""
+  monkeypatch.setitem(registry.ATTACKS, "keep", _keep_attack({}))
+  config = tiny_config(tiny_sd_dirs[1], vision_dirs, prompt_file)
+  config.attack.name = "keep"
+  config.eval_noise = "both"
+  out = job.run(config, tmp_path)
+  rows = [r for r in io.read_jsonl(tmp_path / "results.jsonl") if r["attacked"]]
+  assert len(rows) == 3
+  for r in rows:
+    fixed = r["fixed_noise"]
+    assert fixed["successful_samples"] == 0 and fixed["judges"]["attack"]["failures"] == 0
+    assert fixed["tokens_changed_mean"] == r["tokens_changed_mean"] == 0.0
+  summary = out["summary"]
+  assert summary["fixed_noise"]["asr_short"] == {
+      "rate": 0.0, "successes": 0, "attacked": 3, "skipped_clean_failures": 1,
+      "ci95": summary["fixed_noise"]["asr_short"]["ci95"]}
+  assert summary["fixed_noise"]["sample_success_rate"]["short"]["samples"] == 9
+  timing = json.loads((tmp_path / "timing.json").read_text())
+  assert timing["short"]["images"] == 3 * 3 * 3        # attack, baseline, fixed noise
+  assert "clean check's noise" in (tmp_path / "report.md").read_text()

@@ -10,7 +10,7 @@ from jaxdiffattack.attacks import modes
 from jaxdiffattack.attacks import registry
 from jaxdiffattack.errors import check
 
-EVAL_NOISE = ("per_sample", "fixed")
+EVAL_NOISE = ("per_sample", "fixed", "both")
 BASELINES = ("random_substitution", "")
 # Keys that change how a run is split or saved, not its results (excluded from the resume hash).
 RUN_SHAPE_KEYS = ("microbatch", "memory_budget_gb", "checkpoint_every", "eval_batch", "steps_per_call",

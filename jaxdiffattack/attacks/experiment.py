@@ -173,14 +173,17 @@ class Job:
   def evaluate_group(self, data: PromptData, index: np.ndarray, state, padded: np.ndarray,
                      clean_latents: np.ndarray) -> dict:
     """Hard samples of the attacked prompts (the attack's `readout` of its final `state`, of the
-    `padded` population) and their baseline, generated and judged."""
+    `padded` population) and their baseline, generated and judged: on fresh noises per sample
+    (eval_noise "per_sample"), on the clean check's noise ("fixed"), or on both ("both": fresh
+    as "attack", fixed as "fixed_noise")."""
     c = self.config
     s = c.num_samples
     prompts = data.prompts(index)
     ids = np.asarray(self.attack.readout(data.purpose_key(step_lib.SAMPLES), state,
                                          data.prompts(padded), np.arange(s)))[:len(index)]
+    fixed = np.repeat(clean_latents[:, None], s, axis=1)      # the clean check's noise
     if c.eval_noise == "fixed":
-      latents = np.repeat(clean_latents[:, None], s, axis=1)
+      latents = fixed
     else:
       latents = self.noise(data.purpose_key(step_lib.EVAL_NOISE), index, s)
     flat = lambda a: a.reshape(len(index) * s, *a.shape[2:])
@@ -189,6 +192,9 @@ class Job:
     out = {"prompts": len(index),
            "attack": self._judge_ids(flat(ids), flat(latents), labels, class_text)}
     changed = (ids != data.encoded.ids[index][:, None]).sum(-1)                   # [P, S]
+    if c.eval_noise == "both":      # the same hard prompts on the clean check's noise as well
+      out["fixed_noise"] = self._judge_ids(flat(ids), flat(fixed), labels, class_text)
+      out["fixed_noise"]["changed"] = changed.reshape(-1)
     if c.baseline:
       base_ids = np.asarray(random_lib.random_substitution(
           data.purpose_key(step_lib.BASELINE), prompts, jnp.asarray(changed),

@@ -11,7 +11,8 @@
      ends with the same results as an uninterrupted one;
   3. evaluation — `num_samples` hard prompts per attacked prompt read out of the attack's final
      state (ATM: drawn from softmax(θ)), decoded to text, re-tokenized and generated (noise per
-     sample, or the clean check's noise with `eval_noise="fixed"`), judged by every judge. Success
+     sample; the clean check's noise with `eval_noise="fixed"`; both, reported side by side, with
+     "both"), judged by every judge. Success
      of a sample (the paper's rule): the attack's classifier's top-1 is not the prompt's class AND
      the class word is still in the decoded prompt (`readings.py`); a prompt is attacked
      successfully when any of its samples succeeds. Further judges (`config.judges`) read the same
@@ -113,7 +114,8 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
     t["attack_s"] += t1 - t0
     t["eval_s"] += t2 - t1
     t["prompt_iterations"] += int(len(index) * (iterations - resumed_at))
-    t["images"] += sum(len(result[m]["texts"]) for m in ("attack", "baseline") if m in result)
+    t["images"] += sum(len(result[m]["texts"]) for m in ("attack", "baseline", "fixed_noise")
+                       if m in result)
     io.write_json(timing_path, timing)
     finished[0] += len(index) * iterations
     for r in new:

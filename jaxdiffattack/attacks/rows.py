@@ -25,7 +25,7 @@ def row(data, i: int, clean: dict, judges, result=None, position=None, curves=No
     return out
   s = len(result["attack"]["texts"]) // result["prompts"]
   sl = slice(position * s, (position + 1) * s)
-  for method in ("attack", "baseline"):
+  for method in ("attack", "baseline", "fixed_noise"):
     if method not in result:
       continue
     got = result[method]
@@ -50,5 +50,5 @@ def row(data, i: int, clean: dict, judges, result=None, position=None, curves=No
       out["loss_curve"] = curve("loss") if "loss" in curves else []
       out["curves"] = {k: curve(k) for k in curves if k != "loss"}
     else:
-      out["baseline"] = block
+      out[method] = block
   return out
