@@ -38,6 +38,7 @@ import optax
 from jaxdiffattack.io import write_json
 from jaxdiffattack.models import unet as unet_lib
 from jaxdiffattack.models import vae as vae_lib
+from jaxdiffattack.world2 import render as render_lib
 from jaxdiffattack.world2 import scene as scene_lib
 
 _OUT = flags.DEFINE_string("out", "", "results JSON (printed when empty)")
@@ -164,7 +165,7 @@ def unet_step_time(latent, channels, batch, steps):
 
 def render_rate(size, scenes):
   t0 = time.perf_counter()
-  scene_lib.render_batch(scene_lib.sample_scenes("tune", 0, scenes), size)
+  render_lib.render_batch(scene_lib.sample_scenes("tune", 0, scenes), size)
   return scenes / (time.perf_counter() - t0)
 
 

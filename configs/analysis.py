@@ -16,7 +16,7 @@ formation speed with ATM's success per class word and to take injected words fro
 successful prompts. The default (no variant) is a real SD checkpoint directory (`config.model`)
 over ImageNet-100, judged by an ImageNet classifier (`config.scoring`, the shift sweep's block:
 ViT-B/16 by default) with object regions from the nouns' cross-attention maps
-(`analysis.objects.JUDGES["classifier"]`); the toy variants judge with the toy oracle.
+(`analysis.objects.FINDERS["classifier"]`); the toy variants find objects with the toy oracle.
 """
 
 import ml_collections
@@ -31,8 +31,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = variants_lib.parse(arg, VARIANTS, __file__)
   c = ml_collections.ConfigDict()
   c.model = "/path/to/stable-diffusion-2-1-base"  # a local diffusers directory, a hub id or "toy"
-  c.judge = "classifier"           # analysis.objects.JUDGES: "classifier", "oracle" (toy world)
-  # The classifier judge's scoring (jaxdiffattack.scoring): its evaluator's top-1 and top-5.
+  c.finder = "classifier"          # analysis.objects.FINDERS: "classifier", "oracle" (toy world)
+  # The classifier finder's scoring (jaxdiffattack.scoring): its evaluator's top-1 and top-5.
   c.scoring = ml_collections.ConfigDict({
       "kind": "models", "roles": {"evaluator": {"classifiers": ("vit_b16",)}},
       "objectives": {"evaluator": ("pred", "top5_hit")}, "scorers": {}})
@@ -70,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.variant = arg or ""             # for the commands in report captions
   if "toy" in variants:
     c.model = "toy"
-    c.judge = "oracle"
+    c.finder = "oracle"
     c.label_set = "toy"
     c.scoring.roles.evaluator.classifiers = ("toy_vit",)
     c.orders.placements = ("before", "after")

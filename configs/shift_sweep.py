@@ -5,8 +5,13 @@
 
 Variants after the colon (comma-separated): `toy` (reduced grid on the toy world, 2 CPU cores),
 `compare` (model-comparison mode, paper Fig. 3: guidance 7.5 vs none under RMS with
-α_u ∈ [−0.3, 0.3]). The paper protocol: prompts "A photo of a {label}" over ImageNet-100,
-100 images per prompt, 50 steps, guidance 7.5; evaluator top-1/top-5 and CLIP score.
+α_u ∈ [−0.3, 0.3]), `toy,smoke` (all five shifts, MS included, one or two α each, on 3 labels ×
+1 seed and 5 steps: about a minute). PAS is `pas_fraction`: α_a is a fraction of the latent's
+h·w pixels — the paper's 8–64 of SD's 4096 (0.2–1.6 %) — converted per latent size
+(`perturb.pas_pixels`; 0–1 pixel on the toy's 8×8 latent, so the toy grid adds 25 % and 100 %).
+`pas` (α_a in pixels) stays available: `--config.shifts='("pas",)'`. The paper protocol: prompts
+"A photo of a {label}" over ImageNet-100, 100 images per prompt, 50 steps, guidance 7.5; evaluator
+top-1/top-5 and CLIP score.
 
 `toy,variance` (issue #17; docs/results/variance_study.md): the paper's open question — does a
 learned variance (GLIDE) make a generator flatter under seed shifts? Fixed-variance toy SD vs the
@@ -26,6 +31,9 @@ import numpy as np
 from jaxdiffattack import variants as variants_lib
 
 VARIANTS = ("toy", "compare", "variance", "smoke")
+# The paper's PAS grid, 8, 16, 32, 64 of SD's 64 × 64 latent pixels, as fractions of h·w
+# (= perturb.PAPER_PAS_FRACTIONS).
+PAPER_PAS_FRACTIONS = (8 / 4096, 16 / 4096, 32 / 4096, 64 / 4096)
 
 # The variance study's settings: (name, generator, scheduler, variance_type, guidance scales);
 # scale 7.5 → "<name>_cfg7.5", 1.0 → "<name>_noguidance". Every generator × sampler runs with
@@ -49,8 +57,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if "toy" not in variants or "compare" in variants:
       raise ValueError(f"configs/shift_sweep.py:{arg}: 'variance' runs on the toy world: use "
                        "'toy,variance' (or 'toy,variance,smoke')")
-  elif "smoke" in variants:
-    raise ValueError(f"configs/shift_sweep.py:{arg}: 'smoke' is for 'toy,variance,smoke'")
+  elif "smoke" in variants and "toy" not in variants:
+    raise ValueError(f"configs/shift_sweep.py:{arg}: 'smoke' runs on the toy world: use "
+                     "'toy,smoke' or 'toy,variance,smoke'")
   c = ml_collections.ConfigDict()
   c.dtype = "float32"
   c.scheduler = "ddim"
@@ -64,11 +73,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.labels = ()                 # a subset of the label set's names; empty = all of them
   c.template = "A photo of a {}"
   c.images_per_prompt = 100
-  c.shifts = ("ums", "rms", "sds", "ms", "pas")
+  c.shifts = ("ums", "rms", "sds", "ms", "pas_fraction")
   c.grids = ml_collections.ConfigDict({
       "ums": _range(-0.2, 0.2, 0.05), "rms": _range(-0.2, 0.2, 0.05),
       "sds": _range(-0.3, 0.3, 0.1), "ms_alpha_c": _range(-0.15, 0.15, 0.05),
-      "ms_alpha_s": _range(-0.3, 0.3, 0.1), "pas": (8.0, 16.0, 32.0, 64.0)})
+      "ms_alpha_s": _range(-0.3, 0.3, 0.1), "pas": (8.0, 16.0, 32.0, 64.0),
+      "pas_fraction": PAPER_PAS_FRACTIONS})
   # What judges the images (jaxdiffattack.scoring): the evaluator role's classifiers (scorer
   # names of jaxdiffattack.scorers.SCORERS; an ensemble if several) and CLIP. The paper's
   # evaluator is ViT-H/14 (SWAG), the scorer "vit_h14_swag" (torchvision's state dict as one
@@ -81,7 +91,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "roles": {"evaluator": {"classifiers": ("vit_b16",), "clip": "clip_vit_l14"}},
       "objectives": {"evaluator": ("top1_hit", "top5_hit", "clip_score")},
       "scorers": {}})
-  # Judges whose reading (class, confidence) captions the grids' tiles (jaxdiffattack.judges).
+  # Judges (jaxdiffattack.judges): their reading (class, confidence) captions the grids' tiles;
+  # an image judge ("oracle": the toy world's oracle v2, toy only) also adds its metrics
+  # <judge>_top1 and <judge>_unclear to members.csv.
   c.judges = ("evaluator",)
   c.microbatch = ml_collections.config_dict.placeholder(object)  # None | int | "auto"
   c.memory_budget_gb = ml_collections.config_dict.placeholder(float)  # "auto": GB per device
@@ -92,7 +104,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                             "alphas": (-0.2, 0.2, 0.2),
                                             "settings": ()})  # names; empty = every setting
   c.report_only = False
-  c.oracle = False              # also judge with the toy oracle (toy world only)
   # Pairs of setting names (a, b): report.md / paired.csv give a − b on the unshifted cell,
   # paired by (prompt, seed), with a 95 % CI (e.g. two generators' clean quality).
   c.paired = ()
@@ -115,15 +126,31 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.scoring.roles.evaluator.clip = "toy_clip"
     c.images_per_prompt = 4
     c.num_steps = 20
-    c.shifts = ("ums", "rms", "sds", "pas")
+    c.shifts = ("ums", "rms", "sds", "ms", "pas_fraction")
     c.grids.ums = (-0.2, -0.1, 0.1, 0.2)
     c.grids.rms = (-0.2, -0.1, 0.1, 0.2)
     c.grids.sds = (-0.3, 0.3)
+    c.grids.ms_alpha_c = (-0.2, 0.2)
+    c.grids.ms_alpha_s = (-0.3, 0.3)
     c.grids.pas = (16.0, 64.0)
+    # The paper's fractions (0–1 pixel of the toy's 64) and wider ones: 16 and 64 pixels.
+    c.grids.pas_fraction = PAPER_PAS_FRACTIONS + (0.25, 1.0)
     c.unit = 64
     c.grid_prompts = 5
   if "variance" in variants:
     _variance_study(c, smoke="smoke" in variants)
+  elif "smoke" in variants:
+    c.labels = ("red circle", "blue square", "green triangle")
+    c.images_per_prompt = 1
+    c.num_steps = 5
+    c.grids.ums = (0.2,)
+    c.grids.rms = (0.2,)
+    c.grids.sds = (0.3,)
+    c.grids.ms_alpha_c = (0.2,)
+    c.grids.ms_alpha_s = (-0.3, 0.3)
+    c.grids.pas_fraction = (PAPER_PAS_FRACTIONS[-1], 1.0)
+    c.grid_prompts = 3
+    c.trajectory.prompts = (0,)
   return c
 
 
@@ -139,7 +166,7 @@ def _variance_study(c: ml_collections.ConfigDict, smoke: bool) -> None:
           "scheduler": scheduler, "variance_type": variance_type})
       for name, generator, scheduler, variance_type, scales in VARIANCE_SAMPLERS
       for scale in scales]
-  c.oracle = True
+  c.judges = ("evaluator", "oracle")
   c.shifts = ("ums", "rms", "sds")
   # Wide enough to halve top-1 (the paper's ±0.2 / ±0.3 change nothing on the toy world).
   c.grids.ums = (-1.0, -0.5, 0.5, 1.0)

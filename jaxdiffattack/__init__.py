@@ -9,16 +9,22 @@ Modules (one concept each), from the model up to the jobs:
   sampler       `sample` (pure, with a gradient depth), `FusedSampler` (sampler + scorer, one
                 differentiable function) and `PopulationSampler` (its sharded, chunked runner).
   sharding      the device mesh, padding and microbatching of populations.
-  costs         FLOPs per image from XLA's cost analysis; roofline bounds.
+  planner       the device-memory planner: a compiled program's bytes, the largest microbatch
+                that fits (`auto_microbatch`); below the sampler.
+  costs         FLOPs per image from XLA's cost analysis; roofline bounds; the gradient and
+                attack programs the planner measures.
   preprocess    the transformers image processors in differentiable JAX.
   scorers       CLIP score, CLIP zero-shot and image classifiers by name (`SCORERS`).
   labels        label sets (ImageNet-1k, ImageNet-100, toy), templates, label → output maps.
-  fitness       scorer roles (surrogate, evaluator, ...) and their objectives (`OBJECTIVES`).
-  scoring       `Scoring`: what every job scores its images with; `make_scoring(config)`.
-  judges        who reads an image (model roles, the toy oracle) and the verdict rules that call
-                it a failure (`VERDICTS`); `judges` records and captions.
+  scoring       `Scoring`: the job's scoring bundle, what every job scores its images with.
+  objectives    scorer roles (surrogate, evaluator, ...) and what their scores measure
+                (`OBJECTIVES`); `make_scoring(config)` builds a job's `Scoring`.
+  judges        the judge interface: who reads an image (model roles, image judges such as the
+                toy oracle v2: `IMAGE_JUDGES`; people: `ratings.human_verdict`), the one
+                verdict record type (`Verdict`), and the verdict rules that call an image a
+                failure (`VERDICTS`); records and captions.
   perturb       seed-vector shifts with their metadata (`SHIFTS`).
-  stats         confidence intervals.
+  stats         intervals and tests: independent, paired (Newcombe, bootstrap, McNemar), clustered.
   io            atomic writes of JSON / JSONL / CSV / PNG; image grids.
   runs          what every job's run shares: config hash, checkpoints by field name, progress
                 with ETA, figures.
@@ -35,8 +41,8 @@ Modules (one concept each), from the model up to the jobs:
                 methods, criterion, targets, driver, report, the search-vs-random protocol).
   analysis/     the `launch/analyze.py` job: why generations fail (ATM's generation speed with
                 SSIM, cross-attention overlap, word orders, injected words; the brittleness
-                paper's class-wise robustness, confusion, displacement); judges by name
-                (`objects.JUDGES`).
+                paper's class-wise robustness, confusion, displacement); object finders by
+                name (`objects.FINDERS`).
   toy/          the toy world: renderer, tokenizer, training, evaluation, the oracle (a
                 judge-free reading of a toy image); shipped weights.
   data/         label lists and templates (data/README.md says where each comes from).

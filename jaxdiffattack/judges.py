@@ -2,25 +2,30 @@
 
 SAGE (arXiv 2306.00974, §4) optimises against one set of classifiers and counts a failure only
 when others confirm it: automatically (SSR(A), a held-out classifier) and by people (SSR(H)).
-A judge reads each image as
 
-    (pred: class name or None, confidence: float or None, failure: bool)
+The judge interface (`Judge`): given M images and what they were made for (the class each should
+show; `targeted`: the class each should NOT become), a judge returns one `Verdict` — per image
+its predicted class (a name or None), confidence, failure, unclear and reason. A judge is one of
 
-  * model judges are roles of the job's `scoring.Scoring` whose scores include "<role>/pred",
+  * a model judge: a role of the job's `scoring.Scoring` whose scores include "<role>/pred",
     "<role>/confidence", "<role>/top1_hit" and "<role>/margin" (`JUDGE_OBJECTIVES`; a scorer
-    named as a judge becomes a role of its own, see `scoring.make_scoring`). A model's
-    failure: its top-1 class is not the judged class (targeted searches, where the image should
-    show a chosen class: its top-1 IS that class);
-  * the toy world's oracle (`jaxdiffattack.toy.oracle`, judge name "oracle") reads the images on
-    the host; `oracle_scores` stores its reading as scores "oracle/pred" (label-set index, −1 for
-    "unclear"), "oracle/confidence" (NaN when unclear), "oracle/failure" (oracle v2 says the
-    prompt is violated; targeted: it says the chosen class holds), "oracle/unclear",
-    "oracle/reason" (the index of its reason in `toy.oracle.REASON_KINDS`) and "oracle/label"
-    (the label judged against); `Reading.reason`, every record and every caption give the
-    reason as text, e.g. "another shape (star, not a triangle)".
+    named as a judge becomes a role of its own, see `objectives.with_judge_roles`). It runs
+    fused with the sampler (`model_judge`: the same role on the host); its failure: its top-1
+    class is not the judged class (targeted searches: its top-1 IS that class);
+  * an image judge (`IMAGE_JUDGES`: one function + one line to add one) that reads the images
+    on the host: the toy world's oracle v2 (`toy.oracle.assess`, judge name "oracle"). Its
+    verdict is stored as the scores "<name>/pred" (label-set index, −1: none),
+    "<name>/confidence" (NaN: none), "<name>/failure", "<name>/unclear", "<name>/reason" (the
+    index of its reason in `ImageJudge.reasons`) and "<name>/label" (the label judged
+    against), all made by the one function `judge_scores`; reading them back gives the reason
+    as text (the oracle's `toy.oracle.short_reason`, e.g. "another shape (star, not a
+    triangle)");
+  * people: `ratings.human_verdict` turns a run's blind ratings into the "human" judge's
+    `Verdict` (failure: the raters' consensus is "no").
 
-Everything a judge says is thus a score, so a job keeps readings in the same per-member records
-as its other scores and rebuilds them later (`Judges.read`, `record`).
+Everything a judge says is thus a score, so a job keeps its judges' verdicts in the same
+per-member records as its other scores and rebuilds them later (`Judges.read`); `Verdict.record`
+is the one JSON form of a verdict (results files, captions, the rating kit).
 
 Verdict rules (`VERDICTS`; one function + one line to add one), each → [M] bool:
   "top1_miss"       the judge `rule.judge` (default the evaluator) fails;
@@ -38,73 +43,192 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from jaxdiffattack.errors import ConfigError
+from jaxdiffattack.errors import UserError
 
 ORACLE = "oracle"
 JUDGE_OBJECTIVES = ("pred", "confidence", "top1_hit", "margin")
-ORACLE_SCORES = tuple(f"{ORACLE}/{k}" for k in ("pred", "confidence", "failure", "unclear",
-                                                 "reason", "label"))
+IMAGE_SCORES = ("pred", "confidence", "failure", "unclear", "reason", "label")
+ORACLE_SCORES = tuple(f"{ORACLE}/{k}" for k in IMAGE_SCORES)
 
 
-class Reading(NamedTuple):
-  """One judge's reading of M images."""
-  pred: tuple              # [M] class name, or None (the oracle: unclear)
+class Verdict(NamedTuple):
+  """One judge's verdict on M images (the one verdict record type of every job)."""
+  pred: tuple              # [M] class name, or None (no single class read)
   confidence: np.ndarray   # [M] float64 (NaN: none)
-  failure: np.ndarray      # [M] bool
-  margin: np.ndarray       # [M] float64 margin of the judged class (NaN: the oracle)
-  unclear: np.ndarray      # [M] bool: cannot tell (the oracle; a model judge: non-finite)
-  reason: tuple = ()       # [M] str: the oracle's reason; () for model judges
+  failure: np.ndarray      # [M] bool: the image fails what it was made for
+  margin: np.ndarray       # [M] float64 margin of the judged class (NaN: judges without one)
+  unclear: np.ndarray      # [M] bool: cannot tell (never a failure)
+  reason: tuple = ()       # [M] str: why (judges that give reasons); () for model judges
+
+  def record(self, i: int) -> dict:
+    """Image i as JSON: {"pred", "confidence", "failure"} (+ "unclear" and "reason" for a
+    judge that gives reasons)."""
+    entry = {"pred": self.pred[i], "confidence": _scalar(self.confidence[i]),
+             "failure": bool(self.failure[i])}
+    if self.reason:
+      entry["unclear"] = bool(self.unclear[i])
+      entry["reason"] = self.reason[i]
+    return entry
 
 
+def make_verdict(pred: Sequence, confidence=None, failure=None, unclear=None,
+                 reason: Sequence = (), margin=None) -> Verdict:
+  """A `Verdict` of M = len(pred) images; omitted fields: NaN confidence and margin, no
+  failure, not unclear."""
+  m = len(pred)
+  column = lambda x, fill, dtype: (np.full(m, fill, dtype) if x is None else
+                                   np.asarray([fill if v is None else v for v in x], dtype))
+  return Verdict(tuple(pred), column(confidence, np.nan, np.float64),
+                 column(failure, False, bool), column(margin, np.nan, np.float64),
+                 column(unclear, False, bool), tuple(reason))
+
+
+# The judge interface: (images [M, H, W, 3] in [0, 1], labels [M] class names they were made
+# for, targeted) → Verdict. Image judges' `ImageJudge.fn` are judges; `model_judge` makes one of
+# a scoring role; people judge offline (`ratings.human_verdict`).
+Judge = Callable[[np.ndarray, Sequence[str], bool], Verdict]
+
+
+# ----------------------------------------------------------------------------- image judges --
+class ImageJudge(NamedTuple):
+  """A judge that reads images on the host (`IMAGE_JUDGES`)."""
+  # (images [M, H, W, 3] in [0, 1], labels [M] class names, targeted) → Verdict whose reasons
+  # are entries of `reasons`, its preds class names (or None).
+  fn: Callable[[np.ndarray, Sequence[str], bool], Verdict]
+  reasons: tuple[str, ...]                     # every reason fn gives (stored as its index)
+  describe: Callable[[str, str | None, str], str] | None = None  # (reason, pred, label) →
+                                               # the text a record shows; None: the reason
+  label_sets: tuple[str, ...] = ()             # label sets it can read (() any)
+
+
+def _toy_oracle(images, labels, targeted):
+  from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
+  verdicts = oracle.assess(images, labels)   # floats in [0, 1], or uint8
+  outcome = oracle.HOLDS if targeted else oracle.VIOLATED
+  return make_verdict([v.pred for v in verdicts], [v.confidence for v in verdicts],
+                      [v.outcome == outcome for v in verdicts],
+                      [v.outcome == oracle.UNCLEAR for v in verdicts],
+                      [v.kind for v in verdicts])
+
+
+def _toy_oracle_entry() -> ImageJudge:
+  from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
+  return ImageJudge(_toy_oracle, oracle.REASON_KINDS, oracle.short_reason, ("toy",))
+
+
+# Image judges by name → a function returning its ImageJudge (built when first used).
+IMAGE_JUDGES: dict[str, Callable[[], ImageJudge]] = {ORACLE: _toy_oracle_entry}
+
+
+def image_judge(name: str) -> ImageJudge:
+  if name not in IMAGE_JUDGES:
+    raise UserError(f"judge {name!r} is not an image judge: use one of {sorted(IMAGE_JUDGES)}")
+  return IMAGE_JUDGES[name]()
+
+
+def judge_scores(name: str, images: np.ndarray, labels: np.ndarray,
+                 label_names: Sequence[str], targeted: bool = False) -> dict:
+  """Image judge `name`'s verdicts on images [M, H, W, 3] in [0, 1] for labels [M] (indices
+  into `label_names`) as scores "<name>/<k>" for k in `IMAGE_SCORES`, each [M] float64: pred
+  (label-set index, −1: none or not in the label set), confidence (NaN: none), failure,
+  unclear, reason (index into the judge's `reasons`) and label. Untargeted, a failure is what
+  the judge calls a violation of the label; targeted (the image should not show label i), the
+  label holding."""
+  judge = image_judge(name)
+  labels = np.asarray(labels)
+  names = [label_names[int(i)] for i in labels]
+  keys = [f"{name}/{k}" for k in IMAGE_SCORES]
+  if not len(names):
+    return {k: np.zeros(0) for k in keys}
+  v = judge.fn(np.asarray(images), names, targeted)
+  index = {n: i for i, n in enumerate(label_names)}
+  pred = np.array([index.get(p, -1) if p else -1 for p in v.pred], np.float64)
+  reason = np.array([judge.reasons.index(r) for r in v.reason], np.float64)
+  return dict(zip(keys, (pred, np.asarray(v.confidence, np.float64),
+                         np.asarray(v.failure, np.float64), np.asarray(v.unclear, np.float64),
+                         reason, np.asarray(labels, np.float64))))
+
+
+def _read_image_judge(name, scores, label_names) -> Verdict:
+  pred = np.asarray(scores[f"{name}/pred"], np.float64)
+  return Verdict(
+      pred=tuple(None if not p >= 0 else label_names[int(p)] for p in pred),
+      confidence=np.asarray(scores[f"{name}/confidence"], np.float64),
+      failure=np.asarray(scores[f"{name}/failure"], np.float64) > 0.5,
+      margin=np.full(pred.shape, np.nan),
+      unclear=np.asarray(scores[f"{name}/unclear"], np.float64) > 0.5,
+      reason=_reasons(name, scores, pred, label_names))
+
+
+def _reasons(name, scores, pred, label_names) -> tuple:
+  """An image judge's reasons as text from the stored "<name>/reason" codes and "<name>/label"
+  (records written before oracle v2 have none: "")."""
+  codes, judged = scores.get(f"{name}/reason"), scores.get(f"{name}/label")
+  if codes is None or judged is None:
+    return ("",) * len(pred)
+  judge = image_judge(name)
+  describe = judge.describe or (lambda reason, shown, label: reason)
+  out = []
+  for code, p, lab in zip(np.asarray(codes, np.float64), pred, np.asarray(judged, np.float64)):
+    if not (np.isfinite(code) and 0 <= code < len(judge.reasons) and np.isfinite(lab)
+            and 0 <= lab < len(label_names)):
+      out.append("")
+      continue
+    shown = label_names[int(p)] if p >= 0 else None
+    out.append(describe(judge.reasons[int(code)], shown, label_names[int(lab)]))
+  return tuple(out)
+
+
+# ---------------------------------------------------------------------------- a job's judges --
 @dataclasses.dataclass(frozen=True)
 class Judges:
-  """Who reads the images of a job, and how their scores become readings."""
+  """Who reads the images of a job, and how their scores become verdicts."""
   names: tuple[str, ...]                          # judge names, in report order
   class_names: Mapping[str, tuple[str, ...]]      # model judge → its output index → class name
   label_names: tuple[str, ...]                    # label-set index → class name
   targeted: bool = False                          # failure = the judged class IS drawn
 
   @property
+  def image_judges(self) -> tuple[str, ...]:
+    """The judges that read images on the host."""
+    return tuple(n for n in self.names if n in IMAGE_JUDGES)
+
+  @property
   def needs_images(self) -> bool:
     """Whether a judge reads images on the host (the oracle)."""
-    return ORACLE in self.names
+    return bool(self.image_judges)
 
   @property
   def models(self) -> tuple[str, ...]:
-    return tuple(n for n in self.names if n != ORACLE)
+    return tuple(n for n in self.names if n not in IMAGE_JUDGES)
 
   def score_names(self) -> tuple[str, ...]:
     """The scores the model judges need from the scoring."""
     return tuple(f"{n}/{o}" for n in self.models for o in JUDGE_OBJECTIVES)
 
-  def oracle_scores(self, images: np.ndarray, labels: np.ndarray) -> dict:
-    """The oracle's reading of images [M, H, W, 3] judged against labels [M] (label-set
-    indices) as scores (empty if the oracle is not a judge)."""
-    if not self.needs_images:
-      return {}
-    return oracle_scores(images, labels, self.label_names, self.targeted)
+  def image_scores(self, images: np.ndarray, labels: np.ndarray) -> dict:
+    """Every image judge's verdict on images [M, H, W, 3] judged against labels [M] (label-set
+    indices) as scores (`judge_scores`; empty without image judges)."""
+    out = {}
+    for name in self.image_judges:
+      out.update(judge_scores(name, images, labels, self.label_names, self.targeted))
+    return out
 
-  def read(self, scores: Mapping[str, np.ndarray]) -> dict[str, Reading]:
-    """{judge: Reading} from per-member scores ([M] arrays; the oracle's from `oracle_scores`)."""
+  def read(self, scores: Mapping[str, np.ndarray]) -> dict[str, Verdict]:
+    """{judge: Verdict} from per-member scores ([M] arrays; image judges' from `image_scores`)."""
     out = {}
     for name in self.names:
-      if name == ORACLE:
-        pred = np.asarray(scores[f"{ORACLE}/pred"], np.float64)
-        out[name] = Reading(
-            pred=tuple(None if not p >= 0 else self.label_names[int(p)] for p in pred),
-            confidence=np.asarray(scores[f"{ORACLE}/confidence"], np.float64),
-            failure=np.asarray(scores[f"{ORACLE}/failure"], np.float64) > 0.5,
-            margin=np.full(pred.shape, np.nan),
-            unclear=np.asarray(scores[f"{ORACLE}/unclear"], np.float64) > 0.5,
-            reason=_oracle_reasons(scores, pred, self.label_names))
+      if name in IMAGE_JUDGES:
+        out[name] = _read_image_judge(name, scores, self.label_names)
         continue
       top1_hit = np.asarray(scores[f"{name}/top1_hit"], np.float64)
       # A member whose image or scores are not finite (`sampler.nonfinite_as_nan`) has no
-      # reading: unclear, never a failure (it is reported, not ranked).
+      # verdict: unclear, never a failure (it is reported, not ranked).
       readable = np.isfinite(top1_hit)
       hit = top1_hit > 0.5
       pred = np.asarray(scores[f"{name}/pred"], np.float64)
       names = self.class_names.get(name, ())
-      out[name] = Reading(
+      out[name] = Verdict(
           pred=tuple(names[int(p)] if r and 0 <= p < len(names) else None
                      for p, r in zip(pred, readable)),
           confidence=np.asarray(scores[f"{name}/confidence"], np.float64),
@@ -114,47 +238,35 @@ class Judges:
     return out
 
 
-def oracle_scores(images: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
-                  targeted: bool = False) -> dict:
-  """The toy oracle's (v2, `toy.oracle.assess`) verdicts on images [M, H, W, 3] in [0, 1] for
-  labels [M] (indices into `label_names`) as scores `ORACLE_SCORES`, each [M] float64.
-  Targeted (the image should show label i): a failure is the label holding."""
-  from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
-  names = [label_names[int(i)] for i in labels]
-  if not len(names):
-    return {k: np.zeros(0) for k in ORACLE_SCORES}
-  verdicts = oracle.assess(np.asarray(images, np.float32), names)
-  index = {n: i for i, n in enumerate(label_names)}
-  pred = np.array([index.get(v.pred, -1) if v.pred else -1 for v in verdicts], np.float64)
-  outcome = oracle.HOLDS if targeted else oracle.VIOLATED
-  return {f"{ORACLE}/pred": pred,
-          f"{ORACLE}/confidence": np.array([np.nan if v.confidence is None else
-                                            v.confidence for v in verdicts], np.float64),
-          f"{ORACLE}/failure": np.array([v.outcome == outcome for v in verdicts], np.float64),
-          f"{ORACLE}/unclear": np.array([v.outcome == oracle.UNCLEAR for v in verdicts],
-                                        np.float64),
-          f"{ORACLE}/reason": np.array([oracle.REASON_KINDS.index(v.kind) for v in verdicts],
-                                       np.float64),
-          f"{ORACLE}/label": np.asarray(labels, np.float64)}
+def model_judge(scoring, name: str, label_names: Sequence[str] = ()) -> Judge:
+  """Scoring role (or scorer role) `name` as a `Judge`: it scores the images on the host with
+  `scoring.score` (jobs fuse the same scores into the sampler instead and read them with
+  `Judges.read`). `label_names` as in `make_judges`."""
+  reader = make_judges((name,), scoring, label_names)
+  index = {n: i for i, n in enumerate(reader.label_names)}
+
+  def judge(images, labels, targeted=False):
+    missing = [l for l in labels if l not in index]
+    if missing:
+      raise UserError(f"judge {name!r}: labels {missing[:3]} are not classes of its label set "
+                      f"(e.g. {reader.label_names[:2]})")
+    scores = scoring.score(np.asarray(images), labels=np.array([index[l] for l in labels],
+                                                               np.int32))
+    return dataclasses.replace(reader, targeted=targeted).read(scores)[name]
+  return judge
 
 
-def _oracle_reasons(scores, pred, label_names) -> tuple:
-  """The oracle's reasons as text from the stored "oracle/reason" codes and "oracle/label"
-  (records written before oracle v2 have none: "")."""
-  from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
-  codes, judged = scores.get(f"{ORACLE}/reason"), scores.get(f"{ORACLE}/label")
-  if codes is None or judged is None:
-    return ("",) * len(pred)
-  out = []
-  for code, p, lab in zip(np.asarray(codes, np.float64), pred, np.asarray(judged, np.float64)):
-    if not (np.isfinite(code) and 0 <= code < len(oracle.REASON_KINDS) and np.isfinite(lab)
-            and 0 <= lab < len(label_names)):
-      out.append("")
-      continue
-    shown = label_names[int(p)] if p >= 0 else None
-    out.append(oracle.short_reason(oracle.REASON_KINDS[int(code)], shown,
-                                   label_names[int(lab)]))
-  return tuple(out)
+def check_retired_keys(config, retired: Mapping[str, str] | None = None) -> None:
+  """One-line ConfigError when a job config still has a key that judges are no longer named by
+  (`RETIRED_KEYS`, or `retired`: old key → the key that replaces it)."""
+  for old, new in (RETIRED_KEYS if retired is None else retired).items():
+    if old in config:
+      raise ConfigError(f"config.{old} is retired: {new}")
+
+
+# Keys that named judges before config.judges did: old key → what to write instead.
+RETIRED_KEYS = {"oracle": "name the oracle in config.judges instead, e.g. "
+                          "--config.judges='(\"evaluator\", \"oracle\")'"}
 
 
 def make_judges(names: Sequence[str], scoring, label_names: Sequence[str] = (), *,
@@ -162,33 +274,37 @@ def make_judges(names: Sequence[str], scoring, label_names: Sequence[str] = (), 
   """Judges `names` of a job whose images `scoring` scores.
 
   Args:
-    names: judge names: scoring roles (with `JUDGE_OBJECTIVES`) and/or "oracle".
+    names: judge names: scoring roles (with `JUDGE_OBJECTIVES`), scorers, and/or image judges
+      (`IMAGE_JUDGES`, e.g. "oracle").
     scoring: the job's `scoring.Scoring`.
     label_names: label-set index → class name, where the scoring has no label set (the synthetic
       one); its roles' outputs are then read as these classes.
     targeted: a failure is the judged class being drawn (targeted searches).
     key: the config key named by errors.
 
-  Raises a ConfigError naming `config.<key>` when a model judge's scores are missing or the
-  oracle is asked for outside the toy world.
+  Raises a ConfigError naming `config.<key>` when a model judge's scores are missing or an
+  image judge is asked for outside the label sets it reads (the oracle outside the toy world).
   """
   names = tuple(dict.fromkeys(names))
   if not names:
     raise ConfigError(f"config.{key}=() is invalid: name at least one judge (e.g. 'evaluator')")
   label_set = getattr(scoring, "label_set", None)
   label_names = tuple(label_set.names) if label_set is not None else tuple(label_names)
-  if ORACLE in names and (label_set is None or label_set.name != "toy"):
-    raise ConfigError(f"config.{key} names {ORACLE!r}, the toy world's oracle, but the label set "
-                      f"is {getattr(label_set, 'name', None)!r}: use it with label_set='toy'")
   class_names = {}
   for name in names:
-    if name == ORACLE:
+    if name in IMAGE_JUDGES:
+      reads = image_judge(name).label_sets
+      if reads and (label_set is None or label_set.name not in reads):
+        what = "the toy world's oracle" if name == ORACLE else "an image judge"
+        raise ConfigError(f"config.{key} names {name!r}, {what}, but the label set is "
+                          f"{getattr(label_set, 'name', None)!r}: use it with label_set="
+                          f"{reads[0]!r}")
       continue
     missing = [f"{name}/{o}" for o in JUDGE_OBJECTIVES if f"{name}/{o}" not in scoring.names]
     if missing:
       raise ConfigError(f"config.{key} names judge {name!r} but the scoring does not return "
                         f"{missing}: a judge is a scoring role (or scorer) with objectives "
-                        f"{JUDGE_OBJECTIVES}")
+                        f"{JUDGE_OBJECTIVES}, or one of the image judges {sorted(IMAGE_JUDGES)}")
     role = (getattr(scoring, "roles", None) or {}).get(name)
     if role is None:  # no model behind the role (the synthetic scoring): label-set classes
       class_names[name] = label_names
@@ -211,13 +327,14 @@ class Rule:
     """The judges this rule reads."""
     return VERDICTS[self.name].needs(self)
 
-  def __call__(self, readings: Mapping[str, Reading]) -> np.ndarray:
+  def __call__(self, readings: Mapping[str, Verdict]) -> np.ndarray:
     """[M] bool: which images the rule calls failures."""
     return VERDICTS[self.name].fn(self, readings)
 
 
-class Verdict(NamedTuple):
-  fn: Callable[[Rule, Mapping[str, Reading]], np.ndarray]
+class RuleSpec(NamedTuple):
+  """A verdict rule: its function, the judges it reads, what it says."""
+  fn: Callable[[Rule, Mapping[str, Verdict]], np.ndarray]
   needs: Callable[[Rule], tuple[str, ...]]
   doc: str
 
@@ -241,11 +358,11 @@ def _oracle(rule, readings):
 
 
 VERDICTS = {
-    "top1_miss": Verdict(_top1_miss, lambda r: (r.judge,), "the judge's top-1 misses"),
-    "confident_miss": Verdict(_confident_miss, lambda r: (r.judge,),
+    "top1_miss": RuleSpec(_top1_miss, lambda r: (r.judge,), "the judge's top-1 misses"),
+    "confident_miss": RuleSpec(_confident_miss, lambda r: (r.judge,),
                               "the judge misses with margin beyond m"),
-    "agree": Verdict(_agree, lambda r: tuple(r.judges), "every named judge fails"),
-    "oracle": Verdict(_oracle, lambda r: (ORACLE,), "the toy oracle fails the image"),
+    "agree": RuleSpec(_agree, lambda r: tuple(r.judges), "every named judge fails"),
+    "oracle": RuleSpec(_oracle, lambda r: (ORACLE,), "the toy oracle fails the image"),
 }
 
 
@@ -279,18 +396,9 @@ def _scalar(x):
   return x if math.isfinite(x) else None
 
 
-def record(readings: Mapping[str, Reading], i: int) -> dict:
-  """The `judges` entry of member i: {judge: {"pred", "confidence", "failure"}} (+ "unclear"
-  and "reason" for the oracle)."""
-  out = {}
-  for name, r in readings.items():
-    entry = {"pred": r.pred[i], "confidence": _scalar(r.confidence[i]),
-             "failure": bool(r.failure[i])}
-    if name == ORACLE:
-      entry["unclear"] = bool(r.unclear[i])
-      entry["reason"] = r.reason[i] if r.reason else ""
-    out[name] = entry
-  return out
+def record(verdicts: Mapping[str, Verdict], i: int) -> dict:
+  """The `judges` entry of member i: {judge: `Verdict.record(i)`}."""
+  return {name: v.record(i) for name, v in verdicts.items()}
 
 
 def records_of(judges: Judges, scores: Mapping[str, np.ndarray]) -> list[dict]:

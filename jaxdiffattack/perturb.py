@@ -13,6 +13,12 @@ shift has the same signature; unused entries are ignored):
   pas  Arrangement (sort) Shift:        the first α_a latent pixels in raster order from the top
                                         left are sorted ascending, per channel; values unchanged
                                                                      (alpha = [α_a, ·])
+  pas_fraction  the same with α_a a FRACTION of the h·w latent pixels (alpha = [f, ·]):
+                                        α_a = ⌊f·h·w + ½⌋ pixels (`pas_pixels`). The paper sorts
+                                        8–64 of SD's 64×64 = 4096 latent pixels, f = 0.2–1.6 %
+                                        (`PAPER_PAS_FRACTIONS`); on the toy's 8×8 latent that is
+                                        0–1 pixel, where `pas` with 16 and 64 pixels sorted 25 %
+                                        and 100 % — not the paper's shift.
 
 Ambiguities (the literal reading is the default; alternatives are named entries):
   * SDS sign: the paper defines η = −α_s·z but also speaks of a "positive std shift" making
@@ -36,6 +42,15 @@ import jax.numpy as jnp
 
 ALPHA_SIZE = 2   # every shift takes alpha [2]; a shift reads its first `arity` entries
 UNSHIFTED = "none"
+# The paper's PAS grid (8, 16, 32, 64 of SD's 64 × 64 latent pixels) as fractions of h·w.
+PAPER_PAS_FRACTIONS = tuple(k / 4096 for k in (8, 16, 32, 64))
+
+
+def pas_pixels(fraction, latent_hw: tuple[int, int]):
+  """The number of latent pixels a PAS `fraction` sorts on an h × w latent: ⌊f·h·w + ½⌋ (round
+  half up; works on Python floats and traced arrays)."""
+  h, w = latent_hw
+  return jnp.floor(jnp.asarray(fraction, jnp.float32) * (h * w) + 0.5).astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +117,13 @@ def arrangement_shift(z, alpha, key):
   return _sort_prefix(z.reshape(c, h * w), alpha[0]).reshape(c, h, w)
 
 
+def arrangement_shift_fraction(z, alpha, key):
+  """PAS with alpha[0] a fraction of the h·w latent pixels (`pas_pixels`)."""
+  del key
+  c, h, w = z.shape
+  return _sort_prefix(z.reshape(c, h * w), pas_pixels(alpha[0], (h, w))).reshape(c, h, w)
+
+
 def arrangement_shift_descending(z, alpha, key):
   del key
   c, h, w = z.shape
@@ -128,6 +150,8 @@ SHIFTS: dict[str, Shift] = {
     "sds_flipped": Shift(std_shift_flipped, ("sds",), ("α_s",)),
     "ms": Shift(mixed_shift, ("ms_alpha_c", "ms_alpha_s"), ("α_c", "α_s")),
     "pas": Shift(arrangement_shift, ("pas",), ("α_a (pixels)",)),
+    "pas_fraction": Shift(arrangement_shift_fraction, ("pas_fraction",),
+                          ("α_a (fraction of latent pixels)",)),
     "pas_descending": Shift(arrangement_shift_descending, ("pas",), ("α_a (pixels)",)),
     "pas_pixels": Shift(arrangement_shift_pixels, ("pas",), ("α_a (pixels)",)),
 }

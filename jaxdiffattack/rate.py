@@ -232,22 +232,19 @@ def ingest(workdir, files) -> dict:
   summary = summarise(items, votes, checked, judges_of)
   summary["run_id"] = doc["run_id"]
   summary["ingested"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  rated = [(item, votes[item["id"]]) for item in items if votes.get(item["id"])]
+  human = ratings_lib.human_verdict(
+      [[x["verdict"] for x in v.values()] for _, v in rated],
+      [[x["note"] for x in v.values() if x["note"]] for _, v in rated])
   rows = []
-  for item in items:
-    v = votes.get(item["id"])
-    if not v:
-      continue
+  for i, (item, v) in enumerate(rated):
     verdicts = [x["verdict"] for x in v.values()]
-    cons = ratings_lib.consensus(verdicts)
     counts = {k: verdicts.count(k) for k in ratings_lib.VERDICTS}
     notes = {r: x["note"] for r, x in v.items() if x["note"]}
     rows.append({"item": item["id"], "source": item["source"],
                  "votes": {r: x["verdict"] for r, x in v.items()}, "notes": notes,
-                 "counts": counts, "consensus": cons,
-                 "judge": {"pred": None, "confidence": counts[cons] / len(verdicts),
-                           "failure": cons == "no", "unclear": cons == "unsure",
-                           "reason": "; ".join(notes.values()) or None,
-                           "votes": counts}})
+                 "counts": counts, "consensus": ratings_lib.consensus(verdicts),
+                 "judge": human.record(i) | {"votes": counts}})
   io.write_jsonl(workdir / "judges" / "human.jsonl", rows)
   io.write_json(workdir / "rating" / "summary.json", io.json_safe(summary))
   io.atomic_write_bytes(workdir / "rating" / "report.md",

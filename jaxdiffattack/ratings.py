@@ -19,9 +19,12 @@ Statistics (pure functions, NumPy only):
     Fleiss 1971) over the categories yes / no / unsure.
   * `clustered_rate`: a share with a 95 % interval that treats items of the same target as one
     cluster (cluster-robust variance of the mean, with the G/(G−1) correction; = the intercept
-    of an OLS with cluster-robust errors). When every cluster holds one item this is the Wilson
-    interval (`stats.wilson_interval`) instead; at 0 % or 100 % (where the robust variance is 0)
-    the Wilson interval with the number of clusters as the sample size.
+    of an OLS with cluster-robust errors; `stats.clustered_rate`). When every cluster holds one
+    item, or all items are one cluster's, this is the Wilson interval (`stats.wilson_interval`)
+    instead; at 0 % or 100 % (where the robust variance is 0) the Wilson interval with the
+    number of clusters as the sample size.
+  * `human_verdict`: the raters as the judge "human" (`judges.Verdict`): failure where the
+    consensus is "no", unclear where it is "unsure".
   * `judge_agreement`: an automatic judge (failure / correct / unclear) against the human
     consensus (no / yes / unsure): the 3×3 confusion table, recall of human failures, the
     false-failure rate (failures called on images people call correct) and the unclear rate
@@ -36,6 +39,7 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from jaxdiffattack import judges
 from jaxdiffattack import stats
 from jaxdiffattack.errors import UserError
 
@@ -99,28 +103,20 @@ def fleiss_kappa(counts: np.ndarray) -> float:
 
 def clustered_rate(hits: Sequence[float], clusters: Sequence) -> dict:
   """{"rate", "hits", "n", "clusters", "ci95": [low, high], "interval"} of 0/1 `hits` [N] whose
-  items fall into `clusters` [N] (e.g. the search target of each image)."""
-  y = np.asarray(hits, np.float64)
-  n = len(y)
-  groups = collections.defaultdict(list)
-  for value, c in zip(y, clusters):
-    groups[c].append(value)
-  out = {"hits": int(y.sum()), "n": n, "clusters": len(groups),
-         "rate": float(y.mean()) if n else None}
-  if n == 0:
-    return out | {"ci95": [None, None], "interval": None}
-  p = y.mean()
-  if len(groups) == n or len(groups) < 2 or p in (0.0, 1.0):
-    # Singletons: Wilson. At 0 % or 100 % the cluster-robust variance is 0; Wilson over the
-    # number of clusters (every cluster counted as one observation) is the cautious interval.
-    low, high = stats.wilson_interval(p * len(groups), len(groups))
-    return out | {"ci95": [low, high], "interval": "wilson" if len(groups) == n else
-                  "wilson over clusters"}
-  g = len(groups)
-  residual_sums = np.array([np.sum(np.asarray(v) - p) for v in groups.values()])
-  se = math.sqrt(g / (g - 1) * float((residual_sums ** 2).sum())) / n
-  return out | {"ci95": [max(0.0, p - stats.Z95 * se), min(1.0, p + stats.Z95 * se)],
-                "interval": "cluster-robust"}
+  items fall into `clusters` [N] (e.g. the search target of each image): `stats.clustered_rate`."""
+  return stats.clustered_rate(hits, clusters)
+
+
+def human_verdict(votes: Sequence[Sequence[str]], notes: Sequence[Sequence[str]]) -> judges.Verdict:
+  """People as a judge of M rated items, from each item's votes [M][raters] ("yes" / "no" /
+  "unsure") and notes [M][...]: failure where the consensus is "no", unclear where it is
+  "unsure"; confidence = the share of votes for the consensus; reason = the notes joined by
+  "; " (None without notes); pred None (raters name no class)."""
+  cons = [consensus(list(v)) for v in votes]
+  return judges.make_verdict(
+      [None] * len(cons), [list(v).count(c) / len(v) for v, c in zip(votes, cons)],
+      [c == "no" for c in cons], [c == "unsure" for c in cons],
+      ["; ".join(n) or None for n in notes])
 
 
 def judge_outcome(entry: Mapping | None) -> str | None:

@@ -80,7 +80,7 @@ def write_config(config, workdir) -> None:
 def begin(config, workdir, scoring=None, model_loader=None, what: str = "run"):
   """A job's start: (workdir, scoring, model_loader) with the workdir checked (`check_workdir`;
   nothing is written yet: see `write_config`) and the defaults filled in
-  (`scoring.make_scoring(config)`, `load_stable_diffusion`).
+  (`objectives.make_scoring(config)`, `load_stable_diffusion`).
   """
   workdir = pathlib.Path(workdir)
   check_workdir(config, workdir, what)
@@ -88,8 +88,8 @@ def begin(config, workdir, scoring=None, model_loader=None, what: str = "run"):
     from jaxdiffattack.models import load_stable_diffusion  # pylint: disable=g-import-not-at-top
     model_loader = load_stable_diffusion
   if scoring is None:
-    from jaxdiffattack import scoring as scoring_lib  # pylint: disable=g-import-not-at-top
-    scoring = scoring_lib.make_scoring(config)
+    from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
+    scoring = objectives.make_scoring(config)
   return workdir, scoring, model_loader
 
 

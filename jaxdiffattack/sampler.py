@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiffattack import ddpm
+from jaxdiffattack import planner
 from jaxdiffattack import schedulers
 from jaxdiffattack import sharding
 from jaxdiffattack.errors import ConfigError
@@ -446,9 +447,9 @@ class PopulationSampler:
       mesh: a 1-D device mesh (default: all devices).
       microbatch: members per device per compiled call (default: the whole population), or
         "auto": the largest that fits the device-memory budget by XLA's compiled memory
-        analysis (`costs.auto_microbatch`), planned at the first call of each input shape.
+        analysis (`planner.auto_microbatch`), planned at the first call of each input shape.
       memory_budget_gb: the budget of "auto" per device (GB); default: the device's reported
-        limit (`costs.device_budget_bytes`; a CPU reports none: then this is required).
+        limit (`planner.device_budget_bytes`; a CPU reports none: then this is required).
       score_fn: optional `score_fn(score_params, images [P, H, W, 3], aux) -> {name: [P, ...]}`
         fused into the same compiled program; `aux` is the per-member pytree given to
         `__call__` (e.g. target labels). With `settings.return_images=False` only these small
@@ -463,11 +464,10 @@ class PopulationSampler:
     self.scheduler = self.function.scheduler
     self.mesh = sharding.make_mesh() if mesh is None else mesh
     self.microbatch = microbatch
-    self.plans = {}   # "auto": input shapes → costs.MicrobatchPlan
+    self.plans = {}   # "auto": input shapes → planner.MicrobatchPlan
     if microbatch == "auto":
-      from jaxdiffattack import costs  # pylint: disable=g-import-not-at-top  # costs imports us
-      self.memory_budget = costs.device_budget_bytes(memory_budget_gb,
-                                                     self.mesh.devices.flat[0])
+      self.memory_budget = planner.device_budget_bytes(memory_budget_gb,
+                                                       self.mesh.devices.flat[0])
     elif microbatch is not None and not (isinstance(microbatch, int) and microbatch >= 1):
       raise ConfigError(f"config.microbatch={microbatch!r} is invalid: use None (whole "
                         "population), an integer >= 1 or 'auto'")
@@ -480,10 +480,9 @@ class PopulationSampler:
         out_shardings=pop)
 
   def plan(self, latents, cond_emb, aux=None):
-    """microbatch="auto": the `costs.MicrobatchPlan` for inputs of these shapes (latents
+    """microbatch="auto": the `planner.MicrobatchPlan` for inputs of these shapes (latents
     [P, C, h, w], cond_emb [P, L, D], aux {name: [P, ...]}): the largest microbatch, at most
     ⌈P / devices⌉, whose compiled program fits the memory budget (planned once per shape)."""
-    from jaxdiffattack import costs  # pylint: disable=g-import-not-at-top  # costs imports us
     per_member = lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], np.asarray(a).dtype)
     aux_spec = jax.tree_util.tree_map(per_member, aux or {})
     limit = -(-np.shape(latents)[0] // self.mesh.size)
@@ -491,15 +490,15 @@ class PopulationSampler:
            str(jax.tree_util.tree_structure(aux_spec)),
            tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(aux_spec)))
     if key not in self.plans:
-      program = costs.sampler_program(self.function, self.params, np.shape(latents)[1:],
-                                      np.shape(cond_emb)[1:], aux_spec,
-                                      text_dtype=np.asarray(cond_emb).dtype,
-                                      uncond_per_member=True)
-      plan = costs.auto_microbatch(program, self.memory_budget, limit=limit)
+      program = planner.sampler_program(self.function, self.params, np.shape(latents)[1:],
+                                        np.shape(cond_emb)[1:], aux_spec,
+                                        text_dtype=np.asarray(cond_emb).dtype,
+                                        uncond_per_member=True)
+      plan = planner.auto_microbatch(program, self.memory_budget, limit=limit)
       logging.info("microbatch='auto': %d members per device (%.2f GB of the %.2f GB budget; "
-                   "%d + 1 needs %s)", plan.microbatch, plan.bytes / costs.GB,
-                   plan.budget / costs.GB, plan.microbatch,
-                   "-" if plan.next_bytes is None else f"{plan.next_bytes / costs.GB:.2f} GB")
+                   "%d + 1 needs %s)", plan.microbatch, plan.bytes / planner.GB,
+                   plan.budget / planner.GB, plan.microbatch,
+                   "-" if plan.next_bytes is None else f"{plan.next_bytes / planner.GB:.2f} GB")
       self.plans[key] = plan
     return self.plans[key]
 

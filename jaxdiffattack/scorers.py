@@ -155,7 +155,7 @@ def get_spec(value, key: str = "scorer", extra: Mapping[str, Any] | None = None)
 class Scorer:
   """A loaded scorer. Static parts are hashable by identity (safe to close over in jit).
 
-  `params` rides along for convenience (`fitness.make_score_fn` collects it as score params);
+  `params` rides along for convenience (`objectives.make_score_fn` collects it as score params);
   the pure functions below always take params as an argument and never read this field.
   """
   name: str

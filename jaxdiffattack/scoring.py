@@ -1,4 +1,7 @@
-"""What a job scores its images with: one `Scoring`, built from a job's config by `make_scoring`.
+"""The job's scoring bundle: one `Scoring`, what a job scores its images with.
+
+Built from a job's config by `objectives.make_scoring` (this module is below it and imports
+neither `objectives` nor `scorers`).
 
 Every job — the shift sweep, the failure search, the coming gradient attacks — judges generated
 images through a `Scoring`:
@@ -13,21 +16,21 @@ images through a `Scoring`:
 classes to judge against (label-set indices, or label ids/names), prompts the texts CLIP scores
 compare with. A job builds it once per target and indexes it per member.
 
-Score names are "<role>/<objective>" (`jaxdiffattack.fitness`: roles such as "surrogate" and
+Score names are "<role>/<objective>" (`jaxdiffattack.objectives`: roles such as "surrogate" and
 "evaluator", objectives such as "margin", "top1_hit", "pred", "confidence", "clip_score"), so
 every role can already report a judge's reading — its predicted class ("pred") and how sure it is
 ("confidence") — beside the job's fitness. What a job does with the scores (which one is
 minimised, which decides success) is the job's own rule (e.g. `search.criterion.Criterion`).
 
-`make_scoring(config)` reads the job config's `scoring` block:
-  scoring.kind        "models": `fitness.build` of `fitness.default_config(config.label_set)`
+`objectives.make_scoring(config)` reads the job config's `scoring` block:
+  scoring.kind        "models": `objectives.build` of `objectives.default_config(config.label_set)`
                       with the non-empty entries of scoring.{roles, objectives, scorers} in place
                       of the defaults; "synthetic": `synthetic_scoring()` (image statistics, no
                       model: tests and plumbing checks).
   judges              (optional, top level) the job's judges (`jaxdiffattack.judges`): every
                       role named there also returns the judge objectives (pred, confidence,
                       top1_hit, margin), and a scorer named there (e.g. "toy_resnet") becomes a
-                      role of its own; "oracle" is read on the host, not here.
+                      role of its own; image judges ("oracle") read images on the host, not here.
 """
 
 import dataclasses
@@ -40,8 +43,6 @@ import numpy as np
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
 
-KINDS = ("models", "synthetic")
-SCORING_KEYS = ("roles", "objectives", "scorers")  # config.scoring.<key>: fitness overrides
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -52,7 +53,7 @@ class Scoring:
   names: tuple[str, ...]                  # the keys of score_fn's output
   make_aux: Callable                      # (labels [P] int32 | None, prompts [P] | None) → aux
   label_set: Any = None                   # labels.LabelSet: label names/ids → indices
-  roles: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # fitness.Role by name
+  roles: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # objectives.Role by name
   jitted: Callable | None = dataclasses.field(default=None, repr=False)  # jax.jit(score_fn)
 
   def label_indices(self, labels) -> np.ndarray:
@@ -135,45 +136,3 @@ def synthetic_scoring() -> Scoring:
     return {"label": labels}
 
   return Scoring(score_fn, {}, SYNTHETIC_NAMES, make_aux, jitted=jax.jit(score_fn))
-
-
-def make_scoring(config) -> Scoring:
-  """The scoring of a job from its config: config.scoring.{kind, roles, objectives, scorers}
-  and config.label_set (see the module docstring)."""
-  block = config.scoring
-  if block.kind not in KINDS:
-    raise ConfigError(f"config.scoring.kind={block.kind!r} is invalid: use one of {KINDS}")
-  if block.kind == "synthetic":
-    return synthetic_scoring()
-  from jaxdiffattack import fitness  # pylint: disable=g-import-not-at-top
-  fit_config = fitness.default_config(config.label_set or "toy")
-  for key in SCORING_KEYS:
-    value = block.get(key)
-    value = value.to_dict() if hasattr(value, "to_dict") else value
-    if value:
-      fit_config[key] = value
-  return fitness.build(with_judge_roles(fit_config, config.get("judges") or ()))
-
-
-def with_judge_roles(fit_config, judges):
-  """The fitness config with every judge's objectives: a judge that is a role gets
-  `judges.JUDGE_OBJECTIVES` added to its objectives; a judge that is a scorer name becomes a role
-  of that one scorer; "oracle" is skipped (it reads images on the host)."""
-  from jaxdiffattack import judges as judges_lib  # pylint: disable=g-import-not-at-top
-  roles = dict(fit_config.roles.to_dict() if hasattr(fit_config.roles, "to_dict")
-               else fit_config.roles)
-  objectives = {k: tuple(v) for k, v in (
-      fit_config.objectives.to_dict() if hasattr(fit_config.objectives, "to_dict")
-      else dict(fit_config.objectives)).items()}
-  for name in judges:
-    if name == judges_lib.ORACLE:
-      continue
-    if name not in roles:
-      roles[name] = {"classifiers": (name,)}   # a scorer by name (checked when built)
-    objectives[name] = tuple(dict.fromkeys(objectives.get(name, ()) +
-                                           judges_lib.JUDGE_OBJECTIVES))
-  fit_config = fit_config.copy_and_resolve_references() if hasattr(
-      fit_config, "copy_and_resolve_references") else dict(fit_config)
-  fit_config["roles"] = roles
-  fit_config["objectives"] = objectives
-  return fit_config

@@ -71,8 +71,8 @@ def test_displacement_of_a_known_shift_read_by_the_oracle():
     for alpha, (dx, dy) in moves.items():
       images.append(_scene(x + dx, y + dy))
       meta.append((seed, alpha))
-  judge = objects.oracle_judge(None, None)
-  _, found = judge(np.stack(images), None, None, [[objects.phrase("red circle")]] * len(images))
+  finder = objects.oracle_finder(None, None)
+  _, found = finder(np.stack(images), None, None, [[objects.phrase("red circle")]] * len(images))
   records = [{"shift": "ums" if a else "none", "alpha": a, "class": "red circle", "seed": s,
               "cx": f[0].centroid[0], "cy": f[0].centroid[1]} for (s, a), f in zip(meta, found)]
   assert all(f[0].correct for f in found)

@@ -129,9 +129,15 @@ def test_config_errors(tmp_path):
   with pytest.raises(ConfigError, match="purple blob"):
     analysis_run.run(config, str(tmp_path))
   config = analysis_config.get_config("toy,smoke")
-  config.judge = "human"
-  with pytest.raises(ConfigError, match="config.judge='human'"):
+  config.finder = "human"
+  with pytest.raises(ConfigError, match="config.finder='human'"):
     analysis_run.run(config, str(tmp_path))
+  config = analysis_config.get_config("toy,smoke")
+  with config.unlocked():
+    config.judge = "oracle"     # the key before it was named for what it does
+  with pytest.raises(ConfigError, match=r"config.judge is retired: .*config.finder") as info:
+    analysis_run.run(config, str(tmp_path))
+  assert "\n" not in str(info.value)
   with pytest.raises(ValueError, match="unknown variant 'tiny'"):
     analysis_config.get_config("toy,tiny")
   config = analysis_config.get_config("toy,smoke")

@@ -12,7 +12,7 @@ import pytest
 
 import tiny_sd
 import tiny_vision
-from jaxdiffattack import fitness
+from jaxdiffattack import objectives
 from jaxdiffattack import scorers
 from jaxdiffattack import sampler
 from jaxdiffattack import sharding
@@ -34,7 +34,7 @@ def setup(tiny_sd_model, tmp_path_factory):
   config = tiny_vision.fitness_config(dirs)
   config.roles = {"attack": {"classifiers": ("toy_clip",)}}
   config.objectives = {"attack": ("margin",)}
-  fit = fitness.build(config)   # a scoring.Scoring
+  fit = objectives.build(config)   # a scoring.Scoring
   enc = prompts.encode(sd, PROMPTS)
   free = np.concatenate([modes.free_positions(m, enc.ids[i:i + 1], enc.lengths[i:i + 1],
                                               enc.class_mask[i:i + 1], extend_tokens=2)

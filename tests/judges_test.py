@@ -9,11 +9,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdiffattack import fitness
+from jaxdiffattack import objectives
 from jaxdiffattack import judges
 from jaxdiffattack import scorers
 from jaxdiffattack import scoring
 from jaxdiffattack.errors import ConfigError
+from jaxdiffattack.errors import UserError
 from jaxdiffattack.toy import world
 
 import tiny_vision
@@ -24,7 +25,7 @@ NAMES = ("cube", "ball", "cone")
 def _reading(failure, margin=None, pred=None, unclear=None):
   failure = np.asarray(failure, bool)
   n = len(failure)
-  return judges.Reading(pred=tuple(pred or [None] * n), confidence=np.full(n, 0.5),
+  return judges.Verdict(pred=tuple(pred or [None] * n), confidence=np.full(n, 0.5),
                         failure=failure,
                         margin=np.full(n, np.nan) if margin is None else np.asarray(margin, float),
                         unclear=np.zeros(n, bool) if unclear is None else np.asarray(unclear))
@@ -96,6 +97,13 @@ def test_synthetic_scoring_read_by_its_judge():
     records = judges.records_of(j, scores)
     assert [rec["evaluator"]["failure"] for rec in records] == list(r.failure)
     json.dumps(records)
+    # The same role as a `Judge` of images and the label names they were made for.
+    v = judges.model_judge(s, "evaluator", NAMES)(images, [NAMES[l] for l in labels], targeted)
+    assert v.pred == r.pred
+    np.testing.assert_array_equal(v.failure, r.failure)
+    np.testing.assert_allclose(v.confidence, r.confidence)
+  with pytest.raises(UserError, match=r"judge 'evaluator': labels \['dog'\] are not classes"):
+    judges.model_judge(s, "evaluator", NAMES)(images[:1], ["dog"], False)
 
 
 def test_a_nonfinite_member_is_unclear_and_never_a_failure():
@@ -144,7 +152,7 @@ def test_oracle_scores_on_rendered_scenes_and_record_format():
   labels = np.array([world.LABEL2ID[n] for n in
                      ("red circle", "blue star", "red circle", "red circle", "red circle")])
   j = judges.Judges(("oracle",), {}, label_names)
-  scores = j.oracle_scores(images, labels)
+  scores = j.image_scores(images, labels)
   assert set(scores) == set(judges.ORACLE_SCORES)
   r = j.read(scores)["oracle"]
   assert r.pred[:3] == ("red circle", "red circle", None)
@@ -161,7 +169,7 @@ def test_oracle_scores_on_rendered_scenes_and_record_format():
                                   "unclear": True, "reason": r.reason[3]}
   json.dumps(records)
   targeted = judges.Judges(("oracle",), {}, label_names, targeted=True).read(
-      judges.oracle_scores(images[:2], labels[:2], label_names, targeted=True))["oracle"]
+      judges.judge_scores("oracle", images[:2], labels[:2], label_names, targeted=True))["oracle"]
   np.testing.assert_array_equal(targeted.failure, [True, False])
   assert judges.caption(records[1])[0].startswith("oracle: red circle ")
   assert judges.caption(records[1])[0].endswith(" FAIL (another colour (red, not blue))")
@@ -180,9 +188,9 @@ def dirs(tmp_path_factory):
 def test_scorer_named_as_judge_becomes_a_role(dirs):
   """config.judges = (evaluator, toy_resnet, oracle): the evaluator gains the judge objectives,
   toy_resnet becomes a role of its own whose pred / confidence are its own softmax's."""
-  config = scoring.with_judge_roles(tiny_vision.fitness_config(dirs),
+  config = objectives.with_judge_roles(tiny_vision.fitness_config(dirs),
                                     ("evaluator", "toy_resnet", "oracle"))
-  fit = fitness.build(config)
+  fit = objectives.build(config)
   assert set(fit.roles) == {"surrogate", "evaluator", "toy_resnet"}
   for name in ("evaluator", "toy_resnet"):
     assert {f"{name}/{o}" for o in judges.JUDGE_OBJECTIVES} <= set(fit.names)
@@ -201,3 +209,57 @@ def test_scorer_named_as_judge_becomes_a_role(dirs):
   assert r.pred == tuple(world.LABELS[i] for i in by_label.argmax(1))
   np.testing.assert_allclose(r.confidence, probs.max(1), rtol=1e-4)
   np.testing.assert_array_equal(r.failure, by_label.argmax(1) != labels)
+
+
+# ------------------------------------------------------ a new judge: one function, one line --
+def _greenness(images, labels, targeted):
+  """A dummy image judge: an image fails when it is not green enough — its green channel's mean
+  leads its red's by less than 0.25 (targeted: when it does); confidence = that lead, pred = the
+  label when it holds."""
+  images = np.asarray(images, np.float64)
+  lead = images[..., 1].mean((1, 2)) - images[..., 0].mean((1, 2))
+  pale = lead < 0.25
+  failure = ~pale if targeted else pale
+  return judges.make_verdict([None if f else l for f, l in zip(failure, labels)], lead, failure,
+                             reason=["not green enough" if p else "holds" for p in pale])
+
+
+@pytest.mark.slow
+def test_a_registered_image_judge_is_the_searchs_verdict_judge(tiny_sd_dirs, tmp_path,
+                                                               monkeypatch):
+  """A judge added by one function and one registry line is read by the search end to end: the
+  verdict rule reads it, its verdicts are stored, recorded and captioned like the oracle's, and
+  every failure the search reports is one by the judge's own rule re-derived from the saved
+  image."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import search  # pylint: disable=g-import-not-at-top
+  from search_multidevice_worker import tiny_config  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(judges.IMAGE_JUDGES, "greenness",
+                      lambda: judges.ImageJudge(_greenness, ("holds", "not green enough")))
+  config = tiny_config("latent", tiny_sd_dirs[1])
+  config.judges = ("evaluator", "greenness")
+  config.criterion.verdict, config.criterion.judge = "top1_miss", "greenness"
+  config.num_generations, config.baseline = 3, ""
+  search.run(config, tmp_path, scoring=scoring.synthetic_scoring())
+  rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+  assert len(rows) == 3
+  # Both verdicts occur: some clean images hold, some fail.
+  assert {r["clean"]["judges"]["greenness"]["failure"] for r in rows} == {True, False}
+  failures = [f for r in rows for f in r["failures"]]
+  assert all(r["failures"] and r["success"] for r in rows)   # every target fails the judge
+  for r in rows:
+    clean = r["clean"]["judges"]["greenness"]
+    assert set(clean) == {"pred", "confidence", "failure", "unclear", "reason"}
+    assert r["clean"]["verdict"] == clean["failure"]
+    assert clean["reason"] == ("not green enough" if clean["failure"] else "holds")
+    assert clean["pred"] == (None if clean["failure"] else r["label"])
+    for f in r["failures"]:
+      entry = f["judges"]["greenness"]
+      assert entry["failure"] and entry["pred"] is None and not entry["unclear"]
+      assert entry["reason"] == "not green enough" and entry["confidence"] < 0.25
+      assert set(f["judges"]) == {"evaluator", "greenness"}
+      image = np.asarray(Image.open(tmp_path / f["files"][0]).convert("RGB"), np.float64) / 255
+      lead = image[..., 1].mean() - image[..., 0].mean()
+      assert abs(lead - entry["confidence"]) < 2 / 255
+  line = judges.caption(failures[0]["judges"])[1]
+  assert line.startswith("greenness: - ") and line.endswith(" FAIL (not green enough)")

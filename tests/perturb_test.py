@@ -45,6 +45,32 @@ def test_arrangement_shift_sorts_the_first_pixels_per_channel(count):
   np.testing.assert_array_equal(desc[:, :count], -np.sort(-Z.reshape(4, 64)[:, :count], axis=1))
 
 
+@pytest.mark.parametrize("side", [8, 16, 64])
+@pytest.mark.parametrize("fraction", perturb.PAPER_PAS_FRACTIONS + (0.0625, 0.25, 1.0))
+def test_pas_fraction_sorts_that_share_of_any_latent_size(side, fraction):
+  """PAS as the paper's fraction of latent pixels (8–64 of SD's 4096 = 0.2–1.6 %), on 8×8,
+  16×16 and 64×64 latents: the first ⌊f·h·w + ½⌋ pixels of each channel sorted (NumPy)."""
+  z = np.random.default_rng(side).standard_normal((4, side, side)).astype(np.float32)
+  count = int(np.floor(fraction * side * side + 0.5))
+  got = np.asarray(perturb.SHIFTS["pas_fraction"].fn(z, np.array([fraction, 0], np.float32),
+                                                      KEY))
+  expected = z.reshape(4, -1).copy()
+  expected[:, :count] = np.sort(expected[:, :count], axis=1)
+  np.testing.assert_array_equal(got, expected.reshape(z.shape))
+  assert int(perturb.pas_pixels(fraction, (side, side))) == count
+
+
+def test_paper_pas_fractions_are_the_papers_pixels_on_sd_and_under_two_on_the_toy():
+  assert [int(perturb.pas_pixels(f, (64, 64))) for f in perturb.PAPER_PAS_FRACTIONS] == [
+      8, 16, 32, 64]
+  assert [int(perturb.pas_pixels(f, (16, 16))) for f in perturb.PAPER_PAS_FRACTIONS] == [
+      1, 1, 2, 4]
+  assert [int(perturb.pas_pixels(f, (8, 8))) for f in perturb.PAPER_PAS_FRACTIONS] == [
+      0, 0, 1, 1]
+  np.testing.assert_allclose([100 * f for f in perturb.PAPER_PAS_FRACTIONS],
+                             [0.1953125, 0.390625, 0.78125, 1.5625])
+
+
 def test_arrangement_shift_pixels_moves_whole_pixels():
   got = _run("pas_pixels", [16, 0]).reshape(4, 64)
   flat = Z.reshape(4, 64)

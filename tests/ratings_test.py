@@ -138,6 +138,11 @@ def test_folder_kit_and_ingest(folder_kit, tmp_path):
     assert summary["ssr"][m]["human"]["n"] == len(hits)
   human = [json.loads(line) for line in (kit / "judges" / "human.jsonl").read_text().splitlines()]
   assert [h["consensus"] for h in human] == [c for c in cons]
+  # Each line's judge record is the "human" judge's Verdict record (ratings.human_verdict).
+  for h, x, y, c in zip(human, a, b, cons):
+    assert h["judge"] == {"pred": None, "confidence": [x, y].count(c) / 2, "failure": c == "no",
+                          "unclear": c == "unsure", "reason": h["judge"]["reason"],
+                          "votes": {v: [x, y].count(v) for v in V}}
   assert "SSR(H)" in (kit / "rating" / "report.md").read_text()
 
 
@@ -233,3 +238,21 @@ def test_judge_outcome():
   assert ratings.judge_outcome({"failure": False, "unclear": True}) == "unclear"
   assert ratings.judge_outcome({"pred": "x", "failure": None}) is None
   assert ratings.judge_outcome(None) is None
+
+
+def test_human_verdict_is_the_consensus_as_a_judge():
+  """People as a judge: failure where most raters say "no", unclear on "unsure" or a tie;
+  confidence = the consensus' share of the votes; the notes are the reason."""
+  v = ratings.human_verdict([["no", "no", "yes"], ["yes", "no"], ["yes"], ["unsure", "yes",
+                                                                           "unsure"]],
+                            [["blurry", "two cats"], [], [], ["odd"]])
+  assert v.failure.tolist() == [True, False, False, False]
+  assert v.unclear.tolist() == [False, True, False, True]      # a yes/no tie is "unsure"
+  np.testing.assert_allclose(v.confidence, [2 / 3, 0.0, 1.0, 2 / 3])
+  assert v.reason == ("blurry; two cats", None, None, "odd") and v.pred == (None,) * 4
+  assert v.record(0) == {"pred": None, "confidence": 2 / 3, "failure": True, "unclear": False,
+                         "reason": "blurry; two cats"}
+  assert ratings.judge_outcome(v.record(0)) == "failure"
+  assert [ratings.judge_outcome(v.record(i)) for i in range(4)] == [
+      "failure", "unclear", "correct", "unclear"]
+

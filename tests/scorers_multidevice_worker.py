@@ -1,8 +1,8 @@
-"""Runs in its own process with 8 fake CPU devices (see fitness_test.py); not a test module.
+"""Runs in its own process with 8 fake CPU devices (see objectives_test.py); not a test module.
 
 Usage: python scorers_multidevice_worker.py SD_DIR CLIP_DIR VIT_DIR RESNET_DIR OUT.npz
 Runs the sampler fused with the toy fitness (tiny checkpoints) on the 8-device mesh with
-microbatch 1 (P=3: padded to 8), on exactly the inputs of fitness_test.py's single-device run,
+microbatch 1 (P=3: padded to 8), on exactly the inputs of objectives_test.py's single-device run,
 returning only the per-member scores, and saves them for the parent test to compare.
 """
 
@@ -22,11 +22,11 @@ jax.config.update("jax_compilation_cache_dir", os.environ.get(
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/ helpers
-from jaxdiffattack import fitness
+from jaxdiffattack import objectives
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import sharding
 from jaxdiffattack.models import load_stable_diffusion
-import fitness_test
+import objectives_test
 import tiny_vision
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -34,14 +34,14 @@ import tiny_vision
 def main(sd_dir, clip_dir, vit_dir, resnet_dir, out_path):
   assert jax.device_count() == 8, jax.devices()
   sd, params = load_stable_diffusion(sd_dir)
-  fit = fitness.build(tiny_vision.fitness_config(
+  fit = objectives.build(tiny_vision.fitness_config(
       {"clip": clip_dir, "vit": vit_dir, "resnet": resnet_dir}))
-  aux = fit.aux(labels=fitness_test.LABELS, prompts=fitness_test.PROMPTS)
+  aux = fit.aux(labels=objectives_test.LABELS, prompts=objectives_test.PROMPTS)
   mesh = sharding.make_mesh()
   settings = sampler_lib.SamplerSettings(num_steps=2, return_images=False)
   pop_sampler = sampler_lib.PopulationSampler(sd, params, settings, mesh=mesh, microbatch=1,
                                               score_fn=fit.score_fn, score_params=fit.params)
-  inputs = fitness_test.sampler_inputs(sd, params)
+  inputs = objectives_test.sampler_inputs(sd, params)
   out = pop_sampler(*inputs, 7.5, aux=aux)
   assert out.images is None
   results = {key.replace("/", "."): value for key, value in out.scores.items()}

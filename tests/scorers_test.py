@@ -3,7 +3,7 @@
 References are independent of the code under test: transformers' own processors and PyTorch models
 (`CLIPModel.get_image_features/get_text_features`, `AutoModelForImageClassification`) loaded with
 `from_pretrained` from the same safetensors files, and NumPy re-derivations of the objectives.
-Gradients w.r.t. images and latents are checked in fitness_test.py (through the fused scorer).
+Gradients w.r.t. images and latents are checked in objectives_test.py (through the fused scorer).
 Tolerances: with `quantize=True` preprocessing equals the processors' (preprocess_test.py), so
 embeddings/logits agree to float32 noise (1e-4 absolute; CLIP scores, 100 × cosine, to 1e-3);
 with `quantize=False` the inputs differ by < 1.5/255 per pixel and scores move accordingly (CLIP

@@ -1,11 +1,11 @@
-"""The search with the real scorer stack (`jaxdiffattack.fitness` roles through
-`scoring.make_scoring`): tiny random SD + tiny random CLIP/ViT/ResNet (tests/tiny_vision.py)."""
+"""The search with the real scorer stack (`jaxdiffattack.objectives` roles through
+`objectives.make_scoring`): tiny random SD + tiny random CLIP/ViT/ResNet (tests/tiny_vision.py)."""
 
 import json
 
 import numpy as np
 
-from jaxdiffattack import fitness
+from jaxdiffattack import objectives
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import search
 from jaxdiffattack import text
@@ -37,7 +37,7 @@ def test_latent_search_with_fitness_roles(tiny_sd_dirs, tiny_sd_model, tmp_path_
   # sampler, score it with the same roles outside the sampler, and compare with what the
   # search recorded for it (the CLIP score is against the clean prompt).
   sd, params = tiny_sd_model
-  judge = fitness.build(tiny_vision.fitness_config(dirs))
+  judge = objectives.build(tiny_vision.fitness_config(dirs))
   plain = sampler_lib.PopulationSampler(sd, params, sampler_lib.SamplerSettings(num_steps=3))
   uncond = np.asarray(text.encode_prompts(sd, params["text_encoder"], [""])[0])
   latents = np.stack([np.load(tmp_path / next(n for n in r["best"]["files"]

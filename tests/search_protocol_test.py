@@ -1,7 +1,7 @@
 """The search protocol (search.protocol): clean-failing targets excluded and counted, equal budget,
-rates by judge, comparison with random (Newcombe's interval against the published example,
-McNemar against SciPy's binomial test), and the transfer of found latents re-checked with the
-plain sampler."""
+rates by judge, budget accounting per method (unequal budgets refused in one line), the paired
+comparison with random (stats.paired_proportion_interval; McNemar against SciPy's binomial
+test), and the transfer of found latents re-checked with the plain sampler."""
 
 import json
 
@@ -11,17 +11,13 @@ from scipy import stats as sps
 
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scoring
+from jaxdiffattack import stats
 from jaxdiffattack import search
 from jaxdiffattack import text
+from jaxdiffattack.errors import UserError
 from jaxdiffattack.search import protocol
 
 from search_multidevice_worker import tiny_config  # pylint: disable=g-bad-import-order
-
-
-def test_newcombe_interval_matches_the_published_example():
-  """Newcombe (1998), Table II example (b): 56/70 vs 48/80 → method 10: 0.0524 to 0.3339."""
-  low, high = protocol.newcombe_interval(56, 70, 48, 80)
-  assert (round(low, 4), round(high, 4)) == (0.0524, 0.3339)
 
 
 @pytest.mark.parametrize("only_a,only_b", [(0, 0), (5, 0), (7, 3), (2, 9), (20, 21)])
@@ -70,11 +66,53 @@ def test_summarise_counts_excluded_targets_and_compares_with_random():
   assert s["methods"]["search"]["evaluations"] == 24   # excluded targets cost nothing
   v = s["vs_random"]["search"]["oracle"]
   assert (v["method"], v["random"], v["only_method"], v["only_random"]) == (2, 0, 2, 0)
-  assert v["difference_ci95"] == list(protocol.newcombe_interval(2, 3, 0, 3))
+  # Paired over the 3 searched targets: search fails targets 2 and 4, random neither.
+  assert v["difference_ci95"] == list(stats.paired_proportion_interval([1, 0, 1], [0, 0, 0])[1:])
+  assert v["difference_bootstrap_ci95"][0] <= v["difference"] <= v["difference_bootstrap_ci95"][1]
   assert v["beats_random"] == (v["difference_ci95"][0] > 0)
   assert np.isclose(v["mcnemar_p"], 0.5)
   text_md = protocol.markdown(s, {}, "cmd")
   assert "2 excluded" in text_md and "| search | oracle | 2 / 0 of 3 |" in text_md
+  assert "| search | 8 | 3 | 24 (8.0) | 0 |" in text_md
+
+
+def _budget_rows():
+  none = {"evaluator": None}
+  rows = [_row(m, t, True, none) for m in ("random", "adam") for t in range(3)]
+  for r in rows:
+    if r["method"] == "adam":
+      r["kind"], r["gradient_evaluations"], r["backward_passes"] = "gradient", 8, 8
+      r["forward_evaluations"] = 8
+  rows[1]["evaluations"] = 4           # random stopped early on target 1: within budget
+  return rows
+
+
+def test_budgets_count_forward_and_backward_passes_and_wall_time():
+  b = protocol.budgets(_budget_rows(), {"adam": {"time/total": 30.0},
+                                        "random": {"time/total": 6.0}})
+  assert b["random"] == {"per_target": 8, "targets": 3, "forward_evaluations": 20,
+                         "backward_passes": 0, "forward_per_target_mean": 20 / 3,
+                         "wall_s": 6.0, "wall_s_per_target": 2.0}
+  assert (b["adam"]["forward_evaluations"], b["adam"]["backward_passes"]) == (24, 24)
+  assert b["adam"]["wall_s_per_target"] == 10.0
+
+
+def test_unequal_or_exceeded_budgets_are_refused_in_one_line():
+  rows = _budget_rows()
+  for r in rows:
+    if r["method"] == "adam":
+      r["budget"] = 16
+  with pytest.raises(UserError, match="unequal budgets per target") as e:
+    protocol.summarise(rows, [], {})
+  assert "\n" not in str(e.value)
+  rows = _budget_rows()
+  rows[0]["evaluations"] = 9
+  with pytest.raises(UserError, match="more than its budget of 8 evaluations on targets \\[0\\]"):
+    protocol.budgets(rows)
+  rows = _budget_rows()
+  rows[4]["budget"] = 4
+  with pytest.raises(UserError, match="'adam' has budgets \\[4, 8\\]"):
+    protocol.budgets(rows)
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +139,15 @@ def test_clean_failing_targets_are_excluded_and_counted(protocol_run):
       assert not r["success"] and r["failures"] == []
       assert r["clean"]["judges"]["evaluator"]["failure"]
     assert r["budget"] == config.population_size * config.num_generations
+    assert r["forward_evaluations"] == r["evaluations"] and r["backward_passes"] == 0
   p = json.loads((workdir / "protocol.json").read_text())
   assert p["targets"] == {"candidates": 3, "searched": 1, "excluded": 2,
                           "excluded_by_judge": {"evaluator": 2}}
   assert set(p["methods"]) == {"Sep_CMA_ES", "random"}
   for m in p["methods"].values():
     assert m["by_judge"]["evaluator"]["n"] == 1
+    assert m["budget"]["per_target"] == config.population_size * config.num_generations
+    assert m["budget"]["targets"] == 1 and m["budget"]["wall_s"] > 0
   assert (workdir / "exported" / "search_protocol.md").read_text() == (
       workdir / "protocol.md").read_text()
   assert out["protocol"]["targets"]["excluded"] == 2

@@ -5,10 +5,14 @@ import json
 import pathlib
 import sys
 
+import jax
 import ml_collections
 import numpy as np
+import statsmodels.api as sm
+from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 import pytest
 
+from jaxdiffattack import judges
 from jaxdiffattack import models
 from jaxdiffattack import perturb
 from jaxdiffattack import runs
@@ -215,10 +219,10 @@ def test_bad_configs():
 
 
 def test_real_scoring_matches_fitness_on_returned_images(tiny_sd_dirs, tmp_path_factory, tmp_path):
-  """make_scoring (evaluator role of jaxdiffattack.fitness, tiny random ViT + CLIP standing in
+  """make_scoring (evaluator role of jaxdiffattack.objectives, tiny random ViT + CLIP standing in
   for the toy models) fused in the sweep == scoring the plain sampler's images directly."""
   import tiny_vision  # pylint: disable=g-import-not-at-top
-  from jaxdiffattack import fitness  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
   dirs = tiny_vision.build_all_cached(tmp_path_factory)
   config = tiny_config(tiny_sd_dirs[1])
   config.label_set = "toy"
@@ -233,7 +237,7 @@ def test_real_scoring_matches_fitness_on_returned_images(tiny_sd_dirs, tmp_path_
   out = sweep.run(config, tmp_path)
   members = out["members"]
   assert len(members) == 4
-  fit = fitness.build(tiny_vision.fitness_config(dirs))
+  fit = objectives.build(tiny_vision.fitness_config(dirs))
   sd, params = models.load_stable_diffusion(str(tiny_sd_dirs[1]))
   import jax  # pylint: disable=g-import-not-at-top
   plan = sweep.plan.Plan(sweep.plan.grid_cells(config.grids, config.shifts), 2, 1)
@@ -272,7 +276,9 @@ def test_eight_devices_match_one(tiny_sd_dirs, tmp_path):
 
 def test_paired_differences_match_a_numpy_statement():
   """a − b on the unshifted cell, paired by (prompt, seed) whatever the row order: the mean of
-  the per-unit differences ± 1.96·sd/√n (points); shifted cells and unpaired units are ignored."""
+  the per-unit differences ± 1.96 × its cluster-robust standard error by prompt (statsmodels'
+  cluster-robust OLS; points), McNemar against statsmodels' exact test; shifted cells and
+  unpaired units are ignored."""
   rng = np.random.default_rng(0)
   hits = {"a": rng.integers(0, 2, (4, 5)), "b": rng.integers(0, 2, (4, 5))}
   rows = []
@@ -292,8 +298,14 @@ def test_paired_differences_match_a_numpy_statement():
   (row,) = sweep.report.paired_differences(rows, [("a", "b")])
   assert row["nonfinite"] == 1
   d = 100.0 * (hits["a"] - hits["b"]).ravel()
-  half = 1.959963984540054 * d.std(ddof=1) / np.sqrt(d.size)
-  assert row["n"] == 20 and row["metric"] == "top1"
+  fit = sm.OLS(d, np.ones((d.size, 1))).fit(cov_type="cluster",
+                                            cov_kwds={"groups": np.repeat(np.arange(4), 5)})
+  half = 1.959963984540054 * float(fit.bse[0])
+  assert row["n"] == 20 and row["metric"] == "top1" and row["prompts"] == 4
+  a, b = hits["a"].ravel().astype(bool), hits["b"].ravel().astype(bool)
+  table = [[int((a & b).sum()), int((a & ~b).sum())], [int((~a & b).sum()), int((~a & ~b).sum())]]
+  assert (row["only_a"], row["only_b"]) == (table[0][1], table[1][0])
+  np.testing.assert_allclose(row["mcnemar_p"], min(1.0, sm_mcnemar(table, exact=True).pvalue))
   np.testing.assert_allclose([row["difference"], row["ci_low"], row["ci_high"]],
                              [d.mean(), d.mean() - half, d.mean() + half], rtol=1e-9)
   np.testing.assert_allclose([row["a_value"], row["b_value"]],
@@ -347,3 +359,126 @@ def test_index_page_and_rating_kit_in_headless_chromium(full_run, tmp_path, chro
   doc = rate.make_kit(workdir)
   assert sorted(i["id"] for i in doc["items"]) == sorted(e.id for e in entries)
   browser.check_page(driver, workdir / "index.html")   # now linking the rating page
+
+
+def _green_over_red(images, labels, targeted):
+  """A dummy image judge: an image holds when its green channel's mean exceeds its red's."""
+  images = np.asarray(images, np.float64)
+  lead = images[..., 1].mean((1, 2)) - images[..., 0].mean((1, 2))
+  fails = lead <= 0
+  return judges.make_verdict([None if f else l for f, l in zip(fails, labels)], lead,
+                             ~fails if targeted else fails,
+                             reason=["red over green" if f else "holds" for f in fails])
+
+
+@pytest.mark.slow
+def test_an_image_judge_in_config_judges_adds_its_metrics(tiny_sd_dirs, tmp_path, monkeypatch):
+  """An image judge named in config.judges (here a dummy registered by one line; on the toy
+  world the oracle) is read on every member: members.csv gains <judge>_top1 / <judge>_unclear,
+  which match the judge's rule re-derived from the grid tiles' PNGs."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(judges.IMAGE_JUDGES, "green",
+                      lambda: judges.ImageJudge(_green_over_red, ("holds", "red over green")))
+  config = tiny_config(tiny_sd_dirs[1])
+  config.judges = ("evaluator", "green")
+  config.trajectory.prompts = ()
+  out = sweep.run(config, tmp_path, scoring=scoring.synthetic_scoring())
+  rows = _read(tmp_path / "members.csv")
+  assert len(rows) == len(out["members"]) == 24
+  assert {float(r["green_unclear"]) for r in rows} == {0.0}
+  checked = 0
+  for shift in ("ums", "pas"):
+    grid = json.loads((tmp_path / "grids" / f"toy_cfg7.5_{shift}.json").read_text())
+    for tile in grid["tiles"]:
+      m = tile["member"]
+      image = np.asarray(Image.open(tmp_path / tile["image"]).convert("RGB"), np.float64) / 255
+      lead = image[..., 1].mean() - image[..., 0].mean()
+      if abs(lead) > 2 / 255:       # clear of the PNG's rounding
+        assert float(rows[m]["green_top1"]) == float(lead > 0), (m, lead)
+        checked += 1
+  assert checked >= 4
+
+
+def test_per_sample_rates_are_clustered_by_prompt():
+  """results.csv's "all" rows pool several seeds of several prompts: their interval is the
+  cluster-robust one by prompt (statsmodels' cluster-robust OLS); a class row (one prompt) is
+  Wilson over its seeds."""
+  rng = np.random.default_rng(3)
+  hits = (rng.random((6, 8)) < rng.random((6, 1))).astype(float)   # 6 prompts × 8 seeds
+  rows = [{"setting": "s", "shift": "none", "alpha_c": "0", "alpha_s": "0",
+           "prompt_index": str(p), "label": f"c{p}", "seed_index": str(s),
+           "top1": str(hits[p, s])} for p in range(6) for s in range(8)]
+  out = sweep.report.summarise(rows)
+  whole = next(r for r in out if r["class"] == "all" and r["metric"] == "top1")
+  fit = sm.OLS(hits.ravel(), np.ones((48, 1))).fit(
+      cov_type="cluster", cov_kwds={"groups": np.repeat(np.arange(6), 8)})
+  half = 1.959963984540054 * float(fit.bse[0])
+  assert whole["interval"] == "cluster-robust" and whole["prompts"] == 6
+  np.testing.assert_allclose([whole["ci_low"], whole["ci_high"]],
+                             [max(0, hits.mean() - half), min(1, hits.mean() + half)], rtol=1e-9)
+  one = next(r for r in out if r["class"] == "c2" and r["metric"] == "top1")
+  assert one["interval"] == "wilson"
+  np.testing.assert_allclose([one["ci_low"], one["ci_high"]],
+                             sweep.report.stats.wilson_interval(hits[2].sum(), 8))
+
+
+def test_plots_are_small_multiples_naming_shift_and_judge(monkeypatch, tmp_path):
+  """One panel per setting × shift (no panel holds two settings), shared y axis, x axes naming
+  the shift's parameter, y axes the metric's judge; the two-parameter MS panel's legend sits
+  outside the axes."""
+  figures = {}
+  monkeypatch.setattr(sweep.report.runs, "save_figure",
+                      lambda fig, path: figures.__setitem__(pathlib.Path(path).name, fig))
+  results = []
+  for setting in ("gen_a", "gen_b", "gen_c"):
+    for shift, alphas in (("ums", [(-0.2, 0), (0.2, 0)]), ("ms", [(0.1, -0.3), (0.1, 0.3)]),
+                          ("pas_fraction", [(0.25, 0), (1.0, 0)])):
+      for ac, as_ in [(0.0, 0.0)] + alphas:
+        for metric in ("top1", "oracle_top1"):
+          results.append({"setting": setting, "shift": shift, "alpha_c": ac, "alpha_s": as_,
+                          "class": "all", "metric": metric, "value": 0.5, "ci_low": 0.3,
+                          "ci_high": 0.7})
+  sweep.report.plots(results, tmp_path)
+  fig = figures["top1.png"]
+  axes = fig.get_axes()
+  assert len(axes) == 3 * 3
+  titles = [ax.get_title() for ax in axes]
+  assert titles[:3] == ["gen_a: MS", "gen_a: PAS", "gen_a: UMS"]
+  assert [ax.get_xlabel() for ax in axes[:3]] == [
+      "MS α_c", "PAS α_a (fraction of latent pixels)", "UMS α_c"]
+  assert axes[0].get_ylabel() == "top-1 accuracy (evaluator)"
+  assert figures["oracle_top1.png"].get_axes()[0].get_ylabel() == "class drawn (oracle)"
+  for ax in axes:
+    is_ms = ax.get_title().endswith(": MS")
+    assert len(ax.get_lines()) == (3 + 1 if is_ms else 1 + 1)  # + the clean value's line
+    legend = ax.get_legend()
+    assert (legend is not None) == is_ms
+    if legend is not None:
+      assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1   # beside, outside
+
+
+@pytest.mark.slow
+def test_toy_smoke_sweep_runs_every_shift_with_ms_and_pas_fraction(tmp_path):
+  """`configs/shift_sweep.py:toy,smoke` on the shipped toy world: all five shifts run, MS cells
+  (α_c, α_s) and PAS as a fraction of the 8×8 latent's pixels; each MS member's seed vector is
+  z + α_c − α_s·z of its unshifted partner's."""
+  c = shift_sweep.get_config("toy,smoke")
+  c.grid_images = False
+  c.trajectory.prompts = ()
+  assert c.shifts == ("ums", "rms", "sds", "ms", "pas_fraction")
+  out = sweep.run(c, tmp_path)
+  members = out["members"]
+  cells = {(m["shift"], float(m["alpha_c"]), float(m["alpha_s"])) for m in members}
+  assert {("ms", 0.2, -0.3), ("ms", 0.2, 0.3), ("pas_fraction", 1.0, 0.0),
+          ("pas_fraction", 0.015625, 0.0)} <= cells
+  results = sweep.report.summarise(members)
+  ms = [r for r in results if r["shift"] == "ms" and r["class"] == "all" and r["metric"] == "top1"]
+  assert {(r["alpha_c"], r["alpha_s"]) for r in ms} == {(0.0, 0.0), (0.2, -0.3), (0.2, 0.3)}
+  assert all(r["n"] == 3 for r in ms)
+  plan = sweep.plan.Plan(sweep.plan.grid_cells(c.grids, c.shifts), 3, 1)
+  ms_index = [i for i, cell in enumerate(plan.cells) if cell.shift == "ms"]
+  members_idx = np.array([ms_index[0] * 3, 0])    # MS cell's prompt 0, and the clean prompt 0
+  z = sweep.plan.shifted_latents(plan, members_idx, jax.random.PRNGKey(c.seed), (4, 8, 8))
+  a_c, a_s = plan.cells[ms_index[0]].alpha
+  np.testing.assert_allclose(z[0], z[1] + a_c - a_s * z[1], atol=1e-6)
+  assert (tmp_path / "plots" / "top1.png").is_file()

@@ -15,7 +15,7 @@ from jaxdiffattack import sweep
 from jaxdiffattack.sweep import plan as plan_lib
 from jaxdiffattack.models import load_stable_diffusion
 from jaxdiffattack.sweep import radius
-from jaxdiffattack.sweep.run import oracle_scores
+from jaxdiffattack.sweep.plan import image_judge_metrics
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT / "configs"))
@@ -92,25 +92,48 @@ def test_variance_config():
   assert {s.model for s in c.settings if s.name.startswith("lv_")} == {"/some/dir"}
   assert {s.model for s in c.settings if s.name.startswith("fixed_")} == {"toy"}
   assert {s.guidance_scale for s in c.settings} == {1.0, 7.5}
-  assert c.oracle and c.shifts == ("ums", "rms", "sds")
-  for bad in ("variance", "toy,compare,variance", "toy,smoke"):
+  assert "oracle" in c.judges and c.shifts == ("ums", "rms", "sds")
+  for bad in ("variance", "toy,compare,variance", "smoke", "compare,smoke"):
     with pytest.raises(ValueError, match="variance"):
       shift_sweep.get_config(bad)
 
 
-def test_oracle_scores_on_rendered_scenes():
-  """The sweep's oracle metrics on real toy scenes: read as drawn, against right and wrong
-  labels; a flat grey image is unclear (a miss, not a hit)."""
+def test_the_oracle_is_named_in_config_judges_only():
+  """config.oracle (the key before judges were named one way) is a one-line error naming
+  config.judges; an oracle in config.judges adds its metrics."""
+  from jaxdiffattack.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  c = shift_sweep.get_config("toy")
+  assert plan_lib.metrics(c) == plan_lib.METRICS
+  c.judges = ("evaluator", "oracle")
+  assert plan_lib.metrics(c) == plan_lib.ALL_METRICS
+  with c.unlocked():
+    c.oracle = True
+  with pytest.raises(ConfigError, match=r"config.oracle is retired: name the oracle in "
+                     r"config.judges") as info:
+    plan_lib.validate(c)
+  assert "\n" not in str(info.value)
+
+
+def test_oracle_metrics_on_rendered_scenes():
+  """The sweep's oracle metrics (oracle v2 through `judges.judge_scores`) on real toy scenes:
+  read as drawn, against right and wrong labels; a flat grey image is a miss (v2: no object, a
+  failure, so not unclear; v1 called it unclear) and an off-palette circle is unclear."""
   from jaxdiffattack.toy import world  # pylint: disable=g-import-not-at-top
   specs = [world.scene_spec("heldout", i)[0] for i in range(6)]
-  images = np.stack([world.render(s) for s in specs] + [np.full((32, 32, 3), 128, np.uint8)])
+  purple = world.render(world.SceneSpec(
+      world.BackgroundSpec("grey", (128.0,) * 3, (200.0,) * 3, 0.7, 0.0, 3),
+      (world.ObjectSpec(world.LABEL2ID["red circle"], 16.0, 16.0, 9.0, 0.1, (150, 40, 200)),)))
+  images = np.stack([world.render(s) for s in specs] + [np.full((32, 32, 3), 128, np.uint8),
+                                                         purple])
   images = images.astype(np.float32) / 255
   truth = [world.LABELS[s.objects[0].label] for s in specs]
   wrong = [world.LABELS[(s.objects[0].label + 1) % world.NUM_CLASSES] for s in specs]
-  right = oracle_scores(images, truth + ["red circle"])
-  assert right["oracle_top1"][:6].sum() >= 5 and right["oracle_top1"][6] == 0
-  assert right["oracle_unclear"][6] == 1
-  assert oracle_scores(images, wrong + ["red circle"])["oracle_top1"].sum() == 0
+  index = lambda names: np.array([world.LABEL2ID[n] for n in names])
+  right = image_judge_metrics("oracle", images, index(truth + ["red circle"] * 2), world.LABELS)
+  assert right["oracle_top1"][:6].sum() >= 5 and right["oracle_top1"][6:].sum() == 0
+  assert right["oracle_unclear"].tolist() == [0] * 7 + [1]
+  wrong = image_judge_metrics("oracle", images, index(wrong + ["red circle"] * 2), world.LABELS)
+  assert wrong["oracle_top1"].sum() == 0
 
 
 def _read(path):
@@ -132,7 +155,7 @@ def variance_run(tiny_sd_dirs, tiny_lv_dir, tmp_path_factory):
   c.grids.rms = (2.0,)
   c.grids.sds = (0.6,)
   c.unit = 5
-  c.oracle = False    # the oracle reads 32x32 toy images; tiny models make 16x16 (see below)
+  c.judges = ("evaluator",)   # no oracle: it reads 32x32 toy images; tiny models make 16x16
   c.trajectory.prompts = (0,)
   c.trajectory.shifts = ("ums",)
   c.trajectory.alphas = (1.0,)

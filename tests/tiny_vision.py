@@ -1,11 +1,13 @@
-"""Tiny random CLIP, ViT and ResNet checkpoints (transformers layout, PyTorch safetensors) for tests.
+"""Tiny random CLIP, ViT, ResNet (and RegNet) checkpoints (transformers layout, PyTorch
+safetensors) for tests.
 
 Written by the PyTorch transformers classes with `save_pretrained` (as hub checkpoints ship) plus a
 `preprocessor_config.json` (and a character tokenizer for CLIP), so tests load them through the
 project's real loader and can use the PyTorch modules on the very same files as an independent
 reference. Classifiers use the toy world's 20 labels as id2label (the ViT's in a shuffled order,
 to exercise the label map). Each processor resizes: CLIP 16 → 20 (bicubic) + crop 16, ViT 16 → 24
-(bilinear), ResNet 16 → 18 (bicubic) + crop 16 (crop_pct 0.875).
+(bilinear), ResNet and RegNet 16 → 18 (bicubic) + crop 16 (crop_pct 0.875). The RegNet (a RegNetY
+with group convolutions) is not part of `build_all` (its tests build it).
 """
 
 import pathlib
@@ -107,6 +109,19 @@ def build_resnet(directory: pathlib.Path, seed: int = 2) -> pathlib.Path:
   return directory
 
 
+def build_regnet(directory: pathlib.Path, seed: int = 5) -> pathlib.Path:
+  # pylint: disable-next=g-import-not-at-top
+  from transformers import ConvNextImageProcessor, RegNetConfig, RegNetForImageClassification
+  id2label = toy_id2label(shuffle_seed=6)
+  config = RegNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=4,
+                        layer_type="y", num_labels=len(id2label), id2label=id2label,
+                        label2id={v: k for k, v in id2label.items()})
+  save_random(RegNetForImageClassification(config), directory, seed)
+  ConvNextImageProcessor(size={"shortest_edge": 16}, crop_pct=0.875, resample=3
+                         ).save_pretrained(directory)
+  return directory
+
+
 def build_all(root: pathlib.Path) -> dict[str, pathlib.Path]:
   """{"clip", "vit", "resnet"} → checkpoint directories under `root`."""
   root = pathlib.Path(root)
@@ -116,8 +131,8 @@ def build_all(root: pathlib.Path) -> dict[str, pathlib.Path]:
 
 def fitness_config(dirs: dict[str, pathlib.Path]):
   """The toy fitness config with the toy scorers pointing at the tiny checkpoints."""
-  from jaxdiffattack import fitness  # pylint: disable=g-import-not-at-top
-  config = fitness.default_config("toy")
+  from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
+  config = objectives.default_config("toy")
   config.scorers = {
       "toy_clip": dict(type="clip", model=str(dirs["clip"])),
       "toy_vit": dict(type="classifier", model=str(dirs["vit"])),

@@ -365,7 +365,7 @@ class OracleV2Test(absltest.TestCase):
              "rounded square accepted as a square"]
     images = np.stack([cases[n][0] for n in names]).astype(np.float32) / 255
     labels = np.asarray([world.LABEL2ID[cases[n][1]] for n in names])
-    scores = judges.oracle_scores(images, labels, world.LABELS)
+    scores = judges.judge_scores("oracle", images, labels, world.LABELS)
     self.assertEqual(set(scores), set(judges.ORACLE_SCORES))
     reading = judges.Judges(("oracle",), {}, world.LABELS).read(scores)["oracle"]
     expected = [oracle.short_reason(v.kind, v.pred, cases[n][1])
@@ -377,7 +377,7 @@ class OracleV2Test(absltest.TestCase):
     self.assertEqual(record["reason"], expected[0])
     self.assertIn("(another shape (cross, not a circle))", judges.caption({"oracle": record})[0])
     # Targeted: the chosen class holding is the failure.
-    targeted = judges.oracle_scores(images, labels, world.LABELS, targeted=True)
+    targeted = judges.judge_scores("oracle", images, labels, world.LABELS, targeted=True)
     self.assertEqual(targeted["oracle/failure"].tolist(), [0.0, 0.0, 0.0, 1.0])
 
 

@@ -42,7 +42,7 @@ def test_hue_chroma_matches_skimage():
 
 def test_single_object_scenes_of_the_test_split_hold():
   specs = scene.sample_scenes("test", 0, 24, layout="single")
-  verdicts = oracle.judge(scene.render_batch(specs, SIZE),
+  verdicts = oracle.judge(render.render_batch(specs, SIZE),
                           [captions.spec_facts(s) for s in specs])
   assert sum(v.verdict == "holds" for v in verdicts) >= 23, [v.reason for v in verdicts]
   assert not any(v.verdict == "violated" for v in verdicts), [v.reason for v in verdicts]

@@ -31,12 +31,12 @@ def test_hues_are_apart_and_match_skimage():
 
 
 def test_same_seed_same_pixels_different_seeds_differ():
-  a = scene.render_batch(scene.sample_scenes("train", 0, 6), 48)
-  b = scene.render_batch(scene.sample_scenes("train", 0, 6), 48)
+  a = render.render_batch(scene.sample_scenes("train", 0, 6), 48)
+  b = render.render_batch(scene.sample_scenes("train", 0, 6), 48)
   np.testing.assert_array_equal(a, b)
-  c = scene.render_batch(scene.sample_scenes("train", 6, 6), 48)
-  d = scene.render_batch(scene.sample_scenes("tune", 0, 6), 48)
-  e = scene.render_batch(scene.sample_scenes("train", 0, 6, seed=1), 48)
+  c = render.render_batch(scene.sample_scenes("train", 6, 6), 48)
+  d = render.render_batch(scene.sample_scenes("tune", 0, 6), 48)
+  e = render.render_batch(scene.sample_scenes("train", 0, 6, seed=1), 48)
   for other in (c, d, e):
     assert all(np.abs(x.astype(int) - y).mean() > 5 for x, y in zip(a, other))
   assert a.dtype == np.uint8 and a.shape == (6, 48, 48, 3)

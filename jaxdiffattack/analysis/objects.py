@@ -1,18 +1,21 @@
-"""Named objects of a prompt, and judges that say whether and where each is in an image.
+"""Named objects of a prompt, and object finders that say whether and where each is in an image.
 
 A prompt names objects as (modifier, noun) phrases: the noun is a class name's last word, the
 modifier the words before it (toy: "red circle" → ("red", "circle"); ImageNet: "great white
-shark" → ("great white", "shark"), "goldfish" → ("", "goldfish")). A judge returns, per image,
-its judged class and, per named phrase, a `Found`: whether the object is drawn, whether it is
+shark" → ("great white", "shark"), "goldfish" → ("", "goldfish")). An object finder returns, per
+image, its judged class and, per named phrase, a `Found`: whether the object is drawn, whether it is
 *correct* (survives, in ATM's sense, arXiv 2306.02583 §4), its region and its centroid.
-Registered in `JUDGES`:
+Registered in `FINDERS` (config key `finder`; one function + one line to add one):
 
   oracle      the toy world's oracle (`toy.oracle`): an object's colour is its identity in a
               two-object toy scene (pair prompts name two colours), so a named object is drawn
               when the oracle reads an object of its colour, correct when that object is read as
-              the named class; its region is that object's mask.
-  classifier  any image classifier (`scoring.make_scoring(config)`, role "evaluator", objectives
-              "pred" and "top5_hit"), for real models: the judged class is its top-1; a named
+              the named class; its region is that object's mask. It reads every object with
+              v1's object reading (`toy.oracle.read`): oracle v2 (`judges`' "oracle") judges
+              an image for its prompt from its largest object, a finder needs each object.
+  classifier  any image classifier (`objectives.make_scoring(config)`, role "evaluator", objectives
+              "pred" and "top5_hit"), for real models: the judged class is its top-1 (the
+              evaluator's `judges.Verdict`: a class name of its outputs); a named
               object is drawn when its class is in the top 5, correct when it is the top-1 (one
               named object) or in the top 5 (several); its region is where its noun's
               cross-attention map (the sampler's capture, steps `config.attention.steps`) is at
@@ -54,12 +57,12 @@ def mask_centroid(mask: np.ndarray) -> tuple[float, float]:
   return (float(xs.mean()), float(ys.mean())) if len(xs) else (np.nan, np.nan)
 
 
-# A judge: (images [P, H, W, 3], attention [P, S, h, w, L], prompts [P], phrases [P][K]) →
+# A finder: (images [P, H, W, 3], attention [P, S, h, w, L], prompts [P], phrases [P][K]) →
 # (judged class or None [P], Found [P][K]).
-Judge = Callable[..., tuple[list, list]]
+Finder = Callable[..., tuple[list, list]]
 
 
-def oracle_judge(config, sd) -> Judge:
+def oracle_finder(config, sd) -> Finder:
   del config, sd
   from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
   from jaxdiffattack.toy import world  # pylint: disable=g-import-not-at-top
@@ -71,28 +74,32 @@ def oracle_judge(config, sd) -> Judge:
     best = max(matches, key=lambda o: o.area)
     return Found(True, best.label == named.label, best.mask, best.centroid)
 
-  def judge(images, attention, prompts, phrases):
+  def find_objects(images, attention, prompts, phrases):
     del attention, prompts
     readings = oracle.read(images)
     return ([r.label for r in readings],
             [[find(r, p) for p in named] for r, named in zip(readings, phrases)])
-  return judge
+  return find_objects
 
 
-def classifier_judge(config, sd) -> Judge:
-  from jaxdiffattack import scoring as scoring_lib  # pylint: disable=g-import-not-at-top
+def classifier_finder(config, sd) -> Finder:
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import judges as judges_lib  # pylint: disable=g-import-not-at-top
   from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
-  scoring = scoring_lib.make_scoring(config)
+  from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
+  # The evaluator is also the judge whose verdict names each image's class (`judges`).
+  scoring = objectives.make_scoring(ml_collections.ConfigDict(
+      {"label_set": config.label_set, "scoring": config.scoring, "judges": ("evaluator",)}))
   scoring.check_names(["evaluator/pred", "evaluator/top5_hit"], "scoring.objectives")
   names = labels_lib.class_names(config.label_set)
+  judge = judges_lib.make_judges(("evaluator",), scoring, names, key="scoring.roles")
   steps = overlap.step_range(config.num_steps, config.attention.steps)
   fraction = config.attention.iou_fraction
 
-  def judge(images, attention, prompts, phrases):
+  def find_objects(images, attention, prompts, phrases):
     images = np.asarray(images)
     first = [named[0].label if named else names[0] for named in phrases]
-    top1 = scoring.score(images, labels=first)["evaluator/pred"]
-    preds = [names[int(i)] for i in top1]
+    preds = list(judge.read(scoring.score(images, labels=first))["evaluator"].pred)
     count = len(phrases[0]) if phrases else 0
     hits = [scoring.score(images, labels=[named[k].label for named in phrases])
             ["evaluator/top5_hit"] for k in range(count)]
@@ -110,7 +117,8 @@ def classifier_judge(config, sd) -> Judge:
         row.append(Found(drawn, correct, mask, mask_centroid(mask)))
       found.append(row)
     return preds, found
-  return judge
+  return find_objects
 
 
-JUDGES: dict[str, Callable] = {"oracle": oracle_judge, "classifier": classifier_judge}
+FINDERS: dict[str, Callable[..., Finder]] = {"oracle": oracle_finder,
+                                             "classifier": classifier_finder}

@@ -73,8 +73,8 @@ def write_report(workdir) -> dict:
   (workdir / "plots").mkdir(exist_ok=True)
   lines = ["# Failure analysis", "",
            f"Model `{config['model']}`, {config['scheduler']} {config['num_steps']} steps, "
-           f"CFG {config['guidance_scale']}, {config['seeds']} seeds per prompt; judge: "
-           f"{config['judge']}. Command: `{command}`.", ""]
+           f"CFG {config['guidance_scale']}, {config['seeds']} seeds per prompt; objects found by: "
+           f"{config.get('finder', config.get('judge'))}. Command: `{command}`.", ""]
   for name, data in stages.items():
     io.write_json(workdir / f"{name}.json", data)
     lines += SECTIONS[name](workdir, data, command)

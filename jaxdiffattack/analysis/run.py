@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import pages
 from jaxdiffattack import runs
@@ -48,7 +49,7 @@ class Context:
   config: ml_collections.ConfigDict
   classes: tuple[str, ...]
   generator: generation.Generator
-  judge: objects.Judge
+  finder: objects.Finder
   progress: runs.Progress
   workdir: pathlib.Path
   cache: dict = dataclasses.field(default_factory=dict)
@@ -59,8 +60,9 @@ class Context:
     return batch
 
   def read(self, batch: generation.Batch, phrases) -> tuple[list, list]:
-    """The judge on a batch: (judged class or None [P], Found [P][K] per named phrase)."""
-    return self.judge(batch.images, batch.attention, batch.prompts, phrases)
+    """The object finder on a batch: (judged class or None [P], Found [P][K] per named
+    phrase)."""
+    return self.finder(batch.images, batch.attention, batch.prompts, phrases)
 
   @property
   def seeds(self) -> list[int]:
@@ -217,9 +219,9 @@ def analyse_attention(ctx: Context) -> dict:
   steps = overlap.step_range(config.num_steps, config.attention.steps)
   fraction = config.attention.iou_fraction
   # Single objects: how much of the noun's map lies on its own object (concentration); only
-  # with a judge whose regions do not come from the maps themselves (the oracle's masks).
+  # with a finder whose regions do not come from the maps themselves (the oracle's masks).
   members, batch, _, found = ctx.singles()
-  if config.judge != "oracle":
+  if config.finder != "oracle":
     found = [f._replace(drawn=False) for f in found]
   prompts = [config.template.format(c) for c, _ in members]
   idx = [[overlap.word_token_indices(tokenizer, p, objects.phrase(c).noun)]
@@ -365,13 +367,19 @@ ANALYSES: dict[str, Callable[[Context], dict]] = {
 
 
 # -------------------------------------------------------------------- job ---
+# Keys renamed for what they do: old key → what to write instead.
+RETIRED_KEYS = {"judge": "the object finder is config.finder (analysis.objects.FINDERS: "
+                         "'classifier', 'oracle'), e.g. --config.finder=oracle"}
+
+
 def validate(config) -> None:
   for name in config.analyses:
     if name not in ANALYSES:
       raise ConfigError(f"config.analyses entry {name!r} is invalid: use {tuple(ANALYSES)}")
-  if config.judge not in objects.JUDGES:
-    raise ConfigError(f"config.judge={config.judge!r} is invalid: use one of "
-                      f"{tuple(objects.JUDGES)}")
+  judges_lib.check_retired_keys(config, RETIRED_KEYS)
+  if config.finder not in objects.FINDERS:
+    raise ConfigError(f"config.finder={config.finder!r} is invalid: use one of "
+                      f"{tuple(objects.FINDERS)}")
   if not 0.0 < config.speed.threshold < 1.0:
     raise ConfigError(f"config.speed.threshold={config.speed.threshold!r} is invalid: use a "
                       "value in (0, 1)")
@@ -417,14 +425,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model_loader=None,
                                num_steps=config.num_steps,
                                guidance_scale=config.guidance_scale, unit=config.unit,
                                seed=config.seed, x0_size=config.speed.x0_size)
-    judge = objects.JUDGES[config.judge](config, sd)
-  # The inputs (classes, model, judge) are read and checked: only now is anything written.
+    finder = objects.FINDERS[config.finder](config, sd)
+  # The inputs (classes, model, object finder) are read and checked: only now is anything written.
   runs.write_config(config, workdir)
   if command:
     io.atomic_write_bytes(workdir / "command.txt", command.encode())
   if pending:
     progress = runs.Progress("analyze", planned_images(config, classes), unit="images")
-    ctx = Context(config, classes, gen, judge, progress, workdir)
+    ctx = Context(config, classes, gen, finder, progress, workdir)
     for name in pending:
       logging.info("analysis %s", name)
       report.save_stage(workdir, name, digest, ANALYSES[name](ctx))

@@ -1,8 +1,8 @@
 """Models and their loading: the only package that touches checkpoints and model code.
 
 Every model is jaxdiffattack's own linen module — the UNet and VAE (`unet.py`, `vae.py`), the CLIP
-text and vision towers (`clip.py`), the ViT and ResNet classifiers (`vit.py`, `resnet.py`) — with
-one attention function (`attention.py`); checkpoints in the diffusers / transformers layouts load
+text and vision towers (`clip.py`), the ViT, ResNet and RegNet classifiers (`vit.py`, `resnet.py`,
+`regnet.py`) — with one attention function (`attention.py`); checkpoints in the diffusers / transformers layouts load
 straight into their param trees (`convert_diffusers.py`, `convert_transformers.py`; msgpack or
 safetensors, pickle refused). Only the tokenizers come from transformers. Everything else in jaxdiffattack sees `StableDiffusion` bundles, params pytrees and plain
 functions, so the backing implementation can be replaced without touching the rest.

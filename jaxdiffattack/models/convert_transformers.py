@@ -1,4 +1,5 @@
-"""transformers checkpoints → the project's CLIP / ViT / ResNet modules and their param trees.
+"""transformers checkpoints → the project's CLIP / ViT / ResNet / RegNet modules and their param
+trees.
 
 A checkpoint directory holds `config.json` and either `flax_model.msgpack` (a linen tree, loaded
 as is) or PyTorch `model.safetensors`, whose tensors are renamed and transposed straight into the
@@ -35,6 +36,7 @@ from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
 from jaxdiffattack.models import attention as attention_lib
 from jaxdiffattack.models import clip
+from jaxdiffattack.models import regnet
 from jaxdiffattack.models import resnet
 from jaxdiffattack.models import transformers_config as tc
 from jaxdiffattack.models import vit
@@ -59,6 +61,13 @@ def _resnet_path(pt_key: str, config: resnet.ResNetConfig) -> tuple[str, ...]:
   """ResNet: collection first; a basic block's conv layers are `layer_<i>` in linen."""
   if config.layer_type == "basic":
     pt_key = re.sub(r"\.layer\.(\d+)\.", r".layer.layer_\1.", pt_key)
+  collection = "batch_stats" if pt_key.endswith(("running_mean", "running_var")) else "params"
+  return (collection,) + _split(pt_key)
+
+
+def _batch_norm_path(pt_key: str, config) -> tuple[str, ...]:
+  """Modules with BatchNorm (RegNet): collection first, then the PyTorch name as is."""
+  del config
   collection = "batch_stats" if pt_key.endswith(("running_mean", "running_var")) else "params"
   return (collection,) + _split(pt_key)
 
@@ -110,6 +119,11 @@ KINDS = {
         lambda c, dtype, attn: resnet.ResNetForImageClassification(c, dtype),
         lambda c: (_image(64, c.num_channels),),
         _resnet_path, r"\.num_batches_tracked$", collections=True),
+    "regnet": Kind(
+        ("regnet",), regnet.RegNetConfig.from_dict,
+        lambda c, dtype, attn: regnet.RegNetForImageClassification(c, dtype),
+        lambda c: (_image(64, c.num_channels),),
+        _batch_norm_path, r"\.num_batches_tracked$", collections=True),
 }
 
 # PyTorch leaf name → linen leaf names it may become (the module's tree decides which).
@@ -208,7 +222,7 @@ def load(directory, kind_name: str, dtype=jnp.float32, attention: str = "xla") -
 
   Args:
     directory: a transformers checkpoint directory (config.json + msgpack or safetensors).
-    kind_name: a key of KINDS ("clip_text", "clip", "vit", "resnet").
+    kind_name: a key of KINDS ("clip_text", "clip", "vit", "resnet", "regnet").
     dtype: computation and parameter dtype (jnp.float32 or jnp.bfloat16).
     attention: the attention implementation (`attention.IMPLEMENTATIONS`).
   """
@@ -389,7 +403,8 @@ def load_torchvision_vit(file, arch, dtype=jnp.float32, attention: str = "xla") 
 # kind → (model_type, architectures) written to config.json; nested CLIP towers get their own.
 _SAVED_AS = {"clip_text": ("clip_text_model", "CLIPTextModel"), "clip": ("clip", "CLIPModel"),
              "vit": ("vit", "ViTForImageClassification"),
-             "resnet": ("resnet", "ResNetForImageClassification")}
+             "resnet": ("resnet", "ResNetForImageClassification"),
+             "regnet": ("regnet", "RegNetForImageClassification")}
 
 
 def config_dict(kind_name: str, config, id2label: tuple[str, ...] | None = None) -> dict:

@@ -2,8 +2,8 @@
 
 `load_clip` loads a transformers CLIP checkpoint (the toy CLIP, a local directory, or a hub id such
 as openai/clip-vit-large-patch14; Radford et al. 2021) with its tokenizer and image processor;
-`load_image_classifier` loads a ViT or ResNet image-classification checkpoint (`CLASSIFIERS`, by
-config.json's model_type) with its `id2label` and image processor. Modules and weights come from
+`load_image_classifier` loads a ViT, ResNet or RegNet image-classification checkpoint
+(`CLASSIFIERS`, by config.json's model_type) with its `id2label` and image processor. Modules and weights come from
 `convert_transformers` (msgpack or safetensors, never pickle); the tokenizer stays transformers'
 `CLIPTokenizer`. The forward functions take params explicitly and pixel values channels-last
 [P, h, w, 3] already normalised by `jaxdiffattack.preprocess`; they are pure and
@@ -33,7 +33,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CLASSIFIER_TOY_KINDS = ("vit", "resnet")
 # config.json model_type → `convert_transformers.KINDS` entry. A new classifier is one line here
 # (plus its module and its entry there).
-CLASSIFIERS = {"vit": "vit", "resnet": "resnet"}
+CLASSIFIERS = {"vit": "vit", "resnet": "resnet", "regnet": "regnet"}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -69,7 +69,7 @@ class ImageClassifier:
   source: str
   path: pathlib.Path
   dtype: Any
-  model: Any                  # vit.ViTForImageClassification or resnet.ResNetForImageClassification
+  model: Any                  # vit / resnet / regnet .<Name>ForImageClassification
   model_type: str             # a key of CLASSIFIERS
   id2label: tuple[str, ...]   # [C] output class names, in output order
   image_processor: Any
@@ -124,7 +124,7 @@ def load_clip(name_or_path: str = hub.TOY_ALIAS, dtype: str = "float32",
 
 def load_image_classifier(name_or_path: str, toy_kind: str = "vit", dtype: str = "float32",
                           attention: str = "xla"):
-  """Loads an image-classification checkpoint (ViT or ResNet; `CLASSIFIERS`).
+  """Loads an image-classification checkpoint (ViT, ResNet or RegNet; `CLASSIFIERS`).
 
   Args:
     name_or_path: `toy`, a local directory, or a hub id (e.g. google/vit-base-patch16-224).
@@ -133,8 +133,8 @@ def load_image_classifier(name_or_path: str, toy_kind: str = "vit", dtype: str =
     attention: the attention implementation (ViT; `attention.IMPLEMENTATIONS`).
 
   Returns:
-    (classifier, params): the `ImageClassifier` bundle and its params (a ResNet's hold
-    {"params", "batch_stats"}).
+    (classifier, params): the `ImageClassifier` bundle and its params (a ResNet's or RegNet's
+    hold {"params", "batch_stats"}).
   """
   jdtype = _dtype(dtype)
   if toy_kind not in CLASSIFIER_TOY_KINDS:

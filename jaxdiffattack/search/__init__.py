@@ -2,13 +2,14 @@
 
   python launch/search.py --config configs/latent_search.py:toy --workdir runs/latent_toy
 
-Modules: `strategies` (evosax strategies by name + "random", batched over targets), `gradient`
-(Adam / PGD through the differentiable sampler, same interface), `spaces` (latent, embedding,
-token, prompt), `criterion` (which score is the fitness, which verdict rule decides a failure;
-CLIP filter), `targets` (one search per label × seed), `driver` (the generation loop,
-checkpoint/resume), `experiment` (`run`: the job), `report` (results, NGR, summary, plots),
-`protocol` (clean-passing targets, rates by judge vs random, transfer). What scores the images is
-the shared `jaxdiffattack.scoring`; who judges them, `jaxdiffattack.judges`.
+Modules: `strategies` (evosax strategies by name + "random", batched over targets), `gradient` (Adam
+/ PGD through the differentiable sampler, same interface), `spaces` (latent, embedding, token,
+prompt), `criterion` (which score is the fitness, which verdict rule decides a failure; CLIP
+filter), `targets` (one search per label × seed; targets by clean failure rate), `driver` (the
+generation loop, checkpoint/resume), `experiment` (`run`: the job), `report` (results, NGR, summary,
+plots), `protocol` (clean-passing targets, budgets per method, rates by judge vs random paired,
+transfer). What scores the images is the shared `jaxdiffattack.scoring`; who judges them,
+`jaxdiffattack.judges`.
 """
 
 import importlib

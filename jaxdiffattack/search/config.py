@@ -28,7 +28,7 @@ Keys (all validated by `experiment.validate`):
   archive_size                                          failures kept per target
   scoring.{kind, roles, objectives, scorers}            what scores the images: "models"
                                                         (roles, objectives, scorers override
-                                                        fitness.default_config(label_set)) |
+                                                        objectives.default_config(label_set)) |
                                                         "synthetic"; see jaxdiffattack.scoring
   criterion.{fitness, fitness_sign, verdict, judge,     which score is minimised / which rule
              margin, agree, clip,                       calls an image a failure; see
@@ -79,7 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.filter_clean = False
   c.stop_after_failures = 1
   c.archive_size = 4
-  # What scores the images. roles / objectives / scorers override jaxdiffattack.fitness.
+  # What scores the images. roles / objectives / scorers override jaxdiffattack.objectives.
   # default_config(label_set) (empty: its defaults — surrogate and evaluator are different
   # classifiers; the evaluator role also has a CLIP for clip_score).
   c.scoring = ml_collections.ConfigDict({"kind": "models", "roles": {}, "objectives": {},

@@ -47,6 +47,7 @@ from jaxdiffattack import costs
 from jaxdiffattack import io
 from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import labels as labels_lib
+from jaxdiffattack import objectives
 from jaxdiffattack import pages
 from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
@@ -92,8 +93,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(config.checkpoint_every >= 1, "checkpoint_every", config.checkpoint_every,
         "use an integer >= 1 (generations between checkpoints)")
   check(0 < config.ngr_alpha < 1, "ngr_alpha", config.ngr_alpha, "use a number in (0, 1)")
-  check(config.scoring.kind in scoring_lib.KINDS, "scoring.kind", config.scoring.kind,
-        f"use one of {scoring_lib.KINDS}")
+  check(config.scoring.kind in objectives.KINDS, "scoring.kind", config.scoring.kind,
+        f"use one of {objectives.KINDS}")
   check(np.isfinite(config.guidance_scale), "guidance_scale", config.guidance_scale,
         "use a finite number (<= 1: no guidance)")
   grad_steps = config.strategy.grad_steps
@@ -177,7 +178,7 @@ class Search:
     """Scores [M] of generated images (the oracle's among them when it judges)."""
     out = self.sampler(latents, cond, self.uncond, self.config.guidance_scale, aux=aux)
     scores = {k: np.asarray(v, np.float64) for k, v in out.scores.items() if np.ndim(v) == 1}
-    return scores | self.judges.oracle_scores(out.images, labels)
+    return scores | self.judges.image_scores(out.images, labels)
 
   def _evaluate_clean(self) -> dict:
     """Scores and judges' readings of every target's unperturbed generation (its base latent and
@@ -244,7 +245,7 @@ class Search:
     out = self._gradient_fn(solutions.reshape(-1, solutions.shape[-1]), target_of_member,
                             self._member_aux(target_of_member),
                             self.clean["clip"][target_of_member])
-    scores = out["scores"] | self.judges.oracle_scores(out["images"],
+    scores = out["scores"] | self.judges.image_scores(out["images"],
                                                        self.target_labels[target_of_member])
     return self._evaluation(scores, out["decoded"], active, population, grad=out["grad"])
 
@@ -356,6 +357,10 @@ def target_rows(search: Search, method: str, state: driver.LoopState, files: dic
         "evaluations_to_first_success": (first + 1) * c.population_size if first >= 0 else None,
         "evaluations": int(state.evaluations[t]),
         "gradient_evaluations": int(state.evaluations[t]) if gradient_method else 0,
+        # Budget accounting (protocol.budgets): sampler + scorer forward passes of one member,
+        # and backward passes (gradient methods: one per evaluation).
+        "forward_evaluations": int(state.evaluations[t]),
+        "backward_passes": int(state.evaluations[t]) if gradient_method else 0,
         "failures_found": n_found,
         # Each judge: the generation its first failure was seen, and failing images seen.
         "judge_first_generation": per_judge_first,

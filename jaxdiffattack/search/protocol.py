@@ -6,10 +6,17 @@ method (random, evosax strategies, gradient methods) gets the same budget of eva
 target; a target counts as failed by a judge when any image the method evaluated for it is a
 failure by that judge (`results.jsonl`: judge_first_generation, judge_failures). The report
 gives, per method and judge, the search success rate with a 95 % Wilson interval, evaluations to
-the first failure, failures per target, and the comparison with random at equal budget:
-the difference of rates with Newcombe's interval (hybrid Wilson score, method 10 of Newcombe
-1998) and, since both methods search the same targets, McNemar's exact test on the targets only
-one of them fails.
+the first failure, failures per target, and the comparison with random at equal budget. Both
+methods search the same targets, so the comparison is paired: the difference of rates with
+Newcombe's square-and-add interval for paired proportions (`stats.paired_proportion_interval`,
+Newcombe 1998, Stat. Med. 17:2635) and a paired bootstrap over targets, and McNemar's exact test
+on the targets only one of them fails.
+
+Budget accounting (`budgets`): per method, the budget per target (population × generations),
+forward evaluations (one sampler + scorer pass of one member), backward passes (gradient methods:
+one per evaluation) and wall time, in every row (`forward_evaluations`, `backward_passes`) and
+in the summary. Methods with different budgets per target, or a target that used more than its
+budget, are refused in one line (`UserError`): their rates are not comparable.
 
 Transfer (SAGE: a failing latent that breaks several prompts): each of the first
 `transfer_per_target` found latents of a target is generated with every other label's prompt of
@@ -29,6 +36,7 @@ import numpy as np
 
 from jaxdiffattack import io
 from jaxdiffattack import stats
+from jaxdiffattack.errors import UserError
 
 CLEAN = "clean"
 
@@ -94,36 +102,52 @@ def transfer(search, items) -> list[dict]:
 
 
 # -------------------------------------------------------------------------------- summary --
-def newcombe_interval(hits_a: int, n_a: int, hits_b: int, n_b: int,
-                      z: float = stats.Z95) -> tuple[float, float]:
-  """95 % interval of p_a − p_b from the two Wilson intervals (Newcombe 1998, method 10)."""
-  if n_a <= 0 or n_b <= 0:
-    return (math.nan, math.nan)
-  pa, pb = hits_a / n_a, hits_b / n_b
-  la, ua = stats.wilson_interval(hits_a, n_a, z)
-  lb, ub = stats.wilson_interval(hits_b, n_b, z)
-  d = pa - pb
-  return (d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2),
-          d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2))
-
-
 def mcnemar_exact(only_a: int, only_b: int) -> float:
-  """Two-sided exact McNemar p-value: binomial test of only_a vs only_b discordant targets."""
-  n = only_a + only_b
-  if n == 0:
-    return 1.0
-  k = min(only_a, only_b)
-  tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-  return min(1.0, 2 * tail)
+  """Two-sided exact McNemar p-value (`stats.mcnemar_exact`)."""
+  return stats.mcnemar_exact(only_a, only_b)
+
+
+def budgets(rows: list[dict], timing: dict | None = None) -> dict:
+  """{method: {"per_target", "targets", "forward_evaluations", "backward_passes",
+  "forward_per_target_mean", "wall_s", "wall_s_per_target"}} over the searched targets; a
+  UserError (one line) unless every method has the same budget per target and no target used
+  more than it."""
+  timing = timing or {}
+  out = {}
+  for method in dict.fromkeys(r["method"] for r in rows):
+    sel = [r for r in rows if r["method"] == method and r["searched"]]
+    per_target = {r["budget"] for r in rows if r["method"] == method}
+    if len(per_target) > 1:
+      raise UserError(f"search protocol: method {method!r} has budgets {sorted(per_target)} per "
+                      "target; give every target the same population_size × num_generations")
+    budget = per_target.pop() if per_target else None
+    over = [r["target"] for r in sel if r["evaluations"] > r["budget"]]
+    if over:
+      raise UserError(f"search protocol: method {method!r} used more than its budget of {budget} "
+                      f"evaluations on targets {over[:5]}; the rates are not comparable")
+    forward = sum(r.get("forward_evaluations", r["evaluations"]) for r in sel)
+    backward = sum(r.get("backward_passes", r["gradient_evaluations"]) for r in sel)
+    wall = timing.get(method, {}).get("time/total")
+    out[method] = {"per_target": budget, "targets": len(sel), "forward_evaluations": forward,
+                   "backward_passes": backward,
+                   "forward_per_target_mean": forward / len(sel) if sel else None,
+                   "wall_s": wall, "wall_s_per_target": wall / len(sel) if wall and sel else None}
+  distinct = {m: b["per_target"] for m, b in out.items()}
+  if len(set(distinct.values())) > 1:
+    raise UserError(f"search protocol: methods have unequal budgets per target {distinct}; "
+                    "run them with the same population_size × num_generations")
+  return out
 
 
 def _mean(values):
   return float(np.mean(values)) if len(values) else None
 
 
-def summarise(rows: list[dict], transfer_rows: list[dict], config: dict) -> dict:
-  """protocol.json: targets, per method × judge rates with CIs, comparison with random,
-  transfer."""
+def summarise(rows: list[dict], transfer_rows: list[dict], config: dict,
+              timing: dict | None = None) -> dict:
+  """protocol.json: targets, budgets per method (refused in one line when unequal), per method ×
+  judge rates with CIs, the paired comparison with random, transfer."""
+  budget = budgets(rows, timing)
   searched = [r for r in rows if r["searched"]]
   methods = list(dict.fromkeys(r["method"] for r in rows))
   first_method = [r for r in rows if r["method"] == methods[0]] if methods else []
@@ -147,6 +171,7 @@ def summarise(rows: list[dict], transfer_rows: list[dict], config: dict) -> dict
              "budget_per_target": sel[0]["budget"] if sel else None,
              "evaluations": sum(r["evaluations"] for r in sel),
              "gradient_evaluations": sum(r["gradient_evaluations"] for r in sel),
+             "budget": budget[method],
              "by_rule": _rate([r["success"] for r in sel]), "by_judge": {}}
     entry["by_rule"]["evaluations_to_first"] = _first_stats(
         [r["evaluations_to_first_success"] for r in sel if r["success"]])
@@ -170,23 +195,29 @@ def summarise(rows: list[dict], transfer_rows: list[dict], config: dict) -> dict
       for j in judges:
         a, b = by_target[(method, j)], by_target[("random", j)]
         common = sorted(set(a) & set(b))
-        hits_a, hits_b = sum(a[t] for t in common), sum(b[t] for t in common)
-        only_a = sum(a[t] and not b[t] for t in common)
-        only_b = sum(b[t] and not a[t] for t in common)
-        low, high = newcombe_interval(hits_a, len(common), hits_b, len(common))
+        va = np.array([a[t] for t in common], np.int64)
+        vb = np.array([b[t] for t in common], np.int64)
+        hits_a, hits_b = int(va.sum()), int(vb.sum())
+        _, only_a, only_b, _ = stats.paired_table(va, vb)
+        diff, low, high = stats.paired_proportion_interval(va, vb)
+        _, boot_low, boot_high = stats.paired_bootstrap_interval(va, vb, seed=0)
         out["vs_random"][method][j] = {
             "targets": len(common), "method": hits_a, "random": hits_b,
             "ratio": hits_a / hits_b if hits_b else None,
-            "difference": (hits_a - hits_b) / len(common) if common else None,
-            "difference_ci95": [low, high], "only_method": only_a, "only_random": only_b,
-            "mcnemar_p": mcnemar_exact(only_a, only_b),
-            "beats_random": bool(low > 0)}
+            "difference": diff if common else None,
+            "difference_ci95": [low, high], "interval": "newcombe paired (square-and-add)",
+            "difference_bootstrap_ci95": [boot_low, boot_high],
+            "only_method": only_a, "only_random": only_b,
+            "mcnemar_p": stats.mcnemar_exact(only_a, only_b),
+            "beats_random": bool(common) and bool(low > 0)}
   for method in dict.fromkeys(r["method"] for r in transfer_rows):
     sel = [r for r in transfer_rows if r["method"] == method]
     entry = {"latents": len({(r["target"], r["failure_index"]) for r in sel}),
              "images": len(sel), "by_judge": {}}
     for j in judges:
-      entry["by_judge"][j] = _rate([r["judges"][j] for r in sel])
+      # Images of one latent (tried with several prompts) are clustered by that latent.
+      entry["by_judge"][j] = _clustered_rate([r["judges"][j] for r in sel],
+                                             [(r["target"], r["failure_index"]) for r in sel])
     out["transfer"][method] = entry
   return out
 
@@ -195,6 +226,12 @@ def _rate(flags) -> dict:
   n, hits = len(flags), int(sum(bool(f) for f in flags))
   low, high = stats.wilson_interval(hits, n)
   return {"successes": hits, "n": n, "rate": hits / n if n else None, "ci95": [low, high]}
+
+
+def _clustered_rate(flags, clusters) -> dict:
+  e = stats.clustered_rate([float(bool(f)) for f in flags], clusters)
+  return {"successes": e["hits"], "n": e["n"], "rate": e["rate"], "ci95": e["ci95"],
+          "clusters": e["clusters"], "interval": e["interval"]}
 
 
 def _first_stats(values) -> dict:
@@ -233,6 +270,15 @@ def markdown(summary: dict, timing: dict, command: str) -> str:
       "searched with 95 % Wilson intervals; evaluations to the first failure are over the targets "
       "failed; an evaluation is one forward pass of sampler + scorers (gradient methods also run "
       "one backward pass per evaluation: 'gradient evaluations').", "",
+      "## Budget per method (searched targets)", "",
+      "| method | budget per target | targets | forward evaluations (mean per target) | "
+      "backward passes | wall s (per target) |", "|---|---|---|---|---|---|"]
+  for method, m in summary["methods"].items():
+    b = m["budget"]
+    lines.append(f"| {method} | {b['per_target']} | {b['targets']} | {b['forward_evaluations']} "
+                 f"({_num(b['forward_per_target_mean'])}) | {b['backward_passes']} | "
+                 f"{_num(b['wall_s'], '.0f')} ({_num(b['wall_s_per_target'], '.2f')}) |")
+  lines += ["",
       "## Search success rate by judge", "",
       "| method | kind | " + " | ".join(f"SSR {j}" for j in judges) +
       " | evaluations to 1st failure (" + " / ".join(judges) + ") | failing images (" +
@@ -247,22 +293,28 @@ def markdown(summary: dict, timing: dict, command: str) -> str:
         f" | {m['evaluations']} | {m['gradient_evaluations']} | "
         f"{_num(timing.get(method, {}).get('time/total'), '.0f')} |")
   if summary["vs_random"]:
-    lines += ["", "## Against random at equal budget (same targets)", "",
+    lines += ["", "## Against random at equal budget (same targets, paired)", "",
+              "Difference of rates with Newcombe's interval for paired proportions and a paired "
+              "bootstrap over targets (10,000 resamples); McNemar's exact test on the targets only "
+              "one method fails.", "",
               "| method | judge | targets failed: method / random | ratio | difference [95 % CI] "
-              "| only method / only random | McNemar p | beats random? |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| paired bootstrap 95 % CI | only method / only random | McNemar p | "
+              "beats random? |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for method, per in summary["vs_random"].items():
       for j, v in per.items():
-        ci = v["difference_ci95"]
+        ci, boot = v["difference_ci95"], v["difference_bootstrap_ci95"]
         lines.append(
             f"| {method} | {j} | {v['method']} / {v['random']} of {v['targets']} | "
             f"{_num(v['ratio'], '.2f')} | {_pct(v['difference'])} [{_pct(ci[0])}, "
-            f"{_pct(ci[1])}] | {v['only_method']} / {v['only_random']} | "
+            f"{_pct(ci[1])}] | [{_pct(boot[0])}, {_pct(boot[1])}] | "
+            f"{v['only_method']} / {v['only_random']} | "
             f"{v['mcnemar_p']:.3g} | {'yes' if v['beats_random'] else 'no'} |")
   if summary["transfer"]:
     lines += ["", "## Transfer of found latents to the other labels' prompts", "",
               "Each found latent (and, as the reference, each searched target's clean latent) is "
-              "generated with every other label's prompt and judged against that label.", "",
+              "generated with every other label's prompt and judged against that label; 95 % "
+              "intervals clustered by latent (cluster-robust; Wilson over latents at 0 %).", "",
               "| latents from | latents | images | " + " | ".join(
                   f"fail by {j}" for j in judges) + " |",
               "|---|---|---|" + "---|" * len(judges)]
@@ -277,7 +329,7 @@ def write(workdir, rows: list[dict], config: dict, timing: dict) -> dict:
   workdir = pathlib.Path(workdir)
   path = workdir / "transfer.jsonl"
   transfer_rows = io.read_jsonl(path) if path.exists() else []
-  summary = summarise(rows, transfer_rows, config)
+  summary = summarise(rows, transfer_rows, config, timing)
   summary["timing"] = timing
   command = config.get("command") or (
       f"python launch/search.py --config configs/{config.get('space')}_search.py:"

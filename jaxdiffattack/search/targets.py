@@ -10,6 +10,7 @@ the images should show instead, one per label. The scoring judges every target a
 import dataclasses
 
 from jaxdiffattack import labels as labels_lib
+from jaxdiffattack.errors import UserError
 from jaxdiffattack.errors import check
 
 
@@ -48,3 +49,87 @@ def make_targets(config) -> list[Target]:
           prompt=config.template.format(label), seed_index=s, target_label=target_label,
           target_index=index[target_label] if target_label else index[label]))
   return targets
+
+
+# ------------------------------------------------ targets by clean failure rate (issue #26) --
+# A search can only show an advantage over random seeds on prompts that fail rarely but do fail
+# when clean: the targets are prompts whose clean per-seed failure rate by the oracle lies in a
+# band (default 1–10 %), estimated from at least 64 seeds each, spread over classes and prompt
+# kinds (single object, two objects, long captions).
+FAILED_VERDICTS = ("violated", True)   # a per-seed verdict that counts as a clean failure
+MIN_SEEDS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanRate:
+  """One prompt's clean failure rate over its seeds."""
+  prompt: str
+  label: str            # the class the selection spreads over (e.g. the first object's class)
+  kind: str             # the prompt kind ("single", "two_objects", "long", ...)
+  seeds: int            # seeds judged
+  failures: int         # seeds whose verdict is a failure ("violated" / True)
+  unclear: int          # seeds the oracle could not decide ("unclear" / None): not failures
+  rate: float           # failures / seeds
+  ci95: tuple[float, float]   # Wilson interval of the rate
+
+
+def clean_rates(records, min_seeds: int = MIN_SEEDS) -> list[CleanRate]:
+  """CleanRate of each record {"prompt", "label", "kind", "verdicts": [per seed: "holds" |
+  "violated" | "unclear", or True (failed) / False / None]}; fewer than `min_seeds` verdicts is
+  a one-line UserError."""
+  from jaxdiffattack import stats  # pylint: disable=g-import-not-at-top
+  out = []
+  for r in records:
+    verdicts = list(r["verdicts"])
+    if len(verdicts) < min_seeds:
+      raise UserError(f"clean failure rate of {r['prompt']!r}: {len(verdicts)} seeds judged, "
+                      f"need >= {min_seeds}; judge more seeds of it or drop it")
+    bad = [v for v in verdicts if v not in ("holds", "violated", "unclear", True, False, None)]
+    if bad:
+      raise UserError(f"clean failure rate of {r['prompt']!r}: verdict {bad[0]!r} is not one of "
+                      "'holds', 'violated', 'unclear' (or True / False / None)")
+    failures = sum(v in FAILED_VERDICTS for v in verdicts)
+    unclear = sum(v in ("unclear", None) for v in verdicts)
+    out.append(CleanRate(r["prompt"], r["label"], r.get("kind", ""), len(verdicts), failures,
+                         unclear, failures / len(verdicts),
+                         stats.wilson_interval(failures, len(verdicts))))
+  return out
+
+
+def select_by_clean_failure(records, band: tuple[float, float] = (0.01, 0.10),
+                            count: int = 40, min_seeds: int = MIN_SEEDS) -> dict:
+  """Targets whose clean failure rate lies in `band` (inclusive), at most `count`, spread over
+  kinds and classes: kinds take turns, and within a kind its classes take turns (each class's
+  prompts ordered by their rate's distance to the band's middle, then by prompt), so no class
+  of a kind gets a second target while another class of that kind with eligible prompts has
+  none, and kinds get equal shares while they have eligible prompts.
+
+  Returns {"selected": [CleanRate], "eligible": n, "judged": n, "band", "count",
+  "by_kind": {kind: n}, "by_label": {label: n}, "shortfall": count − selected}.
+  """
+  low, high = band
+  check(0.0 <= low < high <= 1.0, "band", band, "give (low, high) with 0 <= low < high <= 1")
+  check(count >= 1, "count", count, "use an integer >= 1")
+  rates = clean_rates(records, min_seeds)
+  eligible = [r for r in rates if low <= r.rate <= high]
+  middle = (low + high) / 2
+  # Within a kind: the classes' best prompts first (round 0: each class's prompt closest to the
+  # middle, those nearest the middle first), then their second, ...; across kinds: one from
+  # each kind in turn (kinds in name order).
+  per_kind: dict[str, list[tuple]] = {}
+  rank: dict[tuple, int] = {}
+  for r in sorted(eligible, key=lambda r: (abs(r.rate - middle), r.prompt)):
+    k = rank[(r.kind, r.label)] = rank.get((r.kind, r.label), -1) + 1
+    per_kind.setdefault(r.kind, []).append((k, abs(r.rate - middle), r.prompt, r))
+  sequences = [[x[-1] for x in sorted(per_kind[kind], key=lambda x: x[:3])]
+               for kind in sorted(per_kind)]
+  interleaved = [seq[i] for i in range(max(map(len, sequences), default=0))
+                 for seq in sequences if i < len(seq)]
+  selected = interleaved[:count]
+  by_kind, by_label = {}, {}
+  for r in selected:
+    by_kind[r.kind] = by_kind.get(r.kind, 0) + 1
+    by_label[r.label] = by_label.get(r.label, 0) + 1
+  return {"selected": selected, "eligible": len(eligible), "judged": len(rates),
+          "band": [low, high], "count": count, "by_kind": by_kind, "by_label": by_label,
+          "shortfall": max(0, count - len(selected))}

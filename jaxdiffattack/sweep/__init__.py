@@ -13,9 +13,9 @@ atomically, so a killed sweep restarted on the same workdir skips finished units
 same `results.csv`.
 
 Modules: `plan` (cells, members, their seed vectors, the sampler of a setting — each setting may
-choose its own scheduler and DDPM variance), `run` (`run`: the job, its checkpointed state; the toy
-oracle's metrics with `config.oracle`), `report` (results.csv with CIs, report.md, plots, image
-grids), `radius` (the robustness radius: |α| where top-1 halves, paired bootstrap CIs),
+choose its own scheduler and DDPM variance), `run` (`run`: the job, its checkpointed state; the
+toy oracle's metrics when config.judges names "oracle"), `report` (results.csv with CIs, report.md,
+plots, image grids), `radius` (the robustness radius: |α| where top-1 halves, paired bootstrap CIs),
 `trajectories` (per-step latent statistics, paper Fig. 8). Shared with the search through
 `jaxdiffattack.runs` (config hash, checkpoints, progress, figures).
 

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiffattack import costs
+from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import perturb
 from jaxdiffattack import sampler as sampler_lib
@@ -28,15 +29,32 @@ from jaxdiffattack.errors import check
 # results.csv metric → the score (of `scoring.Scoring`) it is read from.
 METRIC_SCORES = {"top1": "evaluator/top1_hit", "top5": "evaluator/top5_hit",
                  "clip_score": "evaluator/clip_score"}
-# Metrics of the toy oracle (`config.oracle`, toy world only): read on the host from the images.
-ORACLE_METRICS = ("oracle_top1", "oracle_unclear")
+# Metrics of an image judge named in config.judges (the toy oracle, toy world only), read on
+# the host from the images (`judges.judge_scores`): "<judge>_top1" (1 where its verdict is that
+# the image shows the label: neither a failure nor unclear) and "<judge>_unclear".
+IMAGE_JUDGE_METRICS = ("top1", "unclear")
+ORACLE_METRICS = tuple(f"oracle_{m}" for m in IMAGE_JUDGE_METRICS)
 METRICS = tuple(METRIC_SCORES)
 ALL_METRICS = METRICS + ORACLE_METRICS
 
 
+def image_judges(config) -> tuple[str, ...]:
+  """The image judges (`judges.IMAGE_JUDGES`) named in config.judges."""
+  return tuple(n for n in config.get("judges", ()) if n in judges_lib.IMAGE_JUDGES)
+
+
 def metrics(config) -> tuple[str, ...]:
-  """The metrics a sweep records: the scores', and the oracle's when `config.oracle`."""
-  return ALL_METRICS if config.get("oracle", False) else METRICS
+  """The metrics a sweep records: the scores', and each image judge's of config.judges."""
+  return METRICS + tuple(f"{j}_{m}" for j in image_judges(config) for m in IMAGE_JUDGE_METRICS)
+
+
+def image_judge_metrics(name: str, images, labels, label_names) -> dict:
+  """Image judge `name`'s metrics ("<name>_top1", "<name>_unclear", each [P] float32) of
+  images [P, H, W, 3] made for labels [P] (indices into `label_names`)."""
+  scores = judges_lib.judge_scores(name, images, labels, label_names)
+  failure, unclear = scores[f"{name}/failure"] > 0.5, scores[f"{name}/unclear"] > 0.5
+  return {f"{name}_top1": (~failure & ~unclear).astype(np.float32),
+          f"{name}_unclear": unclear.astype(np.float32)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +98,7 @@ def resolve_labels(config: ml_collections.ConfigDict) -> tuple[list[str], np.nda
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
+  judges_lib.check_retired_keys(config)
   check(bool(config.labels) or bool(config.label_set), "labels", config.labels,
         "give labels or a label_set")
   check("{}" in config.template, "template", config.template, "must contain '{}'")

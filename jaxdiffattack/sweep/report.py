@@ -1,8 +1,14 @@
 """The sweep's outputs made from its files: results.csv (95 % CIs), report.md, plots, image grids.
 
 `write_report(workdir)` rebuilds results.csv, report.md and plots/*.png from members.csv alone.
-Accuracies (top-1 / top-5 hits) get Wilson intervals, CLIP scores normal intervals
-(`jaxdiffattack.stats`).
+The images of one prompt (its seeds) are not independent samples — they share the prompt's
+difficulty — so every per-sample rate and mean is clustered by prompt (`jaxdiffattack.stats`):
+accuracies (top-1 / top-5 hits) get `stats.clustered_rate` (cluster-robust Wald; Wilson when
+each prompt has one image, or over prompts at 0 % / 100 %), CLIP scores the cluster-robust
+interval of the mean; results.csv's `interval` names which. Paired differences of two settings
+on the same (prompt, seed) units are the mean per-unit difference with the cluster-robust
+interval (clustered by prompt; with one seed per prompt it is mean ± z·sd/√n), and McNemar's
+exact test on the discordant units for 0/1 metrics.
 """
 
 import json
@@ -12,6 +18,7 @@ import jax
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import perturb
 from jaxdiffattack import runs
 from jaxdiffattack import stats
@@ -22,15 +29,16 @@ from jaxdiffattack.sweep.plan import Plan
 from jaxdiffattack.sweep.plan import setting_sampler
 
 RESULT_FIELDS = ("setting", "shift", "alpha", "alpha_c", "alpha_s", "class", "metric", "value",
-                 "ci_low", "ci_high", "n", "nonfinite")
+                 "ci_low", "ci_high", "n", "nonfinite", "prompts", "interval")
 # What a grid caption reads (the sweep's `judges` make the evaluator role return them).
 GRID_SCORES = ("evaluator/pred", "evaluator/confidence")
 PAIRED_FIELDS = ("a", "b", "metric", "a_value", "b_value", "difference", "ci_low", "ci_high", "n",
-                 "nonfinite")
+                 "nonfinite", "prompts", "only_a", "only_b", "mcnemar_p")
 
 
 def summarise(member_rows: list[dict]) -> list[dict]:
-  """results.csv rows: per setting × shift × α × (all + each class) × metric, with 95 % CIs.
+  """results.csv rows: per setting × shift × α × (all + each class) × metric, with 95 % CIs
+  clustered by prompt.
 
   Each shift's α = 0 row is the shared unshifted cell. Members whose metric is not finite (a
   model produced NaN/inf: `sampler.nonfinite_as_nan`) are left out of its value and n, and
@@ -53,16 +61,28 @@ def summarise(member_rows: list[dict]) -> list[dict]:
       values = np.array([float(r[metric]) for r in rows])
       finite = np.isfinite(values)
       values = values[finite]
-      if metric == "clip_score":
-        value, low, high = stats.mean_interval(values)
-      else:
-        value = float(values.mean()) if values.size else float("nan")
-        low, high = stats.wilson_interval(float(values.sum()), len(values))
+      prompts = [r.get("prompt_index", i) for i, (r, ok) in enumerate(zip(rows, finite)) if ok]
+      value, low, high, interval = _interval(metric, values, prompts)
       out.append({"setting": setting, "shift": shift, "alpha": label, "alpha_c": alpha[0],
                   "alpha_s": alpha[1], "class": cls, "metric": metric, "value": value,
                   "ci_low": low, "ci_high": high, "n": len(values),
-                  "nonfinite": int((~finite).sum())})
+                  "nonfinite": int((~finite).sum()), "prompts": len(set(prompts)),
+                  "interval": interval})
   return out
+
+
+def _interval(metric, values, prompts) -> tuple[float, float, float, str]:
+  """(value, low, high, interval name) of one cell's members, clustered by prompt."""
+  if values.size == 0:
+    return (float("nan"), float("nan"), float("nan"), "")
+  if metric == "clip_score":
+    if len(set(prompts)) < 2:
+      value, low, high = stats.mean_interval(values)
+      return (value, low, high, "normal")
+    value, low, high, _ = stats.cluster_wald_interval(values, prompts)
+    return (value, low, high, "cluster-robust")
+  e = stats.clustered_rate(values, prompts)
+  return (e["rate"], e["ci95"][0], e["ci95"][1], e["interval"])
 
 
 def _metrics(results) -> list[str]:
@@ -74,9 +94,10 @@ def _metrics(results) -> list[str]:
 def paired_differences(member_rows: list[dict], pairs) -> list[dict]:
   """paired.csv rows: for each pair of settings (a, b) and accuracy metric, the mean of a − b
   over the unshifted cell's (prompt, seed) units — the same seed vectors and noise for both —
-  with a 95 % normal interval of that mean (`stats.mean_interval` of the per-unit differences;
-  in points, i.e. ×100). Units where either member is not finite are left out and counted in
-  `nonfinite`."""
+  with the 95 % cluster-robust interval of that mean, clustered by prompt
+  (`stats.cluster_wald_interval` of the per-unit differences; in points, i.e. ×100), and
+  McNemar's exact test on the units only a / only b gets right. Units where either member is
+  not finite are left out and counted in `nonfinite`."""
   clean = {}
   for r in member_rows:
     if r["shift"] == perturb.UNSHIFTED:
@@ -91,12 +112,19 @@ def paired_differences(member_rows: list[dict], pairs) -> list[dict]:
       vb = np.array([float(clean[b][u][metric]) for u in units])
       finite = np.isfinite(va) & np.isfinite(vb)    # a unit with a NaN member drops out
       va, vb = va[finite], vb[finite]
-      diff, low, high = stats.mean_interval(100 * (va - vb))
+      prompts = [u[0] for u, ok in zip(units, finite) if ok]
+      if len(set(prompts)) >= 2:
+        diff, low, high, _ = stats.cluster_wald_interval(100 * (va - vb), prompts)
+      else:
+        diff, low, high = stats.mean_interval(100 * (va - vb))
+      _, only_a, only_b, _ = stats.paired_table(va, vb)
       out.append({"a": a, "b": b, "metric": metric,
                   "a_value": 100 * va.mean() if va.size else float("nan"),
                   "b_value": 100 * vb.mean() if vb.size else float("nan"), "difference": diff,
                   "ci_low": low, "ci_high": high, "n": int(finite.sum()),
-                  "nonfinite": int((~finite).sum())})
+                  "nonfinite": int((~finite).sum()), "prompts": len(set(prompts)),
+                  "only_a": only_a, "only_b": only_b,
+                  "mcnemar_p": stats.mcnemar_exact(only_a, only_b)})
   return out
 
 
@@ -104,13 +132,16 @@ def paired_markdown(rows) -> str:
   if not rows:
     return ""
   lines = ["## Paired differences on unshifted seeds (a − b, points)", "",
-           "Same (prompt, seed) units, seed vectors and ancestral noise for a and b; 95 % normal "
-           "interval of the mean per-unit difference.", "",
-           "| a | b | metric | a | b | a − b [95 % CI] | n |", "|---|---|---|---|---|---|---|"]
+           "Same (prompt, seed) units, seed vectors and ancestral noise for a and b; 95 % interval "
+           "of the mean per-unit difference, cluster-robust by prompt (mean ± z·sd/√n with one "
+           "seed per prompt); McNemar's exact test on the units only one setting gets right.", "",
+           "| a | b | metric | a | b | a − b [95 % CI] | units (prompts) | only a / only b | "
+           "McNemar p |", "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['a']} | {r['b']} | {r['metric']} | {r['a_value']:.1f} | "
                  f"{r['b_value']:.1f} | {r['difference']:+.1f} [{r['ci_low']:+.1f}, "
-                 f"{r['ci_high']:+.1f}] | {r['n']} |")
+                 f"{r['ci_high']:+.1f}] | {r['n']} ({r['prompts']}) | {r['only_a']} / "
+                 f"{r['only_b']} | {r['mcnemar_p']:.3g} |")
   return "\n".join(lines) + "\n"
 
 
@@ -139,8 +170,9 @@ def write_report(workdir) -> dict:
 def markdown(results) -> str:
   lines = ["# Seed-vector shift sweep (arXiv 2312.11473)", "",
            "Accuracy = evaluator top-1 / top-5 on the prompt's class; CLIP = CLIP score "
-           "(100·cos, ≥ 0). Brackets: 95 % CI (Wilson for accuracies, normal for CLIP). "
-           "α = 0 is the shared unshifted cell.", ""]
+           "(100·cos, ≥ 0). Brackets: 95 % CI clustered by prompt (cluster-robust; Wilson when "
+           "each prompt has one image, or over prompts at 0 % / 100 %). α = 0 is the shared "
+           "unshifted cell.", ""]
   overall = [r for r in results if r["class"] == "all"]
   for setting in sorted({r["setting"] for r in overall}):
     for shift in sorted({r["shift"] for r in overall}):
@@ -172,37 +204,77 @@ def markdown(results) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plots(results, plot_dir: pathlib.Path) -> None:
-  """plots/<metric>.png: one panel per shift, metric vs its first parameter with CI bands (one
-  line per setting, and per value of the second parameter of a two-parameter shift)."""
-  plt = runs.pyplot()
+# What each metric measures and which judge reads it (plot axes name both).
+METRIC_AXES = {"top1": "top-1 accuracy (evaluator)", "top5": "top-5 accuracy (evaluator)",
+               "clip_score": "CLIP score (evaluator's CLIP)",
+               "oracle_top1": "class drawn (oracle)", "oracle_unclear": "unclear (oracle)"}
+SHIFT_NAMES = {"ums": "UMS", "rms": "RMS", "sds": "SDS", "sds_flipped": "SDS (flipped sign)",
+               "ms": "MS", "pas": "PAS", "pas_descending": "PAS (descending)",
+               "pas_pixels": "PAS (whole pixels)", "pas_fraction": "PAS"}
+
+
+def plot_layout(results) -> tuple[list[str], list[str]]:
+  """(rows: settings, columns: shifts with parameters) of a metric's small multiples."""
   overall = [r for r in results if r["class"] == "all"]
   settings = sorted({r["setting"] for r in overall})
   shifts = sorted({r["shift"] for r in overall if perturb.SHIFTS[r["shift"]].arity})
+  return settings, shifts
+
+
+def plots(results, plot_dir: pathlib.Path) -> None:
+  """plots/<metric>.png: small multiples, one panel per setting (rows) × shift (columns), the
+  metric against the shift's first parameter with its 95 % CI band, the unshifted value as a
+  dashed line; shared axes; every panel's axes name the shift's parameter and the metric's
+  judge. A two-parameter shift (MS) draws one line per value of its second parameter, labelled
+  in a legend beside the panel (never over the data)."""
+  plt = runs.pyplot()
+  overall = [r for r in results if r["class"] == "all"]
+  settings, shifts = plot_layout(results)
   if not shifts:
     return
   for metric in _metrics(results):
-    fig, axes = plt.subplots(1, len(shifts), figsize=(4 * len(shifts), 3.2), squeeze=False)
-    for ax, shift in zip(axes[0], shifts):
-      spec = perturb.SHIFTS[shift]
-      for setting in settings:
-        rows = [r for r in overall if r["setting"] == setting and r["shift"] == shift
-                and r["metric"] == metric]
+    fig, axes = plt.subplots(len(settings), len(shifts), sharey=True, squeeze=False,
+                             figsize=(2.7 * len(shifts) + 1.0, 1.9 * len(settings) + 0.5))
+    for i, setting in enumerate(settings):
+      rows_of = [r for r in overall if r["setting"] == setting and r["metric"] == metric]
+      clean = next((r["value"] for r in rows_of if r["alpha_c"] == 0 and r["alpha_s"] == 0),
+                   None)
+      for j, shift in enumerate(shifts):
+        ax, spec = axes[i][j], perturb.SHIFTS[shift]
+        rows = [r for r in rows_of if r["shift"] == shift]
         series = sorted({r["alpha_s"] for r in rows}) if spec.arity == 2 else [None]
         for second in series:
           sel = sorted((r for r in rows if second is None or r["alpha_s"] == second),
                        key=lambda r: r["alpha_c"])
           x = [r["alpha_c"] for r in sel]
-          y = [r["value"] for r in sel]
-          label = setting if second is None else f"{setting} {spec.axis[1]}={second:g}"
-          ax.plot(x, y, marker="o", label=label)
-          ax.fill_between(x, [r["ci_low"] for r in sel], [r["ci_high"] for r in sel], alpha=0.15)
-      ax.set_title(shift)
-      ax.set_xlabel(spec.axis[0])
-      ax.set_ylabel(metric)
-      ax.legend(fontsize=7)
+          label = None if second is None else f"{spec.axis[1]} = {second:g}"
+          ax.plot(x, [r["value"] for r in sel], marker="o", ms=3, label=label)
+          ax.fill_between(x, [r["ci_low"] for r in sel], [r["ci_high"] for r in sel],
+                          alpha=0.2)
+        if clean is not None:
+          ax.axhline(clean, color="0.5", ls="--", lw=0.8)
+        if spec.arity == 2 and len(series) > 1:
+          ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        ax.set_title(f"{setting}: {SHIFT_NAMES.get(shift, shift)}", fontsize=8)
+        ax.set_xlabel(f"{SHIFT_NAMES.get(shift, shift)} {spec.axis[0]}", fontsize=8)
+        if j == 0:
+          ax.set_ylabel(METRIC_AXES.get(metric, metric), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     runs.save_figure(fig, plot_dir / f"{metric}.png")
+
+
+def replot(results_csv, plot_dir) -> list[str]:
+  """Redraws plots/<metric>.png from a results.csv alone (e.g. a committed one); returns the
+  metrics drawn."""
+  rows = io.read_csv(results_csv)
+  for r in rows:
+    for key in ("alpha_c", "alpha_s", "value", "ci_low", "ci_high"):
+      r[key] = float(r[key])
+  plots(rows, pathlib.Path(plot_dir))
+  return _metrics(rows)
 
 
 def grid_members(plan: Plan, shift: str, n_grid: int) -> tuple[np.ndarray, list[int]]:
@@ -219,7 +291,7 @@ def grid_captions(plan: Plan, members: np.ndarray, labels, class_names, scores: 
                   oracle_reads=None) -> list[list[str]]:
   """Each tile's caption: the prompt's label, its shift and α, what the evaluator read (class,
   confidence; FAIL when it is not the label) and, with the toy oracle, its verdict for the
-  label (`toy.oracle.verdict` records: what it read, FAIL when violated, and its reason)."""
+  label (`judges.Verdict.record`s: what it read, FAIL when violated, and its reason)."""
   cell_idx, prompt_idx, _ = plan.decompose(members)
   captions = []
   for i, m in enumerate(members):
@@ -259,9 +331,10 @@ def write_grids(config, workdir, plan: Plan, labels, label_ids, model_loader, sc
           label_ids[prompt_idx], [prompts[i] for i in prompt_idx]))
       images = np.asarray(out.images)
       reads = None
-      if config.get("oracle", False):
-        from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
-        reads = oracle.verdict(images, [labels[i] for i in prompt_idx])
+      if judges_lib.ORACLE in config.get("judges", ()):
+        oracle = judges_lib.Judges((judges_lib.ORACLE,), {}, class_names)
+        reads = [r[judges_lib.ORACLE] for r in judges_lib.records_of(
+            oracle, oracle.image_scores(images, label_ids[prompt_idx]))]
       captions = grid_captions(plan, members, labels, class_names,
                                {k: np.asarray(v) for k, v in out.scores.items()}, reads)
       upscale = max(1, 64 // images.shape[1])

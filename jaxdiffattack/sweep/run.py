@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import pages
 from jaxdiffattack import runs
 from jaxdiffattack import scoring as scoring_lib
@@ -32,15 +33,6 @@ def new_state(setting_names, size: int, metrics=plan_lib.METRICS) -> SweepState:
       done={name: np.array(0) for name in setting_names},
       scores={name: {metric: np.full(size, np.nan, np.float32) for metric in metrics}
               for name in setting_names})
-
-
-def oracle_scores(images: np.ndarray, labels) -> dict:
-  """The toy oracle's reading of images [P, H, W, 3] against label names [P]: oracle_top1 (1
-  where it reads the label; "unclear" counts as a miss) and oracle_unclear."""
-  from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
-  verdicts = oracle.judge(np.asarray(images))
-  return {"oracle_top1": np.array([v == l for v, l in zip(verdicts, labels)], np.float32),
-          "oracle_unclear": np.array([v is None for v in verdicts], np.float32)}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
@@ -68,7 +60,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   ckpt_path = workdir / "checkpoint.msgpack"
   names = [s.name for s in config.settings]
   metrics = plan_lib.metrics(config)
-  oracle = config.get("oracle", False)
+  image_judges = plan_lib.image_judges(config)
+  label_names = labels_lib.class_names(config.label_set, config.labels)
   fresh = new_state(names, plan.size, metrics)
   digest = runs.config_hash(config)
   state = runs.load_checkpoint(ckpt_path, digest, fresh, "sweep") or fresh
@@ -81,7 +74,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       continue
     loaded = plan_lib.setting_sampler(config, setting, prompts, model_loader, mesh=mesh,
                                       score_fn=scoring.score_fn, score_params=scoring.params,
-                                      return_images=oracle)
+                                      return_images=bool(image_judges))
     if not config_written:   # the first model to run is loaded: the inputs are good
       runs.write_config(config, workdir)
       config_written = True
@@ -93,8 +86,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
           label_ids[prompt_idx], [prompts[i] for i in prompt_idx]))
       for metric, score in plan_lib.METRIC_SCORES.items():
         state.scores[name][metric][members] = np.asarray(out.scores[score], np.float32)
-      if oracle:
-        for metric, value in oracle_scores(out.images, [labels[i] for i in prompt_idx]).items():
+      for judge in image_judges:
+        for metric, value in plan_lib.image_judge_metrics(
+            judge, out.images, label_ids[prompt_idx], label_names).items():
           state.scores[name][metric][members] = value
       state = state.replace(done=state.done | {name: np.array(members[-1] + 1)})
       runs.save_checkpoint(ckpt_path, state, digest)

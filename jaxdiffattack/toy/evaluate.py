@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiffattack import judges
 from jaxdiffattack import models
 from jaxdiffattack import preprocess
 from jaxdiffattack import sampler as sampler_lib
@@ -109,7 +110,7 @@ def pair_colours_shown(images: np.ndarray, pairs: np.ndarray) -> tuple[float, in
   return float(both.mean()), int(keep.sum())
 
 
-def _pair_read(readings: Sequence[oracle.Reading], pairs: np.ndarray) -> float:
+def _pair_read(readings: Sequence[oracle.SceneReading], pairs: np.ndarray) -> float:
   """The fraction of two-object images whose oracle reading is exactly the pair's classes."""
   return float(np.mean([sorted(o.label or "" for o in r.objects)
                         == sorted(world.LABELS[int(l)] for l in pair)
@@ -119,16 +120,16 @@ def _pair_read(readings: Sequence[oracle.Reading], pairs: np.ndarray) -> float:
 def _oracle_metrics(images, labels, pimgs, pairs, real) -> tuple[dict, list]:
   """The oracle's verdicts on the single-object images (and its reading of the pairs):
   (metrics, its label or None per single-object image)."""
-  verdicts = oracle.verdict(images, labels)
-  preds = [v["pred"] for v in verdicts]
+  verdict = judges.image_judge(judges.ORACLE).fn(
+      images, [world.LABELS[int(l)] for l in labels], False)
+  preds = list(verdict.pred)
   metrics = {"single_agreement": float(np.mean([p == world.LABELS[l]
                                                 for p, l in zip(preds, labels)])),
              "single_read": float(np.mean([p is not None for p in preds])),
              # Oracle v2: the prompt holds (neither violated nor unclear).
-             "single_holds": float(np.mean([not (v["failure"] or v["unclear"])
-                                            for v in verdicts])),
-             "single_failure": float(np.mean([v["failure"] for v in verdicts])),
-             "single_unclear": float(np.mean([v["unclear"] for v in verdicts]))}
+             "single_holds": float(np.mean(~(verdict.failure | verdict.unclear))),
+             "single_failure": float(np.mean(verdict.failure)),
+             "single_unclear": float(np.mean(verdict.unclear))}
   if pimgs is not None:
     metrics.update(pair_both_read=_pair_read(oracle.read(pimgs), pairs),
                    pair_both_read_on_real=_pair_read(oracle.read(real.images), real.labels))

@@ -29,12 +29,16 @@ shape fits poorly or barely better than another shape. The thresholds are module
 the agreement with real held-out toy images and the unclear rates they give (there and on
 generated images) are in `docs/toy_model_card.md` ("Oracle").
 
-API: `judge(images)` -> a label name or None per image; `read(images)` -> a `Reading` per image
-(objects with colour, shape, fit, angle, confidence, mask, centroid, area; the verdict and
-why) -- both v1, a reading without a prompt. Oracle v2 (below, issue #22) judges an image *for
-its prompt*: `assess(images, labels)` -> a `Verdict` per image (holds / violated with a reason
-/ unclear, and the measurements behind it); `verdict(images, labels)` -> the record a job
-stores per judge, ``{"pred", "confidence", "failure", "unclear", "reason"}``.
+API. Oracle v2 (below, issue #22) judges an image *for its prompt*: `assess(images, labels)` ->
+an `Assessment` per image (holds / violated with a reason / unclear, and the measurements behind
+it). Jobs use it as the judge "oracle" of `jaxdiffattack.judges` (`judges.IMAGE_JUDGES`: its
+`Verdict`, scores and records). v1 reads an image without a prompt: `read(images)` -> a
+`SceneReading` per image (every object with colour, shape, fit, angle, confidence, mask,
+centroid, area; a label and why) -- kept for what needs every object of an image (the analysis
+job's object finder `analysis.objects.oracle_finder`, the pair metrics of `toy.evaluate`) --
+and `judge(images)`, its label name or None per image. `verdict(images, labels)` gives v2's
+judge records as dicts ``{"pred", "confidence", "failure", "unclear", "reason"}`` for the attack
+job until it reads `judges.Verdict` too (every other job does).
 """
 from __future__ import annotations
 
@@ -87,7 +91,7 @@ class ObjectReading(NamedTuple):
   reason: str               # Why it is unclear ("" when read).
 
 
-class Reading(NamedTuple):
+class SceneReading(NamedTuple):
   """The oracle's reading of one image."""
   objects: tuple[ObjectReading, ...]  # Largest first.
   label: str | None         # The verdict: one object read clearly, else None (unclear).
@@ -411,12 +415,12 @@ def _read_objects(scene: _Scene) -> list[list[ObjectReading]]:
   return objects
 
 
-def read(images) -> list[Reading]:
-  """Reads images [N, 32, 32, 3] (floats in [0, 1], or uint8): a `Reading` per image."""
+def read(images) -> list[SceneReading]:
+  """Reads images [N, 32, 32, 3] (floats in [0, 1], or uint8): a `SceneReading` per image."""
   return _read_pixels(_as_pixels(images))
 
 
-def _read_pixels(pixels: np.ndarray) -> list[Reading]:
+def _read_pixels(pixels: np.ndarray) -> list[SceneReading]:
   if not len(pixels):
     return []
   scene = _segment(pixels)
@@ -435,7 +439,7 @@ def _read_pixels(pixels: np.ndarray) -> list[Reading]:
     else:
       reason = objects[0].reason
     label = None if reason else objects[0].label
-    out.append(Reading(tuple(objects), label, objects[0].confidence if label else None,
+    out.append(SceneReading(tuple(objects), label, objects[0].confidence if label else None,
                        not blocked and all(o.label for o in objects), reason))
   return out
 
@@ -602,7 +606,7 @@ _KIND_OUTCOME = {"holds": HOLDS, "faint or off-palette": UNCLEAR, "could be a ci
                  "between shapes": UNCLEAR}
 
 
-class Verdict(NamedTuple):
+class Assessment(NamedTuple):
   """v2's verdict on one image for one prompt's label."""
   outcome: str                # holds | violated | unclear
   kind: str                   # REASON_KINDS entry
@@ -628,8 +632,8 @@ def short_reason(kind: str, pred: str | None, label: str) -> str:
   return kind
 
 
-def _v(kind: str, reason: str, pred, confidence, f) -> Verdict:
-  return Verdict(_KIND_OUTCOME.get(kind, VIOLATED), kind, reason, pred,
+def _v(kind: str, reason: str, pred, confidence, f) -> Assessment:
+  return Assessment(_KIND_OUTCOME.get(kind, VIOLATED), kind, reason, pred,
                  None if _KIND_OUTCOME.get(kind) == UNCLEAR else confidence, f)
 
 
@@ -675,7 +679,7 @@ def _features(pixels: np.ndarray) -> list[Features]:
   return out
 
 
-def decide(f: Features, label: str, t: Thresholds = DEFAULT_THRESHOLDS) -> Verdict:
+def decide(f: Features, label: str, t: Thresholds = DEFAULT_THRESHOLDS) -> Assessment:
   """v2's verdict on measurements `f` of an image made for `label` ("red circle")."""
   colour, shape = label.split(" ")
   objects = [(c, a) for c, a in f.objects if a >= t.object_area]
@@ -758,8 +762,8 @@ def _check_labels(n: int, labels) -> list[str]:
 
 
 def assess(images, labels: Sequence[str | int],
-           thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Verdict]:
-  """v2's `Verdict` on each image [N, 32, 32, 3] for the label it was made for (names or ids)."""
+           thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Assessment]:
+  """v2's `Assessment` on each image [N, 32, 32, 3] for the label it was made for (names or ids)."""
   pixels = _as_pixels(images)
   names = _check_labels(len(pixels), labels)
   return [decide(f, name, thresholds) for f, name in zip(_features(pixels), names)]

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxdiffattack.world2 import captions as captions_lib
 from jaxdiffattack.world2 import oracle
+from jaxdiffattack.world2 import render as render_lib
 from jaxdiffattack.world2 import scene as scene_lib
 
 PERTURBATIONS = ("hue", "shape", "count", "texture", "relation")
@@ -66,7 +67,7 @@ def perturb(facts: captions_lib.Facts, rng: np.random.Generator) -> Perturbed:
 def evaluate(split: str, count: int, size: int, seed: int = 0, start: int = 0) -> dict:
   """Agreement of the oracle with the truth on `count` scenes of a split rendered at `size`."""
   specs = scene_lib.sample_scenes(split, start, count, seed)
-  images = scene_lib.render_batch(specs, size)
+  images = render_lib.render_batch(specs, size)
   readings = oracle.read(images)
   # counts[(scene kind, caption kind, fact kind)][outcome]
   counts = collections.defaultdict(collections.Counter)

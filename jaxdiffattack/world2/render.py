@@ -12,6 +12,7 @@ background's noise and stars come from its own seed), so a spec renders bit-iden
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import numpy as np
 
@@ -177,6 +178,12 @@ def render(spec: scene_lib.SceneSpec, size: int = 64,
     covered = _pool(cov.astype(np.float64), size, s)[..., None]
     img = img * (1 - covered) + _pool(samples, size, s)
   return np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+
+def render_batch(specs: Sequence[scene_lib.SceneSpec], size: int) -> np.ndarray:
+  """uint8 [N, size, size, 3] (see `render`)."""
+  return np.stack([render(s, size) for s in specs]) if specs else np.zeros(
+      (0, size, size, 3), np.uint8)
 
 
 def object_masks(spec: scene_lib.SceneSpec, size: int) -> np.ndarray:

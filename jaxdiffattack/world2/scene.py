@@ -309,13 +309,6 @@ def sample_scenes(split: str, start: int, count: int, seed: int = 0, **kw) -> li
   return [scene(split, i, seed, **kw) for i in range(start, start + count)]
 
 
-def render_batch(specs: Sequence[SceneSpec], size: int) -> np.ndarray:
-  """uint8 [N, size, size, 3] (see `render.render`)."""
-  from jaxdiffattack.world2 import render  # pylint: disable=g-import-not-at-top
-  return np.stack([render.render(s, size) for s in specs]) if specs else np.zeros(
-      (0, size, size, 3), np.uint8)
-
-
 def radius_range(n_objects: int, size: str) -> tuple[float, float]:
   return RADIUS[1 if n_objects == 1 else 2][size]
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiffattack import fitness
+from jaxdiffattack import objectives
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scorers
 from jaxdiffattack import text
@@ -36,7 +36,7 @@ def dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fit(dirs):
-  return fitness.build(tiny_vision.fitness_config(dirs))
+  return objectives.build(tiny_vision.fitness_config(dirs))
 
 
 def _images(n=3, seed=0):
@@ -58,7 +58,7 @@ def test_default_roles_and_scores(fit):
   aux = fit.aux(labels=LABELS, prompts=PROMPTS)
   scores = {k: np.asarray(v) for k, v in fit(images, aux).items()}
   assert set(scores) == set(fit.names) == {
-      f"{role}/{o}" for role, chosen in fitness.DEFAULT_OBJECTIVES.items() for o in chosen}
+      f"{role}/{o}" for role, chosen in objectives.DEFAULT_OBJECTIVES.items() for o in chosen}
   assert all(v.shape == (3,) for v in scores.values())
   resnet, vit, clip = (fit.roles["surrogate"].classifiers[0], fit.roles["evaluator"].classifiers[0],
                        fit.roles["evaluator"].clip)
@@ -85,14 +85,14 @@ def test_ensembles(fit, combine, space):
   """ViT (shuffled id2label) + ResNet + CLIP zero-shot, combined in NumPy by label."""
   loaded = {s.name: s for role in fit.roles.values() for s in role.scorers}
   members = ("toy_vit", "toy_resnet", "toy_clip")
-  config = fitness.default_config("toy")
+  config = objectives.default_config("toy")
   config.roles = {"surrogate": dict(classifiers=members, combine=combine, space=space)}
   config.objectives = {"surrogate": ("target_prob", "margin", "top1_hit", "pred", "confidence")}
-  ensemble = fitness.build(config, loaded=loaded)
+  ensemble = objectives.build(config, loaded=loaded)
   images = _images(seed=1)
   scores = {k: np.asarray(v) for k, v in ensemble(images, ensemble.aux(labels=LABELS)).items()}
   # A judge's reading (pred, confidence) needs no target.
-  reading, params = fitness.make_score_fn(ensemble.roles, {"surrogate": ("pred", "confidence")})
+  reading, params = objectives.make_score_fn(ensemble.roles, {"surrogate": ("pred", "confidence")})
   unlabelled = reading(params, jnp.asarray(images), {})
   assert set(unlabelled) == {"surrogate/pred", "surrogate/confidence"}
   # Every member's logits reordered to label order (the toy label set is all their classes).
@@ -121,10 +121,10 @@ def test_ensembles(fit, combine, space):
 
 def test_vmap_and_new_objective(fit, monkeypatch):
   """score_fn vmaps over an extra axis; an objective is one function + one registry line."""
-  monkeypatch.setitem(fitness.OBJECTIVES, "target_logit",
-                      fitness.Objective(lambda o: jnp.take_along_axis(
+  monkeypatch.setitem(objectives.OBJECTIVES, "target_logit",
+                      objectives.Objective(lambda o: jnp.take_along_axis(
                           o.logits, o.target[:, None], -1)[:, 0], "target"))
-  score_fn, params = fitness.make_score_fn(fit.roles, {"surrogate": ("target_logit",
+  score_fn, params = objectives.make_score_fn(fit.roles, {"surrogate": ("target_logit",
                                                                      "target_prob")})
   images = jnp.asarray(_images(n=4).reshape(2, 2, 16, 16, 3))
   labels = jnp.asarray(np.array([[1, 2], [3, 4]], np.int32))
@@ -140,10 +140,10 @@ def test_config_errors_are_one_line(fit):
   loaded = {s.name: s for role in fit.roles.values() for s in role.scorers}
 
   def build(**overrides):
-    config = fitness.default_config("toy")
+    config = objectives.default_config("toy")
     for key, value in overrides.items():
       config[key] = value
-    return fitness.build(config, loaded=loaded)
+    return objectives.build(config, loaded=loaded)
 
   cases = [
       (dict(roles={"surrogate": dict(classifiers=("toy_vitt",))}),
@@ -223,15 +223,15 @@ def test_fused_with_sampler_and_gradients_through_it(tiny_sd_model, fit, fused_s
 def test_gradients_wrt_images(fit):
   """Each differentiable objective of each role, w.r.t. the images: finite and non-zero."""
   aux = fit.aux(labels=LABELS, prompts=PROMPTS)
-  score_fn, params = fitness.make_score_fn(fit.roles, {
+  score_fn, params = objectives.make_score_fn(fit.roles, {
       "surrogate": ("target_prob", "target_logprob", "margin"),
       "evaluator": ("target_prob", "margin", "clip_score")})
 
-  def objectives(images):
+  def summed(images):
     scores = score_fn(params, images, aux)
     return jnp.stack([v.sum() for v in scores.values()])
 
-  jacobian = np.asarray(jax.jit(jax.jacrev(objectives))(jnp.asarray(_images())))  # [6, P, ...]
+  jacobian = np.asarray(jax.jit(jax.jacrev(summed))(jnp.asarray(_images())))  # [6, P, ...]
   assert jacobian.shape[0] == 6
   for grad in jacobian:
     assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0

@@ -1,4 +1,9 @@
-"""Model-based scoring: classifier / CLIP roles and their objectives, built into a `Scoring`.
+"""Objectives — what a score measures — of classifier / CLIP roles, built into a `Scoring`.
+
+Three modules, one concept each: `scorers` are the models that score images, `objectives`
+(here) what each score of a role measures, and `scoring.Scoring` the job's bundle of them;
+`make_scoring(config)` builds that bundle from a job's config (scoring → objectives →
+scorers: no module imports one above it).
 
 Roles. A *surrogate* is what a search optimises; an *evaluator* decides success — configured
 separately and by default different models, so a search cannot win by fooling the judge (SAGE,
@@ -24,7 +29,7 @@ are differentiable (the hits and pred have zero gradient).
 `build(config)` returns a `scoring.Scoring` whose scores are named "<role>/<objective>", fused
 with the sampler (one compiled program; only [P]-shaped scores leave the devices):
 
-  fit = fitness.build(fitness.default_config("toy"))
+  fit = objectives.build(objectives.default_config("toy"))
   sampler = PopulationSampler(sd, params, SamplerSettings(..., return_images=False),
                               score_fn=fit.score_fn, score_params=fit.params)
   out = sampler(latents, cond, uncond, 7.5, aux=fit.aux(labels=labels, prompts=prompts))
@@ -43,10 +48,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import scorers as scorers_lib
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
+from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack.scoring import Scoring
 
 COMBINE = ("mean_probs", "mean_logits")
@@ -395,3 +402,49 @@ def _aux_builder(roles: Mapping[str, Role]) -> Callable:
     return aux
 
   return make_aux
+
+
+# ------------------------------------------------------------------- a job's scoring --
+KINDS = ("models", "synthetic")
+SCORING_KEYS = ("roles", "objectives", "scorers")  # config.scoring.<key>: overrides of
+                                                   # `default_config`
+
+
+def make_scoring(config) -> Scoring:
+  """The scoring of a job from its config: config.scoring.{kind, roles, objectives, scorers}
+  and config.label_set (see the module docstring)."""
+  block = config.scoring
+  if block.kind not in KINDS:
+    raise ConfigError(f"config.scoring.kind={block.kind!r} is invalid: use one of {KINDS}")
+  if block.kind == "synthetic":
+    return scoring_lib.synthetic_scoring()
+  fit_config = default_config(config.label_set or "toy")
+  for key in SCORING_KEYS:
+    value = block.get(key)
+    value = value.to_dict() if hasattr(value, "to_dict") else value
+    if value:
+      fit_config[key] = value
+  return build(with_judge_roles(fit_config, config.get("judges") or ()))
+
+
+def with_judge_roles(fit_config, judges):
+  """The objectives config with every judge's objectives: a judge that is a role gets
+  `judges.JUDGE_OBJECTIVES` added to its objectives; a judge that is a scorer name becomes a role
+  of that one scorer; image judges ("oracle") are skipped (they read images on the host)."""
+  roles = dict(fit_config.roles.to_dict() if hasattr(fit_config.roles, "to_dict")
+               else fit_config.roles)
+  objectives = {k: tuple(v) for k, v in (
+      fit_config.objectives.to_dict() if hasattr(fit_config.objectives, "to_dict")
+      else dict(fit_config.objectives)).items()}
+  for name in judges:
+    if name in judges_lib.IMAGE_JUDGES:
+      continue
+    if name not in roles:
+      roles[name] = {"classifiers": (name,)}   # a scorer by name (checked when built)
+    objectives[name] = tuple(dict.fromkeys(objectives.get(name, ()) +
+                                           judges_lib.JUDGE_OBJECTIVES))
+  fit_config = fit_config.copy_and_resolve_references() if hasattr(
+      fit_config, "copy_and_resolve_references") else dict(fit_config)
+  fit_config["roles"] = roles
+  fit_config["objectives"] = objectives
+  return fit_config

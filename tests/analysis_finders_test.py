@@ -1,8 +1,8 @@
-"""analysis.objects judges on rendered toy scenes with known contents (no sampler).
+"""analysis.objects finders on rendered toy scenes with known contents (no sampler).
 
-The classifier judge (the judge for real models) is run with the toy ViT as its classifier on
+The classifier finder (the finder for real models) is run with the toy ViT as its classifier on
 procedural toy images (99 % top-1 on held-out real toy images) and hand-made attention maps
-whose noun token peaks on a known 2×2 latent block; the oracle judge on the same scenes.
+whose noun token peaks on a known 2×2 latent block; the oracle finder on the same scenes.
 """
 
 import importlib.util
@@ -36,18 +36,18 @@ def _attention(token_peaks):
 
 
 @pytest.fixture(scope="module")
-def judges():
+def finders():
   sd = models.load_stable_diffusion("toy")[0]
   config = ml_collections.ConfigDict({
       "label_set": "toy", "num_steps": STEPS,
       "attention": {"steps": (0.0, 1.0), "iou_fraction": 0.5},
       "scoring": {"kind": "models", "roles": {"evaluator": {"classifiers": ("toy_vit",)}},
                   "objectives": {"evaluator": ("pred", "top5_hit")}, "scorers": {}}})
-  return sd, objects.classifier_judge(config, sd), objects.oracle_judge(config, sd)
+  return sd, objects.classifier_finder(config, sd), objects.oracle_finder(config, sd)
 
 
-def test_single_objects(judges):
-  sd, classifier, oracle = judges
+def test_single_objects(finders):
+  sd, classifier, oracle = finders
   labels = ["red circle", "blue star", "green cross"]
   images = np.stack([_scene([(label, 12.0, 20.0)]) for label in labels])
   prompts = [f"a photo of a {label}" for label in labels]
@@ -63,7 +63,7 @@ def test_single_objects(judges):
   opreds, ofound = oracle(images, attention, prompts, phrases)
   assert opreds == labels and all(f[0].correct for f in ofound)
   np.testing.assert_allclose(ofound[0][0].centroid, (12.0, 20.0), atol=0.6)
-  # Asked about a class that is not drawn: neither judge finds it.
+  # Asked about a class that is not drawn: neither finder finds it.
   wrong = [[objects.phrase("yellow square")]] * 3
   _, found = classifier(images, attention, ["a photo of a yellow square"] * 3, wrong)
   assert not any(f[0].correct for f in found)
@@ -71,8 +71,8 @@ def test_single_objects(judges):
   assert not any(f[0].drawn for f in found)
 
 
-def test_pairs_and_phrases(judges):
-  sd, classifier, oracle = judges
+def test_pairs_and_phrases(finders):
+  sd, classifier, oracle = finders
   image = _scene([("red circle", 9.0, 9.0), ("blue star", 23.0, 23.0)])[None]
   prompt = "a photo of a red circle and a blue star"
   attention = _attention([(6, (0, 0)), (10, (5, 5))])
@@ -86,14 +86,14 @@ def test_pairs_and_phrases(judges):
   assert objects.phrase("goldfish").label == "goldfish"
 
 
-def test_classifier_judge_through_the_job(tmp_path):
-  """The real-model path (classifier judge, attention regions) end to end on the toy model."""
+def test_classifier_finder_through_the_job(tmp_path):
+  """The real-model path (classifier finder, attention regions) end to end on the toy model."""
   spec = importlib.util.spec_from_file_location(
       "analysis_config", pathlib.Path(__file__).resolve().parent.parent / "configs" / "analysis.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config("toy,smoke")
-  config.judge = "classifier"
+  config.finder = "classifier"
   config.analyses = ("brittleness",)
   config.classes = ("red circle", "blue star")
   config.seeds = 1
