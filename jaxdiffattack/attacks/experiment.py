@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxdiffattack import io
 from jaxdiffattack import labels as labels_lib
+from jaxdiffattack import objectives as objectives_lib
 from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack import sharding
@@ -232,4 +233,4 @@ def _build_scoring(config) -> scoring_lib.Scoring:
       "label_set": config.label_set,
       "scoring": {"kind": "models", "roles": roles, "objectives": objectives,
                   "scorers": dict(config.scorers)}})
-  return scoring_lib.make_scoring(block)
+  return objectives_lib.make_scoring(block)
