@@ -22,7 +22,10 @@ Variants after the colon (comma-separated; unknown ones are errors):
           README's ATM section).
   smoke   a few prompts and iterations: minutes on 2 CPU cores (with `toy`: under 2 minutes).
 
-Every hyper-parameter of the paper is a key below; `attack.grad_depth` is the gradient depth:
+`attack.name` picks the attack (jaxdiffattack/attacks/registry.py): "atm" (the paper's) or
+"random" (random token substitution as an attack of its own, `num_samples` samples per prompt;
+set baseline='' with it). Every hyper-parameter of the paper is a key below; `attack.grad_depth`
+is the gradient depth:
 "last" (the last denoising step, as published), "K" (an integer: the last K steps) or "all" (every
 step; with attack.remat=True each step is rematerialised in the backward pass).
 """
@@ -59,11 +62,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mode = "released"                # replace | extend | released (jaxdiffattack/attacks/modes.py)
   c.extend_tokens = 5                # tokens appended by mode=extend
   c.attack = ml_collections.ConfigDict({
+      "name": "atm",                 # the attack (jaxdiffattack/attacks/registry.py): atm | random
       "init_logit": 15.0, "kappa": 30.0, "lam_sim": 4.0, "lam_fluency": 0.0, "lr": 0.3,
       "num_iters": 100, "batch_size": 1, "tau": 1.0, "hard": False, "grad_depth": "last",
       "remat": False})
   c.num_samples = 100                # hard prompts drawn per attacked prompt
-  c.eval_noise = "per_sample"        # per_sample (released: a new noise per generation) | fixed
+  c.eval_noise = "per_sample"        # per_sample (released: new noise per generation) | fixed | both
   c.baseline = "random_substitution"  # "" for none
   # Run shape (not part of the results; excluded from the resume check).
   c.population = 8                   # prompts attacked at once (0: all); sharded over devices
@@ -72,6 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_batch = 100                 # generated prompts per evaluation call
   c.steps_per_call = 1               # attack iterations per compiled call
   c.checkpoint_every = 10            # iterations
+  c.sharded_checkpoint_mb = 64.0     # state (MB) above which checkpoints are orbax-sharded (0: never)
   c.images_per_prompt = 4            # captioned successful images kept per prompt
   c.report_only = False
   if "toy" in variants:

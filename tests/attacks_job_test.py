@@ -17,6 +17,7 @@ import pytest
 
 import tiny_vision
 from jaxdiffattack import io
+from jaxdiffattack import runs
 from jaxdiffattack.attacks import atm
 from jaxdiffattack.attacks import job
 from jaxdiffattack.attacks import report
@@ -123,10 +124,12 @@ def test_resume_equals_uninterrupted(tiny_sd_dirs, vision_dirs, prompt_file, uni
     calls.append(args)
     raise KeyboardInterrupt("killed after the first checkpoint")
 
-  monkeypatch.setattr(job._Progress, "log", stop_after_first_checkpoint)
+  monkeypatch.setattr(runs.Progress, "log", stop_after_first_checkpoint)
   with pytest.raises(KeyboardInterrupt):
     job.run(config, tmp_path)
-  assert calls[0][2] == 2 and (tmp_path / "checkpoint.msgpack").exists()
+  # Logged after the first checkpoint: iteration 2 of the first group of 2 prompts.
+  assert calls[0][0] == 2 * 2 and "iteration 2 " in calls[0][1]
+  assert (tmp_path / "checkpoint.msgpack").exists()
   monkeypatch.undo()
   job.run(config, tmp_path)
   full = (uninterrupted[0] / "results.jsonl").read_text()

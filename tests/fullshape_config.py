@@ -130,7 +130,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_batch = 2
     c.population = 2
     c.checkpoint_every = 1              # a checkpoint per iteration: its time and size measured
-    c.images_per_prompt = 1
+    c.sharded_checkpoint_mb = 0.0       # ... inline in the msgpack (orbax-sharded: benchmarks/
+    c.images_per_prompt = 1             # attack_checkpoint_benchmark.py)
     return c
   return _search({"latent": latent_search, "embedding": embedding_search,
                   "token": token_search, "prompt": prompt_search}[job], model_dir)

@@ -67,8 +67,10 @@ def _child(job: str, model: str, workdir: str) -> None:
     write(path, payload)
     record = {"seconds": round(time.perf_counter() - t, 3),
               "bytes": pathlib.Path(path).stat().st_size, "file": pathlib.Path(path).name}
-    logits = payload.get("state", {}).get("logits") if isinstance(payload.get("state"),
-                                                                   dict) else None
+    state = payload.get("state") if isinstance(payload.get("state"), dict) else {}
+    # The attack's state inline in its job state (attacks/checkpoint.py), or (older) the state.
+    logits = (state.get("arrays") or {}).get("logits") if isinstance(state.get("arrays"),
+                                                                    dict) else state.get("logits")
     if logits is not None:
       record["theta_shape"] = list(np.shape(logits))
     records.append(record)

@@ -21,6 +21,9 @@ Population-parallel: P prompts are attacked at once — θ [P, L, V], one optax 
 mesh. Every random draw is keyed `fold_in(fold_in(key, prompt index), iteration)` (then the draw's
 purpose and batch index), so a prompt's attack does not depend on P, on which prompts share its
 batch, on the device count, or on a resume point.
+
+As an entry of the job's `registry.ATTACKS` ("atm"): `validate(config)`, `build(...)` (an `Attack`:
+`compile` → init/step, `readout` → hard prompts) and `evaluations(config)`.
 """
 
 import dataclasses
@@ -208,6 +211,18 @@ class Attack:
     return State(logits, jax.vmap(self.optimizer.init)(logits), jnp.zeros((), jnp.int32))
 
   @property
+  def iterations(self) -> int:
+    return self.settings.num_iters
+
+  @property
+  def metrics(self) -> tuple[str, ...]:
+    return Metrics._fields
+
+  def readout(self, key: jax.Array, state: State, prompts: Prompts, sample_index) -> jax.Array:
+    """Hard prompts [P, S, L] from the final (sharded) state: `hard_ids` of θ on the host."""
+    return hard_ids(key, jnp.asarray(sharding.to_host(state.logits)), prompts, sample_index)
+
+  @property
   def vocab_size(self) -> int:
     return int(self.sd.text_encoder.config.vocab_size)
 
@@ -281,3 +296,42 @@ def prompts_from(ids: np.ndarray, free: np.ndarray, labels: np.ndarray, index: n
                  np.asarray(labels, np.int32), np.asarray(reference, np.float32),
                  np.asarray(weights, np.float32))
 
+
+
+# ------------------------------------------------------------------ the job's registry entry --
+def grad_steps_of(grad_depth, num_steps: int) -> int | None:
+  """config.attack.grad_depth → `Settings.grad_steps`: "last" → 1, "all" → None, "K" → K."""
+  depth = str(grad_depth).strip()
+  if depth == "last":
+    return 1
+  if depth == "all":
+    return None
+  _check(depth.isdigit() and 1 <= int(depth) <= num_steps, "attack.grad_depth", grad_depth,
+         f"use 'last' (as published), 'all', or an integer K in 1..num_steps={num_steps} (the "
+         "last K steps)")
+  return int(depth)
+
+
+def settings_of(config) -> Settings:
+  a = config.attack
+  return Settings(
+      init_logit=a.init_logit, kappa=a.kappa, lam_sim=a.lam_sim, lam_fluency=a.lam_fluency,
+      lr=a.lr, num_iters=a.num_iters, batch_size=a.batch_size, tau=a.tau, hard=a.hard,
+      grad_steps=grad_steps_of(a.grad_depth, config.num_steps), remat=a.remat,
+      guidance_scale=config.guidance_scale)
+
+
+def validate(config) -> None:
+  settings_of(config).validate(config.num_steps, prefix="attack.")
+
+
+def build(sd, config, score_fn: Callable, latent_shape, tokens) -> Attack:
+  del tokens
+  return Attack.build(sd, settings_of(config), score_fn, "attack/margin",
+                      scheduler=config.scheduler, num_steps=config.num_steps,
+                      latent_shape=latent_shape)
+
+
+def evaluations(config) -> int:
+  """Sampler + classifier passes (forward and backward) per prompt while attacking."""
+  return int(config["attack"]["num_iters"]) * int(config["attack"]["batch_size"])

@@ -33,7 +33,7 @@ PUBLISHED = {"asr_short": 0.911, "asr_long": 0.812,
 def _block(row: dict, method: str) -> dict | None:
   if not row.get("attacked"):
     return None
-  return row if method == "attack" else row.get("baseline")
+  return row if method == "attack" else row.get(method)
 
 
 def asr(rows: list[dict], set_name: str, method: str = "attack", judge: str = "attack") -> dict:
@@ -76,6 +76,10 @@ def summarise(rows: list[dict], config: dict, timing: dict) -> dict:
   summary = {f"asr_{s}": asr(rows, s) for s in SETS}
   summary["baseline"] = ({f"asr_{s}": asr(rows, s, "baseline") for s in SETS}
                          if "baseline" in methods else None)
+  if any("fixed_noise" in r for r in rows):   # eval_noise="both": the clean check's noise too
+    summary["fixed_noise"] = {**{f"asr_{s}": asr(rows, s, "fixed_noise") for s in SETS},
+                              "sample_success_rate": {s: sample_rate(rows, s, "fixed_noise")
+                                                      for s in SETS}}
   summary["by_judge"] = {j: {m: {f"asr_{s}": asr(rows, s, m, j) for s in SETS} for m in methods}
                          for j in judges}
   summary["sample_success_rate"] = {m: {s: sample_rate(rows, s, m) for s in SETS}
@@ -93,7 +97,21 @@ def summarise(rows: list[dict], config: dict, timing: dict) -> dict:
       "model", "judge", "judges", "mode", "num_samples", "num_steps", "guidance_scale",
       "eval_noise", "baseline", "seed")}
   summary["settings"]["attack"] = attack
+  summary["budget"] = budget(config)
   return summary
+
+
+def budget(config: dict) -> dict | None:
+  """Per attacked prompt: the attack's sampler + classifier passes while attacking
+  (`registry.ATTACKS[name].evaluations`) and the samples generated and judged afterwards."""
+  from jaxdiffattack.attacks import registry  # pylint: disable=g-import-not-at-top
+  name = config.get("attack", {}).get("name", "atm")
+  if name not in registry.ATTACKS or "num_samples" not in config:
+    return None
+  samples = int(config["num_samples"])
+  return {"attack": name, "attack_evaluations_per_prompt":
+          registry.ATTACKS[name].evaluations(config), "samples_per_prompt": samples,
+          "baseline_samples_per_prompt": samples if config.get("baseline") else 0}
 
 
 def _pct(block: dict | None) -> str:
@@ -147,6 +165,11 @@ def markdown(rows: list[dict], summary: dict, config: dict) -> str:
     fmt = lambda b: ("–" if not b or b["rate"] is None else
                      f"{100 * b['rate']:.1f} % ({b['successes']}/{b['samples']})")
     lines.append(f"| {s} | {fmt(ours)} | {fmt(base)} |")
+  if summary.get("fixed_noise"):
+    lines += ["", "The same hard prompts generated on the clean check's noise (eval_noise=both; "
+              "above: a fresh noise per sample): ASR " + ", ".join(
+                  f"{s} {_pct(summary['fixed_noise'][f'asr_{s}'])}" for s in SETS
+                  if summary["fixed_noise"][f"asr_{s}"]["attacked"]) + "."]
   others = [j for j in summary["by_judge"] if j != "attack"]
   if others:
     lines += ["", "The same images read by further judges (a sample succeeds when the judge sees "
@@ -191,8 +214,9 @@ def plot_curves(rows: list[dict], path: pathlib.Path) -> None:
   fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
   for ax, (key, title) in zip(axes, panels):
     for s, colour in zip(SETS, ("tab:blue", "tab:orange")):
-      curves = [r["loss_curve"] if key == "loss" else r["curves"][key]
+      curves = [r["loss_curve"] if key == "loss" else r["curves"].get(key, [])
                 for r in rows if r["set"] == s and r.get("attacked")]
+      curves = [c for c in curves if c]     # attacks without iterations (random) have none
       if not curves:
         continue
       arr = np.asarray(curves, np.float64)
