@@ -46,8 +46,10 @@ RUN_SHAPE_KEYS = ("report_only", "microbatch", "memory_budget_gb", "checkpoint_e
 WALL_CLOCK_FIELDS = {
     # search: the loop state's Timing (seconds, and the member count they are divided by)
     "checkpoint_*.msgpack": ("timing",),
-    # search (time/*) and attack (*_s) wall-clock seconds
-    "timing.json": ("time/total", "time/ask_tell", "time/evaluate", "attack_s", "eval_s"),
+    # search (time/*) and attack (*_s) wall-clock seconds; the attack's speed figures are timed
+    # over the last invocation, so the work they divide (images, prompt_iterations) is its too
+    "timing.json": ("time/total", "time/ask_tell", "time/evaluate", "attack_s", "eval_s",
+                    "images", "prompt_iterations"),
     # search: per method; attack: the `timing` block (speeds from timing.json)
     "summary.json": ("wall_time_s", "images_per_s", "ask_tell_share", "timing"),
     # the same numbers in the reports' tables (search, attack)

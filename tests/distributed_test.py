@@ -72,7 +72,9 @@ def test_two_processes_write_the_files_of_one(workdirs):
   assert len(io.read_jsonl(two / "search" / "results.jsonl")) == 3    # 3 targets
   assert len(io.read_csv(two / "sweep" / "members.csv")) == 24
   compared = sum(assert_same_files(one / job, two / job) for job in ("sweep", "search", "attack"))
-  assert compared == len(_files(one)) > 100
+  assert compared == len(_files(one))
+  # Not vacuous: each job wrote its outputs (the tiny runs write 24, 48 and 19 files).
+  assert [len(_files(one / job)) >= 15 for job in ("sweep", "search", "attack")] == [True] * 3
 
 
 def test_only_process_zero_writes(workdirs):
