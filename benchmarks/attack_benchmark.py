@@ -37,6 +37,7 @@ from jaxdiffattack import sampler as sampler_lib
 from jaxdiffattack import sharding
 from jaxdiffattack.attacks import atm
 from jaxdiffattack.attacks import job as job_lib
+from jaxdiffattack.attacks import step as step_lib
 from jaxdiffattack.models import convert_diffusers
 from jaxdiffattack.models import convert_transformers
 from jaxdiffattack.models import unet as unet_lib
@@ -78,7 +79,7 @@ def time_jax(config, job, data, depth: str) -> dict:
                             "attack/margin", scheduler=config.scheduler, num_steps=_STEPS.value,
                             latent_shape=job.latent_shape)
   compiled = attack.compile(job.mesh)
-  index = job_lib._pad_index(np.arange(len(data.prompt_set)), job.mesh.size)  # pylint: disable=protected-access
+  index = step_lib.pad_index(np.arange(len(data.prompt_set)), job.mesh.size)
   prompts = jax.tree_util.tree_map(lambda a: sharding.put_population(a, job.mesh),
                                    data.prompts(index))
   key = data.purpose_key(0)
