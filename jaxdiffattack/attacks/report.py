@@ -408,7 +408,8 @@ def interval_lines(got: dict) -> list[str]:
   lines = ["", "## Intervals (clustered by prompt)", "",
            "The samples of one prompt share its difficulty, so per-sample rates get intervals "
            "clustered by prompt: cluster-robust (CR1) Wald and a bootstrap resampling whole "
-           "prompts; per-prompt ASR a bootstrap over prompts (Wilson in summary.json). short − "
+           "prompts; per-prompt ASR a bootstrap over prompts and Wilson (at 0 % or 100 % the "
+           "bootstrap collapses to the point: read Wilson there). short − "
            "long compares different prompts (independent groups: Newcombe's hybrid score "
            "interval, and a bootstrap over each set's prompts); ATM − random substitution "
            "compares the same prompts (paired: Newcombe's paired interval, exact McNemar p, a "
@@ -417,7 +418,7 @@ def interval_lines(got: dict) -> list[str]:
            f"{boot['resampled']}."]
   for noise, per_judge in got["by_noise"].items():
     lines += ["", f"### Noise: {noise} ({NOISE_LABELS[noise]})", "",
-              "| judge | set | method | prompts | ASR [bootstrap] | per-sample rate "
+              "| judge | set | method | prompts | ASR [bootstrap] [Wilson] | per-sample rate "
               "[cluster-robust] [cluster bootstrap] |", "|---|---|---|---|---|---|"]
     diffs = []
     for judge, entry in per_judge.items():
@@ -427,7 +428,8 @@ def interval_lines(got: dict) -> list[str]:
             continue
           a, p = entry[method][s]["asr"], entry[method][s]["per_sample"]
           lines.append(f"| {judge} | {s} | {method} | {a['prompts']} | {_rate(a['rate'])} "
-                       f"{_ci(a['bootstrap95'])} | {_rate(p['rate'])} {_ci(p['ci95'])} "
+                       f"{_ci(a['bootstrap95'])} {_ci(a['wilson95'])} | {_rate(p['rate'])} "
+                       f"{_ci(p['ci95'])} "
                        f"{_ci(p['bootstrap95'])} |")
         d = entry["short_minus_long"].get(method) if method in entry else None
         if d:
