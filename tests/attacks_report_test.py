@@ -148,7 +148,7 @@ def test_noises_present_in_the_run():
       ("fresh", "attack"), ("fixed", "fixed_noise")]
 
 
-@pytest.mark.slow   # ~70 s on 2 shared cores (matplotlib, 10 000-draw bootstraps)
+@pytest.mark.slow   # 10–75 s on 2 shared cores (matplotlib plot, 10 000-draw bootstraps)
 def test_a_separate_random_run_is_paired_by_prompt_and_reported(tmp_path, rows):
   ours, theirs = tmp_path / "atm", tmp_path / "random"
   config = {"eval_noise": "both", "seed": 0, "num_samples": S, "model": "toy",
@@ -181,3 +181,16 @@ def test_a_separate_random_run_is_paired_by_prompt_and_reported(tmp_path, rows):
     report.write_report(ours, random_workdir=theirs)
   with pytest.raises(UserError, match=r"has no results.jsonl"):
     report.write_report(ours, random_workdir=tmp_path / "missing")
+
+
+def test_compare_launcher_one_line_error(tmp_path, capsys):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = report.pathlib.Path(__file__).resolve().parent.parent / "launch" / "attack_compare.py"
+  spec = importlib.util.spec_from_file_location("attack_compare", path)
+  launcher = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(launcher)
+  io.write_jsonl(tmp_path / "atm" / "results.jsonl", synthetic_rows())
+  io.write_json(tmp_path / "atm" / "config.json", {"eval_noise": "both"})
+  with pytest.raises(SystemExit) as e:
+    launcher.main(["--workdir", str(tmp_path / "atm"), "--random_workdir", str(tmp_path / "x")])
+  assert str(e.value).startswith("error: random_workdir=") and "\n" not in str(e.value)
