@@ -54,6 +54,7 @@ from PIL import Image
 
 from attacks_job_test import prompt_file  # noqa: F401  pylint: disable=unused-import  # fixture
 from attacks_job_test import vision_dirs  # noqa: F401  pylint: disable=unused-import  # fixture
+from jax_only import JAX_ONLY
 from same_files import assert_same_files
 
 pytestmark = pytest.mark.slow
@@ -155,9 +156,9 @@ class Launch:
     """`processes` > 1: the job runs as that many processes of one multi-host run (4 fake CPU
     devices each) under launch/local_multiprocess.py."""
     self.workdir = pathlib.Path(workdir)
-    env = dict(os.environ, PYTHONPATH=str(_ROOT), JAX_PLATFORMS="cpu",
-               JAX_COMPILATION_CACHE_DIR=os.environ.get("JAXDIFFATTACK_TEST_CACHE",
-                                                        str(_ROOT / ".jax_cache")), **env)
+    # The session's compilation cache reaches the launcher through $JAX_COMPILATION_CACHE_DIR
+    # (conftest.py); USE_TORCH=0: tests/jax_only.py.
+    env = dict(os.environ, PYTHONPATH=str(_ROOT), JAX_PLATFORMS="cpu", **JAX_ONLY, **env)
     for name in ("XLA_FLAGS", "JAX_COORDINATOR_ADDRESS"):
       env.pop(name, None)
     self.log = open(log, "ab")  # pylint: disable=consider-using-with
