@@ -29,7 +29,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 def pytest_addoption(parser):
   parser.addoption("--kill-points", type=int, default=None,
-                   help="kills per job in tests/reliability_kill_test.py (default 3; also "
+                   help="kills per job in tests/reliability_kill_test.py (default 2, kinds rotating "
+                   "per job; 3: every kind on every job; also "
                    "$JAXDIFFATTACK_KILL_POINTS)")
 
 
