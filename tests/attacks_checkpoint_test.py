@@ -25,6 +25,7 @@ from jaxdiffattack.attacks import atm
 from jaxdiffattack.attacks import checkpoint
 from jaxdiffattack.attacks import job
 from jaxdiffattack.errors import UserError
+from jax_only import JAX_ONLY
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -125,7 +126,7 @@ def test_eight_devices_resume_from_a_sharded_checkpoint(tiny_sd_dirs, vision_dir
   over the 8 devices, written without gathering, killed after the first checkpoint and resumed ==
   uninterrupted (see attacks_sharded_worker.py)."""
   worker = pathlib.Path(__file__).with_name("attacks_sharded_worker.py")
-  env = dict(os.environ, PYTHONPATH=str(_ROOT))
+  env = dict(os.environ, PYTHONPATH=str(_ROOT), **JAX_ONLY)
   proc = subprocess.run([sys.executable, str(worker), str(tiny_sd_dirs[1]),
                          str(vision_dirs["clip"].parent), str(prompt_file), str(tmp_path)],
                         env=env, capture_output=True, text=True, timeout=1200, check=False)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import tiny_vision
+from jax_only import JAX_ONLY
 from jaxdiffattack import io
 from jaxdiffattack import runs
 from jaxdiffattack import stats
@@ -262,7 +263,7 @@ def test_eight_devices_match_one(tiny_sd_dirs, vision_dirs, prompt_file, tmp_pat
   """The same job (2 iterations) on 8 fake devices (each group of 2 prompts padded to 8) and on
   1 device."""
   worker = pathlib.Path(__file__).with_name("attacks_multidevice_worker.py")
-  env = dict(os.environ, PYTHONPATH=str(_ROOT))
+  env = dict(os.environ, PYTHONPATH=str(_ROOT), **JAX_ONLY)
   proc = subprocess.run([sys.executable, str(worker), str(tiny_sd_dirs[1]),
                          str(vision_dirs["clip"].parent), str(prompt_file), str(tmp_path)],
                         env=env, capture_output=True, text=True, timeout=1200, check=False)

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny random SD in both weight formats, loaded once per test session.
 
-JAX's persistent compilation cache (in .jax_cache/ at the repo root) makes re-runs much faster.
+JAX's persistent compilation cache (in .jax_cache/ at the repo root, shared with every subprocess
+the tests start) makes re-runs, and the many launches of the same job, much faster.
 """
 
 import os
@@ -13,14 +14,23 @@ import pytest
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # tests/ helpers (tiny_sd)
 
-jax.config.update("jax_compilation_cache_dir", os.environ.get(
-    "JAXDIFFATTACK_TEST_CACHE", str(_ROOT / ".jax_cache")))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+# One persistent compilation cache for the session and every subprocess it starts (launchers,
+# multi-device workers, the GPU suite's rehearsal): they inherit it through JAX's own environment
+# variables, so a program compiled once (in-process or in any subprocess) is read back, not
+# compiled again, by the next process that builds it. Every compile is cached (minimum 0 s): the
+# tiny test programs compile in well under a second each, and there are thousands of them. On CI
+# (a fresh clone) the cache starts empty in .jax_cache/; $JAXDIFFATTACK_TEST_CACHE moves it.
+CACHE_DIR = os.environ.get("JAXDIFFATTACK_TEST_CACHE", str(_ROOT / ".jax_cache"))
+os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE_DIR
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def pytest_addoption(parser):
   parser.addoption("--kill-points", type=int, default=None,
-                   help="kills per job in tests/reliability_kill_test.py (default 3; also "
+                   help="kills per job in tests/reliability_kill_test.py (default 2, kinds rotating "
+                   "per job; 3: every kind on every job; also "
                    "$JAXDIFFATTACK_KILL_POINTS)")
 
 

@@ -23,6 +23,7 @@ from attacks_job_test import vision_dirs  # noqa: F401  pylint: disable=unused-i
 from jaxdiffattack import distributed
 from jaxdiffattack import io
 from jaxdiffattack.errors import UserError
+from jax_only import JAX_ONLY
 from same_files import assert_same_files
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,7 @@ RUNS = {"two": (2, 4), "one": (1, 8)}   # name: (processes, fake devices per pro
 
 
 def _env():
-  env = dict(os.environ, PYTHONPATH=str(_ROOT))
+  env = dict(os.environ, PYTHONPATH=str(_ROOT), **JAX_ONLY)
   env.pop("XLA_FLAGS", None)
   return env
 

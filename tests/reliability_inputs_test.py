@@ -30,6 +30,7 @@ from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack import sweep
 from jaxdiffattack import text
 from jaxdiffattack.errors import UserError
+from jax_only import JAX_ONLY
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT / "configs"))
@@ -79,7 +80,7 @@ def test_every_launcher_flag_error_is_one_line(tmp_path):
   # A job-level refusal through a launcher: another job's workdir, left as it was.
   other = _another_jobs_workdir(tmp_path / "other")
   before = _snapshot(other)
-  env = dict(os.environ, PYTHONPATH=str(_ROOT), JAX_PLATFORMS="cpu")
+  env = dict(os.environ, PYTHONPATH=str(_ROOT), JAX_PLATFORMS="cpu", **JAX_ONLY)
   launches = [(tmp_path / f"w{i}", expected, [f"launch/{name}.py", f"--config={_ROOT / config}",
                                               f"--workdir={tmp_path / f'w{i}'}", flag])
               for i, (name, config, flag, expected) in enumerate(cases)]

@@ -20,10 +20,15 @@ on the workdir the previous one left:
      must still be the previous one, whole;
   3. `wall_clock`: at a seeded time in (0.05, 0.95) × the uninterrupted run's duration after the
      start (start-up, compilation, any unit of work, a write).
-By default each job takes these 3 kills (train_toy only the first: each of its starts re-evaluates
-its finished stages, minutes on busy cores). With `--kill-points=N` (or
-`JAXDIFFATTACK_KILL_POINTS=N`) each job takes N kills, cycling through the three kinds (a kill that would land after the run ended is counted as such, and the test
-moves on). After every kill each file under a final name parses in full.
+By default (CI) each job takes 2 of these kills, the pair rotating with the job's place in `JOBS`
+(`DEFAULT_PLANS`): sweep and attack (after_write, in_write), search_latent and analyze (in_write,
+wall_clock), search_gradient and generate (after_write, wall_clock); train_toy takes the first
+only (each of its starts re-evaluates its finished stages, minutes on busy cores). So every kind
+hits 4 or 5 jobs, the search (latent + gradient) takes all three, and each job takes at least one
+deterministic kill, first (on the fresh run, where it is sure to land). With `--kill-points=N` (or
+`JAXDIFFATTACK_KILL_POINTS=N`) each job takes N kills, cycling through the three kinds from
+after_write (N=3: all three on every job; a kill that would land after the run ended is counted as
+such, and the test moves on). After every kill each file under a final name parses in full.
 
 What each job guarantees (the same check for all): resumed == uninterrupted. Jobs with
 checkpoints (sweep, search, attack, train_toy: checkpoint files; analyze: one `stages/*.json` per
@@ -49,6 +54,7 @@ from PIL import Image
 
 from attacks_job_test import prompt_file  # noqa: F401  pylint: disable=unused-import  # fixture
 from attacks_job_test import vision_dirs  # noqa: F401  pylint: disable=unused-import  # fixture
+from jax_only import JAX_ONLY
 from same_files import assert_same_files
 
 pytestmark = pytest.mark.slow
@@ -57,11 +63,15 @@ _ROOT = pathlib.Path(__file__).resolve().parent.parent
 _TESTS = _ROOT / "tests"
 _DELAY = 0.4     # seconds each delayed write waits between its temp file and the rename
 KINDS = ("after_write", "in_write", "wall_clock")
+# The default 2 kills of a job: the pair rotates with the job's index in JOBS, so each kind is
+# taken by a third of the jobs and every job still starts with a deterministic kill.
+DEFAULT_PLANS = (("after_write", "in_write"), ("in_write", "wall_clock"),
+                 ("after_write", "wall_clock"))
 
 
 def kill_points(request, job) -> int:
   """Kills per job: --kill-points=N (conftest.py), else $JAXDIFFATTACK_KILL_POINTS, else the
-  job's default (3; train_toy 1)."""
+  job's default (2; train_toy 1)."""
   value = request.config.getoption("--kill-points", None) or os.environ.get(
       "JAXDIFFATTACK_KILL_POINTS") or job.points
   return int(value)
@@ -76,7 +86,7 @@ class Job:
   checkpoints: str      # what a resume continues from
   results: str          # results written between checkpoints ("*": any write, for a job that
                         # writes its results only after its last checkpoint)
-  points: int = 3       # default kills (CI budget); --kill-points=N sets every job's
+  points: int = 2       # default kills (CI budget); --kill-points=N sets every job's
 
 
 JOBS = {
@@ -146,9 +156,9 @@ class Launch:
     """`processes` > 1: the job runs as that many processes of one multi-host run (4 fake CPU
     devices each) under launch/local_multiprocess.py."""
     self.workdir = pathlib.Path(workdir)
-    env = dict(os.environ, PYTHONPATH=str(_ROOT), JAX_PLATFORMS="cpu",
-               JAX_COMPILATION_CACHE_DIR=os.environ.get("JAXDIFFATTACK_TEST_CACHE",
-                                                        str(_ROOT / ".jax_cache")), **env)
+    # The session's compilation cache reaches the launcher through $JAX_COMPILATION_CACHE_DIR
+    # (conftest.py); USE_TORCH=0: tests/jax_only.py.
+    env = dict(os.environ, PYTHONPATH=str(_ROOT), JAX_PLATFORMS="cpu", **JAX_ONLY, **env)
     for name in ("XLA_FLAGS", "JAX_COORDINATOR_ADDRESS"):
       env.pop(name, None)
     self.log = open(log, "ab")  # pylint: disable=consider-using-with
@@ -262,9 +272,18 @@ def _after_write_k(trace, job, rng) -> tuple[int, int]:
   return candidates[int(rng.integers(len(candidates)))]
 
 
+def kill_kinds(name: str, points: int) -> tuple[str, ...]:
+  """The kinds of a job's `points` kills, in order: the job's pair of `DEFAULT_PLANS` for 2,
+  else KINDS cycled from after_write."""
+  if points == 2:
+    return DEFAULT_PLANS[list(JOBS).index(name) % len(DEFAULT_PLANS)]
+  return tuple(KINDS[i % len(KINDS)] for i in range(points))
+
+
 def run_battery(name: str, tmp_path, fixtures: dict, points: int, seed: int):
-  """The uninterrupted run, then `points` seeded kills and a final resume, all in the same
-  workdir path (a job may write its own path into reports); every file compared."""
+  """The uninterrupted run, then `points` seeded kills (kinds: `kill_kinds`) and a final resume,
+  all in the same workdir path (a job may write its own path into reports); every file
+  compared."""
   job = JOBS[name]
   rng = np.random.default_rng(seed)
   config = _write_config(tmp_path / f"{name}_config.py", job.config.format(**fixtures))
@@ -281,8 +300,7 @@ def run_battery(name: str, tmp_path, fixtures: dict, points: int, seed: int):
   assert delayed >= 2, f"only {delayed} writes of {job.checkpoints}: too few to place the kills"
 
   landed, left = [], 2     # left: checkpoint writes known to be left for the next in_write
-  for i in range(points):
-    kind = KINDS[i % len(KINDS)]
+  for i, kind in enumerate(kill_kinds(name, points)):
     if kind == "after_write":
       k, left = _after_write_k(writes, job, rng) if i == 0 else (int(rng.integers(1, 3)), 1)
       run = Launch(job, config, workdir, log, JAXDIFFATTACK_TEST_KILL_AFTER=f"{k}:{job.results}")
@@ -379,3 +397,15 @@ def test_two_processes_killed_and_resumed_equal_uninterrupted(tmp_path, request)
   assert Launch(job, config, workdir, log, processes=2).finish() == 0, _tail(log)
   compared = assert_same_files(tmp_path / "full", workdir)
   print(f"two processes: {compared} files equal; {time.monotonic() - start:.1f} s")
+
+
+def test_default_plan_covers_every_kind():
+  """The default (CI) plan: every job starts with a deterministic kill, every kind is taken by
+  at least 4 jobs, the search (latent + gradient) takes all three, and N=3 is every kind."""
+  plans = {name: kill_kinds(name, job.points) for name, job in JOBS.items()}
+  assert all(plan[0] != "wall_clock" and len(set(plan)) == len(plan) for plan in plans.values())
+  taken = lambda kind: sum(kind in plan for plan in plans.values())
+  assert {kind: taken(kind) >= 4 for kind in KINDS} == dict.fromkeys(KINDS, True), plans
+  assert set(plans["search_latent"] + plans["search_gradient"]) == set(KINDS)
+  assert plans["train_toy"] == ("after_write",)
+  assert all(kill_kinds(name, 3) == KINDS for name in JOBS)

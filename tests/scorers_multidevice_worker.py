@@ -19,7 +19,7 @@ import numpy as np
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 jax.config.update("jax_compilation_cache_dir", os.environ.get(
     "JAXDIFFATTACK_TEST_CACHE", os.path.join(_ROOT, ".jax_cache")))  # as tests/conftest.py
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/ helpers
 from jaxdiffattack import objectives

@@ -10,12 +10,14 @@ import sys
 
 import numpy as np
 import pytest
+from jax_only import JAX_ONLY
 
 
 @pytest.mark.slow
 def test_eight_devices_match_one(tiny_sd_dirs, tmp_path):
   worker = pathlib.Path(__file__).with_name("search_multidevice_worker.py")
-  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parent.parent))
+  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parent.parent),
+             **JAX_ONLY)
   proc = subprocess.run([sys.executable, str(worker), str(tiny_sd_dirs[1]), str(tmp_path)],
                         env=env, capture_output=True, text=True, timeout=900, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
