@@ -13,6 +13,7 @@ from PIL import Image
 from jaxdiffattack import generate
 from jaxdiffattack import io
 from jaxdiffattack.errors import UserError
+from jax_only import JAX_ONLY
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT / "configs"))
@@ -74,7 +75,7 @@ def test_missing_model_dir(tmp_path):
 
 
 def test_launch_exits_nonzero_with_one_line(tmp_path):
-  env = dict(os.environ, PYTHONPATH=str(_ROOT))
+  env = dict(os.environ, PYTHONPATH=str(_ROOT), **JAX_ONLY)
   proc = subprocess.run(
       [sys.executable, str(_ROOT / "launch/generate.py"),
        f"--config={_ROOT / 'configs/generate.py'}", f"--workdir={tmp_path}",
@@ -105,7 +106,7 @@ def test_index_page_in_headless_chromium(tiny_sd_dirs, tmp_path, chrome_driver):
 
 def test_launch_auto_microbatch_asks_for_a_budget_on_cpu(tmp_path):
   """`--config.microbatch=auto` parses from the command line; a CPU reports no memory limit."""
-  env = dict(os.environ, PYTHONPATH=str(_ROOT))
+  env = dict(os.environ, PYTHONPATH=str(_ROOT), **JAX_ONLY)
   proc = subprocess.run(
       [sys.executable, str(_ROOT / "launch/generate.py"),
        f"--config={_ROOT / 'configs/generate.py'}", f"--workdir={tmp_path}",

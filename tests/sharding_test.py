@@ -9,12 +9,14 @@ import sys
 import numpy as np
 
 from jaxdiffattack import sharding
+from jax_only import JAX_ONLY
 
 
 def test_eight_devices_match_one(tiny_sd_dirs, tmp_path):
   out = tmp_path / "out.npz"
   worker = pathlib.Path(__file__).with_name("multidevice_worker.py")
-  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parent.parent))
+  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parent.parent),
+             **JAX_ONLY)
   proc = subprocess.run([sys.executable, str(worker), str(tiny_sd_dirs[1]), str(out)],
                         env=env, capture_output=True, text=True, timeout=900, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
