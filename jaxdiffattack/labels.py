@@ -137,6 +137,19 @@ def class_names(label_set: str, labels: Sequence[str] = ()) -> tuple[str, ...]:
   return tuple(get_label_set(label_set).names)
 
 
+def prompt_class(prompt: str, names: Sequence[str], key: str = "prompt") -> str:
+  """The class of `names` that `prompt` names first (the longest one starting there), matched on
+  whole words, singular or plural ("+s", "+es"); a ConfigError naming config.<key> when it names
+  none."""
+  low = f" {' '.join(prompt.lower().replace(',', ' ').split())} "
+  found = [(low.find(f" {n.lower()}{end} "), -len(n), n) for n in names for end in ("", "s", "es")]
+  found = [f for f in found if f[0] >= 0]
+  if not found:
+    raise ConfigError(f"config.{key} entry {prompt!r} names no class of the label set (e.g. "
+                      f"{names[0]!r}): the judges need to know what it was made for")
+  return min(found)[2]
+
+
 def get_templates(name) -> tuple[str, ...]:
   """The prompt templates called `name`; a tuple of strings with one `{}` each passes through."""
   if isinstance(name, (tuple, list)):
