@@ -257,3 +257,15 @@ def test_analysis_world2_smoke(world2_assets, tmp_path):
   for stage in config.analyses:
     assert list(tmp_path.glob(f"{stage}*.json")), stage
   assert (tmp_path / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_attack_world2_smoke(world2_assets, tmp_path):
+  from jaxdiffattack.attacks import job  # pylint: disable=g-import-not-at-top
+  config = _config("atm", "world2,smoke")
+  assert config.prompt_sets.long == "world2_long"
+  out = job.run(config, str(tmp_path))
+  rows = _jsonl(tmp_path / "results.jsonl")
+  assert {r["set"] for r in rows} == {"short", "long"}
+  assert any(labels_lib.WORLD2_LONG.format("red circle") == r["prompt"] for r in rows)
+  assert out["summary"] and (tmp_path / "summary.json").is_file()
