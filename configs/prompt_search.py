@@ -10,7 +10,8 @@ per slot × word, argmax decoding, with Sep-CMA-ES) — default is the integer e
 SimpleGA; `wide` (every label of the label set × 2 seeds);
 `world2` (world 2's generator and judges: 5 near-neighbour labels, short grammar captions,
 judged by the held-out RegNetY, each surrogate member and the scene oracle "world2_oracle"),
-`world2,smoke` (2 labels, population 2 × 1 generation, 2 steps: for the tests). World 2's tokenizer holds the toy's class-free words too. Vocabulary: the toy tokenizer's
+`world2,smoke` (2 labels, population 2 × 1 generation, 2 steps: for the tests); world 2's
+tokenizer holds the toy's class-free words too. Vocabulary: the toy tokenizer's
 class-free words, minus every word of every class name.
 """
 

@@ -5,9 +5,10 @@ the images show a chosen target class while the CLIP score against the clean pro
   python launch/search.py --config configs/token_search.py --workdir runs/token
 
 Variants: `toy` (the shipped toy world, CPU minutes),
-`world2` (world 2's generator and judges: 5 labels each pushed towards a near neighbour, short grammar captions,
-judged by the held-out RegNetY, each surrogate member and the scene oracle "world2_oracle"),
-`world2,smoke` (2 labels, population 2 × 1 generation, 2 steps: for the tests). Targeted: label i's prompt should show
+`world2` (world 2's generator and judges: 5 labels each pushed towards a near neighbour,
+short grammar captions, judged by the held-out RegNetY, each surrogate member and the scene
+oracle "world2_oracle"), `world2,smoke` (2 labels, population 2 × 1 generation, 2 steps: for the
+tests). Targeted: label i's prompt should show
 target_labels[i]; fitness = −(surrogate margin of the target class: the scorer's aux label is the
 target); success = the evaluator's top-1 is the target AND the CLIP score against the clean
 prompt is ≥ 90 % of the clean image's (CLIP filter "min", relative). The solution is

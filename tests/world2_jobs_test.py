@@ -132,7 +132,8 @@ def test_world2_oracle_scores_round_trip_through_judges():
                                          "failure": False, "unclear": False,
                                          "reason": "holds"}
   assert records[1]["world2_oracle"]["failure"] is True
-  assert records[1]["world2_oracle"]["reason"] == "extra fact (read red circle; made for red circle)"
+  assert records[1]["world2_oracle"]["reason"] == (
+      "extra fact (read red circle; made for red circle)")
   with pytest.raises(Exception, match="2 labels but 1 prompts"):
     reader.image_scores(np.stack([correct, pair]), np.array([label, label]), ["a red circle"])
 

@@ -1,4 +1,4 @@
-"""Where a model comes from: the `toy` / `world2` aliases, a local directory, or a Hugging Face hub id.
+"""Where a model comes from: the `toy` / `world2` aliases, a local directory, or a hub id.
 
 Every model argument in jaxdiffattack (generator, CLIP, classifiers) goes through `resolve`, so the
 shipped offline worlds and real checkpoints take exactly the same loading path afterwards. `world2`
