@@ -81,7 +81,7 @@ def resolve(name_or_path: str, kind: str) -> pathlib.Path:
   if _looks_like_hub_id(name):
     return _download(name)
   raise ModelNotFoundError(
-      f"model {name!r} is not 'toy', 'world2', an existing directory, or a hub id (owner/name)")
+      f"model {name!r} is not 'toy', an existing directory, or a hub id (owner/name)")
 
 
 def world2_root() -> pathlib.Path:

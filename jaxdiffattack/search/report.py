@@ -272,7 +272,8 @@ def confirmed_lines(rows: list[dict], summary: dict) -> list[str]:
       continue
     sel = [r for r in rows if r["method"] == method]
     found = [(r, f) for r in sel for f in r["failures"]]
-    oracle = _oracle_name(s["by_judge"])
+    oracle = _oracle_name(list(s.get("by_judge") or {}) + [
+        j for _, f in found for j in (f.get("judges") or {})]) or "oracle"
     confirmed = [(r, f) for r, f in found if _oracle_entry(f, oracle).get("failure")]
     lines.append(f"{method}: the {oracle} confirms {len(confirmed)} of the {len(found)} failures "
                  f"kept, on {s['oracle_confirmed_targets']} of {s['targets']} targets")
