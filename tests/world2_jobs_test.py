@@ -190,6 +190,16 @@ def test_world2_alias_loads_every_kind_of_the_export(world2_assets):
   (evaluator,) = scoring.roles["evaluator"].classifiers
   assert evaluator.model.model_type == "regnet"
   assert evaluator.output_names == scene.CLASSES
+  # Every world-2 classifier's exported processor gives the input its training saw.
+  from jaxdiffattack import scorers  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.world2 import train  # pylint: disable=g-import-not-at-top
+  size = sd.image_size
+  images = np.random.default_rng(0).integers(0, 256, (2, size, size, 3)).astype(np.uint8)
+  trained = np.transpose(np.asarray(train.to_pixels(images)), (0, 2, 3, 1))
+  for member in [*scoring.roles["surrogate"].classifiers, evaluator]:
+    if member.spec.type == "classifier":
+      np.testing.assert_allclose(np.asarray(scorers.pixels(member, images / 255.0)), trained,
+                                 atol=1e-5, err_msg=member.name)
 
 
 @pytest.mark.slow
