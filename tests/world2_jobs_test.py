@@ -222,7 +222,7 @@ def test_sweep_world2_smoke(world2_assets, tmp_path):
   assert config.judges == ("evaluator", "world2_oracle")
   out = sweep.run(config, str(tmp_path))
   members = out["members"]
-  assert len(members) == 3 * 7    # 3 labels × (clean + UMS, RMS, SDS, 2 MS, PAS)
+  assert len(members) == 3 * 6    # 3 labels × (clean + UMS, RMS, SDS, MS, PAS)
   with open(tmp_path / "members.csv", newline="") as f:
     rows = list(csv.DictReader(f))
   assert {float(r["world2_oracle_top1"]) for r in rows} <= {0.0, 1.0}
