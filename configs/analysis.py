@@ -6,11 +6,15 @@ class-wise robustness at every α, confusion, object displacement, trajectory st
 
   python launch/analyze.py --config configs/analysis.py:toy --workdir runs/analysis_toy
   python launch/analyze.py --config configs/analysis.py:toy,smoke --workdir runs/analysis_smoke
+  python launch/analyze.py --config configs/analysis.py:world2 --workdir runs/analysis_world2
   python launch/analyze.py --config configs/analysis.py \
       --config.model=/ckpt/stable-diffusion-2-1-base --workdir runs/analysis_sd21   # real SD
 
 Variants after the colon (comma-separated): `toy` (the toy world, every analysis, minutes on 2
-CPU cores), `smoke` (with `toy`: a few classes, pairs and seeds, < 3 minutes on 2 CPU cores).
+CPU cores), `world2` (world 2: 64², objects found by its scene oracle, judged class by the
+same oracle; single prompts are short grammar captions, pair prompts the grammar's "{A} and {B}",
+injected words near neighbours), `smoke` (with `toy` or `world2`: a few classes, pairs and seeds,
+< 3 minutes on 2 CPU cores; `world2,smoke` also 3 steps).
 Add `--config.attack_workdir=DIR` (an ATM attack workdir with results.jsonl) to correlate
 formation speed with ATM's success per class word and to take injected words from its
 successful prompts. The default (no variant) is a real SD checkpoint directory (`config.model`)
@@ -23,7 +27,7 @@ import ml_collections
 
 from jaxdiffattack import variants as variants_lib
 
-VARIANTS = ("toy", "smoke")
+VARIANTS = ("toy", "world2", "smoke")
 ANALYSES = ("speed", "attention", "orders", "inject", "brittleness")
 
 
@@ -31,7 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = variants_lib.parse(arg, VARIANTS, __file__)
   c = ml_collections.ConfigDict()
   c.model = "/path/to/stable-diffusion-2-1-base"  # a local diffusers directory, a hub id or "toy"
-  c.finder = "classifier"          # analysis.objects.FINDERS: "classifier", "oracle" (toy world)
+  c.finder = "classifier"          # analysis.objects.FINDERS: "classifier", "oracle" (toy world),
+                                   # "world2_oracle" (world 2)
   # The classifier finder's scoring (jaxdiffattack.scoring): its evaluator's top-1 and top-5.
   c.scoring = ml_collections.ConfigDict({
       "kind": "models", "roles": {"evaluator": {"classifiers": ("vit_b16",)}},
@@ -76,6 +81,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.orders.placements = ("before", "after")
     c.num_steps = 20
     c.brittleness.alphas = (-0.6, -0.4, -0.2, 0.2, 0.4, 0.6)  # robust within ±0.2 (README)
+  if "world2" in variants:
+    from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
+    c.model = "world2"
+    c.finder = "world2_oracle"
+    c.label_set = "world2"
+    c.scoring.roles.evaluator.classifiers = ("world2_regnet",)
+    c.template = labels_lib.WORLD2_SHORT
+    c.pair_template = "a picture of a {} and a {}"
+    c.inject.template = "a picture of a {word} {label}"
+    c.inject.words = ("crimson", "oval", "big", "striped", "star", "orange")
+    c.num_steps = 20
+    c.brittleness.alphas = (-0.6, -0.4, -0.2, 0.2, 0.4, 0.6)
   if "smoke" in variants:
     c.classes = ("red circle", "green triangle", "blue star", "yellow cross")
     c.seeds = 2
@@ -86,4 +103,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.inject.classes = 2
     c.brittleness.alphas = (-0.6, 0.6)
     c.attention.overlays = 2
+    if "world2" in variants:
+      c.classes = ("red circle", "crimson oval", "blue rounded square", "green star")
+      c.num_steps = 3
   return c

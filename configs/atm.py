@@ -20,7 +20,12 @@ Variants after the colon (comma-separated; unknown ones are errors):
           20 labels, one short and two long prompts each; 20 DDIM steps (paper: 50) and 16 hard
           samples per prompt (paper: 100), for 2 CPU cores; everything else as published (see the
           README's ATM section).
-  smoke   a few prompts and iterations: minutes on 2 CPU cores (with `toy`: under 2 minutes).
+  world2  world 2 (its 64² generator; `world2` in models.hub): its CLIP zero-shot as the attack's
+          classifier and judge, its held-out RegNetY as a further judge; 5 near-neighbour
+          labels, a short (6–9 tokens) and a long (40–43 tokens) grammar caption of each
+          (prompt sets world2_short / world2_long); otherwise as `toy`.
+  smoke   a few prompts and iterations: minutes on 2 CPU cores (with `toy`: under 2 minutes;
+          with `world2`: 3 steps).
 
 `attack.name` picks the attack (jaxdiffattack/attacks/registry.py): "atm" (the paper's) or
 "random" (random token substitution as an attack of its own, `num_samples` samples per prompt;
@@ -34,7 +39,7 @@ import ml_collections
 
 from jaxdiffattack import variants as variants_lib
 
-VARIANTS = ("sd21", "toy", "smoke")
+VARIANTS = ("sd21", "toy", "world2", "smoke")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -93,6 +98,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_samples = 16
     c.population = 20
     c.eval_batch = 160
+  if "world2" in variants:
+    c.model = "world2"
+    c.dtype = "float32"
+    c.image_size = 0                 # the model's own: 64² (a smoke export's: 32²)
+    c.label_set = "world2"
+    c.judge = "world2_clip"
+    c.judges = ("world2_regnet",)
+    c.prompt_sets = ml_collections.ConfigDict({"short": "world2_short", "long": "world2_long"})
+    c.labels = ("red circle", "crimson oval", "blue rounded square", "green six-pointed star",
+                "orange orange")
+    c.num_steps = 20
+    c.num_samples = 16
+    c.population = 10
+    c.eval_batch = 160
   if "smoke" in variants:
     c.labels = ("red circle", "blue triangle")
     c.attack.num_iters = 4
@@ -102,4 +121,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_batch = 8
     if "toy" in variants:
       c.num_steps = 10
+    if "world2" in variants:
+      c.num_steps = 3
   return c

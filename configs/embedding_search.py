@@ -5,14 +5,17 @@ r"""Prompt-embedding failure search (SAGE, arXiv 2306.00974): a bounded perturba
   python launch/search.py --config configs/embedding_search.py --workdir runs/embedding
 
 Variants: `toy` (the shipped toy world, CPU minutes), `input` (perturb the input token embeddings
-instead of the encoder's output), `wide` (every label of the label set × 2 seeds). Images use
+instead of the encoder's output), `wide` (every label of the label set × 2 seeds),
+`world2` (world 2's generator and judges: 5 near-neighbour labels, short grammar captions,
+judged by the held-out RegNetY, each surrogate member and the scene oracle "world2_oracle"),
+`world2,smoke` (2 labels, population 2 × 1 generation, 2 steps: for the tests).. Images use
 each target's fixed base latent, so failures are due to the text conditioning alone.
 """
 
 from jaxdiffattack import variants as variants_lib
 from jaxdiffattack.search import config as search_config
 
-VARIANTS = ("toy", "input", "wide")
+VARIANTS = ("toy", "world2", "smoke", "input", "wide")
 
 
 def get_config(arg: str | None = None):
@@ -26,6 +29,10 @@ def get_config(arg: str | None = None):
     c.embedding.level = "input"
   if "toy" in variants:
     search_config.toy(c)
+  if "world2" in variants:
+    search_config.world2(c)
+  if "smoke" in variants:
+    search_config.smoke(c)
   if "wide" in variants:
     search_config.wide(c)
   return c

@@ -9,7 +9,11 @@ Variants after the colon (comma-separated): `toy` (the shipped toy world: 5 labe
 8 generations, 20 DDIM steps; a few minutes on 2 CPU cores); `wide` (every label of the label set
 × 2 seeds; toy: 40 targets, about 10 minutes on one core with the baseline); `protocol` (with
 `toy`: every label × 4 seeds, clean-passing targets only, random vs Sep-CMA-ES vs Adam at equal
-budget, writes docs/results/search_protocol.{md,json}; see jaxdiffattack.search.protocol):
+budget, writes docs/results/search_protocol.{md,json}; see jaxdiffattack.search.protocol);
+`world2` (world 2's generator and judges: 5 near-neighbour labels, short grammar captions; a
+failure is what its held-out RegNetY AND its scene oracle "world2_oracle" both call one; read
+also by each surrogate member); `world2,smoke` (2 labels, population 2 × 1 generation, 2 steps:
+for the tests):
 
   python launch/search.py --config configs/latent_search.py:toy,protocol --workdir runs/protocol
 
@@ -27,7 +31,7 @@ reading of each failure (toy: the oracle's, with its reason).
 from jaxdiffattack import variants as variants_lib
 from jaxdiffattack.search import config as search_config
 
-VARIANTS = ("toy", "wide", "protocol")
+VARIANTS = ("toy", "world2", "smoke", "wide", "protocol")
 
 
 def get_config(arg: str | None = None):
@@ -44,6 +48,13 @@ def get_config(arg: str | None = None):
       # the run ends by listing, per method, the oracle-confirmed failures with its reasons.
       c.criterion.verdict = "agree"
       c.criterion.agree = ("evaluator", "oracle")
+  if "world2" in variants:
+    search_config.world2(c)
+    if "protocol" not in variants:  # as the toy's main command: evaluator AND the world's oracle
+      c.criterion.verdict = "agree"
+      c.criterion.agree = ("evaluator", "world2_oracle")
+  if "smoke" in variants:
+    search_config.smoke(c)
   if "wide" in variants:
     search_config.wide(c)
   if "protocol" in variants:

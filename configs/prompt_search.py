@@ -7,14 +7,18 @@ to the clean prompt kept ≥ 0.8.
 
 Variants: `toy` (the shipped toy world, CPU minutes), `logits` (CMA-ES-style relaxation: one logit
 per slot × word, argmax decoding, with Sep-CMA-ES) — default is the integer encoding with evosax's
-SimpleGA; `wide` (every label of the label set × 2 seeds). Vocabulary: the toy tokenizer's
+SimpleGA; `wide` (every label of the label set × 2 seeds);
+`world2` (world 2's generator and judges: 5 near-neighbour labels, short grammar captions,
+judged by the held-out RegNetY, each surrogate member and the scene oracle "world2_oracle"),
+`world2,smoke` (2 labels, population 2 × 1 generation, 2 steps: for the tests); world 2's
+tokenizer holds the toy's class-free words too. Vocabulary: the toy tokenizer's
 class-free words, minus every word of every class name.
 """
 
 from jaxdiffattack import variants as variants_lib
 from jaxdiffattack.search import config as search_config
 
-VARIANTS = ("toy", "logits", "wide")
+VARIANTS = ("toy", "world2", "smoke", "logits", "wide")
 
 
 def get_config(arg: str | None = None):
@@ -30,6 +34,10 @@ def get_config(arg: str | None = None):
     c.strategy.std_init = 1.0
   if "toy" in variants:
     search_config.toy(c)
+  if "world2" in variants:
+    search_config.world2(c)
+  if "smoke" in variants:
+    search_config.smoke(c)
   if "wide" in variants:
     search_config.wide(c)
   return c

@@ -2,6 +2,7 @@
 
   python launch/sweep.py --config configs/shift_sweep.py --workdir runs/sweep          # paper grid
   python launch/sweep.py --config configs/shift_sweep.py:toy --workdir runs/sweep_toy  # ≤ 10 min CPU
+  python launch/sweep.py --config configs/shift_sweep.py:world2 --workdir runs/sweep_world2
 
 Variants after the colon (comma-separated): `toy` (reduced grid on the toy world, 2 CPU cores),
 `compare` (model-comparison mode, paper Fig. 3: guidance 7.5 vs none under RMS with
@@ -12,6 +13,11 @@ h·w pixels — the paper's 8–64 of SD's 4096 (0.2–1.6 %) — converted per 
 `pas` (α_a in pixels) stays available: `--config.shifts='("pas",)'`. The paper protocol: prompts
 "A photo of a {label}" over ImageNet-100, 100 images per prompt, 50 steps, guidance 7.5; evaluator
 top-1/top-5 and CLIP score.
+
+`world2` (issue #23): world 2's generator (64², or $JAXDIFFATTACK_WORLD2_ASSETS), every one of
+its 83 classes × 4 seeds with the short grammar caption "a picture of a {}", judged by its
+held-out RegNetY evaluator, its CLIP and its scene oracle ("world2_oracle": the caption's every
+fact); `world2,smoke`: 3 labels × 1 seed, 3 steps, one α per shift.
 
 `toy,variance` (issue #17; docs/results/variance_study.md): the paper's open question — does a
 learned variance (GLIDE) make a generator flatter under seed shifts? Fixed-variance toy SD vs the
@@ -30,7 +36,7 @@ import numpy as np
 
 from jaxdiffattack import variants as variants_lib
 
-VARIANTS = ("toy", "compare", "variance", "smoke")
+VARIANTS = ("toy", "world2", "compare", "variance", "smoke")
 # The paper's PAS grid, 8, 16, 32, 64 of SD's 64 × 64 latent pixels, as fractions of h·w
 # (= perturb.PAPER_PAS_FRACTIONS).
 PAPER_PAS_FRACTIONS = (8 / 4096, 16 / 4096, 32 / 4096, 64 / 4096)
@@ -57,9 +63,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if "toy" not in variants or "compare" in variants:
       raise ValueError(f"configs/shift_sweep.py:{arg}: 'variance' runs on the toy world: use "
                        "'toy,variance' (or 'toy,variance,smoke')")
-  elif "smoke" in variants and "toy" not in variants:
-    raise ValueError(f"configs/shift_sweep.py:{arg}: 'smoke' runs on the toy world: use "
-                     "'toy,smoke' or 'toy,variance,smoke'")
+  elif "smoke" in variants and "toy" not in variants and "world2" not in variants:
+    raise ValueError(f"configs/shift_sweep.py:{arg}: 'smoke' runs on an offline world: use "
+                     "'toy,smoke', 'world2,smoke' or 'toy,variance,smoke'")
+  if "toy" in variants and "world2" in variants:
+    raise ValueError(f"configs/shift_sweep.py:{arg}: 'toy' and 'world2' are two worlds: name one")
   c = ml_collections.ConfigDict()
   c.dtype = "float32"
   c.scheduler = "ddim"
@@ -137,7 +145,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grids.pas_fraction = PAPER_PAS_FRACTIONS + (0.25, 1.0)
     c.unit = 64
     c.grid_prompts = 5
-  if "variance" in variants:
+  if "world2" in variants:
+    _world2(c, smoke="smoke" in variants)
+  elif "variance" in variants:
     _variance_study(c, smoke="smoke" in variants)
   elif "smoke" in variants:
     c.labels = ("red circle", "blue square", "green triangle")
@@ -152,6 +162,42 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grid_prompts = 3
     c.trajectory.prompts = (0,)
   return c
+
+
+def _world2(c: ml_collections.ConfigDict, smoke: bool) -> None:
+  """The `world2[,smoke]` sweep (see the module docstring)."""
+  from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
+  for s in c.settings:
+    s.model = "world2"
+  if len(c.settings) == 1:  # not `compare` (whose settings are named by guidance)
+    c.settings[0].name = "world2_cfg7.5"
+  c.label_set = "world2"
+  c.template = labels_lib.WORLD2_SHORT
+  c.scoring.roles.evaluator.classifiers = ("world2_regnet",)
+  c.scoring.roles.evaluator.clip = "world2_clip"
+  c.judges = ("evaluator", "world2_oracle")
+  c.images_per_prompt = 4
+  c.num_steps = 20
+  c.grids.ums = (-0.2, -0.1, 0.1, 0.2)
+  c.grids.rms = (-0.2, -0.1, 0.1, 0.2)
+  c.grids.sds = (-0.3, 0.3)
+  c.grids.ms_alpha_c = (-0.2, 0.2)
+  c.grids.ms_alpha_s = (-0.3, 0.3)
+  c.grids.pas_fraction = PAPER_PAS_FRACTIONS + (0.25, 1.0)
+  c.unit = 64
+  c.grid_prompts = 5
+  c.trajectory.prompts = (0,)
+  if smoke:
+    c.labels = ("red circle", "crimson circle", "blue square")
+    c.images_per_prompt = 1
+    c.num_steps = 3
+    c.grids.ums = (0.2,)
+    c.grids.rms = (0.2,)
+    c.grids.sds = (0.3,)
+    c.grids.ms_alpha_c = (0.2,)
+    c.grids.ms_alpha_s = (0.3,)
+    c.grids.pas_fraction = (1.0,)
+    c.grid_prompts = 2
 
 
 def _variance_study(c: ml_collections.ConfigDict, smoke: bool) -> None:

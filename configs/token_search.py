@@ -4,7 +4,11 @@ the images show a chosen target class while the CLIP score against the clean pro
   python launch/search.py --config configs/token_search.py:toy --workdir runs/token_toy
   python launch/search.py --config configs/token_search.py --workdir runs/token
 
-Variants: `toy` (the shipped toy world, CPU minutes). Targeted: label i's prompt should show
+Variants: `toy` (the shipped toy world, CPU minutes),
+`world2` (world 2's generator and judges: 5 labels each pushed towards a near neighbour,
+short grammar captions, judged by the held-out RegNetY, each surrogate member and the scene
+oracle "world2_oracle"), `world2,smoke` (2 labels, population 2 × 1 generation, 2 steps: for the
+tests). Targeted: label i's prompt should show
 target_labels[i]; fitness = −(surrogate margin of the target class: the scorer's aux label is the
 target); success = the evaluator's top-1 is the target AND the CLIP score against the clean
 prompt is ≥ 90 % of the clean image's (CLIP filter "min", relative). The solution is
@@ -14,7 +18,7 @@ D_tok-dimensional (768 for SD1.5), small enough for full CMA-ES.
 from jaxdiffattack import variants as variants_lib
 from jaxdiffattack.search import config as search_config
 
-VARIANTS = ("toy",)
+VARIANTS = ("toy", "world2", "smoke")
 
 
 def get_config(arg: str | None = None):
@@ -37,4 +41,10 @@ def get_config(arg: str | None = None):
     search_config.toy(c)
     c.target_labels = ("blue square", "red triangle", "yellow circle", "green cross",
                        "blue star")
+  if "world2" in variants:
+    search_config.world2(c)
+    c.target_labels = ("crimson circle", "crimson rectangle", "blue square", "green star",
+                       "orange circle")
+  if "smoke" in variants:
+    search_config.smoke(c)
   return c

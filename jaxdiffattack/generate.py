@@ -4,7 +4,10 @@
   config.json      the resolved config;
   images/NNNNN.png one PNG per member (member = prompt_index · images_per_prompt + seed_index);
   grid.png         prompts as rows, seeds as columns;
-  results.jsonl    one row per image: prompt, prompt_index, seed_index, member, file.
+  results.jsonl    one row per image: prompt, prompt_index, seed_index, member, file and, when
+                   config.judges names image judges (`judges.IMAGE_JUDGES`, e.g. "world2_oracle"),
+                   "judges": {name: `judges.Verdict.record`} — each image judged against its
+                   prompt and the class of `config.label_set` the prompt names first.
 Member m's seed vector is drawn from fold_in(PRNGKey(config.seed), m), so images do not depend
 on device count or microbatch.
 """
@@ -20,6 +23,8 @@ import numpy as np
 
 from jaxdiffattack import costs
 from jaxdiffattack import io
+from jaxdiffattack import judges as judges_lib
+from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import pages
 from jaxdiffattack import runs
 from jaxdiffattack import sampler as sampler_lib
@@ -44,6 +49,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
   costs.validate_microbatch(config.microbatch, config.get("memory_budget_gb"))
   check(config.dtype in ("float32", "bfloat16"), "dtype", config.dtype,
         "use 'float32' or 'bfloat16'")
+  for name in config.get("judges", ()):
+    check(name in judges_lib.IMAGE_JUDGES, "judges", name,
+          f"use image judges of {sorted(judges_lib.IMAGE_JUDGES)}")
+  if config.get("judges", ()):
+    names = labels_lib.class_names(config.label_set)
+    for p in prompts:
+      labels_lib.prompt_class(p, names, key="prompts")
+
+
+def judge_rows(config, images: np.ndarray, prompts) -> list[dict]:
+  """Per image {judge: Verdict.record} of every image judge of config.judges, each image judged
+  against its prompt and the label-set class the prompt names first."""
+  names = labels_lib.class_names(config.label_set)
+  labels = [labels_lib.prompt_class(p, names, key="prompts") for p in prompts]
+  verdicts = {name: judges_lib.image_judge(name).fn(images, labels, False, list(prompts))
+              for name in config.get("judges", ())}
+  return [judges_lib.record(verdicts, i) for i in range(len(prompts))]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -74,11 +96,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   logging.info("generated %d images in %.1f s (%.2f images/s, compile included)", len(members),
                seconds, len(members) / seconds)
   rows = []
+  judged = (judge_rows(config, np.asarray(out.images), [prompts[m // n] for m in members])
+            if config.get("judges", ()) else None)
   for m in members:
     name = f"images/{m:05d}.png"
     io.write_png(workdir / name, out.images[m])
     rows.append({"member": int(m), "prompt_index": int(m // n), "seed_index": int(m % n),
                  "prompt": prompts[m // n], "file": name})
+    if judged is not None:
+      rows[-1]["judges"] = judged[m]
   upscale = max(1, 128 // out.images.shape[1])
   io.write_png(workdir / "grid.png", io.image_grid(out.images, cols=n, upscale=upscale))
   io.write_jsonl(workdir / "results.jsonl", rows)

@@ -4,8 +4,9 @@ SAGE (arXiv 2306.00974, §4) optimises against one set of classifiers and counts
 when others confirm it: automatically (SSR(A), a held-out classifier) and by people (SSR(H)).
 
 The judge interface (`Judge`): given M images and what they were made for (the class each should
-show; `targeted`: the class each should NOT become), a judge returns one `Verdict` — per image
-its predicted class (a name or None), confidence, failure, unclear and reason. A judge is one of
+show; `targeted`: the class each should NOT become; optionally the prompt each was made from, for
+judges that read a whole caption), a judge returns one `Verdict` — per image its predicted class
+(a name or None), confidence, failure, unclear and reason. A judge is one of
 
   * a model judge: a role of the job's `scoring.Scoring` whose scores include "<role>/pred",
     "<role>/confidence", "<role>/top1_hit" and "<role>/margin" (`JUDGE_OBJECTIVES`; a scorer
@@ -13,7 +14,10 @@ its predicted class (a name or None), confidence, failure, unclear and reason. A
     fused with the sampler (`model_judge`: the same role on the host); its failure: its top-1
     class is not the judged class (targeted searches: its top-1 IS that class);
   * an image judge (`IMAGE_JUDGES`: one function + one line to add one) that reads the images
-    on the host: the toy world's oracle v2 (`toy.oracle.assess`, judge name "oracle"). Its
+    on the host: the toy world's oracle v2 (`toy.oracle.assess`, judge name "oracle") and world
+    2's scene oracle (`world2.oracle.judge`, judge name "world2_oracle": every fact of the
+    prompt — each object's class, count, texture, relation, nothing else drawn; without a prompt,
+    "a <label>"). Its
     verdict is stored as the scores "<name>/pred" (label-set index, −1: none),
     "<name>/confidence" (NaN: none), "<name>/failure", "<name>/unclear", "<name>/reason" (the
     index of its reason in `ImageJudge.reasons`) and "<name>/label" (the label judged
@@ -46,6 +50,7 @@ from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
 
 ORACLE = "oracle"
+WORLD2_ORACLE = "world2_oracle"
 JUDGE_OBJECTIVES = ("pred", "confidence", "top1_hit", "margin")
 IMAGE_SCORES = ("pred", "confidence", "failure", "unclear", "reason", "label")
 ORACLE_SCORES = tuple(f"{ORACLE}/{k}" for k in IMAGE_SCORES)
@@ -84,24 +89,30 @@ def make_verdict(pred: Sequence, confidence=None, failure=None, unclear=None,
 
 
 # The judge interface: (images [M, H, W, 3] in [0, 1], labels [M] class names they were made
-# for, targeted) → Verdict. Image judges' `ImageJudge.fn` are judges; `model_judge` makes one of
-# a scoring role; people judge offline (`ratings.human_verdict`).
-Judge = Callable[[np.ndarray, Sequence[str], bool], Verdict]
+# for, targeted, prompts [M] they were made from or None) → Verdict. Only judges that read a
+# whole caption (world 2's oracle) use the prompts; the others ignore them. Image judges'
+# `ImageJudge.fn` are judges; `model_judge` makes one of a scoring role; people judge offline
+# (`ratings.human_verdict`).
+Judge = Callable[..., Verdict]
 
 
 # ----------------------------------------------------------------------------- image judges --
 class ImageJudge(NamedTuple):
   """A judge that reads images on the host (`IMAGE_JUDGES`)."""
-  # (images [M, H, W, 3] in [0, 1], labels [M] class names, targeted) → Verdict whose reasons
-  # are entries of `reasons`, its preds class names (or None).
-  fn: Callable[[np.ndarray, Sequence[str], bool], Verdict]
-  reasons: tuple[str, ...]                     # every reason fn gives (stored as its index)
+  # (images [M, H, W, 3] in [0, 1], labels [M] class names, targeted, prompts [M] or None) →
+  # Verdict whose preds are class names (or None) and reasons entries of `reasons` (or texts
+  # that `reason_kind` maps onto them).
+  fn: Callable[..., Verdict]
+  reasons: tuple[str, ...]                     # every reason kind (stored as its index)
   describe: Callable[[str, str | None, str], str] | None = None  # (reason, pred, label) →
                                                # the text a record shows; None: the reason
   label_sets: tuple[str, ...] = ()             # label sets it can read (() any)
+  reason_kind: Callable[[str], str] | None = None  # a verdict's reason text → its entry of
+                                               # `reasons` (None: the text is the entry)
 
 
-def _toy_oracle(images, labels, targeted):
+def _toy_oracle(images, labels, targeted, prompts=None):
+  del prompts  # one object per image: the label is what it was made for
   from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
   verdicts = oracle.assess(images, labels)   # floats in [0, 1], or uint8
   outcome = oracle.HOLDS if targeted else oracle.VIOLATED
@@ -116,8 +127,31 @@ def _toy_oracle_entry() -> ImageJudge:
   return ImageJudge(_toy_oracle, oracle.REASON_KINDS, oracle.short_reason, ("toy",))
 
 
+def _world2_oracle(images, labels, targeted, prompts=None):
+  """World 2's scene oracle against each prompt (a grammar caption; None: "a <label>"). failure
+  = a fact violated (targeted: the caption holds), unclear = a fact unclear and none violated,
+  reason = the first violated (else unclear) fact's reason, pred = the class read for the
+  caption's first object (what is drawn instead when it is missing: the largest read object's
+  class; None when nothing is read)."""
+  from jaxdiffattack.world2 import oracle  # pylint: disable=g-import-not-at-top
+  captions = list(prompts) if prompts is not None else [f"a {label}" for label in labels]
+  verdicts = oracle.judge(images, captions)
+  outcome = "holds" if targeted else "violated"
+  return make_verdict([oracle.first_object(v) for v in verdicts], None,
+                      [v.verdict == outcome for v in verdicts],
+                      [v.verdict == "unclear" for v in verdicts],
+                      [v.reason or "holds" for v in verdicts])
+
+
+def _world2_oracle_entry() -> ImageJudge:
+  from jaxdiffattack.world2 import oracle  # pylint: disable=g-import-not-at-top
+  return ImageJudge(_world2_oracle, oracle.REASON_KINDS, oracle.describe_reason, ("world2",),
+                    oracle.reason_kind)
+
+
 # Image judges by name → a function returning its ImageJudge (built when first used).
-IMAGE_JUDGES: dict[str, Callable[[], ImageJudge]] = {ORACLE: _toy_oracle_entry}
+IMAGE_JUDGES: dict[str, Callable[[], ImageJudge]] = {ORACLE: _toy_oracle_entry,
+                                                     WORLD2_ORACLE: _world2_oracle_entry}
 
 
 def image_judge(name: str) -> ImageJudge:
@@ -127,9 +161,11 @@ def image_judge(name: str) -> ImageJudge:
 
 
 def judge_scores(name: str, images: np.ndarray, labels: np.ndarray,
-                 label_names: Sequence[str], targeted: bool = False) -> dict:
+                 label_names: Sequence[str], targeted: bool = False,
+                 prompts: Sequence[str] | None = None) -> dict:
   """Image judge `name`'s verdicts on images [M, H, W, 3] in [0, 1] for labels [M] (indices
-  into `label_names`) as scores "<name>/<k>" for k in `IMAGE_SCORES`, each [M] float64: pred
+  into `label_names`) made from `prompts` [M] (or None) as scores "<name>/<k>" for k in
+  `IMAGE_SCORES`, each [M] float64: pred
   (label-set index, −1: none or not in the label set), confidence (NaN: none), failure,
   unclear, reason (index into the judge's `reasons`) and label. Untargeted, a failure is what
   the judge calls a violation of the label; targeted (the image should not show label i), the
@@ -140,10 +176,14 @@ def judge_scores(name: str, images: np.ndarray, labels: np.ndarray,
   keys = [f"{name}/{k}" for k in IMAGE_SCORES]
   if not len(names):
     return {k: np.zeros(0) for k in keys}
-  v = judge.fn(np.asarray(images), names, targeted)
+  if prompts is not None and len(prompts) != len(names):
+    raise UserError(f"judge {name!r}: {len(names)} labels but {len(prompts)} prompts; pass one "
+                    "prompt per image")
+  v = judge.fn(np.asarray(images), names, targeted, None if prompts is None else list(prompts))
   index = {n: i for i, n in enumerate(label_names)}
   pred = np.array([index.get(p, -1) if p else -1 for p in v.pred], np.float64)
-  reason = np.array([judge.reasons.index(r) for r in v.reason], np.float64)
+  kind = judge.reason_kind or (lambda r: r)
+  reason = np.array([judge.reasons.index(kind(r)) for r in v.reason], np.float64)
   return dict(zip(keys, (pred, np.asarray(v.confidence, np.float64),
                          np.asarray(v.failure, np.float64), np.asarray(v.unclear, np.float64),
                          reason, np.asarray(labels, np.float64))))
@@ -206,12 +246,16 @@ class Judges:
     """The scores the model judges need from the scoring."""
     return tuple(f"{n}/{o}" for n in self.models for o in JUDGE_OBJECTIVES)
 
-  def image_scores(self, images: np.ndarray, labels: np.ndarray) -> dict:
+  def image_scores(self, images: np.ndarray, labels: np.ndarray,
+                   prompts: Sequence[str] | None = None) -> dict:
     """Every image judge's verdict on images [M, H, W, 3] judged against labels [M] (label-set
-    indices) as scores (`judge_scores`; empty without image judges)."""
+    indices) and the prompts [M] they were made from (None: judges read the labels only) as
+    scores (`judge_scores`; empty without image judges). Targeted, the judged class is not the
+    prompt's: the judges read the labels only."""
+    prompts = None if self.targeted else prompts
     out = {}
     for name in self.image_judges:
-      out.update(judge_scores(name, images, labels, self.label_names, self.targeted))
+      out.update(judge_scores(name, images, labels, self.label_names, self.targeted, prompts))
     return out
 
   def read(self, scores: Mapping[str, np.ndarray]) -> dict[str, Verdict]:
@@ -245,7 +289,8 @@ def model_judge(scoring, name: str, label_names: Sequence[str] = ()) -> Judge:
   reader = make_judges((name,), scoring, label_names)
   index = {n: i for i, n in enumerate(reader.label_names)}
 
-  def judge(images, labels, targeted=False):
+  def judge(images, labels, targeted=False, prompts=None):
+    del prompts  # a classifier reads the class only
     missing = [l for l in labels if l not in index]
     if missing:
       raise UserError(f"judge {name!r}: labels {missing[:3]} are not classes of its label set "
@@ -295,7 +340,8 @@ def make_judges(names: Sequence[str], scoring, label_names: Sequence[str] = (), 
     if name in IMAGE_JUDGES:
       reads = image_judge(name).label_sets
       if reads and (label_set is None or label_set.name not in reads):
-        what = "the toy world's oracle" if name == ORACLE else "an image judge"
+        what = {ORACLE: "the toy world's oracle",
+                WORLD2_ORACLE: "world 2's scene oracle"}.get(name, "an image judge")
         raise ConfigError(f"config.{key} names {name!r}, {what}, but the label set is "
                           f"{getattr(label_set, 'name', None)!r}: use it with label_set="
                           f"{reads[0]!r}")

@@ -6,10 +6,14 @@ classes named in prompts ("a photo of a {}"), the classes a zero-shot CLIP choos
   * `imagenet1k`: the 1000 ImageNet-1k wnids in class-index order, with OpenAI's CLIP class names;
   * `imagenet100`: the CMC ImageNet-100 subset (the brittleness paper, arXiv 2312.11473, names no
     list), indexed in sorted-wnid order;
-  * `toy`: the toy world's 20 labels ("red circle", ...), `jaxdiffattack.toy.world.LABELS`.
+  * `toy`: the toy world's 20 labels ("red circle", ...), `jaxdiffattack.toy.world.LABELS`;
+  * `world2`: world 2's 83 hue × shape classes ("crimson rounded square", ...),
+    `jaxdiffattack.world2.scene.CLASSES` (= `world2.train.LABELS`, the classifiers' id2label).
 Template sets: `clip_imagenet` (the 80 templates of CLIP's ImageNet notebook, Radford et al.
 2021), `toy` (the toy CLIP's canonical "a photo of a {}"), `toy_all` (every toy single-object
-template), `photo` ("a photo of a {}.").
+template), `photo` ("a photo of a {}."), `world2` (a short world-2 grammar caption, 6-9 CLIP
+tokens) and `world2_long` (a long one of the same scene, 40-43 tokens: prefix, background phrase
+and fillers of `world2.captions`); both parse back to the one object (`world2.captions.parse`).
 
 A classifier's outputs are its own classes (`id2label` of the checkpoint); `map_labels` gives for
 every label-set class the index of the same class among those outputs, by name (toy models,
@@ -81,7 +85,21 @@ def toy() -> LabelSet:
   return LabelSet("toy", tuple(world.LABELS), tuple(world.LABELS))
 
 
-LABEL_SETS = {"imagenet1k": imagenet1k, "imagenet100": imagenet100, "toy": toy}
+@functools.lru_cache(maxsize=None)
+def world2() -> LabelSet:
+  from jaxdiffattack.world2 import scene  # pylint: disable=g-import-not-at-top
+  return LabelSet("world2", tuple(scene.CLASSES), tuple(scene.CLASSES))
+
+
+LABEL_SETS = {"imagenet1k": imagenet1k, "imagenet100": imagenet100, "toy": toy,
+              "world2": world2}
+
+# World 2's prompt templates: captions of its grammar (`world2.captions`: a prefix, the body
+# "{A}", a background phrase and fillers, each from the grammar's lists).
+WORLD2_SHORT = "a picture of a {}"
+WORLD2_LONG = ("a carefully composed and highly detailed studio photograph showing a {} on a "
+               "plain background, high quality, sharp focus, studio lighting, vivid colors, "
+               "soft shadows, clean lines, centered composition, no text")
 
 
 def _toy_templates(attr: str):
@@ -97,6 +115,8 @@ TEMPLATE_SETS = {
     "toy": _toy_templates("CANONICAL_TEMPLATE"),
     "toy_all": _toy_templates("SINGLE_TEMPLATES"),
     "photo": lambda: ("a photo of a {}.",),
+    "world2": lambda: (WORLD2_SHORT,),
+    "world2_long": lambda: (WORLD2_LONG,),
 }
 
 
@@ -115,6 +135,19 @@ def class_names(label_set: str, labels: Sequence[str] = ()) -> tuple[str, ...]:
   if not label_set:
     return tuple(labels)
   return tuple(get_label_set(label_set).names)
+
+
+def prompt_class(prompt: str, names: Sequence[str], key: str = "prompt") -> str:
+  """The class of `names` that `prompt` names first (the longest one starting there), matched on
+  whole words, singular or plural ("+s", "+es"); a ConfigError naming config.<key> when it names
+  none."""
+  low = f" {' '.join(prompt.lower().replace(',', ' ').split())} "
+  found = [(low.find(f" {n.lower()}{end} "), -len(n), n) for n in names for end in ("", "s", "es")]
+  found = [f for f in found if f[0] >= 0]
+  if not found:
+    raise ConfigError(f"config.{key} entry {prompt!r} names no class of the label set (e.g. "
+                      f"{names[0]!r}): the judges need to know what it was made for")
+  return min(found)[2]
 
 
 def get_templates(name) -> tuple[str, ...]:

@@ -148,6 +148,9 @@ class Role:
 DEFAULT_ROLES = {
     "toy": {"surrogate": dict(classifiers=("toy_resnet", "toy_clip")),
             "evaluator": dict(classifiers=("toy_vit",), clip="toy_clip")},
+    # World 2: optimise against its ViT + ResNet + CLIP, judge with the held-out RegNetY.
+    "world2": {"surrogate": dict(classifiers=("world2_vit", "world2_resnet", "world2_clip")),
+               "evaluator": dict(classifiers=("world2_regnet",), clip="world2_clip")},
     "imagenet": {"surrogate": dict(classifiers=("resnet50",)),
                  "evaluator": dict(classifiers=("vit_b16",), clip="clip_vit_l14")},
 }
@@ -157,7 +160,7 @@ DEFAULT_OBJECTIVES = {"surrogate": ("target_prob", "margin"),
 
 def default_config(label_set: str = "toy") -> ml_collections.ConfigDict:
   """The fitness config: label set, extra scorers, roles and objectives."""
-  roles = DEFAULT_ROLES["toy" if label_set == "toy" else "imagenet"]
+  roles = DEFAULT_ROLES[label_set if label_set in DEFAULT_ROLES else "imagenet"]
   config = ml_collections.ConfigDict()
   config.labels = label_set
   config.scorers = ml_collections.ConfigDict()  # name → ScorerSpec fields (adds/overrides)

@@ -32,6 +32,7 @@ import re
 from typing import Callable
 
 from jaxdiffattack import io
+from jaxdiffattack import judges as judges_lib
 from jaxdiffattack.errors import UserError
 
 _GUIDE = pathlib.Path(__file__).parent / "data" / "rating_guide.md"
@@ -135,9 +136,11 @@ def _sweep(workdir: pathlib.Path) -> list[Entry]:
         judges["evaluator"] = {"pred": None, "confidence": None,
                                "failure": float(row["top1"]) == 0.0,
                                "reason": caption[2] if len(caption) > 2 else None}
-      if row.get("oracle_top1", "") not in ("", None):
-        judges["oracle"] = {"pred": None, "confidence": None,
-                            "failure": float(row["oracle_top1"]) == 0.0}
+      for name in judges_lib.IMAGE_JUDGES:   # a world's oracle: <name>_top1, <name>_unclear
+        if row.get(f"{name}_top1", "") not in ("", None):
+          unclear = float(row.get(f"{name}_unclear") or 0.0) == 1.0
+          judges[name] = {"pred": None, "confidence": None, "unclear": unclear,
+                          "failure": float(row[f"{name}_top1"]) == 0.0 and not unclear}
       out.append(Entry(
           f"sweep/{path.stem}/m{m:06d}", tile["image"], tile["prompt"], method,
           f"{row.get('setting', '')}/p{row.get('prompt_index', '')}", "tile",
@@ -149,7 +152,7 @@ def _sweep(workdir: pathlib.Path) -> list[Entry]:
 
 def _generate(workdir: pathlib.Path) -> list[Entry]:
   return [Entry(f"generate/{r['member']:05d}", r["file"], r["prompt"], "generate",
-                f"p{r['prompt_index']}", "image",
+                f"p{r['prompt_index']}", "image", judges=r.get("judges") or {},
                 source={"job": "generate", "method": "generate", "member": r["member"],
                         "prompt_index": r["prompt_index"], "seed_index": r["seed_index"],
                         "kind": "image"})

@@ -74,3 +74,22 @@ def chrome_driver(tmp_path_factory):
   driver = browser.chrome(downloads)
   yield driver, downloads
   driver.quit()
+
+
+@pytest.fixture(scope="session")
+def world2_smoke(tmp_path_factory):
+  """(workdir, config, train.run's metrics): world 2 trained and exported once per session by
+  `configs/train_world2.py:smoke` (every stage a few steps; the export is workdir/export).
+  Shared by tests/world2_train_test.py and tests/world2_jobs_test.py. $JAXDIFFATTACK_TEST_WORLD2
+  names a directory to keep it in across sessions (train.run skips finished stages)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.world2 import train  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("train_world2_config",
+                                                _ROOT / "configs" / "train_world2.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("smoke")
+  keep = os.environ.get("JAXDIFFATTACK_TEST_WORLD2", "")
+  workdir = pathlib.Path(keep) if keep else tmp_path_factory.mktemp("w2smoke")
+  return workdir, config, train.run(config, workdir)
+

@@ -272,46 +272,43 @@ class ResumeTest(absltest.TestCase):
 
 
 @pytest.mark.slow
-class SmokeTest(absltest.TestCase):
-
-  def test_every_stage_trains_and_exports_loadable_files(self):
-    workdir = _tmp(self, "w2smoke_")
-    config = _load_config("smoke")
-    out = train.run(config, workdir)
-    self.assertEqual(set(out), set(train.ALL_STAGES))
-    for name in train.ALL_STAGES:
-      self.assertTrue(train.stage_file(workdir, name).exists(), name)
-    self.assertGreater(out["vae"]["scaling_factor"], 0)
-    # A rerun skips every finished stage (and re-exports).
-    with self.assertLogs(level="INFO") as logs:
-      train.run(config, workdir)
-    self.assertTrue(any("[unet] already finished" in m for m in logs.output))
-    export = workdir / "export"
-    from jaxdiffattack import models  # pylint: disable=g-import-not-at-top
-    from jaxdiffattack.models import convert_transformers  # pylint: disable=g-import-not-at-top
-    from jaxdiffattack.models import weights  # pylint: disable=g-import-not-at-top
-    from transformers import CLIPTokenizer  # pylint: disable=g-import-not-at-top
-    unet, _ = weights.load_diffusers_model("unet", export / "sd" / "unet")
-    vae, _ = weights.load_diffusers_model("vae", export / "sd" / "vae")
-    self.assertEqual(unet.config.sample_size, train.latent_size(config))
-    self.assertEqual(vae.config.sample_size, config.data.image_size)
-    self.assertAlmostEqual(vae.config.scaling_factor, out["vae"]["scaling_factor"], places=5)
-    text, text_params = convert_transformers.load_text_encoder(export / "sd" / "text_encoder")
-    self.assertEqual(text.config.max_position_embeddings, 77)
-    clip = convert_transformers.load(export / "clip", "clip")
-    for a, b in zip(jax.tree_util.tree_leaves(text_params["text_model"]),
-                    jax.tree_util.tree_leaves(clip.params["text_model"])):
-      np.testing.assert_array_equal(a, b)  # clip_tune kept the text tower frozen.
-    _, params = models.load_stable_diffusion(str(export / "sd"))
-    self.assertIn("unet", params)
-    tok = CLIPTokenizer.from_pretrained(export / "sd" / "tokenizer")
-    self.assertEqual(len(tok("a red circle").input_ids), 5)  # BOS, 3 words, EOS.
-    for kind, sub in (("vit", "vit"), ("resnet", "resnet"), ("regnet", "evaluator")):
-      raw = convert_transformers.load(export / sub, kind).raw_config
-      self.assertLen(raw["id2label"], scene.NUM_CLASSES)
-      self.assertEqual(raw["id2label"]["0"], scene.CLASSES[0])
-    metrics = json.loads((export / "train_metrics.json").read_text())
-    self.assertIn("unet", metrics)
+def test_smoke_every_stage_trains_and_exports_loadable_files(world2_smoke, caplog):
+  # The session's smoke run (tests/conftest.py), shared with tests/world2_jobs_test.py.
+  workdir, config, out = world2_smoke
+  assert set(out) == set(train.ALL_STAGES)
+  for name in train.ALL_STAGES:
+    assert train.stage_file(workdir, name).exists(), name
+  assert out["vae"]["scaling_factor"] > 0
+  # A rerun skips every finished stage (and re-exports).
+  with caplog.at_level("INFO"):
+    train.run(config, workdir)
+  assert any("[unet] already finished" in r.getMessage() for r in caplog.records)
+  export = workdir / "export"
+  from jaxdiffattack import models  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.models import convert_transformers  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.models import weights  # pylint: disable=g-import-not-at-top
+  from transformers import CLIPTokenizer  # pylint: disable=g-import-not-at-top
+  unet, _ = weights.load_diffusers_model("unet", export / "sd" / "unet")
+  vae, _ = weights.load_diffusers_model("vae", export / "sd" / "vae")
+  assert unet.config.sample_size == train.latent_size(config)
+  assert vae.config.sample_size == config.data.image_size
+  assert abs(vae.config.scaling_factor - out["vae"]["scaling_factor"]) < 1e-5
+  text, text_params = convert_transformers.load_text_encoder(export / "sd" / "text_encoder")
+  assert text.config.max_position_embeddings == 77
+  clip = convert_transformers.load(export / "clip", "clip")
+  for a, b in zip(jax.tree_util.tree_leaves(text_params["text_model"]),
+                  jax.tree_util.tree_leaves(clip.params["text_model"])):
+    np.testing.assert_array_equal(a, b)  # clip_tune kept the text tower frozen.
+  _, params = models.load_stable_diffusion(str(export / "sd"))
+  assert "unet" in params
+  tok = CLIPTokenizer.from_pretrained(export / "sd" / "tokenizer")
+  assert len(tok("a red circle").input_ids) == 5  # BOS, 3 words, EOS.
+  for kind, sub in (("vit", "vit"), ("resnet", "resnet"), ("regnet", "evaluator")):
+    raw = convert_transformers.load(export / sub, kind).raw_config
+    assert len(raw["id2label"]) == scene.NUM_CLASSES
+    assert raw["id2label"]["0"] == scene.CLASSES[0]
+  metrics = json.loads((export / "train_metrics.json").read_text())
+  assert "unet" in metrics
 
 
 if __name__ == "__main__":

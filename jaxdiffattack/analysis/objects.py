@@ -13,6 +13,10 @@ Registered in `FINDERS` (config key `finder`; one function + one line to add one
               the named class; its region is that object's mask. It reads every object with
               v1's object reading (`toy.oracle.read`): oracle v2 (`judges`' "oracle") judges
               an image for its prompt from its largest object, a finder needs each object.
+  world2_oracle  world 2's scene oracle (`world2.oracle.read`): as `oracle`, an object's hue
+              (a class name's first word) is its identity, drawn when an object of that hue is
+              read, correct when the largest such object is read as the named class, its region
+              that object's mask; the judged class is the largest read object's.
   classifier  any image classifier (`objectives.make_scoring(config)`, role "evaluator", objectives
               "pred" and "top5_hit"), for real models: the judged class is its top-1 (the
               evaluator's `judges.Verdict`: a class name of its outputs); a named
@@ -82,6 +86,27 @@ def oracle_finder(config, sd) -> Finder:
   return find_objects
 
 
+def world2_oracle_finder(config, sd) -> Finder:
+  del config, sd
+  from jaxdiffattack.world2 import oracle  # pylint: disable=g-import-not-at-top
+
+  def find(reading, named: Phrase, size: int) -> Found:
+    hue = named.label.split()[0]
+    matches = [o for o in reading.objects if o.hue == hue]
+    if not matches:
+      return Found(False, False, np.zeros((size, size), bool), (np.nan, np.nan))
+    best = max(matches, key=lambda o: o.area)
+    return Found(True, best.label == named.label, best.mask, mask_centroid(best.mask))
+
+  def find_objects(images, attention, prompts, phrases):
+    del attention, prompts
+    readings = oracle.read(images)
+    size = np.asarray(images).shape[1]
+    return ([next((o.label for o in r.objects if o.label), None) for r in readings],
+            [[find(r, p, size) for p in named] for r, named in zip(readings, phrases)])
+  return find_objects
+
+
 def classifier_finder(config, sd) -> Finder:
   import ml_collections  # pylint: disable=g-import-not-at-top
   from jaxdiffattack import judges as judges_lib  # pylint: disable=g-import-not-at-top
@@ -121,4 +146,7 @@ def classifier_finder(config, sd) -> Finder:
 
 
 FINDERS: dict[str, Callable[..., Finder]] = {"oracle": oracle_finder,
+                                             "world2_oracle": world2_oracle_finder,
                                              "classifier": classifier_finder}
+# Finders whose regions are the objects' own masks (not the cross-attention maps).
+MASK_FINDERS = ("oracle", "world2_oracle")

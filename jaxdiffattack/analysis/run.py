@@ -221,7 +221,7 @@ def analyse_attention(ctx: Context) -> dict:
   # Single objects: how much of the noun's map lies on its own object (concentration); only
   # with a finder whose regions do not come from the maps themselves (the oracle's masks).
   members, batch, _, found = ctx.singles()
-  if config.finder != "oracle":
+  if config.finder not in objects.MASK_FINDERS:
     found = [f._replace(drawn=False) for f in found]
   prompts = [config.template.format(c) for c, _ in members]
   idx = [[overlap.word_token_indices(tokenizer, p, objects.phrase(c).noun)]

@@ -11,6 +11,8 @@ Sets, chosen by name in config (`PROMPT_SETS`: one function + one line to add on
     prompts; over `imagenet1k` these are its 1000 prompts, over `toy` one per toy label);
   * `toy_long`: descriptive 24–28-word sentences around the toy label (`TOY_LONG_TEMPLATES`, in the
     toy tokenizer's vocabulary, 32–37 tokens, within its 77-token limit);
+  * `world2_short`, `world2_long`: world 2's grammar captions of one object, short (6–9 tokens)
+    and long (40–43; `labels.WORLD2_SHORT` / `WORLD2_LONG`), the same scene in both;
   * a CSV file (UTF-8, header row) with columns `prompt` and `classname` (aliases `sentence`,
     `class`) and optionally `label` (label-set index) — the released code's prompt files have this
     layout. Each prompt must contain its class word (case-insensitive, at a word start; a suffix
@@ -122,9 +124,20 @@ def toy_long(name, label_set, labels=None, per_label=1):
   return from_template(name, label_set, TOY_LONG_TEMPLATES, labels, per_label)
 
 
+def world2_short(name, label_set, labels=None, per_label=1):
+  return from_template(name, label_set, labels_lib.get_templates("world2"), labels, per_label)
+
+
+def world2_long(name, label_set, labels=None, per_label=1):
+  return from_template(name, label_set, labels_lib.get_templates("world2_long"), labels,
+                       per_label)
+
+
 PROMPT_SETS = {
     "short": short,
     "toy_long": toy_long,
+    "world2_short": world2_short,
+    "world2_long": world2_long,
 }
 
 

@@ -1,7 +1,11 @@
-"""Where a model comes from: the `toy` alias, a local directory, or a Hugging Face hub id.
+"""Where a model comes from: the `toy` / `world2` aliases, a local directory, or a hub id.
 
 Every model argument in jaxdiffattack (generator, CLIP, classifiers) goes through `resolve`, so the
-shipped toy world and real checkpoints take exactly the same loading path afterwards. Hub downloads
+shipped offline worlds and real checkpoints take exactly the same loading path afterwards. `world2`
+resolves to `jaxdiffattack/world2/assets/<kind>` (written by world 2's training export), or to
+`$JAXDIFFATTACK_WORLD2_ASSETS/<kind>` when that variable names a directory (e.g. a smoke export:
+`python launch/train_world2.py --config configs/train_world2.py:smoke --workdir DIR` writes
+DIR/export). Hub downloads
 only ever fetch configs, tokenizer files, Flax msgpack and safetensors weights — never pickles.
 """
 
@@ -13,8 +17,13 @@ from jaxdiffattack.errors import UserError
 TOY_ALIAS = "toy"
 TOY_LV_ALIAS = "toy_lv"
 TOY_ROOT = pathlib.Path(__file__).resolve().parent.parent / "toy" / "assets"
-# Which shipped toy directory each kind of model resolves to.
-TOY_KINDS = ("sd", "clip", "vit", "resnet")
+# Which shipped directory each kind of model resolves to (`evaluator`: world 2's held-out RegNet;
+# the toy world has none).
+TOY_KINDS = ("sd", "clip", "vit", "resnet", "evaluator")
+WORLD2_ALIAS = "world2"
+WORLD2_ENV = "JAXDIFFATTACK_WORLD2_ASSETS"   # a directory holding sd/, clip/, vit/, ... instead
+WORLD2_COMMAND = ("python launch/train_world2.py --config configs/train_world2.py --workdir DIR "
+                  "--config.export.to_assets=True")
 # Per alias: its shipped generator directory and the command that regenerates it. `toy_lv` is the
 # learned-variance toy generator (toy/train_lv.py); it shares the toy world's CLIP and classifiers.
 TOY_GENERATORS = {
@@ -43,7 +52,7 @@ def resolve(name_or_path: str, kind: str) -> pathlib.Path:
   Args:
     name_or_path: `toy` (or `toy_lv`, the learned-variance toy generator), a local directory, or
       a hub id such as `openai/clip-vit-large-patch14`.
-    kind: one of TOY_KINDS; which shipped toy model `toy` means here.
+    kind: one of TOY_KINDS; which shipped model `toy` / `world2` means here.
 
   Raises:
     ModelNotFoundError: with a one-line message saying what to download and where to put it.
@@ -62,6 +71,8 @@ def resolve(name_or_path: str, kind: str) -> pathlib.Path:
           f"the toy-world {kind!r} model is missing at {path}; reinstall jaxdiffattack or "
           f"regenerate it with `{command}`")
     return path
+  if name == WORLD2_ALIAS:
+    return world2_dir(kind)
   path = pathlib.Path(name).expanduser()
   if path.is_dir():
     return path.resolve()
@@ -71,6 +82,28 @@ def resolve(name_or_path: str, kind: str) -> pathlib.Path:
     return _download(name)
   raise ModelNotFoundError(
       f"model {name!r} is not 'toy', an existing directory, or a hub id (owner/name)")
+
+
+def world2_root() -> pathlib.Path:
+  """World 2's model directory: $JAXDIFFATTACK_WORLD2_ASSETS if set, else the package's assets."""
+  env = os.environ.get(WORLD2_ENV, "")
+  if env:
+    return pathlib.Path(env).expanduser()
+  return pathlib.Path(__file__).resolve().parent.parent / "world2" / "assets"
+
+
+def world2_dir(kind: str) -> pathlib.Path:
+  """The `world2` alias's directory of `kind`; a one-line error naming the export command when it
+  is missing."""
+  root = world2_root()
+  path = root / kind
+  if not path.is_dir():
+    where = (f"${WORLD2_ENV}={os.environ[WORLD2_ENV]}" if os.environ.get(WORLD2_ENV)
+             else "the package")
+    raise ModelNotFoundError(
+        f"the world-2 {kind!r} model is missing at {path} ({where}); train and export world 2 "
+        f"with `{WORLD2_COMMAND}`, or set ${WORLD2_ENV} to an export directory")
+  return path.resolve()
 
 
 def _download(repo_id: str) -> pathlib.Path:

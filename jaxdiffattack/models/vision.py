@@ -30,7 +30,7 @@ from transformers import CLIPTokenizer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-CLASSIFIER_TOY_KINDS = ("vit", "resnet")
+CLASSIFIER_TOY_KINDS = ("vit", "resnet", "evaluator")  # evaluator: world 2's RegNet
 # config.json model_type → `convert_transformers.KINDS` entry. A new classifier is one line here
 # (plus its module and its entry there).
 CLASSIFIERS = {"vit": "vit", "resnet": "resnet", "regnet": "regnet"}
@@ -127,8 +127,10 @@ def load_image_classifier(name_or_path: str, toy_kind: str = "vit", dtype: str =
   """Loads an image-classification checkpoint (ViT, ResNet or RegNet; `CLASSIFIERS`).
 
   Args:
-    name_or_path: `toy`, a local directory, or a hub id (e.g. google/vit-base-patch16-224).
-    toy_kind: which toy classifier `toy` means: "vit" or "resnet".
+    name_or_path: `toy`, `world2`, a local directory, or a hub id (e.g.
+      google/vit-base-patch16-224).
+    toy_kind: which shipped classifier `toy` / `world2` means: "vit", "resnet" or (world 2
+      only) "evaluator".
     dtype: "float32" or "bfloat16".
     attention: the attention implementation (ViT; `attention.IMPLEMENTATIONS`).
 

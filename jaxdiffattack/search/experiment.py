@@ -163,6 +163,7 @@ class Search:
     # Per target: the class to judge against (the prompt's, or the targeted search's target
     # class) and the CLEAN prompt (CLIP scores compare with it).
     self.target_labels = np.array([t.target_index for t in self.targets], np.int32)
+    self.target_prompts = np.array([t.prompt for t in self.targets], object)  # [T] clean
     self.target_aux = scoring.aux(labels=self.target_labels,
                                   prompts=[t.prompt for t in self.targets])
     self._gradient_fn = None
@@ -174,11 +175,12 @@ class Search:
   def _member_aux(self, target_of_member):
     return jax.tree_util.tree_map(lambda a: np.asarray(a)[target_of_member], self.target_aux)
 
-  def sample_scores(self, latents, cond, labels, aux) -> dict:
-    """Scores [M] of generated images (the oracle's among them when it judges)."""
+  def sample_scores(self, latents, cond, labels, aux, prompts=None) -> dict:
+    """Scores [M] of generated images (the oracle's among them when it judges) made for labels
+    [M] from prompts [M] (the clean prompts: what the images were made for)."""
     out = self.sampler(latents, cond, self.uncond, self.config.guidance_scale, aux=aux)
     scores = {k: np.asarray(v, np.float64) for k, v in out.scores.items() if np.ndim(v) == 1}
-    return scores | self.judges.image_scores(out.images, labels)
+    return scores | self.judges.image_scores(out.images, labels, prompts)
 
   def _evaluate_clean(self) -> dict:
     """Scores and judges' readings of every target's unperturbed generation (its base latent and
@@ -186,7 +188,7 @@ class Search:
     t_idx = np.arange(len(self.targets))
     latents, cond = zip(*(self.space.clean(t) for t in t_idx))
     scores = self.sample_scores(np.stack(latents), np.stack(cond), self.target_labels,
-                                self._member_aux(t_idx))
+                                self._member_aux(t_idx), self.target_prompts[t_idx])
     readings = self.judges.read(scores)
     clip = scores[self.criterion.clip] if self.criterion.clip else np.full(len(t_idx), np.nan)
     names = [t.label for t in self.targets]
@@ -224,7 +226,8 @@ class Search:
     decoded = self.space.decode_population(solutions, active)          # [A·P, ...]
     target_of_member = np.repeat(active, population)
     scores = self.sample_scores(decoded.latents, decoded.cond, self.target_labels[target_of_member],
-                                self._member_aux(target_of_member))
+                                self._member_aux(target_of_member),
+                                self.target_prompts[target_of_member])
     return self._evaluation(scores, decoded, active, population)
 
   def evaluate_with_grad(self, solutions: np.ndarray, active: np.ndarray) -> driver.Evaluation:
@@ -246,7 +249,8 @@ class Search:
                             self._member_aux(target_of_member),
                             self.clean["clip"][target_of_member])
     scores = out["scores"] | self.judges.image_scores(out["images"],
-                                                       self.target_labels[target_of_member])
+                                                       self.target_labels[target_of_member],
+                                                       self.target_prompts[target_of_member])
     return self._evaluation(scores, out["decoded"], active, population, grad=out["grad"])
 
   # -------------------------------------------------------------------------------- search --

@@ -91,7 +91,8 @@ def transfer(search, items) -> list[dict]:
       meta.append((method, t, k, label, prompts[j]))
   judged = np.asarray(judged, np.int32)
   aux = search.scoring.aux(labels=judged, prompts=[m[4] for m in meta])
-  scores = search.sample_scores(np.stack(latents), np.stack(cond), judged, aux)
+  scores = search.sample_scores(np.stack(latents), np.stack(cond), judged, aux,
+                                [m[4] for m in meta])
   readings = search.judges.read(scores)
   rows = []
   for i, (method, t, k, label, prompt) in enumerate(meta):

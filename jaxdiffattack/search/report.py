@@ -129,7 +129,8 @@ def summarise(rows: list[dict], timing: dict) -> dict:
                          "evaluations_to_first_mean": float(np.mean(firsts)) if firsts else None,
                          "failing_images": int(sum(r["judge_failures"][judge] for r in sel))}
     found = [f for r in sel for f in r["failures"]]
-    confirmed = lambda f: bool((f.get("judges") or {}).get("oracle", {}).get("failure"))
+    oracle = _oracle_name(by_judge)   # the world's oracle among the judges ("oracle" on toy)
+    confirmed = lambda f: bool(_oracle_entry(f, oracle).get("failure"))
     similarity = [r["failure_similarity"] for r in sel if r.get("failure_similarity") is not None]
     clip_failures = [f["scores"].get("clip") for f in found if f["scores"].get("clip") is not None]
     clean_clip = [r["clean"]["clip"] for r in sel if r["clean"].get("clip") is not None]
@@ -148,14 +149,14 @@ def summarise(rows: list[dict], timing: dict) -> dict:
         "budget_per_target": sel[0]["budget"] if sel else None,
         "failures_found": int(sum(r["failures_found"] for r in sel)),
         "failures_kept": len(found),
-        "oracle_confirmed_kept": (sum(confirmed(f) for f in found) if "oracle" in by_judge
+        "oracle_confirmed_kept": (sum(confirmed(f) for f in found) if oracle
                                   else None),
         "oracle_confirmed_targets": (sum(any(confirmed(f) for f in r["failures"]) for r in sel)
-                                     if "oracle" in by_judge else None),
+                                     if oracle else None),
         # The oracle's reasons for the failures it confirms (v2: "another shape (...)", ...).
         "oracle_confirmed_reasons": (dict(collections.Counter(
-            f["judges"]["oracle"].get("reason") or "violated" for f in found if confirmed(f)))
-                                     if "oracle" in by_judge else None),
+            f["judges"][oracle].get("reason") or "violated" for f in found if confirmed(f)))
+                                     if oracle else None),
         "clean_failures": int(sum(bool(r["clean"]["verdict"]) for r in sel)),
         "nonfinite_fitness": int(sum(r["nonfinite"] for r in sel)),
         "rule_confirmed": int(sum(r["counts"].get("verdict", 0) for r in sel)),
@@ -252,8 +253,14 @@ def judges_line(entry) -> list[str]:
   return judges_lib.caption(entry or {})
 
 
-def _oracle_entry(f: dict) -> dict:
-  return (f.get("judges") or {}).get("oracle") or {}
+def _oracle_name(judge_names) -> str | None:
+  """The first image judge (`judges.IMAGE_JUDGES`: a world's oracle) among judge_names."""
+  from jaxdiffattack import judges as judges_lib  # pylint: disable=g-import-not-at-top
+  return next((j for j in judge_names if j in judges_lib.IMAGE_JUDGES), None)
+
+
+def _oracle_entry(f: dict, oracle: str | None = "oracle") -> dict:
+  return (f.get("judges") or {}).get(oracle) or {}
 
 
 def confirmed_lines(rows: list[dict], summary: dict) -> list[str]:
@@ -265,11 +272,13 @@ def confirmed_lines(rows: list[dict], summary: dict) -> list[str]:
       continue
     sel = [r for r in rows if r["method"] == method]
     found = [(r, f) for r in sel for f in r["failures"]]
-    confirmed = [(r, f) for r, f in found if _oracle_entry(f).get("failure")]
-    lines.append(f"{method}: the oracle confirms {len(confirmed)} of the {len(found)} failures "
+    oracle = _oracle_name(list(s.get("by_judge") or {}) + [
+        j for _, f in found for j in (f.get("judges") or {})]) or "oracle"
+    confirmed = [(r, f) for r, f in found if _oracle_entry(f, oracle).get("failure")]
+    lines.append(f"{method}: the {oracle} confirms {len(confirmed)} of the {len(found)} failures "
                  f"kept, on {s['oracle_confirmed_targets']} of {s['targets']} targets")
     for r, f in confirmed:
-      o = _oracle_entry(f)
+      o = _oracle_entry(f, oracle)
       where = f["files"][0] if f.get("files") else ""
       lines.append(f"  {r['prompt']!r} (target {r['target']}): {o.get('reason') or 'violated'}"
                    f"{' → ' + where if where else ''}")

@@ -29,13 +29,14 @@ from jaxdiffattack.errors import check
 # results.csv metric → the score (of `scoring.Scoring`) it is read from.
 METRIC_SCORES = {"top1": "evaluator/top1_hit", "top5": "evaluator/top5_hit",
                  "clip_score": "evaluator/clip_score"}
-# Metrics of an image judge named in config.judges (the toy oracle, toy world only), read on
+# Metrics of an image judge named in config.judges (the toy oracle, world 2's oracle), read on
 # the host from the images (`judges.judge_scores`): "<judge>_top1" (1 where its verdict is that
 # the image shows the label: neither a failure nor unclear) and "<judge>_unclear".
 IMAGE_JUDGE_METRICS = ("top1", "unclear")
 ORACLE_METRICS = tuple(f"oracle_{m}" for m in IMAGE_JUDGE_METRICS)
 METRICS = tuple(METRIC_SCORES)
-ALL_METRICS = METRICS + ORACLE_METRICS
+ALL_METRICS = METRICS + tuple(f"{j}_{m}" for j in judges_lib.IMAGE_JUDGES
+                              for m in IMAGE_JUDGE_METRICS)
 
 
 def image_judges(config) -> tuple[str, ...]:
@@ -48,10 +49,10 @@ def metrics(config) -> tuple[str, ...]:
   return METRICS + tuple(f"{j}_{m}" for j in image_judges(config) for m in IMAGE_JUDGE_METRICS)
 
 
-def image_judge_metrics(name: str, images, labels, label_names) -> dict:
+def image_judge_metrics(name: str, images, labels, label_names, prompts=None) -> dict:
   """Image judge `name`'s metrics ("<name>_top1", "<name>_unclear", each [P] float32) of
-  images [P, H, W, 3] made for labels [P] (indices into `label_names`)."""
-  scores = judges_lib.judge_scores(name, images, labels, label_names)
+  images [P, H, W, 3] made for labels [P] (indices into `label_names`) from prompts [P]."""
+  scores = judges_lib.judge_scores(name, images, labels, label_names, prompts=prompts)
   failure, unclear = scores[f"{name}/failure"] > 0.5, scores[f"{name}/unclear"] > 0.5
   return {f"{name}_top1": (~failure & ~unclear).astype(np.float32),
           f"{name}_unclear": unclear.astype(np.float32)}

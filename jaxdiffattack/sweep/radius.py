@@ -21,7 +21,8 @@ from jaxdiffattack import perturb
 FIELDS = ("setting", "shift", "side", "metric", "radius", "ci_low", "ci_high", "clean",
           "max_alpha", "n_units", "n_boot")
 SIDES = ("+", "-")
-METRICS = ("top1", "oracle_top1")   # the accuracies a sweep report gives radii of
+# The accuracies a sweep report gives radii of (and the paired clean comparison compares).
+METRICS = ("top1", "oracle_top1", "world2_oracle_top1")
 
 
 def crossing(alphas, values) -> float:

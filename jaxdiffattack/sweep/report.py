@@ -22,6 +22,7 @@ from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import perturb
 from jaxdiffattack import runs
 from jaxdiffattack import stats
+from jaxdiffattack.sweep import plan as plan_lib
 from jaxdiffattack.sweep import radius
 from jaxdiffattack.sweep.plan import ALL_METRICS
 from jaxdiffattack.sweep.plan import Cell
@@ -107,7 +108,7 @@ def paired_differences(member_rows: list[dict], pairs) -> list[dict]:
     units = sorted(set(clean.get(a, {})) & set(clean.get(b, {})))
     if not units:
       continue
-    for metric in (m for m in ("top1", "oracle_top1") if m in member_rows[0]):
+    for metric in (m for m in radius.METRICS if m in member_rows[0]):
       va = np.array([float(clean[a][u][metric]) for u in units])
       vb = np.array([float(clean[b][u][metric]) for u in units])
       finite = np.isfinite(va) & np.isfinite(vb)    # a unit with a NaN member drops out
@@ -207,7 +208,9 @@ def markdown(results) -> str:
 # What each metric measures and which judge reads it (plot axes name both).
 METRIC_AXES = {"top1": "top-1 accuracy (evaluator)", "top5": "top-5 accuracy (evaluator)",
                "clip_score": "CLIP score (evaluator's CLIP)",
-               "oracle_top1": "class drawn (oracle)", "oracle_unclear": "unclear (oracle)"}
+               "oracle_top1": "class drawn (oracle)", "oracle_unclear": "unclear (oracle)",
+               "world2_oracle_top1": "caption holds (world-2 oracle)",
+               "world2_oracle_unclear": "unclear (world-2 oracle)"}
 SHIFT_NAMES = {"ums": "UMS", "rms": "RMS", "sds": "SDS", "sds_flipped": "SDS (flipped sign)",
                "ms": "MS", "pas": "PAS", "pas_descending": "PAS (descending)",
                "pas_pixels": "PAS (whole pixels)", "pas_fraction": "PAS"}
@@ -288,7 +291,7 @@ def grid_members(plan: Plan, shift: str, n_grid: int) -> tuple[np.ndarray, list[
 
 
 def grid_captions(plan: Plan, members: np.ndarray, labels, class_names, scores: dict,
-                  oracle_reads=None) -> list[list[str]]:
+                  oracle_reads=None, oracle_name: str = "oracle") -> list[list[str]]:
   """Each tile's caption: the prompt's label, its shift and α, what the evaluator read (class,
   confidence; FAIL when it is not the label) and, with the toy oracle, its verdict for the
   label (`judges.Verdict.record`s: what it read, FAIL when violated, and its reason)."""
@@ -304,7 +307,7 @@ def grid_captions(plan: Plan, members: np.ndarray, labels, class_names, scores: 
              f"{'' if pred == label else ' FAIL'}"]
     if oracle_reads is not None:
       read = oracle_reads[i]
-      lines.append(f"oracle: {read['pred'] or '-'}{' FAIL' if read['failure'] else ''}")
+      lines.append(f"{oracle_name}: {read['pred'] or '-'}{' FAIL' if read['failure'] else ''}")
       if read["reason"] != "holds":
         lines.append(f"  {read['reason']}")
     captions.append(lines)
@@ -330,13 +333,15 @@ def write_grids(config, workdir, plan: Plan, labels, label_ids, model_loader, sc
       out, _ = loaded.generate(plan, members, key, aux=scoring.aux(
           label_ids[prompt_idx], [prompts[i] for i in prompt_idx]))
       images = np.asarray(out.images)
-      reads = None
-      if judges_lib.ORACLE in config.get("judges", ()):
-        oracle = judges_lib.Judges((judges_lib.ORACLE,), {}, class_names)
-        reads = [r[judges_lib.ORACLE] for r in judges_lib.records_of(
-            oracle, oracle.image_scores(images, label_ids[prompt_idx]))]
+      reads, image_judges = None, plan_lib.image_judges(config)
+      if image_judges:  # the first image judge of config.judges (the world's oracle)
+        oracle = judges_lib.Judges(image_judges[:1], {}, class_names)
+        reads = [r[image_judges[0]] for r in judges_lib.records_of(
+            oracle, oracle.image_scores(images, label_ids[prompt_idx],
+                                        [prompts[i] for i in prompt_idx]))]
       captions = grid_captions(plan, members, labels, class_names,
-                               {k: np.asarray(v) for k, v in out.scores.items()}, reads)
+                               {k: np.asarray(v) for k, v in out.scores.items()}, reads,
+                               image_judges[0] if image_judges else "oracle")
       upscale = max(1, 64 // images.shape[1])
       stem = pathlib.Path(workdir) / "grids" / f"{setting.name}_{shift}"
       io.write_png(f"{stem}.png",

@@ -88,7 +88,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         state.scores[name][metric][members] = np.asarray(out.scores[score], np.float32)
       for judge in image_judges:
         for metric, value in plan_lib.image_judge_metrics(
-            judge, out.images, label_ids[prompt_idx], label_names).items():
+            judge, out.images, label_ids[prompt_idx], label_names,
+            [prompts[i] for i in prompt_idx]).items():
           state.scores[name][metric][members] = value
       state = state.replace(done=state.done | {name: np.array(members[-1] + 1)})
       runs.save_checkpoint(ckpt_path, state, digest)

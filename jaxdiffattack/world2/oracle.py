@@ -61,6 +61,10 @@ MIN_TEXTURE_RADIUS = 7.0  # Pixels: a texture is read only on objects at least t
 RELATION_MARGIN = 0.03   # Fraction of the side by which centroids must differ.
 
 VERDICTS = ("holds", "violated", "unclear")
+FACT_KINDS = ("object", "count", "texture", "relation", "extra")
+# A caption's reason as the judges store it: "holds", or the kind of its first violated (else
+# unclear) fact (`reason_kind`; the full text is in `CaptionAssessment.reason`).
+REASON_KINDS = ("holds",) + FACT_KINDS
 _ANGLE_STEP = np.deg2rad(7.5)
 _PERIOD = {"circle": 0.0, "ring": 0.0, "oval": np.pi, "rectangle": np.pi, "square": np.pi / 2,
            "rounded square": np.pi / 2, "triangle": 2 * np.pi / 3, "star": 2 * np.pi / 5,
@@ -82,7 +86,8 @@ class ObjectReading(NamedTuple):
   reason: str              # why unreadable ("" when read)
 
 
-class Reading(NamedTuple):
+class SceneReading(NamedTuple):
+  """What the oracle reads in one image: every object found."""
   objects: tuple[ObjectReading, ...]  # largest first
 
   @property
@@ -98,11 +103,13 @@ class Fact(NamedTuple):
   reason: str
 
 
-class Verdict(NamedTuple):
+class CaptionAssessment(NamedTuple):
+  """One image judged against one caption: a verdict per fact, and the caption's verdict.
+  (Jobs see it as a `judges.Verdict` through the judge "world2_oracle".)"""
   verdict: str
   reason: str              # of the first violated (else unclear) fact
   facts: tuple[Fact, ...]
-  reading: Reading
+  reading: SceneReading
 
 
 # ------------------------------------------------------------------- pixels --
@@ -292,7 +299,7 @@ def read_texture(pixels: np.ndarray, mask: np.ndarray, radius_px: float,
 
 
 # ------------------------------------------------------------------ reading --
-def _read_one(pixels: np.ndarray) -> Reading:
+def _read_one(pixels: np.ndarray) -> SceneReading:
   size = pixels.shape[0]
   hue, chroma, _ = hue_chroma(pixels)
   candidate = chroma > CHROMA_MIN
@@ -361,10 +368,10 @@ def _read_one(pixels: np.ndarray) -> Reading:
     objects.append(ObjectReading(hue_name, shape, label, texture, centroid, area, float(radius),
                                  h, float(fit), float(lead), m, reason))
   objects.sort(key=lambda o: -o.area)
-  return Reading(tuple(objects))
+  return SceneReading(tuple(objects))
 
 
-def read(images) -> list[Reading]:
+def read(images) -> list[SceneReading]:
   """The oracle's reading of images [N, S, S, 3] (uint8, or floats in [0, 1])."""
   return [_read_one(p) for p in _as_pixels(images)]
 
@@ -375,7 +382,7 @@ def _group_text(g: captions_lib.GroupFacts) -> str:
   return f"two {name}s" if g.count == 2 else f"a {name}"
 
 
-def judge_reading(reading: Reading, facts: captions_lib.Facts) -> Verdict:
+def judge_reading(reading: SceneReading, facts: captions_lib.Facts) -> CaptionAssessment:
   """Each fact of a caption against a reading (see the module docstring)."""
   objs = reading.objects
   unread = [o for o in objs if not o.label]
@@ -447,11 +454,11 @@ def judge_reading(reading: Reading, facts: captions_lib.Facts) -> Verdict:
   for v in ("violated", "unclear"):
     bad = [f for f in out if f.verdict == v]
     if bad:
-      return Verdict(v, f"{bad[0].kind}: {bad[0].reason}", tuple(out), reading)
-  return Verdict("holds", "", tuple(out), reading)
+      return CaptionAssessment(v, f"{bad[0].kind}: {bad[0].reason}", tuple(out), reading)
+  return CaptionAssessment("holds", "", tuple(out), reading)
 
 
-def judge(images, captions: Sequence[str | captions_lib.Facts]) -> list[Verdict]:
+def judge(images, captions: Sequence[str | captions_lib.Facts]) -> list[CaptionAssessment]:
   """Verdicts of images [N, S, S, 3] against captions (grammar texts or `captions.Facts`)."""
   pixels = _as_pixels(images)
   if len(captions) != len(pixels):
@@ -459,6 +466,34 @@ def judge(images, captions: Sequence[str | captions_lib.Facts]) -> list[Verdict]
                     "pass one caption per image")
   facts = [c if isinstance(c, captions_lib.Facts) else captions_lib.parse(c) for c in captions]
   return [judge_reading(_read_one(p), f) for p, f in zip(pixels, facts)]
+
+
+def first_object(assessment: CaptionAssessment) -> str | None:
+  """The class read for the caption's first object: its own class when drawn, else the
+  largest read object's class (what is drawn instead), None when no object is read."""
+  first = next(f for f in assessment.facts if f.kind == "object" and f.group == 0)
+  if first.verdict == "holds":  # its text is _group_text's "a <class>" or "two <class>s"
+    return (first.text[4:-1] if first.text.startswith("two ") else first.text[2:])
+  labels = [label for label in assessment.reading.labels if label]
+  return labels[0] if labels else None
+
+
+def reason_kind(reason: str) -> str:
+  """A caption's reason text ("object: no red circle; drawn: ...", or "holds") → its entry of
+  REASON_KINDS."""
+  kind = reason.split(":", 1)[0] if reason else "holds"
+  if kind not in REASON_KINDS:
+    raise ValueError(f"world2.oracle: reason {reason!r} has no kind of {REASON_KINDS}")
+  return kind
+
+
+def describe_reason(kind: str, pred: str | None, label: str) -> str:
+  """The text a stored verdict shows (the judges keep the reason's kind, the class read for the
+  caption's first object and the label, not the whole text)."""
+  if kind == "holds":
+    return kind
+  read = f"read {pred}" if pred else "no object read"
+  return f"{kind} fact ({read}; made for {label})"
 
 
 def verdict(images, captions) -> list[dict]:

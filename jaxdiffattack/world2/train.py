@@ -594,10 +594,15 @@ def export(config, workdir, d: World2Data | None = None) -> dict:
   toy_train.export(config, trained, out, metrics, image_size=config.data.image_size,
                    labels=LABELS, vae_fn=vae_module)
   if stage_done(config, workdir, "evaluator") is not None:
-    from transformers import AutoImageProcessor  # pylint: disable=g-import-not-at-top
-    del AutoImageProcessor
+    # transformers' RegNet processor (as the ResNet's: ConvNext's), the normalisation every world
+    # model trains with (toy_train.to_pixels), so `vision.load_image_classifier` reads it.
+    from transformers import ConvNextImageProcessor  # pylint: disable=g-import-not-at-top
     model, kind = load_classifier(config, workdir, "evaluator")
     convert_transformers.save(out / "evaluator", kind, model.module.config, model.params, LABELS)
+    ConvNextImageProcessor(
+        size={"shortest_edge": config.data.image_size}, crop_pct=1.0, do_normalize=True,
+        image_mean=list(toy_train.PIXEL_MEAN), image_std=list(toy_train.PIXEL_STD),
+        do_rescale=True, rescale_factor=1 / 255).save_pretrained(out / "evaluator")
   size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
   return {"export_dir": str(out), "export_mb": round(size / 2 ** 20, 2)}
 
