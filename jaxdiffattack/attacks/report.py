@@ -21,6 +21,7 @@ from PIL import Image
 from PIL import ImageDraw
 
 from jaxdiffattack import io
+from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import stats
 
 SETS = ("short", "long")
@@ -251,41 +252,30 @@ def captioned(image: np.ndarray, lines: list[str], width_chars: int = 48) -> np.
 
 def save_images(workdir: pathlib.Path, set_name: str, index, rows: list[dict], result: dict,
                 judges, per_prompt: int) -> None:
-  """Captioned PNGs of up to `per_prompt` successful samples per prompt; paths go into rows."""
+  """Captioned PNGs of up to `per_prompt` successful samples per prompt; paths go into rows.
+  `result["attack"]` is an `experiment.Judged`; each shown sample keeps every judge's
+  `judges.Verdict.record` and is captioned with `judges.caption`."""
   got = result["attack"]
-  samples = len(got["texts"]) // len(index)
+  samples = len(got.texts) // len(index)
+  success = got.success("attack")
   for position, row in enumerate(rows):
     sl = range(position * samples, (position + 1) * samples)
-    hits = [k for k in sl if got["read"]["attack"]["success"][k]][:per_prompt]
+    hits = [k for k in sl if success[k]][:per_prompt]
     paths, shown = [], []
     for k in hits:
-      lines = [f"prompt: {got['texts'][k]}", f"clean: {row['prompt']}"]
-      lines += [f"{j}: {got['read'][j]['pred'][k]} ({got['read'][j]['confidence'][k]:.2f})"
-                + (f" {got['read'][j]['reason'][k]}" if got["read"][j].get("reason") else "")
-                for j in judges]
+      records = judges_lib.record({j: got.verdicts[j] for j in judges}, k)
+      lines = [f"prompt: {got.texts[k]}", f"clean: {row['prompt']}"]
+      lines += judges_lib.caption(records)
       name = f"p{row['index']:04d}_s{k - position * samples:03d}.png"
       rel = f"images/{set_name}/{name}"
-      io.write_png(workdir / rel, captioned(got["images"][k], lines))
+      io.write_png(workdir / rel, captioned(got.images[k], lines))
       paths.append(rel)
       # The bare image too (no caption): the rating page and index.html show it.
-      io.write_png(workdir / "images" / set_name / "raw" / name, got["images"][k])
-      shown.append({"image": f"images/{set_name}/raw/{name}", "prompt": str(got["texts"][k]),
-                    "judges": {j: _sample_judge(got["read"][j], k) for j in judges}})
+      io.write_png(workdir / "images" / set_name / "raw" / name, got.images[k])
+      shown.append({"image": f"images/{set_name}/raw/{name}", "prompt": str(got.texts[k]),
+                    "judges": records})
     row["images"] = paths
     row["shown"] = shown
-
-
-def _sample_judge(read: dict, k: int) -> dict:
-  """One judge's record of hard sample k (the `judges.record` fields)."""
-  confidence = read["confidence"][k]
-  confidence = None if confidence is None or not np.isfinite(confidence) else float(confidence)
-  entry = {"pred": None if read["pred"][k] is None else str(read["pred"][k]),
-           "confidence": confidence, "failure": bool(read["failure"][k])}
-  if "unclear" in read:
-    entry["unclear"] = bool(read["unclear"][k])
-  if "reason" in read:
-    entry["reason"] = read["reason"][k]
-  return entry
 
 
 def write_report(workdir) -> dict:
