@@ -211,20 +211,25 @@ def test_success_rule_needs_misclassification_and_the_class_word():
                           "oracle": {"pred": None, "confidence": None, "unclear": True}}
 
 
-def _redness(images, labels, targeted):
-  """A dummy image judge: an image fails its label when its red channel's mean is not above its
-  green channel's; confidence = that lead."""
+def _lead(images):
+  """[M] how much brighter the top half of each image [M, H, W, 3] is than its bottom half."""
+  half = images.shape[1] // 2
+  return images[:, :half].mean((1, 2, 3)) - images[:, half:].mean((1, 2, 3))
+
+
+def _bright_top(images, labels, targeted):
+  """A dummy image judge: an image fails its label unless its top half is brighter than its
+  bottom half; confidence = that lead."""
   del targeted
-  lead = images[..., 0].mean((1, 2)) - images[..., 1].mean((1, 2))
-  pale = lead <= 0.0
-  return judges_lib.make_verdict([None if p else l for p, l in zip(pale, labels)], lead, pale,
-                                 reason=["not red enough" if p else "holds" for p in pale])
+  lead = _lead(np.asarray(images, np.float64))
+  dark = lead <= 0.0
+  return judges_lib.make_verdict([None if d else l for d, l in zip(dark, labels)], lead, dark,
+                                 reason=["dark top" if d else "holds" for d in dark])
 
 
-def _lead(path) -> float:
+def _saved_lead(path) -> float:
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  image = np.asarray(Image.open(path).convert("RGB"), np.float64) / 255
-  return float(image[..., 0].mean() - image[..., 1].mean())
+  return float(_lead(np.asarray(Image.open(path).convert("RGB"), np.float64)[None] / 255)[0])
 
 
 @pytest.mark.slow
@@ -233,40 +238,44 @@ def test_a_registered_image_judge_is_used_by_the_attack_by_name(tiny_sd_dirs, vi
                                                                 monkeypatch):
   """A judge added by one function and one `judges.IMAGE_JUDGES` line, named in config.judges,
   reads every image of the attack job (random-substitution attack): its verdicts are in the
-  rows (clean readings, per-judge counts with unclear), the shown samples' records and captions
-  and the summary; each stored verdict is re-derived from the saved image."""
-  monkeypatch.setitem(judges_lib.IMAGE_JUDGES, "redness",
-                      lambda: judges_lib.ImageJudge(_redness, ("holds", "not red enough")))
+  rows (clean readings, per-judge counts with unclear), the shown samples' records and the
+  summary; each stored verdict is re-derived from the saved image, and both verdicts occur."""
+  monkeypatch.setitem(judges_lib.IMAGE_JUDGES, "bright_top",
+                      lambda: judges_lib.ImageJudge(_bright_top, ("holds", "dark top")))
   config = tiny_config(tiny_sd_dirs[1], vision_dirs, prompt_file)
-  config.judges = ("redness",)
+  config.judges = ("bright_top",)
   config.attack.name, config.baseline = "random", ""
   config.images_per_prompt = config.num_samples
   out = job.run(config, tmp_path)
   rows = io.read_jsonl(tmp_path / "results.jsonl")
   assert len(rows) == 4 and sum(r["attacked"] for r in rows) == 3
   names = labels_lib.get_label_set(config.label_set).names
+  seen = []
   for r in rows:
-    clean = r["clean"]["redness"]
-    lead = _lead(tmp_path / "images" / "short" / "clean" / f"p{r['index']:04d}.png")
+    clean = r["clean"]["bright_top"]
+    lead = _saved_lead(tmp_path / "images" / "short" / "clean" / f"p{r['index']:04d}.png")
     assert abs(clean["confidence"] - lead) < 2 / 255 and clean["unclear"] is False
     if abs(lead) > 2 / 255:                     # clear of the PNG's rounding
       assert clean["pred"] == (None if lead <= 0 else names[r["label"]])
+      seen.append(clean["pred"] is None)
     if not r["attacked"]:
       continue
-    counts = r["judges"]["redness"]
+    counts = r["judges"]["bright_top"]
     assert set(counts) == {"success", "successful_samples", "failures", "unclear"}
     assert counts["unclear"] == 0 and counts["successful_samples"] <= counts["failures"] <= 3
-    assert set(r["judges"]) == {"attack", "redness"}
+    assert set(r["judges"]) == {"attack", "bright_top"}
     for shown in r["shown"]:
-      entry = shown["judges"]["redness"]
-      lead = _lead(tmp_path / shown["image"])
+      entry = shown["judges"]["bright_top"]
+      lead = _saved_lead(tmp_path / shown["image"])
       assert set(entry) == {"pred", "confidence", "failure", "unclear", "reason"}
       assert abs(entry["confidence"] - lead) < 2 / 255
-      assert entry["reason"] == ("not red enough" if entry["failure"] else "holds")
+      assert entry["reason"] == ("dark top" if entry["failure"] else "holds")
       if abs(lead) > 2 / 255:
         assert entry["failure"] == (lead <= 0)
-  assert "redness" in out["summary"]["by_judge"]
-  assert "| redness | short |" in (tmp_path / "report.md").read_text()
+        seen.append(entry["failure"])
+  assert set(seen) == {True, False}
+  assert "bright_top" in out["summary"]["by_judge"]
+  assert "| bright_top | short |" in (tmp_path / "report.md").read_text()
 
 
 def test_asr_counts_and_interval():
