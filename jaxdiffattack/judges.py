@@ -24,8 +24,9 @@ its predicted class (a name or None), confidence, failure, unclear and reason. A
     `Verdict` (failure: the raters' consensus is "no").
 
 Everything a judge says is thus a score, so a job keeps its judges' verdicts in the same
-per-member records as its other scores and rebuilds them later (`Judges.read`); `Verdict.record`
-is the one JSON form of a verdict (results files, captions, the rating kit).
+per-member records as its other scores and rebuilds them later (`Judges.read`; search, sweep,
+attack and analysis alike); `Verdict.record` is the one JSON form of a verdict (results files,
+captions, the rating kit).
 
 Verdict rules (`VERDICTS`; one function + one line to add one), each → [M] bool:
   "top1_miss"       the judge `rule.judge` (default the evaluator) fails;

@@ -95,8 +95,10 @@ def summarise(rows: list[dict], config: dict, timing: dict) -> dict:
   summary["timing"] = speed
   attack = config.get("attack", {})
   summary["settings"] = {k: config.get(k) for k in (
-      "model", "judge", "judges", "mode", "num_samples", "num_steps", "guidance_scale",
+      "model", "classifier", "judges", "mode", "num_samples", "num_steps", "guidance_scale",
       "eval_noise", "baseline", "seed")}
+  if "judge" in config:   # a config.json written before config.classifier (report_only)
+    summary["settings"]["classifier"] = config["judge"]
   summary["settings"]["attack"] = attack
   summary["budget"] = budget(config)
   return summary
@@ -136,13 +138,13 @@ def markdown(rows: list[dict], summary: dict, config: dict) -> str:
   lines = [
       "# ATM attack report", "",
       f"Model `{st['model']}`, {st['num_steps']} steps, CFG {st['guidance_scale']}; attack "
-      f"judge `{st['judge']}`; mode `{st['mode']}`; {attack.get('num_iters')} Adam iterations "
-      f"(lr {attack.get('lr')}, κ {attack.get('kappa')}, λ_sim {attack.get('lam_sim')}, "
+      f"classifier `{st['classifier']}`; mode `{st['mode']}`; {attack.get('num_iters')} Adam "
+      f"iterations (lr {attack.get('lr')}, κ {attack.get('kappa')}, λ_sim {attack.get('lam_sim')}, "
       f"τ {attack.get('tau')}), gradient through {_depth(attack)}; {st['num_samples']} hard "
       f"samples per prompt (noise: {st['eval_noise']}); seed {st['seed']}.",
       "",
-      "Success of a sample: the attack judge's top-1 is not the prompt's class AND the class word "
-      "is still in the decoded prompt. ASR = attacked prompts with at least one successful "
+      "Success of a sample: the attack classifier's top-1 is not the prompt's class AND the class "
+      "word is still in the decoded prompt. ASR = attacked prompts with at least one successful "
       "sample; prompts misclassified when clean are skipped. 95 % Wilson intervals.", "",
       "| set | skipped (clean failures) | ATM, ours | random substitution, ours (same samples) | "
       "ATM, published — a different model |",
