@@ -10,13 +10,13 @@ arXiv 2306.02583): attack success rates on short and long prompts, vs random tok
 
 Variants after the colon (comma-separated; unknown ones are errors):
   (none)  the published setting: SD 2.1 at 256², 50 DDIM steps, CFG 7.5, CLIP ViT-B/16 zero-shot
-          with the 80 CLIP templates over ImageNet-1k as the attack's classifier and judge, 1000
+          with the 80 CLIP templates over ImageNet-1k as the attack's classifier, 1000
           short prompts; `released` mode, logits 15 at the clean tokens, κ = 30, λ_sim = 4, Adam
           lr 0.3, 100 iterations, gradient through the last denoising step, 100 hard samples.
   sd21    the same (named for clarity). Long prompts: give a CSV file (columns prompt, classname;
           see jaxdiffattack/attacks/prompts.py) as prompt_sets.long.
-  toy     the shipped toy world (32×32, toy CLIP zero-shot judge; the toy ViT and the procedural
-          oracle, jaxdiffattack/toy/oracle.py, as further judges): all
+  toy     the shipped toy world (32×32, toy CLIP zero-shot classifier; the toy ViT and the
+          procedural oracle, jaxdiffattack/toy/oracle.py, as further judges): all
           20 labels, one short and two long prompts each; 20 DDIM steps (paper: 50) and 16 hard
           samples per prompt (paper: 100), for 2 CPU cores; everything else as published (see the
           README's ATM section).
@@ -29,10 +29,12 @@ Variants after the colon (comma-separated; unknown ones are errors):
 
 `attack.name` picks the attack (jaxdiffattack/attacks/registry.py): "atm" (the paper's) or
 "random" (random token substitution as an attack of its own, `num_samples` samples per prompt;
-set baseline='' with it). Every hyper-parameter of the paper is a key below; `attack.grad_depth`
-is the gradient depth:
-"last" (the last denoising step, as published), "K" (an integer: the last K steps) or "all" (every
-step; with attack.remat=True each step is rematerialised in the backward pass).
+set baseline='' with it). `classifier` is the attack's classifier (a scorer name: the loss's
+margin and the success rule); `judges` names further judges as every job does (scorer names, and
+"oracle" on the toy world; the old keys `judge` and `oracle` are one-line errors). Every
+hyper-parameter of the paper is a key below; `attack.grad_depth` is the gradient depth: "last"
+(the last denoising step, as published), "K" (an integer: the last K steps) or "all" (every step;
+with attack.remat=True each step is rematerialised in the backward pass).
 """
 
 import ml_collections
@@ -55,9 +57,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   # Classes, judges and prompts.
   c.label_set = "imagenet1k"
-  c.judge = "clip_vit_b16"           # the attack's classifier (loss and success), a scorer name
-  c.judges = ()                      # further judges, reported beside it (scorer names)
-  c.oracle = False                   # the toy world's procedural oracle as a judge (toy only)
+  c.classifier = "clip_vit_b16"      # the attack's classifier (loss and success; the judge
+                                     # "attack" in rows and reports), a scorer name
+  c.judges = ()                      # further judges, reported beside it: scorer names and image
+                                     # judges ("oracle": the toy world's oracle, toy only)
   c.scorers = ml_collections.ConfigDict()  # scorer overrides (jaxdiffattack.scorers.get_spec)
   c.prompt_sets = ml_collections.ConfigDict({"short": "short"})  # set → registry name or CSV
   c.labels = ()                      # restrict to these classes (names); () = all
@@ -89,9 +92,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dtype = "float32"
     c.image_size = 0
     c.label_set = "toy"
-    c.judge = "toy_clip"
-    c.judges = ("toy_vit",)
-    c.oracle = True
+    c.classifier = "toy_clip"
+    c.judges = ("toy_vit", "oracle")
     c.prompt_sets = ml_collections.ConfigDict({"short": "short", "long": "toy_long"})
     c.per_label = 2
     c.num_steps = 20

@@ -28,8 +28,9 @@ judges that read a whole caption), a judge returns one `Verdict` — per image i
     `Verdict` (failure: the raters' consensus is "no").
 
 Everything a judge says is thus a score, so a job keeps its judges' verdicts in the same
-per-member records as its other scores and rebuilds them later (`Judges.read`); `Verdict.record`
-is the one JSON form of a verdict (results files, captions, the rating kit).
+per-member records as its other scores and rebuilds them later (`Judges.read`; search, sweep,
+attack and analysis alike); `Verdict.record` is the one JSON form of a verdict (results files,
+captions, the rating kit).
 
 Verdict rules (`VERDICTS`; one function + one line to add one), each → [M] bool:
   "top1_miss"       the judge `rule.judge` (default the evaluator) fails;
@@ -314,6 +315,17 @@ RETIRED_KEYS = {"oracle": "name the oracle in config.judges instead, e.g. "
                           "--config.judges='(\"evaluator\", \"oracle\")'"}
 
 
+def check_label_set(name: str, label_set: str | None, key: str = "judges") -> None:
+  """ConfigError naming `config.<key>` when image judge `name` cannot read label set
+  `label_set` (the oracle outside the toy world); jobs call it at the edge, before loading."""
+  reads = image_judge(name).label_sets
+  if reads and label_set not in reads:
+    what = {ORACLE: "the toy world's oracle",
+            WORLD2_ORACLE: "world 2's scene oracle"}.get(name, "an image judge")
+    raise ConfigError(f"config.{key} names {name!r}, {what}, but the label set is "
+                      f"{label_set!r}: use it with label_set={reads[0]!r}")
+
+
 def make_judges(names: Sequence[str], scoring, label_names: Sequence[str] = (), *,
                 targeted: bool = False, key: str = "judges") -> Judges:
   """Judges `names` of a job whose images `scoring` scores.
@@ -338,13 +350,7 @@ def make_judges(names: Sequence[str], scoring, label_names: Sequence[str] = (), 
   class_names = {}
   for name in names:
     if name in IMAGE_JUDGES:
-      reads = image_judge(name).label_sets
-      if reads and (label_set is None or label_set.name not in reads):
-        what = {ORACLE: "the toy world's oracle",
-                WORLD2_ORACLE: "world 2's scene oracle"}.get(name, "an image judge")
-        raise ConfigError(f"config.{key} names {name!r}, {what}, but the label set is "
-                          f"{getattr(label_set, 'name', None)!r}: use it with label_set="
-                          f"{reads[0]!r}")
+      check_label_set(name, getattr(label_set, "name", None), key)
       continue
     missing = [f"{name}/{o}" for o in JUDGE_OBJECTIVES if f"{name}/{o}" not in scoring.names]
     if missing:

@@ -1,7 +1,8 @@
 """The ATM job (jaxdiffattack.attacks.job/report) on a tiny random SD and tiny random judges:
-outputs and their fields, the success rule and clean-failure skipping, resume == uninterrupted,
-the random-substitution baseline, 8 fake devices == 1 device, and one-line errors for bad
-configs."""
+outputs and their fields, the success rule on the judges' verdicts (`judges.Verdict`) and
+clean-failure skipping, an image judge registered in `judges.IMAGE_JUDGES` used by name, resume ==
+uninterrupted, the random-substitution baseline, 8 fake devices == 1 device, and one-line errors
+for bad configs (retired keys among them)."""
 
 import json
 import os
@@ -18,12 +19,17 @@ import pytest
 import tiny_vision
 from jax_only import JAX_ONLY
 from jaxdiffattack import io
+from jaxdiffattack import judges as judges_lib
+from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import runs
 from jaxdiffattack import stats
 from jaxdiffattack.attacks import atm
+from jaxdiffattack.attacks import experiment
 from jaxdiffattack.attacks import job
 from jaxdiffattack.attacks import report
 from jaxdiffattack.errors import UserError
+from jaxdiffattack.toy import oracle
+from jaxdiffattack.toy import world
 
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT / "configs"))
@@ -47,7 +53,7 @@ def tiny_config(sd_dir, vision_dirs, prompt_file):
   c.population = 2
   c.eval_batch = 6
   c.images_per_prompt = 1
-  c.oracle = False        # the toy oracle reads 32×32 toy images, not the tiny SD's 16×16 ones
+  c.judges = ("toy_vit",)  # no oracle: it reads 32×32 toy images, not the tiny SD's 16×16 ones
   return c
 
 
@@ -157,41 +163,137 @@ def test_resume_equals_uninterrupted(tiny_sd_dirs, vision_dirs, prompt_file, uni
     job.run(config, tmp_path)
 
 
-def _fake_readings(pred_correct, present):
-  return {"attack": {"failure": ~np.asarray(pred_correct),
-                     "success": ~np.asarray(pred_correct) & np.asarray(present)},
-          "class_word_present": np.asarray(present)}
+def _oracle_scores(preds, confidence, outcome, kinds, label):
+  """Scores of the judge "oracle" as `judges.judge_scores` stores them (toy label indices)."""
+  index = lambda p: -1.0 if p is None else float(world.LABEL2ID[p])
+  return {"oracle/pred": np.array([index(p) for p in preds]),
+          "oracle/confidence": np.array(confidence, np.float64),
+          "oracle/failure": np.array([o == "violated" for o in outcome], np.float64),
+          "oracle/unclear": np.array([o == "unclear" for o in outcome], np.float64),
+          "oracle/reason": np.array([oracle.REASON_KINDS.index(k) for k in kinds], np.float64),
+          "oracle/label": np.full(len(preds), float(world.LABEL2ID[label]))}
 
 
-def test_success_rule_needs_misclassification_and_the_class_word(tiny_sd_dirs, vision_dirs,
-                                                                  prompt_file):
-  config = tiny_config(tiny_sd_dirs[1], vision_dirs, prompt_file)
+def test_success_rule_needs_misclassification_and_the_class_word():
+  """Success of a sample by a judge = the judge's verdict is a failure AND the class word is kept,
+  for the attack's classifier and for the oracle (whose unclear reading is pred None, `unclear`,
+  never a failure); the row counts them per judge."""
+  names = ("red star", "blue cross")
   j = job.Job.__new__(job.Job)
-  j.judge_names = ("attack",)
-
-  class Role:
-    output_ids = ("red star", "blue cross")
-
-  j.scoring = type("S", (), {"roles": {"attack": Role}})()
-  scores = {"attack/pred": np.array([0, 1, 1, 0]), "attack/top1_hit": np.array([1., 0., 0., 1.]),
-            "attack/confidence": np.array([.9, .8, .7, .6])}
+  j.judges = judges_lib.Judges(("attack",), {"attack": names}, tuple(world.LABELS))
+  scores = {"images": np.zeros((4, 2, 2, 3)),
+            "attack/pred": np.array([0, 1, 1, 0]), "attack/top1_hit": np.array([1., 0., 0., 1.]),
+            "attack/confidence": np.array([.9, .8, .7, .6]),
+            "attack/margin": np.array([2., -1., -3., 1.])}
   texts = ["a red star x", "a red star y", "a bred star", "a red star"]
-  read = j.readings(scores, np.zeros(4, int), texts, ["red star"] * 4)
+  got = j.read(scores, texts, ["red star"] * 4)
   # Sample 1: misread and the class word kept → success; 2: misread but "bred star" → no;
   # 0 and 3: read correctly → no.
-  assert read["attack"]["success"].tolist() == [False, True, False, False]
-  assert read["attack"]["pred"] == ["red star", "blue cross", "blue cross", "red star"]
+  assert got.success("attack").tolist() == [False, True, False, False]
+  assert got.class_word_present.tolist() == [True, True, False, True]
+  assert got.verdicts["attack"].pred == ("red star", "blue cross", "blue cross", "red star")
+  assert got.verdicts["attack"].record(1) == {"pred": "blue cross", "confidence": 0.8,
+                                              "failure": True}
   # The toy oracle as a further judge: sure failures count, unclear readings do not.
-  j.judge_names = ("attack", "oracle")
-  scores.update({"oracle/pred": np.array([None, "blue cross", None, "red star"], object),
-                 "oracle/confidence": np.array([None, 0.9, None, 0.8], object),
-                 "oracle/failure": np.array([False, True, True, False], object),
-                 "oracle/unclear": np.array([True, False, False, False], object)})
-  read = j.readings(scores, np.zeros(4, int), texts, ["red star"] * 4)
-  assert read["oracle"]["success"].tolist() == [False, True, False, False]
-  assert read["oracle"]["unclear"].tolist() == [True, False, False, False]
-  assert read["oracle"]["pred"][0] == "unclear" and np.isnan(read["oracle"]["confidence"][0])
-  del config
+  j.judges = judges_lib.Judges(("attack", "oracle"), {"attack": names}, tuple(world.LABELS))
+  scores.update(_oracle_scores(
+      [None, "blue cross", None, "red star"], [np.nan, 0.9, 1.0, 0.8],
+      ["unclear", "violated", "violated", "holds"],
+      ["between shapes", "another colour", "no object", "holds"], "red star"))
+  got = j.read(scores, texts, ["red star"] * 4)
+  verdict = got.verdicts["oracle"]
+  assert got.success("oracle").tolist() == [False, True, False, False]
+  assert verdict.unclear.tolist() == [True, False, False, False]
+  assert verdict.failure.tolist() == [False, True, True, False]
+  assert verdict.record(0) == {"pred": None, "confidence": None, "failure": False,
+                               "unclear": True, "reason": "unclear: between shapes"}
+  assert verdict.record(1) == {"pred": "blue cross", "confidence": 0.9, "failure": True,
+                               "unclear": False, "reason": "another colour (blue, not red)"}
+  # The row of a prompt whose 4 samples these are: per judge success, failures (and unclear for
+  # the judge that gives reasons).
+  data = types.SimpleNamespace(name="short", prompt_set=types.SimpleNamespace(
+      prompts=("a red star",), class_words=("star",), labels=(0,)))
+  clean = {"correct": [True], "nonfinite": [False],
+           "pred": {"attack": ["red star"], "oracle": [None]},
+           "confidence": {"attack": [0.9], "oracle": [float("nan")]}, "unclear": {"oracle": [True]}}
+  row = job._row(data, 0, clean, ("attack", "oracle"),
+                 {"prompts": 1, "attack": got._replace(changed=np.array([1, 2, 1, 0]))}, 0,
+                 {"loss": np.zeros((3, 1))})
+  assert row["judges"] == {
+      "attack": {"success": True, "successful_samples": 1, "failures": 2},
+      "oracle": {"success": True, "successful_samples": 1, "failures": 2, "unclear": 1}}
+  assert (row["success"], row["successful_samples"], row["successful_prompts"]) == (
+      True, 1, ["a red star y"])
+  assert row["class_word_kept"] == 3 and row["tokens_changed_mean"] == 1.0
+  assert row["clean"] == {"attack": {"pred": "red star", "confidence": 0.9},
+                          "oracle": {"pred": None, "confidence": None, "unclear": True}}
+
+
+def _lead(images):
+  """[M] how much brighter the top half of each image [M, H, W, 3] is than its bottom half."""
+  half = images.shape[1] // 2
+  return images[:, :half].mean((1, 2, 3)) - images[:, half:].mean((1, 2, 3))
+
+
+def _bright_top(images, labels, targeted):
+  """A dummy image judge: an image fails its label unless its top half is brighter than its
+  bottom half; confidence = that lead."""
+  del targeted
+  lead = _lead(np.asarray(images, np.float64))
+  dark = lead <= 0.0
+  return judges_lib.make_verdict([None if d else l for d, l in zip(dark, labels)], lead, dark,
+                                 reason=["dark top" if d else "holds" for d in dark])
+
+
+def _saved_lead(path) -> float:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  return float(_lead(np.asarray(Image.open(path).convert("RGB"), np.float64)[None] / 255)[0])
+
+
+@pytest.mark.slow
+def test_a_registered_image_judge_is_used_by_the_attack_by_name(tiny_sd_dirs, vision_dirs,
+                                                                prompt_file, tmp_path,
+                                                                monkeypatch):
+  """A judge added by one function and one `judges.IMAGE_JUDGES` line, named in config.judges,
+  reads every image of the attack job (random-substitution attack): its verdicts are in the
+  rows (clean readings, per-judge counts with unclear), the shown samples' records and the
+  summary; each stored verdict is re-derived from the saved image, and both verdicts occur."""
+  monkeypatch.setitem(judges_lib.IMAGE_JUDGES, "bright_top",
+                      lambda: judges_lib.ImageJudge(_bright_top, ("holds", "dark top")))
+  config = tiny_config(tiny_sd_dirs[1], vision_dirs, prompt_file)
+  config.judges = ("bright_top",)
+  config.attack.name, config.baseline = "random", ""
+  config.images_per_prompt = config.num_samples
+  out = job.run(config, tmp_path)
+  rows = io.read_jsonl(tmp_path / "results.jsonl")
+  assert len(rows) == 4 and sum(r["attacked"] for r in rows) == 3
+  names = labels_lib.get_label_set(config.label_set).names
+  seen = []
+  for r in rows:
+    clean = r["clean"]["bright_top"]
+    lead = _saved_lead(tmp_path / "images" / "short" / "clean" / f"p{r['index']:04d}.png")
+    assert abs(clean["confidence"] - lead) < 2 / 255 and clean["unclear"] is False
+    if abs(lead) > 2 / 255:                     # clear of the PNG's rounding
+      assert clean["pred"] == (None if lead <= 0 else names[r["label"]])
+      seen.append(clean["pred"] is None)
+    if not r["attacked"]:
+      continue
+    counts = r["judges"]["bright_top"]
+    assert set(counts) == {"success", "successful_samples", "failures", "unclear"}
+    assert counts["unclear"] == 0 and counts["successful_samples"] <= counts["failures"] <= 3
+    assert set(r["judges"]) == {"attack", "bright_top"}
+    for shown in r["shown"]:
+      entry = shown["judges"]["bright_top"]
+      lead = _saved_lead(tmp_path / shown["image"])
+      assert set(entry) == {"pred", "confidence", "failure", "unclear", "reason"}
+      assert abs(entry["confidence"] - lead) < 2 / 255
+      assert entry["reason"] == ("dark top" if entry["failure"] else "holds")
+      if abs(lead) > 2 / 255:
+        assert entry["failure"] == (lead <= 0)
+        seen.append(entry["failure"])
+  assert set(seen) == {True, False}
+  assert "bright_top" in out["summary"]["by_judge"]
+  assert "| bright_top | short |" in (tmp_path / "report.md").read_text()
 
 
 def test_asr_counts_and_interval():
@@ -234,7 +336,13 @@ def test_random_substitution_changes_as_many_free_tokens_as_asked():
     ("num_samples", 0, "config.num_samples=0 is invalid"),
     ("eval_noise", "none", "config.eval_noise='none' is invalid"),
     ("steps_per_call", 3, "config.steps_per_call=3 is invalid"),
-    ("label_set", "imagenet1k", "config.oracle=True is invalid"),
+    ("label_set", "imagenet1k",
+     "config.judges names 'oracle', the toy world's oracle, but the label set is 'imagenet1k'"),
+    ("judges", ("toy_vit", "attack"), "config.judges=('toy_vit', 'attack') is invalid"),
+    ("classifier", "", "config.classifier='' is invalid"),
+    # The keys before the judges were named one way: one line naming the new key.
+    ("judge", "toy_clip", "config.judge is retired: the attack's classifier is config.classifier"),
+    ("oracle", True, "config.oracle is retired: name the oracle in config.judges"),
 ])
 def test_bad_configs_are_one_line_errors(key, value, message, tmp_path):
   config = atm_config.get_config("toy,smoke")
@@ -242,7 +350,7 @@ def test_bad_configs_are_one_line_errors(key, value, message, tmp_path):
   target = config[section] if section else config
   with target.ignore_type():
     target[name] = value
-  with pytest.raises(UserError, match=message.replace("(", r"\(").replace(".", r"\.")) as e:
+  with pytest.raises(UserError, match=re.escape(message)) as e:
     job.run(config, tmp_path)
   assert "\n" not in str(e.value) and not any(tmp_path.iterdir())
 
@@ -287,17 +395,21 @@ class _PromptSet(types.SimpleNamespace):
 def test_a_nonfinite_clean_image_is_skipped_not_attacked(tmp_path):
   """The clean check on scores where the model overflowed for prompt 1 (NaN, as
   `sampler.nonfinite_as_nan` reports it): that prompt is not "correctly generated" — skipped
-  and flagged — while the others follow top-1 as before; the judge names no class for it."""
+  and flagged — while the others follow top-1 as before; the judge names no class for it. A
+  clean check cached in the format before the judges' verdicts (no "version") is recomputed,
+  not read."""
   nan = float("nan")
   scores = {"attack/top1_hit": np.array([1.0, nan, 0.0]), "attack/pred": np.array([0, 0, 2]),
             "attack/confidence": np.array([0.9, nan, 0.8]),
+            "attack/margin": np.array([1.0, nan, -1.0]),
             "images": np.zeros((3, 8, 8, 3), np.float32)}   # the judge returns the images too
+  names = ("red cube", "blue ball", "green cone")
   fake = types.SimpleNamespace(
-      workdir=tmp_path, judge_names=("attack",),
-      scoring=types.SimpleNamespace(roles={"attack": types.SimpleNamespace(
-          output_ids=("red cube", "blue ball", "green cone"))}),
-      noise=lambda *a: np.zeros((3, 4, 2, 2)), judge=lambda *a: scores)
-  fake.readings = lambda *a: job.Job.readings(fake, *a)
+      workdir=tmp_path, judges=judges_lib.Judges(("attack",), {"attack": names}, names),
+      noise=lambda *a: np.zeros((3, 4, 2, 2)), sample_scores=lambda *a: scores)
+  old = {"correct": [True, True, True], "nonfinite": [False] * 3,
+         "pred": {"attack": list(names)}, "confidence": {"attack": [0.9] * 3}}
+  (tmp_path / "clean_short.json").write_text(json.dumps(old))
   data = types.SimpleNamespace(
       name="short", purpose_key=lambda purpose: None,
       prompt_set=_PromptSet(prompts=("a red cube", "a blue ball", "a green cone"),
@@ -307,7 +419,10 @@ def test_a_nonfinite_clean_image_is_skipped_not_attacked(tmp_path):
   assert clean["correct"] == [True, False, False]
   assert clean["nonfinite"] == [False, True, False]
   assert clean["pred"]["attack"] == ["red cube", None, "green cone"]
+  assert clean["version"] == experiment.CLEAN_VERSION
   assert json.loads((tmp_path / "clean_short.json").read_text())["nonfinite"][1] is True
+  fake.sample_scores = lambda *a: pytest.fail("a current cache is read, not recomputed")
+  assert job.Job.clean_check(fake, data)["nonfinite"] == clean["nonfinite"]
   assert sorted(p.name for p in (tmp_path / "images" / "short" / "clean").iterdir()) == [
       "p0000.png", "p0001.png", "p0002.png"]   # shown beside the attacked images on index.html
   row = job._row(types.SimpleNamespace(name="short", prompt_set=types.SimpleNamespace(

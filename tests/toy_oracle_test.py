@@ -10,6 +10,7 @@ from absl.testing import absltest
 import numpy as np
 from scipy import ndimage
 
+from jaxdiffattack import judges
 from jaxdiffattack.errors import UserError
 from jaxdiffattack.toy import oracle
 from jaxdiffattack.toy import world
@@ -179,17 +180,20 @@ class OracleTest(absltest.TestCase):
       self.assertLessEqual(r.confidence, 1.0)
 
   def test_verdict_records_and_failure_rule(self):
-    """The record jobs store (v2): a failure is a violated prompt, with its reason. v1 called
-    the label beside another object neither failure nor unclear; v2 (issue #22: "two blobs are
-    not a red circle") calls it several objects."""
+    """The record jobs store (v2 as the judge "oracle": `judges.judge_scores`, read back as
+    `Verdict.record`s): a failure is a violated prompt, with its reason. v1 called the label
+    beside another object neither failure nor unclear; v2 (issue #22: "two blobs are not a red
+    circle") calls it several objects."""
     cases = _unclear_images()
     red_circle = _scene(_obj("red circle"))
     images = np.stack([red_circle, red_circle, cases["blank grey"][0],
                        cases["purple circle"][0], cases["two shapes"][0],
                        cases["two shapes"][0]]).astype(np.float32) / 255
-    labels = ["red circle", "blue square", "red circle", "red circle", "red circle",
-              world.LABEL2ID["green star"]]
-    records = oracle.verdict(images, labels)
+    labels = [world.LABEL2ID[n] for n in ("red circle", "blue square", "red circle",
+                                          "red circle", "red circle", "green star")]
+    reader = judges.Judges((judges.ORACLE,), {}, tuple(world.LABELS))
+    records = [r[judges.ORACLE] for r in judges.records_of(
+        reader, judges.judge_scores(judges.ORACLE, images, labels, world.LABELS))]
     json.dumps(records)  # Plain data.
     for r in records:
       self.assertEqual(set(r), {"pred", "confidence", "failure", "unclear", "reason"})
@@ -221,13 +225,13 @@ class OracleTest(absltest.TestCase):
     with self.assertRaisesRegex(UserError, "NaN"):
       oracle.judge(np.full_like(image, np.nan))
     with self.assertRaisesRegex(UserError, "one label per image"):
-      oracle.verdict(image, ["red circle", "red square"])
+      oracle.assess(image, ["red circle", "red square"])
     with self.assertRaisesRegex(UserError, "unknown label 'purple circle'"):
-      oracle.verdict(image, ["purple circle"])
+      oracle.assess(image, ["purple circle"])
 
   def test_batches_without_objects(self):
     self.assertEqual(oracle.read(np.zeros((0, 32, 32, 3))), [])
-    self.assertEqual(oracle.verdict(np.zeros((0, 32, 32, 3)), []), [])
+    self.assertEqual(oracle.assess(np.zeros((0, 32, 32, 3)), []), [])
     blank = oracle.read(np.full((3, 32, 32, 3), 0.4))
     self.assertEqual([(r.objects, r.label, r.reason) for r in blank], [((), None, "no object")] * 3)
 

@@ -2,6 +2,6 @@
 `gumbel` (Gumbel-softmax), `modes` (which positions change), `similarity` (BERTScore-idf stand-in),
 `prompts` (prompt sets), `random_substitution` (the baseline, also an attack of its own),
 `registry` (ATTACKS by name). The resumable attack job, split like the search: `config`
-(validation), `experiment` (models, prompts, clean check, evaluation), `readings` (judges'
-verdicts), `step` (the attack loop), `checkpoint` (msgpack + orbax-sharded), `rows`, `report`,
-`job` (orchestration: `run`)."""
+(validation, judges by name), `experiment` (models, prompts, clean check, evaluation: every
+judge's `judges.Verdict` and the attack's success rule on top), `step` (the attack loop),
+`checkpoint` (msgpack + orbax-sharded), `rows`, `report`, `job` (orchestration: `run`)."""

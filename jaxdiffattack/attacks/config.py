@@ -1,10 +1,13 @@
 """The attack job's config: validation at the edge (one-line `ConfigError`s before anything is
-loaded or written), the attack it names (`registry.ATTACKS[config.attack.name]`), and the resume
-hash without the run-shape keys."""
+loaded or written), the attack it names (`registry.ATTACKS[config.attack.name]`), its judges
+(`config.classifier`, the attack's classifier, read as the judge "attack"; `config.judges`, further
+judges named as in every job: scorers and image judges such as "oracle", `jaxdiffattack.judges`),
+and the resume hash without the run-shape keys."""
 
 import math
 
 from jaxdiffattack import costs
+from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import runs
 from jaxdiffattack.attacks import modes
 from jaxdiffattack.attacks import registry
@@ -15,6 +18,14 @@ BASELINES = ("random_substitution", "")
 # Keys that change how a run is split or saved, not its results (excluded from the resume hash).
 RUN_SHAPE_KEYS = ("microbatch", "memory_budget_gb", "checkpoint_every", "eval_batch", "steps_per_call",
                   "images_per_prompt", "report_only", "sharded_checkpoint_mb")
+# The judge name of the attack's classifier (config.classifier) in rows, reports and verdicts.
+ATTACK_JUDGE = "attack"
+# Keys that named the attack's judges before config.classifier and config.judges: old key → what
+# to write instead (`judges.check_retired_keys`).
+RETIRED_KEYS = {
+    "judge": "the attack's classifier is config.classifier (a scorer name, e.g. "
+             "--config.classifier=toy_clip)",
+    "oracle": judges_lib.RETIRED_KEYS["oracle"]}
 
 
 def attack_name(config) -> str:
@@ -31,6 +42,7 @@ def attack_module(config):
 
 def validate(config) -> None:
   """One-line ConfigErrors for bad values, before anything is loaded or written."""
+  judges_lib.check_retired_keys(config, RETIRED_KEYS)
   attack_module(config).validate(config)
   costs.validate_microbatch(config.get("microbatch"), config.get("memory_budget_gb"))
   check(config.mode in modes.MODES, "mode", config.mode, f"use one of {sorted(modes.MODES)}")
@@ -59,8 +71,16 @@ def validate(config) -> None:
           "the sets are named 'short' and 'long'")
   check(math.isfinite(config.guidance_scale), "guidance_scale", config.guidance_scale,
         "use a finite number")
-  check(not config.oracle or config.label_set == "toy", "oracle", config.oracle,
-        "the oracle reads toy-world images only: set oracle=False or label_set='toy'")
+  check(isinstance(config.classifier, str) and bool(config.classifier), "classifier",
+        config.classifier, "name the attack's classifier, a scorer (e.g. 'clip_vit_b16')")
+  judges = config.judges
+  check(isinstance(judges, (tuple, list)) and all(isinstance(j, str) and j for j in judges)
+        and ATTACK_JUDGE not in judges, "judges", judges,
+        f"use a tuple of scorer names and image judges {sorted(judges_lib.IMAGE_JUDGES)} "
+        f"('{ATTACK_JUDGE}' is the classifier's own name)")
+  for name in judges:
+    if name in judges_lib.IMAGE_JUDGES:
+      judges_lib.check_label_set(name, config.label_set)
 
 
 def config_hash(config) -> str:

@@ -1,11 +1,18 @@
 """The attack job's experiment: the model, scorers and compiled functions (`Job`), its prompt sets
-(`PromptData`), generation and judging of prompts, the clean check (cached as clean_<set>.json),
-and the evaluation of an attacked group's hard samples and of the random-substitution baseline
-(arXiv 2306.02583 §4; the job's steps are listed in `job.py`)."""
+(`PromptData`), generation and judging of prompts (`judges.make_judges(...).read`: one
+`judges.Verdict` per judge, as in every job), the clean check (cached as clean_<set>.json), and
+the evaluation of an attacked group's hard samples and of the random-substitution baseline
+(arXiv 2306.02583 §4; the job's steps are listed in `job.py`).
+
+The attack's success rule sits on top of the verdicts (§4.2, `Judged.success`): a sample succeeds
+for a judge when the judge calls it a failure (its top-1 is not the prompt's class; the toy oracle:
+it is sure the named object is not drawn — an image it cannot read is `unclear`, never a failure)
+AND the class word is still in the decoded prompt (`prompts.class_word_present`)."""
 
 import dataclasses
 import json
 import pathlib
+from typing import NamedTuple
 import zlib
 
 from absl import logging
@@ -15,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import objectives as objectives_lib
 from jaxdiffattack import sampler as sampler_lib
@@ -26,11 +34,15 @@ from jaxdiffattack.attacks import config as config_lib
 from jaxdiffattack.attacks import modes
 from jaxdiffattack.attacks import prompts as prompts_lib
 from jaxdiffattack.attacks import random_substitution as random_lib
-from jaxdiffattack.attacks import readings as readings_lib
 from jaxdiffattack.attacks import similarity
 from jaxdiffattack.attacks import step as step_lib
 from jaxdiffattack.errors import check
-from jaxdiffattack.toy import oracle
+
+ATTACK_JUDGE = config_lib.ATTACK_JUDGE
+# clean_<set>.json format: 2 since the judges' verdicts (`judges.Verdict`: the oracle's unclear
+# reading is pred None with `unclear`, model judges' preds are class names); caches of another
+# version are recomputed, not misread.
+CLEAN_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -53,6 +65,19 @@ class PromptData:
     return jax.random.fold_in(self.key, purpose)
 
 
+class Judged(NamedTuple):
+  """M generated prompts, their images and every judge's verdict on them."""
+  texts: list                      # [M] decoded prompts
+  images: np.ndarray               # [M, H, W, 3] in [0, 1]
+  verdicts: dict                   # judge name → judges.Verdict of the M images
+  class_word_present: np.ndarray   # [M] bool: the class word is still in the prompt
+  changed: np.ndarray | None = None  # [M] tokens changed from the clean prompt
+
+  def success(self, judge: str) -> np.ndarray:
+    """[M] bool: the attack's success by `judge` (module docstring; arXiv 2306.02583 §4.2)."""
+    return self.verdicts[judge].failure & self.class_word_present
+
+
 class Job:
   """A loaded attack run: model, scorers, the attack (`registry.ATTACKS`), compiled functions."""
 
@@ -68,7 +93,8 @@ class Job:
     self.latent_shape = _latent_shape(self.sd, config.image_size)
     self.guidance = config.guidance_scale > 1.0
     self.scoring = _build_scoring(config)
-    self.judge_names = tuple(self.scoring.roles) + (("oracle",) if config.oracle else ())
+    self.judges = judges_lib.make_judges((ATTACK_JUDGE,) + tuple(config.judges), self.scoring)
+    self.judge_names = self.judges.names
     uncond = text.encode_prompts(self.sd, params["text_encoder"], [""])[0]
     self.params = sharding.put_replicated(
         {"text_encoder": params["text_encoder"], "uncond": uncond,
@@ -109,8 +135,9 @@ class Job:
     key = jax.random.fold_in(self.key, zlib.crc32(name.encode()))
     return PromptData(name, prompt_set, enc, free, reference, weights, key)
 
-  def judge(self, texts: list[str], latents: np.ndarray, labels: np.ndarray) -> dict:
-    """Generates and judges prompts in slices of `eval_batch`: {"images", "<judge>/<score>"}."""
+  def sample_scores(self, texts: list[str], latents: np.ndarray, labels: np.ndarray) -> dict:
+    """Generates and scores prompts in slices of `eval_batch`: {"images", "<judge>/<score>"} (the
+    image judges' scores, `judges.judge_scores`, among them)."""
     batch = self.config.eval_batch
     out = {}
     for start in range(0, len(texts), batch):
@@ -120,11 +147,9 @@ class Job:
       cond = text.encode_prompts(self.sd, self.text_params, [str(t) for t in chunk])
       result = self.image_sampler(pad(latents), cond, self.uncond, self.config.guidance_scale,
                                   aux=self.scoring.aux(labels=pad(labels)))
-      got = {"images": result.images, **result.scores}
-      if self.config.oracle:
-        verdicts = oracle.verdict(result.images[:stop - start], np.asarray(labels)[start:stop])
-        got.update({f"oracle/{k}": np.array([v[k] for v in verdicts], object)
-                    for k in ("pred", "confidence", "failure", "unclear", "reason")})
+      got = {"images": result.images, **result.scores,
+             **self.judges.image_scores(np.asarray(result.images)[:stop - start],
+                                        np.asarray(labels)[start:stop])}
       for k, v in got.items():
         out.setdefault(k, []).append(np.asarray(v)[:stop - start])
     return {k: np.concatenate(v) for k, v in out.items()}
@@ -139,36 +164,43 @@ class Job:
         jnp.arange(samples, dtype=jnp.uint32))
     return np.asarray(jax.vmap(per)(keys))
 
-  def readings(self, scores: dict, label: np.ndarray, texts, class_text) -> dict:
-    """`readings.read` by this job's judges."""
-    del label
-    return readings_lib.read(self.judge_names, self.scoring.roles, scores, texts, class_text)
+  def read(self, scores: dict, texts, class_text) -> Judged:
+    """The judges' verdicts on generated prompts `texts` (scores from `sample_scores`)."""
+    present = np.array([prompts_lib.class_word_present(t, c) for t, c in zip(texts, class_text)],
+                       bool)
+    return Judged(list(texts), scores["images"], self.judges.read(scores), present)
 
   def clean_check(self, data: PromptData) -> dict:
-    """{"correct": [N] bool, "pred", "confidence"} by the attack's judge, cached on disk."""
+    """{"correct": [N] bool, "nonfinite", and per judge "pred", "confidence" (and "unclear", for
+    judges that give reasons)} of the clean prompts: correct by the attack's classifier. Cached
+    on disk (`CLEAN_VERSION`)."""
     path = self.workdir / f"clean_{data.name}.json"
     if path.exists():
-      return json.loads(path.read_text())
+      cached = json.loads(path.read_text())
+      if cached.get("version") == CLEAN_VERSION:
+        return cached
+      logging.info("[%s] clean check cached in an older format: recomputed", data.name)
     n = len(data.prompt_set)
     index = np.arange(n)
     latents = self.noise(data.purpose_key(step_lib.CLEAN_NOISE), index, None)
-    scores = self.judge(list(data.prompt_set.prompts), latents,
-                        np.asarray(data.prompt_set.labels))
-    read = self.readings(scores, np.asarray(data.prompt_set.labels), data.prompt_set.prompts,
-                         data.encoded.class_text)
+    scores = self.sample_scores(list(data.prompt_set.prompts), latents,
+                                np.asarray(data.prompt_set.labels))
+    verdicts = self.judges.read(scores)
     # A prompt whose clean image is not finite (the model overflowed) is not "correctly
-    # generated": it is skipped like a clean failure and flagged `nonfinite`.
-    nonfinite = read["attack"]["nonfinite"]
-    clean = {"correct": [not (f or bad) for f, bad in zip(read["attack"]["failure"].tolist(),
-                                                          nonfinite.tolist())],
-             "nonfinite": nonfinite.tolist(),
-             "pred": {j: read[j]["pred"] for j in self.judge_names},
-             "confidence": {j: read[j]["confidence"].tolist() for j in self.judge_names}}
+    # generated": the classifier cannot read it (`unclear`); it is skipped like a clean failure
+    # and flagged `nonfinite`.
+    attack = verdicts[ATTACK_JUDGE]
+    clean = {"version": CLEAN_VERSION,
+             "correct": (~(attack.failure | attack.unclear)).tolist(),
+             "nonfinite": attack.unclear.tolist(),
+             "pred": {j: list(v.pred) for j, v in verdicts.items()},
+             "confidence": {j: v.confidence.tolist() for j, v in verdicts.items()},
+             "unclear": {j: v.unclear.tolist() for j, v in verdicts.items() if v.reason}}
     for i, image in enumerate(scores["images"]):   # beside the attacked images on index.html
       io.write_png(self.workdir / "images" / data.name / "clean" / f"p{i:04d}.png", image)
     io.write_json(path, clean)
     logging.info("[%s] clean check: %d of %d prompts correctly generated (the rest are skipped; "
-                 "%d non-finite)", data.name, sum(clean["correct"]), n, int(nonfinite.sum()))
+                 "%d non-finite)", data.name, sum(clean["correct"]), n, int(attack.unclear.sum()))
     return clean
 
   def evaluate_group(self, data: PromptData, index: np.ndarray, state, padded: np.ndarray,
@@ -190,26 +222,22 @@ class Job:
     flat = lambda a: a.reshape(len(index) * s, *a.shape[2:])
     labels = np.repeat(np.asarray(data.prompt_set.labels)[index], s)
     class_text = np.repeat(np.asarray(data.encoded.class_text, object)[index], s)
-    out = {"prompts": len(index),
-           "attack": self._judge_ids(flat(ids), flat(latents), labels, class_text)}
     changed = (ids != data.encoded.ids[index][:, None]).sum(-1)                   # [P, S]
+    judge = lambda token_ids, noise: self._judge_ids(flat(token_ids), flat(noise), labels,
+                                                     class_text)._replace(changed=flat(changed))
+    out = {"prompts": len(index), "attack": judge(ids, latents)}
     if c.eval_noise == "both":      # the same hard prompts on the clean check's noise as well
-      out["fixed_noise"] = self._judge_ids(flat(ids), flat(fixed), labels, class_text)
-      out["fixed_noise"]["changed"] = changed.reshape(-1)
+      out["fixed_noise"] = judge(ids, fixed)
     if c.baseline:
       base_ids = np.asarray(random_lib.random_substitution(
           data.purpose_key(step_lib.BASELINE), prompts, jnp.asarray(changed),
           self.ordinary_tokens))
-      out["baseline"] = self._judge_ids(flat(base_ids), flat(latents), labels, class_text)
-      out["baseline"]["changed"] = changed.reshape(-1)
-    out["attack"]["changed"] = changed.reshape(-1)
+      out["baseline"] = judge(base_ids, latents)
     return out
 
-  def _judge_ids(self, ids, latents, labels, class_text) -> dict:
+  def _judge_ids(self, ids, latents, labels, class_text) -> Judged:
     texts = prompts_lib.decode(self.sd, ids)
-    scores = self.judge(texts, latents, labels)
-    read = self.readings(scores, labels, texts, class_text)
-    return {"texts": texts, "images": scores["images"], "read": read}
+    return self.read(self.sample_scores(texts, latents, labels), texts, class_text)
 
 
 def _latent_shape(sd, image_size: int) -> tuple[int, ...]:
@@ -222,15 +250,15 @@ def _latent_shape(sd, image_size: int) -> tuple[int, ...]:
 
 
 def _build_scoring(config) -> scoring_lib.Scoring:
-  """One scoring for the loss and the judges: role "attack" (the attack's classifier: margin for
-  the loss — XLA drops the other judges from the compiled attack step, whose loss does not read
-  them) and one role per further judge, each with pred / confidence / top1_hit."""
-  roles = {"attack": {"classifiers": (config.judge,)}}
-  roles.update({name: {"classifiers": (name,)} for name in config.judges})
-  objectives = {name: ("pred", "confidence", "top1_hit") for name in roles}
-  objectives["attack"] = ("margin",) + objectives["attack"]
+  """One scoring for the loss and the judges: role "attack" (config.classifier: margin for the
+  loss — XLA drops the other judges from the compiled attack step, whose loss does not read
+  them) and, by `objectives.with_judge_roles`, one role per further judge that is a scorer, each
+  with `judges.JUDGE_OBJECTIVES` (image judges read the images on the host)."""
   block = ml_collections.ConfigDict({
       "label_set": config.label_set,
-      "scoring": {"kind": "models", "roles": roles, "objectives": objectives,
+      "judges": (ATTACK_JUDGE,) + tuple(config.judges),
+      "scoring": {"kind": "models",
+                  "roles": {ATTACK_JUDGE: {"classifiers": (config.classifier,)}},
+                  "objectives": {ATTACK_JUDGE: ("margin",)},
                   "scorers": dict(config.scorers)}})
   return objectives_lib.make_scoring(block)

@@ -12,11 +12,13 @@
   3. evaluation — `num_samples` hard prompts per attacked prompt read out of the attack's final
      state (ATM: drawn from softmax(θ)), decoded to text, re-tokenized and generated (noise per
      sample; the clean check's noise with `eval_noise="fixed"`; both, reported side by side, with
-     "both"), judged by every judge. Success
-     of a sample (the paper's rule): the attack's classifier's top-1 is not the prompt's class AND
-     the class word is still in the decoded prompt (`readings.py`); a prompt is attacked
-     successfully when any of its samples succeeds. Further judges (`config.judges`) read the same
-     images with the same rule and are reported beside it;
+     "both"), judged by every judge (`judges.make_judges(...).read`: a `judges.Verdict` each).
+     Success of a sample (the paper's rule, `experiment.Judged.success`): the attack's
+     classifier (`config.classifier`, the judge "attack") calls it a failure — its top-1 is not
+     the prompt's class — AND the class word is still in the decoded prompt; a prompt is attacked
+     successfully when any of its samples succeeds. Further judges (`config.judges`: scorers and
+     image judges such as the toy "oracle") read the same images with the same rule and are
+     reported beside it;
   4. baseline — random token substitution at the same number of sampled prompts: sample j of a
      prompt replaces as many of its free positions as the attack's sample j changed, chosen at
      random, with random non-special tokens, and is generated with sample j's noise.
@@ -114,7 +116,7 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
     t["attack_s"] += t1 - t0
     t["eval_s"] += t2 - t1
     t["prompt_iterations"] += int(len(index) * (iterations - resumed_at))
-    t["images"] += sum(len(result[m]["texts"]) for m in ("attack", "baseline", "fixed_noise")
+    t["images"] += sum(len(result[m].texts) for m in ("attack", "baseline", "fixed_noise")
                        if m in result)
     io.write_json(timing_path, timing)
     finished[0] += len(index) * iterations

@@ -40,6 +40,7 @@ from PIL import Image
 from PIL import ImageDraw
 
 from jaxdiffattack import io
+from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import stats
 from jaxdiffattack.errors import UserError
 
@@ -275,8 +276,10 @@ def summarise(rows: list[dict], config: dict, timing: dict, random_rows: list[di
   summary["timing"] = speed
   attack = config.get("attack", {})
   summary["settings"] = {k: config.get(k) for k in (
-      "model", "judge", "judges", "mode", "num_samples", "num_steps", "guidance_scale",
+      "model", "classifier", "judges", "mode", "num_samples", "num_steps", "guidance_scale",
       "eval_noise", "baseline", "seed")}
+  if "judge" in config:   # a config.json written before config.classifier (report_only)
+    summary["settings"]["classifier"] = config["judge"]
   summary["settings"]["attack"] = attack
   summary["budget"] = budget(config)
   return summary
@@ -316,13 +319,13 @@ def markdown(rows: list[dict], summary: dict, config: dict) -> str:
   lines = [
       "# ATM attack report", "",
       f"Model `{st['model']}`, {st['num_steps']} steps, CFG {st['guidance_scale']}; attack "
-      f"judge `{st['judge']}`; mode `{st['mode']}`; {attack.get('num_iters')} Adam iterations "
-      f"(lr {attack.get('lr')}, κ {attack.get('kappa')}, λ_sim {attack.get('lam_sim')}, "
+      f"classifier `{st['classifier']}`; mode `{st['mode']}`; {attack.get('num_iters')} Adam "
+      f"iterations (lr {attack.get('lr')}, κ {attack.get('kappa')}, λ_sim {attack.get('lam_sim')}, "
       f"τ {attack.get('tau')}), gradient through {_depth(attack)}; {st['num_samples']} hard "
       f"samples per prompt (noise: {st['eval_noise']}); seed {st['seed']}.",
       "",
-      "Success of a sample: the attack judge's top-1 is not the prompt's class AND the class word "
-      "is still in the decoded prompt. ASR = attacked prompts with at least one successful "
+      "Success of a sample: the attack classifier's top-1 is not the prompt's class AND the class "
+      "word is still in the decoded prompt. ASR = attacked prompts with at least one successful "
       "sample; prompts misclassified when clean are skipped. 95 % Wilson intervals.", "",
       "| set | skipped (clean failures) | ATM, ours | random substitution, ours (same samples) | "
       "ATM, published — a different model |",
@@ -514,41 +517,30 @@ def captioned(image: np.ndarray, lines: list[str], width_chars: int = 48) -> np.
 
 def save_images(workdir: pathlib.Path, set_name: str, index, rows: list[dict], result: dict,
                 judges, per_prompt: int) -> None:
-  """Captioned PNGs of up to `per_prompt` successful samples per prompt; paths go into rows."""
+  """Captioned PNGs of up to `per_prompt` successful samples per prompt; paths go into rows.
+  `result["attack"]` is an `experiment.Judged`; each shown sample keeps every judge's
+  `judges.Verdict.record` and is captioned with `judges.caption`."""
   got = result["attack"]
-  samples = len(got["texts"]) // len(index)
+  samples = len(got.texts) // len(index)
+  success = got.success("attack")
   for position, row in enumerate(rows):
     sl = range(position * samples, (position + 1) * samples)
-    hits = [k for k in sl if got["read"]["attack"]["success"][k]][:per_prompt]
+    hits = [k for k in sl if success[k]][:per_prompt]
     paths, shown = [], []
     for k in hits:
-      lines = [f"prompt: {got['texts'][k]}", f"clean: {row['prompt']}"]
-      lines += [f"{j}: {got['read'][j]['pred'][k]} ({got['read'][j]['confidence'][k]:.2f})"
-                + (f" {got['read'][j]['reason'][k]}" if got["read"][j].get("reason") else "")
-                for j in judges]
+      records = judges_lib.record({j: got.verdicts[j] for j in judges}, k)
+      lines = [f"prompt: {got.texts[k]}", f"clean: {row['prompt']}"]
+      lines += judges_lib.caption(records)
       name = f"p{row['index']:04d}_s{k - position * samples:03d}.png"
       rel = f"images/{set_name}/{name}"
-      io.write_png(workdir / rel, captioned(got["images"][k], lines))
+      io.write_png(workdir / rel, captioned(got.images[k], lines))
       paths.append(rel)
       # The bare image too (no caption): the rating page and index.html show it.
-      io.write_png(workdir / "images" / set_name / "raw" / name, got["images"][k])
-      shown.append({"image": f"images/{set_name}/raw/{name}", "prompt": str(got["texts"][k]),
-                    "judges": {j: _sample_judge(got["read"][j], k) for j in judges}})
+      io.write_png(workdir / "images" / set_name / "raw" / name, got.images[k])
+      shown.append({"image": f"images/{set_name}/raw/{name}", "prompt": str(got.texts[k]),
+                    "judges": records})
     row["images"] = paths
     row["shown"] = shown
-
-
-def _sample_judge(read: dict, k: int) -> dict:
-  """One judge's record of hard sample k (the `judges.record` fields)."""
-  confidence = read["confidence"][k]
-  confidence = None if confidence is None or not np.isfinite(confidence) else float(confidence)
-  entry = {"pred": None if read["pred"][k] is None else str(read["pred"][k]),
-           "confidence": confidence, "failure": bool(read["failure"][k])}
-  if "unclear" in read:
-    entry["unclear"] = bool(read["unclear"][k])
-  if "reason" in read:
-    entry["reason"] = read["reason"][k]
-  return entry
 
 
 def write_report(workdir, random_workdir=None) -> dict:

@@ -1,13 +1,35 @@
-"""results.jsonl rows of the attack job: one per prompt, attacked or skipped (the clean check)."""
+"""results.jsonl rows of the attack job: one per prompt, attacked or skipped (the clean check),
+from the judges' verdicts (`experiment.Judged`, `judges.Verdict`)."""
 
 import math
 
 import numpy as np
 
+from jaxdiffattack.attacks.config import ATTACK_JUDGE
+
 
 def _rounded(x) -> float | None:
   x = float(x)
   return round(x, 6) if math.isfinite(x) else None
+
+
+def _clean_entry(clean: dict, j: str, i: int) -> dict:
+  """Judge j's reading of prompt i's clean image (+ "unclear" for judges that give reasons)."""
+  out = {"pred": clean["pred"][j][i], "confidence": _rounded(clean["confidence"][j][i])}
+  if j in clean.get("unclear", {}):
+    out["unclear"] = bool(clean["unclear"][j][i])
+  return out
+
+
+def _judge_counts(got, j: str, sl: slice) -> dict:
+  """Judge j's counts over one prompt's samples: success (the attack's rule by j), failures and,
+  for judges that give reasons (the oracle), unclear readings."""
+  verdict, success = got.verdicts[j], got.success(j)[sl]
+  out = {"success": bool(success.any()), "successful_samples": int(success.sum()),
+         "failures": int(verdict.failure[sl].sum())}
+  if verdict.reason:
+    out["unclear"] = int(verdict.unclear[sl].sum())
+  return out
 
 
 def row(data, i: int, clean: dict, judges, result=None, position=None, curves=None) -> dict:
@@ -18,31 +40,25 @@ def row(data, i: int, clean: dict, judges, result=None, position=None, curves=No
          "label": int(ps.labels[i]), "clean_correct": bool(clean["correct"][i]),
          # Clean checks cached before the flag existed have no "nonfinite".
          "clean_nonfinite": "nonfinite" in clean and bool(clean["nonfinite"][i]),
-         "clean": {j: {"pred": clean["pred"][j][i],
-                       "confidence": _rounded(clean["confidence"][j][i])} for j in judges}}
+         "clean": {j: _clean_entry(clean, j, i) for j in judges}}
   if result is None:
     out.update(attacked=False, success=None, samples=0, successful_prompts=[])
     return out
-  s = len(result["attack"]["texts"]) // result["prompts"]
+  s = len(result["attack"].texts) // result["prompts"]
   sl = slice(position * s, (position + 1) * s)
   for method in ("attack", "baseline", "fixed_noise"):
     if method not in result:
       continue
     got = result[method]
-    read = got["read"]
-    successes = read["attack"]["success"][sl]
+    successes = got.success(ATTACK_JUDGE)[sl]
     block = {
         "success": bool(successes.any()),
         "successful_samples": int(successes.sum()),
-        "successful_prompts": list(dict.fromkeys(np.asarray(got["texts"][sl], object)[successes]
+        "successful_prompts": list(dict.fromkeys(np.asarray(got.texts[sl], object)[successes]
                                                  .tolist())),
-        "class_word_kept": int(read["class_word_present"][sl].sum()),
-        "tokens_changed_mean": round(float(np.mean(got["changed"][sl])), 4),
-        "judges": {j: {"success": bool(read[j]["success"][sl].any()),
-                       "successful_samples": int(read[j]["success"][sl].sum()),
-                       "failures": int(read[j]["failure"][sl].sum()),
-                       **({"unclear": int(read[j]["unclear"][sl].sum())}
-                          if "unclear" in read[j] else {})} for j in judges},
+        "class_word_kept": int(got.class_word_present[sl].sum()),
+        "tokens_changed_mean": round(float(np.mean(got.changed[sl])), 4),
+        "judges": {j: _judge_counts(got, j, sl) for j in judges},
     }
     if method == "attack":
       out.update(attacked=True, samples=s, **block)

@@ -36,9 +36,7 @@ it). Jobs use it as the judge "oracle" of `jaxdiffattack.judges` (`judges.IMAGE_
 `SceneReading` per image (every object with colour, shape, fit, angle, confidence, mask,
 centroid, area; a label and why) -- kept for what needs every object of an image (the analysis
 job's object finder `analysis.objects.oracle_finder`, the pair metrics of `toy.evaluate`) --
-and `judge(images)`, its label name or None per image. `verdict(images, labels)` gives v2's
-judge records as dicts ``{"pred", "confidence", "failure", "unclear", "reason"}`` for the attack
-job until it reads `judges.Verdict` too (every other job does).
+and `judge(images)`, its label name or None per image.
 """
 from __future__ import annotations
 
@@ -450,27 +448,6 @@ def judge(images) -> list[str | None]:
   return [r.label for r in read(images)]
 
 
-def verdict(images, labels: Sequence[str | int]) -> list[dict]:
-  """The oracle (v2, `assess`) as a judge of images [N, 32, 32, 3] made for `labels` (names or
-  ids): per image ``{"pred", "confidence", "failure", "unclear", "reason"}``.
-
-  ``failure``: v2 says the prompt is violated (no object, several objects, another colour,
-  another shape, too deformed); ``unclear``: it says a person would hesitate too; neither: the
-  named object is drawn, once. ``pred`` is the largest object's "colour shape" (None when not
-  read), ``reason`` the short reason a caption shows (`short_reason`), e.g. "another shape
-  (star, not a triangle)". Unclear images are not counted as the generator's failures; reports
-  show the unclear rate beside the failure rate.
-  """
-  pixels = _as_pixels(images)
-  names = _check_labels(len(pixels), labels)
-  out = []
-  for name, v in zip(names, [decide(f, n) for f, n in zip(_features(pixels), names)]):
-    out.append({"pred": v.pred, "confidence": v.confidence,
-                "failure": v.outcome == VIOLATED, "unclear": v.outcome == UNCLEAR,
-                "reason": short_reason(v.kind, v.pred, name)})
-  return out
-
-
 # ======================================================================== v2: verdicts ===
 # Oracle v2 (issue #22): one verdict per image *and prompt*, calibrated on blind ratings
 # (docs/ratings/toy_v1/, docs/results/oracle_v2.md). The question is the rating guide's
@@ -752,11 +729,11 @@ def decide(f: Features, label: str, t: Thresholds = DEFAULT_THRESHOLDS) -> Asses
 def _check_labels(n: int, labels) -> list[str]:
   names = [world.LABELS[int(l)] if isinstance(l, (int, np.integer)) else str(l) for l in labels]
   if len(names) != n:
-    raise UserError(f"oracle.verdict: {n} images but {len(names)} labels; "
+    raise UserError(f"oracle.assess: {n} images but {len(names)} labels; "
                     "pass one label per image")
   for name in names:
     if name not in world.LABEL2ID:
-      raise UserError(f"oracle.verdict: unknown label {name!r}; toy labels are "
+      raise UserError(f"oracle.assess: unknown label {name!r}; toy labels are "
                       f"world.LABELS, e.g. {world.LABELS[0]!r}")
   return names
 
