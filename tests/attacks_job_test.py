@@ -26,6 +26,7 @@ from jaxdiffattack import stats
 from jaxdiffattack.attacks import atm
 from jaxdiffattack.attacks import experiment
 from jaxdiffattack.attacks import job
+from jaxdiffattack.attacks import rates
 from jaxdiffattack.attacks import report
 from jaxdiffattack.errors import UserError
 from jaxdiffattack.toy import oracle
@@ -302,10 +303,10 @@ def test_asr_counts_and_interval():
            "judges": {"attack": {"success": True}}},
           {"set": "short", "clean_correct": True, "attacked": True,
            "judges": {"attack": {"success": False}}}]
-  got = report.asr(rows, "short")
+  got = rates.asr(rows, "short")
   assert (got["successes"], got["attacked"], got["skipped_clean_failures"]) == (1, 2, 1)
   assert got["rate"] == 0.5 and got["ci95"][0] < 0.5 < got["ci95"][1]
-  assert report.asr(rows, "long")["rate"] is None
+  assert rates.asr(rows, "long")["rate"] is None
 
 
 def test_random_substitution_changes_as_many_free_tokens_as_asked():

@@ -1,10 +1,11 @@
-"""The ATM report's intervals (jaxdiffattack.attacks.report.intervals) on a synthetic rows table,
+"""The ATM report's intervals (jaxdiffattack.attacks.rates.intervals) on a synthetic rows table,
 against independent computations: statsmodels' cluster-robust OLS (per-sample rate clustered by
 prompt), statsmodels' Newcombe interval of two independent proportions (short − long) and exact
 McNemar (ATM − random, paired), NumPy re-derivations of every seeded bootstrap; both evaluation
 noises, the run's baseline and a separate "random" run paired by prompt; one-line errors."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from statsmodels.stats.proportion import confint_proportions_2indep
 
 from jaxdiffattack import io
 from jaxdiffattack import stats
+from jaxdiffattack.attacks import rates
 from jaxdiffattack.attacks import report
 from jaxdiffattack.errors import UserError
 
@@ -65,7 +67,7 @@ def rows():
 
 @pytest.fixture(scope="module")
 def got(rows):
-  return report.intervals(rows, {"eval_noise": "both"}, n_boot=N_BOOT)
+  return rates.intervals(rows, {"eval_noise": "both"}, n_boot=N_BOOT)
 
 
 def test_per_sample_rate_is_clustered_by_prompt_as_statsmodels(rows, got):
@@ -115,7 +117,7 @@ def test_short_minus_long_for_independent_groups(rows, got):
   assert d["per_sample"]["value"] == pytest.approx(ha.sum() / (S * a.size) - hb.sum() / (S * b.size))
   assert d["per_sample"]["ci95"] == pytest.approx(want.tolist())
   # ... and about as wide as the normal interval from the two cluster-robust standard errors.
-  se = [stats.cluster_wald_interval(*report._expand(h.astype(int), np.full(h.size, S)))[3]
+  se = [stats.cluster_wald_interval(*rates._expand(h.astype(int), np.full(h.size, S)))[3]
         for h in (ha, hb)]
   assert (want[1] - want[0]) / (2 * stats.Z95) == pytest.approx(np.hypot(*se), rel=0.15)
 
@@ -141,10 +143,10 @@ def test_atm_minus_random_is_paired_by_prompt(rows, got):
 
 
 def test_noises_present_in_the_run():
-  assert report.noises(synthetic_rows(methods=()), {"eval_noise": "fixed"}) == [("fixed", "attack")]
-  assert report.noises(synthetic_rows(methods=()), {"eval_noise": "per_sample"}) == [
+  assert rates.noises(synthetic_rows(methods=()), {"eval_noise": "fixed"}) == [("fixed", "attack")]
+  assert rates.noises(synthetic_rows(methods=()), {"eval_noise": "per_sample"}) == [
       ("fresh", "attack")]
-  assert report.noises(synthetic_rows(), {"eval_noise": "both"}) == [
+  assert rates.noises(synthetic_rows(), {"eval_noise": "both"}) == [
       ("fresh", "attack"), ("fixed", "fixed_noise")]
 
 
@@ -185,7 +187,7 @@ def test_a_separate_random_run_is_paired_by_prompt_and_reported(tmp_path, rows):
 
 def test_compare_launcher_one_line_error(tmp_path, capsys):
   import importlib.util  # pylint: disable=g-import-not-at-top
-  path = report.pathlib.Path(__file__).resolve().parent.parent / "launch" / "attack_compare.py"
+  path = pathlib.Path(__file__).resolve().parent.parent / "launch" / "attack_compare.py"
   spec = importlib.util.spec_from_file_location("attack_compare", path)
   launcher = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(launcher)
