@@ -21,7 +21,8 @@ Variants after the colon (comma-separated; unknown ones are errors):
           samples per prompt (paper: 100), for 2 CPU cores; everything else as published (see the
           README's ATM section).
   world2  world 2 (its 64² generator; `world2` in models.hub): its CLIP zero-shot as the attack's
-          classifier and judge, its held-out RegNetY as a further judge; 5 near-neighbour
+          classifier, its held-out RegNetY and its scene oracle ("world2_oracle", judging each
+          image against "a <label>") as further judges; 5 near-neighbour
           labels, a short (6–9 tokens) and a long (40–43 tokens) grammar caption of each
           (prompt sets world2_short / world2_long); otherwise as `toy`.
   smoke   a few prompts and iterations: minutes on 2 CPU cores (with `toy`: under 2 minutes;
@@ -31,7 +32,8 @@ Variants after the colon (comma-separated; unknown ones are errors):
 "random" (random token substitution as an attack of its own, `num_samples` samples per prompt;
 set baseline='' with it). `classifier` is the attack's classifier (a scorer name: the loss's
 margin and the success rule); `judges` names further judges as every job does (scorer names, and
-"oracle" on the toy world; the old keys `judge` and `oracle` are one-line errors). Every
+"oracle" on the toy world, "world2_oracle" on world 2; the old keys `judge` and `oracle` are
+one-line errors). Every
 hyper-parameter of the paper is a key below; `attack.grad_depth` is the gradient depth: "last"
 (the last denoising step, as published), "K" (an integer: the last K steps) or "all" (every step;
 with attack.remat=True each step is rematerialised in the backward pass).
@@ -105,8 +107,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dtype = "float32"
     c.image_size = 0                 # the model's own: 64² (a smoke export's: 32²)
     c.label_set = "world2"
-    c.judge = "world2_clip"
-    c.judges = ("world2_regnet",)
+    c.classifier = "world2_clip"
+    c.judges = ("world2_regnet", "world2_oracle")
     c.prompt_sets = ml_collections.ConfigDict({"short": "world2_short", "long": "world2_long"})
     c.labels = ("red circle", "crimson oval", "blue rounded square", "green six-pointed star",
                 "orange orange")

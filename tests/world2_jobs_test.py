@@ -280,3 +280,8 @@ def test_attack_world2_smoke(world2_assets, tmp_path):
   assert {r["set"] for r in rows} == {"short", "long"}
   assert any(labels_lib.WORLD2_LONG.format("red circle") == r["prompt"] for r in rows)
   assert out["summary"] and (tmp_path / "summary.json").is_file()
+  # World 2's scene oracle reads every clean image: a class it read, or unclear (pred None).
+  for r in rows:
+    got = r["clean"]["world2_oracle"]
+    assert set(got) >= {"pred", "confidence", "unclear"}, got
+    assert got["unclear"] or got["pred"] in labels_lib.get_label_set("world2").names, got
