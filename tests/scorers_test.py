@@ -24,6 +24,7 @@ from transformers import AutoModelForImageClassification
 from transformers import CLIPModel
 from transformers import CLIPTokenizer
 
+from jaxdiffattack import labels
 from jaxdiffattack import scorers
 from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
@@ -279,3 +280,19 @@ def test_toy_models_rank_the_right_class_first():
     assert hit.mean() >= threshold, (name, hit.mean(), threshold)
     margin = np.asarray(scorers.margin(jnp.asarray(logits), jnp.asarray(target)))
     np.testing.assert_array_equal(margin > 0, hit)
+
+
+def test_a_scorer_registered_by_one_line_is_loaded_by_name(monkeypatch):
+  """A new scorer is one `SCORERS` line: here the shipped toy ViT under a new name, which a job's
+  config then names; it loads and scores exactly as the preset it copies."""
+  monkeypatch.setitem(scorers.SCORERS, "my_vit",
+                      scorers.ScorerSpec("classifier", "toy", toy_kind="vit"))
+  label_set = labels.get_label_set("toy")
+  mine = scorers.load_scorer("my_vit", scorers.get_spec("my_vit"), label_set)
+  ref = scorers.load_scorer("toy_vit", scorers.get_spec("toy_vit"), label_set)
+  images = jax.random.uniform(jax.random.PRNGKey(3), (2, 32, 32, 3))
+  got = np.asarray(scorers.logits(mine, mine.params, images))
+  np.testing.assert_array_equal(got, np.asarray(scorers.logits(ref, ref.params, images)))
+  assert got.shape == (2, len(label_set)) and np.isfinite(got).all()
+  with pytest.raises(ConfigError, match="my_vt"):
+    scorers.get_spec("my_vt")

@@ -194,6 +194,25 @@ def test_registry_overrides_and_errors():
     strategies_lib.BatchedStrategy("Open_ES", 7, 4)  # needs an even population
 
 
+def test_a_strategy_registered_by_one_line_is_used_by_name(monkeypatch):
+  """A new strategy is one class plus one `STRATEGIES` line: here Sep-CMA-ES with a smaller
+  default step, under its own name; it is listed, runs, and differs from the original only
+  through its change (same step given explicitly: the same search, member for member)."""
+
+  class SmallStepSep(strategies_lib.STRATEGIES["Sep_CMA_ES"]):
+    @property
+    def _default_params(self):
+      return super()._default_params.replace(std_init=0.5)
+
+  monkeypatch.setitem(strategies_lib.STRATEGIES, "SmallStepSep", SmallStepSep)
+  assert "SmallStepSep" in strategies_lib.names()
+  mine = run("SmallStepSep", std_init=None)
+  assert mine.best_fitness.max() < 1e-2, mine.best_fitness
+  ref = run("Sep_CMA_ES", std_init=0.5)
+  np.testing.assert_array_equal(mine.best_solution, ref.best_solution)
+  np.testing.assert_array_equal(mine.curve_best, ref.curve_best)
+
+
 def test_full_cma_refused_at_sd15_latent_size(caplog):
   with pytest.raises(ConfigError) as e:
     strategies_lib.BatchedStrategy("CMA_ES", 64, 16384, num_targets=4)
