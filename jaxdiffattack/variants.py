@@ -2,9 +2,11 @@
 
 Every `configs/*.py` calls `parse(arg, VARIANTS, __file__)` first; an unknown variant is an error
 naming the config file and the allowed ones. `train_stage` is the one builder of a training
-stage's config block (configs/train_toy.py, configs/train_world2.py).
+stage's config block (configs/train_toy.py, configs/train_world2.py); `load_config` resolves a
+config file outside the launchers (benchmarks, tests).
 """
 
+import importlib.util
 import pathlib
 
 import ml_collections
@@ -19,6 +21,24 @@ def parse(arg: str | None, allowed: tuple[str, ...], config_file: str) -> list[s
       name = f"{name.parent.name}/{name.name}" if name.parent.name else name.name
       raise ValueError(f"unknown variant {v!r} in {name}:{arg}; use {allowed}")
   return variants
+
+
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"   # the checkout's configs/
+
+
+def load_config(name: str | pathlib.Path, arg: str | None = None):
+  """`get_config(arg)` of config file `name` ("train_world2": configs/train_world2.py, or a
+  path to a .py file), as `--config=<file>:<arg>` resolves it."""
+  path = pathlib.Path(name)
+  if path.suffix != ".py":
+    path = CONFIGS_DIR / f"{name}.py"
+  if not path.is_file():
+    raise FileNotFoundError(f"config file {path} does not exist; name one of "
+                            f"{sorted(p.stem for p in CONFIGS_DIR.glob('*.py'))} or a .py path")
+  spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg or None)
 
 
 def train_stage(num_steps: int, batch_size: int, lr: float, *, final_lr_fraction: float,

@@ -1,5 +1,4 @@
 """Toy-world training smoke test and quality tests of the shipped weights."""
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxdiffattack import toy
+from jaxdiffattack import variants
 from jaxdiffattack.toy import evaluate
 from jaxdiffattack.toy import train
 from jaxdiffattack.toy import world
@@ -31,11 +31,7 @@ _MAX_ASSETS_MB = 40
 
 
 def _load_config(arg=None):
-  spec = importlib.util.spec_from_file_location(
-      "train_toy_config", _ROOT / "configs" / "train_toy.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return variants.load_config("train_toy", arg)
 
 
 def _check_export_loads(test, out: pathlib.Path):

@@ -1,22 +1,11 @@
-"""variants.parse (strict config variants) and variants.train_stage (a training stage's block)."""
-
-import importlib.util
-import pathlib
+"""variants.parse (strict config variants), load_config and train_stage (a training stage's block)."""
 
 import pytest
 
 from jaxdiffattack import variants
 from jaxdiffattack.toy import train as toy_train
 
-_ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _config(name, arg=None):
-  path = _ROOT / "configs" / f"{name}.py"
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+_config = variants.load_config
 
 
 def test_parse_keeps_order_and_rejects_an_unknown_variant_by_file():
@@ -46,3 +35,18 @@ def test_training_configs_keep_their_decay(name, stage, fraction):
   """The toy's stages decay to 5 % unless set to 1.0; world 2's are constant (WSD)."""
   assert _config(name)[stage].final_lr_fraction == fraction
   assert _config(name, "smoke")[stage].final_lr_fraction == fraction
+
+
+def test_load_config_by_name_or_path_with_variants():
+  by_name = variants.load_config("train_world2", "smoke")
+  by_path = variants.load_config(variants.CONFIGS_DIR / "train_world2.py", "smoke")
+  assert by_name.to_dict() == by_path.to_dict()
+  assert by_name.data.num_train == 48 and variants.load_config("train_world2").data.num_train \
+      == 60000
+  assert variants.load_config("train_world2", "").to_dict() == \
+      variants.load_config("train_world2").to_dict()
+  with pytest.raises(FileNotFoundError, match=r"configs/no_such\.py does not exist; name one of "
+                                              r"\[.*'train_world2'"):
+    variants.load_config("no_such")
+  with pytest.raises(ValueError, match="unknown variant 'tiny'"):
+    variants.load_config("train_toy", "tiny")
