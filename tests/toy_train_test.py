@@ -101,6 +101,20 @@ class LrScheduleTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "cooldown_steps=95"):
       train.lr_schedule(self._cfg(cooldown_steps=95))
 
+  def test_frozen_optimizer_moves_only_the_unfrozen_entries(self):
+    """One step of frozen_optimizer == one step of the plain optimiser on the unfrozen entries
+    (AdamW's first step, clipped to global norm 1 over those), the frozen ones unchanged."""
+    cfg = self._cfg(warmup_steps=0, weight_decay=0.0)
+    params = {"encoder": {"w": np.ones(3, np.float32)}, "decoder": {"w": np.ones(2, np.float32)}}
+    grads = {"encoder": {"w": np.full(3, 5.0, np.float32)},
+             "decoder": {"w": np.asarray([0.3, -0.4], np.float32)}}
+    opt = train.frozen_optimizer(cfg, params, ("encoder",))
+    state = train.TrainState(0, params, opt.init(params), None)
+    new, _ = train._apply_gradients(opt, state, grads)  # pylint: disable=protected-access
+    np.testing.assert_array_equal(new["encoder"]["w"], params["encoder"]["w"])
+    # AdamW's first update is lr * g / (|g| + eps) = lr * sign(g) at step 0 (cosine at lr).
+    np.testing.assert_allclose(new["decoder"]["w"], 1 - 2e-3 * np.sign([0.3, -0.4]), rtol=1e-5)
+
 
 @pytest.mark.slow
 class SmokeTrainTest(absltest.TestCase):
