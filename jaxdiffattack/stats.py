@@ -31,6 +31,8 @@ independent: they share the prompt's difficulty):
     cluster-robust errors (statsmodels `cov_type="cluster"`).
   * `cluster_bootstrap_interval`: percentile bootstrap resampling whole clusters (the rate of a
     resample is its hits over its items).
+  * `cluster_bootstrap_difference`: rate_a − rate_b of two independent clustered samples (two
+    prompt sets): percentile bootstrap resampling the clusters of each sample independently.
   * `clustered_rate`: the per-sample rate's report entry: cluster-robust Wald interval clipped to
     [0, 1]; Wilson over the items when every cluster holds one item or there is one cluster
     (then the rate is that cluster's); at 0 % / 100 % (robust variance 0) Wilson over the number
@@ -204,6 +206,30 @@ def cluster_bootstrap_interval(values, clusters, n_boot: int = N_BOOT, seed: int
   stat = sums[pick].sum(axis=1) / sizes[pick].sum(axis=1)
   tail = (1 - level) / 2
   return (float(y.mean()), float(np.quantile(stat, tail)), float(np.quantile(stat, 1 - tail)))
+
+
+def cluster_bootstrap_difference(values_a, clusters_a, values_b, clusters_b,
+                                 n_boot: int = N_BOOT, seed: int = 0,
+                                 level: float = 0.95) -> tuple[float, float, float]:
+  """(rate_a − rate_b, low, high) of two independent clustered samples: each bootstrap draw
+  resamples a's clusters and b's clusters with replacement, independently (one generator,
+  `default_rng(seed)`: a's draws first); a resample's rate is its hits over its items."""
+  ya, ia = _clusters(values_a, clusters_a)
+  yb, ib = _clusters(values_b, clusters_b)
+  if ya.size == 0 or yb.size == 0:
+    return (math.nan, math.nan, math.nan)
+  rng = np.random.default_rng(seed)
+  rates = []
+  for y, ids in ((ya, ia), (yb, ib)):
+    g = int(ids.max()) + 1
+    sums = np.bincount(ids, weights=y, minlength=g)
+    sizes = np.bincount(ids, minlength=g).astype(np.float64)
+    pick = rng.integers(0, g, size=(n_boot, g))
+    rates.append(sums[pick].sum(axis=1) / sizes[pick].sum(axis=1))
+  diff = rates[0] - rates[1]
+  tail = (1 - level) / 2
+  return (float(ya.mean() - yb.mean()), float(np.quantile(diff, tail)),
+          float(np.quantile(diff, 1 - tail)))
 
 
 def clustered_rate(hits, clusters, z: float = Z95) -> dict:

@@ -18,6 +18,7 @@ import pytest
 import tiny_vision
 from jaxdiffattack import io
 from jaxdiffattack import runs
+from jaxdiffattack import stats
 from jaxdiffattack.attacks import atm
 from jaxdiffattack.attacks import job
 from jaxdiffattack.attacks import report
@@ -109,6 +110,22 @@ def test_outputs_and_row_fields(uninterrupted):
     assert r["baseline"]["tokens_changed_mean"] == r["tokens_changed_mean"]
   assert (workdir / "report.md").read_text().count("published") >= 1
   assert (workdir / "plots" / "loss_curves.png").is_file()
+  # Intervals clustered by prompt (fresh noise, every judge, ATM and its baseline paired).
+  fresh = summary["intervals"]["by_noise"]["fresh"]
+  assert set(summary["intervals"]["by_noise"]) == {"fresh"} and "attack" in fresh
+  attacked = [r for r in rows if r["attacked"]]
+  for judge, entry in fresh.items():
+    hits = [r["judges"][judge]["successful_samples"] for r in attacked]
+    values = np.concatenate([np.r_[np.ones(h), np.zeros(3 - h)] for h in hits])
+    want = stats.clustered_rate(values, np.repeat(np.arange(len(hits)), 3))
+    assert entry["atm"]["short"]["per_sample"]["ci95"] == pytest.approx(want["ci95"])
+    assert entry["atm"]["short"]["asr"]["prompts"] == len(attacked)
+    paired = entry["atm_minus_random_substitution"]["short"]
+    assert paired["prompts"] == len(attacked) and 0 <= paired["asr"]["mcnemar_p"] <= 1
+    assert entry["short_minus_long"]["atm"] is None            # no long set in this run
+  text = (workdir / "report.md").read_text()
+  assert "## Intervals (clustered by prompt)" in text and "### Noise: fresh" in text
+  assert "ATM − random substitution, short (paired" in text
   # The report is rebuilt from the files alone.
   again = report.write_report(workdir)
   assert again["summary"]["asr_short"] == out["summary"]["asr_short"]

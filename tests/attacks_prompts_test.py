@@ -144,8 +144,13 @@ def test_idf_and_weights_against_the_formula():
     np.testing.assert_allclose(idf[v], np.log(4 / (df.get(v, 0) + 1)), rtol=1e-6)
   w = similarity.reference_weights(ids, lengths, idf)
   np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-6)
-  assert (w[:, 0] == 0).all() and w[0, 4] == 0 and w[1, 3] == 0    # BOS, EOS, padding
-  np.testing.assert_allclose(w[0, 1:4], idf[[1, 2, 3]] / idf[[1, 2, 3]].sum(), rtol=1e-6)
+  assert (w[:, 0] == 0).all() and w[0, 4] == 0 and w[1, 3] == 0    # BOS, EOS
+  # Real tokens and padding (EOS after EOS: a token in no prompt, idf log 4) by their idf.
+  np.testing.assert_allclose(w[0, [1, 2, 3, 5]], idf[[1, 2, 3, 8]] / idf[[1, 2, 3, 8]].sum(),
+                             rtol=1e-6)
+  np.testing.assert_allclose(w[1, [1, 2, 4, 5]], idf[[1, 4, 8, 8]] / idf[[1, 4, 8, 8]].sum(),
+                             rtol=1e-6)
+  assert w[0, 5] > w[0, 1:4].max()       # padding outweighs every real token (largest idf)
 
 
 def test_bertscore_recall_against_a_loop_and_differentiable():
@@ -155,7 +160,7 @@ def test_bertscore_recall_against_a_loop_and_differentiable():
   unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
   for b in range(2):
     expected = sum(w[b, i] * max(unit(ref[b, i]) @ unit(cand[b, j]) for j in range(1, 5))
-                   for i in range(6))
+                   for i in range(1, 5))           # first and last position cropped, both sides
     got = similarity.bertscore_recall(jnp.asarray(ref), jnp.asarray(cand), jnp.asarray(w))[b]
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
   w1 = np.zeros(6)

@@ -94,7 +94,7 @@ class Prompts(NamedTuple):
   free: jax.Array       # [P, L] bool positions the attack may change
   label: jax.Array      # [P] int32 label-set index of the prompt's class
   reference: jax.Array  # [P, L, D] clean prompt's text-encoder states (similarity)
-  weights: jax.Array    # [P, L] idf weights of the clean tokens (similarity)
+  weights: jax.Array    # [P, L] idf weights of every position, padding too (similarity)
 
 
 class State(NamedTuple):
