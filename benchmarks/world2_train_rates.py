@@ -10,10 +10,8 @@ wall hours the full config's num_steps would take *at the load of the measuremen
 machine's load average is recorded: other jobs share its 2 cores, so on a busy machine these
 are wall hours at a fraction of a core, not CPU hours).
 """
-import importlib.util
 import json
 import os
-import pathlib
 import time
 
 from absl import app
@@ -21,10 +19,10 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from jaxdiffattack import variants
 from jaxdiffattack.io import write_json
 from jaxdiffattack.world2 import train
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/w2rates", "scratch workdir (rendered data kept)")
 _OUT = flags.DEFINE_string("out", "", "results JSON")
 _STEPS = flags.DEFINE_integer("steps", 25, "steps per stage")
@@ -33,17 +31,10 @@ _STAGES = flags.DEFINE_string("stages", "vae,clip,unet,vae_tune,vit,resnet,clip_
 _VARIANT = flags.DEFINE_string("variant", "timing", "config variants")
 
 
-def _config(arg):
-  spec = importlib.util.spec_from_file_location("cfg", _ROOT / "configs" / "train_world2.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def main(argv):
   del argv
-  config = _config(_VARIANT.value)
-  full = _config(",".join(v for v in _VARIANT.value.split(",") if v != "timing") or None)
+  config = variants.load_config("train_world2", _VARIANT.value)
+  full = variants.load_config("train_world2", ",".join(v for v in _VARIANT.value.split(",") if v != "timing") or None)
   config.stages = _STAGES.value
   for name in train.parse_stages(config):
     if name != "export":

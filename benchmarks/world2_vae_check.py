@@ -11,18 +11,15 @@ are read right, split by the close shape pairs (5- / 6-pointed star, square / ro
 and textures (striped / dotted / ring); and the whole-scene verdict on the scene's full facts.
 """
 import collections
-import importlib.util
 import json
-import os
-import pathlib
 import time
 
 from absl import app
 from absl import flags
-import flax
 import jax
 import numpy as np
 
+from jaxdiffattack import variants
 from jaxdiffattack.io import write_json
 from jaxdiffattack.world2 import captions
 from jaxdiffattack.world2 import oracle
@@ -30,7 +27,6 @@ from jaxdiffattack.world2 import render
 from jaxdiffattack.world2 import scene
 from jaxdiffattack.world2 import train
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _WORKDIR = flags.DEFINE_string("workdir", "/work/w2run/run", "the run's workdir")
 _STAGE = flags.DEFINE_string("stage", "vae", "checkpoint: vae or vae_tune")
 _VARIANT = flags.DEFINE_string("variant", "", "config variants of the run")
@@ -39,13 +35,6 @@ _OUT = flags.DEFINE_string("out", "", "results JSON")
 
 _GROUPS = {"star": "star vs six-pointed", "six-pointed star": "star vs six-pointed",
            "square": "square vs rounded", "rounded square": "square vs rounded"}
-
-
-def _config(arg):
-  spec = importlib.util.spec_from_file_location("cfg", _ROOT / "configs" / "train_world2.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def _match(spec, reading):
@@ -63,10 +52,9 @@ def _match(spec, reading):
 
 def main(argv):
   del argv
-  config = _config(_VARIANT.value)
+  config = variants.load_config("train_world2", _VARIANT.value)
   size = config.data.image_size
-  raw = flax.serialization.msgpack_restore(
-      (pathlib.Path(_WORKDIR.value) / "checkpoints" / f"{_STAGE.value}.msgpack").read_bytes())
+  raw = train.load_checkpoint(_WORKDIR.value, _STAGE.value)
   step, params = int(raw["step"]), raw["params"]
   vae = train.vae_module(config)
   specs = scene.sample_scenes("test", 0, _N.value)

@@ -20,6 +20,8 @@ jaxdiffattack/toy/assets/sd_lv/ with --config.export.to_assets=True; add ",smoke
 
   python launch/train_toy.py --config configs/train_toy.py:learned_variance --workdir DIR
 """
+import functools
+
 import ml_collections
 
 from jaxdiffattack import variants as variants_lib
@@ -27,13 +29,8 @@ from jaxdiffattack import variants as variants_lib
 VARIANTS = ("smoke", "learned_variance")
 
 
-def _stage(num_steps, batch_size, lr, **kw):
-  c = ml_collections.ConfigDict(dict(
-      num_steps=num_steps, batch_size=batch_size, lr=lr, warmup_steps=100,
-      weight_decay=1e-4, final_lr_fraction=0.05, cooldown_steps=0,
-      log_every=50, ckpt_every=250))
-  c.update(kw)
-  return c
+# A training stage's config block (cosine decay to 5 % of the peak unless a stage says 1.0).
+_stage = functools.partial(variants_lib.train_stage, final_lr_fraction=0.05)
 
 
 def get_config(arg=None):

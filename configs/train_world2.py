@@ -21,6 +21,8 @@ Variants: "smoke" (every stage a few steps on tiny models and 48 scenes; seconds
 "timing" (the full models, every stage 30 steps, checkpoints off: for measuring step rates),
 "f4" (the fallback latent: 3-level VAE, 16x16x4 latents).
 """
+import functools
+
 import ml_collections
 
 from jaxdiffattack import variants as variants_lib
@@ -28,13 +30,8 @@ from jaxdiffattack import variants as variants_lib
 VARIANTS = ("smoke", "timing", "f4")
 
 
-def _stage(num_steps, batch_size, lr, **kw):
-  c = ml_collections.ConfigDict(dict(
-      num_steps=num_steps, batch_size=batch_size, lr=lr, warmup_steps=100,
-      weight_decay=1e-4, final_lr_fraction=1.0, cooldown_steps=0,
-      log_every=50, ckpt_every=250))
-  c.update(kw)
-  return c
+# A training stage's config block (warmup-stable-decay: constant after warm-up).
+_stage = functools.partial(variants_lib.train_stage, final_lr_fraction=1.0)
 
 
 def get_config(arg=None):

@@ -1,5 +1,4 @@
 """Toy-world training smoke test and quality tests of the shipped weights."""
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxdiffattack import toy
+from jaxdiffattack import variants
 from jaxdiffattack.toy import evaluate
 from jaxdiffattack.toy import train
 from jaxdiffattack.toy import world
@@ -31,11 +31,7 @@ _MAX_ASSETS_MB = 40
 
 
 def _load_config(arg=None):
-  spec = importlib.util.spec_from_file_location(
-      "train_toy_config", _ROOT / "configs" / "train_toy.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return variants.load_config("train_toy", arg)
 
 
 def _check_export_loads(test, out: pathlib.Path):
@@ -104,6 +100,20 @@ class LrScheduleTest(absltest.TestCase):
   def test_cooldown_longer_than_the_run_is_refused(self):
     with self.assertRaisesRegex(ValueError, "cooldown_steps=95"):
       train.lr_schedule(self._cfg(cooldown_steps=95))
+
+  def test_frozen_optimizer_moves_only_the_unfrozen_entries(self):
+    """One step of frozen_optimizer == one step of the plain optimiser on the unfrozen entries
+    (AdamW's first step, clipped to global norm 1 over those), the frozen ones unchanged."""
+    cfg = self._cfg(warmup_steps=0, weight_decay=0.0)
+    params = {"encoder": {"w": np.ones(3, np.float32)}, "decoder": {"w": np.ones(2, np.float32)}}
+    grads = {"encoder": {"w": np.full(3, 5.0, np.float32)},
+             "decoder": {"w": np.asarray([0.3, -0.4], np.float32)}}
+    opt = train.frozen_optimizer(cfg, params, ("encoder",))
+    state = train.TrainState(0, params, opt.init(params), None)
+    new, _ = train._apply_gradients(opt, state, grads)  # pylint: disable=protected-access
+    np.testing.assert_array_equal(new["encoder"]["w"], params["encoder"]["w"])
+    # AdamW's first update is lr * g / (|g| + eps) = lr * sign(g) at step 0 (cosine at lr).
+    np.testing.assert_allclose(new["decoder"]["w"], 1 - 2e-3 * np.sign([0.3, -0.4]), rtol=1e-5)
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """World 2's training pipeline (jaxdiffattack.world2.train, world2.data): the shared data
 shards, caption targets, the stage waits, one-line config errors, resume == uninterrupted and
 the smoke run end to end with a loadable export."""
-import importlib.util
 import json
 import os
 import pathlib
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from jaxdiffattack import errors
+from jaxdiffattack import variants
 from jaxdiffattack.world2 import captions
 from jaxdiffattack.world2 import data
 from jaxdiffattack.world2 import render
@@ -29,11 +29,7 @@ _ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _load_config(arg=None):
-  spec = importlib.util.spec_from_file_location(
-      "train_world2_config", _ROOT / "configs" / "train_world2.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return variants.load_config("train_world2", arg)
 
 
 def _tmp(test, prefix):

@@ -57,19 +57,18 @@ def _split(pt_key: str) -> tuple[str, ...]:
   return tuple(pt_key.split("."))
 
 
-def _resnet_path(pt_key: str, config: resnet.ResNetConfig) -> tuple[str, ...]:
-  """ResNet: collection first; a basic block's conv layers are `layer_<i>` in linen."""
-  if config.layer_type == "basic":
-    pt_key = re.sub(r"\.layer\.(\d+)\.", r".layer.layer_\1.", pt_key)
-  collection = "batch_stats" if pt_key.endswith(("running_mean", "running_var")) else "params"
-  return (collection,) + _split(pt_key)
-
-
 def _batch_norm_path(pt_key: str, config) -> tuple[str, ...]:
   """Modules with BatchNorm (RegNet): collection first, then the PyTorch name as is."""
   del config
   collection = "batch_stats" if pt_key.endswith(("running_mean", "running_var")) else "params"
   return (collection,) + _split(pt_key)
+
+
+def _resnet_path(pt_key: str, config: resnet.ResNetConfig) -> tuple[str, ...]:
+  """ResNet: as `_batch_norm_path`, but a basic block's conv layers are `layer_<i>` in linen."""
+  if config.layer_type == "basic":
+    pt_key = re.sub(r"\.layer\.(\d+)\.", r".layer.layer_\1.", pt_key)
+  return _batch_norm_path(pt_key, config)
 
 
 class Kind(NamedTuple):

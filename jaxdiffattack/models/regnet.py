@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiffattack.errors import ConfigError
+from jaxdiffattack.models import bn_classifier
 from jaxdiffattack.models import transformers_config as tc
 
 LAYER_TYPES = ("x", "y")
@@ -154,29 +155,15 @@ class _GroupedConv(nn.Module):
                         self.groups)
 
 
-class _ConvLayer(nn.Module):
-  """Convolution (no bias, padding k // 2, `groups` groups) → BatchNorm → activation."""
-  features: int
-  kernel_size: int = 3
-  stride: int = 1
+class _ConvLayer(bn_classifier.ConvLayer):
+  """`bn_classifier.ConvLayer` whose convolution has `groups` feature groups (> 1: `_GroupedConv`)."""
   groups: int = 1
-  activation: str | None = "relu"
-  dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    k = self.kernel_size
-    if self.groups > 1:
-      x = _GroupedConv(self.features, k, self.stride, self.groups, self.dtype,
-                       name="convolution")(x)
-    else:
-      x = nn.Conv(self.features, (k, k), strides=self.stride, padding=k // 2, use_bias=False,
-                  dtype=self.dtype,
-                  kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
-                  name="convolution")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, name="normalization")(x)
-    return x if self.activation is None else tc.ACTIVATIONS[self.activation](x)
+  def convolution(self, x: jax.Array) -> jax.Array:
+    if self.groups == 1:
+      return super().convolution(x)
+    return _GroupedConv(self.features, self.kernel_size, self.stride, self.groups, self.dtype,
+                        name="convolution")(x)
 
 
 class _SqueezeExcitationGate(nn.Module):
@@ -214,13 +201,13 @@ class _Layers(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     c, out, act = self.config, self.out_channels, self.config.hidden_act
-    x = _ConvLayer(out, 1, 1, 1, act, self.dtype, name="0")(x, train)
-    x = _ConvLayer(out, 3, self.stride, groups(out, c.groups_width), act, self.dtype,
-                   name="1")(x, train)
+    x = _ConvLayer(out, 1, 1, act, self.dtype, name="0")(x, train)
+    x = _ConvLayer(out, 3, self.stride, act, self.dtype,
+                   groups=groups(out, c.groups_width), name="1")(x, train)
     if c.layer_type == "y":
       x = _SqueezeExcitation(out, int(round(self.in_channels / 4)), self.dtype, name="2")(x)
     last = "3" if c.layer_type == "y" else "2"
-    return _ConvLayer(out, 1, 1, 1, None, self.dtype, name=last)(x, train)
+    return _ConvLayer(out, 1, 1, None, self.dtype, name=last)(x, train)
 
 
 class RegNetBlock(nn.Module):
@@ -235,61 +222,11 @@ class RegNetBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     residual = x
     if self.in_channels != self.out_channels or self.stride != 1:
-      residual = _ConvLayer(self.out_channels, 1, self.stride, 1, None, self.dtype,
+      residual = _ConvLayer(self.out_channels, 1, self.stride, None, self.dtype,
                             name="shortcut")(x, train)
     x = _Layers(self.config, self.in_channels, self.out_channels, self.stride, self.dtype,
                 name="layer")(x, train)
     return tc.ACTIVATIONS[self.config.hidden_act](x + residual)
-
-
-class _StageLayers(nn.Module):
-  config: RegNetConfig
-  in_channels: int
-  out_channels: int
-  depth: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    for i in range(self.depth):
-      x = RegNetBlock(self.config, self.out_channels if i else self.in_channels,
-                      self.out_channels, 1 if i else 2, self.dtype, name=str(i))(x, train)
-    return x
-
-
-class _Stage(nn.Module):
-  config: RegNetConfig
-  in_channels: int
-  out_channels: int
-  depth: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    return _StageLayers(self.config, self.in_channels, self.out_channels, self.depth,
-                        self.dtype, name="layers")(x, train)
-
-
-class _Stages(nn.Module):
-  config: RegNetConfig
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    c = self.config
-    inputs = (c.embedding_size,) + tuple(c.hidden_sizes[:-1])
-    for i, (in_ch, out_ch, depth) in enumerate(zip(inputs, c.hidden_sizes, c.depths)):
-      x = _Stage(c, in_ch, out_ch, depth, self.dtype, name=str(i))(x, train)
-    return x
-
-
-class _Encoder(nn.Module):
-  config: RegNetConfig
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    return _Stages(self.config, self.dtype, name="stages")(x, train)
 
 
 class _Embedder(nn.Module):
@@ -299,28 +236,16 @@ class _Embedder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     c = self.config
-    return _ConvLayer(c.embedding_size, 3, 2, 1, c.hidden_act, self.dtype,
+    return _ConvLayer(c.embedding_size, 3, 2, c.hidden_act, self.dtype,
                       name="embedder")(x, train)
 
 
-class _RegNetBackbone(nn.Module):
-  config: RegNetConfig
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = _Embedder(self.config, self.dtype, name="embedder")(x, train)
-    x = _Encoder(self.config, self.dtype, name="encoder")(x, train)
-    return jnp.mean(x, axis=(1, 2))                             # global average pool [P, C]
+def _first_stride(config: RegNetConfig, stage: int) -> int:
+  del config, stage
+  return 2   # downsample_in_first_stage: every stage's first block strides
 
 
-class _Head(nn.Module):
-  num_labels: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return nn.Dense(self.num_labels, dtype=self.dtype, name="1")(x)
+_SPEC = bn_classifier.Spec("regnet", "RegNet", _Embedder, RegNetBlock, _first_stride)
 
 
 class RegNetForImageClassification(nn.Module):
@@ -330,12 +255,7 @@ class RegNetForImageClassification(nn.Module):
 
   @nn.compact
   def __call__(self, pixels: jax.Array, train: bool = False) -> jax.Array:
-    if pixels.shape[-1] != self.config.num_channels:
-      raise ValueError(f"RegNet input must have {self.config.num_channels} channels (last "
-                       f"axis), got {pixels.shape}")
-    pooled = _RegNetBackbone(self.config, self.dtype, name="regnet")(
-        pixels.astype(self.dtype), train)
-    return _Head(self.config.num_labels, self.dtype, name="classifier")(pooled)
+    return bn_classifier.classify(_SPEC, self.config, self.dtype, pixels, train)
 
 
 # World 2's held-out evaluator (issue #23; docs/world2_model_card.md): a RegNetY for 64² images

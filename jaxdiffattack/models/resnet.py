@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiffattack.errors import ConfigError
+from jaxdiffattack.models import bn_classifier
 from jaxdiffattack.models import transformers_config as tc
 
 LAYER_TYPES = ("basic", "bottleneck")
@@ -53,23 +54,7 @@ class ResNetConfig:
     return config
 
 
-class _ConvLayer(nn.Module):
-  """Convolution (no bias, padding k // 2) → BatchNorm → activation (None: identity)."""
-  features: int
-  kernel_size: int = 3
-  stride: int = 1
-  activation: str | None = "relu"
-  dtype: Any = jnp.float32
-  kernel_init: Any = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    k = self.kernel_size
-    x = nn.Conv(self.features, (k, k), strides=self.stride, padding=k // 2, use_bias=False,
-                dtype=self.dtype, kernel_init=self.kernel_init, name="convolution")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, name="normalization")(x)
-    return x if self.activation is None else tc.ACTIVATIONS[self.activation](x)
+_ConvLayer = bn_classifier.ConvLayer
 
 
 class _Sequence(nn.Module):
@@ -112,61 +97,6 @@ class ResidualBlock(nn.Module):
     return tc.ACTIVATIONS[c.hidden_act](x + residual)
 
 
-class _Stage(nn.Module):
-  config: ResNetConfig
-  in_channels: int
-  out_channels: int
-  stride: int
-  depth: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    return _StageLayers(self.config, self.in_channels, self.out_channels, self.stride,
-                        self.depth, self.dtype, name="layers")(x, train)
-
-
-class _StageLayers(nn.Module):
-  config: ResNetConfig
-  in_channels: int
-  out_channels: int
-  stride: int
-  depth: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    for i in range(self.depth):
-      first = i == 0
-      x = ResidualBlock(self.config, self.in_channels if first else self.out_channels,
-                        self.out_channels, self.stride if first else 1, self.dtype,
-                        name=str(i))(x, train)
-    return x
-
-
-class _Stages(nn.Module):
-  config: ResNetConfig
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    c = self.config
-    inputs = (c.embedding_size,) + tuple(c.hidden_sizes[:-1])
-    for i, (in_ch, out_ch, depth) in enumerate(zip(inputs, c.hidden_sizes, c.depths)):
-      stride = 2 if (i > 0 or c.downsample_in_first_stage) else 1
-      x = _Stage(c, in_ch, out_ch, stride, depth, self.dtype, name=str(i))(x, train)
-    return x
-
-
-class _Encoder(nn.Module):
-  config: ResNetConfig
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    return _Stages(self.config, self.dtype, name="stages")(x, train)
-
-
 class _Embedder(nn.Module):
   config: ResNetConfig
   dtype: Any = jnp.float32
@@ -178,24 +108,11 @@ class _Embedder(nn.Module):
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
-class _ResNetBackbone(nn.Module):
-  config: ResNetConfig
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = _Embedder(self.config, self.dtype, name="embedder")(x, train)
-    x = _Encoder(self.config, self.dtype, name="encoder")(x, train)
-    return jnp.mean(x, axis=(1, 2))                             # global average pool [P, C]
+def _first_stride(config: ResNetConfig, stage: int) -> int:
+  return 2 if (stage > 0 or config.downsample_in_first_stage) else 1
 
 
-class _Head(nn.Module):
-  num_labels: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return nn.Dense(self.num_labels, dtype=self.dtype, name="1")(x)
+_SPEC = bn_classifier.Spec("resnet", "ResNet", _Embedder, ResidualBlock, _first_stride)
 
 
 class ResNetForImageClassification(nn.Module):
@@ -205,9 +122,4 @@ class ResNetForImageClassification(nn.Module):
 
   @nn.compact
   def __call__(self, pixels: jax.Array, train: bool = False) -> jax.Array:
-    if pixels.shape[-1] != self.config.num_channels:
-      raise ValueError(f"ResNet input must have {self.config.num_channels} channels (last "
-                       f"axis), got {pixels.shape}")
-    pooled = _ResNetBackbone(self.config, self.dtype, name="resnet")(
-        pixels.astype(self.dtype), train)
-    return _Head(self.config.num_labels, self.dtype, name="classifier")(pooled)
+    return bn_classifier.classify(_SPEC, self.config, self.dtype, pixels, train)

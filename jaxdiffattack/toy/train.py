@@ -122,6 +122,13 @@ def _apply_gradients(opt: optax.GradientTransformation, state: TrainState, grads
   return optax.apply_updates(state.params, updates), opt_state
 
 
+def frozen_optimizer(cfg, params, frozen: tuple[str, ...]) -> optax.GradientTransformation:
+  """`_optimizer(cfg)` on the top-level entries of `params` not in `frozen`; those stay fixed."""
+  labels = {k: ("freeze" if k in frozen else "train") for k in params}
+  return optax.multi_transform({"train": _optimizer(cfg), "freeze": optax.set_to_zero()},
+                               labels)
+
+
 def _image_batches(config, stage: str, data: "ToyData", batch_size: int,
                    pair_fraction: float) -> Callable[[int], np.ndarray]:
   """make_batch(step) -> uint8 training images of `stage` (deterministic per step)."""
@@ -315,10 +322,28 @@ def _tokenize(tok, captions, length=TRAIN_SEQ_LEN) -> np.ndarray:
                         truncation=True).input_ids, np.int32)
 
 
+def clip_train_step(config, stage: str, opt, loss_fn, flip: bool = True):
+  """The jitted step of a contrastive CLIP stage: step_fn(state, (ids, images, positives))
+  -> (state, loss), with `loss_fn(params, ids, pixels, positives)` -> scalar on augmented
+  pixels (`_augment(..., flip)`); the logit scale is kept in [0, log 100]."""
+  base_key = jax.random.PRNGKey(config.seed + (0 if stage == "clip" else 10))
+
+  @jax.jit
+  def step_fn(state, batch):
+    ids, images, positives = batch
+    key = jax.random.fold_in(base_key, state.step)
+    pixels = _augment(key, to_pixels(images), flip=flip)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, ids, pixels, positives)
+    params, opt_state = _apply_gradients(opt, state, grads)
+    params["logit_scale"] = jnp.clip(params["logit_scale"], 0, np.log(100.0))
+    return TrainState(state.step + 1, params, opt_state, None), loss
+
+  return step_fn
+
+
 def _clip_step_and_batches(config, c, model: Net, tok, data: ToyData, opt,
                            stage: str):
   """The contrastive train step and the batch function of a CLIP stage."""
-  base_key = jax.random.PRNGKey(config.seed + (0 if stage == "clip" else 10))
 
   def loss_fn(params, ids, pixels, keys):
     logits, _ = model.module.apply({"params": params}, ids, _channels_last(pixels))
@@ -328,15 +353,7 @@ def _clip_step_and_batches(config, c, model: Net, tok, data: ToyData, opt,
     lt = -jnp.mean(jnp.sum(tgt * jax.nn.log_softmax(logits.T, 1), 1))
     return (li + lt) / 2
 
-  @jax.jit
-  def step_fn(state, batch):
-    ids, images, keys = batch
-    key = jax.random.fold_in(base_key, state.step)
-    pixels = _augment(key, to_pixels(images))
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, ids, pixels, keys)
-    params, opt_state = _apply_gradients(opt, state, grads)
-    params["logit_scale"] = jnp.clip(params["logit_scale"], 0, np.log(100.0))
-    return TrainState(state.step + 1, params, opt_state, None), loss
+  step_fn = clip_train_step(config, stage, opt, loss_fn)
 
   def make_batch(step):
     rng = _batch_rng(config, stage, step)
@@ -378,10 +395,7 @@ def tune_clip_vision(config, workdir, data: ToyData, tok, model: Net):
   what lifts CLIP's zero-shot accuracy (the vision side learns shapes last).
   """
   c = config.clip_tune
-  labels = {k: ("freeze" if k == "text_model" else "train")
-            for k in model.params}
-  opt = optax.multi_transform({"train": _optimizer(c),
-                               "freeze": optax.set_to_zero()}, labels)
+  opt = frozen_optimizer(c, model.params, ("text_model",))
   state = TrainState(jnp.array(0), model.params, opt.init(model.params), None)
   step_fn, make_batch = _clip_step_and_batches(config, c, model, tok, data,
                                                opt, "clip_tune")
@@ -437,9 +451,29 @@ def train_classifier(name: str, config, workdir, data: ToyData):
   """Softmax classifier on singles (one-hot) and pairs (0.5 / 0.5)."""
   c = config[name]
   model = vit_model(config) if name == "vit" else resnet_model(config)
-  has_bn = name == "resnet"
+
+  def make_batch(step):
+    rng = _batch_rng(config, name, step)
+    idx = _sample_batch(rng, data.train, c.batch_size, c.pair_fraction)
+    return data.train.images[idx], _soft_targets(data.train.labels[idx])
+
+  model = fit_classifier(name, config, c, model, make_batch, workdir)
+  acc = classifier_accuracy(model, data.heldout)
+  logging.info("[%s] top-1 on held-out singles: %.4f", name, acc)
+  return model, acc
+
+
+def fit_classifier(name: str, config, c, model: Net, make_batch: Callable[[int], Any], workdir,
+                   fit: Callable[..., TrainState] = _fit) -> Net:
+  """Trains the classifier `model` under stage `name`: soft-target cross-entropy on
+  make_batch(step) = (uint8 images, [B, classes] targets), augmented pixels
+  (`c.augment`, default on), BatchNorm statistics (a ResNet's) carried in `TrainState.ema`,
+  kernels LeCun-re-initialised (`c.lecun_reinit`, default: when there is no BatchNorm; the
+  ResNet's He-style conv initialisers are fine). `fit` runs the steps (`_fit`'s signature
+  without on_checkpoint). Returns the trained Net."""
+  has_bn = "batch_stats" in model.params
   params = model.params["params"] if has_bn else model.params
-  if not has_bn:  # The ResNet's (He-style) conv initialisers are fine.
+  if c.get("lecun_reinit", not has_bn):
     params = lecun_reinit(params, jax.random.PRNGKey(config.seed))
   bn = model.params["batch_stats"] if has_bn else None
   opt = _optimizer(c)
@@ -469,17 +503,9 @@ def train_classifier(name: str, config, workdir, data: ToyData):
     params, opt_state = _apply_gradients(opt, state, grads)
     return TrainState(state.step + 1, params, opt_state, new_bn), loss
 
-  def make_batch(step):
-    rng = _batch_rng(config, name, step)
-    idx = _sample_batch(rng, data.train, c.batch_size, c.pair_fraction)
-    return data.train.images[idx], _soft_targets(data.train.labels[idx])
-
-  state = _fit(name, state, step_fn, make_batch, c, workdir)
-  model = model._replace(params={"params": state.params, "batch_stats": state.ema}
-                         if has_bn else state.params)
-  acc = classifier_accuracy(model, data.heldout)
-  logging.info("[%s] top-1 on held-out singles: %.4f", name, acc)
-  return model, acc
+  state = fit(name, state, step_fn, make_batch, c, workdir)
+  return model._replace(params={"params": state.params, "batch_stats": state.ema}
+                        if has_bn else state.params)
 
 
 def classifier_accuracy(model: Net, data: world.Dataset, batch: int = 500) -> float:
@@ -516,25 +542,8 @@ def train_vae(config, workdir, data: ToyData):
   opt = _optimizer(c)
   state = TrainState(jnp.array(0), params, opt.init(params), None)
 
-  def loss_fn(params, x, key):
-    post = vae.apply({"params": params}, x, method=vae.encode)
-    z = post.sample(key)
-    rec = vae.apply({"params": params}, z, method=vae.decode)
-    err = rec - x
-    kl = jnp.mean(post.kl()) / x[0].size
-    return (jnp.mean(err ** 2) + 0.1 * jnp.mean(jnp.abs(err))
-            + c.kl_weight * kl)
-
-  @jax.jit
-  def step_fn(state, images):
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 3), state.step)
-    x = to_pixels(images)
-    flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
-    x = jnp.where(flip, x[..., ::-1], x)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, x, key)
-    params, opt_state = _apply_gradients(opt, state, grads)
-    return TrainState(state.step + 1, params, opt_state, None), loss
-
+  step_fn = vae_train_step(config, opt, vae_loss_fn(vae, c.kl_weight), seed_offset=3,
+                           flip=True)
   make_batch = _image_batches(config, "vae", data, c.batch_size, 0.3)
   state = _fit("vae", state, step_fn, make_batch, c, workdir)
   mean, std = encode_latents(vae, state.params, data.train.images[:2000])
@@ -553,32 +562,60 @@ def tune_vae_decoder(config, workdir, data: ToyData, vae, params):
   the latent space the UNet was trained on is unchanged, reconstructions get
   sharper. Returns (params, reconstruction MSE)."""
   c = config.vae_tune
-  labels = {k: ("freeze" if k in ("encoder", "quant_conv") else "train")
-            for k in params}
-  opt = optax.multi_transform({"train": _optimizer(c),
-                               "freeze": optax.set_to_zero()}, labels)
+  opt = frozen_optimizer(c, params, VAE_ENCODER)
   state = TrainState(jnp.array(0), params, opt.init(params), None)
-
-  def loss_fn(params, x, key):
-    post = vae.apply({"params": params}, x, method=vae.encode)
-    rec = vae.apply({"params": params}, post.sample(key),
-                    method=vae.decode)
-    err = rec - x
-    return jnp.mean(err ** 2) + c.l1_weight * jnp.mean(jnp.abs(err))
-
-  @jax.jit
-  def step_fn(state, images):
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 6), state.step)
-    x = to_pixels(images)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, x, key)
-    params, opt_state = _apply_gradients(opt, state, grads)
-    return TrainState(state.step + 1, params, opt_state, None), loss
-
+  step_fn = vae_train_step(config, opt, vae_decoder_loss_fn(vae, c.l1_weight), seed_offset=6,
+                           flip=False)
   make_batch = _image_batches(config, "vae_tune", data, c.batch_size, 0.3)
   state = _fit("vae_tune", state, step_fn, make_batch, c, workdir)
   mse = vae_recon_mse(vae, state.params, data.heldout.images[:500])
   logging.info("[vae_tune] held-out recon MSE (normalised pixels) %.5f", mse)
   return state.params, mse
+
+
+VAE_ENCODER = ("encoder", "quant_conv")  # The VAE's top-level params that make the latents.
+
+
+def vae_loss_fn(vae, kl_weight: float):
+  """loss_fn(params, x, key) of the VAE: MSE + 0.1 L1 of the reconstruction of a posterior
+  sample, + kl_weight x the KL per pixel value."""
+  def loss_fn(params, x, key):
+    post = vae.apply({"params": params}, x, method=vae.encode)
+    z = post.sample(key)
+    rec = vae.apply({"params": params}, z, method=vae.decode)
+    err = rec - x
+    kl = jnp.mean(post.kl()) / x[0].size
+    return (jnp.mean(err ** 2) + 0.1 * jnp.mean(jnp.abs(err))
+            + kl_weight * kl)
+  return loss_fn
+
+
+def vae_decoder_loss_fn(vae, l1_weight: float):
+  """loss_fn(params, x, key) of the decoder tuning: MSE + l1_weight L1 (no KL)."""
+  def loss_fn(params, x, key):
+    post = vae.apply({"params": params}, x, method=vae.encode)
+    rec = vae.apply({"params": params}, post.sample(key),
+                    method=vae.decode)
+    err = rec - x
+    return jnp.mean(err ** 2) + l1_weight * jnp.mean(jnp.abs(err))
+  return loss_fn
+
+
+def vae_train_step(config, opt, loss_fn, *, seed_offset: int, flip: bool):
+  """The jitted step of a VAE stage: step_fn(state, uint8 images) -> (state, loss), with
+  `loss_fn(params, x, key)` on the normalised pixels (left-right flipped at random with
+  `flip`); key = fold_in(PRNGKey(config.seed + seed_offset), step)."""
+  @jax.jit
+  def step_fn(state, images):
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + seed_offset), state.step)
+    x = to_pixels(images)
+    if flip:
+      do_flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
+      x = jnp.where(do_flip, x[..., ::-1], x)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, x, key)
+    params, opt_state = _apply_gradients(opt, state, grads)
+    return TrainState(state.step + 1, params, opt_state, None), loss
+  return step_fn
 
 
 def vae_recon_mse(vae, params, images) -> float:
@@ -683,28 +720,36 @@ def train_unet(config, workdir, data: ToyData, bank: CaptionBank, vae, vae_param
   return unet, state.ema
 
 
-def unet_train_step(config, c, opt, loss_fn, scaling: float, bank_states):
-  """The jitted step of a UNet stage: step_fn(state, (mu, sd, rows)) -> (state, loss).
+def unet_train_step(config, c, opt, loss_fn, scaling: float, condition):
+  """The jitted step of a UNet stage: step_fn(state, (mu, sd, rows), cond_params=None)
+  -> (state, loss).
 
-  z0 = posterior sample of the VAE latents x `scaling`, t ~ U{0..T-1}, zt = sqrt(abar_t)
-  z0 + sqrt(1 - abar_t) noise; `loss_fn(params, z0, zt, t, noise, cond)` -> scalar. The
-  keys depend only on config.seed and the step, so every UNet stage sees the same t and
-  noise; EMA of the params with a warm-up of the decay."""
+  The text states `cond` are `condition[rows]` when `condition` is an array (a bank of
+  encoded captions [K, 77, width]; the toy), else `condition(cond_params, rows)` (world 2:
+  the frozen text encoder's states of the token ids `rows`, its params `cond_params`).
+  z0 = posterior sample of the VAE latents (computed in float32) x `scaling`, t ~ U{0..T-1},
+  zt = sqrt(abar_t) z0 + sqrt(1 - abar_t) noise; `loss_fn(params, z0, zt, t, noise, cond)`
+  -> scalar. The keys depend only on config.seed and the step, so every UNet stage sees the
+  same t and noise; EMA of the params with a warm-up of the decay."""
   alphas_cumprod = jnp.asarray(np.cumprod(1 - sd_betas(config)), jnp.float32)
+  if not callable(condition):
+    bank_states = condition
+    condition = lambda _, rows: bank_states[rows]
 
   @jax.jit
-  def step_fn(state, batch):
+  def step_fn(state, batch, cond_params=None):
     mu, sd, rows = batch
+    cond = condition(cond_params, rows)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 5), state.step)
     k1, k2, k3 = jax.random.split(key, 3)
+    mu, sd = mu.astype(jnp.float32), sd.astype(jnp.float32)
     z0 = (mu + sd * jax.random.normal(k1, mu.shape)) * scaling
     t = jax.random.randint(k2, (mu.shape[0],), 0,
                            config.scheduler.num_train_timesteps)
     noise = jax.random.normal(k3, z0.shape)
     a = alphas_cumprod[t][:, None, None, None]
     zt = jnp.sqrt(a) * z0 + jnp.sqrt(1 - a) * noise
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, z0, zt, t, noise,
-                                              bank_states[rows])
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, z0, zt, t, noise, cond)
     params, opt_state = _apply_gradients(opt, state, grads)
     decay = jnp.minimum(c.ema_decay, (1.0 + state.step) / (10.0 + state.step))
     return TrainState(state.step + 1, params, opt_state,
@@ -735,15 +780,21 @@ def unet_batches(config, c, data: ToyData, bank: CaptionBank, mean, std):
   return make_batch
 
 
-def fit_unet(name: str, config, c, workdir, data: ToyData, bank: CaptionBank, vae,
-             vae_params, scaling: float, unet, loss_fn, on_checkpoint=None) -> TrainState:
-  """Trains `unet` (initialised from config.seed) with `loss_fn` (see unet_train_step)
-  under stage `name`'s checkpoints; returns the final TrainState (EMA in `.ema`)."""
+def unet_init_state(name: str, config, c, unet) -> tuple[TrainState, Any]:
+  """(TrainState with params = EMA = unet's init from config.seed, its optimiser) of a UNet
+  stage."""
   params = jax.jit(unet.init_weights)(jax.random.PRNGKey(config.seed + 4))
   logging.info("[%s] %d parameters", name, sum(
       x.size for x in jax.tree_util.tree_leaves(params)))
   opt = _optimizer(c)
-  state = TrainState(jnp.array(0), params, opt.init(params), params)
+  return TrainState(jnp.array(0), params, opt.init(params), params), opt
+
+
+def fit_unet(name: str, config, c, workdir, data: ToyData, bank: CaptionBank, vae,
+             vae_params, scaling: float, unet, loss_fn, on_checkpoint=None) -> TrainState:
+  """Trains `unet` (initialised from config.seed) with `loss_fn` (see unet_train_step)
+  under stage `name`'s checkpoints; returns the final TrainState (EMA in `.ema`)."""
+  state, opt = unet_init_state(name, config, c, unet)
   mean, std = encode_latents(vae, vae_params, data.train.images)
   step_fn = unet_train_step(config, c, opt, loss_fn, scaling, jnp.asarray(bank.states))
   make_batch = unet_batches(config, c, data, bank, mean, std)

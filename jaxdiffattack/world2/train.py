@@ -42,7 +42,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from jaxdiffattack import errors
 from jaxdiffattack.errors import UserError
@@ -145,7 +144,9 @@ def wait_for(config, workdir, names, waiter: str) -> None:
     time.sleep(config.poll_s)
 
 
-def _load_ckpt(workdir, name: str) -> dict:
+def load_checkpoint(workdir, name: str) -> dict:
+  """Stage `name`'s latest checkpoint as a state dict {"step", "params", "opt_state", "ema"}
+  (a finished stage's or a running one's)."""
   path = pathlib.Path(workdir) / "checkpoints" / f"{name}.msgpack"
   return flax.serialization.msgpack_restore(path.read_bytes())
 
@@ -276,23 +277,8 @@ def train_vae(config, workdir, d: World2Data) -> dict:
   opt = toy_train._optimizer(c)  # pylint: disable=protected-access
   state = TrainState(jnp.array(0), params, opt.init(params), None)
 
-  def loss_fn(params, x, key):
-    post = vae.apply({"params": params}, x, method=vae.encode)
-    rec = vae.apply({"params": params}, post.sample(key), method=vae.decode)
-    err = rec - x
-    kl = jnp.mean(post.kl()) / x[0].size
-    return jnp.mean(err ** 2) + 0.1 * jnp.mean(jnp.abs(err)) + c.kl_weight * kl
-
-  @jax.jit
-  def step_fn(state, images):
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 3), state.step)
-    x = to_pixels(images)
-    flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
-    x = jnp.where(flip, x[..., ::-1], x)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, x, key)
-    params, opt_state = toy_train._apply_gradients(opt, state, grads)  # pylint: disable=protected-access
-    return TrainState(state.step + 1, params, opt_state, None), loss
-
+  step_fn = toy_train.vae_train_step(config, opt, toy_train.vae_loss_fn(vae, c.kl_weight),
+                                     seed_offset=3, flip=True)
   state = _fit("vae", state, step_fn, _vae_batches(config, "vae", d, c.batch_size), c, workdir)
   n = min(2000, len(d.train))
   mean, std = toy_train.encode_latents(vae, state.params, d.train.images[:n], batch=250)
@@ -305,30 +291,17 @@ def train_vae(config, workdir, d: World2Data) -> dict:
 def load_vae(config, workdir, which: str = "vae"):
   """(module, params, scaling) from a finished vae / vae_tune stage."""
   scaling = stage_done(config, workdir, "vae")["metrics"]["scaling_factor"]
-  params = _load_ckpt(workdir, which)["params"]
+  params = load_checkpoint(workdir, which)["params"]
   return vae_module(config, scaling), params, scaling
 
 
 def tune_vae_decoder(config, workdir, d: World2Data) -> dict:
   c = config.vae_tune
   vae, params, _ = load_vae(config, workdir)
-  labels = {k: ("freeze" if k in ("encoder", "quant_conv") else "train") for k in params}
-  opt = optax.multi_transform({"train": toy_train._optimizer(c),  # pylint: disable=protected-access
-                               "freeze": optax.set_to_zero()}, labels)
+  opt = toy_train.frozen_optimizer(c, params, toy_train.VAE_ENCODER)
   state = TrainState(jnp.array(0), params, opt.init(params), None)
-
-  def loss_fn(params, x, key):
-    post = vae.apply({"params": params}, x, method=vae.encode)
-    err = vae.apply({"params": params}, post.sample(key), method=vae.decode) - x
-    return jnp.mean(err ** 2) + c.l1_weight * jnp.mean(jnp.abs(err))
-
-  @jax.jit
-  def step_fn(state, images):
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 6), state.step)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, to_pixels(images), key)
-    params, opt_state = toy_train._apply_gradients(opt, state, grads)  # pylint: disable=protected-access
-    return TrainState(state.step + 1, params, opt_state, None), loss
-
+  step_fn = toy_train.vae_train_step(config, opt, toy_train.vae_decoder_loss_fn(vae, c.l1_weight),
+                                     seed_offset=6, flip=False)
   state = _fit("vae_tune", state, step_fn, _vae_batches(config, "vae_tune", d, c.batch_size),
                c, workdir)
   return {"test_recon_mse": toy_train.vae_recon_mse(vae, state.params, d.test.images[:250])}
@@ -351,8 +324,8 @@ def clip_net(config, tok) -> Net:
 
 def _clip_step_and_batches(config, c, model: Net, tok, d: World2Data, opt, stage: str):
   """Contrastive step: soft targets over every (caption, image) pair of the batch where the
-  caption is true of the image (`data.caption_matches`; the diagonal always)."""
-  base_key = jax.random.PRNGKey(config.seed + (0 if stage == "clip" else 10))
+  caption is true of the image (`data.caption_matches`; the diagonal always); no left-right
+  flips (captions state "left of")."""
 
   def loss_fn(params, ids, pixels, match):
     logits_img, logits_txt = model.module.apply({"params": params}, ids, _channels_last(pixels))
@@ -362,15 +335,7 @@ def _clip_step_and_batches(config, c, model: Net, tok, d: World2Data, opt, stage
     li = -jnp.mean(jnp.sum(t_img * jax.nn.log_softmax(logits_img, 1), 1))
     return (li + lt) / 2
 
-  @jax.jit
-  def step_fn(state, batch):
-    ids, images, match = batch
-    key = jax.random.fold_in(base_key, state.step)
-    pixels = toy_train._augment(key, to_pixels(images), flip=False)  # pylint: disable=protected-access
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, ids, pixels, match)
-    params, opt_state = toy_train._apply_gradients(opt, state, grads)  # pylint: disable=protected-access
-    params["logit_scale"] = jnp.clip(params["logit_scale"], 0, np.log(100.0))
-    return TrainState(state.step + 1, params, opt_state, None), loss
+  step_fn = toy_train.clip_train_step(config, stage, opt, loss_fn, flip=False)
 
   def make_batch(step):
     rng = _rng(config, stage, step)
@@ -418,16 +383,14 @@ def train_clip(config, workdir, d: World2Data) -> dict:
 def load_clip(config, workdir, which: str = "clip") -> tuple[Net, Any, pathlib.Path]:
   tok, tok_dir = _tokenizer(workdir)
   model = clip_net(config, tok)
-  return model._replace(params=_load_ckpt(workdir, which)["params"]), tok, tok_dir
+  return model._replace(params=load_checkpoint(workdir, which)["params"]), tok, tok_dir
 
 
 def tune_clip_vision(config, workdir, d: World2Data) -> dict:
   """CLIP's contrastive training continued with the text tower (SD's text encoder) frozen."""
   c = config.clip_tune
   model, tok, _ = load_clip(config, workdir)
-  labels = {k: ("freeze" if k == "text_model" else "train") for k in model.params}
-  opt = optax.multi_transform({"train": toy_train._optimizer(c),  # pylint: disable=protected-access
-                               "freeze": optax.set_to_zero()}, labels)
+  opt = toy_train.frozen_optimizer(c, model.params, ("text_model",))
   state = TrainState(jnp.array(0), model.params, opt.init(model.params), None)
   step_fn, make_batch = _clip_step_and_batches(config, c, model, tok, d, opt, "clip_tune")
   state = _fit("clip_tune", state, step_fn, make_batch, c, workdir)
@@ -462,34 +425,19 @@ def train_unet(config, workdir, d: World2Data) -> dict:
   clip, tok, _ = load_clip(config, workdir)
   text_model = clip_lib.CLIPTextModel(clip.module.config.text)
   text_params = {"text_model": clip.params["text_model"]}
-  params = jax.jit(unet.init_weights)(jax.random.PRNGKey(config.seed + 4))
-  logging.info("[unet] %d parameters", sum(x.size for x in jax.tree_util.tree_leaves(params)))
-  opt = toy_train._optimizer(c)  # pylint: disable=protected-access
-  state = TrainState(jnp.array(0), params, opt.init(params), params)
+  state, opt = toy_train.unet_init_state("unet", config, c, unet)
+  params = state.params
   mean, std = cached_latents(config, workdir, vae, vae_params, d.train.images)
-  alphas_cumprod = jnp.asarray(np.cumprod(1 - toy_train.sd_betas(config)), jnp.float32)
 
-  def loss_fn(params, zt, t, noise, cond):
+  def loss_fn(params, z0, zt, t, noise, cond):
+    del z0
     return jnp.mean((unet.apply({"params": params}, zt, t, cond) - noise) ** 2)
 
-  @jax.jit
-  def jit_step(state, batch, text_params):
-    mu, sd, ids = batch
-    cond = jax.lax.stop_gradient(text_model.apply({"params": text_params}, ids
-                                                    ).last_hidden_state)
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 5), state.step)
-    k1, k2, k3 = jax.random.split(key, 3)
-    mu, sd = mu.astype(jnp.float32), sd.astype(jnp.float32)
-    z0 = (mu + sd * jax.random.normal(k1, mu.shape)) * scaling
-    t = jax.random.randint(k2, (mu.shape[0],), 0, config.scheduler.num_train_timesteps)
-    noise = jax.random.normal(k3, z0.shape)
-    a = alphas_cumprod[t][:, None, None, None]
-    zt = jnp.sqrt(a) * z0 + jnp.sqrt(1 - a) * noise
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, zt, t, noise, cond)
-    params, opt_state = toy_train._apply_gradients(opt, state, grads)  # pylint: disable=protected-access
-    decay = jnp.minimum(c.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-    return TrainState(state.step + 1, params, opt_state,
-                      toy_train._ema_update(state.ema, params, decay)), loss  # pylint: disable=protected-access
+  def encode_text(text_params, ids):  # The frozen text tower's 77 states [B, 77, width].
+    return jax.lax.stop_gradient(text_model.apply({"params": text_params}, ids
+                                                  ).last_hidden_state)
+
+  jit_step = toy_train.unet_train_step(config, c, opt, loss_fn, scaling, encode_text)
 
   def make_batch(step):
     rng = _rng(config, "unet", step)
@@ -514,42 +462,13 @@ def train_classifier(config, workdir, d: World2Data, name: str) -> dict:
   about c.single_fraction single-object scenes per batch; top-1 on test single scenes."""
   c = config[name]
   model, _ = classifier_net(config, name)
-  has_bn = "batch_stats" in model.params
-  params = model.params["params"] if has_bn else model.params
-  if c.get("lecun_reinit", not has_bn):
-    params = toy_train.lecun_reinit(params, jax.random.PRNGKey(config.seed))
-  bn = model.params["batch_stats"] if has_bn else None
-  opt = toy_train._optimizer(c)  # pylint: disable=protected-access
-  state = TrainState(jnp.array(0), params, opt.init(params), bn)
-
-  def loss_fn(params, bn, pixels, targets):
-    pixels = _channels_last(pixels)
-    if has_bn:
-      logits, new = model.module.apply({"params": params, "batch_stats": bn}, pixels,
-                                       train=True, mutable=["batch_stats"])
-      new_bn = new["batch_stats"]
-    else:
-      logits, new_bn = model.module.apply({"params": params}, pixels), None
-    return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), -1)), new_bn
-
-  @jax.jit
-  def step_fn(state, batch):
-    images, targets = batch
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), state.step)
-    pixels = toy_train._augment(key, to_pixels(images))  # pylint: disable=protected-access
-    (loss, new_bn), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.ema, pixels, targets)
-    params, opt_state = toy_train._apply_gradients(opt, state, grads)  # pylint: disable=protected-access
-    return TrainState(state.step + 1, params, opt_state, new_bn), loss
 
   def make_batch(step):
     rng = _rng(config, name, step)
     idx = data_lib.sample_batch(rng, d.train, c.batch_size, c.single_fraction)
     return d.train.images[idx], data_lib.soft_targets(d.train, idx, NUM_CLASSES)
 
-  state = _fit(name, state, step_fn, make_batch, c, workdir)
-  model = model._replace(params={"params": state.params, "batch_stats": state.ema}
-                         if has_bn else state.params)
+  model = toy_train.fit_classifier(name, config, c, model, make_batch, workdir, fit=_fit)
   return {"test_single_top1": classifier_accuracy(model, d.test)}
 
 
@@ -566,7 +485,7 @@ def classifier_accuracy(model: Net, split: data_lib.Split, batch: int = 250) -> 
 
 def load_classifier(config, workdir, name: str) -> tuple[Net, str]:
   model, kind = classifier_net(config, name)
-  ck = _load_ckpt(workdir, name)
+  ck = load_checkpoint(workdir, name)
   params = ({"params": ck["params"], "batch_stats": ck["ema"]}
             if "batch_stats" in model.params else ck["params"])
   return model._replace(params=params), kind
@@ -590,7 +509,7 @@ def export(config, workdir, d: World2Data | None = None) -> dict:
   metrics = {n: stage_done(config, workdir, n)["metrics"] for n in DEPENDS["export"]}
   trained = toy_train.Trained(tok_dir, clip, classifiers["vit"], classifiers["resnet"], None,
                               vae_params, scaling, unet_module(config),
-                              _load_ckpt(workdir, "unet")["ema"])
+                              load_checkpoint(workdir, "unet")["ema"])
   toy_train.export(config, trained, out, metrics, image_size=config.data.image_size,
                    labels=LABELS, vae_fn=vae_module)
   if stage_done(config, workdir, "evaluator") is not None:
