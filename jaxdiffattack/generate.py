@@ -63,7 +63,7 @@ def judge_rows(config, images: np.ndarray, prompts) -> list[dict]:
   against its prompt and the label-set class the prompt names first."""
   names = labels_lib.class_names(config.label_set)
   labels = [labels_lib.prompt_class(p, names, key="prompts") for p in prompts]
-  verdicts = {name: judges_lib.image_judge(name).fn(images, labels, False, list(prompts))
+  verdicts = {name: judges_lib.image_judge(name).verdict(images, labels, False, prompts)
               for name in config.get("judges", ())}
   return [judges_lib.record(verdicts, i) for i in range(len(prompts))]
 

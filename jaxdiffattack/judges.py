@@ -100,9 +100,9 @@ Judge = Callable[..., Verdict]
 # ----------------------------------------------------------------------------- image judges --
 class ImageJudge(NamedTuple):
   """A judge that reads images on the host (`IMAGE_JUDGES`)."""
-  # (images [M, H, W, 3] in [0, 1], labels [M] class names, targeted, prompts [M] or None) →
-  # Verdict whose preds are class names (or None) and reasons entries of `reasons` (or texts
-  # that `reason_kind` maps onto them).
+  # (images [M, H, W, 3] in [0, 1], labels [M] class names, targeted) → Verdict whose preds are
+  # class names (or None) and reasons entries of `reasons` (or texts that `reason_kind` maps onto
+  # them); a judge of captions (`reads_prompts`) also gets prompts [M] (or None: none known).
   fn: Callable[..., Verdict]
   reasons: tuple[str, ...]                     # every reason kind (stored as its index)
   describe: Callable[[str, str | None, str], str] | None = None  # (reason, pred, label) →
@@ -110,10 +110,18 @@ class ImageJudge(NamedTuple):
   label_sets: tuple[str, ...] = ()             # label sets it can read (() any)
   reason_kind: Callable[[str], str] | None = None  # a verdict's reason text → its entry of
                                                # `reasons` (None: the text is the entry)
+  reads_prompts: bool = False                  # fn takes a 4th argument, the prompts
+
+  def verdict(self, images, labels: Sequence[str], targeted: bool = False,
+              prompts: Sequence[str] | None = None) -> Verdict:
+    """`fn` on images made for `labels` (class names) from `prompts` (read by caption judges
+    only)."""
+    if self.reads_prompts:
+      return self.fn(images, list(labels), targeted, None if prompts is None else list(prompts))
+    return self.fn(images, list(labels), targeted)
 
 
-def _toy_oracle(images, labels, targeted, prompts=None):
-  del prompts  # one object per image: the label is what it was made for
+def _toy_oracle(images, labels, targeted):
   from jaxdiffattack.toy import oracle  # pylint: disable=g-import-not-at-top
   verdicts = oracle.assess(images, labels)   # floats in [0, 1], or uint8
   outcome = oracle.HOLDS if targeted else oracle.VIOLATED
@@ -147,7 +155,7 @@ def _world2_oracle(images, labels, targeted, prompts=None):
 def _world2_oracle_entry() -> ImageJudge:
   from jaxdiffattack.world2 import oracle  # pylint: disable=g-import-not-at-top
   return ImageJudge(_world2_oracle, oracle.REASON_KINDS, oracle.describe_reason, ("world2",),
-                    oracle.reason_kind)
+                    oracle.reason_kind, reads_prompts=True)
 
 
 # Image judges by name → a function returning its ImageJudge (built when first used).
@@ -180,7 +188,7 @@ def judge_scores(name: str, images: np.ndarray, labels: np.ndarray,
   if prompts is not None and len(prompts) != len(names):
     raise UserError(f"judge {name!r}: {len(names)} labels but {len(prompts)} prompts; pass one "
                     "prompt per image")
-  v = judge.fn(np.asarray(images), names, targeted, None if prompts is None else list(prompts))
+  v = judge.verdict(np.asarray(images), names, targeted, prompts)
   index = {n: i for i, n in enumerate(label_names)}
   pred = np.array([index.get(p, -1) if p else -1 for p in v.pred], np.float64)
   kind = judge.reason_kind or (lambda r: r)
