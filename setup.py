@@ -54,7 +54,9 @@ setup(
         # --no-deps` when open_clip is not installed: as a dependency it pulls torchvision, whose
         # PyPI wheel is a CUDA build that cannot load beside torch 2.13.0+cpu and then breaks
         # transformers' and diffusers' imports.
-        "test": ["pytest>=8", "torch==2.13.0", "diffusers==0.39.0", "transformers>=4.57,<5",
+        # pytest-xdist: the suite runs on both cores (`-n 2 --dist loadfile`, README).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "diffusers==0.39.0",
+                 "transformers>=4.57,<5",
                  "scikit-image",    # SSIM reference of the analysis tests
                  # The page tests drive Debian's chromium + chromium-driver (.ci/run installs
                  # them); κ and clustered-interval references of the ratings tests.

@@ -198,7 +198,8 @@ class TorchAttack:
     ref = torch.from_numpy(self.data.reference[p])
     w = torch.from_numpy(self.data.weights[p])
     unit = lambda x: x / x.norm(dim=-1, keepdim=True)
-    sim = (w * (unit(ref) @ unit(cond[0]).T)[:, 1:-1].max(-1).values).sum()
+    # The released crop: the first and last position dropped on both sides (similarity.py).
+    sim = (w[1:-1] * (unit(ref) @ unit(cond[0]).T)[1:-1, 1:-1].max(-1).values).sum()
     return torch.clamp(margin + s.kappa, min=0) - s.lam_sim * sim
 
   def noise(self, p: int, iters: int, noise_key) -> list:

@@ -105,7 +105,8 @@ def test_the_oracle_is_named_in_config_judges_only():
   c = shift_sweep.get_config("toy")
   assert plan_lib.metrics(c) == plan_lib.METRICS
   c.judges = ("evaluator", "oracle")
-  assert plan_lib.metrics(c) == plan_lib.ALL_METRICS
+  assert plan_lib.metrics(c) == plan_lib.METRICS + tuple(
+      f"oracle_{m}" for m in plan_lib.IMAGE_JUDGE_METRICS)
   with c.unlocked():
     c.oracle = True
   with pytest.raises(ConfigError, match=r"config.oracle is retired: name the oracle in "
