@@ -90,8 +90,9 @@ def make_verdict(pred: Sequence, confidence=None, failure=None, unclear=None,
 
 
 # The judge interface: (images [M, H, W, 3] in [0, 1], labels [M] class names they were made
-# for, targeted, prompts [M] they were made from or None) → Verdict. Only judges that read a
-# whole caption (world 2's oracle) use the prompts; the others ignore them. Image judges'
+# for, targeted) → Verdict. A judge that reads a whole caption (world 2's oracle; an image judge
+# with `ImageJudge.reads_prompts`) also takes prompts [M] they were made from (or None), which
+# `ImageJudge.verdict` passes to such judges only. Image judges'
 # `ImageJudge.fn` are judges; `model_judge` makes one of a scoring role; people judge offline
 # (`ratings.human_verdict`).
 Judge = Callable[..., Verdict]
