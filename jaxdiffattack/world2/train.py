@@ -581,8 +581,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
       out[name] = rec["metrics"]
       continue
     wait_for(config, workdir, DEPENDS[name], name)
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     metrics = STAGE_FNS[name](config, workdir, d)
+    # Wall and CPU seconds (all of this process's threads) of this run of the stage only: a
+    # stage resumed from a checkpoint counts what the earlier runs spent in their logs.
     metrics["seconds_this_run"] = round(time.time() - t0, 1)
+    metrics["cpu_seconds_this_run"] = round(time.process_time() - cpu0, 1)
     out[name] = _finish(config, workdir, name, metrics)["metrics"]
   return out
