@@ -147,6 +147,27 @@ class DataTest(absltest.TestCase):
     b = data.sample_batch(rng, split, 50, single_fraction=0.6)
     self.assertEqual(int(split.single[b].sum()), 30)
 
+  def test_hue_groups_share_the_first_hue_and_the_group_count(self):
+    split = data.Split(**data.render_shard("train", 0, 200, 8, 0))
+    specs = scene.sample_scenes("train", 0, 200)
+    b = data.sample_hue_groups(np.random.default_rng(3), split, 64, 4)
+    self.assertEqual(b.shape, (64,))
+    for g in b.reshape(16, 4):
+      keys = {(scene.class_hue(specs[i].groups[0].cls), len(specs[i].groups)) for i in g}
+      self.assertLen(keys, 1)
+    # Within groups the shapes differ (that is what the groups are for), and anchors vary.
+    shapes = [len({scene.class_shape(specs[i].groups[0].cls) for i in g})
+              for g in b.reshape(16, 4)]
+    self.assertGreater(np.mean(shapes), 2.0)
+    self.assertGreater(len({specs[i].groups[0].cls for i in b[::4]}), 8)
+    # group 1 is the uniform batch, unchanged (runs made before the groups resume exactly).
+    np.testing.assert_array_equal(
+        data.sample_hue_groups(np.random.default_rng(5), split, 32, 1),
+        data.sample_batch(np.random.default_rng(5), split, 32))
+    with self.assertRaisesRegex(errors.UserError, "hue group 5 must be >= 1 and divide the "
+                                "batch 64"):
+      data.sample_hue_groups(np.random.default_rng(0), split, 64, 5)
+
   def test_two_processes_render_each_shard_once(self):
     workdir = _tmp(self, "w2share_")
     code = ("import sys; from absl import logging; logging.set_verbosity('info');"
