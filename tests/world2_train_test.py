@@ -60,7 +60,21 @@ class ConfigTest(absltest.TestCase):
     module, kind = train.CLASSIFIERS[c.evaluator.arch](c, c.evaluator)
     self.assertEqual(kind, "regnet")
     self.assertEqual(module.config, regnet.WORLD2_EVALUATOR)
-    self.assertEqual(train.latent_size(_load_config("f4")), 16)
+    f4 = _load_config("f4")
+    self.assertEqual(train.latent_size(f4), 16)
+    unet = train.unet_module(f4).config
+    self.assertEqual((unet.sample_size, unet.in_channels, unet.block_out_channels),
+                     (16, 4, (32, 64, 128)))
+    self.assertEqual(unet.down_block_types,
+                     ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"))
+    self.assertEqual(unet.up_block_types,
+                     ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
+    self.assertEqual(train.unet_module(_load_config("f4,smoke")).config.down_block_types,
+                     ("CrossAttnDownBlock2D",))
+    f4.unet.down_block_types = ("DownBlock2D", "CrossAttnDownBlock2D")
+    with self.assertRaisesRegex(errors.ConfigError, "config.unet.down_block_types=.*give 3 "
+                                "entries"):
+      train.unet_module(f4)
 
   def test_bad_stages_are_one_line_errors(self):
     c = _load_config()

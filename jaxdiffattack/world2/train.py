@@ -190,13 +190,22 @@ def latent_size(config) -> int:
   return config.data.image_size // 2 ** (len(config.vae.block_out_channels) - 1)
 
 
+_UP_BLOCK = {"CrossAttnDownBlock2D": "CrossAttnUpBlock2D", "DownBlock2D": "UpBlock2D"}
+
+
 def unet_module(config):
   c = config.unet
   n = len(c.block_out_channels)
+  # Which levels attend (SD's layout names): every level unless config.unet.down_block_types
+  # says otherwise (e.g. no attention at a 16² top level, where it is the costliest).
+  down = tuple(c.get("down_block_types", ("CrossAttnDownBlock2D",) * n))
+  errors.check(len(down) == n and set(down) <= set(_UP_BLOCK), "unet.down_block_types", down,
+               f"give {n} entries from {sorted(_UP_BLOCK)} (one per block_out_channels)")
   return unet_lib.UNet2DConditionModel(unet_lib.UNetConfig(
       sample_size=latent_size(config), in_channels=config.vae.latent_channels,
-      out_channels=config.vae.latent_channels, down_block_types=("CrossAttnDownBlock2D",) * n,
-      up_block_types=("CrossAttnUpBlock2D",) * n, block_out_channels=tuple(c.block_out_channels),
+      out_channels=config.vae.latent_channels, down_block_types=down,
+      up_block_types=tuple(_UP_BLOCK[t] for t in reversed(down)),
+      block_out_channels=tuple(c.block_out_channels),
       layers_per_block=c.layers_per_block, attention_head_dim=c.attention_heads,
       norm_num_groups=c.get("norm_num_groups", 32),
       cross_attention_dim=config.clip.text_width, flax_numerics=True))
