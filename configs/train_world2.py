@@ -49,7 +49,14 @@ def get_config(arg=None):
   # trips (docs/results/world2_vae_check_step750.json), so the VAE trains longer.
   config.vae = _stage(3000, 32, 1e-3, block_out_channels=(16, 32, 64, 64),
                       layers_per_block=1, latent_channels=16, norm_num_groups=16,
-                      kl_weight=1e-3, cooldown_steps=300)
+                      kl_weight=1e-3, cooldown_steps=300,
+                      # Optional sharpening terms (world2.train.vae_loss_fn; 0 = off): L1 of
+                      # image gradients, and a perceptual distance of a frozen world-2
+                      # classifier's hidden states (feature_net's checkpoint: feature_ckpt, or
+                      # the workdir's checkpoints/<feature_net>.msgpack) -- the generator's VAE
+                      # is then shaped by a surrogate judge's features (never the held-out
+                      # evaluator's or the oracle's).
+                      edge_weight=0.0, feature_weight=0.0, feature_net="vit", feature_ckpt="")
   # hue_group: contrastive batches of 32 groups of 4 scenes sharing their first object's hue
   # (data.sample_hue_groups): with uniform batches the first CLIP learned hues and no shapes
   # (zero-shot shape right 11 % after 2,000 steps).

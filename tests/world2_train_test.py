@@ -344,3 +344,132 @@ def test_smoke_every_stage_trains_and_exports_loadable_files(world2_smoke, caplo
 
 if __name__ == "__main__":
   absltest.main()
+
+
+# ------------------------------------------------------ VAE loss terms (issue #23) --
+def _np_edge(rec, x):
+  rec, x = np.asarray(rec, np.float64), np.asarray(x, np.float64)
+  dx = lambda a: np.diff(a, axis=3)
+  dy = lambda a: np.diff(a, axis=2)
+  return (np.abs(dx(rec) - dx(x)).mean() + np.abs(dy(rec) - dy(x)).mean()) / 2
+
+
+def _np_features(fa, fb):
+  terms = []
+  for a, b in zip(fa, fb):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a = a / np.sqrt((a ** 2).sum(-1, keepdims=True))
+    b = b / np.sqrt((b ** 2).sum(-1, keepdims=True))
+    terms.append(((a - b) ** 2).sum(-1).mean())
+  return np.mean(terms)
+
+
+def _tiny_vit_checkpoint(test, config):
+  """A random transformers ViT shaped as config.vit, its params as a vit-stage checkpoint;
+  returns (checkpoint path, the PyTorch model)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, str(_ROOT / "tests"))
+  import tiny_vision  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.models import convert_transformers  # pylint: disable=g-import-not-at-top
+  c = config.vit
+  model = transformers.ViTForImageClassification(transformers.ViTConfig(
+      image_size=config.data.image_size, patch_size=c.patch_size, hidden_size=c.width,
+      num_hidden_layers=c.layers, num_attention_heads=c.heads,
+      intermediate_size=c.width * c.mlp_ratio, num_labels=train.NUM_CLASSES)).eval()
+  d = _tmp(test, "w2vit_")
+  tiny_vision.save_random(model, d / "hf", seed=5)
+  params = convert_transformers.load(d / "hf", "vit").params
+  path = d / "vit.msgpack"
+  path.write_bytes(flax.serialization.msgpack_serialize(
+      {"step": 7, "params": jax.tree_util.tree_map(np.asarray, params)}))
+  del torch
+  return path, model
+
+
+class VAELossTermsTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.config = _load_config("smoke")
+    self.config.vit.layers = 2
+    rng = np.random.default_rng(0)
+    s = self.config.data.image_size
+    self.x = rng.uniform(-1, 1, (3, 3, s, s)).astype(np.float32)
+    self.rec = rng.uniform(-1, 1, (3, 3, s, s)).astype(np.float32)
+
+  def test_edge_loss_is_the_numpy_gradient_l1(self):
+    np.testing.assert_allclose(float(train.edge_loss(self.rec, self.x)),
+                               _np_edge(self.rec, self.x), rtol=1e-5)
+    self.assertAlmostEqual(float(train.edge_loss(self.x + 0.25, self.x)), 0.0, places=6)
+
+  def test_feature_distance_is_the_numpy_lpips_sum(self):
+    rng = np.random.default_rng(1)
+    fa = [rng.normal(size=(2, 5, 8)), rng.normal(size=(2, 3, 4, 6))]
+    fb = [rng.normal(size=(2, 5, 8)), rng.normal(size=(2, 3, 4, 6))]
+    fa32 = [jax.numpy.asarray(a, np.float32) for a in fa]
+    fb32 = [jax.numpy.asarray(b, np.float32) for b in fb]
+    np.testing.assert_allclose(float(train.feature_distance(fa32, fb32)), _np_features(fa, fb),
+                               rtol=1e-5)
+    self.assertAlmostEqual(float(train.feature_distance(fa32, [2 * a for a in fa32])), 0.0,
+                           places=6)  # Scale-invariant per position.
+
+  def test_features_are_the_pytorch_vits_hidden_states(self):
+    import torch  # pylint: disable=g-import-not-at-top
+    path, model = _tiny_vit_checkpoint(self, self.config)
+    self.config.vae.feature_ckpt = str(path)
+    got = train.feature_extractor(self.config, "/nonexistent")(self.x)
+    with torch.no_grad():
+      want = model(pixel_values=torch.from_numpy(self.x), output_hidden_states=True
+                   ).hidden_states[1:]  # The layers' outputs (hidden_states[0]: embeddings).
+    self.assertLen(got, 2)
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(np.asarray(g), w.numpy(), rtol=1e-4, atol=1e-4)
+
+  @pytest.mark.slow  # ~45 CPU-s (eager VAE passes).
+  def test_loss_adds_each_weighted_term_and_weight_zero_is_the_old_loss(self):
+    config = self.config
+    path, _ = _tiny_vit_checkpoint(self, config)
+    config.vae.feature_ckpt = str(path)
+    vae = train.vae_module(config)
+    params = vae.init_weights(jax.random.PRNGKey(0))
+    x, key = jax.numpy.asarray(self.x), jax.random.PRNGKey(3)
+    old = train.toy_train.vae_loss_fn(vae, config.vae.kl_weight)
+    self.assertIs(type(train.vae_loss_fn(config, "/nonexistent", vae)), type(old))
+    base = float(old(params, x, key))
+    self.assertEqual(float(train.vae_loss_fn(config, "/nonexistent", vae)(params, x, key)), base)
+    # The reconstruction the loss sees: the decoded posterior sample under the same key.
+    post = vae.apply({"params": params}, x, method=vae.encode)
+    rec = vae.apply({"params": params}, post.sample(key), method=vae.decode)
+    feats = train.feature_extractor(config, "/nonexistent")
+    want_edge, want_feat = _np_edge(rec, x), _np_features(feats(rec), feats(x))
+    self.assertGreater(want_edge, 0)
+    self.assertGreater(want_feat, 0)
+    for edge_w, feat_w in ((0.7, 0.0), (0.0, 0.3), (0.7, 0.3)):
+      config.vae.edge_weight, config.vae.feature_weight = edge_w, feat_w
+      got = float(train.vae_loss_fn(config, "/nonexistent", vae)(params, x, key))
+      np.testing.assert_allclose(got, base + edge_w * want_edge + feat_w * want_feat,
+                                 rtol=1e-5, err_msg=f"{edge_w}, {feat_w}")
+    # The feature net is frozen: gradients reach only the VAE's params.
+    grads = jax.grad(train.vae_loss_fn(config, "/nonexistent", vae))(params, x, key)
+    self.assertEqual(jax.tree_util.tree_structure(grads), jax.tree_util.tree_structure(params))
+
+  def test_bad_loss_keys_are_one_line_errors(self):
+    vae = train.vae_module(self.config)
+    cases = [(dict(edge_weight=-1.0), r"config.vae.edge_weight=-1.0 is invalid"),
+             (dict(feature_weight=-0.5), r"config.vae.feature_weight=-0.5 is invalid"),
+             (dict(feature_weight=1.0, feature_net="vgg"),
+              r"config.vae.feature_net='vgg' is invalid: one of \['vit'\]"),
+             (dict(feature_weight=1.0, feature_ckpt="/nonexistent/vit.msgpack"),
+              r"needs the 'vit' classifier's checkpoint /nonexistent/vit.msgpack")]
+    for kw, pattern in cases:
+      config = _load_config("smoke")
+      config.vae.update(kw)
+      with self.assertRaisesRegex(errors.UserError, pattern) as ctx:
+        train.vae_loss_fn(config, "/nonexistent", vae)
+      self.assertNotIn("\n", str(ctx.exception))
+    config = _load_config("smoke")
+    config.vae.feature_weight = 1.0
+    with self.assertRaisesRegex(errors.UserError,
+                                r"checkpoint /nonexistent/checkpoints/vit.msgpack"):
+      train.vae_loss_fn(config, "/nonexistent", vae)

@@ -278,15 +278,119 @@ def _vae_batches(config, stage, d: World2Data, batch):
   return make_batch
 
 
+# ----------------------------------------------------- vae loss terms --
+# The VAE's optional sharpening terms (issue #23): round trips at MSE + 0.1 L1 + KL blur object
+# edges into blobs (docs/results/world2_vae_check_f4_step600.json). SD's VAEs get sharp detail
+# from a perceptual (LPIPS, Zhang et al. 2018) and a patch-GAN loss; world 2 has no pretrained
+# VGG, so the perceptual term reads a frozen world-2 classifier's hidden states instead.
+def image_gradients(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Forward differences of NCHW images: (dx [B, C, H, W-1], dy [B, C, H-1, W])."""
+  return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def edge_loss(rec: jax.Array, x: jax.Array) -> jax.Array:
+  """L1 between the images' finite-difference gradients, the mean of the x and y terms."""
+  (rdx, rdy), (xdx, xdy) = image_gradients(rec), image_gradients(x)
+  return (jnp.mean(jnp.abs(rdx - xdx)) + jnp.mean(jnp.abs(rdy - xdy))) / 2
+
+
+def feature_distance(feats_a, feats_b) -> jax.Array:
+  """LPIPS's distance (Zhang et al. 2018, eq. 1) with unit weights: each layer's states
+  [B, ..., D] normalised to unit length over D, the squared difference summed over D and
+  averaged over batch and positions; the mean over layers. Each layer's term is in [0, 4]."""
+  unit = lambda h: h / (jnp.linalg.norm(h, axis=-1, keepdims=True) + 1e-10)
+  return jnp.mean(jnp.stack([jnp.mean(jnp.sum((unit(a) - unit(b)) ** 2, -1))
+                             for a, b in zip(feats_a, feats_b)]))
+
+
+def vit_feature_layers(module, name: str) -> bool:
+  """The ViT's encoder layers (their residual-stream outputs [B, 1 + patches, width])."""
+  del name
+  return isinstance(module, vit_lib.ViTLayer)
+
+
+# Perceptual feature nets: config.vae.feature_net -> which submodules' outputs are the features
+# (a flax capture_intermediates filter). Adding one is a filter plus a line (the net must be a
+# `CLASSIFIERS` architecture trained as the stage of that name).
+FEATURE_LAYERS: dict[str, Callable[[Any, str], bool]] = {"vit": vit_feature_layers}
+
+
+def feature_checkpoint(config, workdir) -> pathlib.Path:
+  c = config.vae
+  ck = c.get("feature_ckpt", "")
+  return (pathlib.Path(ck) if ck else
+          pathlib.Path(workdir) / "checkpoints" / f"{c.get('feature_net', 'vit')}.msgpack")
+
+
+def feature_extractor(config, workdir) -> Callable[[jax.Array], list[jax.Array]]:
+  """features(x NCHW normalised pixels) -> the frozen feature net's hidden states (a list, one
+  [B, ..., D] array per layer), read from `feature_checkpoint` (config.vae.feature_ckpt, or
+  workdir/checkpoints/<feature_net>.msgpack as it is when the stage starts)."""
+  name = config.vae.get("feature_net", "vit")
+  errors.check(name in FEATURE_LAYERS, "vae.feature_net", name,
+               f"one of {sorted(FEATURE_LAYERS)} (register one in world2.train.FEATURE_LAYERS)")
+  path = feature_checkpoint(config, workdir)
+  if not path.is_file():
+    raise UserError(f"config.vae.feature_weight={config.vae.feature_weight} needs the "
+                    f"{name!r} classifier's checkpoint {path}: train stage {name!r} first, or "
+                    "set config.vae.feature_ckpt to a copy of one")
+  model, _ = classifier_net(config, name)
+  params = flax.serialization.msgpack_restore(path.read_bytes())["params"]
+  if "batch_stats" in model.params:
+    raise UserError(f"config.vae.feature_net={name!r} has BatchNorm statistics: use a net "
+                    "without (e.g. 'vit')")
+  params = jax.tree_util.tree_map(jnp.asarray, params)
+  keep = FEATURE_LAYERS[name]
+
+  def features(x):
+    _, state = model.module.apply({"params": params}, _channels_last(x),
+                                  capture_intermediates=keep, mutable=["intermediates"])
+    leaves = jax.tree_util.tree_leaves_with_path(state["intermediates"])
+    return [v for _, v in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0]))]
+
+  return features
+
+
+def vae_loss_fn(config, workdir, vae):
+  """loss_fn(params, x, key) of world 2's VAE: the toy's MSE + 0.1 L1 + kl_weight KL, plus
+  edge_weight x `edge_loss` and feature_weight x `feature_distance` of the frozen feature
+  net's states (reconstruction vs original). Both weights 0 (the default): the toy's loss
+  function itself, so runs without the terms train (and resume) exactly as before."""
+  c = config.vae
+  edge_w, feat_w = float(c.get("edge_weight", 0.0)), float(c.get("feature_weight", 0.0))
+  errors.check(edge_w >= 0, "vae.edge_weight", c.get("edge_weight"), "a weight >= 0")
+  errors.check(feat_w >= 0, "vae.feature_weight", c.get("feature_weight"), "a weight >= 0")
+  base = toy_train.vae_loss_fn(vae, c.kl_weight)
+  if edge_w == 0 and feat_w == 0:
+    return base
+  features = feature_extractor(config, workdir) if feat_w else None
+
+  def loss_fn(params, x, key):
+    post = vae.apply({"params": params}, x, method=vae.encode)
+    rec = vae.apply({"params": params}, post.sample(key), method=vae.decode)
+    err = rec - x
+    loss = (jnp.mean(err ** 2) + 0.1 * jnp.mean(jnp.abs(err))
+            + c.kl_weight * jnp.mean(post.kl()) / x[0].size)
+    if edge_w:
+      loss = loss + edge_w * edge_loss(rec, x)
+    if feat_w:
+      loss = loss + feat_w * feature_distance(features(rec),
+                                              jax.lax.stop_gradient(features(x)))
+    return loss
+
+  return loss_fn
+
+
 def train_vae(config, workdir, d: World2Data) -> dict:
-  """MSE + 0.1 L1 + kl_weight KL (the toy's loss); returns metrics incl. scaling_factor."""
+  """MSE + 0.1 L1 + kl_weight KL (the toy's loss) + the optional edge / feature terms
+  (`vae_loss_fn`); returns metrics incl. scaling_factor."""
   c = config.vae
   vae = vae_module(config)
   params = jax.jit(vae.init_weights)(jax.random.PRNGKey(config.seed + 2))
   opt = toy_train._optimizer(c)  # pylint: disable=protected-access
   state = TrainState(jnp.array(0), params, opt.init(params), None)
 
-  step_fn = toy_train.vae_train_step(config, opt, toy_train.vae_loss_fn(vae, c.kl_weight),
+  step_fn = toy_train.vae_train_step(config, opt, vae_loss_fn(config, workdir, vae),
                                      seed_offset=3, flip=True)
   state = _fit("vae", state, step_fn, _vae_batches(config, "vae", d, c.batch_size), c, workdir)
   n = min(2000, len(d.train))
