@@ -14,6 +14,7 @@ import time
 from absl.testing import absltest
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -213,6 +214,41 @@ class DataTest(absltest.TestCase):
     split = data.ensure_split(workdir, "test", 4, 4, 16, 0, poll_s=0.05)
     self.assertLen(split, 4)
     self.assertFalse(claim.exists())
+
+
+class ClipLossTest(absltest.TestCase):
+
+  def test_class_prompt_term_is_the_cross_entropy_of_the_class_prompts(self):
+    config = _load_config("smoke")
+    tok, _ = train._tokenizer(_tmp(self, "w2tok"))  # pylint: disable=protected-access
+    model = train.clip_net(config, tok)
+    split = data.Split(**data.render_shard("train", 0, 6, config.data.image_size, 0))
+    idx = np.arange(6)
+    rng = np.random.default_rng(0)
+    texts, facts = data.draw_captions(rng, split, idx)
+    ids = jnp.asarray(train.tokenize(tok, texts, train.TRAIN_SEQ_LEN))
+    match = data.caption_matches(facts, split, idx).astype(np.float32)
+    soft = data.soft_targets(split, idx, scene.NUM_CLASSES)
+    pixels = train.to_pixels(split.images)
+    class_ids = jnp.asarray(train.tokenize(
+        tok, [train.class_prompt(i) for i in range(scene.NUM_CLASSES)], train.TRAIN_SEQ_LEN))
+    base = float(train.clip_loss(model, class_ids, 0.0)(model.params, ids, pixels,
+                                                         (match, soft)))
+    with_cls = float(train.clip_loss(model, class_ids, 0.5)(model.params, ids, pixels,
+                                                            (match, soft)))
+    # NumPy: CLIP's logits of the class prompts against each image, cross-entropy vs soft.
+    apply = lambda method, x: np.asarray(model.module.apply(
+        {"params": model.params}, x, method=method), np.float64)
+    img = apply("get_image_features", train._channels_last(pixels))  # pylint: disable=protected-access
+    txt = apply("get_text_features", class_ids)
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    logits = np.exp(float(model.params["logit_scale"])) * img @ txt.T
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    want = -np.mean(np.sum(soft * logp, 1))
+    self.assertAlmostEqual(with_cls - base, 0.5 * want, places=4)
+    self.assertGreater(want, 0.1)
 
 
 class WaitTest(absltest.TestCase):
