@@ -6,9 +6,10 @@ clean generator fails and how (jaxdiffattack/census.py).
 `world2`: every class (83) × 1 scene × (a single-object scene and a two-object scene, each with
 a short and a long caption) = 332 prompts × 64 seeds = 21,248 images, DDIM 20 steps, guidance
 7.5 (the world-2 jobs' sampler), judged by the scene oracle and the held-out RegNetY evaluator.
-Estimated CPU cost on this 2-core machine: see the README's census section (the census report
-states the measured images/s of the run; measured on the smoke export and scaled by the UNet's
-FLOPs, about 3-6 CPU-hours for the sampler plus ~0.5 CPU-hours for the oracle). Resumable:
+Estimated cost on this 2-core machine (docs/results/census_cost.json, benchmarks/census_cost.py:
+world 2's full UNet and VAE with random weights, and the oracle on rendered census scenes):
+0.17 CPU-s per image (8.9 GFLOP), about 1.0 CPU-hour for the 21,248 images; 0.41 s per image of
+wall time at this shared machine's load, about 2.5 hours (the oracle is ~60 % of it). Resumable:
 stop it any time; the same command resumes at the first unfinished chunk (`--config.max_chunks=N`
 does N chunks and stops, for time-sliced runs).
 `world2,smoke`: 2 classes × 1 scene × 4 prompts × 4 seeds, 2 steps, 3 chunks (the tests; seconds

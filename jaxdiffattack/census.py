@@ -427,7 +427,8 @@ def write_report(workdir: pathlib.Path, rows, classes, summary_, config) -> None
   """report.md and grids/<kind>.png: per failure kind up to config.grid_images failures, each
   captioned with its prompt, seed, kind and what each judge read."""
   lines = ["# World 2 clean failure census", "",
-           f"`python launch/census.py --config configs/census.py:... --workdir {workdir}`: "
+           "`python launch/census.py --config configs/census.py:world2 --workdir DIR` "
+           "(config.json holds this run's config): "
            f"{summary_['prompts']} prompts × {config.seeds_per_prompt} seeds = "
            f"{summary_['images']} images, {config.scheduler} {config.num_steps} steps, guidance "
            f"{config.guidance_scale}; judges {', '.join(config.judges)}.", "",
@@ -449,14 +450,19 @@ def write_report(workdir: pathlib.Path, rows, classes, summary_, config) -> None
       if r["failure"]["kind"] != "holds" and r.get("file"):
         by_kind[r["failure"]["kind"]].append(r)
     for kind in failures_lib.KINDS[1:]:
-      chosen = by_kind.get(kind, [])[:config.grid_images]
+      seen = collections.Counter()
+      ranked = []
+      for r in by_kind.get(kind, []):   # each prompt's first failure, then its second, ...
+        ranked.append((seen[r["prompt_index"]], r["prompt_index"], r["seed"], r))
+        seen[r["prompt_index"]] += 1
+      chosen = [x[-1] for x in sorted(ranked, key=lambda x: x[:3])][:config.grid_images]
       if not chosen:
         continue
       images = np.stack([_read_png(workdir / r["file"]) for r in chosen])
       captions = []
       for r in chosen:
         f = r["failure"]
-        what = f"{kind}: {f['drawn'] or f['expected'] or f['detail']}" + (
+        what = kind if kind == "unreadable" else f"{kind}: {f['drawn'] or f['expected']}" + (
             f" ({f['neighbour']} nbr)" if f["neighbour"] else "")
         captions.append([_short(r["prompt"]), f"seed {r['seed']}", _short(what)]
                         + [_short(line) for line in judges_lib.caption(r["judges"])])
@@ -466,7 +472,8 @@ def write_report(workdir: pathlib.Path, rows, classes, summary_, config) -> None
       lines += [f"### {kind} ({len(by_kind[kind])} images)", "",
                 f"![{kind}](grids/{kind}.png)", "",
                 f"Each tile: the prompt, the seed, the failure kind, then each judge's reading "
-                f"(class, confidence, FAIL, reason); first {len(chosen)} in census order.", ""]
+                f"(class, confidence, FAIL, reason); {len(chosen)} shown, each prompt's first failure "
+                f"before any prompt's second.", ""]
   io.atomic_write_bytes(workdir / "report.md", ("\n".join(lines) + "\n").encode())
 
 
