@@ -24,7 +24,9 @@ seed, and a target's seed set is 0..seeds_per_prompt-1.
 Judges: world 2's scene oracle reads every image against its caption (`world2.oracle.judge`, once
 per image: the verdict record of "world2_oracle" and the failure kind, `world2.failures`, come
 from the same assessment); the held-out evaluator (config.judges' model judges: a scoring role,
-the RegNetY "world2_regnet") runs fused with the sampler and is judged against the prompt's class.
+the RegNetY "world2_regnet") runs fused with the sampler and is judged against the prompt's class
+(the scene's first group: on two-object scenes a one-class reader may name the other object, so
+its rate there is an upper bound, reported beside the oracle's, never instead of it).
 
 `python launch/census.py --config configs/census.py:world2 --workdir DIR` writes into DIR
 (every file atomically; prompts are done in chunks of config.chunk_prompts, each kept in
@@ -391,7 +393,7 @@ def summary(rows: list[dict], classes: list[dict], prompts: list[dict], config) 
   }
 
 
-def targets(prompts_rows: list[dict], rows: list[dict], config) -> dict:
+def targets(rows: list[dict], config) -> dict:
   """targets.json: `select_by_clean_failure` over the census prompts, each selected target with
   its prompt index, scene and failed seeds."""
   records = clean_records(rows)
@@ -406,7 +408,6 @@ def targets(prompts_rows: list[dict], rows: list[dict], config) -> dict:
     selected.append(dataclasses.asdict(rate) | {
         "prompt_index": rec["prompt_index"], "scene": rec["scene"],
         "failed_seeds": [s for s, v in zip(rec["seeds"], rec["verdicts"]) if v == "violated"]})
-  del prompts_rows
   return {k: v for k, v in chosen.items() if k != "selected"} | {
       "targets": selected, "seed": config.seed, "seeds": config.seeds_per_prompt,
       "judge": ORACLE}
@@ -554,7 +555,7 @@ def finish(config, workdir: pathlib.Path, num_chunks: int) -> dict:
   io.atomic_write_bytes(workdir / "classes.md", class_markdown(classes).encode())
   summary_ = summary(rows, classes, prompts_rows, config)
   io.write_json(workdir / "summary.json", summary_)
-  chosen = targets(prompts_rows, rows, config)
+  chosen = targets(rows, config)
   io.write_json(workdir / "targets.json", chosen)
   write_report(workdir, rows, classes, summary_, config)
   logging.info("census: %d images; oracle verdicts %s; wrote %s/{images.jsonl,prompts.csv,"

@@ -88,7 +88,7 @@ def test_failure_kind_unreadable_cases_are_unclear_never_failures():
     assert got.kind not in failures.FAILURE_KINDS
 
 
-def test_neighbour_is_symmetric_in_the_world_lists():
+def test_neighbour_names_hue_and_shape_neighbours_only():
   assert failures.neighbour("red circle", "orange circle") == "hue"
   assert failures.neighbour("red circle", "red oval") == "shape"
   assert failures.neighbour("red circle", "blue circle") == ""
@@ -192,6 +192,20 @@ def test_prompt_rates_and_wilson_intervals_match_scipy():
     assert row["evaluator_failures"] == 64 - seq.count("h")
   with pytest.raises(Exception, match="need >= 64"):
     census.prompt_table(_rows(["h" * 10]), min_seeds=64)
+
+
+def test_targets_hold_only_prompts_in_the_band_with_their_failed_seeds():
+  seqs = ["h" * 64, "v" * 2 + "h" * 62, "h" * 60 + "vvvu", "v" * 20 + "h" * 44]
+  rows = _rows(seqs[:2]) + _rows(seqs[2:], kind="long", label="blue square", start=2)
+  config = _config()
+  chosen = census.targets(rows, config)
+  assert chosen["judged"] == 4 and chosen["eligible"] == 2 and chosen["shortfall"] == 38
+  got = {t["prompt_index"]: t for t in chosen["targets"]}
+  assert set(got) == {1, 2}
+  assert got[1]["failed_seeds"] == [0, 1] and got[1]["rate"] == 2 / 64
+  assert got[2]["failed_seeds"] == [60, 61, 62] and got[2]["unclear"] == 1
+  assert got[2]["kind"] == "long" and got[2]["label"] == "blue square"
+  assert all(0.01 <= t["rate"] <= 0.10 for t in chosen["targets"])
 
 
 def test_class_table_counts_and_clustered_interval():
