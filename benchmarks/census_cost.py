@@ -1,6 +1,8 @@
 r"""What the full world-2 census (`configs/census.py:world2`) costs on this machine's CPUs.
 
   nice -n 5 python benchmarks/census_cost.py --out docs/results/census_cost.json
+  nice -n 5 python benchmarks/census_cost.py --train_variant=f4 \
+      --out docs/results/census_cost_f4.json
 
 The census draws P × S images (332 prompts × 64 seeds); each costs `num_steps` UNet calls on a
 guided pair (cond + uncond: a batch of 2), one VAE decode, one evaluator forward pass and one
@@ -28,6 +30,8 @@ from jaxdiffattack.io import write_json
 _OUT = flags.DEFINE_string("out", "", "results JSON (printed when empty)")
 _BATCH = flags.DEFINE_integer("batch", 64, "images per timed call (the census microbatch)")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed calls per program (the minimum is kept)")
+_TRAIN_VARIANT = flags.DEFINE_string("train_variant", "", "variant of configs/train_world2.py "
+                                     "whose architectures are timed ('' the default, 'f4')")
 
 
 def _time(fn, *args, repeats):
@@ -49,7 +53,7 @@ def main(_):
   from jaxdiffattack.world2 import oracle  # pylint: disable=g-import-not-at-top
   from jaxdiffattack.world2 import render  # pylint: disable=g-import-not-at-top
   from jaxdiffattack.world2 import train  # pylint: disable=g-import-not-at-top
-  train_config = variants.load_config("train_world2")
+  train_config = variants.load_config("train_world2", _TRAIN_VARIANT.value or None)
   census_config = variants.load_config("census", "world2")
   b, repeats = _BATCH.value, _REPEATS.value
   key = jax.random.PRNGKey(0)
@@ -65,8 +69,10 @@ def main(_):
   images = jnp.zeros((b, 3, size, size))
   vae_params = jax.jit(vae.init)(key, images[:1])
   decode = jax.jit(lambda p, z: vae.apply(p, z, method=vae.decode))
-  out = {"command": "nice -n 5 python benchmarks/census_cost.py --out "
-                    "docs/results/census_cost.json",
+  out = {"command": "nice -n 5 python benchmarks/census_cost.py"
+                    + (f" --train_variant={_TRAIN_VARIANT.value}" if _TRAIN_VARIANT.value else "")
+                    + f" --out {_OUT.value or '-'}",
+         "train_variant": _TRAIN_VARIANT.value or "default",
          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
          "machine": f"{platform.node()} {platform.machine()} ({jax.device_count()} "
                     f"{jax.devices()[0].platform} device(s), shared with other jobs)",
