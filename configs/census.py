@@ -8,8 +8,10 @@ a short and a long caption) = 332 prompts × 64 seeds = 21,248 images, DDIM 20 s
 7.5 (the world-2 jobs' sampler), judged by the scene oracle and the held-out RegNetY evaluator.
 Estimated cost on this 2-core machine (docs/results/census_cost.json, benchmarks/census_cost.py:
 world 2's full UNet and VAE with random weights, and the oracle on rendered census scenes):
-0.17 CPU-s per image (8.9 GFLOP), about 1.0 CPU-hour for the 21,248 images; 0.41 s per image of
-wall time at this shared machine's load, about 2.5 hours (the oracle is ~60 % of it). Resumable:
+0.17 CPU-s per image (8.9 GFLOP), about 1.0 CPU-hour for the 21,248 images (the 20 UNet steps
+~80 % of it, the oracle ~15 %); 0.49 s per image of wall time at this shared machine's load (the
+process got ~35 % of a core), about 2.9 hours. With the `f4` generator (train_world2.py:f4;
+docs/results/census_cost_f4.json): 0.21 CPU-s per image, about 1.2 CPU-hours. Resumable:
 stop it any time; the same command resumes at the first unfinished chunk (`--config.max_chunks=N`
 does N chunks and stops, for time-sliced runs).
 `world2,smoke`: 2 classes × 1 scene × 4 prompts × 4 seeds, 2 steps, 3 chunks (the tests; seconds
