@@ -354,6 +354,10 @@ def summary(rows: list[dict], classes: list[dict], prompts: list[dict], config) 
         "interval_by_scene_and_seed": "Newcombe paired, seeds as units (ignores clustering)",
         "criterion": "|short − long| <= 0.10 (issue #23 item 4)",
         "decision": _decide(low, high, -0.10, 0.10)})
+    if {float(np.mean(a)), float(np.mean(b))} <= {0.0} or {float(np.mean(a)),
+                                                             float(np.mean(b))} <= {1.0}:
+      short_long["decision"] = ("undecided (degenerate: every image " + (
+          "fails" if np.mean(a) == 0 else "holds") + " on both caption lengths)")
   else:
     short_long["decision"] = "undecided (no scene has both a short and a long caption)"
   evaluator = [r["judges"]["evaluator"]["failure"] for r in rows if "evaluator" in r["judges"]]

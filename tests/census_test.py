@@ -208,6 +208,35 @@ def test_targets_hold_only_prompts_in_the_band_with_their_failed_seeds():
   assert all(0.01 <= t["rate"] <= 0.10 for t in chosen["targets"])
 
 
+def test_summary_short_vs_long_is_paired_by_scene():
+  rng = np.random.default_rng(1)
+  rows = []
+  for scene_id in range(12):
+    p_short, p_long = rng.uniform(0.6, 1.0), rng.uniform(0.1, 0.4)
+    for kind, p in (("single", p_short), ("long", p_long)):
+      seq = "".join(np.where(rng.random(64) < p, "h", "v"))
+      part = _rows([seq], kind=kind, start=2 * scene_id + (kind == "long"))
+      for r in part:
+        r["scene"] = f"red circle/single/{scene_id}"
+      rows += part
+  config = _config()
+  prompts = census.prompt_table(rows, 64)
+  out = census.summary(rows, census.class_table(rows), prompts, config)
+  sl = out["criteria"]["short_vs_long"]
+  short = [np.mean([r["failure"]["kind"] == "holds" for r in rows
+                    if r["scene"].endswith(f"/{s}") and r["kind"] == "single"]) for s in range(12)]
+  long = [np.mean([r["failure"]["kind"] == "holds" for r in rows
+                   if r["scene"].endswith(f"/{s}") and r["kind"] == "long"]) for s in range(12)]
+  assert sl["scenes"] == 12
+  np.testing.assert_allclose(sl["difference"], np.mean(np.subtract(short, long)))
+  np.testing.assert_allclose([sl["short_accuracy"], sl["long_accuracy"]],
+                             [np.mean(short), np.mean(long)])
+  low, high = sl["ci95_by_scene"]
+  assert low < sl["difference"] < high and low > 0.10 and sl["decision"] == "not met"
+  assert out["images"] == len(rows) and out["prompts"] == 24
+  assert out["criteria"]["readable_failures"]["share_readable"] == 1.0
+
+
 def test_class_table_counts_and_clustered_interval():
   import statsmodels.api as sm  # pylint: disable=g-import-not-at-top
   rows = _rows(["hhhv", "vvhh", "uhhh"]) + _rows(["hhhh"], label="blue square", start=3)
@@ -283,7 +312,10 @@ def test_smoke_census_outputs_are_present_and_consistent(smoke_run):
   assert summary["images"] == len(rows) and summary["classes"] == 2
   assert set(summary["criteria"]) == {"rate_range", "classes_failing_1_to_10",
                                       "readable_failures", "short_vs_long"}
-  assert summary["criteria"]["short_vs_long"]["scenes"] == 4
+  short_long = summary["criteria"]["short_vs_long"]
+  assert short_long["scenes"] == 4
+  if short_long["short_accuracy"] == short_long["long_accuracy"] == 0:   # the smoke model
+    assert short_long["decision"].startswith("undecided (degenerate")
   targets = json.loads((workdir / "targets.json").read_text())
   rates = {int(p["prompt_index"]): float(p["rate"]) for p in prompts}
   for t in targets["targets"]:
