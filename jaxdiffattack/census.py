@@ -72,8 +72,8 @@ SCENE_KINDS = ("single", "two_objects")
 TWO_OBJECT_LAYOUTS = ("pair", "two")
 SAVE_IMAGES = ("failures", "all", "none")
 # Run-shape keys (how the census is executed, never what it computes): a rerun with other values
-# resumes the same workdir.
-RUN_SHAPE_KEYS = runs.RUN_SHAPE_KEYS + ("max_chunks", "chunk_prompts", "grid_images")
+# resumes the same workdir (not chunk_prompts: the chunk files are cut by it).
+RUN_SHAPE_KEYS = runs.RUN_SHAPE_KEYS + ("max_chunks", "grid_images")
 ORACLE = judges_lib.WORLD2_ORACLE
 
 
