@@ -285,3 +285,19 @@ def test_attack_world2_smoke(world2_assets, tmp_path):
     got = r["clean"]["world2_oracle"]
     assert set(got) >= {"pred", "confidence", "unclear"}, got
     assert got["unclear"] or got["pred"] in labels_lib.get_label_set("world2").names, got
+
+
+@pytest.mark.slow
+def test_census_world2_smoke(world2_assets, tmp_path):
+  from jaxdiffattack import census  # pylint: disable=g-import-not-at-top
+  config = _config("census", "world2,smoke")
+  assert config.model == "world2" and config.judges == ("world2_oracle", "evaluator")
+  out = census.run(config, str(tmp_path))
+  rows = _jsonl(tmp_path / "images.jsonl")
+  assert len(rows) == len(out["rows"]) == 2 * 4 * config.seeds_per_prompt
+  for row in rows:
+    _check_record(row["judges"]["world2_oracle"])
+    assert row["judges"]["evaluator"]["pred"] in scene.CLASSES
+  for name in ("prompts.csv", "classes.csv", "classes.md", "summary.json", "targets.json",
+               "report.md"):
+    assert (tmp_path / name).is_file(), name
