@@ -19,8 +19,8 @@ order; "all" = `ALL_STAGES`), after rendering the data (`world2.data`, shared by
              classifiers, issue #26); records the plain resnet's noisy top-1 beside its own
   clip_tune  CLIP's vision tower (and projections) with the text tower frozen
   export     sd/ (diffusers layout), clip/, vit/, resnet/, robust/ (and evaluator/)
-             (transformers layout), Flax msgpack, to ``workdir/export`` (or ``config.export.dir``, or
-             ``world2/assets`` with ``config.export.to_assets``)
+             (transformers layout), Flax msgpack, to ``workdir/export`` (or
+             ``config.export.dir``, or ``world2/assets`` with ``config.export.to_assets``)
 
 Every stage reuses the toy's training machinery (`toy.train._fit`: atomic msgpack checkpoints
 every ``ckpt_every`` steps to ``workdir/checkpoints/<stage>.msgpack``, progress lines with an
