@@ -61,7 +61,21 @@ class ConfigTest(absltest.TestCase):
     module, kind = train.CLASSIFIERS[c.evaluator.arch](c, c.evaluator)
     self.assertEqual(kind, "regnet")
     self.assertEqual(module.config, regnet.WORLD2_EVALUATOR)
-    self.assertEqual(train.latent_size(_load_config("f4")), 16)
+    f4 = _load_config("f4")
+    self.assertEqual(train.latent_size(f4), 16)
+    unet = train.unet_module(f4).config
+    self.assertEqual((unet.sample_size, unet.in_channels, unet.block_out_channels),
+                     (16, 4, (32, 64, 128)))
+    self.assertEqual(unet.down_block_types,
+                     ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"))
+    self.assertEqual(unet.up_block_types,
+                     ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
+    self.assertEqual(train.unet_module(_load_config("f4,smoke")).config.down_block_types,
+                     ("CrossAttnDownBlock2D",))
+    f4.unet.down_block_types = ("DownBlock2D", "CrossAttnDownBlock2D")
+    with self.assertRaisesRegex(errors.ConfigError, "config.unet.down_block_types=.*give 3 "
+                                "entries"):
+      train.unet_module(f4)
 
   def test_bad_stages_are_one_line_errors(self):
     c = _load_config()
@@ -147,6 +161,27 @@ class DataTest(absltest.TestCase):
     rng = np.random.default_rng(0)
     b = data.sample_batch(rng, split, 50, single_fraction=0.6)
     self.assertEqual(int(split.single[b].sum()), 30)
+
+  def test_hue_groups_share_the_first_hue_and_the_group_count(self):
+    split = data.Split(**data.render_shard("train", 0, 200, 8, 0))
+    specs = scene.sample_scenes("train", 0, 200)
+    b = data.sample_hue_groups(np.random.default_rng(3), split, 64, 4)
+    self.assertEqual(b.shape, (64,))
+    for g in b.reshape(16, 4):
+      keys = {(scene.class_hue(specs[i].groups[0].cls), len(specs[i].groups)) for i in g}
+      self.assertLen(keys, 1)
+    # Within groups the shapes differ (that is what the groups are for), and anchors vary.
+    shapes = [len({scene.class_shape(specs[i].groups[0].cls) for i in g})
+              for g in b.reshape(16, 4)]
+    self.assertGreater(np.mean(shapes), 2.0)
+    self.assertGreater(len({specs[i].groups[0].cls for i in b[::4]}), 8)
+    # group 1 is the uniform batch, unchanged (runs made before the groups resume exactly).
+    np.testing.assert_array_equal(
+        data.sample_hue_groups(np.random.default_rng(5), split, 32, 1),
+        data.sample_batch(np.random.default_rng(5), split, 32))
+    with self.assertRaisesRegex(errors.UserError, "hue group 5 must be >= 1 and divide the "
+                                "batch 64"):
+      data.sample_hue_groups(np.random.default_rng(0), split, 64, 5)
 
   def test_two_processes_render_each_shard_once(self):
     workdir = _tmp(self, "w2share_")

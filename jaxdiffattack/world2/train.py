@@ -197,13 +197,22 @@ def latent_size(config) -> int:
   return config.data.image_size // 2 ** (len(config.vae.block_out_channels) - 1)
 
 
+_UP_BLOCK = {"CrossAttnDownBlock2D": "CrossAttnUpBlock2D", "DownBlock2D": "UpBlock2D"}
+
+
 def unet_module(config):
   c = config.unet
   n = len(c.block_out_channels)
+  # Which levels attend (SD's layout names): every level unless config.unet.down_block_types
+  # says otherwise (e.g. no attention at a 16² top level, where it is the costliest).
+  down = tuple(c.get("down_block_types", ("CrossAttnDownBlock2D",) * n))
+  errors.check(len(down) == n and set(down) <= set(_UP_BLOCK), "unet.down_block_types", down,
+               f"give {n} entries from {sorted(_UP_BLOCK)} (one per block_out_channels)")
   return unet_lib.UNet2DConditionModel(unet_lib.UNetConfig(
       sample_size=latent_size(config), in_channels=config.vae.latent_channels,
-      out_channels=config.vae.latent_channels, down_block_types=("CrossAttnDownBlock2D",) * n,
-      up_block_types=("CrossAttnUpBlock2D",) * n, block_out_channels=tuple(c.block_out_channels),
+      out_channels=config.vae.latent_channels, down_block_types=down,
+      up_block_types=tuple(_UP_BLOCK[t] for t in reversed(down)),
+      block_out_channels=tuple(c.block_out_channels),
       layers_per_block=c.layers_per_block, attention_head_dim=c.attention_heads,
       norm_num_groups=c.get("norm_num_groups", 32),
       cross_attention_dim=config.clip.text_width, flax_numerics=True))
@@ -346,7 +355,7 @@ def _clip_step_and_batches(config, c, model: Net, tok, d: World2Data, opt, stage
 
   def make_batch(step):
     rng = _rng(config, stage, step)
-    idx = data_lib.sample_batch(rng, d.train, c.batch_size)
+    idx = data_lib.sample_hue_groups(rng, d.train, c.batch_size, c.get("hue_group", 1))
     texts, facts = data_lib.draw_captions(rng, d.train, idx)
     match = data_lib.caption_matches(facts, d.train, idx).astype(np.float32)
     return tokenize(tok, texts, TRAIN_SEQ_LEN), d.train.images[idx], match
@@ -359,8 +368,9 @@ def class_prompt(cls: int) -> str:
   return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
-def clip_zero_shot_accuracy(model: Net, tok, split: data_lib.Split, batch: int = 250) -> float:
-  """Top-1 over the 83 prompts "a <class>" on the single-object scenes of `split`."""
+def clip_zero_shot(model: Net, tok, split: data_lib.Split, batch: int = 250) -> dict:
+  """Zero-shot over the 83 prompts "a <class>" on the single-object scenes of `split`: top-1,
+  and how often the predicted class has the right hue / the right shape."""
   single = split.single
   images, labels = split.images[single], split.group_cls[single, 0]
   ids = tokenize(tok, [class_prompt(i) for i in range(NUM_CLASSES)], MODEL_MAX_LENGTH)
@@ -369,9 +379,13 @@ def clip_zero_shot_accuracy(model: Net, tok, split: data_lib.Split, batch: int =
   text = apply("get_text_features")(model.params, ids)
   text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)
   image_fn = apply("get_image_features")
-  preds = [np.asarray(jnp.argmax(image_fn(model.params, _channels_last(to_pixels(
-      images[i:i + batch]))) @ text.T, -1)) for i in range(0, len(images), batch)]
-  return float(np.mean(np.concatenate(preds) == labels))
+  preds = np.concatenate([np.asarray(jnp.argmax(image_fn(model.params, _channels_last(to_pixels(
+      images[i:i + batch]))) @ text.T, -1)) for i in range(0, len(images), batch)])
+  same = lambda part: float(np.mean([part(int(p)) == part(int(l))
+                                     for p, l in zip(preds, labels)]))
+  return {"zero_shot_top1": float(np.mean(preds == labels)),
+          "zero_shot_hue_right": same(scene_lib.class_hue),
+          "zero_shot_shape_right": same(scene_lib.class_shape)}
 
 
 def train_clip(config, workdir, d: World2Data) -> dict:
@@ -383,8 +397,7 @@ def train_clip(config, workdir, d: World2Data) -> dict:
   state = TrainState(jnp.array(0), params, opt.init(params), None)
   step_fn, make_batch = _clip_step_and_batches(config, c, model, tok, d, opt, "clip")
   state = _fit("clip", state, step_fn, make_batch, c, workdir)
-  return {"zero_shot_top1": clip_zero_shot_accuracy(model._replace(params=state.params), tok,
-                                                    d.test)}
+  return clip_zero_shot(model._replace(params=state.params), tok, d.test)
 
 
 def load_clip(config, workdir, which: str = "clip") -> tuple[Net, Any, pathlib.Path]:
@@ -401,8 +414,7 @@ def tune_clip_vision(config, workdir, d: World2Data) -> dict:
   state = TrainState(jnp.array(0), model.params, opt.init(model.params), None)
   step_fn, make_batch = _clip_step_and_batches(config, c, model, tok, d, opt, "clip_tune")
   state = _fit("clip_tune", state, step_fn, make_batch, c, workdir)
-  return {"zero_shot_top1": clip_zero_shot_accuracy(model._replace(params=state.params), tok,
-                                                    d.test)}
+  return clip_zero_shot(model._replace(params=state.params), tok, d.test)
 
 
 # -------------------------------------------------------------------- unet --
