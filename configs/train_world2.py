@@ -5,12 +5,12 @@ Everything in one process (~11 CPU-hours; every stage resumes from its checkpoin
   python launch/train_world2.py --config configs/train_world2.py --workdir DIR
 
 Two processes on one workdir (one per core; the data is rendered once, by both together; unet
-waits for vae and clip, export for everything):
+waits for vae and clip, robust for resnet, export for everything):
 
   python launch/train_world2.py --config configs/train_world2.py \
       --config.stages=vae,vae_tune,unet,export --workdir DIR > A.log 2>&1 &
   nice -n 5 python launch/train_world2.py --config configs/train_world2.py \
-      --config.stages=clip,vit,resnet,clip_tune --workdir DIR > B.log 2>&1 &
+      --config.stages=clip,vit,resnet,robust,clip_tune --workdir DIR > B.log 2>&1 &
 
 Stop any time (kill); the same commands resume. Lowering a stage's num_steps
 (--config.unet.num_steps=N) stops it at N exactly as a run planned for N (warmup-stable-decay;
@@ -66,9 +66,19 @@ def get_config(arg=None):
                            cooldown_steps=1000)
   config.vit = _stage(11500, 128, 2e-3, width=128, layers=3, heads=4, patch_size=8,
                       mlp_ratio=2, single_fraction=0.6, cooldown_steps=1500, ckpt_every=100)
-  config.resnet = _stage(1500, 128, 3e-3, embedding_size=32, hidden_sizes=(32, 64, 128, 128),
-                         depths=(1, 1, 1, 1), single_fraction=0.6, cooldown_steps=300,
-                         ckpt_every=100)
+  resnet = dict(embedding_size=32, hidden_sizes=(32, 64, 128, 128), depths=(1, 1, 1, 1),
+                single_fraction=0.6, cooldown_steps=300, ckpt_every=100)
+  config.resnet = _stage(1500, 128, 3e-3, **resnet)
+  # The noise-trained surrogate (issue #26: SAGE searches against robust classifiers): the
+  # ResNet above with its own seed (init and augmentation keys) and, after the light
+  # augmentation, per image with probability noise_fraction N(0, σ²) pixel noise,
+  # σ ~ U(0, noise_max_std) in the model's input scale [-1, 1] (0.5 = 64 of 255 grey levels,
+  # beyond the largest σ of eval_noise_stds).
+  config.robust = _stage(1500, 128, 3e-3, arch="resnet", seed=1, noise_fraction=0.5,
+                         noise_max_std=0.5, **resnet)
+  # Every classifier stage's test top-1 is also measured under N(0, σ²) pixel noise, σ in the
+  # model's input scale [-1, 1] (world2.train.classifier_metrics; the same draws for each).
+  config.eval_noise_stds = (0.1, 0.2, 0.4)
   # The held-out judge: a third architecture (config.evaluator.arch in
   # world2.train.CLASSIFIERS): models.regnet.WORLD2_EVALUATOR, a ~1 M-parameter RegNetY.
   config.evaluator = _stage(1500, 128, 3e-3, arch="regnet", embedding_size=32,
@@ -86,7 +96,7 @@ def get_config(arg=None):
     config.unet.update(block_out_channels=(32, 64, 128), down_block_types=(
         "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"))
   if "timing" in variants:
-    for name in ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "clip_tune"):
+    for name in ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "robust", "clip_tune"):
       config[name].update(num_steps=25, log_every=5, ckpt_every=10**9, warmup_steps=1,
                           cooldown_steps=0)
     config.data.update(num_train=2000, num_test=200)
@@ -94,7 +104,7 @@ def get_config(arg=None):
     config.poll_s = 0.2
     config.wait_timeout_s = 600.0
     config.data = dict(num_train=48, num_test=24, shard_size=16, image_size=32)
-    for name in ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "evaluator",
+    for name in ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "robust", "evaluator",
                  "clip_tune"):
       stage = config[name]
       stage.num_steps, stage.batch_size = 4, 4
@@ -108,6 +118,7 @@ def get_config(arg=None):
       config.unet.down_block_types = ("CrossAttnDownBlock2D",)
     config.vit.update(width=32, layers=1, heads=2)
     config.resnet.update(embedding_size=8, hidden_sizes=(8, 16), depths=(1, 1))
+    config.robust.update(embedding_size=8, hidden_sizes=(8, 16), depths=(1, 1))
     config.evaluator.update(embedding_size=8, hidden_sizes=(8, 16), depths=(1, 1),
                             groups_width=8)
   return config

@@ -23,7 +23,7 @@ from jaxdiffattack.world2 import scene
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 64
-KINDS = ("sd", "clip", "vit", "resnet", "evaluator")
+KINDS = ("sd", "clip", "vit", "resnet", "robust", "evaluator")
 
 
 def _config(name, arg):
@@ -186,7 +186,7 @@ def test_world2_alias_loads_every_kind_of_the_export(world2_assets):
   from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
   scoring = objectives.build(objectives.default_config("world2"))
   assert {s.name for s in scoring.roles["surrogate"].classifiers} == {
-      "world2_vit", "world2_resnet", "world2_clip"}
+      "world2_vit", "world2_resnet", "world2_robust", "world2_clip"}
   (evaluator,) = scoring.roles["evaluator"].classifiers
   assert evaluator.model.model_type == "regnet"
   assert evaluator.output_names == scene.CLASSES

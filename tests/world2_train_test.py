@@ -1,6 +1,7 @@
 """World 2's training pipeline (jaxdiffattack.world2.train, world2.data): the shared data
 shards, caption targets, the stage waits, one-line config errors, resume == uninterrupted and
-the smoke run end to end with a loadable export."""
+the smoke run end to end with a loadable export (the robust stage's own checks:
+tests/world2_robust_test.py)."""
 import json
 import os
 import pathlib
@@ -303,10 +304,10 @@ class ResumeTest(absltest.TestCase):
 
   def test_resumed_stages_equal_uninterrupted_ones(self):
     config = _load_config("smoke")
-    config.stages = "vae,clip,unet"
+    config.stages = "vae,clip,unet,resnet,robust"
     full = _tmp(self, "w2full_")
     train.run(config, full)
-    for stage in ("clip", "unet"):
+    for stage in ("clip", "unet", "robust"):
       part = _tmp(self, "w2part_")
       shutil.copytree(full / "data", part / "data")
       for dep in train.DEPENDS[stage]:
@@ -370,7 +371,8 @@ def test_smoke_every_stage_trains_and_exports_loadable_files(world2_smoke, caplo
   assert "unet" in params
   tok = CLIPTokenizer.from_pretrained(export / "sd" / "tokenizer")
   assert len(tok("a red circle").input_ids) == 5  # BOS, 3 words, EOS.
-  for kind, sub in (("vit", "vit"), ("resnet", "resnet"), ("regnet", "evaluator")):
+  for kind, sub in (("vit", "vit"), ("resnet", "resnet"), ("resnet", "robust"),
+                    ("regnet", "evaluator")):
     raw = convert_transformers.load(export / sub, kind).raw_config
     assert len(raw["id2label"]) == scene.NUM_CLASSES
     assert raw["id2label"]["0"] == scene.CLASSES[0]
