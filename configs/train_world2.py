@@ -10,7 +10,7 @@ waits for vae and clip, robust for resnet, export for everything):
   python launch/train_world2.py --config configs/train_world2.py \
       --config.stages=vae,vae_tune,unet,export --workdir DIR > A.log 2>&1 &
   nice -n 5 python launch/train_world2.py --config configs/train_world2.py \
-      --config.stages=clip,vit,resnet,robust,clip_tune --workdir DIR > B.log 2>&1 &
+      --config.stages=clip,vit,resnet,robust,evaluator,clip_tune --workdir DIR > B.log 2>&1 &
 
 Stop any time (kill); the same commands resume. Lowering a stage's num_steps
 (--config.unet.num_steps=N) stops it at N exactly as a run planned for N (warmup-stable-decay;
@@ -55,7 +55,7 @@ def get_config(arg=None):
   # hue_group: batches of 32 groups of 4 scenes sharing their first object's hue
   # (data.sample_hue_groups); class_prompt_weight: the 83 class prompts scored against every
   # image, cross-entropy against its class weights (train.clip_loss).
-  config.clip = _stage(2000, 128, 2e-3, text_width=128, text_layers=4, text_heads=4,
+  config.clip = _stage(3000, 128, 2e-3, text_width=128, text_layers=4, text_heads=4,
                        vision_width=128, vision_layers=4, vision_heads=4, patch_size=8,
                        mlp_ratio=2, projection_dim=64, cooldown_steps=400, ckpt_every=100,
                        hue_group=4, class_prompt_weight=1.0)
