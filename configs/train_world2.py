@@ -64,7 +64,7 @@ def get_config(arg=None):
                        warmup_steps=200, cooldown_steps=2000)
   config.vae_tune = _stage(4000, 32, 1e-3, l1_weight=0.1, warmup_steps=50,
                            cooldown_steps=1000)
-  config.vit = _stage(11500, 128, 2e-3, width=128, layers=3, heads=4, patch_size=8,
+  config.vit = _stage(6000, 128, 2e-3, width=128, layers=3, heads=4, patch_size=8,
                       mlp_ratio=2, single_fraction=0.6, cooldown_steps=1500, ckpt_every=100)
   resnet = dict(embedding_size=32, hidden_sizes=(32, 64, 128, 128), depths=(1, 1, 1, 1),
                 single_fraction=0.6, cooldown_steps=300, ckpt_every=100)
