@@ -7,11 +7,12 @@ Loads the VAE checkpoint of a (possibly unfinished) world-2 run (`--stage` vae o
 the config variant of that run), renders test scenes 0..n-1, decodes each posterior mean and
 reads originals and reconstructions with `world2.oracle`: per true object (matched to the
 nearest read object, centroid within 0.06 of the side) whether its class, shape and texture
-are read right, split by the close shape pairs (5- / 6-pointed star, square / rounded square)
-and textures (striped / dotted / ring); and the whole-scene verdict on the scene's full facts.
+are read right, split by the close shape pairs (5- / 6-pointed star, square / rounded square),
+textures (striped / dotted / ring) and the scene's background; and the whole-scene verdict on the scene's full facts.
 """
 import collections
 import json
+import re
 import time
 
 from absl import app
@@ -50,6 +51,21 @@ def _match(spec, reading):
   return out
 
 
+def _why(o, r) -> str:
+  """Why object o was (not) read right from its matched reading r: "right", "no object near",
+  "unread: <the oracle's reason, numbers dropped>", "shape A->B" or "hue A->B"."""
+  true = scene.CLASSES[o.cls]
+  if r is None:
+    return "no object near"
+  if r.label == true:
+    return "right"
+  if r.shape is None or r.hue is None:
+    return "unread: " + re.sub(r"[\d.]+", "N", r.reason.split(" (")[0].split(",")[0])
+  if r.shape != scene.class_shape(o.cls):
+    return f"shape {scene.class_shape(o.cls)}->{r.shape}"
+  return f"hue {scene.class_hue(o.cls)}->{r.hue}"
+
+
 def main(argv):
   del argv
   config = variants.load_config("train_world2", _VARIANT.value)
@@ -70,6 +86,7 @@ def main(argv):
   mse = float(np.mean((recs.astype(np.float64) - images) ** 2))
   t0 = time.time()
   counts = collections.defaultdict(lambda: collections.Counter())
+  misread = collections.defaultdict(collections.Counter)
   verdicts = {}
   for name, imgs in (("original", images), ("reconstruction", recs)):
     readings = oracle.read(imgs)
@@ -78,7 +95,8 @@ def main(argv):
     for spec, reading in zip(specs, readings):
       for o, r in zip(spec.objects, _match(spec, reading)):
         shape = scene.class_shape(o.cls)
-        keys = ["all", f"shape:{shape}"] + ([_GROUPS[shape]] if shape in _GROUPS else [])
+        keys = ["all", f"shape:{shape}", f"background:{spec.background.kind}"] + (
+            [_GROUPS[shape]] if shape in _GROUPS else [])
         if o.texture != "flat" and o.radius * size >= oracle.MIN_TEXTURE_RADIUS:
           keys.append(f"texture:{o.texture}")
         for k in keys:
@@ -87,6 +105,7 @@ def main(argv):
           c[f"{name}_class_right"] += int(r is not None and r.label == scene.CLASSES[o.cls])
           c[f"{name}_shape_right"] += int(r is not None and r.shape == shape)
           c[f"{name}_texture_right"] += int(r is not None and r.texture == o.texture)
+        misread[name][_why(o, r)] += 1
   table = {}
   for k, c in sorted(counts.items()):
     row = {"objects": c["original_n"]}
@@ -103,7 +122,8 @@ def main(argv):
                  "latent": [config.vae.latent_channels, train.latent_size(config),
                             train.latent_size(config)]},
          "recon_mse_uint8": round(mse, 2), "scene_verdicts_full_facts": verdicts,
-         "per_object": table, "oracle_s": round(time.time() - t0, 1),
+         "per_object": table,
+         "why_objects_are_misread": {k: dict(v.most_common()) for k, v in misread.items()}, "oracle_s": round(time.time() - t0, 1),
          "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
   print(json.dumps(out, indent=2))
   if _OUT.value:

@@ -5,12 +5,12 @@ Everything in one process (~11 CPU-hours; every stage resumes from its checkpoin
   python launch/train_world2.py --config configs/train_world2.py --workdir DIR
 
 Two processes on one workdir (one per core; the data is rendered once, by both together; unet
-waits for vae and clip, export for everything):
+waits for vae and clip, robust for resnet, export for everything):
 
   python launch/train_world2.py --config configs/train_world2.py \
       --config.stages=vae,vae_tune,unet,export --workdir DIR > A.log 2>&1 &
   nice -n 5 python launch/train_world2.py --config configs/train_world2.py \
-      --config.stages=clip,vit,resnet,clip_tune --workdir DIR > B.log 2>&1 &
+      --config.stages=clip,vit,resnet,robust,evaluator,clip_tune --workdir DIR > B.log 2>&1 &
 
 Stop any time (kill); the same commands resume. Lowering a stage's num_steps
 (--config.unet.num_steps=N) stops it at N exactly as a run planned for N (warmup-stable-decay;
@@ -57,23 +57,35 @@ def get_config(arg=None):
                       # is then shaped by a surrogate judge's features (never the held-out
                       # evaluator's or the oracle's).
                       edge_weight=0.0, feature_weight=0.0, feature_net="vit", feature_ckpt="")
-  # hue_group: contrastive batches of 32 groups of 4 scenes sharing their first object's hue
-  # (data.sample_hue_groups): with uniform batches the first CLIP learned hues and no shapes
-  # (zero-shot shape right 11 % after 2,000 steps).
-  config.clip = _stage(2000, 128, 2e-3, text_width=128, text_layers=4, text_heads=4,
+  # The first CLIP (uniform batches, contrastive loss only) learned hues and no shapes
+  # (zero-shot shape right 11 % after 2,000 steps; same-hue batches alone: 13 % after 500).
+  # hue_group: batches of 32 groups of 4 scenes sharing their first object's hue
+  # (data.sample_hue_groups); class_prompt_weight: the 83 class prompts scored against every
+  # image, cross-entropy against its class weights (train.clip_loss).
+  config.clip = _stage(3000, 128, 2e-3, text_width=128, text_layers=4, text_heads=4,
                        vision_width=128, vision_layers=4, vision_heads=4, patch_size=8,
                        mlp_ratio=2, projection_dim=64, cooldown_steps=400, ckpt_every=100,
-                       hue_group=4)
+                       hue_group=4, class_prompt_weight=1.0)
   config.unet = _stage(16000, 32, 5e-4, block_out_channels=(64, 128), layers_per_block=1,
                        attention_heads=4, caption_dropout=0.1, ema_decay=0.999,
                        warmup_steps=200, cooldown_steps=2000)
   config.vae_tune = _stage(4000, 32, 1e-3, l1_weight=0.1, warmup_steps=50,
                            cooldown_steps=1000)
-  config.vit = _stage(11500, 128, 2e-3, width=128, layers=3, heads=4, patch_size=8,
+  config.vit = _stage(6000, 128, 2e-3, width=128, layers=3, heads=4, patch_size=8,
                       mlp_ratio=2, single_fraction=0.6, cooldown_steps=1500, ckpt_every=100)
-  config.resnet = _stage(1500, 128, 3e-3, embedding_size=32, hidden_sizes=(32, 64, 128, 128),
-                         depths=(1, 1, 1, 1), single_fraction=0.6, cooldown_steps=300,
-                         ckpt_every=100)
+  resnet = dict(embedding_size=32, hidden_sizes=(32, 64, 128, 128), depths=(1, 1, 1, 1),
+                single_fraction=0.6, cooldown_steps=300, ckpt_every=100)
+  config.resnet = _stage(1500, 128, 3e-3, **resnet)
+  # The noise-trained surrogate (issue #26: SAGE searches against robust classifiers): the
+  # ResNet above with its own seed (init and augmentation keys) and, after the light
+  # augmentation, per image with probability noise_fraction N(0, σ²) pixel noise,
+  # σ ~ U(0, noise_max_std) in the model's input scale [-1, 1] (0.5 = 64 of 255 grey levels,
+  # beyond the largest σ of eval_noise_stds).
+  config.robust = _stage(1500, 128, 3e-3, arch="resnet", seed=1, noise_fraction=0.5,
+                         noise_max_std=0.5, **resnet)
+  # Every classifier stage's test top-1 is also measured under N(0, σ²) pixel noise, σ in the
+  # model's input scale [-1, 1] (world2.train.classifier_metrics; the same draws for each).
+  config.eval_noise_stds = (0.1, 0.2, 0.4)
   # The held-out judge: a third architecture (config.evaluator.arch in
   # world2.train.CLASSIFIERS): models.regnet.WORLD2_EVALUATOR, a ~1 M-parameter RegNetY.
   config.evaluator = _stage(1500, 128, 3e-3, arch="regnet", embedding_size=32,
@@ -81,7 +93,7 @@ def get_config(arg=None):
                             groups_width=8, layer_type="y", single_fraction=0.6,
                             cooldown_steps=300, ckpt_every=100)
   config.clip_tune = _stage(1000, 128, 1e-3, warmup_steps=50, cooldown_steps=200,
-                            ckpt_every=100, hue_group=4)
+                            ckpt_every=100, hue_group=4, class_prompt_weight=1.0)
   config.scheduler = dict(beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
   config.export = dict(dir="", to_assets=False)
 
@@ -91,7 +103,7 @@ def get_config(arg=None):
     config.unet.update(block_out_channels=(32, 64, 128), down_block_types=(
         "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"))
   if "timing" in variants:
-    for name in ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "clip_tune"):
+    for name in ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "robust", "clip_tune"):
       config[name].update(num_steps=25, log_every=5, ckpt_every=10**9, warmup_steps=1,
                           cooldown_steps=0)
     config.data.update(num_train=2000, num_test=200)
@@ -99,7 +111,7 @@ def get_config(arg=None):
     config.poll_s = 0.2
     config.wait_timeout_s = 600.0
     config.data = dict(num_train=48, num_test=24, shard_size=16, image_size=32)
-    for name in ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "evaluator",
+    for name in ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "robust", "evaluator",
                  "clip_tune"):
       stage = config[name]
       stage.num_steps, stage.batch_size = 4, 4
@@ -113,6 +125,7 @@ def get_config(arg=None):
       config.unet.down_block_types = ("CrossAttnDownBlock2D",)
     config.vit.update(width=32, layers=1, heads=2)
     config.resnet.update(embedding_size=8, hidden_sizes=(8, 16), depths=(1, 1))
+    config.robust.update(embedding_size=8, hidden_sizes=(8, 16), depths=(1, 1))
     config.evaluator.update(embedding_size=8, hidden_sizes=(8, 16), depths=(1, 1),
                             groups_width=8)
   return config

@@ -68,6 +68,18 @@ def judge_rows(config, images: np.ndarray, prompts) -> list[dict]:
   return [judges_lib.record(verdicts, i) for i in range(len(prompts))]
 
 
+def population_sampler(config, sd, params, scoring=None) -> sampler_lib.PopulationSampler:
+  """The sharded sampler of config.{scheduler, num_steps, guidance_scale (<= 1: off),
+  microbatch, memory_budget_gb}, with `scoring`'s scores fused in when given (the census)."""
+  settings = sampler_lib.SamplerSettings(scheduler=config.scheduler, num_steps=config.num_steps,
+                                         guidance=config.guidance_scale > 1.0)
+  return sampler_lib.PopulationSampler(
+      sd, params, settings, microbatch=config.microbatch,
+      memory_budget_gb=config.get("memory_budget_gb"),
+      score_fn=None if scoring is None else scoring.score_fn,
+      score_params=None if scoring is None else scoring.params)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Generates every prompt × seed image and writes the run directory. Returns the rows."""
   validate(config)
@@ -78,10 +90,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   prompts = list(config.prompts)
   n = config.images_per_prompt
   guidance = config.guidance_scale > 1.0
-  settings = sampler_lib.SamplerSettings(scheduler=config.scheduler, num_steps=config.num_steps,
-                                         guidance=guidance)
-  pop_sampler = sampler_lib.PopulationSampler(sd, params, settings, microbatch=config.microbatch,
-                                              memory_budget_gb=config.get("memory_budget_gb"))
+  pop_sampler = population_sampler(config, sd, params)
   members = np.arange(len(prompts) * n)
   latents = sampler_lib.member_latents(jax.random.PRNGKey(config.seed), members, sd.latent_shape)
   prompt_emb = np.asarray(text.encode_prompts(sd, params["text_encoder"], prompts))

@@ -145,7 +145,13 @@ def _world2_oracle(images, labels, targeted, prompts=None):
   class; None when nothing is read)."""
   from jaxdiffattack.world2 import oracle  # pylint: disable=g-import-not-at-top
   captions = list(prompts) if prompts is not None else [f"a {label}" for label in labels]
-  verdicts = oracle.judge(images, captions)
+  return world2_oracle_verdict(oracle.judge(images, captions), targeted)
+
+
+def world2_oracle_verdict(verdicts, targeted: bool = False) -> Verdict:
+  """The "world2_oracle" `Verdict` of M `world2.oracle.CaptionAssessment`s (a job that keeps
+  the assessments, e.g. the census's failure kinds, judges each image once)."""
+  from jaxdiffattack.world2 import oracle  # pylint: disable=g-import-not-at-top
   outcome = "holds" if targeted else "violated"
   return make_verdict([oracle.first_object(v) for v in verdicts], None,
                       [v.verdict == outcome for v in verdicts],

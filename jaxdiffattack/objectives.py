@@ -148,8 +148,10 @@ class Role:
 DEFAULT_ROLES = {
     "toy": {"surrogate": dict(classifiers=("toy_resnet", "toy_clip")),
             "evaluator": dict(classifiers=("toy_vit",), clip="toy_clip")},
-    # World 2: optimise against its ViT + ResNet + CLIP, judge with the held-out RegNetY.
-    "world2": {"surrogate": dict(classifiers=("world2_vit", "world2_resnet", "world2_clip")),
+    # World 2: optimise against its ViT + ResNet + noise-trained ResNet (SAGE's robust member)
+    # + CLIP, judge with the held-out RegNetY.
+    "world2": {"surrogate": dict(classifiers=("world2_vit", "world2_resnet", "world2_robust",
+                                              "world2_clip")),
                "evaluator": dict(classifiers=("world2_regnet",), clip="world2_clip")},
     "imagenet": {"surrogate": dict(classifiers=("resnet50",)),
                  "evaluator": dict(classifiers=("vit_b16",), clip="clip_vit_l14")},
@@ -421,13 +423,20 @@ def make_scoring(config) -> Scoring:
     raise ConfigError(f"config.scoring.kind={block.kind!r} is invalid: use one of {KINDS}")
   if block.kind == "synthetic":
     return scoring_lib.synthetic_scoring()
+  return build(scoring_config(config))
+
+
+def scoring_config(config):
+  """The `build` config a "models" job's config resolves to (nothing loaded):
+  `default_config(config.label_set)` with the non-empty config.scoring entries in place of the
+  defaults, plus the judges' roles (`with_judge_roles`)."""
   fit_config = default_config(config.label_set or "toy")
   for key in SCORING_KEYS:
-    value = block.get(key)
+    value = config.scoring.get(key)
     value = value.to_dict() if hasattr(value, "to_dict") else value
     if value:
       fit_config[key] = value
-  return build(with_judge_roles(fit_config, config.get("judges") or ()))
+  return with_judge_roles(fit_config, config.get("judges") or ())
 
 
 def with_judge_roles(fit_config, judges):

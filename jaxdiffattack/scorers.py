@@ -43,8 +43,8 @@ class ScorerSpec:
   type: "classifier" (an image-classification checkpoint) or "clip" (CLIP: zero-shot classes and
     CLIP score).
   model: `toy`, a local directory, or a hub id.
-  toy_kind: the shipped classifier `toy` / `world2` means ("vit", "resnet"; "evaluator": world
-    2's RegNet); classifiers only.
+  toy_kind: the shipped classifier `toy` / `world2` means ("vit", "resnet"; world 2 only:
+    "robust", its noise-trained ResNet, "evaluator", its RegNet); classifiers only.
   classes: clip only: the label set of the zero-shot classes ("" = the experiment's label set;
     e.g. "imagenet1k" to judge ImageNet-100 targets among all 1000 classes, as ATM does).
   templates: clip only: a `labels.TEMPLATE_SETS` name or a tuple of templates.
@@ -95,10 +95,12 @@ SCORERS = {
     "toy_vit": ScorerSpec("classifier", "toy", toy_kind="vit"),
     "toy_resnet": ScorerSpec("classifier", "toy", toy_kind="resnet"),
     # World 2 (jaxdiffattack/world2/assets, or $JAXDIFFATTACK_WORLD2_ASSETS): 83 classes, 64×64;
-    # surrogates ViT and ResNet, held-out evaluator RegNetY (docs/world2_model_card.md).
+    # surrogates ViT, ResNet and the noise-trained ResNet, held-out evaluator RegNetY
+    # (docs/world2_model_card.md).
     "world2_clip": ScorerSpec("clip", "world2", templates="world2"),
     "world2_vit": ScorerSpec("classifier", "world2", toy_kind="vit"),
     "world2_resnet": ScorerSpec("classifier", "world2", toy_kind="resnet"),
+    "world2_robust": ScorerSpec("classifier", "world2", toy_kind="robust"),
     "world2_regnet": ScorerSpec("classifier", "world2", toy_kind="evaluator"),
     # Real checkpoints (downloaded on first use; ImageNet-1k heads).
     "clip_vit_b16": ScorerSpec("clip", "openai/clip-vit-base-patch16",

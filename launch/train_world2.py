@@ -1,4 +1,5 @@
-"""Trains world 2 (tiny SD, CLIP, ViT, ResNet, evaluator) in resumable stages and exports it.
+"""Trains world 2 (tiny SD, CLIP, ViT, ResNet, noise-trained ResNet, evaluator) in resumable
+stages and exports it.
 
   python launch/train_world2.py --config configs/train_world2.py --workdir DIR
 

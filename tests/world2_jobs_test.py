@@ -23,7 +23,7 @@ from jaxdiffattack.world2 import scene
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 64
-KINDS = ("sd", "clip", "vit", "resnet", "evaluator")
+KINDS = ("sd", "clip", "vit", "resnet", "robust", "evaluator")
 
 
 def _config(name, arg):
@@ -186,7 +186,7 @@ def test_world2_alias_loads_every_kind_of_the_export(world2_assets):
   from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
   scoring = objectives.build(objectives.default_config("world2"))
   assert {s.name for s in scoring.roles["surrogate"].classifiers} == {
-      "world2_vit", "world2_resnet", "world2_clip"}
+      "world2_vit", "world2_resnet", "world2_robust", "world2_clip"}
   (evaluator,) = scoring.roles["evaluator"].classifiers
   assert evaluator.model.model_type == "regnet"
   assert evaluator.output_names == scene.CLASSES
@@ -285,3 +285,19 @@ def test_attack_world2_smoke(world2_assets, tmp_path):
     got = r["clean"]["world2_oracle"]
     assert set(got) >= {"pred", "confidence", "unclear"}, got
     assert got["unclear"] or got["pred"] in labels_lib.get_label_set("world2").names, got
+
+
+@pytest.mark.slow
+def test_census_world2_smoke(world2_assets, tmp_path):
+  from jaxdiffattack import census  # pylint: disable=g-import-not-at-top
+  config = _config("census", "world2,smoke")
+  assert config.model == "world2" and config.judges == ("world2_oracle", "evaluator")
+  out = census.run(config, str(tmp_path))
+  rows = _jsonl(tmp_path / "images.jsonl")
+  assert len(rows) == len(out["rows"]) == 2 * 4 * config.seeds_per_prompt
+  for row in rows:
+    _check_record(row["judges"]["world2_oracle"])
+    assert row["judges"]["evaluator"]["pred"] in scene.CLASSES
+  for name in ("prompts.csv", "classes.csv", "classes.md", "summary.json", "targets.json",
+               "report.md"):
+    assert (tmp_path / name).is_file(), name

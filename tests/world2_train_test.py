@@ -1,6 +1,7 @@
 """World 2's training pipeline (jaxdiffattack.world2.train, world2.data): the shared data
 shards, caption targets, the stage waits, one-line config errors, resume == uninterrupted and
-the smoke run end to end with a loadable export."""
+the smoke run end to end with a loadable export (the robust stage's own checks:
+tests/world2_robust_test.py)."""
 import json
 import os
 import pathlib
@@ -14,6 +15,7 @@ import time
 from absl.testing import absltest
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -215,6 +217,41 @@ class DataTest(absltest.TestCase):
     self.assertFalse(claim.exists())
 
 
+class ClipLossTest(absltest.TestCase):
+
+  def test_class_prompt_term_is_the_cross_entropy_of_the_class_prompts(self):
+    config = _load_config("smoke")
+    tok, _ = train._tokenizer(_tmp(self, "w2tok"))  # pylint: disable=protected-access
+    model = train.clip_net(config, tok)
+    split = data.Split(**data.render_shard("train", 0, 6, config.data.image_size, 0))
+    idx = np.arange(6)
+    rng = np.random.default_rng(0)
+    texts, facts = data.draw_captions(rng, split, idx)
+    ids = jnp.asarray(train.tokenize(tok, texts, train.TRAIN_SEQ_LEN))
+    match = data.caption_matches(facts, split, idx).astype(np.float32)
+    soft = data.soft_targets(split, idx, scene.NUM_CLASSES)
+    pixels = train.to_pixels(split.images)
+    class_ids = jnp.asarray(train.tokenize(
+        tok, [train.class_prompt(i) for i in range(scene.NUM_CLASSES)], train.TRAIN_SEQ_LEN))
+    base = float(train.clip_loss(model, class_ids, 0.0)(model.params, ids, pixels,
+                                                         (match, soft)))
+    with_cls = float(train.clip_loss(model, class_ids, 0.5)(model.params, ids, pixels,
+                                                            (match, soft)))
+    # NumPy: CLIP's logits of the class prompts against each image, cross-entropy vs soft.
+    apply = lambda method, x: np.asarray(model.module.apply(
+        {"params": model.params}, x, method=method), np.float64)
+    img = apply("get_image_features", train._channels_last(pixels))  # pylint: disable=protected-access
+    txt = apply("get_text_features", class_ids)
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    logits = np.exp(float(model.params["logit_scale"])) * img @ txt.T
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    want = -np.mean(np.sum(soft * logp, 1))
+    self.assertAlmostEqual(with_cls - base, 0.5 * want, places=4)
+    self.assertGreater(want, 0.1)
+
+
 class WaitTest(absltest.TestCase):
 
   def test_waits_until_the_other_stage_finishes(self):
@@ -267,10 +304,10 @@ class ResumeTest(absltest.TestCase):
 
   def test_resumed_stages_equal_uninterrupted_ones(self):
     config = _load_config("smoke")
-    config.stages = "vae,clip,unet"
+    config.stages = "vae,clip,unet,resnet,robust"
     full = _tmp(self, "w2full_")
     train.run(config, full)
-    for stage in ("clip", "unet"):
+    for stage in ("clip", "unet", "robust"):
       part = _tmp(self, "w2part_")
       shutil.copytree(full / "data", part / "data")
       for dep in train.DEPENDS[stage]:
@@ -334,7 +371,8 @@ def test_smoke_every_stage_trains_and_exports_loadable_files(world2_smoke, caplo
   assert "unet" in params
   tok = CLIPTokenizer.from_pretrained(export / "sd" / "tokenizer")
   assert len(tok("a red circle").input_ids) == 5  # BOS, 3 words, EOS.
-  for kind, sub in (("vit", "vit"), ("resnet", "resnet"), ("regnet", "evaluator")):
+  for kind, sub in (("vit", "vit"), ("resnet", "resnet"), ("resnet", "robust"),
+                    ("regnet", "evaluator")):
     raw = convert_transformers.load(export / sub, kind).raw_config
     assert len(raw["id2label"]) == scene.NUM_CLASSES
     assert raw["id2label"]["0"] == scene.CLASSES[0]

@@ -18,8 +18,8 @@ TOY_ALIAS = "toy"
 TOY_LV_ALIAS = "toy_lv"
 TOY_ROOT = pathlib.Path(__file__).resolve().parent.parent / "toy" / "assets"
 # Which shipped directory each kind of model resolves to (`evaluator`: world 2's held-out RegNet;
-# the toy world has none).
-TOY_KINDS = ("sd", "clip", "vit", "resnet", "evaluator")
+# `robust`: world 2's noise-trained ResNet surrogate; the toy world has neither).
+TOY_KINDS = ("sd", "clip", "vit", "resnet", "robust", "evaluator")
 WORLD2_ALIAS = "world2"
 WORLD2_ENV = "JAXDIFFATTACK_WORLD2_ASSETS"   # a directory holding sd/, clip/, vit/, ... instead
 WORLD2_COMMAND = ("python launch/train_world2.py --config configs/train_world2.py --workdir DIR "

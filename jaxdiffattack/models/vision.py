@@ -30,7 +30,8 @@ from transformers import CLIPTokenizer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-CLASSIFIER_TOY_KINDS = ("vit", "resnet", "evaluator")  # evaluator: world 2's RegNet
+# evaluator: world 2's RegNet; robust: world 2's noise-trained ResNet (world2.train.train_robust).
+CLASSIFIER_TOY_KINDS = ("vit", "resnet", "robust", "evaluator")
 # config.json model_type → `convert_transformers.KINDS` entry. A new classifier is one line here
 # (plus its module and its entry there).
 CLASSIFIERS = {"vit": "vit", "resnet": "resnet", "regnet": "regnet"}
@@ -130,7 +131,7 @@ def load_image_classifier(name_or_path: str, toy_kind: str = "vit", dtype: str =
     name_or_path: `toy`, `world2`, a local directory, or a hub id (e.g.
       google/vit-base-patch16-224).
     toy_kind: which shipped classifier `toy` / `world2` means: "vit", "resnet" or (world 2
-      only) "evaluator".
+      only) "robust", "evaluator".
     dtype: "float32" or "bfloat16".
     attention: the attention implementation (ViT; `attention.IMPLEMENTATIONS`).
 

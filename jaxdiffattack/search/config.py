@@ -141,7 +141,7 @@ WORLD2_LABELS = ("red circle", "crimson oval", "blue rounded square", "green six
 
 def world2(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """World 2 (its 64² generator and judges, `world2` in `models.hub`): short grammar captions,
-  surrogate = its ViT + ResNet + CLIP, held-out evaluator = its RegNetY
+  surrogate = its ViT + ResNet + noise-trained ResNet + CLIP, held-out evaluator = its RegNetY
   (`objectives.DEFAULT_ROLES["world2"]`), judged also by the scene oracle ("world2_oracle")."""
   from jaxdiffattack import labels as labels_lib  # pylint: disable=g-import-not-at-top
   c.model = "world2"
@@ -151,7 +151,8 @@ def world2(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.num_steps = 20
   c.population_size = 16
   c.num_generations = 8
-  c.judges = ("evaluator", "world2_vit", "world2_resnet", "world2_clip", "world2_oracle")
+  c.judges = ("evaluator", "world2_vit", "world2_resnet", "world2_robust", "world2_clip",
+              "world2_oracle")
   return c
 
 

@@ -464,17 +464,23 @@ def train_classifier(name: str, config, workdir, data: ToyData):
 
 
 def fit_classifier(name: str, config, c, model: Net, make_batch: Callable[[int], Any], workdir,
-                   fit: Callable[..., TrainState] = _fit) -> Net:
+                   fit: Callable[..., TrainState] = _fit, *, seed: int | None = None,
+                   extra_augment: Callable[[Any, jnp.ndarray], jnp.ndarray] | None = None
+                   ) -> Net:
   """Trains the classifier `model` under stage `name`: soft-target cross-entropy on
   make_batch(step) = (uint8 images, [B, classes] targets), augmented pixels
   (`c.augment`, default on), BatchNorm statistics (a ResNet's) carried in `TrainState.ema`,
   kernels LeCun-re-initialised (`c.lecun_reinit`, default: when there is no BatchNorm; the
   ResNet's He-style conv initialisers are fine). `fit` runs the steps (`_fit`'s signature
-  without on_checkpoint). Returns the trained Net."""
+  without on_checkpoint). `seed` (default config.seed) keys the re-initialisation and the
+  augmentation; `extra_augment(key, pixels [B, 3, H, W]) -> pixels`, when given, runs after
+  the light augmentation with key fold_in(step key, 101) (world 2's noise-trained surrogate).
+  Returns the trained Net."""
+  seed = config.seed if seed is None else seed
   has_bn = "batch_stats" in model.params
   params = model.params["params"] if has_bn else model.params
   if c.get("lecun_reinit", not has_bn):
-    params = lecun_reinit(params, jax.random.PRNGKey(config.seed))
+    params = lecun_reinit(params, jax.random.PRNGKey(seed))
   bn = model.params["batch_stats"] if has_bn else None
   opt = _optimizer(c)
   state = TrainState(jnp.array(0), params, opt.init(params), bn)
@@ -494,10 +500,12 @@ def fit_classifier(name: str, config, c, model: Net, make_batch: Callable[[int],
   @jax.jit
   def step_fn(state, batch):
     images, targets = batch
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), state.step)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), state.step)
     pixels = to_pixels(images)
     if c.get("augment", True):
       pixels = _augment(key, pixels)
+    if extra_augment is not None:
+      pixels = extra_augment(jax.random.fold_in(key, 101), pixels)
     (loss, new_bn), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state.ema, pixels, targets)
     params, opt_state = _apply_gradients(opt, state, grads)

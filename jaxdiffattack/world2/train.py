@@ -12,11 +12,15 @@ order; "all" = `ALL_STAGES`), after rendering the data (`world2.data`, shared by
   vae_tune   the VAE decoder with the encoder frozen (the UNet's latent space stays)
   vit, resnet, evaluator   classifiers over the 83 classes (multi-object scenes as soft
              targets); `CLASSIFIERS` is the registry of architectures (the evaluator's is
-             ``config.evaluator.arch``: adding one is a builder plus a line)
+             ``config.evaluator.arch``: adding one is a builder plus a line); each records its
+             test top-1 clean and under Gaussian pixel noise (``config.eval_noise_stds``)
+  robust     a second ResNet surrogate (its own seed, ``config.robust.seed``) trained with
+             Gaussian noise augmentation (`gaussian_noise_augment`; SAGE searches against robust
+             classifiers, issue #26); records the plain resnet's noisy top-1 beside its own
   clip_tune  CLIP's vision tower (and projections) with the text tower frozen
-  export     sd/ (diffusers layout), clip/, vit/, resnet/ (and evaluator/) (transformers
-             layout), Flax msgpack, to ``workdir/export`` (or ``config.export.dir``, or
-             ``world2/assets`` with ``config.export.to_assets``)
+  export     sd/ (diffusers layout), clip/, vit/, resnet/, robust/ (and evaluator/)
+             (transformers layout), Flax msgpack, to ``workdir/export`` (or
+             ``config.export.dir``, or ``world2/assets`` with ``config.export.to_assets``)
 
 Every stage reuses the toy's training machinery (`toy.train._fit`: atomic msgpack checkpoints
 every ``ckpt_every`` steps to ``workdir/checkpoints/<stage>.msgpack``, progress lines with an
@@ -68,11 +72,14 @@ TRAIN_SEQ_LEN = 64  # >= 60 caption tokens + BOS + EOS; causal, so EOS never see
 LABELS = scene_lib.CLASSES
 NUM_CLASSES = scene_lib.NUM_CLASSES
 
-ALL_STAGES = ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "evaluator", "clip_tune",
-              "export")
+ALL_STAGES = ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "robust", "evaluator",
+              "clip_tune", "export")
+# robust needs the finished resnet only for its comparison metrics (the plain ResNet under noise).
 DEPENDS = {"vae": (), "clip": (), "unet": ("vae", "clip"), "vae_tune": ("vae",), "vit": (),
-           "resnet": (), "evaluator": (), "clip_tune": ("clip",),
-           "export": ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "clip_tune")}
+           "resnet": (), "robust": ("resnet",), "evaluator": (), "clip_tune": ("clip",),
+           "export": ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "robust", "clip_tune")}
+# Classifier stages: trained by `train_classifier`, exported in the transformers layout.
+CLASSIFIER_STAGES = ("vit", "resnet", "robust", "evaluator")
 
 
 # ------------------------------------------------------------------- data --
@@ -435,18 +442,41 @@ def clip_net(config, tok) -> Net:
                             _image_input(config))
 
 
-def _clip_step_and_batches(config, c, model: Net, tok, d: World2Data, opt, stage: str):
-  """Contrastive step: soft targets over every (caption, image) pair of the batch where the
-  caption is true of the image (`data.caption_matches`; the diagonal always); no left-right
-  flips (captions state "left of")."""
+def clip_loss(model: Net, class_ids: jax.Array, weight: float) -> Callable:
+  """loss_fn(params, ids [B, L], pixels [B, 3, S, S], (match [B, B], soft [B, 83])): the
+  contrastive loss with soft targets over every (caption, image) pair of the batch where the
+  caption is true of the image (`data.caption_matches`; the diagonal always), plus, when
+  weight > 0, weight × the cross-entropy of the 83 class prompts' logits ("a <class>",
+  `class_ids` [83, L]) against each image's class weights (`data.soft_targets`: 1 / objects
+  per object's class): an explicit shape signal, which contrastive batches alone gave the
+  first CLIP too weakly (zero-shot shape right 11 % after 2,000 steps)."""
 
-  def loss_fn(params, ids, pixels, match):
+  def loss_fn(params, ids, pixels, extra):
+    match, soft = extra
+    batch = ids.shape[0]
+    if weight:
+      ids = jnp.concatenate([ids, class_ids.astype(ids.dtype)])
     logits_img, logits_txt = model.module.apply({"params": params}, ids, _channels_last(pixels))
+    logits_img, logits_txt, logits_cls = (logits_img[:, :batch], logits_txt[:batch],
+                                          logits_img[:, batch:])
     t_txt = match / match.sum(1, keepdims=True)        # caption i -> its true images
     t_img = match.T / match.T.sum(1, keepdims=True)    # image j -> captions true of it
     lt = -jnp.mean(jnp.sum(t_txt * jax.nn.log_softmax(logits_txt, 1), 1))
     li = -jnp.mean(jnp.sum(t_img * jax.nn.log_softmax(logits_img, 1), 1))
-    return (li + lt) / 2
+    loss = (li + lt) / 2
+    if weight:
+      loss += weight * -jnp.mean(jnp.sum(soft * jax.nn.log_softmax(logits_cls, 1), 1))
+    return loss
+
+  return loss_fn
+
+
+def _clip_step_and_batches(config, c, model: Net, tok, d: World2Data, opt, stage: str):
+  """The CLIP stage's step (`clip_loss` with c.class_prompt_weight) and batches (hue groups,
+  `data.sample_hue_groups`); no left-right flips (captions state "left of")."""
+  class_ids = jnp.asarray(tokenize(tok, [class_prompt(i) for i in range(NUM_CLASSES)],
+                                   TRAIN_SEQ_LEN))
+  loss_fn = clip_loss(model, class_ids, float(c.get("class_prompt_weight", 0.0)))
 
   step_fn = toy_train.clip_train_step(config, stage, opt, loss_fn, flip=False)
 
@@ -455,7 +485,8 @@ def _clip_step_and_batches(config, c, model: Net, tok, d: World2Data, opt, stage
     idx = data_lib.sample_hue_groups(rng, d.train, c.batch_size, c.get("hue_group", 1))
     texts, facts = data_lib.draw_captions(rng, d.train, idx)
     match = data_lib.caption_matches(facts, d.train, idx).astype(np.float32)
-    return tokenize(tok, texts, TRAIN_SEQ_LEN), d.train.images[idx], match
+    soft = data_lib.soft_targets(d.train, idx, NUM_CLASSES)
+    return tokenize(tok, texts, TRAIN_SEQ_LEN), d.train.images[idx], (match, soft)
 
   return step_fn, make_batch
 
@@ -568,14 +599,23 @@ def train_unet(config, workdir, d: World2Data) -> dict:
 
 
 # ------------------------------------------------------------- classifiers --
+def classifier_seed(config, name: str) -> int:
+  """The seed of a classifier's initialisation and augmentation keys (batches are keyed by the
+  stage name): ``config.<name>.seed`` when set (the robust surrogate's own), else config.seed."""
+  return int(config[name].get("seed", config.seed))
+
+
 def classifier_net(config, name: str) -> tuple[Net, str]:
   module, kind = CLASSIFIERS[classifier_arch(config, name)](config, config[name])
-  return toy_train.init_net(module, config.seed, _image_input(config)), kind
+  return toy_train.init_net(module, classifier_seed(config, name), _image_input(config)), kind
 
 
-def train_classifier(config, workdir, d: World2Data, name: str) -> dict:
+def train_classifier(config, workdir, d: World2Data, name: str,
+                     extra_augment: Callable[[Any, jnp.ndarray], jnp.ndarray] | None = None
+                     ) -> dict:
   """Softmax classifier over the 83 classes: soft targets (1 / objects per object's class),
-  about c.single_fraction single-object scenes per batch; top-1 on test single scenes."""
+  about c.single_fraction single-object scenes per batch, the toy's light augmentation (then
+  `extra_augment(key, pixels)` when given); metrics: `classifier_metrics` on the test split."""
   c = config[name]
   model, _ = classifier_net(config, name)
 
@@ -584,19 +624,101 @@ def train_classifier(config, workdir, d: World2Data, name: str) -> dict:
     idx = data_lib.sample_batch(rng, d.train, c.batch_size, c.single_fraction)
     return d.train.images[idx], data_lib.soft_targets(d.train, idx, NUM_CLASSES)
 
-  model = toy_train.fit_classifier(name, config, c, model, make_batch, workdir, fit=_fit)
-  return {"test_single_top1": classifier_accuracy(model, d.test)}
+  model = toy_train.fit_classifier(name, config, c, model, make_batch, workdir, fit=_fit,
+                                   seed=classifier_seed(config, name),
+                                   extra_augment=extra_augment)
+  return classifier_metrics(config, model, d.test)
 
 
-def classifier_accuracy(model: Net, split: data_lib.Split, batch: int = 250) -> float:
+# Pixel scale of every world-2 classifier's input: toy_train.to_pixels, (x / 255 - 0.5) / 0.5,
+# in [-1, 1]. Noise stds below are in this scale: σ = 0.1 is 12.75 of 255 grey levels, 0.4 is 51.
+def gaussian_noise_augment(key, pixels: jnp.ndarray, noise_fraction: float,
+                           noise_max_std: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Gaussian noise augmentation (Cohen et al. 2019's training noise, with a per-image σ).
+
+  Per image, with probability `noise_fraction`: add N(0, σ²) i.i.d. over channels and pixels,
+  σ ~ U(0, noise_max_std) in the model's input scale (see above), unclipped (as the light
+  augmentation's noise); the other images are returned unchanged.
+
+  Args:
+    key: PRNG key of this batch.
+    pixels: [B, 3, H, W] model-scale pixels.
+  Returns:
+    (pixels [B, 3, H, W], sigma [B]: each image's σ, 0 for the images left unchanged).
+  """
+  n = pixels.shape[0]
+  k_on, k_sigma, k_noise = jax.random.split(key, 3)
+  noised = jax.random.bernoulli(k_on, noise_fraction, (n,))
+  sigma = jnp.where(noised, jax.random.uniform(k_sigma, (n,), maxval=noise_max_std), 0.0)
+  noise = jax.random.normal(k_noise, pixels.shape, pixels.dtype)
+  return pixels + sigma.astype(pixels.dtype)[:, None, None, None] * noise, sigma
+
+
+def eval_noise_key(config) -> jax.Array:
+  """The key of the test split's evaluation noise (the same draws for every classifier)."""
+  return jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5e7)
+
+
+def eval_noise(key, indices: jnp.ndarray, shape) -> jnp.ndarray:
+  """[N, *shape] standard normal noise, row i drawn from fold_in(key, indices[i]): an image's
+  noise depends on its index only (not on the batch split); scaled by σ it is the noise of
+  every σ (common random numbers across σ and classifiers)."""
+  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), tuple(shape)))(
+      indices)
+
+
+def classifier_accuracy(model: Net, split: data_lib.Split, batch: int = 250,
+                        noise_stds=(0.0,), key=None) -> list[float]:
+  """Top-1 on the single-object scenes of `split`, one per σ of `noise_stds`: pixels (model
+  scale) + σ · `eval_noise(key, j)` for the j-th single scene (unclipped; σ = 0: clean)."""
   single = split.single
   images, labels = split.images[single], split.group_cls[single, 0]
   has_bn = isinstance(model.params, dict) and "batch_stats" in model.params
-  fn = jax.jit(lambda p, x: model.module.apply(p if has_bn else {"params": p},
-                                               _channels_last(x)))
-  preds = [np.asarray(jnp.argmax(fn(model.params, to_pixels(images[i:i + batch])), -1))
-           for i in range(0, len(images), batch)]
-  return float(np.mean(np.concatenate(preds) == labels))
+  if key is None and any(s for s in noise_stds):
+    raise ValueError("classifier_accuracy: noise_stds > 0 need a key (eval_noise_key)")
+
+  @jax.jit
+  def predict(params, x, idx, std):  # x [b, 3, H, W], idx [b] int32, std scalar
+    if key is not None:
+      x = x + std * eval_noise(key, idx, x.shape[1:])
+    logits = model.module.apply(params if has_bn else {"params": params}, _channels_last(x))
+    return jnp.argmax(logits, -1)
+
+  out = []
+  for std in noise_stds:
+    preds = [np.asarray(predict(model.params, to_pixels(images[i:i + batch]),
+                                jnp.arange(i, min(i + batch, len(images)), dtype=jnp.int32),
+                                jnp.float32(std)))
+             for i in range(0, len(images), batch)]
+    out.append(float(np.mean(np.concatenate(preds) == labels)))
+  return out
+
+
+def noisy_metric(std: float) -> str:
+  return f"test_single_top1_sigma{std:g}"
+
+
+def classifier_metrics(config, model: Net, split: data_lib.Split) -> dict:
+  """{"test_single_top1": clean top-1, noisy_metric(σ): top-1 under noise σ for each σ of
+  config.eval_noise_stds} on the single-object scenes of `split` (`classifier_accuracy`)."""
+  stds = tuple(float(s) for s in config.get("eval_noise_stds", ()))
+  accs = classifier_accuracy(model, split, noise_stds=(0.0,) + stds, key=eval_noise_key(config))
+  return {"test_single_top1": accs[0], **{noisy_metric(s): a for s, a in zip(stds, accs[1:])}}
+
+
+def train_robust(config, workdir, d: World2Data) -> dict:
+  """The noise-trained surrogate: `train_classifier` with `gaussian_noise_augment`
+  (config.robust.noise_fraction, noise_max_std) after the light augmentation; its metrics and
+  the finished plain resnet's on the same noise draws ("resnet_" + each metric name)."""
+  c = config.robust
+
+  def augment(key, pixels):
+    return gaussian_noise_augment(key, pixels, c.noise_fraction, c.noise_max_std)[0]
+
+  metrics = train_classifier(config, workdir, d, "robust", extra_augment=augment)
+  plain, _ = load_classifier(config, workdir, "resnet")
+  metrics.update({f"resnet_{k}": v for k, v in classifier_metrics(config, plain, d.test).items()})
+  return metrics
 
 
 def load_classifier(config, workdir, name: str) -> tuple[Net, str]:
@@ -615,7 +737,7 @@ def export_dir(config, workdir) -> pathlib.Path:
 
 
 def export(config, workdir, d: World2Data | None = None) -> dict:
-  """Writes the finished models (sd/, clip/, vit/, resnet/, evaluator/ when trained)."""
+  """Writes the finished models (sd/, clip/, vit/, resnet/, robust/, evaluator/ when trained)."""
   del d
   clip, _, tok_dir = load_clip(config, workdir, "clip_tune")
   vae, vae_params, scaling = load_vae(config, workdir, "vae_tune")
@@ -628,18 +750,24 @@ def export(config, workdir, d: World2Data | None = None) -> dict:
                               load_checkpoint(workdir, "unet")["ema"])
   toy_train.export(config, trained, out, metrics, image_size=config.data.image_size,
                    labels=LABELS, vae_fn=vae_module)
-  if stage_done(config, workdir, "evaluator") is not None:
-    # transformers' RegNet processor (as the ResNet's: ConvNext's), the normalisation every world
-    # model trains with (toy_train.to_pixels), so `vision.load_image_classifier` reads it.
-    from transformers import ConvNextImageProcessor  # pylint: disable=g-import-not-at-top
-    model, kind = load_classifier(config, workdir, "evaluator")
-    convert_transformers.save(out / "evaluator", kind, model.module.config, model.params, LABELS)
-    ConvNextImageProcessor(
-        size={"shortest_edge": config.data.image_size}, crop_pct=1.0, do_normalize=True,
-        image_mean=list(toy_train.PIXEL_MEAN), image_std=list(toy_train.PIXEL_STD),
-        do_rescale=True, rescale_factor=1 / 255).save_pretrained(out / "evaluator")
+  for name in ("robust", "evaluator"):
+    if stage_done(config, workdir, name) is not None:
+      export_classifier(config, workdir, name, out / name)
   size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
   return {"export_dir": str(out), "export_mb": round(size / 2 ** 20, 2)}
+
+
+def export_classifier(config, workdir, name: str, path: pathlib.Path) -> None:
+  """Classifier stage `name` in the transformers layout at `path`, with transformers' ConvNext
+  processor (the ResNet's and RegNet's) set to the normalisation every world model trains with
+  (toy_train.to_pixels), so `vision.load_image_classifier` reads it."""
+  from transformers import ConvNextImageProcessor  # pylint: disable=g-import-not-at-top
+  model, kind = load_classifier(config, workdir, name)
+  convert_transformers.save(path, kind, model.module.config, model.params, LABELS)
+  ConvNextImageProcessor(
+      size={"shortest_edge": config.data.image_size}, crop_pct=1.0, do_normalize=True,
+      image_mean=list(toy_train.PIXEL_MEAN), image_std=list(toy_train.PIXEL_STD),
+      do_rescale=True, rescale_factor=1 / 255).save_pretrained(path)
 
 
 # --------------------------------------------------------------------- run --
@@ -647,6 +775,7 @@ STAGE_FNS: dict[str, Callable[..., dict]] = {
     "vae": train_vae, "clip": train_clip, "unet": train_unet, "vae_tune": tune_vae_decoder,
     "vit": lambda config, workdir, d: train_classifier(config, workdir, d, "vit"),
     "resnet": lambda config, workdir, d: train_classifier(config, workdir, d, "resnet"),
+    "robust": train_robust,
     "evaluator": lambda config, workdir, d: train_classifier(config, workdir, d, "evaluator"),
     "clip_tune": tune_clip_vision, "export": export,
 }
@@ -662,8 +791,9 @@ def parse_stages(config) -> list[str]:
                              f"{', '.join(ALL_STAGES)} (or 'all')")
   if len(set(names)) != len(names):
     raise errors.ConfigError(f"config.stages={raw!r} is invalid: names a stage twice")
-  if "evaluator" in names:
-    classifier_arch(config, "evaluator")
+  for name in ("robust", "evaluator"):
+    if name in names:
+      classifier_arch(config, name)
   return names
 
 
@@ -680,6 +810,15 @@ def validate(config) -> None:
                    "a step count >= 0")
       errors.check(config[name].ckpt_every > 0, f"{name}.ckpt_every", config[name].ckpt_every,
                    "a positive step count")
+  if "robust" in config:
+    r = config.robust
+    errors.check(0.0 <= r.noise_fraction <= 1.0, "robust.noise_fraction", r.noise_fraction,
+                 "a probability in [0, 1]")
+    errors.check(r.noise_max_std >= 0.0, "robust.noise_max_std", r.noise_max_std,
+                 "a std >= 0 in the model's input scale ([-1, 1])")
+  stds = tuple(config.get("eval_noise_stds", ()))
+  errors.check(all(s > 0 for s in stds), "eval_noise_stds", stds,
+               "stds > 0 in the model's input scale ([-1, 1]), e.g. (0.1, 0.2, 0.4)")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:

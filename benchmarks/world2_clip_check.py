@@ -1,0 +1,75 @@
+r"""Does world 2's CLIP read shapes? Zero-shot on the test split's single-object scenes.
+
+  python benchmarks/world2_clip_check.py --workdir /work/w2run/run --out docs/results/F.json
+
+Loads the CLIP checkpoint of a (possibly unfinished) world-2 run (`--stage` clip or clip_tune,
+or `--checkpoint` a copied checkpoint file) and scores the 83 prompts "a <class>" against the
+single-object test scenes (`world2.train.clip_zero_shot`): top-1, top-5, how often the
+predicted class has the right hue / the right shape, and how far apart the prompts' text
+features are (the mean over prompts of the highest cosine to another prompt, overall and among
+prompts of the same hue: near 1 means the text tower does not tell those prompts apart).
+"""
+import json
+import pathlib
+import time
+
+from absl import app
+from absl import flags
+import flax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiffattack import variants
+from jaxdiffattack.io import write_json
+from jaxdiffattack.world2 import scene
+from jaxdiffattack.world2 import train
+
+_WORKDIR = flags.DEFINE_string("workdir", "/work/w2run/run", "the run's workdir (data, tokenizer)")
+_STAGE = flags.DEFINE_string("stage", "clip", "checkpoint: clip or clip_tune")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "", "a checkpoint file instead of the stage's")
+_VARIANT = flags.DEFINE_string("variant", "", "config variants of the run")
+_NOTE = flags.DEFINE_string("note", "", "what this checkpoint is (kept in the JSON)")
+_OUT = flags.DEFINE_string("out", "", "results JSON")
+
+
+def text_separation(model, tok) -> dict:
+  ids = train.tokenize(tok, [train.class_prompt(i) for i in range(scene.NUM_CLASSES)],
+                       train.MODEL_MAX_LENGTH)
+  t = np.asarray(model.module.apply({"params": model.params}, jnp.asarray(ids),
+                                    method="get_text_features"), np.float64)
+  t /= np.linalg.norm(t, axis=1, keepdims=True)
+  cos = t @ t.T
+  np.fill_diagonal(cos, -np.inf)
+  hue = np.array([scene.class_hue(i) for i in range(scene.NUM_CLASSES)])
+  same = np.where(hue[:, None] == hue[None, :], cos, -np.inf)
+  return {"max_cos_to_another_prompt": round(float(cos.max(1).mean()), 5),
+          "max_cos_to_a_same_hue_prompt": round(float(same.max(1).mean()), 5)}
+
+
+def main(argv):
+  del argv
+  config = variants.load_config("train_world2", _VARIANT.value)
+  workdir = pathlib.Path(_WORKDIR.value)
+  d = train.make_data(config, workdir)
+  raw = (flax.serialization.msgpack_restore(pathlib.Path(_CHECKPOINT.value).read_bytes())
+         if _CHECKPOINT.value else train.load_checkpoint(workdir, _STAGE.value))
+  tok, _ = train._tokenizer(workdir)  # pylint: disable=protected-access
+  step = int(raw["step"])
+  model = train.clip_net(config, tok)._replace(params=raw["params"])
+  t0 = time.time()
+  out = {"command": "python benchmarks/world2_clip_check.py " + " ".join(
+             f"--{k}={v}" for k, v in (("workdir", _WORKDIR.value), ("stage", _STAGE.value),
+                                       ("checkpoint", _CHECKPOINT.value),
+                                       ("variant", _VARIANT.value)) if v),
+         "note": _NOTE.value, "checkpoint_step": step,
+         "single_object_test_scenes": int(d.test.single.sum()),
+         **train.clip_zero_shot(model, tok, d.test), **text_separation(model, tok),
+         "eval_s": round(time.time() - t0, 1),
+         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+  print(json.dumps(out, indent=2))
+  if _OUT.value:
+    write_json(_OUT.value, out)
+
+
+if __name__ == "__main__":
+  app.run(main)
