@@ -1,6 +1,7 @@
 """Config of world 2's training (jaxdiffattack.world2.train.run; docs/world2_model_card.md).
 
-Everything in one process (~11 CPU-hours; every stage resumes from its checkpoint on rerun):
+Everything in one process (about 11–15 CPU-hours, the estimate from the measured rates in
+docs/world2_model_card.md; every stage resumes from its checkpoint on rerun):
 
   python launch/train_world2.py --config configs/train_world2.py --workdir DIR
 
