@@ -5,8 +5,6 @@ smoke export (outputs consistent, resumed == uninterrupted, one-line config erro
 import collections
 import csv
 import json
-import os
-import pathlib
 
 import numpy as np
 import pytest
@@ -254,19 +252,6 @@ def test_class_table_counts_and_clustered_interval():
 
 
 # --------------------------------------------------------------------------- end to end (smoke) ---
-@pytest.fixture(scope="module")
-def world2_assets(world2_smoke):
-  from jaxdiffattack.models import hub  # pylint: disable=g-import-not-at-top
-  workdir, _, _ = world2_smoke
-  old = os.environ.get(hub.WORLD2_ENV)
-  os.environ[hub.WORLD2_ENV] = str(workdir / "export")
-  yield workdir / "export"
-  if old is None:
-    os.environ.pop(hub.WORLD2_ENV)
-  else:
-    os.environ[hub.WORLD2_ENV] = old
-
-
 def _read_csv(path):
   with open(path, newline="") as f:
     return list(csv.DictReader(f))

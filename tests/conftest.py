@@ -93,3 +93,18 @@ def world2_smoke(tmp_path_factory):
   workdir = pathlib.Path(keep) if keep else tmp_path_factory.mktemp("w2smoke")
   return workdir, config, train.run(config, workdir)
 
+
+
+@pytest.fixture(scope="module")
+def world2_assets(world2_smoke):
+  """$JAXDIFFATTACK_WORLD2_ASSETS → the session's smoke export while the requesting module runs
+  (tests/world2_jobs_test.py, tests/census_test.py)."""
+  from jaxdiffattack.models import hub  # pylint: disable=g-import-not-at-top
+  workdir, _, _ = world2_smoke
+  old = os.environ.get(hub.WORLD2_ENV)
+  os.environ[hub.WORLD2_ENV] = str(workdir / "export")
+  yield workdir / "export"
+  if old is None:
+    os.environ.pop(hub.WORLD2_ENV)
+  else:
+    os.environ[hub.WORLD2_ENV] = old

@@ -5,7 +5,6 @@ variant end to end against the session's smoke export (tests/conftest.py `world2
 import csv
 import importlib.util
 import json
-import os
 import pathlib
 
 import numpy as np
@@ -146,19 +145,6 @@ def test_world2_oracle_outside_world2_is_a_config_error():
 
 
 # ------------------------------------------------------------------------- jobs (smoke) ---
-@pytest.fixture(scope="module")
-def world2_assets(world2_smoke):
-  """$JAXDIFFATTACK_WORLD2_ASSETS → the session's smoke export while this module runs."""
-  workdir, _, _ = world2_smoke
-  old = os.environ.get(hub.WORLD2_ENV)
-  os.environ[hub.WORLD2_ENV] = str(workdir / "export")
-  yield workdir / "export"
-  if old is None:
-    os.environ.pop(hub.WORLD2_ENV)
-  else:
-    os.environ[hub.WORLD2_ENV] = old
-
-
 def _jsonl(path):
   return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines()]
 
