@@ -42,6 +42,19 @@ def machine() -> str:
           f"load average {os.getloadavg()[0]:.1f}")
 
 
+def emit(out: dict, path: str = "") -> dict:
+  """A benchmark's results dict with its provenance added ("date_utc", "machine",
+  "code_version"; the benchmark gives "command"), printed, and written atomically to `path`
+  when given."""
+  from jaxdiffattack.io import write_json  # pylint: disable=g-import-not-at-top
+  out = {**out, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+         "machine": machine(), "code_version": code_version()}
+  print(json.dumps(out, indent=2))
+  if path:
+    write_json(path, out)
+  return out
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--name", required=True, help="docs/results/<name>/")

@@ -9,7 +9,6 @@ predicted class has the right hue / the right shape, and how far apart the promp
 features are (the mean over prompts of the highest cosine to another prompt, overall and among
 prompts of the same hue: near 1 means the text tower does not tell those prompts apart).
 """
-import json
 import pathlib
 import time
 
@@ -20,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiffattack import variants
-from jaxdiffattack.io import write_json
 from jaxdiffattack.world2 import scene
 from jaxdiffattack.world2 import train
+
+import evidence  # benchmarks/evidence.py (run as a script: benchmarks/ is on sys.path)
 
 _WORKDIR = flags.DEFINE_string("workdir", "/work/w2run/run", "the run's workdir (data, tokenizer)")
 _STAGE = flags.DEFINE_string("stage", "clip", "checkpoint: clip or clip_tune")
@@ -64,11 +64,8 @@ def main(argv):
          "note": _NOTE.value, "checkpoint_step": step,
          "single_object_test_scenes": int(d.test.single.sum()),
          **train.clip_zero_shot(model, tok, d.test), **text_separation(model, tok),
-         "eval_s": round(time.time() - t0, 1),
-         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-  print(json.dumps(out, indent=2))
-  if _OUT.value:
-    write_json(_OUT.value, out)
+         "eval_s": round(time.time() - t0, 1)}
+  evidence.emit(out, _OUT.value)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ wall hours the full config's num_steps would take *at the load of the measuremen
 machine's load average is recorded: other jobs share its 2 cores, so on a busy machine these
 are wall hours at a fraction of a core, not CPU hours).
 """
-import json
 import os
 import time
 
@@ -20,8 +19,9 @@ from absl import logging
 import numpy as np
 
 from jaxdiffattack import variants
-from jaxdiffattack.io import write_json
 from jaxdiffattack.world2 import train
+
+import evidence  # benchmarks/evidence.py (run as a script: benchmarks/ is on sys.path)
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/w2rates", "scratch workdir (rendered data kept)")
 _OUT = flags.DEFINE_string("out", "", "results JSON")
@@ -59,11 +59,8 @@ def main(argv):
          "total_est_wall_hours_at_this_load": round(
              sum(r["est_wall_hours_at_this_load"] for r in rows.values()), 2),
          "loadavg_start": load0, "loadavg_end": os.getloadavg(), "cpu_count": os.cpu_count(),
-         "wall_s": round(time.time() - t0, 1),
-         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-  print(json.dumps(out, indent=2))
-  if _OUT.value:
-    write_json(_OUT.value, out)
+         "wall_s": round(time.time() - t0, 1)}
+  evidence.emit(out, _OUT.value)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ are read right, split by the close shape pairs (5- / 6-pointed star, square / ro
 textures (striped / dotted / ring) and the scene's background; and the whole-scene verdict on the scene's full facts.
 """
 import collections
-import json
 import re
 import time
 
@@ -21,12 +20,13 @@ import jax
 import numpy as np
 
 from jaxdiffattack import variants
-from jaxdiffattack.io import write_json
 from jaxdiffattack.world2 import captions
 from jaxdiffattack.world2 import oracle
 from jaxdiffattack.world2 import render
 from jaxdiffattack.world2 import scene
 from jaxdiffattack.world2 import train
+
+import evidence  # benchmarks/evidence.py (run as a script: benchmarks/ is on sys.path)
 
 _WORKDIR = flags.DEFINE_string("workdir", "/work/w2run/run", "the run's workdir")
 _STAGE = flags.DEFINE_string("stage", "vae", "checkpoint: vae or vae_tune")
@@ -123,11 +123,9 @@ def main(argv):
                             train.latent_size(config)]},
          "recon_mse_uint8": round(mse, 2), "scene_verdicts_full_facts": verdicts,
          "per_object": table,
-         "why_objects_are_misread": {k: dict(v.most_common()) for k, v in misread.items()}, "oracle_s": round(time.time() - t0, 1),
-         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-  print(json.dumps(out, indent=2))
-  if _OUT.value:
-    write_json(_OUT.value, out)
+         "why_objects_are_misread": {k: dict(v.most_common()) for k, v in misread.items()},
+         "oracle_s": round(time.time() - t0, 1)}
+  evidence.emit(out, _OUT.value)
 
 
 if __name__ == "__main__":
