@@ -457,6 +457,45 @@ def test_plots_are_small_multiples_naming_shift_and_judge(monkeypatch, tmp_path)
       assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1   # beside, outside
 
 
+def test_trajectory_plots_name_their_axes_and_keep_the_legend_off_the_data(monkeypatch, tmp_path):
+  """One figure per setting (in the CSV's order), one panel per statistic with the statistic on
+  its y axis and the step on its x axis, one line per shift cell × prompt drawn through every
+  step, and the legend outside every panel (below them), labelled with the shift and α."""
+  figures = {}
+  monkeypatch.setattr(sweep.trajectories.runs, "save_figure",
+                      lambda fig, path: figures.__setitem__(pathlib.Path(path).name, fig))
+  rows = []
+  for setting in ("gen_b", "gen_a"):
+    for shift, alpha in (("none", "0"), ("ums", "-1"), ("ums", "1"), ("sds", "0.6")):
+      for step in range(5):
+        rows.append({"setting": setting, "shift": shift, "alpha": alpha, "prompt": "a red circle",
+                     "step": str(step), "step_distance": str(0.1 * step), "mean": str(-step),
+                     "std": str(1 + step)})
+  csv_path = tmp_path / "trajectory.csv"
+  with open(csv_path, "w", newline="") as f:
+    writer = csv.DictWriter(f, sweep.trajectories.FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+  assert sweep.trajectories.replot_trajectories(csv_path, tmp_path) == ["gen_b", "gen_a"]
+  assert sorted(figures) == ["trajectory_gen_a.png", "trajectory_gen_b.png"]
+  fig = figures["trajectory_gen_b.png"]
+  axes = fig.get_axes()
+  assert [ax.get_ylabel() for ax in axes] == [
+      "RMS step distance of the latent", "latent mean", "latent std"]
+  assert {ax.get_xlabel() for ax in axes} == {"sampler step"}
+  for ax in axes:
+    assert len(ax.get_lines()) == 4 and ax.get_legend() is None
+    np.testing.assert_array_equal(ax.get_lines()[0].get_xdata(), range(5))
+  np.testing.assert_allclose(axes[1].get_lines()[1].get_ydata(), [0, -1, -2, -3, -4])
+  assert len(fig.legends) == 1
+  assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+      "unshifted / a red circle", "UMS α = -1 / a red circle", "UMS α = 1 / a red circle",
+      "SDS α = 0.6 / a red circle"]
+  fig.canvas.draw()
+  legend_top = fig.legends[0].get_window_extent().y1
+  assert all(legend_top <= ax.get_window_extent().y0 for ax in axes)   # below, off the data
+
+
 @pytest.mark.slow
 def test_toy_smoke_sweep_runs_every_shift_with_ms_and_pas_fraction(tmp_path):
   """`configs/shift_sweep.py:toy,smoke` on the shipped toy world: all five shifts run, MS cells

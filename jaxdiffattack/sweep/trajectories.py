@@ -34,7 +34,6 @@ def trajectory_statistics(latent_trajectory: np.ndarray, initial: np.ndarray) ->
 
 def write_trajectories(config, workdir, prompts, model_loader) -> None:
   """trajectory.csv and plots/trajectory_<setting>.png for chosen prompts × shift cells."""
-  plt = runs.pyplot()
   workdir = pathlib.Path(workdir)
   cells = [unshifted()] + [Cell(str(s), (float(a), 0.0))
                            for s, a in zip(config.trajectory.shifts, config.trajectory.alphas)]
@@ -51,7 +50,6 @@ def write_trajectories(config, workdir, prompts, model_loader) -> None:
     out, latents = loaded.generate(plan, members, key)
     traj = trajectory_statistics(out.latent_trajectory,
                                  latents * loaded.sampler.scheduler.init_noise_sigma)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     for i, m in enumerate(members):
       cell = cells[m // len(prompts)]
       for step in range(traj["mean"].shape[1]):
@@ -59,11 +57,47 @@ def write_trajectories(config, workdir, prompts, model_loader) -> None:
                      "prompt": prompts[m % len(prompts)], "step": step,
                      "step_distance": float(traj["step_distance"][i, step]),
                      "mean": float(traj["mean"][i, step]), "std": float(traj["std"][i, step])})
-      for ax, name in zip(axes, ("step_distance", "mean", "std")):
-        ax.plot(traj[name][i], label=f"{cell.shift} {cell.label} / {prompts[m % len(prompts)]}")
-        ax.set_title(name)
-        ax.set_xlabel("step")
-    axes[0].legend(fontsize=6)
-    fig.tight_layout()
-    runs.save_figure(fig, workdir / "plots" / f"trajectory_{setting.name}.png")
+  plot_trajectories(rows, workdir / "plots")
   io.write_csv(workdir / "trajectory.csv", FIELDS, rows)
+
+
+# What each statistic measures (the y axes name it; the x axis is the sampler's step).
+STAT_AXES = {"step_distance": "RMS step distance of the latent",
+             "mean": "latent mean", "std": "latent std"}
+
+
+def plot_trajectories(rows, plot_dir) -> list[str]:
+  """plots/trajectory_<setting>.png from trajectory.csv rows: one panel per statistic (step
+  distance, mean, std; shared step axis), one line per shift cell × prompt, labelled in a legend
+  below the panels (never over the data). Returns the settings drawn, in order."""
+  plt = runs.pyplot()
+  settings = list(dict.fromkeys(r["setting"] for r in rows))
+  for setting in settings:
+    mine = [r for r in rows if r["setting"] == setting]
+    series = list(dict.fromkeys((r["shift"], str(r["alpha"]), r["prompt"]) for r in mine))
+    fig, axes = plt.subplots(1, len(STAT_AXES), sharex=True, figsize=(12, 3.4))
+    for shift, alpha, prompt in series:
+      sel = sorted((r for r in mine if (r["shift"], str(r["alpha"]), r["prompt"]) ==
+                    (shift, alpha, prompt)), key=lambda r: int(r["step"]))
+      label = ("unshifted" if shift == "none" else f"{shift.upper()} α = {alpha}") + \
+          f" / {prompt}"
+      for ax, name in zip(axes, STAT_AXES):
+        ax.plot([int(r["step"]) for r in sel], [float(r[name]) for r in sel], marker="o",
+                ms=2.5, label=label)
+    for ax, (name, axis) in zip(axes, STAT_AXES.items()):
+      ax.set_ylabel(axis, fontsize=8)
+      ax.set_xlabel("sampler step", fontsize=8)
+      ax.tick_params(labelsize=7)
+      ax.grid(alpha=0.3)
+    fig.suptitle(f"{setting}: latent trajectory under seed shifts", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.05 * ((len(labels) - 1) // 4), 1, 1))
+    runs.save_figure(fig, pathlib.Path(plot_dir) / f"trajectory_{setting}.png")
+  return settings
+
+
+def replot_trajectories(trajectory_csv, plot_dir) -> list[str]:
+  """Redraws plots/trajectory_<setting>.png from a trajectory.csv alone (e.g. a committed one)."""
+  return plot_trajectories(io.read_csv(trajectory_csv), plot_dir)
