@@ -457,6 +457,47 @@ def test_plots_are_small_multiples_naming_shift_and_judge(monkeypatch, tmp_path)
       assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1   # beside, outside
 
 
+def test_results_read_back_from_report_markdown_to_its_rounding(monkeypatch, tmp_path):
+  """`results_from_markdown` recovers every overall row of `summarise` (values and CIs to the
+  table's 0.1 rounding: points for rates, units for CLIP), MS's two α included, from `markdown`'s
+  text alone; `replot_markdown` draws the small multiples from it; a table with a missing cell
+  is a one-line error."""
+  rng = np.random.default_rng(5)
+  members = []
+  for setting in ("gen_a", "gen_b"):
+    for shift, alpha in (("none", (0.0, 0.0)), ("ums", (-0.2, 0.0)), ("ums", (0.2, 0.0)),
+                         ("ms", (0.2, -0.3)), ("ms", (0.2, 0.3))):
+      for p in range(4):
+        for seed in range(3):
+          members.append({"setting": setting, "shift": shift, "alpha_c": str(alpha[0]),
+                          "alpha_s": str(alpha[1]), "prompt_index": str(p), "label": f"c{p}",
+                          "seed_index": str(seed), "top1": str(float(rng.random() < 0.7)),
+                          "clip_score": str(60 + 20 * rng.random())})
+  results = sweep.report.summarise(members)
+  text = sweep.report.markdown(results)
+  back = sweep.report.results_from_markdown(text)
+  overall = [r for r in results if r["class"] == "all"]
+  assert len(back) == len(overall) == 2 * 2 * 3 * 2    # settings × shifts × (clean + 2 α) × metrics
+  key = lambda r: (r["setting"], r["shift"], r["alpha_c"], r["alpha_s"], r["metric"])
+  want = {key(r): r for r in overall}
+  for r in back:
+    w = want[key(r)]
+    tol = 0.051 if r["metric"] == "clip_score" else 0.00051
+    for field in ("value", "ci_low", "ci_high"):
+      assert abs(r[field] - w[field]) <= tol, (key(r), field, r[field], w[field])
+  figures = {}
+  monkeypatch.setattr(sweep.report.runs, "save_figure",
+                      lambda fig, path: figures.__setitem__(pathlib.Path(path).name, fig))
+  report_md = tmp_path / "report.md"
+  report_md.write_text(text)
+  assert sweep.report.replot_markdown(report_md, tmp_path) == ["top1", "clip_score"]
+  assert len(figures["top1.png"].get_axes()) == 2 * 2
+  bad = "\n".join(l if not l.startswith("| top1") else l.rsplit(" | ", 1)[0] + " |"
+                   for l in text.split("\n"))
+  with pytest.raises(ValueError, match=r"cells for \d α columns"):
+    sweep.report.results_from_markdown(bad)
+
+
 def test_trajectory_plots_name_their_axes_and_keep_the_legend_off_the_data(monkeypatch, tmp_path):
   """One figure per setting (in the CSV's order), one panel per statistic with the statistic on
   its y axis and the step on its x axis, one line per shift cell × prompt drawn through every

@@ -280,6 +280,47 @@ def replot(results_csv, plot_dir) -> list[str]:
   return _metrics(rows)
 
 
+def results_from_markdown(text: str) -> list[dict]:
+  """The overall ("all") rows of results.csv read back from a report.md's per-shift tables
+  (`markdown`'s "## <setting>: <shift>" sections; values and CIs to the table's 0.1 rounding),
+  for redrawing the figures of a run whose results.csv was not kept."""
+  rows, setting, shift, alphas = [], None, None, []
+  for line in text.splitlines():
+    if line.startswith("## "):
+      head = line[3:].rsplit(": ", 1)
+      setting, shift = (head if len(head) == 2 and head[1] in perturb.SHIFTS else (None, None))
+      alphas = []
+    elif setting is None or not line.startswith("| "):
+      continue
+    elif line.startswith("| metric |"):
+      alphas = [tuple(float(a) for a in cell.strip()[2:].split(",")) + (0.0,)
+                for cell in line.strip(" |").split("|")[1:]]
+    elif alphas and not line.startswith("|---"):
+      cells = [c.strip() for c in line.strip(" |").split("|")]
+      metric, scale = cells[0], 1.0 if cells[0] == "clip_score" else 100.0
+      if len(cells) != len(alphas) + 1:
+        raise ValueError(f"report table {setting}: {shift}, metric {metric}: {len(cells) - 1} "
+                         f"cells for {len(alphas)} α columns; is this a sweep report.md?")
+      for alpha, cell in zip(alphas, cells[1:]):
+        value, interval = cell.split(" (")[0].split(" [")
+        low, high = interval.rstrip("]").split(", ")
+        rows.append({"setting": setting, "shift": shift, "alpha_c": alpha[0],
+                     "alpha_s": alpha[1], "class": "all", "metric": metric,
+                     "value": float(value) / scale, "ci_low": float(low) / scale,
+                     "ci_high": float(high) / scale})
+  return rows
+
+
+def replot_markdown(report_md, plot_dir) -> list[str]:
+  """Redraws plots/<metric>.png from a report.md alone (`results_from_markdown`); returns the
+  metrics drawn."""
+  rows = results_from_markdown(pathlib.Path(report_md).read_text())
+  if not rows:
+    raise ValueError(f"{report_md}: no '## <setting>: <shift>' tables; give a sweep report.md")
+  plots(rows, pathlib.Path(plot_dir))
+  return _metrics(rows)
+
+
 def grid_members(plan: Plan, shift: str, n_grid: int) -> tuple[np.ndarray, list[int]]:
   """(members [n_grid × cols], cell indices [cols]) of a grid: prompts (rows) × the shift's α in
   increasing order with the unshifted cell (columns), seed 0."""
