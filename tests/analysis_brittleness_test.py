@@ -2,6 +2,7 @@
 synthetic object moved by a known amount, read by the toy oracle; confusion counts."""
 
 import numpy as np
+import pytest
 
 from jaxdiffattack.analysis import brittleness
 from jaxdiffattack.analysis import objects
@@ -90,3 +91,30 @@ def test_displacement_leaves_out_members_without_an_object():
              {"shift": "ums", "alpha": 0.5, "class": "c", "seed": 1, "cx": 9.0, "cy": 9.0}]
   assert brittleness.displacement(records) == []        # seed 1 has no α = 0 record
   assert oracle.read(np.full((1, 32, 32, 3), 0.5))[0].objects == ()
+
+
+def test_classwise_figure_is_small_multiples_naming_shift_and_judge():
+  """One panel per class (shared axes), the class's accuracy from
+  `brittleness.classwise` against α with the clean cell at 0 and the overall accuracy beside it,
+  x axes naming the shift, y axes the judge; rows without a shifted cell are a one-line error."""
+  from jaxdiffattack.analysis import report  # pylint: disable=g-import-not-at-top
+  rows = brittleness.classwise(_records())
+  fig = report.classwise_figure(rows, "oracle")
+  axes = [ax for ax in fig.get_axes() if ax.get_visible()]
+  assert [ax.get_title() for ax in axes] == ["blue star", "green cross", "red circle"]
+  assert {ax.get_xlabel() for ax in axes} == {"UMS α"}
+  assert axes[0].get_ylabel() == "class drawn (oracle)"
+  acc = {(r["shift"], r["alpha"], r["class"]): r["accuracy"] for r in rows}
+  for ax in axes:
+    overall, mine = ax.get_lines()
+    np.testing.assert_allclose(mine.get_xdata(), [-0.2, 0.0, 0.2])
+    np.testing.assert_allclose(mine.get_ydata(), [acc[("ums", -0.2, ax.get_title())],
+                                                  acc[("none", 0.0, ax.get_title())],
+                                                  acc[("ums", 0.2, ax.get_title())]])
+    np.testing.assert_allclose(overall.get_ydata(), [acc[("ums", -0.2, "all")],
+                                                     acc[("none", 0.0, "all")],
+                                                     acc[("ums", 0.2, "all")]])
+    assert ax.get_shared_y_axes().joined(ax, axes[0])
+  clean_only = [r for r in rows if r["shift"] == "none"]
+  with pytest.raises(ValueError, match="need a shifted cell"):
+    report.classwise_figure(clean_only, "oracle")

@@ -311,18 +311,11 @@ def _brittleness(workdir, data, command) -> list[str]:
           "row is the sum over classes:", ""]
   out += _table(["class"] + [f"{s} {a:+g}" if s != "none" else "clean" for s, a in cells],
                 [[c] + [acc.get((s, a, c)) for s, a in cells] for c in classes + ["all"]])
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for shift in sorted({s for s, _ in cells} - {"none"}):
-    alphas = sorted([a for s, a in cells if s == shift] + [0.0])
-    for c in classes:
-      ax.plot(alphas, [acc.get((shift, a, c), acc.get(("none", 0.0, c))) for a in alphas],
-              color=_colour(c), alpha=0.5, lw=0.8)
-    ax.plot(alphas, [acc.get((shift, a, "all"), acc.get(("none", 0.0, "all"))) for a in alphas],
-            color="k", lw=2, label=f"{shift}: all classes")
-  ax.set(xlabel="α", ylabel="accuracy (judge)", ylim=(-0.02, 1.02))
-  ax.legend(fontsize=7)
-  out += _figure(workdir, "brittleness_classwise", fig, "accuracy per class (thin, coloured by "
-                 "the class's colour) and overall (black) against the shift's α.", command)
+  judge = json.loads((pathlib.Path(workdir) / "config.json").read_text())
+  judge = judge.get("finder", judge.get("judge", "judge"))
+  out += _figure(workdir, "brittleness_classwise", classwise_figure(cw, judge),
+                 "accuracy per class against the shift's α, one panel per class (the overall "
+                 "accuracy dashed grey in every panel for reference).", command)
   conf = [r for r in data["confusion"] if r["pred"] not in (r["class"], "unclear")]
   top = sorted(conf, key=lambda r: -r["count"])[:12]
   unclear = sum(r["count"] for r in data["confusion"] if r["pred"] == "unclear")
@@ -360,6 +353,48 @@ def _brittleness(workdir, data, command) -> list[str]:
   ax.legend(fontsize=7)
   return out + _figure(workdir, "brittleness_trajectory", fig, "mean per-step distance of the "
                        "latent trajectory per shift cell.", command)
+
+
+def classwise_figure(classwise_rows, judge: str):
+  """Small multiples of `brittleness.classwise` rows: one panel per class (shared axes), its
+  accuracy against each shift's α (clean cell at α = 0) in the class's colour, the overall
+  accuracy dashed grey for reference; the x axes name the shift, the y axes the judge."""
+  plt = runs.pyplot()
+  acc = {(r["shift"], r["alpha"], r["class"]): r["accuracy"] for r in classwise_rows}
+  shifts = sorted({r["shift"] for r in classwise_rows} - {"none"})
+  classes = sorted({r["class"] for r in classwise_rows if r["class"] != "all"})
+  if not shifts or not classes:
+    raise ValueError("classwise_figure: the rows need a shifted cell and at least one class; "
+                     f"got shifts {shifts} and classes {classes}")
+  cols = min(5, len(classes))
+  rows = -(-len(classes) // cols)
+  fig, axes = plt.subplots(rows, cols, sharex=True, sharey=True, squeeze=False,
+                           figsize=(2.2 * cols + 0.6, 1.8 * rows + 0.8))
+  styles = ("-", ":", "-.", (0, (5, 1)))
+  for k, c in enumerate(classes):
+    ax = axes[k // cols][k % cols]
+    for i, shift in enumerate(shifts):
+      alphas = sorted({a for s, a, _ in acc if s == shift} | {0.0})
+      def curve(cls, shift=shift, alphas=alphas):
+        return [acc.get((shift, a, cls), acc.get(("none", 0.0, cls))) for a in alphas]
+      ax.plot(alphas, curve("all"), color="0.6", ls="--", lw=1)
+      ax.plot(alphas, curve(c), color=_colour(c), ls=styles[i % len(styles)], marker="o", ms=2.5,
+              label=shift.upper())
+    ax.set_title(c, fontsize=8)
+    ax.set_ylim(-0.05, 1.05)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    if k % cols == 0:
+      ax.set_ylabel(f"class drawn ({judge})", fontsize=7)
+    if k // cols == rows - 1 or k + cols >= len(classes):
+      ax.set_xlabel((shifts[0].upper() if len(shifts) == 1 else "shift") + " α", fontsize=7)
+  for k in range(len(classes), rows * cols):
+    axes[k // cols][k % cols].set_visible(False)
+  if len(shifts) > 1:
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(shifts), fontsize=7, frameon=False)
+  fig.tight_layout(rect=(0, 0.04 if len(shifts) > 1 else 0, 1, 1))
+  return fig
 
 
 SECTIONS = {"speed": _speed, "attention": _attention, "orders": _orders, "inject": _inject,
