@@ -118,3 +118,29 @@ def test_classwise_figure_is_small_multiples_naming_shift_and_judge():
   clean_only = [r for r in rows if r["shift"] == "none"]
   with pytest.raises(ValueError, match="need a shifted cell"):
     report.classwise_figure(clean_only, "oracle")
+
+
+def test_speed_figure_is_small_multiples_with_the_threshold():
+  """One panel per class (shared axes, the 6th cell of a 5-wide grid hidden), its mean curve over
+  seeds against the 1-based step, the mean over every class beside it, the threshold drawn; no
+  curves is a one-line error."""
+  from jaxdiffattack.analysis import report  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  classes = ["c0", "c1", "c2", "c3", "c4", "c5"]
+  singles = [{"class": c, "curve": list(rng.random(7)), "seed": s} for c in classes
+             for s in range(3)]
+  fig = report.speed_figure(singles, 0.9)
+  axes = [ax for ax in fig.get_axes() if ax.get_visible()]
+  assert len(fig.get_axes()) == 10 and [ax.get_title() for ax in axes] == classes
+  overall = np.mean([r["curve"] for r in singles], axis=0)
+  for ax in axes:
+    mean_all, mine, thr = ax.get_lines()
+    np.testing.assert_allclose(mine.get_xdata(), np.arange(1, 8))
+    np.testing.assert_allclose(mine.get_ydata(), np.mean(
+        [r["curve"] for r in singles if r["class"] == ax.get_title()], axis=0))
+    np.testing.assert_allclose(mean_all.get_ydata(), overall)
+    np.testing.assert_allclose(thr.get_ydata(), [0.9, 0.9])
+  assert axes[0].get_ylabel() == "SSIM(predicted x0, final)"
+  assert axes[-1].get_xlabel() == "sampler step"
+  with pytest.raises(ValueError, match="no single-object curves"):
+    report.speed_figure([], 0.9)

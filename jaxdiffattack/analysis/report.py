@@ -120,21 +120,12 @@ def _speed(workdir, data, command) -> list[str]:
   plt = runs.pyplot()
   _csv(workdir / "speed_classes.csv", data["classes"])
   _csv(workdir / "speed_pairs.csv", data["pairs"])
-  classes = sorted({r["class"] for r in data["singles"]})
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  styles = ["-", "--", ":", "-.", (0, (5, 1))]
-  nouns = sorted({c.split()[-1] for c in classes})
-  for c in classes:
-    curves = np.asarray([r["curve"] for r in data["singles"] if r["class"] == c])
-    ax.plot(np.arange(1, curves.shape[1] + 1), curves.mean(0), color=_colour(c),
-            linestyle=styles[nouns.index(c.split()[-1]) % len(styles)], label=c)
-  ax.axhline(data["threshold"], color="k", lw=0.6)
-  ax.set(xlabel="step", ylabel="SSIM(predicted x0, final image)", ylim=(0, 1.02))
-  ax.legend(fontsize=6, ncol=2)
+  fig = speed_figure(data["singles"], data["threshold"])
   out = ["## Generation speed (ATM §4.1)", ""]
   out += _figure(workdir, "speed_curves", fig,
-                 "mean SSIM between each step's decoded predicted x0 and the final image, per "
-                 "class (single-object prompts, fixed seeds); the line is the threshold.", command)
+                 "mean SSIM between each step's decoded predicted x0 and the final image, one "
+                 "panel per class (single-object prompts, fixed seeds; the mean over classes "
+                 "dashed grey for reference); the black line is the threshold.", command)
   out += _table(["class", "first step > thr (mean)", "pair images", "lost in pairs",
                  "loss rate", "formed first", "ATM success"],
                 [[r["class"], r["formation_step"], r["pair_images"], r["pair_losses"],
@@ -353,6 +344,41 @@ def _brittleness(workdir, data, command) -> list[str]:
   ax.legend(fontsize=7)
   return out + _figure(workdir, "brittleness_trajectory", fig, "mean per-step distance of the "
                        "latent trajectory per shift cell.", command)
+
+
+def speed_figure(singles, threshold: float):
+  """Small multiples of the generation-speed curves: one panel per class (shared axes), the mean
+  over its seeds of SSIM(predicted x0 at step s, final image) against s, the mean over every
+  class dashed grey for reference, the formation threshold as a black line."""
+  plt = runs.pyplot()
+  classes = sorted({r["class"] for r in singles})
+  if not classes:
+    raise ValueError("speed_figure: no single-object curves (data['singles'] is empty)")
+  mean = {c: np.asarray([r["curve"] for r in singles if r["class"] == c]).mean(0)
+          for c in classes}
+  overall = np.asarray([r["curve"] for r in singles]).mean(0)
+  cols = min(5, len(classes))
+  rows = -(-len(classes) // cols)
+  fig, axes = plt.subplots(rows, cols, sharex=True, sharey=True, squeeze=False,
+                           figsize=(2.2 * cols + 0.6, 1.8 * rows + 0.8))
+  steps = np.arange(1, overall.shape[0] + 1)
+  for k, c in enumerate(classes):
+    ax = axes[k // cols][k % cols]
+    ax.plot(steps, overall, color="0.6", ls="--", lw=1)
+    ax.plot(steps, mean[c], color=_colour(c), lw=1.5)
+    ax.axhline(threshold, color="k", lw=0.6)
+    ax.set_title(c, fontsize=8)
+    ax.set_ylim(0, 1.02)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    if k % cols == 0:
+      ax.set_ylabel("SSIM(predicted x0, final)", fontsize=7)
+    if k // cols == rows - 1 or k + cols >= len(classes):
+      ax.set_xlabel("sampler step", fontsize=7)
+  for k in range(len(classes), rows * cols):
+    axes[k // cols][k % cols].set_visible(False)
+  fig.tight_layout()
+  return fig
 
 
 def classwise_figure(classwise_rows, judge: str):
