@@ -491,6 +491,16 @@ class VAELossTermsTest(absltest.TestCase):
     # The feature net is frozen: gradients reach only the VAE's params.
     grads = jax.grad(train.vae_loss_fn(config, "/nonexistent", vae))(params, x, key)
     self.assertEqual(jax.tree_util.tree_structure(grads), jax.tree_util.tree_structure(params))
+    # vae_tune (the decoder): MSE + its l1_weight L1, no KL; the same terms from its own block.
+    config.vae_tune.update(feature_ckpt=str(path), l1_weight=0.3)
+    tune = lambda: train.vae_loss_fn(config, "/nonexistent", vae, "vae_tune")
+    self.assertIs(type(tune()), type(train.toy_train.vae_decoder_loss_fn(vae, 0.3)))
+    err = np.asarray(rec, np.float64) - self.x
+    base_tune = np.mean(err ** 2) + 0.3 * np.mean(np.abs(err))
+    np.testing.assert_allclose(float(tune()(params, x, key)), base_tune, rtol=1e-5)
+    config.vae_tune.update(edge_weight=0.7, feature_weight=0.3)
+    np.testing.assert_allclose(float(tune()(params, x, key)),
+                               base_tune + 0.7 * want_edge + 0.3 * want_feat, rtol=1e-5)
 
   def test_bad_loss_keys_are_one_line_errors(self):
     vae = train.vae_module(self.config)
@@ -500,11 +510,15 @@ class VAELossTermsTest(absltest.TestCase):
               r"config.vae.feature_net='vgg' is invalid: one of \['vit'\]"),
              (dict(feature_weight=1.0, feature_ckpt="/nonexistent/vit.msgpack"),
               r"needs the 'vit' classifier's checkpoint /nonexistent/vit.msgpack")]
-    for kw, pattern in cases:
+    cases = [("vae", kw, pattern) for kw, pattern in cases] + [
+        ("vae_tune", dict(feature_weight=-0.5), r"config.vae_tune.feature_weight=-0.5 is invalid"),
+        ("vae_tune", dict(feature_weight=1.0, feature_ckpt="/nonexistent/vit.msgpack"),
+         r"config.vae_tune.feature_weight=1.0 needs the 'vit' classifier's checkpoint")]
+    for stage, kw, pattern in cases:
       config = _load_config("smoke")
-      config.vae.update(kw)
+      config[stage].update(kw)
       with self.assertRaisesRegex(errors.UserError, pattern) as ctx:
-        train.vae_loss_fn(config, "/nonexistent", vae)
+        train.vae_loss_fn(config, "/nonexistent", vae, stage)
       self.assertNotIn("\n", str(ctx.exception))
     config = _load_config("smoke")
     config.vae.feature_weight = 1.0

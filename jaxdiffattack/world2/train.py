@@ -322,29 +322,31 @@ def vit_feature_layers(module, name: str) -> bool:
 FEATURE_LAYERS: dict[str, Callable[[Any, str], bool]] = {"vit": vit_feature_layers}
 
 
-def feature_checkpoint(config, workdir) -> pathlib.Path:
-  c = config.vae
+def feature_checkpoint(config, workdir, stage: str = "vae") -> pathlib.Path:
+  c = config[stage]
   ck = c.get("feature_ckpt", "")
   return (pathlib.Path(ck) if ck else
           pathlib.Path(workdir) / "checkpoints" / f"{c.get('feature_net', 'vit')}.msgpack")
 
 
-def feature_extractor(config, workdir) -> Callable[[jax.Array], list[jax.Array]]:
+def feature_extractor(config, workdir,
+                      stage: str = "vae") -> Callable[[jax.Array], list[jax.Array]]:
   """features(x NCHW normalised pixels) -> the frozen feature net's hidden states (a list, one
-  [B, ..., D] array per layer), read from `feature_checkpoint` (config.vae.feature_ckpt, or
-  workdir/checkpoints/<feature_net>.msgpack as it is when the stage starts)."""
-  name = config.vae.get("feature_net", "vit")
-  errors.check(name in FEATURE_LAYERS, "vae.feature_net", name,
+  [B, ..., D] array per layer), read from `feature_checkpoint` (config.<stage>.feature_ckpt,
+  or workdir/checkpoints/<feature_net>.msgpack as it is when the stage starts)."""
+  c = config[stage]
+  name = c.get("feature_net", "vit")
+  errors.check(name in FEATURE_LAYERS, f"{stage}.feature_net", name,
                f"one of {sorted(FEATURE_LAYERS)} (register one in world2.train.FEATURE_LAYERS)")
-  path = feature_checkpoint(config, workdir)
+  path = feature_checkpoint(config, workdir, stage)
   if not path.is_file():
-    raise UserError(f"config.vae.feature_weight={config.vae.feature_weight} needs the "
+    raise UserError(f"config.{stage}.feature_weight={c.feature_weight} needs the "
                     f"{name!r} classifier's checkpoint {path}: train stage {name!r} first, or "
-                    "set config.vae.feature_ckpt to a copy of one")
+                    f"set config.{stage}.feature_ckpt to a copy of one")
   model, _ = classifier_net(config, name)
   params = flax.serialization.msgpack_restore(path.read_bytes())["params"]
   if "batch_stats" in model.params:
-    raise UserError(f"config.vae.feature_net={name!r} has BatchNorm statistics: use a net "
+    raise UserError(f"config.{stage}.feature_net={name!r} has BatchNorm statistics: use a net "
                     "without (e.g. 'vit')")
   params = jax.tree_util.tree_map(jnp.asarray, params)
   keep = FEATURE_LAYERS[name]
@@ -358,26 +360,31 @@ def feature_extractor(config, workdir) -> Callable[[jax.Array], list[jax.Array]]
   return features
 
 
-def vae_loss_fn(config, workdir, vae):
-  """loss_fn(params, x, key) of world 2's VAE: the toy's MSE + 0.1 L1 + kl_weight KL, plus
-  edge_weight x `edge_loss` and feature_weight x `feature_distance` of the frozen feature
-  net's states (reconstruction vs original). Both weights 0 (the default): the toy's loss
-  function itself, so runs without the terms train (and resume) exactly as before."""
-  c = config.vae
+def vae_loss_fn(config, workdir, vae, stage: str = "vae"):
+  """loss_fn(params, x, key) of a world-2 VAE stage, from config.<stage>: for "vae" the toy's
+  MSE + 0.1 L1 + kl_weight KL, for "vae_tune" (the decoder; the optimiser freezes the
+  encoder) MSE + l1_weight L1, each plus edge_weight x `edge_loss` and feature_weight x
+  `feature_distance` of the frozen feature net's states (reconstruction vs original). Both
+  weights 0 (the default): the toy's loss function itself, so runs without the terms train
+  (and resume) exactly as before."""
+  c = config[stage]
   edge_w, feat_w = float(c.get("edge_weight", 0.0)), float(c.get("feature_weight", 0.0))
-  errors.check(edge_w >= 0, "vae.edge_weight", c.get("edge_weight"), "a weight >= 0")
-  errors.check(feat_w >= 0, "vae.feature_weight", c.get("feature_weight"), "a weight >= 0")
-  base = toy_train.vae_loss_fn(vae, c.kl_weight)
+  errors.check(edge_w >= 0, f"{stage}.edge_weight", c.get("edge_weight"), "a weight >= 0")
+  errors.check(feat_w >= 0, f"{stage}.feature_weight", c.get("feature_weight"), "a weight >= 0")
+  tune = stage == "vae_tune"
   if edge_w == 0 and feat_w == 0:
-    return base
-  features = feature_extractor(config, workdir) if feat_w else None
+    return (toy_train.vae_decoder_loss_fn(vae, c.l1_weight) if tune
+            else toy_train.vae_loss_fn(vae, c.kl_weight))
+  l1_w, kl_w = (c.l1_weight, 0.0) if tune else (0.1, c.kl_weight)
+  features = feature_extractor(config, workdir, stage) if feat_w else None
 
   def loss_fn(params, x, key):
     post = vae.apply({"params": params}, x, method=vae.encode)
     rec = vae.apply({"params": params}, post.sample(key), method=vae.decode)
     err = rec - x
-    loss = (jnp.mean(err ** 2) + 0.1 * jnp.mean(jnp.abs(err))
-            + c.kl_weight * jnp.mean(post.kl()) / x[0].size)
+    loss = jnp.mean(err ** 2) + l1_w * jnp.mean(jnp.abs(err))
+    if kl_w:
+      loss = loss + kl_w * jnp.mean(post.kl()) / x[0].size
     if edge_w:
       loss = loss + edge_w * edge_loss(rec, x)
     if feat_w:
@@ -420,7 +427,7 @@ def tune_vae_decoder(config, workdir, d: World2Data) -> dict:
   vae, params, _ = load_vae(config, workdir)
   opt = toy_train.frozen_optimizer(c, params, toy_train.VAE_ENCODER)
   state = TrainState(jnp.array(0), params, opt.init(params), None)
-  step_fn = toy_train.vae_train_step(config, opt, toy_train.vae_decoder_loss_fn(vae, c.l1_weight),
+  step_fn = toy_train.vae_train_step(config, opt, vae_loss_fn(config, workdir, vae, "vae_tune"),
                                      seed_offset=6, flip=False)
   state = _fit("vae_tune", state, step_fn, _vae_batches(config, "vae_tune", d, c.batch_size),
                c, workdir)
