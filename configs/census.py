@@ -16,6 +16,8 @@ stop it any time; the same command resumes at the first unfinished chunk (`--con
 does N chunks and stops, for time-sliced runs).
 `world2,smoke`: 2 classes × 1 scene × 4 prompts × 4 seeds, 2 steps, 3 chunks (the tests; seconds
 on the smoke export, $JAXDIFFATTACK_WORLD2_ASSETS).
+For the rating kit (benchmarks/world2_rating_set.py), run it with
+`--config.save_images=sample`: the failures and every image of seeds 0..sample_per_prompt-1.
 Any key can be overridden, e.g. `--config.classes='("red circle", "crimson circle")'
 --config.kinds='("single", "long")' --config.seeds_per_prompt=128`.
 """
@@ -65,7 +67,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.max_chunks = ml_collections.config_dict.placeholder(int)   # None: every chunk
   c.microbatch = 64          # members per device per compiled call (one shape for every chunk)
   c.memory_budget_gb = ml_collections.config_dict.placeholder(float)
-  c.save_images = "failures"  # PNGs of: "failures" (not holding), "all", "none"
+  c.save_images = "failures"  # PNGs of: "failures" (not holding), "sample", "all", "none"
+  c.sample_per_prompt = 4    # "sample": also every image of seeds 0..3 of each prompt (passes too)
   c.grid_images = 16         # failures per kind in the report's grids
   if "smoke" in variants:
     c.classes = ("red circle", "blue square")

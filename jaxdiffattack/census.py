@@ -34,7 +34,10 @@ chunks/NNNNN.jsonl, so a stopped run resumes at its first missing chunk):
   config.json     the resolved config;
   images.jsonl    per image: prompt_index, prompt, kind, scene, label, seed, "judges" {judge:
                   Verdict.record}, "failure" (`failures.FailureKind.record`), file (PNG or null);
-  images/         PNGs of the failures (config.save_images: "failures", "all" or "none");
+  images/         PNGs (config.save_images): "failures" (every image whose verdict is not
+                  holds), "sample" (those and every image of seeds 0..sample_per_prompt-1 of each
+                  prompt, whatever its verdict: the passes the world-2 rating kit samples,
+                  `world2.rating_set`), "all" or "none";
   prompts.csv     per prompt: seeds, failures, unclear, rate and Wilson CI (`targets.clean_rates`),
                   the evaluator's failures;
   classes.csv, classes.md   per class: seeds, failure rate with a 95 % CI clustered by prompt
@@ -70,7 +73,7 @@ from jaxdiffattack.world2 import scene as scene_lib
 KINDS = ("single", "two_objects", "long")
 SCENE_KINDS = ("single", "two_objects")
 TWO_OBJECT_LAYOUTS = ("pair", "two")
-SAVE_IMAGES = ("failures", "all", "none")
+SAVE_IMAGES = ("failures", "sample", "all", "none")
 # Run-shape keys (how the census is executed, never what it computes): a rerun with other values
 # resumes the same workdir (not chunk_prompts: the chunk files are cut by it).
 RUN_SHAPE_KEYS = runs.RUN_SHAPE_KEYS + ("max_chunks", "grid_images")
@@ -180,6 +183,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f"use {ORACLE!r} and scoring roles (e.g. 'evaluator')")
   check(config.save_images in SAVE_IMAGES, "save_images", config.save_images,
         f"use one of {SAVE_IMAGES}")
+  sample = config.get("sample_per_prompt", 0)
+  check(isinstance(sample, int) and sample >= 0, "sample_per_prompt", sample,
+        "use an integer >= 0 (with save_images='sample' the PNGs of seeds below it are kept)")
   check(config.max_chunks is None or (isinstance(config.max_chunks, int)
                                       and config.max_chunks >= 1), "max_chunks",
         config.max_chunks, "use None (every chunk) or an integer >= 1")
@@ -203,6 +209,18 @@ def judge_images(images: np.ndarray, chunk: list[CensusPrompt], seeds: int,
   verdicts = {ORACLE: judges_lib.world2_oracle_verdict(assessments), **model_verdicts}
   return [(judges_lib.record(verdicts, i), failures_lib.failure_kind(a, f).record())
           for i, (a, f) in enumerate(zip(assessments, facts))]
+
+
+def save_image(config, failure_kind: str, seed: int) -> bool:
+  """Whether the census keeps the PNG of seed `seed`'s image whose failure kind is
+  `failure_kind` (config.save_images; the module docstring)."""
+  if config.save_images == "all":
+    return True
+  if config.save_images == "none":
+    return False
+  if failure_kind != "holds":
+    return True
+  return config.save_images == "sample" and seed < config.get("sample_per_prompt", 0)
 
 
 def _verdict(row) -> str:
@@ -532,8 +550,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       rows = []
       for i, (record, failure) in enumerate(judged):
         p, s = chunk[i // seeds], i % seeds
-        keep = config.save_images == "all" or (config.save_images == "failures"
-                                               and failure["kind"] != "holds")
+        keep = save_image(config, failure["kind"], s)
         name = f"images/{p.index:05d}_{s:03d}.png" if keep else None
         if keep:
           io.write_png(workdir / name, images[i])
