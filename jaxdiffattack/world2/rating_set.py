@@ -105,6 +105,15 @@ def _image(path) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+def _write_png(path, image: np.ndarray) -> None:
+  """The uint8 image [H, W, 3] as it is (io.write_png takes floats in [0, 1]), atomically."""
+  import io as std_io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  buffer = std_io.BytesIO()
+  Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG")
+  io.atomic_write_bytes(path, buffer.getvalue())
+
+
 # --------------------------------------------------------------------------------- sample --
 def stratified_sample(rows: Sequence[Mapping], sizes: Mapping[str, int], seed: int,
                       kinds: Sequence[str] = KINDS, max_per_prompt: int = 2
@@ -217,13 +226,15 @@ def _font(size: int):
 def contact_sheets(items: Sequence[Mapping], out: pathlib.Path, rater: str, seed: int,
                    tile: int = 192, cols: int = 4, rows: int = 3, wrap: int = 34) -> dict:
   """Rater `rater`'s own shuffled order (seed "<seed>-<rater>"), cols × rows tiles per sheet:
-  each image enlarged to tile² by nearest neighbour, its number and its caption wrapped below.
+  each image enlarged to tile² by nearest neighbour, its number and its whole caption wrapped
+  below (the cells as tall as the longest caption needs).
   Writes out/sheets/<rater>/sheet_NN.png and map.json; returns map.json's content."""
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
   order = list(items)
   random.Random(f"{seed}-{rater}").shuffle(order)
   font = _font(13)
-  pad, line_h, lines = 8, 16, 9
+  pad, line_h = 8, 16
+  lines = max(len(textwrap.wrap(f"{len(order)}. {it['prompt']}", wrap)) for it in order)
   cell_w, cell_h = tile + 2 * pad + 60, tile + 2 * pad + lines * line_h
   sheet_dir = out / "sheets" / rater
   sheet_dir.mkdir(parents=True, exist_ok=True)
@@ -244,9 +255,6 @@ def contact_sheets(items: Sequence[Mapping], out: pathlib.Path, rater: str, seed
         img.paste(im.convert("RGB").resize((tile, tile), Image.NEAREST),
                   (x0 + (cell_w - tile) // 2, y0 + pad))
       text = textwrap.wrap(f"{i + 1}. {item['prompt']}", wrap)
-      if len(text) > lines:
-        raise UserError(f"item {item['id']}: its caption needs {len(text)} lines on a sheet "
-                        f"(at most {lines}); pass a larger wrap width")
       for k, line in enumerate(text):
         draw.text((x0 + 8, y0 + pad + tile + 4 + k * line_h), line, fill=(255, 255, 255),
                   font=font)
@@ -286,7 +294,7 @@ def build(census_dirs: Sequence, out, sizes: Mapping[str, int], seed: int = 23,
   for n, (i, image, reading) in enumerate(zip(order, images, readings)):
     r = chosen[i]
     item_id = f"w{n:04d}"
-    io.write_png(out / "images" / f"{item_id}.png", image)
+    _write_png(out / "images" / f"{item_id}.png", image)
     source = {"census": r["census"], "file": r["file"], "prompt_index": r["prompt_index"],
               "kind": r["kind"], "scene": r["scene"], "scene_kind": r.get("scene_kind"),
               "label": r["label"], "seed": r["seed"], "stratum": r["stratum"],
