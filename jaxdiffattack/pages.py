@@ -315,8 +315,9 @@ def markdown_html(text: str) -> str:
   return "\n".join(blocks)
 
 
-def guide_html() -> str:
-  return markdown_html(_GUIDE.read_text(encoding="utf-8"))
+def guide_html(path=None) -> str:
+  """The rating guide at `path` (default: the project's, data/rating_guide.md) as HTML."""
+  return markdown_html(pathlib.Path(path or _GUIDE).read_text(encoding="utf-8"))
 
 
 _STYLE = """
@@ -498,8 +499,9 @@ document.getElementById('count_all').textContent=ITEMS.length;
 """
 
 
-def rating_html(run_id: str, items: list[dict]) -> str:
-  """The blind rating page of items [{"id", "image" (relative to the page), "prompt"}]."""
+def rating_html(run_id: str, items: list[dict], guide=None) -> str:
+  """The blind rating page of items [{"id", "image" (relative to the page), "prompt"}]; `guide`:
+  the rating guide's path (default: the project's; world 2's kit passes its own)."""
   data = json.dumps({"run_id": run_id, "items": [
       {"id": i["id"], "image": i["image"], "prompt": i["prompt"]} for i in items]})
   data = data.replace("</", "<\\/")   # no "</script>" inside the script
@@ -521,5 +523,5 @@ Your ratings stay in this browser until you export them.</p>
 </button></div></div>
 <div id="done" class="hidden"><p><b>All images rated.</b> Export your ratings and send the file
 to whoever runs <code>launch/rate.py --ingest</code>.</p></div></div>
-<details open><summary>Rating guide</summary>{guide_html()}</details>
+<details open><summary>Rating guide</summary>{guide_html(guide)}</details>
 <script>var DATA={data};</script><script>{_RATE_JS}</script></body></html>"""

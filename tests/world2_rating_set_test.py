@@ -391,3 +391,28 @@ def test_dry_run_smoke_census_to_kit_to_measure(world2_assets, tmp_path):
   failures = sum(it["source"]["oracle"]["verdict"] == "violated" for it in test)
   assert block["recall_of_human_failures"] == pytest.approx(failures / len(test))
   assert math.isnan(block["cohen_kappa_failure"]) or -1 <= block["cohen_kappa_failure"] <= 1
+
+
+@pytest.mark.slow
+def test_rating_page_in_browser_then_measure(kit, chrome_driver):
+  """Two raters rate the kit's page with the keyboard (tests/rating_flow.py: reload midway,
+  resume, export); their exports go straight into `measure`, whose consensus counts match the
+  raters' plan."""
+  import rating_flow  # pylint: disable=g-import-not-at-top
+  driver, downloads = chrome_driver
+  out, _ = kit
+  exports, orders = [], []
+  for rater in ("ann", "bob"):
+    exported, shown, path, text = rating_flow.rate_in_browser(driver, out / "index.html", rater,
+                                                             downloads)
+    assert exported["run_id"] == "world2_v1" and exported["rater"] == rater
+    assert "World 2 rating guide" in text and "Near pairs" in text   # the world-2 guide
+    exports.append(path)
+    orders.append(shown)
+  assert sorted(orders[0]) == sorted(orders[1]) and orders[0] != orders[1]
+  split = json.loads((out / "split.json").read_text())
+  result = rating_set.measure(out, exports, outcomes=lambda _, its: {
+      it["id"]: "unclear" for it in its})
+  expect = collections.Counter(_consensus([rating_flow.plan("ann", i), rating_flow.plan("bob", i)])
+                               for i in split["test"])
+  assert result["consensus"] == dict(expect) and result["items_rated"] == len(split["test"])

@@ -23,7 +23,7 @@ module does it for world 2's captions of several facts, from clean failure censu
     both; the tuning part is reserved for oracle threshold changes, the test part is reported;
   * shuffled contact sheets per rater (`contact_sheets`: images enlarged by nearest neighbour,
     captions wrapped), each with map.json (sheet → tile → item id); the browser rating page
-    index.html (`pages.rating_html`); rating_guide.md (`jaxdiffattack/data/
+    index.html (`pages.rating_html`, showing the world-2 guide); rating_guide.md (`jaxdiffattack/data/
     world2_rating_guide.md`); sample.json (each stratum's request, candidates and count).
 
 `measure` (returned ratings files, `ratings.RATINGS_FORMAT`): the human consensus per item
@@ -322,7 +322,7 @@ def build(census_dirs: Sequence, out, sizes: Mapping[str, int], seed: int = 23,
       "png_verdict_differs_from_census": mismatched, "raters": list(raters)})
   for rater in raters:
     contact_sheets(items, out, rater, seed)
-  io.atomic_write_bytes(out / "index.html", pages.rating_html(run_id, items).encode())
+  io.atomic_write_bytes(out / "index.html", pages.rating_html(run_id, items, GUIDE).encode())
   shutil.copyfile(GUIDE, out / "rating_guide.md")
   return {"items": items, "split": split, "strata": strata}
 
