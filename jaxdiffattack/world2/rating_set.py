@@ -10,7 +10,7 @@ module does it for world 2's captions of several facts, from clean failure censu
   * a **stratified sample** (`stratified_sample`): per stratum (oracle verdict holds / violated /
     unclear on the census image) × (prompt kind single / two_objects / long), `sizes[verdict]`
     images among those with a saved PNG, spread over classes (the classes in a seeded order, one
-    image per class in turn) and over prompts (at most `max_per_prompt` images of a prompt in the
+    image per class in turn) and over prompts (at most `max_per_prompt` images of a caption in the
     whole sample), pixel-identical images kept once; deterministic from `seed`;
   * items.json (`ratings.ITEMS_FORMAT`): id (a seeded shuffle, so neither id nor order tells the
     stratum), image (the 64² original), prompt = the caption the image was made for, and
@@ -23,8 +23,9 @@ module does it for world 2's captions of several facts, from clean failure censu
     both; the tuning part is reserved for oracle threshold changes, the test part is reported;
   * shuffled contact sheets per rater (`contact_sheets`: images enlarged by nearest neighbour,
     captions wrapped), each with map.json (sheet → tile → item id); the browser rating page
-    index.html (`pages.rating_html`, showing the world-2 guide); rating_guide.md (`jaxdiffattack/data/
-    world2_rating_guide.md`); sample.json (each stratum's request, candidates and count).
+    index.html (`pages.rating_html`, showing the world-2 guide); rating_guide.md
+    (`jaxdiffattack/data/world2_rating_guide.md`); sample.json (each stratum's request,
+    candidates and count).
 
 `measure` (returned ratings files, `ratings.RATINGS_FORMAT`): the human consensus per item
 (`ratings.consensus`: the most given verdict, a tie "unsure"; items with fewer than `min_raters`
@@ -149,7 +150,7 @@ def stratified_sample(rows: Sequence[Mapping], sizes: Mapping[str, int], seed: i
             break
           while by_class[c]:
             r = by_class[c].pop()
-            key = (r["census"], r["prompt"])
+            key = r["prompt"]
             if per_prompt[key] >= max_per_prompt:
               continue
             pixels = _image(r["path"]).tobytes()
