@@ -117,6 +117,7 @@ def test_summarize_counts_rates_shapes_and_ranks_by_hand():
                     "nothing_read": 1 / 3}
   assert out["by_shape"]["square"] == {"images": 2, "holds": 0.0, "shape_read": 0.0,
                                        "hue_read": 0.5, "nothing_read": 0.5}
+  assert out["distinct_holds_rates"] == 2
   assert [c["class"] for c in out["worst"]] == ["blue square"]
   assert [c["class"] for c in out["best"]] == ["red circle"]
   assert out["classes"]["red circle"]["holds"] == 0.5   # 2 of 4 (one two-object image)

@@ -158,12 +158,16 @@ def summarize(rows: list[dict], top: int = 10) -> dict:
     by_kind        per prompt kind: images and the holds / violated / unclear rates;
     failure_kinds  per `failures.KINDS` entry: images and share of all images;
     by_shape       per shape named by single-object prompts: images, holds rate, and how often
-                   the oracle read a single object of that shape ("shape_read"), of the named hue
-                   ("hue_read"), and no single object at all ("nothing_read");
+                   the oracle's reading of the first object (`oracle.first_object`: the named
+                   class when drawn, else the largest object read) has that shape
+                   ("shape_read"), the named hue ("hue_read"), or no object was read
+                   ("nothing_read");
     classes        per class: images, holds / violated / unclear rates, the commonest failure
                    kind and the commonest wrong single object read;
     worst, best    the `top` classes by holds rate (ascending / descending; ties by violated
-                   rate, then world order)."""
+                   rate, then world order); "distinct_holds_rates" says how many values the
+                   ranking had to order (1: every class ties, e.g. an early UNet at 0 %, and
+                   the lists are ranked by violated rate alone)."""
   from jaxdiffattack.world2 import failures  # pylint: disable=g-import-not-at-top
   from jaxdiffattack.world2 import scene  # pylint: disable=g-import-not-at-top
   if not rows:
@@ -206,6 +210,8 @@ def summarize(rows: list[dict], top: int = 10) -> dict:
   best = sorted(classes, key=lambda n: (-classes[n]["holds"], classes[n]["violated"], order[n]))
   return {"images": len(rows), "by_kind": by_kind, "failure_kinds": failure_kinds,
           "by_shape": by_shape, "classes": classes,
+          "ranked_by": "holds rate, ties by violated rate, then world order",
+          "distinct_holds_rates": len({c["holds"] for c in classes.values()}),
           "worst": [{"class": n, **classes[n]} for n in worst[:top]],
           "best": [{"class": n, **classes[n]} for n in best[:top]]}
 
