@@ -4,7 +4,6 @@ part's step; the preview census writes its numbers (checked against a recount of
 images.jsonl); bad workdirs fail with one line."""
 import json
 import pathlib
-import shutil
 import sys
 
 import flax
