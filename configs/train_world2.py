@@ -69,9 +69,16 @@ def get_config(arg=None):
                        vision_width=128, vision_layers=4, vision_heads=4, patch_size=8,
                        mlp_ratio=2, projection_dim=64, cooldown_steps=400, ckpt_every=100,
                        hue_group=4, class_prompt_weight=1.0)
+  # text_encoder_lr: 0 keeps the CLIP text tower frozen (the UNet reads its 77 states; same-hue
+  # prompts' shape-word states sit at cosine 0.91, benchmarks/world2_clip_check.py). > 0 trains
+  # the tower jointly with the UNet by the denoising loss (one global-norm clip, then AdamW at
+  # this peak rate on the UNet's schedule shape; initialised from the clip stage's; caption
+  # dropout's "" through it too); its EMA is then the export's sd/text_encoder, while clip/
+  # (the CLIP judge) stays clip_tune's. The unet checkpoint then holds {"unet", "text_encoder"}
+  # params and EMA, so the option cannot be switched on or off mid-run.
   config.unet = _stage(16000, 32, 5e-4, block_out_channels=(64, 128), layers_per_block=1,
                        attention_heads=4, caption_dropout=0.1, ema_decay=0.999,
-                       warmup_steps=200, cooldown_steps=2000)
+                       warmup_steps=200, cooldown_steps=2000, text_encoder_lr=0.0)
   # The decoder tuning (encoder frozen: the UNet's latents stay) with the same optional terms
   # as the VAE's (world2.train.vae_loss_fn; feature_ckpt "" = checkpoints/<feature_net>.msgpack).
   # 2,000 steps (planned 4,000; 1.5 CPU-s a step). Probe from the 1,800-step VAE (45.7 % of

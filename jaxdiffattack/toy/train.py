@@ -852,11 +852,14 @@ class Trained(NamedTuple):
 def export(config, trained: Trained, out_dir: pathlib.Path,
            metrics: dict | None = None, *, image_size: int | None = None,
            labels: tuple[str, ...] | None = None,
-           vae_fn: Callable[..., Any] | None = None) -> None:
+           vae_fn: Callable[..., Any] | None = None,
+           text_encoder_params: Any | None = None) -> None:
   """Writes sd/, clip/, vit/, resnet/ into out_dir (each replaced atomically).
 
   `image_size`, `labels` and `vae_fn(config, scaling)` default to the toy world's
-  (world.IMAGE_SIZE, world.LABELS, vae_module); world 2 passes its own."""
+  (world.IMAGE_SIZE, world.LABELS, vae_module); world 2 passes its own. sd/text_encoder is
+  `text_encoder_params` ({"text_model": ...}, shaped as the CLIP's text tower: one trained
+  with the UNet) when given, else the CLIP's text tower."""
   from transformers import (CLIPImageProcessor, ConvNextImageProcessor,  # pylint: disable=g-import-not-at-top
                             ViTImageProcessor)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -897,9 +900,10 @@ def export(config, trained: Trained, out_dir: pathlib.Path,
                      crop_size={"height": size, "width": size},
                      do_convert_rgb=True, **norm
                      ).save_pretrained(sd / "feature_extractor")
+  if text_encoder_params is None:
+    text_encoder_params = {"text_model": trained.clip.params["text_model"]}
   convert_transformers.save(sd / "text_encoder", "clip_text",
-                            trained.clip.module.config.text,
-                            {"text_model": trained.clip.params["text_model"]})
+                            trained.clip.module.config.text, text_encoder_params)
   weights.save_diffusers_model(sd / "unet", trained.unet, trained.unet_params)
   weights.save_diffusers_model(sd / "vae", vae_fn(config, trained.scaling),
                                trained.vae_params)

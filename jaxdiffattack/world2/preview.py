@@ -5,7 +5,8 @@ while its UNet still trains?).
 same SD-layout directory (`toy.train.export`: sd/, clip/, vit/, resnet/, train_metrics.json) from
 whatever checkpoints the workdir holds now, finished or not:
 
-  unet    checkpoints/unet.msgpack's EMA weights (required);
+  unet    checkpoints/unet.msgpack's EMA weights (required); with config.unet.text_encoder_lr
+          > 0 also its trained text tower's EMA, written as sd/text_encoder (clip/ stays CLIP's);
   vae     vae_tune's latest checkpoint if there is one, else vae's; the latent scaling from the
           finished vae stage (stages/vae.json, required: the UNet trains on those latents);
   clip    clip_tune's latest checkpoint if there is one, else clip's (required);
@@ -108,7 +109,9 @@ def preview_export(config, workdir, out) -> PreviewInfo:
         ck = train.load_checkpoint(snap, stage)
         parts[part] = PartInfo(stage, int(ck["step"]),
                                train.stage_done(config, snap, stage) is not None)
-    unet_params = train.load_checkpoint(snap, "unet")["ema"]
+    # The UNet's EMA (and the text tower's, when config.unet.text_encoder_lr > 0 trains it).
+    unet_params, text_params = train.split_unet_params(
+        train.load_checkpoint(snap, "unet")["ema"])
     clip, _, tok_dir = train.load_clip(config, snap, which["clip"])
     _, vae_params, scaling = train.load_vae(config, snap, which["vae"])
     classifiers = {n: train.load_classifier(config, snap, n)[0] if which[n] else None
@@ -120,7 +123,7 @@ def preview_export(config, workdir, out) -> PreviewInfo:
                 for n, f in ((f.stem, f) for f in sorted((snap / "stages").glob("*.json")))}
     toy_train.export(config, trained, out, {**info.record(), "finished_stages": finished},
                      image_size=config.data.image_size, labels=train.LABELS,
-                     vae_fn=train.vae_module)
+                     vae_fn=train.vae_module, text_encoder_params=text_params)
   io.write_json(out / "preview.json", info.record())
   return info
 

@@ -8,7 +8,9 @@ order; "all" = `ALL_STAGES`), after rendering the data (`world2.data`, shared by
              contrastive on fresh captions of each scene (4-60 tokens; positives = every
              caption true of the image, `data.caption_matches`)
   unet       epsilon-prediction DDPM on the frozen VAE's latents, conditioned on the frozen CLIP
-             text tower's states of a fresh caption per step (caption dropout for CFG; EMA)
+             text tower's states of a fresh caption per step (caption dropout for CFG; EMA);
+             with config.unet.text_encoder_lr > 0 the text tower trains with it (then it is
+             the export's sd/text_encoder)
   vae_tune   the VAE decoder with the encoder frozen (the UNet's latent space stays)
   vit, resnet, evaluator   classifiers over the 83 classes (multi-object scenes as soft
              targets); `CLASSIFIERS` is the registry of architectures (the evaluator's is
@@ -46,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from jaxdiffattack import errors
 from jaxdiffattack.errors import UserError
@@ -570,9 +573,43 @@ def cached_latents(config, workdir, vae, vae_params, images) -> tuple[np.ndarray
     return z["mean"], z["std"]
 
 
+# config.unet.text_encoder_lr > 0 (issue #23): the unet checkpoint's params and EMA are
+# {UNET_KEY: the UNet's, TEXT_KEY: {"text_model": the text tower's}}; 0 (the default): the
+# UNet's alone, as before.
+UNET_KEY, TEXT_KEY = "unet", "text_encoder"
+
+
+def text_encoder_lr(config) -> float:
+  """config.unet.text_encoder_lr (0.0 when absent: the text tower frozen)."""
+  return float(config.unet.get("text_encoder_lr", 0.0))
+
+
+def split_unet_params(params) -> tuple[Any, Any | None]:
+  """(UNet params, text tower params {"text_model": ...} or None) of a unet checkpoint's
+  params or EMA: the text tower's only when the stage trained it (text_encoder_lr > 0)."""
+  if isinstance(params, dict) and set(params) == {UNET_KEY, TEXT_KEY}:
+    return params[UNET_KEY], params[TEXT_KEY]
+  return params, None
+
+
+def joint_optimizer(c, unet_params, text_params):
+  """The optimiser of the joint params {UNET_KEY, TEXT_KEY}: one global-norm clip (1.0) of the
+  whole gradient, then AdamW per part with its own peak rate (the UNet's c.lr, the text
+  tower's c.text_encoder_lr) on the same warmup-stable-decay schedule shape (c's steps)."""
+  text_c = ml_collections.ConfigDict(c.to_dict())
+  text_c.lr = float(c.text_encoder_lr)
+  adamw = lambda cfg: optax.adamw(toy_train.lr_schedule(cfg), weight_decay=cfg.weight_decay)
+  labels = {UNET_KEY: jax.tree_util.tree_map(lambda _: UNET_KEY, unet_params),
+            TEXT_KEY: jax.tree_util.tree_map(lambda _: TEXT_KEY, text_params)}
+  return optax.chain(optax.clip_by_global_norm(1.0), optax.multi_transform(
+      {UNET_KEY: adamw(c), TEXT_KEY: adamw(text_c)}, labels))
+
+
 def train_unet(config, workdir, d: World2Data) -> dict:
-  """Epsilon-prediction DDPM on VAE latents x scaling, conditioned on the frozen CLIP text
-  tower's 77 states of a fresh caption (or "" with probability caption_dropout); EMA."""
+  """Epsilon-prediction DDPM on VAE latents x scaling, conditioned on the CLIP text tower's 77
+  states of a fresh caption (or "" with probability caption_dropout); EMA. The text tower is
+  frozen unless config.unet.text_encoder_lr > 0: then it is trained with the UNet by the same
+  loss (`joint_optimizer`, initialised from the clip stage's; see UNET_KEY)."""
   c = config.unet
   unet = unet_module(config)
   vae, vae_params, scaling = load_vae(config, workdir)
@@ -582,16 +619,33 @@ def train_unet(config, workdir, d: World2Data) -> dict:
   state, opt = toy_train.unet_init_state("unet", config, c, unet)
   params = state.params
   mean, std = cached_latents(config, workdir, vae, vae_params, d.train.images)
+  joint = text_encoder_lr(config) > 0
 
-  def loss_fn(params, z0, zt, t, noise, cond):
-    del z0
-    return jnp.mean((unet.apply({"params": params}, zt, t, cond) - noise) ** 2)
+  def encode(text_params, ids):  # The text tower's 77 states [B, 77, width].
+    return text_model.apply({"params": text_params}, ids).last_hidden_state
 
-  def encode_text(text_params, ids):  # The frozen text tower's 77 states [B, 77, width].
-    return jax.lax.stop_gradient(text_model.apply({"params": text_params}, ids
-                                                  ).last_hidden_state)
+  if not joint:
+    def loss_fn(params, z0, zt, t, noise, cond):
+      del z0
+      return jnp.mean((unet.apply({"params": params}, zt, t, cond) - noise) ** 2)
 
-  jit_step = toy_train.unet_train_step(config, c, opt, loss_fn, scaling, encode_text)
+    def encode_text(text_params, ids):  # Frozen.
+      return jax.lax.stop_gradient(encode(text_params, ids))
+
+    jit_step = toy_train.unet_train_step(config, c, opt, loss_fn, scaling, encode_text)
+    step_fn = lambda s, b: jit_step(s, b, text_params)
+  else:
+    # The step's "cond" is the token ids [B, 77]; the loss encodes them with the trained tower.
+    def loss_fn(params, z0, zt, t, noise, ids):
+      del z0
+      cond = encode(params[TEXT_KEY], ids)
+      return jnp.mean((unet.apply({"params": params[UNET_KEY]}, zt, t, cond) - noise) ** 2)
+
+    params = {UNET_KEY: params, TEXT_KEY: text_params}
+    opt = joint_optimizer(c, params[UNET_KEY], text_params)
+    state = TrainState(jnp.array(0), params, opt.init(params), params)
+    jit_step = toy_train.unet_train_step(config, c, opt, loss_fn, scaling, lambda _, ids: ids)
+    step_fn = lambda s, b: jit_step(s, b)
 
   def make_batch(step):
     rng = _rng(config, "unet", step)
@@ -600,9 +654,14 @@ def train_unet(config, workdir, d: World2Data) -> dict:
     texts = ["" if rng.random() < c.caption_dropout else t for t in texts]
     return mean[idx], std[idx], tokenize(tok, texts, MODEL_MAX_LENGTH)
 
-  state = _fit("unet", state, lambda s, b: jit_step(s, b, text_params), make_batch, c, workdir)
-  return {"unet_parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(params))),
-          "final_step": int(state.step)}
+  state = _fit("unet", state, step_fn, make_batch, c, workdir)
+  unet_params, trained_text = split_unet_params(params)
+  out = {"unet_parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(unet_params))),
+         "final_step": int(state.step)}
+  if trained_text is not None:
+    out["text_encoder_parameters"] = int(sum(
+        x.size for x in jax.tree_util.tree_leaves(trained_text)))
+  return out
 
 
 # ------------------------------------------------------------- classifiers --
@@ -752,11 +811,13 @@ def export(config, workdir, d: World2Data | None = None) -> dict:
   classifiers = {n: load_classifier(config, workdir, n)[0] for n in ("vit", "resnet")}
   out = export_dir(config, workdir)
   metrics = {n: stage_done(config, workdir, n)["metrics"] for n in DEPENDS["export"]}
+  # The UNet's EMA, and with text_encoder_lr > 0 the text tower's EMA trained with it (sd/'s
+  # text_encoder; clip/ stays clip_tune's CLIP).
+  unet_params, text_params = split_unet_params(load_checkpoint(workdir, "unet")["ema"])
   trained = toy_train.Trained(tok_dir, clip, classifiers["vit"], classifiers["resnet"], None,
-                              vae_params, scaling, unet_module(config),
-                              load_checkpoint(workdir, "unet")["ema"])
+                              vae_params, scaling, unet_module(config), unet_params)
   toy_train.export(config, trained, out, metrics, image_size=config.data.image_size,
-                   labels=LABELS, vae_fn=vae_module)
+                   labels=LABELS, vae_fn=vae_module, text_encoder_params=text_params)
   for name in ("robust", "evaluator"):
     if stage_done(config, workdir, name) is not None:
       export_classifier(config, workdir, name, out / name)
@@ -823,6 +884,8 @@ def validate(config) -> None:
                  "a probability in [0, 1]")
     errors.check(r.noise_max_std >= 0.0, "robust.noise_max_std", r.noise_max_std,
                  "a std >= 0 in the model's input scale ([-1, 1])")
+  errors.check(text_encoder_lr(config) >= 0.0, "unet.text_encoder_lr", text_encoder_lr(config),
+               "a learning rate >= 0 (0: the text tower frozen, > 0: trained with the UNet)")
   stds = tuple(config.get("eval_noise_stds", ()))
   errors.check(all(s > 0 for s in stds), "eval_noise_stds", stds,
                "stds > 0 in the model's input scale ([-1, 1]), e.g. (0.1, 0.2, 0.4)")
