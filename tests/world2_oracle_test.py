@@ -188,3 +188,14 @@ def test_bad_input_is_one_line():
     oracle.judge(np.zeros((2, 32, 32, 3), np.uint8), ["a red circle"])
   with pytest.raises(UserError, match="NaN"):
     oracle.read(np.full((1, 32, 32, 3), np.nan))
+
+
+def test_fit_shapes_of_a_blob_without_soft_coverage_fits_its_mask():
+  # A generated image's faint blob can have no pixel above the background's chroma (soft
+  # coverage all 0): the fit falls back to the blob's mask instead of failing on an empty array.
+  yy, xx = np.mgrid[:64, :64]
+  mask = (yy - 30) ** 2 + (xx - 34) ** 2 <= 10 ** 2
+  got = oracle.fit_shapes(mask, np.zeros((64, 64), np.float32))
+  want = oracle.fit_shapes(mask)
+  assert got[0] == want[0]
+  assert max(want[0], key=want[0].get) == "circle"

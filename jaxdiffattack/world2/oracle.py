@@ -228,7 +228,8 @@ def fit_shapes(mask: np.ndarray, soft: np.ndarray | None = None
   """Best soft IoU, rotation, radius (pixels) and centre ((x, y) pixels) of every shape for a
   blob mask [S, S] (its coverage `soft` [S, S] when given, else the mask itself)."""
   size = mask.shape[0]
-  soft = mask.astype(np.float32) if soft is None else soft
+  if soft is None or not (soft > 0).any():  # No coverage above the background (a faint blob
+    soft = mask.astype(np.float32)          # of a generated image): fit the mask itself.
   ys, xs = np.nonzero(soft > 0)
   w = soft[ys, xs]
   area = float(w.sum())
