@@ -223,7 +223,8 @@ def save_image(config, failure_kind: str, seed: int) -> bool:
   return config.save_images == "sample" and seed < config.get("sample_per_prompt", 0)
 
 
-def _verdict(row) -> str:
+def verdict_of(row) -> str:
+  """The scene oracle's verdict of an images.jsonl row: "holds" / "violated" / "unclear"."""
   j = row["judges"][ORACLE]
   return "violated" if j["failure"] else ("unclear" if j["unclear"] else "holds")
 
@@ -237,7 +238,7 @@ def clean_records(rows: list[dict]) -> list[dict]:
     entry = by_prompt.setdefault(r["prompt_index"], {
         "prompt": r["prompt"], "label": r["label"], "kind": r["kind"],
         "prompt_index": r["prompt_index"], "scene": r["scene"], "verdicts": [], "seeds": []})
-    entry["verdicts"].append(_verdict(r))
+    entry["verdicts"].append(verdict_of(r))
     entry["seeds"].append(r["seed"])
   return [by_prompt[k] for k in sorted(by_prompt)]
 
@@ -281,7 +282,7 @@ def class_table(rows: list[dict]) -> list[dict]:
   out = []
   for name in (c for c in scene_lib.CLASSES if c in by_class):
     mine = by_class[name]
-    failed = [_verdict(r) == "violated" for r in mine]
+    failed = [verdict_of(r) == "violated" for r in mine]
     rate = stats.clustered_rate(failed, [r["prompt_index"] for r in mine])
     kinds = collections.Counter(r["failure"]["kind"] for r in mine)
     wrong = collections.Counter(r["failure"]["drawn"] for r in mine
@@ -289,7 +290,7 @@ def class_table(rows: list[dict]) -> list[dict]:
     nbr = collections.Counter(r["failure"]["neighbour"] for r in mine
                               if r["failure"]["kind"] == "other_class")
     entry = {"class": name, "seeds": len(mine), "failures": int(sum(failed)),
-             "unclear": sum(_verdict(r) == "unclear" for r in mine), "rate": rate["rate"],
+             "unclear": sum(verdict_of(r) == "unclear" for r in mine), "rate": rate["rate"],
              "ci_low": rate["ci95"][0], "ci_high": rate["ci95"][1]}
     for kind in KINDS:
       of_kind = [f for f, r in zip(failed, mine) if r["kind"] == kind]
@@ -345,7 +346,7 @@ def summary(rows: list[dict], classes: list[dict], prompts: list[dict], config) 
   lo_class = min(rates, key=rates.get)
   hi_class = max(rates, key=rates.get)
   band = [c["class"] for c in classes if 0.01 <= c["rate"] <= 0.10]
-  verdicts = collections.Counter(_verdict(r) for r in rows)
+  verdicts = collections.Counter(verdict_of(r) for r in rows)
   kinds = collections.Counter(r["failure"]["kind"] for r in rows)
   violated, unclear = verdicts["violated"], verdicts["unclear"]
   readable = violated / (violated + unclear) if violated + unclear else None
@@ -354,7 +355,7 @@ def summary(rows: list[dict], classes: list[dict], prompts: list[dict], config) 
   holds = collections.defaultdict(dict)   # scene → {"short"|"long": {seed: 0/1}}
   for r in rows:
     holds[r["scene"]].setdefault("long" if r["kind"] == "long" else "short", {})[r["seed"]] = (
-        float(_verdict(r) == "holds"))
+        float(verdict_of(r) == "holds"))
   paired = [s for s in sorted(holds) if len(holds[s]) == 2]
   short_long = {"scenes": len(paired)}
   if paired:
@@ -379,7 +380,7 @@ def summary(rows: list[dict], classes: list[dict], prompts: list[dict], config) 
   else:
     short_long["decision"] = "undecided (no scene has both a short and a long caption)"
   evaluator = [r["judges"]["evaluator"]["failure"] for r in rows if "evaluator" in r["judges"]]
-  oracle_failed = [_verdict(r) == "violated" for r in rows if "evaluator" in r["judges"]]
+  oracle_failed = [verdict_of(r) == "violated" for r in rows if "evaluator" in r["judges"]]
   both = sum(e and o for e, o in zip(evaluator, oracle_failed))
   return {
       "images": len(rows), "prompts": len(prompts), "classes": len(classes),

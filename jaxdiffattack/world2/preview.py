@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxdiffattack import io
+from jaxdiffattack.census import verdict_of
 from jaxdiffattack.errors import UserError
 from jaxdiffattack.toy import train as toy_train
 from jaxdiffattack.world2 import train
@@ -138,11 +139,6 @@ def read_info(out) -> dict:
 
 
 # ---------------------------------------------------------------- census summary --
-def _verdict(row: dict) -> str:
-  j = row["judges"]["world2_oracle"]
-  return "violated" if j["failure"] else ("unclear" if j["unclear"] else "holds")
-
-
 def _rates(verdicts: list[str]) -> dict:
   n = len(verdicts)
   return {"images": n, **{v: (verdicts.count(v) / n if n else None)
@@ -177,7 +173,7 @@ def summarize(rows: list[dict], top: int = 10) -> dict:
     raise UserError("world2 preview: the census wrote no image rows; give at least one class, "
                     "kind and seed")
   kinds = sorted({r["kind"] for r in rows})
-  by_kind = {k: _rates([_verdict(r) for r in rows if r["kind"] == k]) for k in kinds}
+  by_kind = {k: _rates([verdict_of(r) for r in rows if r["kind"] == k]) for k in kinds}
   counts = {k: sum(r["failure"]["kind"] == k for r in rows) for k in failures.KINDS}
   failure_kinds = {k: {"images": c, "share": c / len(rows)} for k, c in counts.items()}
   by_shape = {}
@@ -190,7 +186,7 @@ def summarize(rows: list[dict], top: int = 10) -> dict:
     e = by_shape.setdefault(shape, {"images": 0, "holds": 0, "shape_read": 0, "hue_read": 0,
                                     "nothing_read": 0})
     e["images"] += 1
-    e["holds"] += _verdict(r) == "holds"
+    e["holds"] += verdict_of(r) == "holds"
     e["shape_read"] += read[1] == shape
     e["hue_read"] += read[0] == hue
     e["nothing_read"] += pred is None
@@ -205,7 +201,7 @@ def summarize(rows: list[dict], top: int = 10) -> dict:
                                   r["failure"]["kind"] != "holds")
     wrong = collections.Counter(r["judges"]["world2_oracle"]["pred"] for r in mine
                                 if r["judges"]["world2_oracle"]["pred"] not in (None, name))
-    classes[name] = {**_rates([_verdict(r) for r in mine]),
+    classes[name] = {**_rates([verdict_of(r) for r in mine]),
                      "commonest_failure": kinds_c.most_common(1)[0][0] if kinds_c else None,
                      "commonest_wrong_read": wrong.most_common(1)[0][0] if wrong else None}
   order = {n: i for i, n in enumerate(scene.CLASSES)}

@@ -49,13 +49,14 @@ import numpy as np
 
 from jaxdiffattack import io
 from jaxdiffattack import ratings as ratings_lib
+from jaxdiffattack.census import KINDS  # census prompt kinds (strata)
+from jaxdiffattack.census import ORACLE
+from jaxdiffattack.census import verdict_of
 from jaxdiffattack.errors import UserError
 
 VERDICTS = ("holds", "violated", "unclear")        # the census oracle's verdicts (strata)
-KINDS = ("single", "two_objects", "long")          # census prompt kinds (strata)
 PARTS = ("tune", "test")
 SPLIT_FORMAT = "jaxdiffattack.rating_split/1"
-ORACLE = "world2_oracle"
 GUIDE = pathlib.Path(__file__).resolve().parent.parent / "data" / "world2_rating_guide.md"
 OUTCOME = {"holds": "correct", "violated": "failure", "unclear": "unclear"}
 
@@ -92,12 +93,6 @@ def _saved_mode(workdir: pathlib.Path):
     return json.loads((workdir / "config.json").read_text()).get("save_images")
   except (OSError, ValueError):
     return None
-
-
-def verdict_of(row: Mapping) -> str:
-  """The census oracle's verdict of a row: "holds" / "violated" / "unclear"."""
-  j = row["judges"][ORACLE]
-  return "violated" if j["failure"] else ("unclear" if j["unclear"] else "holds")
 
 
 def _image(path) -> np.ndarray:
