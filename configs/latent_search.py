@@ -29,6 +29,7 @@ reading of each failure (toy: the oracle's, with its reason).
 """
 
 from jaxdiffattack import variants as variants_lib
+from jaxdiffattack.errors import check
 from jaxdiffattack.search import config as search_config
 
 VARIANTS = ("toy", "world2", "smoke", "wide", "protocol")
@@ -53,6 +54,10 @@ def get_config(arg: str | None = None):
     if "protocol" not in variants:  # as the toy's main command: evaluator AND the world's oracle
       c.criterion.verdict = "agree"
       c.criterion.agree = ("evaluator", "world2_oracle")
+  if "world2" in variants and "protocol" in variants:
+    check("wide" not in variants, "variants", arg, "world2,protocol takes its targets from "
+          "the census (targets_file): drop 'wide'")
+    return search_config.world2_protocol(c, smoke="smoke" in variants)
   if "smoke" in variants:
     search_config.smoke(c)
   if "wide" in variants:

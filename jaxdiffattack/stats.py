@@ -23,6 +23,8 @@ wrong in general):
     0 ≤ AD − BC ≤ n/2, (AD − BC)/√(…) when negative, and 0 when a margin is empty.
   * `paired_bootstrap_interval`: percentile bootstrap of the mean paired difference, the units
     resampled with replacement (any 0/1 or continuous values).
+  * `paired_tests`: the paired t-test and Wilcoxon's signed-rank test (SciPy) of continuous
+    paired values; the sign test of wins against losses is `mcnemar_exact(wins, losses)`.
 
 Per-sample rates over clustered samples (several images of one prompt or target are not
 independent: they share the prompt's difficulty):
@@ -161,6 +163,30 @@ def paired_bootstrap_interval(a, b, n_boot: int = N_BOOT, seed: int = 0,
   means = diff[idx].mean(axis=1)
   tail = (1 - level) / 2
   return (float(diff.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)))
+
+
+def paired_tests(a, b) -> dict:
+  """Two-sided tests of a − b over paired units (continuous values, e.g. per-target failure
+  yields of two methods on the same targets): {"n", "mean_difference", "t", "df", "t_p"} of the
+  paired t-test (`scipy.stats.ttest_rel`) and {"wilcoxon_w", "wilcoxon_p", "wilcoxon_nonzero"}
+  of Wilcoxon's signed-rank test (`scipy.stats.wilcoxon`: zero differences dropped, "wilcox";
+  W = the smaller of the positive and negative rank sums; exact null distribution when at most
+  50 differences remain and none tie, else the normal approximation with tie correction).
+  Degenerate cases: t and t_p None when fewer than 2 units or every difference is equal
+  (zero variance); W None and p 1.0 when every difference is 0."""
+  from scipy import stats as sps  # pylint: disable=g-import-not-at-top
+  a, b = _paired(a, b)
+  d = a - b
+  out = {"n": int(d.size), "mean_difference": float(d.mean()) if d.size else None,
+         "t": None, "df": int(d.size) - 1 if d.size else None, "t_p": None,
+         "wilcoxon_w": None, "wilcoxon_p": 1.0, "wilcoxon_nonzero": int(np.count_nonzero(d))}
+  if d.size >= 2 and np.ptp(d) > 0:
+    t = sps.ttest_rel(a, b)
+    out["t"], out["t_p"] = float(t.statistic), float(t.pvalue)
+  if out["wilcoxon_nonzero"]:
+    w = sps.wilcoxon(d, zero_method="wilcox")
+    out["wilcoxon_w"], out["wilcoxon_p"] = float(w.statistic), float(w.pvalue)
+  return out
 
 
 # ------------------------------------------------------------------------------ clustered --

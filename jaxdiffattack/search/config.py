@@ -21,8 +21,17 @@ Keys (all validated by `experiment.validate`):
   judges                                                who reads every image (jaxdiffattack.
                                                         judges): scoring roles, scorer names,
                                                         "oracle" (toy world)
+  targets_file                                          a census workdir or its targets.json:
+                                                        the census's selected prompts are the
+                                                        targets (search.targets.census_targets;
+                                                        "" = label × template, as before)
   filter_clean                                          search only targets whose clean image
                                                         every judge reads as the prompt's class
+  filter_clean_judges                                   ... or (non-empty) none of these judges
+                                                        fails (e.g. the success judge only)
+  yield_stats                                           protocol: also compare each method with
+                                                        random by failure yield and by
+                                                        evaluations to the first failure (paired)
   stop_after_failures                                   stop a target after this many failures
                                                         (0: never)
   archive_size                                          failures kept per target
@@ -76,7 +85,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.baseline = "random"
   c.methods = ()
   c.judges = ("evaluator", "surrogate")
+  c.targets_file = ""
   c.filter_clean = False
+  c.filter_clean_judges = ()
+  c.yield_stats = False
   c.stop_after_failures = 1
   c.archive_size = 4
   # What scores the images. roles / objectives / scorers override jaxdiffattack.objectives.
@@ -193,4 +205,51 @@ def protocol(c: ml_collections.ConfigDict, seeds_per_label: int = 4) -> ml_colle
   c.strategy.lr = 0.1   # not tuned: 4 Adam steps can move each coordinate ≈ 0.4 prior σ
   c.save_images = False
   c.export = "docs/results/search_protocol"
+  return c
+
+
+# Census targets' default location: configs/census.py's documented workdir.
+WORLD2_CENSUS_TARGETS = "runs/census_world2/targets.json"
+WORLD2_PROTOCOL_METHODS = ("random", "Sep_CMA_ES", "LM_MA_ES", "adam", "pgd")
+
+
+def world2_protocol(c: ml_collections.ConfigDict, smoke: bool = False
+                    ) -> ml_collections.ConfigDict:
+  """SAGE's search-vs-random protocol on world 2 (issue #26 item 1; after `world2`): the targets
+  are a census's selected prompts (`targets_file`: clean per-seed failure rate 1–10 % by the
+  scene oracle), each searched from its clean latent unless that image already fails by the
+  oracle; random, Sep-CMA-ES, LM-MA-ES (both diagonal / limited-memory: n = 4·h·w), Adam and PGD
+  at 16 × 16 = 256 evaluations per target, the whole budget used; fitness = the surrogate
+  ensemble's margin (ViT + ResNet + noise-trained ResNet + CLIP); success = the scene oracle's
+  "violated" against the target's caption, read beside the held-out RegNetY evaluator and each
+  surrogate member; paired comparisons with random by targets failed, failure yield and
+  evaluations to the first failure (`yield_stats`); found latents tried with the 5 next targets'
+  captions; writes docs/results/search_protocol_world2.{md,json}. `smoke`: population 2 × 2
+  generations, 2 sampler steps, transfer to 1 caption (the tests)."""
+  c.targets_file = WORLD2_CENSUS_TARGETS
+  c.seeds_per_label = 1
+  c.filter_clean = True
+  c.filter_clean_judges = ("world2_oracle",)
+  c.methods = WORLD2_PROTOCOL_METHODS
+  c.criterion.verdict = "top1_miss"          # reads the judge's failure flag: the oracle's
+  c.criterion.judge = "world2_oracle"        # "violated" (a fact of the caption does not hold)
+  c.stop_after_failures = 0
+  c.archive_size = 2
+  c.transfer_per_target = 1
+  c.transfer_prompts = 5
+  c.population_size = 16
+  c.num_generations = 16
+  c.strategy.lr = 0.05    # not tuned: 16 Adam steps can move each coordinate ≈ 0.8 prior σ
+  c.yield_stats = True
+  c.save_images = False
+  c.export = "docs/results/search_protocol_world2"
+  c.command = ("python launch/search.py --config configs/latent_search.py:world2,protocol "
+               "--config.targets_file={targets_file} --workdir {workdir}")
+  if smoke:
+    c.num_steps = 2
+    c.population_size = 2
+    c.num_generations = 2
+    c.transfer_prompts = 1
+    c.export = ""
+    c.command = c.command.replace("world2,protocol", "world2,protocol,smoke")
   return c

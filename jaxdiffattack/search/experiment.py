@@ -11,7 +11,9 @@ Every evaluated image is read by the job's judges (`jaxdiffattack.judges`: the e
 models and, on the toy world, the oracle); the verdict rule (`criterion`) decides which are
 failures, and each judge's failures are tracked per target too (success rates by judge). With
 `filter_clean` only targets whose clean image every judge reads as the prompt's class are
-searched (the others are counted and reported). With `transfer_per_target` > 0, found latents are
+searched (the others are counted and reported; with `filter_clean_judges`, only targets whose
+clean image none of those judges fails). `targets_file` takes the targets from a census
+(`search.targets.census_targets`). With `transfer_per_target` > 0, found latents are
 tried with every other label's prompt (`search.protocol`).
 
 Outputs in the workdir:
@@ -109,6 +111,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "transfer_prompts", config.transfer_prompts, "use 0 (every other label) or an integer >= 1")
   check(not config.filter_clean or not config.target_labels, "filter_clean",
         config.filter_clean, "use False for targeted searches (target_labels)")
+  unknown = [j for j in config.get("filter_clean_judges", ()) if j not in config.judges]
+  check(not unknown, "filter_clean_judges", tuple(config.get("filter_clean_judges", ())),
+        f"name judges of config.judges={tuple(config.judges)} (empty: every judge)")
+  if config.get("targets_file"):
+    check(config.space == "latent", "targets_file", config.targets_file,
+          f"census targets are searched in the latent space (the census measured clean seeds), "
+          f"not {config.space!r}; use configs/latent_search.py or set targets_file=''")
+    check(not config.target_labels, "targets_file", config.targets_file,
+          "census targets are untargeted: leave target_labels empty")
+    targets_lib.read_census_targets(config.targets_file)   # one-line error if missing / empty
   criterion_lib.Criterion.from_config(config)
   strategies_lib.parse_overrides(config.strategy.get("param_overrides", ""))
 
@@ -192,8 +204,12 @@ class Search:
     readings = self.judges.read(scores)
     clip = scores[self.criterion.clip] if self.criterion.clip else np.full(len(t_idx), np.nan)
     names = [t.label for t in self.targets]
-    passes = np.logical_and.reduce([np.array([p == n for p, n in zip(r.pred, names)])
-                                    for r in readings.values()])
+    filter_judges = tuple(self.config.get("filter_clean_judges", ()))
+    if filter_judges:   # the named judges do not fail the clean image
+      passes = np.logical_and.reduce([~readings[j].failure for j in filter_judges])
+    else:               # every judge reads the prompt's class
+      passes = np.logical_and.reduce([np.array([p == n for p, n in zip(r.pred, names)])
+                                      for r in readings.values()])
     return {"scores": scores, "clip": clip, "verdict": self.criterion.verdict(readings),
             "readings": readings, "passes": passes}
 
@@ -354,6 +370,7 @@ def target_rows(search: Search, method: str, state: driver.LoopState, files: dic
         "method": method, "strategy": method, "kind": method_kind(method), "space": c.space,
         "target": t, "label": target.label, "prompt": target.prompt,
         "seed_index": target.seed_index, "target_label": target.target_label,
+        **({"prompt_kind": target.kind, "clean_rate": target.clean_rate} if target.kind else {}),
         "searched": bool(search.included[t]), "population_size": c.population_size,
         "budget": c.population_size * c.num_generations,
         "success": first >= 0,

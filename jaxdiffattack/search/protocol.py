@@ -63,7 +63,7 @@ def clean_latents(search, targets) -> list[tuple]:
 
 def other_labels(labels: list, label, count: int) -> list:
   """The labels a latent of `label` is tried with: all others (count 0) or the `count` after it,
-  cyclically."""
+  cyclically (any hashable entries: `transfer` passes (prompt, label) pairs)."""
   i = labels.index(label)
   others = labels[i + 1:] + labels[:i]
   return others[:count] if count else others
@@ -74,21 +74,26 @@ def transfer(search, items) -> list[dict]:
   the run, judged against that label by every judge."""
   if not items:
     return []
-  labels = list(dict.fromkeys(t.label for t in search.targets))
+  # The run's prompts in target order, one per (prompt, label): the template's prompt of each
+  # label, or (census targets, `targets_file`) each target's own caption.
+  census = bool(search.config.get("targets_file"))
+  prompt_of = lambda t: t.prompt if census else search.config.template.format(t.label)
+  slots = list(dict.fromkeys((prompt_of(t), t.label) for t in search.targets))
   label_index = {t.label: t.label_index for t in search.targets}
-  prompts = [search.config.template.format(label) for label in labels]
+  prompts = [prompt for prompt, _ in slots]
   from jaxdiffattack import text  # pylint: disable=g-import-not-at-top
   cond_of = np.asarray(text.encode_prompts(search.sd, search.params["text_encoder"], prompts))
   latents, cond, judged, meta = [], [], [], []
-  index = {label: j for j, label in enumerate(labels)}
+  index = {slot: j for j, slot in enumerate(slots)}
   for method, t, k, z in items:
-    for label in other_labels(labels, search.targets[t].label,
-                              search.config.get("transfer_prompts", 0)):
-      j = index[label]
+    target = search.targets[t]
+    for slot in other_labels(slots, (prompt_of(target), target.label),
+                             search.config.get("transfer_prompts", 0)):
+      j = index[slot]
       latents.append(z)
       cond.append(cond_of[j])
-      judged.append(label_index[label])
-      meta.append((method, t, k, label, prompts[j]))
+      judged.append(label_index[slot[1]])
+      meta.append((method, t, k, slot[1], prompts[j]))
   judged = np.asarray(judged, np.int32)
   aux = search.scoring.aux(labels=judged, prompts=[m[4] for m in meta])
   scores = search.sample_scores(np.stack(latents), np.stack(cond), judged, aux,
@@ -164,6 +169,19 @@ def summarise(rows: list[dict], transfer_rows: list[dict], config: dict,
                   "excluded_by_judge": {j: sum(r["clean"]["judges"][j]["pred"] != r["label"]
                                                for r in excluded) for j in judges}},
       "judges": judges, "methods": {}, "vs_random": {}, "transfer": {}}
+  if config.get("targets_file"):   # census targets (issue #26): where they came from, by kind
+    out["config"]["targets_file"] = config["targets_file"]
+    out["config"]["filter_clean_judges"] = list(config.get("filter_clean_judges") or [])
+    kinds = [r.get("prompt_kind", "") for r in first_method]
+    out["targets"]["source"] = "census"
+    out["targets"]["prompts"] = len({r["prompt"] for r in first_method})
+    out["targets"]["labels"] = len({r["label"] for r in first_method})
+    out["targets"]["by_kind"] = {k: kinds.count(k) for k in sorted(set(kinds))}
+    out["targets"]["searched_by_kind"] = {
+        k: sum(r.get("prompt_kind", "") == k for r in first_method if r["searched"])
+        for k in sorted(set(kinds))}
+    rates = [r["clean_rate"] for r in first_method if r.get("clean_rate") is not None]
+    out["targets"]["clean_rate_mean"] = _mean(rates)
   by_target = {}
   for method in methods:
     sel = [r for r in searched if r["method"] == method]
@@ -186,6 +204,9 @@ def summarise(rows: list[dict], transfer_rows: list[dict], config: dict,
       counts = [r["judge_failures"].get(j, 0) for r in sel]
       e["failing_images"] = int(sum(counts))
       e["failing_images_per_target_mean"] = _mean(counts)
+      if config.get("targets_file"):
+        e["by_kind"] = {k: _rate([f for f, r in zip(failed, sel) if r.get("prompt_kind") == k])
+                        for k in sorted({r.get("prompt_kind", "") for r in sel})}
       entry["by_judge"][j] = e
     out["methods"][method] = entry
   if "random" in methods:
@@ -211,6 +232,11 @@ def summarise(rows: list[dict], transfer_rows: list[dict], config: dict,
             "only_method": only_a, "only_random": only_b,
             "mcnemar_p": stats.mcnemar_exact(only_a, only_b),
             "beats_random": bool(common) and bool(low > 0)}
+        if config.get("yield_stats"):
+          rows_a = {r["target"]: r for r in searched if r["method"] == method}
+          rows_b = {r["target"]: r for r in searched if r["method"] == "random"}
+          out["vs_random"][method][j].update(yield_comparison(
+              [rows_a[t] for t in common], [rows_b[t] for t in common], j))
   for method in dict.fromkeys(r["method"] for r in transfer_rows):
     sel = [r for r in transfer_rows if r["method"] == method]
     entry = {"latents": len({(r["target"], r["failure_index"]) for r in sel}),
@@ -221,6 +247,70 @@ def summarise(rows: list[dict], transfer_rows: list[dict], config: dict,
                                              [(r["target"], r["failure_index"]) for r in sel])
     out["transfer"][method] = entry
   return out
+
+
+def first_failure(row: dict, judge: str) -> float:
+  """Evaluations of `row`'s method up to and including the generation of `judge`'s first failure
+  on its target ((generation + 1) × population), inf when none within the budget (censored)."""
+  g = row["judge_first_generation"].get(judge)
+  return math.inf if g is None else float((g + 1) * row["population_size"])
+
+
+def failure_yield(row: dict, judge: str) -> float:
+  """`judge`'s failing images / forward evaluations on `row`'s target."""
+  n = row.get("forward_evaluations", row["evaluations"])
+  return row["judge_failures"].get(judge, 0) / n if n else math.nan
+
+
+def yield_comparison(rows_a: list[dict], rows_b: list[dict], judge: str, seed: int = 0) -> dict:
+  """Method a vs b (random) on the same targets (rows in the same target order) by `judge`:
+  the per-target failure yield (failing images / evaluations) — means, their difference with a
+  paired bootstrap over targets (`stats.paired_bootstrap_interval`), the paired t and Wilcoxon
+  tests (`stats.paired_tests`) — and evaluations to the first failure, censored at the budget:
+  per target, which method failed first (fewer evaluations; both censored or equal: a tie), the
+  sign test of method-first against random-first targets (`stats.mcnemar_exact`), and the
+  restricted mean (no failure counts the whole budget) with its paired bootstrap interval."""
+  if [r["target"] for r in rows_a] != [r["target"] for r in rows_b]:
+    raise UserError("search protocol: paired comparison needs both methods' rows on the same "
+                    "targets in the same order")
+  ya = np.array([failure_yield(r, judge) for r in rows_a])
+  yb = np.array([failure_yield(r, judge) for r in rows_b])
+  diff, low, high = stats.paired_bootstrap_interval(ya, yb, seed=seed)
+  tests = stats.paired_tests(ya, yb)
+  fa = np.array([first_failure(r, judge) for r in rows_a])
+  fb = np.array([first_failure(r, judge) for r in rows_b])
+  budgets = {r["budget"] for r in rows_a + rows_b}
+  budget = float(max(budgets)) if budgets else math.nan
+  wins, losses = int((fa < fb).sum()), int((fb < fa).sum())
+  n = len(rows_a)
+  ra, rb = np.minimum(fa, budget), np.minimum(fb, budget)
+  rdiff, rlow, rhigh = stats.paired_bootstrap_interval(ra, rb, seed=seed)
+  none = lambda x: None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+  return {
+      "targets": n,
+      "yield": {"method_mean": none(float(ya.mean())) if n else None,
+                "random_mean": none(float(yb.mean())) if n else None,
+                "ratio": float(ya.mean() / yb.mean()) if n and yb.mean() > 0 else None,
+                "difference": none(diff), "difference_bootstrap_ci95": [none(low), none(high)],
+                "t": tests["t"], "t_p": tests["t_p"], "wilcoxon_w": tests["wilcoxon_w"],
+                "wilcoxon_p": tests["wilcoxon_p"], "nonzero_differences":
+                    tests["wilcoxon_nonzero"],
+                "method_higher": int((ya > yb).sum()), "random_higher": int((yb > ya).sum()),
+                "decides": bool(n) and low is not None and not math.isnan(low) and (
+                    low > 0 or high < 0)},
+      "first_failure": {"budget": none(budget), "method_first": wins, "random_first": losses,
+                        "ties": n - wins - losses,
+                        "both_censored": int((np.isinf(fa) & np.isinf(fb)).sum()),
+                        "method_censored": int(np.isinf(fa).sum()),
+                        "random_censored": int(np.isinf(fb).sum()),
+                        "fraction_method_first": wins / n if n else None,
+                        "fraction_method_first_of_decided":
+                            wins / (wins + losses) if wins + losses else None,
+                        "sign_test_p": stats.mcnemar_exact(wins, losses),
+                        "restricted_mean_method": none(float(ra.mean())) if n else None,
+                        "restricted_mean_random": none(float(rb.mean())) if n else None,
+                        "restricted_mean_difference": none(rdiff),
+                        "restricted_mean_difference_bootstrap_ci95": [none(rlow), none(rhigh)]}}
 
 
 def _rate(flags) -> dict:
@@ -253,6 +343,21 @@ def _num(x, spec=".1f"):
   return "–" if x is None else format(x, spec)
 
 
+def _targets_line(summary: dict) -> str:
+  t = summary["targets"]
+  if t.get("source") == "census":
+    judges = summary["config"].get("filter_clean_judges") or ["every judge"]
+    return (f"Targets: {t['candidates']} census prompts ({t['prompts']} captions, "
+            f"{t['labels']} classes; by kind " + ", ".join(
+                f"{k} {n}" for k, n in t["by_kind"].items()) + "; mean clean failure rate "
+            f"{_pct(t['clean_rate_mean'])}) from `{summary['config']['targets_file']}`; "
+            f"{t['searched']} searched, {t['excluded']} excluded because their clean image "
+            f"(the search's start latent) already fails by {', '.join(judges)}.")
+  return (f"Targets: {t['candidates']} (label, seed) pairs; {t['searched']} pass every judge "
+          f"when clean and are searched; {t['excluded']} excluded (clean image not read as its "
+          "class by: " + ", ".join(f"{j} {n}" for j, n in t["excluded_by_judge"].items()) + ").")
+
+
 def markdown(summary: dict, timing: dict, command: str) -> str:
   c, t = summary["config"], summary["targets"]
   judges = summary["judges"]
@@ -263,9 +368,7 @@ def markdown(summary: dict, timing: dict, command: str) -> str:
       f"{c['guidance_scale']}; {c['space']} space; population {c['population_size']} × "
       f"{c['num_generations']} generations = {c['population_size'] * c['num_generations']} "
       f"evaluations per target and method; run seed {c['seed']}.", "",
-      f"Targets: {t['candidates']} (label, seed) pairs; {t['searched']} pass every judge when "
-      f"clean and are searched; {t['excluded']} excluded (clean image not read as its class by: "
-      + ", ".join(f"{j} {n}" for j, n in t["excluded_by_judge"].items()) + ").", "",
+      _targets_line(summary), "",
       "A target is failed by a judge when any image a method evaluated for it is that judge's "
       "failure (the oracle: sure the class is not drawn). Rates are targets failed / targets "
       "searched with 95 % Wilson intervals; evaluations to the first failure are over the targets "
@@ -311,6 +414,34 @@ def markdown(summary: dict, timing: dict, command: str) -> str:
             f"{_pct(ci[1])}] | [{_pct(boot[0])}, {_pct(boot[1])}] | "
             f"{v['only_method']} / {v['only_random']} | "
             f"{v['mcnemar_p']:.3g} | {'yes' if v['beats_random'] else 'no'} |")
+  decisive = [(m, j, v) for m, per in summary["vs_random"].items() for j, v in per.items()
+              if "yield" in v]
+  if decisive:
+    lines += ["", "## Failure yield and first failure against random (same targets, paired)", "",
+              "With targets that fail cleanly on 1–10 % of seeds, random seeds find at least one "
+              "failure on most targets at this budget, so 'targets failed' saturates; these "
+              "compare what does not. Yield = failing images / evaluations per target (means "
+              "over targets; their difference with a paired bootstrap over targets, 10,000 "
+              "resamples, beside the paired t-test and Wilcoxon's signed-rank test). First "
+              "failure = evaluations up to the generation of the judge's first failure, "
+              "censored at the budget: the targets where each method failed first (equal or "
+              "both censored: ties), the sign test of those counts, and the restricted mean "
+              "(no failure counts the whole budget) with its paired bootstrap interval.", "",
+              "| method | judge | yield: method / random (ratio) | difference [95 % CI] | t-test "
+              "p | Wilcoxon p | first failure: method first / random first / ties | sign test "
+              "p | restricted mean evaluations: method / random, difference [95 % CI] |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for method, j, v in decisive:
+      y, f = v["yield"], v["first_failure"]
+      ci, rci = y["difference_bootstrap_ci95"], f["restricted_mean_difference_bootstrap_ci95"]
+      lines.append(
+          f"| {method} | {j} | {_num(y['method_mean'], '.4f')} / {_num(y['random_mean'], '.4f')}"
+          f" ({_num(y['ratio'], '.2f')}) | {_num(y['difference'], '+.4f')} "
+          f"[{_num(ci[0], '+.4f')}, {_num(ci[1], '+.4f')}] | {_num(y['t_p'], '.3g')} | "
+          f"{_num(y['wilcoxon_p'], '.3g')} | {f['method_first']} / {f['random_first']} / "
+          f"{f['ties']} | {f['sign_test_p']:.3g} | {_num(f['restricted_mean_method'])} / "
+          f"{_num(f['restricted_mean_random'])}, {_num(f['restricted_mean_difference'], '+.1f')}"
+          f" [{_num(rci[0], '+.1f')}, {_num(rci[1], '+.1f')}] |")
   if summary["transfer"]:
     lines += ["", "## Transfer of found latents to the other labels' prompts", "",
               "Each found latent (and, as the reference, each searched target's clean latent) is "
@@ -332,7 +463,10 @@ def write(workdir, rows: list[dict], config: dict, timing: dict) -> dict:
   transfer_rows = io.read_jsonl(path) if path.exists() else []
   summary = summarise(rows, transfer_rows, config, timing)
   summary["timing"] = timing
-  command = config.get("command") or (
+  command = config.get("command")
+  if command and "{" in command:
+    command = command.format(workdir=workdir, targets_file=config.get("targets_file"))
+  command = command or (
       f"python launch/search.py --config configs/{config.get('space')}_search.py:"
       f"{config.get('variants', 'toy,protocol')} --workdir {workdir}")
   text = markdown(summary, timing, command)

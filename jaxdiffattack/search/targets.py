@@ -5,11 +5,21 @@ in `config.label_set` (the scorer maps label-set indices to its own outputs); fo
 (the adversarial token: "the model draws a chosen target") `config.target_labels` names the class
 the images should show instead, one per label. The scoring judges every target against
 `target_index` (`Scoring.aux(labels=...)`). Targets are label-major: t = label_i · seeds + s.
+
+With `config.targets_file` (a census workdir or its targets.json: `jaxdiffattack.census`, issue
+#26 item 1) the targets are instead the census's selected prompts (`census_targets`): the full
+caption is the prompt (the scene oracle judges each image against that caption's facts: objects,
+counts, textures, relations), the census row's class (the scene's first group) is the label the
+classifiers are judged against, and its kind ("single", "two_objects", "long") and clean failure
+rate are kept; prompt-major, t = prompt_i · seeds_per_label + s.
 """
 
 import dataclasses
+import json
+import pathlib
 
 from jaxdiffattack import labels as labels_lib
+from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
 from jaxdiffattack.errors import check
 
@@ -23,10 +33,15 @@ class Target:
   seed_index: int     # s: several independent searches per label
   target_label: str   # the class a targeted search wants drawn ("" if untargeted)
   target_index: int   # its label-set index (= label_index if untargeted): what is judged
+  kind: str = ""      # census targets: the prompt kind ("single", "two_objects", "long")
+  clean_rate: float | None = None   # census targets: the clean per-seed failure rate
 
 
 def make_targets(config) -> list[Target]:
-  """Targets from config.labels (or the first config.num_labels of config.label_set)."""
+  """Targets from config.targets_file (`census_targets`) when set, else from config.labels (or
+  the first config.num_labels of config.label_set)."""
+  if config.get("targets_file"):
+    return census_targets(config.targets_file, config.get("label_set"), config.seeds_per_label)
   names = labels_lib.class_names(config.get("label_set"), config.labels)
   chosen = tuple(config.labels) or names[:config.num_labels]
   check(len(chosen) > 0, "labels", config.labels, "give at least one label (or a label_set)")
@@ -48,6 +63,68 @@ def make_targets(config) -> list[Target]:
           index=len(targets), label=label, label_index=index[label],
           prompt=config.template.format(label), seed_index=s, target_label=target_label,
           target_index=index[target_label] if target_label else index[label]))
+  return targets
+
+
+CENSUS_COMMAND = ("python launch/census.py --config configs/census.py:world2 --workdir DIR, then "
+                  "pass --config.targets_file=DIR/targets.json")
+
+
+def _census_error(path, what: str, fix: str) -> UserError:
+  return UserError(f"config.targets_file={str(path)!r}: {what}; {fix}")
+
+
+def read_census_targets(path) -> tuple[pathlib.Path, list[dict]]:
+  """(path of targets.json, its "targets" entries) of a census workdir or targets.json; one-line
+  UserErrors for a missing or malformed file and for an empty selection."""
+  path = pathlib.Path(path)
+  if path.is_dir():
+    path = path / "targets.json"
+  if not path.is_file():
+    raise _census_error(path, "no such file", f"run the census first: {CENSUS_COMMAND}")
+  try:
+    data = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise _census_error(path, f"not JSON ({str(e).splitlines()[0]})",
+                        "rerun the census (census.finish rewrites targets.json)") from None
+  entries = data.get("targets") if isinstance(data, dict) else None
+  if not isinstance(entries, list):
+    raise _census_error(path, "has no list under 'targets'",
+                        "give the targets.json a census wrote (jaxdiffattack.census.targets)")
+  for i, e in enumerate(entries):
+    missing = [k for k in ("prompt", "label", "kind") if not isinstance(e, dict) or
+               not isinstance(e.get(k), str) or not e.get(k)]
+    if missing:
+      raise _census_error(path, f"target {i} lacks {missing}",
+                          "give the targets.json a census wrote (jaxdiffattack.census.targets)")
+  if not entries:
+    band = data.get("band")
+    raise _census_error(
+        path, f"the census selected no targets ({data.get('eligible')} of "
+        f"{data.get('judged')} prompts judged had a clean failure rate in the band {band})",
+        "widen the band (census --config.band) or census more prompts/seeds")
+  return path, entries
+
+
+def census_targets(path, label_set: str | None, seeds_per_label: int = 1) -> list[Target]:
+  """The targets of a census's targets.json (see the module docstring): per selected prompt,
+  `seeds_per_label` searches; its label must be a class of `label_set`."""
+  path, entries = read_census_targets(path)
+  check(seeds_per_label >= 1, "seeds_per_label", seeds_per_label, "use an integer >= 1")
+  names = labels_lib.class_names(label_set, ())
+  index = {name: i for i, name in enumerate(names)}
+  targets = []
+  for i, e in enumerate(entries):
+    if e["label"] not in index:
+      raise ConfigError(f"config.targets_file={str(path)!r}: target {i}'s label {e['label']!r} "
+                        f"is not in label_set {label_set!r}; use the census's world "
+                        f"(label_set 'world2')")
+    rate = e.get("rate")
+    for s in range(seeds_per_label):
+      targets.append(Target(
+          index=len(targets), label=e["label"], label_index=index[e["label"]],
+          prompt=e["prompt"], seed_index=s, target_label="", target_index=index[e["label"]],
+          kind=e["kind"], clean_rate=None if rate is None else float(rate)))
   return targets
 
 
