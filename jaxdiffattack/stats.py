@@ -173,14 +173,14 @@ def paired_tests(a, b) -> dict:
   W = the smaller of the positive and negative rank sums; exact null distribution when at most
   50 differences remain and none tie, else the normal approximation with tie correction).
   Degenerate cases: t and t_p None when fewer than 2 units or every difference is equal
-  (zero variance); W None and p 1.0 when every difference is 0."""
+  (zero variance, to 1e-12 relative); W None and p 1.0 when every difference is 0."""
   from scipy import stats as sps  # pylint: disable=g-import-not-at-top
   a, b = _paired(a, b)
   d = a - b
   out = {"n": int(d.size), "mean_difference": float(d.mean()) if d.size else None,
          "t": None, "df": int(d.size) - 1 if d.size else None, "t_p": None,
          "wilcoxon_w": None, "wilcoxon_p": 1.0, "wilcoxon_nonzero": int(np.count_nonzero(d))}
-  if d.size >= 2 and np.ptp(d) > 0:
+  if d.size >= 2 and np.ptp(d) > 1e-12 * max(1.0, float(np.abs(d).max())):
     t = sps.ttest_rel(a, b)
     out["t"], out["t_p"] = float(t.statistic), float(t.pvalue)
   if out["wilcoxon_nonzero"]:
