@@ -17,6 +17,36 @@ for the tests):
 
   python launch/search.py --config configs/latent_search.py:toy,protocol --workdir runs/protocol
 
+`world2,protocol` (issue #26 item 1; `search_config.world2_protocol`): SAGE's search vs random on
+world 2's census targets — the clean census first, then the protocol on the prompts it selects
+(clean per-seed failure rate 1–10 % by the scene oracle over 64 seeds, 40 targets spread over
+classes and the kinds single / two objects / long caption):
+
+  python launch/census.py --config configs/census.py:world2 --workdir runs/census_world2
+  python launch/search.py --config configs/latent_search.py:world2,protocol \
+      --config.targets_file=runs/census_world2/targets.json --workdir runs/protocol_world2
+
+(targets_file defaults to that census workdir's targets.json; an absent file or an empty
+selection stops the search in one line). Each target's caption is its prompt and the oracle
+judges every image against that caption's facts; the classifiers (fitness: the surrogate
+ensemble's margin, ViT + ResNet + noise-trained ResNet + CLIP; the held-out RegNetY evaluator) read
+the census row's class, the scene's first group (on two-object captions a proxy). Methods random,
+Sep_CMA_ES, LM_MA_ES, adam, pgd, 16 × 16 = 256 evaluations each per target, the whole budget
+used; targets whose clean start latent the oracle already fails are excluded and counted.
+Writes docs/results/search_protocol_world2.{md,json}: success (oracle "violated") beside every
+other judge, McNemar and the paired interval vs random, failure yield and first failure vs random
+(paired bootstrap, t / Wilcoxon, sign test), rates per prompt kind, transfer to the next 5
+targets' captions. Estimated cost (docs/results/search_protocol_world2_cost.json,
+benchmarks/search_protocol_cost.py; an extrapolation, not a run): a forward evaluation of world
+2's full UNet (20 guided steps) and VAE with random weights plus the oracle costs 0.175 CPU-s, a
+gradient evaluation (backward through every step) 0.41 CPU-s (2.4×; the whole gradient pipeline
+on the smoke world measured 3.8–5.2× a forward one in wall time), so 40 targets × 256 × 5 methods
+≈ 3.8 CPU-hours (≈ 6 at the smoke world's ratio), not counting the five classifiers (~0.1 GFLOP
+an image each against ~9 of sampling) and the transfer test (~5 % more), plus the census's ~1.0
+CPU-hour; on this shared 2-core machine, where a nice'd job gets ~35 % of a core, 11–17 hours.
+`world2,protocol,smoke`: population 2 × 2 generations, 2 steps, transfer to 1 caption (the tests,
+on a smoke census).
+
 Full run: SD1.5
 (latent 4×64×64, n = 16384) with Sep-CMA-ES, population 64 × 50 generations per target, 10
 ImageNet-100 labels;

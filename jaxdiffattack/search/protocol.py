@@ -1,7 +1,9 @@
 """The search-vs-random protocol (SAGE, arXiv 2306.00974, §4): comparable success rates, by judge.
 
 Targets are (label, seed) pairs whose clean image passes ALL judges (`config.filter_clean`: the
-evaluator, the other models and, on the toy world, the oracle read the prompt's class); every
+evaluator, the other models and, on the toy world, the oracle read the prompt's class; world 2's
+census targets: whose clean image, the searches' start latent, the scene oracle does not fail,
+`config.filter_clean_judges`); every
 method (random, evosax strategies, gradient methods) gets the same budget of evaluations per
 target; a target counts as failed by a judge when any image the method evaluated for it is a
 failure by that judge (`results.jsonl`: judge_first_generation, judge_failures). The report
@@ -18,11 +20,24 @@ one per evaluation) and wall time, in every row (`forward_evaluations`, `backwar
 in the summary. Methods with different budgets per target, or a target that used more than its
 budget, are refused in one line (`UserError`): their rates are not comparable.
 
+Statistics that can decide (`config.yield_stats`, world 2's protocol, issue #26 item 1). On
+census targets (`config.targets_file`: prompts that fail cleanly on 1–10 % of seeds) random seeds
+find at least one failure on nearly every target at 256 evaluations (1 − 0.99^256 ≈ 92 % even at
+1 %), so "targets failed" saturates. `yield_comparison` adds, per method × judge against random
+on the same targets: the failure yield (failing images / evaluations per target; the mean paired
+difference with a paired bootstrap over targets, beside the paired t-test and Wilcoxon's
+signed-rank test, `stats.paired_tests`) and the evaluations to the first failure, censored at
+the budget (targets where each method fails first, the sign test of those counts, and the
+restricted mean difference with its paired bootstrap interval). With census targets the summary
+also has the targets' kinds and each judge's rate per prompt kind.
+
 Transfer (SAGE: a failing latent that breaks several prompts): each of the first
 `transfer_per_target` found latents of a target is generated with every other label's prompt of
 the run (`transfer_prompts` = K > 0: the K labels after the target's, cyclically, in the run's
-label order) and judged against that label; the clean latents of the same targets (those with a
-found latent), tried the same way, are the reference ("clean" rows of transfer.jsonl).
+label order; census targets: the K targets after its own, with their captions) and judged
+against that label (the scene oracle: against that caption); the clean latents of the same
+targets (those with a found latent), tried the same way, are the reference ("clean" rows of
+transfer.jsonl).
 
 `write(workdir, rows, transfer_rows, config)` writes protocol.json and protocol.md (and copies
 them to `config.export`.{json,md} when set), all from the workdir's files.
@@ -414,6 +429,15 @@ def markdown(summary: dict, timing: dict, command: str) -> str:
             f"{_pct(ci[1])}] | [{_pct(boot[0])}, {_pct(boot[1])}] | "
             f"{v['only_method']} / {v['only_random']} | "
             f"{v['mcnemar_p']:.3g} | {'yes' if v['beats_random'] else 'no'} |")
+  kinds = list(summary["targets"].get("by_kind", {}))
+  if kinds:
+    lines += ["", "## Targets failed by prompt kind", "",
+              "| method | judge | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
+    for method, m in summary["methods"].items():
+      for j in judges:
+        per = m["by_judge"][j].get("by_kind", {})
+        lines.append(f"| {method} | {j} | " + " | ".join(
+            _rate_cell(per[k]) if k in per else "–" for k in kinds) + " |")
   decisive = [(m, j, v) for m, per in summary["vs_random"].items() for j, v in per.items()
               if "yield" in v]
   if decisive:
