@@ -115,6 +115,20 @@ def test_unequal_or_exceeded_budgets_are_refused_in_one_line():
     protocol.budgets(rows)
 
 
+def test_five_methods_share_one_budget_or_are_refused():
+  methods = ("random", "Sep_CMA_ES", "LM_MA_ES", "adam", "pgd")
+  rows = [_yield_row(m, t, 1, 0) for m in methods for t in range(3)]
+  b = protocol.budgets(rows)
+  assert list(b) == list(methods) and {v["per_target"] for v in b.values()} == {16}
+  assert all(v["forward_evaluations"] == 48 for v in b.values())
+  for r in rows:
+    if r["method"] == "pgd":
+      r["budget"] = 32
+  with pytest.raises(UserError, match="unequal budgets per target .*'pgd': 32") as e:
+    protocol.budgets(rows)
+  assert "\n" not in str(e.value)
+
+
 @pytest.fixture(scope="module")
 def protocol_run(tiny_sd_dirs, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("search_protocol")
@@ -419,6 +433,11 @@ def test_world2_protocol_smoke_end_to_end(world2_protocol_run):
       assert v["first_failure"]["random_first"] == int((fr < fm).sum())
   md = (run / "protocol.md").read_text()
   assert "## Failure yield and first failure against random" in md
+  for m in methods:   # the budget table says what the rows say
+    mine = [r for r in searched if r["method"] == m]
+    forward = sum(r["forward_evaluations"] for r in mine)
+    backward = sum(r["backward_passes"] for r in mine)
+    assert f"| {m} | 4 | {len(mine)} | {forward} ({forward / len(mine):.1f}) | {backward} |" in md
   assert "configs/latent_search.py:world2,protocol,smoke" in md and str(workdir) in md
   # Found latents are tried with the next target's caption, judged against that target.
   transfer = [json.loads(l) for l in (run / "transfer.jsonl").read_text().splitlines()]
