@@ -385,7 +385,10 @@ def markdown(summary: dict, timing: dict, command: str) -> str:
       f"evaluations per target and method; run seed {c['seed']}.", "",
       _targets_line(summary), "",
       "A target is failed by a judge when any image a method evaluated for it is that judge's "
-      "failure (the oracle: sure the class is not drawn). Rates are targets failed / targets "
+      "failure (" + ("the scene oracle: a fact of the target's caption is violated; the "
+                     "classifiers: the caption's first class is not their top-1"
+                     if t.get("source") == "census" else "the oracle: sure the class is not "
+                     "drawn") + "). Rates are targets failed / targets "
       "searched with 95 % Wilson intervals; evaluations to the first failure are over the targets "
       "failed; an evaluation is one forward pass of sampler + scorers (gradient methods also run "
       "one backward pass per evaluation: 'gradient evaluations').", "",
