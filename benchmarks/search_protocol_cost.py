@@ -11,8 +11,9 @@ Two measurements, then an extrapolation (every step is in the output):
      `configs/census.py:world2,smoke`, population 2, run for `--short` generations (twice: the
      first fills the compilation cache) and `--long` generations; a method's steady-state wall
      seconds per evaluation = the difference of its evaluation times over the difference of
-     evaluations (the compile and first call cancel). Wall time on a shared machine: noisy. The ratio
-     gradient / forward of these is what the extrapolation uses from the smoke world.
+     evaluations (the compile and first call cancel). Wall time on a shared machine: noisy. Its
+     gradient / forward ratio (the whole pipeline, small networks) is reported beside the full
+     architectures' (UNet + VAE only), as the estimate's upper variant.
   2. `full`: world 2's full UNet and VAE (configs/train_world2.py; random weights: the cost does
      not depend on them), one guided UNet call on 2·B latents and one VAE decode of B, forward
      and forward + backward (`jax.vjp`), in CPU seconds (all threads; minimum of `--repeats`).

@@ -339,7 +339,8 @@ def test_summary_has_yield_stats_only_when_asked_and_census_targets_by_kind():
           f"({y['ratio']:.2f}) |") in md
   assert f"| {f['method_first']} / {f['random_first']} / {f['ties']} |" in md
   assert "8 census prompts" in md and "census/targets.json" in md
-  assert "| random | world2_oracle | 1/2 = 50 % [" in md.split("## Targets failed by prompt kind")[1]
+  by_kind_md = md.split("## Targets failed by prompt kind")[1]
+  assert "| random | world2_oracle | 1/2 = 50 % [" in by_kind_md
 
 
 def test_world2_protocol_config_is_the_issue_design():
