@@ -1,0 +1,131 @@
+"""The world-2 studies of issue #26 (items 2-4): each `world2,study` variant is one command that
+writes its results file with provenance (`jaxdiffattack.publish`). Config-level requirements
+(prompt counts and lengths, both evaluation noises, MS and PAS fractions, guidance on and off,
+the analyses) on the real configs; every `world2,study,smoke` variant end to end on the smoke
+world (tests/conftest.py `world2_smoke`), its published numbers checked against its rows by an
+independent count."""
+import csv
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from jaxdiffattack import labels as labels_lib
+from jaxdiffattack.attacks import prompts as prompts_lib
+from jaxdiffattack.errors import UserError
+from jaxdiffattack.world2 import captions
+from jaxdiffattack.world2 import scene
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PROVENANCE = {"command", "date_utc", "machine", "code_version", "workdir"}
+
+
+def _config(name, arg):
+  spec = importlib.util.spec_from_file_location(f"w2s_{name}", _ROOT / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _jsonl(path):
+  return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------ ATM ---
+def test_atm_study_config_meets_item_2():
+  c = _config("atm", "world2,study")
+  assert c.model == "world2" and c.label_set == "world2"
+  assert c.eval_noise == "both" and c.baseline == "random_substitution"
+  assert c.mode == "released" and c.attack.lam_sim > 0 and c.attack.name == "atm"
+  assert c.results_file == "docs/results/atm_world2"
+  assert set(c.judges) == {"world2_regnet", "world2_oracle"}
+  label_set = labels_lib.get_label_set("world2")
+  sets = {name: prompts_lib.load(spec, name, label_set, None, c.per_label)
+          for name, spec in c.prompt_sets.items()}
+  assert set(sets) == {"short", "long"}
+  for name, ps in sets.items():
+    tokens = [captions.num_tokens(p) for p in ps.prompts]
+    assert len(ps) >= 100, name
+    assert len(set(ps.labels)) == scene.NUM_CLASSES == 83       # spread over every class
+    # Trained lengths: the grammar's 4..60 tokens; long captions 40..60.
+    assert min(tokens) >= captions.MIN_TOKENS and max(tokens) <= captions.MAX_TOKENS
+    if name == "long":
+      assert min(tokens) >= 40
+    else:
+      assert max(tokens) < 40
+    for p, word, label in zip(ps.prompts, ps.class_words, ps.labels):
+      facts = captions.parse(p)          # a grammar caption of one object of its class
+      assert [(g.cls, g.count) for g in facts.groups] == [(label, 1)], p
+      assert prompts_lib.class_word_present(p, word)
+  # The long caption of a scene is its short caption with fillers appended.
+  for short, long in zip(sets["short"].prompts, sets["long"].prompts):
+    assert long.startswith(short + ", ")
+
+
+def test_atm_study_bad_combinations_are_one_line_errors():
+  with pytest.raises(ValueError, match=r"'study' is the world-2 ATM study: use 'world2,study'"):
+    _config("atm", "toy,study")
+  with pytest.raises(UserError, match=r"world2_census_short.*label_set='world2', not 'toy'"):
+    prompts_lib.load("world2_census_short", "short", labels_lib.get_label_set("toy"))
+  from jaxdiffattack.attacks import config as config_lib  # pylint: disable=g-import-not-at-top
+  c = _config("atm", "world2,study")
+  c.eval_noise = "fresh"
+  with pytest.raises(Exception, match=r"eval_noise.*'fresh'.*per_sample"):
+    config_lib.validate(c)
+
+
+def _asr(rows, set_name, block, judge):
+  """Independent count: attacked prompts of a set with any successful sample, by `judge`."""
+  hits = n = 0
+  for r in rows:
+    if r["set"] != set_name or not r.get("attacked"):
+      continue
+    b = r if block == "attack" else r[block]
+    n += 1
+    hits += int(b["judges"][judge]["successful_samples"] > 0)
+  return hits, n
+
+
+@pytest.mark.slow
+def test_atm_study_smoke_writes_its_results_file(world2_assets, tmp_path, monkeypatch):
+  from jaxdiffattack.attacks import experiment  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.attacks import job  # pylint: disable=g-import-not-at-top
+  config = _config("atm", "world2,study,smoke")
+  # The smoke world's classifiers are untrained (top-1 near chance), so its clean check would
+  # skip nearly every prompt: count every clean prompt as correctly generated, so that both sets
+  # are attacked and every block of the study (fresh, fixed, baseline) is written.
+  clean_check = experiment.Job.clean_check
+
+  def all_correct(self, data):
+    return clean_check(self, data) | {"correct": [True] * len(data.prompt_set)}
+  monkeypatch.setattr(experiment.Job, "clean_check", all_correct)
+  job.run(config, str(tmp_path))
+  rows = _jsonl(tmp_path / "results.jsonl")
+  published = json.loads((tmp_path / "atm_world2_smoke.json").read_text())
+  assert PROVENANCE <= set(published) and published["workdir"] == str(tmp_path.resolve())
+  assert published["summary"] == json.loads((tmp_path / "summary.json").read_text())
+  md = (tmp_path / "atm_world2_smoke.md").read_text()
+  assert "code_version" in md and md.endswith((tmp_path / "report.md").read_text())
+  summary = published["summary"]
+  by_noise = summary["intervals"]["by_noise"]
+  assert set(by_noise) == {"fresh", "fixed"}                   # eval_noise="both"
+  attacked = [r for r in rows if r.get("attacked")]
+  assert len(attacked) == 4 and all("fixed_noise" in r and "baseline" in r for r in attacked)
+  for noise, block in (("fresh", "attack"), ("fixed", "fixed_noise")):
+    for judge in ("attack", "world2_regnet", "world2_oracle"):
+      for s in ("short", "long"):
+        hits, n = _asr(rows, s, block, judge)
+        got = by_noise[noise][judge]["atm"][s]["asr"]
+        assert (got["successes"], got["prompts"]) == (hits, n), (noise, judge, s)
+        if noise == "fresh":
+          hits_b, n_b = _asr(rows, s, "baseline", judge)
+          got = by_noise[noise][judge]["random_substitution"][s]["asr"]
+          assert (got["successes"], got["prompts"]) == (hits_b, n_b)
+  # Per-sample: every sample of every attacked prompt counted once.
+  for s in ("short", "long"):
+    per_sample = by_noise["fresh"]["attack"]["atm"][s]["per_sample"]
+    assert per_sample["n"] == sum(r["samples"] for r in attacked if r["set"] == s)
+  # Fixed noise: the hard samples of the fixed block were made on the clean check's noise.
+  assert summary["fixed_noise"] is not None
