@@ -129,3 +129,70 @@ def test_atm_study_smoke_writes_its_results_file(world2_assets, tmp_path, monkey
     assert per_sample["n"] == sum(r["samples"] for r in attacked if r["set"] == s)
   # Fixed noise: the hard samples of the fixed block were made on the clean check's noise.
   assert summary["fixed_noise"] is not None
+
+
+# ---------------------------------------------------------------------------- sweep ---
+def test_sweep_study_config_meets_item_3():
+  from jaxdiffattack import perturb  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.sweep import plan as plan_lib  # pylint: disable=g-import-not-at-top
+  c = _config("shift_sweep", "world2,study")
+  plan_lib.validate(c)
+  assert set(c.shifts) == {"ums", "rms", "sds", "ms", "pas_fraction"}
+  assert sorted(s.guidance_scale for s in c.settings) == [1.0, 7.5]     # guidance off and on
+  assert {s.model for s in c.settings} == {"world2"}
+  assert c.judges == ("evaluator", "world2_oracle") and c.labels == ()
+  assert c.results_file == "docs/results/sweep_world2"
+  # The paper's grids (the default config's), each inside the study's, and wider values.
+  paper = _config("shift_sweep", None).grids
+  for key in ("ums", "rms", "sds", "ms_alpha_c", "ms_alpha_s", "pas_fraction"):
+    assert set(paper[key]) <= set(c.grids[key]), key
+    assert max(map(abs, c.grids[key])) > max(map(abs, paper[key])), key
+  assert set(c.grids.pas_fraction) >= {8 / 4096, 16 / 4096, 32 / 4096, 64 / 4096}
+  assert all(0 < f <= 1 for f in c.grids.pas_fraction)
+  # MS is on the grid: cells with both α_c and α_s non-zero.
+  cells = plan_lib.grid_cells(c.grids, c.shifts)
+  assert any(x.shift == "ms" and x.alpha[0] and x.alpha[1] for x in cells)
+  # The paper's PAS fractions on world 2's latents (8² default, 16² f4) and SD's 64²: pixels.
+  assert [int(perturb.pas_pixels(f, (64, 64))) for f in paper.pas_fraction] == [8, 16, 32, 64]
+
+
+def test_sweep_study_bad_combinations_are_one_line_errors():
+  for arg in ("study", "toy,study", "world2,study,compare"):
+    with pytest.raises(ValueError, match=r"'study' is the world-2 brittleness study.*"
+                                         r"'world2,study'"):
+      _config("shift_sweep", arg)
+
+
+@pytest.mark.slow
+def test_sweep_study_smoke_writes_its_results_folder(world2_assets, tmp_path):
+  from jaxdiffattack import sweep  # pylint: disable=g-import-not-at-top
+  config = _config("shift_sweep", "world2,study,smoke")
+  sweep.run(config, str(tmp_path))
+  out = tmp_path / "sweep_world2_smoke"
+  provenance = json.loads((out / "provenance.json").read_text())
+  assert PROVENANCE <= set(provenance)
+  assert set(provenance["files"]) >= {"results.csv", "report.md", "paired.csv", "config.json"}
+  for name in provenance["files"]:
+    assert (out / name).read_bytes() == (tmp_path / name).read_bytes(), name
+  with open(tmp_path / "members.csv", newline="") as f:
+    members = list(csv.DictReader(f))
+  with open(out / "results.csv", newline="") as f:
+    results = list(csv.DictReader(f))
+  settings = {"world2_cfg7.5", "world2_noguidance"}
+  assert {r["setting"] for r in members} == {r["setting"] for r in results} == settings
+  assert {r["shift"] for r in results} == {"ums", "rms", "sds", "ms", "pas_fraction"}
+  # Each published class-wise oracle rate equals the mean over its members (independent
+  # count): per setting, shift cell and class; the unshifted members are every shift's α = 0.
+  checked = 0
+  for r in results:
+    if r["metric"] != "world2_oracle_top1" or r["class"] == "all":
+      continue
+    cell = [m for m in members if m["setting"] == r["setting"] and m["label"] == r["class"]
+            and float(m["alpha_c"]) == float(r["alpha_c"])
+            and float(m["alpha_s"]) == float(r["alpha_s"])
+            and m["shift"] in (r["shift"], "none")]
+    values = [float(m["world2_oracle_top1"]) for m in cell]
+    assert int(r["n"]) == len(values) > 0
+    np.testing.assert_allclose(float(r["value"]), np.mean(values), atol=1e-6)
+    checked += 1
+  assert checked >= 2 * 2 * 8                     # settings × classes × cells
