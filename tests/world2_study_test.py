@@ -196,3 +196,116 @@ def test_sweep_study_smoke_writes_its_results_folder(world2_assets, tmp_path):
     np.testing.assert_allclose(float(r["value"]), np.mean(values), atol=1e-6)
     checked += 1
   assert checked >= 2 * 2 * 8                     # settings × classes × cells
+
+
+# ------------------------------------------------------------------------- analyses ---
+def test_analysis_study_config_covers_item_4():
+  from jaxdiffattack.analysis import run as analysis  # pylint: disable=g-import-not-at-top
+  c = _config("analysis", "world2,study")
+  analysis.validate(c)
+  assert set(c.analyses) == {"speed", "attention", "orders", "inject", "brittleness", "polysemy"}
+  assert c.finder == "world2_oracle" and c.model == "world2" and c.classes == ()
+  assert c.results_file == "docs/results/analysis_world2"
+  # Two-object prompts are trained captions ("{A} and {B}" with a prefix), in both orders, the
+  # modifier before the noun as the grammar writes it.
+  assert c.orders.placements == ("before",) and c.pairs >= 100 and c.orders.pairs >= 40
+  a, b = analysis.pair_list(scene.CLASSES, 1, c.pair_seed)[0]
+  facts = captions.parse(c.pair_template.format(a, b))
+  assert [g.cls for g in facts.groups] == [scene.CLASS2ID[a], scene.CLASS2ID[b]]
+  assert set(c.polysemy.words) == {"star", "ring", "orange"}
+  assert {"ums", "rms"} <= set(c.brittleness.shifts) and max(c.brittleness.alphas) >= 1.0
+
+
+def test_analysis_study_bad_combinations_are_one_line_errors():
+  from jaxdiffattack.analysis import run as analysis  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"'study' is the world-2 analysis study"):
+    _config("analysis", "toy,study")
+  c = _config("analysis", "toy")
+  c.analyses = ("polysemy",)
+  with pytest.raises(ConfigError, match=r"'polysemy' with config.label_set='toy'.*world2"):
+    analysis.validate(c)
+  c = _config("analysis", "world2,study")
+  c.polysemy.words = ("star", "bank")
+  with pytest.raises(ConfigError, match=r"polysemy.words entry 'bank' is invalid"):
+    analysis.validate(c)
+
+
+def test_polysemy_prompts_are_trained_captions_with_the_word_in_its_other_sense():
+  from jaxdiffattack.analysis import polysemy  # pylint: disable=g-import-not-at-top
+  for word in ("star", "ring", "orange"):
+    cases = polysemy.prompts(word, scene.CLASSES)
+    assert cases
+    for label, control, p, q in cases:
+      f, g = captions.parse(p), captions.parse(q)
+      assert [x.cls for x in f.groups] == [scene.CLASS2ID[label]], p
+      assert [x.cls for x in g.groups] == [scene.CLASS2ID[control]], q
+      # The caption never names the word's shape sense: a leak is never asked for.
+      assert polysemy.CASES[word].shape not in scene.class_shape(scene.CLASS2ID[label]).split()
+      if word == "star":
+        assert f.background == "star field" and g.background == "plain"
+      elif word == "ring":
+        assert f.groups[0].texture == "ring" and g.groups[0].texture == "striped"
+      else:
+        assert label.split()[0] == "orange" and control.split()[0] == "red"
+        assert label.split()[1:] == control.split()[1:]
+  assert len(polysemy.prompts("orange", scene.CLASSES)) == 10
+  assert polysemy.leaked("green star", "star") and polysemy.leaked("teal ring", "ring")
+  assert polysemy.leaked("yellow orange", "orange") and not polysemy.leaked(None, "star")
+  assert not polysemy.leaked("red six-pointed star", "star")
+
+
+def test_polysemy_summary_against_an_independent_count():
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.analysis import polysemy  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  records = [{"word": w, "class": f"c{i % 7}", "seed": i, "leak": bool(rng.random() < pw),
+              "control_leak": bool(rng.random() < 0.1), "correct": bool(rng.random() < 0.8),
+              "control_correct": True}
+             for w, pw in (("star", 0.4), ("ring", 0.12)) for i in range(60)]
+  got = {r["word"]: r for r in polysemy.summarise(records)}
+  assert set(got) == {"star", "ring"}
+  for w, row in got.items():
+    mine = [r for r in records if r["word"] == w]
+    a = np.array([r["leak"] for r in mine])
+    b = np.array([r["control_leak"] for r in mine])
+    assert row["n"] == 60 and row["classes"] == 7
+    assert row["leak"] == pytest.approx(a.mean()) and row["control_leak"] == pytest.approx(b.mean())
+    assert row["difference"] == pytest.approx(a.mean() - b.mean())
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    assert (row["only_word"], row["only_control"]) == (only_a, only_b)
+    exact = scipy_stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    assert row["mcnemar_p"] == pytest.approx(exact)
+    low, high = row["difference_ci95"]
+    assert low <= row["difference"] <= high
+  assert got["star"]["mcnemar_p"] < 0.05          # 40 % vs 10 % leaks over 60 pairs
+
+
+@pytest.mark.slow
+def test_analysis_study_smoke_writes_its_results_folder(world2_assets, tmp_path):
+  from jaxdiffattack.analysis import run as analysis  # pylint: disable=g-import-not-at-top
+  config = _config("analysis", "world2,study,smoke")
+  analysis.run(config, str(tmp_path))
+  out = tmp_path / "analysis_world2_smoke"
+  provenance = json.loads((out / "provenance.json").read_text())
+  assert PROVENANCE <= set(provenance)
+  for stage in config.analyses:
+    assert f"{stage}.json" in provenance["files"], stage
+  for name in provenance["files"]:
+    assert (out / name).read_bytes() == (tmp_path / name).read_bytes(), name
+  data = json.loads((out / "polysemy.json").read_text())
+  records = data["records"]
+  # 3 star cases (not the green star) + 5 ring cases + 1 orange case, 1 seed each.
+  assert sorted({(r["word"], r["class"]) for r in records}) == sorted(
+      [("star", c) for c in ("red circle", "crimson oval", "blue rounded square",
+                             "orange circle")] +
+      [("ring", c) for c in config.classes] + [("orange", "orange circle")])
+  for row in data["summary"]:
+    mine = [r for r in records if r["word"] == row["word"]]
+    assert row["n"] == len(mine)
+    assert row["leak"] == pytest.approx(np.mean([r["leak"] for r in mine]))
+    assert row["control_leak"] == pytest.approx(np.mean([r["control_leak"] for r in mine]))
+  report = (out / "report.md").read_text()
+  assert "Polysemous words" in report and "Brittleness discussion" in report
+  displacement = json.loads((out / "brittleness.json").read_text())["displacement"]
+  assert {r["shift"] for r in displacement} <= {"ums"}
