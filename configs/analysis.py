@@ -28,7 +28,8 @@ words (`polysemy`, new: "star", "ring", "orange" each in its other sense in a tr
 control caption, paired by class and seed; `inject` stays as in `world2`); and the brittleness
 paper's class-wise robustness and object displacement (`brittleness`: UMS and RMS at
 α = ±0.2…±1.0 on every class × 4 seeds, objects and classes found by the scene oracle).
-COST: {ANALYSIS_STUDY_COST}. `world2,study,smoke`: 5 classes (one orange one), 1 seed, 3 steps.
+COST (benchmarks/world2_study_cost.py, docs/results/world2_study_cost.json): 8,080 images
+(932 of them with each step's x0 decoded, 2.2× an image), about 0.7 CPU-hours. `world2,study,smoke`: 5 classes (one orange one), 1 seed, 3 steps.
 Add `--config.attack_workdir=DIR` (an ATM attack workdir with results.jsonl) to correlate
 formation speed with ATM's success per class word and to take injected words from its
 successful prompts. The default (no variant) is a real SD checkpoint directory (`config.model`)

@@ -31,22 +31,30 @@ Variants after the colon (comma-separated; unknown ones are errors):
             python launch/attack.py --config configs/atm.py:world2,study \
                 --workdir runs/atm_world2_study
           Prompts: the clean census's single-object prompts (prompt sets world2_census_short /
-          world2_census_long, jaxdiffattack/attacks/prompts.py), 2 scenes of each of the 83
-          classes = 166 short captions (6–21 CLIP tokens) and the same 166 scenes' long captions
+          world2_census_long, jaxdiffattack/attacks/prompts.py), 3 scenes of each of the 83
+          classes = 249 short captions (6–22 CLIP tokens) and the same 249 scenes' long captions
           (40–60 tokens), all at lengths the generator was trained on (4–60); the clean check
           skips those the attack's classifier misreads, so >= 100 per set are attacked while
-          world 2's CLIP reads >= 61 % of clean images. Hard samples on fresh noises AND on the
-          clean check's noises (eval_noise="both"); the random-substitution baseline at the
-          same samples and noises, in the same run (config.baseline; a separate `random` run,
-          launch/attack_compare.py, stays possible); `released` mode with the idf-weighted
-          similarity term active (attacks/similarity.py: padding weighs idf log(M + 1), so the
-          edited positions carry the term's weight); judged by the attack's CLIP (the
-          "attack" judge), the held-out RegNetY evaluator and the scene oracle; summary.json's
-          "intervals": per-prompt ASR with a bootstrap over prompts, per-sample rates clustered
-          by prompt, short − long (independent sets), ATM − random (paired), per noise and
-          judge. 100 iterations (the paper's), 16 hard samples per prompt (paper: 100).
-          COST (measured on the smoke world, scaled to world 2's 64², 20 steps: see
-          STUDY_COST below): about {ATM_STUDY_CPU_H} CPU-hours.
+          world 2's CLIP reads >= 41 % of clean images (its zero-shot top-1 was 54 %,
+          docs/results/world2_clip_check_run2_clip_tune2000.json; ~134 per set at that rate:
+          Newcombe's interval of short − long then spans about ±12 points). Hard samples on
+          fresh noises AND on the clean check's noises (eval_noise="both"); the
+          random-substitution baseline at the same samples and noises, in the same run
+          (config.baseline; a separate `random` run, launch/attack_compare.py, stays
+          possible); `released` mode with the idf-weighted similarity term active
+          (attacks/similarity.py: world 2's tokenizer pads with EOS, which the stand-in counts
+          as a token in no prompt, so the padding the mode edits weighs idf log(M + 1) and
+          carries the term's weight, as SD 2.1's "!" padding does in the released code);
+          judged by the attack's CLIP (the "attack" judge), the held-out RegNetY evaluator and
+          the scene oracle; summary.json's "intervals": per-prompt ASR with a bootstrap over
+          prompts, per-sample rates clustered by prompt, short − long (independent sets),
+          ATM − random (paired), per noise and judge. 50 iterations (paper: 100; add
+          --config.attack.num_iters=100 for about +1.3 CPU-hours at a 54 % clean pass rate),
+          16 hard samples per prompt (paper: 100).
+          COST (benchmarks/world2_study_cost.py, docs/results/world2_study_cost.json: unit
+          costs measured on the smoke export, scaled to world 2's 0.28 CPU-s per 64² image):
+          about 2.3 CPU-hours at a 54 % clean pass rate, 4.3 if
+          every prompt is attacked; about half that in wall time on 2 free cores.
           `world2,study,smoke`: 2 classes × 1 scene, 3 steps, 2 iterations, 2 samples; writes
           its results file into the workdir (tests/world2_study_test.py).
   smoke   a few prompts and iterations: minutes on 2 CPU cores (with `toy`: under 2 minutes;

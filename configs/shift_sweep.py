@@ -34,7 +34,10 @@ world 2's CLIP score and the scene oracle (world2_oracle_top1 / _unclear). Class
 at every α: results.csv's per-class rows (clustered CIs); robustness radii per class: radius.csv.
 Object displacement needs the objects' positions, which the oracle finds in the analysis job:
 configs/analysis.py:world2,study's brittleness stage (docs/results/analysis_world2/).
-COST: {SWEEP_STUDY_COST}. `world2,study,smoke`: 2 classes × 1 seed, 3 steps, one or two α per
+COST (benchmarks/world2_study_cost.py, docs/results/world2_study_cost.json): 126 cells ×
+166 members × 2 settings = 41,832 images, about 2.9 CPU-hours at world 2's 0.28 CPU-s per
+guided 64² image (unguided ones: 0.78 of that, the smoke export's ratio; about half that in
+wall time on 2 free cores). `world2,study,smoke`: 2 classes × 1 seed, 3 steps, one or two α per
 shift, both settings, no grids or trajectories; writes its results folder into the workdir.
 
 `toy,variance` (issue #17; docs/results/variance_study.md): the paper's open question — does a
