@@ -8,9 +8,6 @@ of models_{clip,vit,resnet}_test.py cover the modules there.
 """
 
 import importlib.util
-import re
-
-import flax
 
 import jax.numpy as jnp
 import numpy as np
@@ -38,27 +35,9 @@ def _pixels(seed=0):
   return jnp.asarray(nhwc), torch.from_numpy(nhwc.transpose(0, 3, 1, 2).copy())
 
 
-def _torch(cls, directory):
-  """A PyTorch `cls` with the msgpack's weights, converted by transformers.
-
-  (`from_pretrained(from_flax=True)` leaves meta tensors in transformers 4.57, hence the direct
-  call.) transformers' converter maps a ResNet basic block's Flax `layer_0` to a PyTorch
-  `layer_0` that does not exist (the PyTorch name is `layer.0`): those keys are renamed first.
-  """
-  # pylint: disable-next=g-import-not-at-top
-  from transformers.modeling_flax_pytorch_utils import load_flax_weights_in_pytorch_model
-  model = cls(transformers.AutoConfig.from_pretrained(directory))
-  state = flax.traverse_util.flatten_dict(flax.serialization.msgpack_restore(
-      (directory / "flax_model.msgpack").read_bytes()))
-  rename = lambda part: re.sub(r"^layer_(\d+)$", r"\1", part)
-  state = flax.traverse_util.unflatten_dict(
-      {tuple(rename(p) for p in key): value for key, value in state.items()})
-  return load_flax_weights_in_pytorch_model(model, state).eval()
-
-
 def test_toy_clip():
   clip, params = vision.load_clip("toy")
-  ref = _torch(transformers.CLIPModel, toy.CLIP_DIR)
+  ref = parity.transformers_from_flax(transformers.CLIPModel, toy.CLIP_DIR)
   ids = clip.tokenizer(PROMPTS, padding="max_length", max_length=clip.max_length,
                        return_tensors="np")
   nhwc, nchw = _pixels()
@@ -80,7 +59,7 @@ def test_toy_clip():
                                       ("resnet", transformers.ResNetForImageClassification)])
 def test_toy_classifiers(kind, cls):
   classifier, params = vision.load_image_classifier("toy", kind)
-  ref = _torch(cls, toy.ASSETS_DIR / kind)
+  ref = parity.transformers_from_flax(cls, toy.ASSETS_DIR / kind)
   nhwc, nchw = _pixels(1)
   with torch.no_grad():
     want = ref(pixel_values=nchw).logits.numpy()
@@ -89,7 +68,7 @@ def test_toy_classifiers(kind, cls):
 
 def test_toy_text_encoder():
   sd, params = load_stable_diffusion("toy")
-  ref = _torch(transformers.CLIPTextModel, toy.SD_DIR / "text_encoder")
+  ref = parity.transformers_from_flax(transformers.CLIPTextModel, toy.SD_DIR / "text_encoder")
   ids = text.tokenize(sd, PROMPTS)
   with torch.no_grad():
     want = ref(input_ids=torch.from_numpy(ids.astype(np.int64))).last_hidden_state.numpy()

@@ -19,3 +19,44 @@ def features(output):
   """CLIP's get_image_features / get_text_features: a tensor in transformers 4, an output whose
   pooler_output is the projected features in transformers 5."""
   return output if hasattr(output, "numpy") else output.pooler_output
+
+
+# Legacy Flax attention names of diffusers' VAE mid-block -> the PyTorch module's.
+_VAE_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out_0"}
+
+
+def transformers_from_flax(cls, directory):
+  """A PyTorch transformers `cls` with the Flax msgpack's weights of `directory`, converted by
+  transformers' own converter (`load_flax_weights_in_pytorch_model`; `from_pretrained(
+  from_flax=True)` leaves meta tensors in transformers 4.57, hence the direct call).
+  transformers' converter maps a ResNet basic block's Flax `layer_0` to a PyTorch `layer_0` that
+  does not exist (the PyTorch name is `layer.0`): those keys are renamed first."""
+  import re  # pylint: disable=g-import-not-at-top
+  import flax  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from transformers.modeling_flax_pytorch_utils import load_flax_weights_in_pytorch_model
+  model = cls(transformers.AutoConfig.from_pretrained(directory))
+  state = flax.traverse_util.flatten_dict(flax.serialization.msgpack_restore(
+      (directory / "flax_model.msgpack").read_bytes()))
+  rename = lambda part: re.sub(r"^layer_(\d+)$", r"\1", part)
+  state = flax.traverse_util.unflatten_dict(
+      {tuple(rename(p) for p in key): value for key, value in state.items()})
+  return load_flax_weights_in_pytorch_model(model, state).eval()
+
+
+def diffusers_from_flax(cls, directory):
+  """A PyTorch diffusers `cls` (UNet2DConditionModel, AutoencoderKL) built from `directory`'s
+  config.json with its diffusion_flax_model.msgpack's weights, converted by diffusers' own
+  converter; the VAE's legacy Flax attention names (query/key/value/proj_attn) are renamed to
+  the PyTorch module's first (diffusers' converter does not)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import flax  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from diffusers.models.modeling_pytorch_flax_utils import load_flax_weights_in_pytorch_model
+  model = cls.from_config(json.loads((directory / "config.json").read_text()))
+  state = flax.traverse_util.flatten_dict(flax.serialization.msgpack_restore(
+      (directory / "diffusion_flax_model.msgpack").read_bytes()))
+  state = flax.traverse_util.unflatten_dict(
+      {tuple(_VAE_ATTENTION.get(p, p) for p in key): value for key, value in state.items()})
+  return load_flax_weights_in_pytorch_model(model, state).eval()

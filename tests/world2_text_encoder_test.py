@@ -50,8 +50,10 @@ def _assert_trees_equal(a, b, msg=""):
 
 class ConfigTest(absltest.TestCase):
 
-  def test_default_is_frozen_and_a_negative_rate_is_a_one_line_error(self):
-    self.assertEqual(variants.load_config("train_world2").unet.text_encoder_lr, 0.0)
+  def test_defaults_and_a_negative_rate_is_a_one_line_error(self):
+    # The full recipe trains the tower (the frozen one drew no shapes); the smoke one keeps it.
+    self.assertEqual(variants.load_config("train_world2").unet.text_encoder_lr, 1e-4)
+    self.assertEqual(variants.load_config("train_world2", "smoke").unet.text_encoder_lr, 0.0)
     train.validate(_config(1e-4))
     with self.assertRaisesRegex(errors.ConfigError,
                                 "config.unet.text_encoder_lr=-0.001 is invalid") as cm:
