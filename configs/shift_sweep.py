@@ -32,12 +32,15 @@ variant's 16²; hence the wider fractions); two settings, guidance 7.5 and off
 2 seeds per cell ("a picture of a {}"), judged by the held-out RegNetY evaluator (top-1, top-5),
 world 2's CLIP score and the scene oracle (world2_oracle_top1 / _unclear). Class-wise robustness
 at every α: results.csv's per-class rows (clustered CIs); robustness radii per class: radius.csv.
-Object displacement needs the objects' positions, which the oracle finds in the analysis job:
-configs/analysis.py:world2,study's brittleness stage (docs/results/analysis_world2/).
+Object displacement: `object_positions` records the named object's centroid as world 2's scene
+oracle reads it (members.csv object_cx / object_cy); displacement.csv and the report give its
+mean move from the unshifted image of the same prompt and seed per setting, shift and α, with
+intervals clustered by prompt (the analysis study's brittleness stage measures it as well).
 COST (benchmarks/world2_study_cost.py, docs/results/world2_study_cost.json): 126 cells ×
 166 members × 2 settings = 41,832 images, about 2.9 CPU-hours at world 2's 0.28 CPU-s per
-guided 64² image (unguided ones: 0.78 of that, the smoke export's ratio; about half that in
-wall time on 2 free cores). `world2,study,smoke`: 2 classes × 1 seed, 3 steps, one or two α per
+guided 64² image (unguided ones: 0.78 of that, the smoke export's ratio), plus about 0.3 for
+the oracle's reading of object positions (0.026 CPU-s per image, census_cost_f4.json's
+oracle_b / 64): about 3.2 CPU-hours, half that in wall time on 2 free cores. `world2,study,smoke`: 2 classes × 1 seed, 3 steps, one or two α per
 shift, both settings, no grids or trajectories; writes its results folder into the workdir.
 
 `toy,variance` (issue #17; docs/results/variance_study.md): the paper's open question — does a
@@ -250,6 +253,7 @@ def _world2_study(c: ml_collections.ConfigDict, smoke: bool) -> None:
       ml_collections.ConfigDict({"name": "world2_noguidance", "model": "world2",
                                  "guidance_scale": 1.0})]
   c.paired = (("world2_cfg7.5", "world2_noguidance"),)
+  c.object_positions = True         # displacement.csv: the oracle's object centroids
   c.labels = ()                     # all 83 classes
   c.images_per_prompt = 2
   c.unit = 166

@@ -141,6 +141,7 @@ def test_sweep_study_config_meets_item_3():
   assert sorted(s.guidance_scale for s in c.settings) == [1.0, 7.5]     # guidance off and on
   assert {s.model for s in c.settings} == {"world2"}
   assert c.judges == ("evaluator", "world2_oracle") and c.labels == ()
+  assert c.object_positions                       # object displacement (displacement.csv)
   assert c.results_file == "docs/results/sweep_world2"
   # The paper's grids (the default config's), each inside the study's, and wider values.
   paper = _config("shift_sweep", None).grids
@@ -157,10 +158,20 @@ def test_sweep_study_config_meets_item_3():
 
 
 def test_sweep_study_bad_combinations_are_one_line_errors():
+  from jaxdiffattack.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.sweep import plan as plan_lib  # pylint: disable=g-import-not-at-top
   for arg in ("study", "toy,study", "world2,study,compare"):
     with pytest.raises(ValueError, match=r"'study' is the world-2 brittleness study.*"
                                          r"'world2,study'"):
       _config("shift_sweep", arg)
+  c = _config("shift_sweep", "world2,study")
+  c.judges = ("evaluator",)
+  with pytest.raises(ConfigError, match=r"object_positions.*'world2_oracle' in config.judges"):
+    plan_lib.validate(c)
+  c = _config("shift_sweep", "toy")
+  c.object_positions = True
+  with pytest.raises(ConfigError, match=r"object_positions.*label_set='world2'"):
+    plan_lib.validate(c)
 
 
 @pytest.mark.slow
@@ -196,6 +207,28 @@ def test_sweep_study_smoke_writes_its_results_folder(world2_assets, tmp_path):
     np.testing.assert_allclose(float(r["value"]), np.mean(values), atol=1e-6)
     checked += 1
   assert checked >= 2 * 2 * 8                     # settings × classes × cells
+  # Object displacement: each row's mean move equals an independent re-derivation from the
+  # members' centroids (the unshifted member of the same setting, prompt and seed).
+  assert "displacement.csv" in provenance["files"]
+  with open(out / "displacement.csv", newline="") as f:
+    moves = list(csv.DictReader(f))
+  assert {(r["setting"], r["shift"]) for r in moves} == {
+      (s, x) for s in settings for x in ("ums", "rms", "sds", "ms", "pas_fraction")}
+  base = {(m["setting"], m["prompt_index"], m["seed_index"]):
+          (float(m["object_cx"]), float(m["object_cy"])) for m in members if m["shift"] == "none"}
+  for r in moves:
+    cell = [m for m in members if (m["setting"], m["shift"]) == (r["setting"], r["shift"])
+            and float(m["alpha_c"]) == float(r["alpha_c"])
+            and float(m["alpha_s"]) == float(r["alpha_s"])]
+    d = np.array([[float(m["object_cx"]) - base[(m["setting"], m["prompt_index"],
+                                                 m["seed_index"])][0],
+                   float(m["object_cy"]) - base[(m["setting"], m["prompt_index"],
+                                                 m["seed_index"])][1]] for m in cell])
+    d = d[np.isfinite(d).all(1)]
+    assert (int(r["members"]), int(r["n"])) == (len(cell), len(d))
+    if len(d):
+      np.testing.assert_allclose([float(r["dx"]), float(r["dy"])], d.mean(0), atol=1e-6)
+  assert all(0 <= float(m["object_cx"]) <= 1 for m in members if m["object_cx"] != "nan")
 
 
 # ------------------------------------------------------------------------- analyses ---
@@ -309,3 +342,59 @@ def test_analysis_study_smoke_writes_its_results_folder(world2_assets, tmp_path)
   assert "Polysemous words" in report and "Brittleness discussion" in report
   displacement = json.loads((out / "brittleness.json").read_text())["displacement"]
   assert {r["shift"] for r in displacement} <= {"ums"}
+
+
+def test_object_positions_on_rendered_scenes():
+  """The named object's centroid as the oracle reads it: a rendered object's drawn position;
+  another hue's object is not the named one (NaN)."""
+  from jaxdiffattack.sweep import plan as plan_lib  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.world2 import render  # pylint: disable=g-import-not-at-top
+  spec = scene.sample_scene(np.random.default_rng(6), layout="single",
+                            classes=[scene.CLASS2ID["red circle"]], relation=None,
+                            size="medium", texture="flat", background="plain")
+  image = render.render(spec, 64).astype(np.float64) / 255.0
+  names = list(scene.CLASSES)
+  got = plan_lib.object_positions(np.stack([image, image]),
+                                  [names.index("red circle"), names.index("blue circle")], names)
+  (obj,) = spec.objects
+  np.testing.assert_allclose([got["object_cx"][0], got["object_cy"][0]], [obj.cx, obj.cy],
+                             atol=0.03)
+  assert np.isnan(got["object_cx"][1]) and np.isnan(got["object_cy"][1])
+
+
+def test_displacement_against_an_independent_computation():
+  from statsmodels.stats import sandwich_covariance  # pylint: disable=g-import-not-at-top
+  import statsmodels.api as sm  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.sweep import report  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  rows = []
+  for p in range(6):
+    for s in range(3):
+      x0, y0 = rng.uniform(0.3, 0.7, 2)
+      rows.append({"setting": "a", "shift": "none", "alpha_c": "0.0", "alpha_s": "0.0",
+                   "prompt_index": str(p), "seed_index": str(s), "object_cx": str(x0),
+                   "object_cy": str(y0)})
+      for a in (0.5, 1.0):
+        lost = rng.random() < 0.2
+        rows.append({"setting": "a", "shift": "ums", "alpha_c": str(a), "alpha_s": "0.0",
+                     "prompt_index": str(p), "seed_index": str(s),
+                     "object_cx": "nan" if lost else str(x0 + 0.1 * a + rng.normal(0, 0.02)),
+                     "object_cy": str(y0 + rng.normal(0, 0.02))})
+  got = report.displacement(rows)
+  assert [(r["shift"], r["alpha"]) for r in got] == [("ums", "0.5"), ("ums", "1")]
+  for r in got:
+    mine = [m for m in rows if m["shift"] == "ums" and float(m["alpha_c"]) == r["alpha_c"]]
+    base = {(m["prompt_index"], m["seed_index"]): (float(m["object_cx"]), float(m["object_cy"]))
+            for m in rows if m["shift"] == "none"}
+    d = np.array([[float(m["object_cx"]) - base[(m["prompt_index"], m["seed_index"])][0],
+                   float(m["object_cy"]) - base[(m["prompt_index"], m["seed_index"])][1],
+                   int(m["prompt_index"])] for m in mine])
+    d = d[np.isfinite(d).all(1)]
+    assert (r["members"], r["n"]) == (len(mine), len(d))
+    # The cluster-robust (CR1) interval of the mean: statsmodels' OLS on a constant.
+    fit = sm.OLS(d[:, 0], np.ones(len(d))).fit()
+    se = np.sqrt(sandwich_covariance.cov_cluster(fit, d[:, 2].astype(int))[0, 0])
+    np.testing.assert_allclose(r["dx"], d[:, 0].mean(), atol=1e-12)
+    np.testing.assert_allclose([r["dx_low"], r["dx_high"]],
+                               [r["dx"] - 1.959964 * se, r["dx"] + 1.959964 * se], rtol=1e-4)
+    assert r["interval"] == "cluster-robust" and r["dx"] > 0.04

@@ -94,6 +94,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
             judge, out.images, label_ids[prompt_idx], label_names,
             [prompts[i] for i in prompt_idx]).items():
           state.scores[name][metric][members] = value
+      if config.get("object_positions", False):
+        for metric, value in plan_lib.object_positions(out.images, label_ids[prompt_idx],
+                                                       label_names).items():
+          state.scores[name][metric][members] = value
       state = state.replace(done=state.done | {name: np.array(members[-1] + 1)})
       runs.save_checkpoint(ckpt_path, state, digest)
       progress.log(done())
@@ -113,7 +117,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
 # What a study's results folder keeps (config.results_file; members.csv stays in the workdir:
 # results.csv holds every number of the report, per class and α, with its interval).
-PUBLISHED = ("results.csv", "radius.csv", "paired.csv", "report.md", "config.json")
+PUBLISHED = ("results.csv", "radius.csv", "paired.csv", "displacement.csv", "report.md",
+             "config.json")
 
 
 def _publish(config, workdir) -> None:
