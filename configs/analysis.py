@@ -15,6 +15,21 @@ CPU cores), `world2` (world 2: 64², objects found by its scene oracle, judged c
 same oracle; single prompts are short grammar captions, pair prompts the grammar's "{A} and {B}",
 injected words near neighbours), `smoke` (with `toy` or `world2`: a few classes, pairs and seeds,
 < 3 minutes on 2 CPU cores; `world2,smoke` also 3 steps).
+`world2,study` (issue #26 item 4): the analysis study on world 2, one command that writes
+docs/results/analysis_world2/ (report.md, every stage's JSON/CSV, plots, config.json and
+provenance.json: command, date, machine, code version):
+  python launch/analyze.py --config configs/analysis.py:world2,study --workdir runs/analysis_world2
+What item 4 asks and where: generation speed vs which object is lost in TWO-object prompts
+(`speed`: per pair, which named object's region formed first and which was lost, 150 pairs ×
+4 seeds); cross-attention overlap vs entanglement (`attention`: the two nouns' maps' cosine and
+IoU against the outcome, the same pairs); word order on trained orders (`orders`: "{A} and {B}"
+and "{B} and {A}", modifier before noun as the grammar writes it, 60 pairs × 4 seeds); polysemous
+words (`polysemy`, new: "star", "ring", "orange" each in its other sense in a trained caption vs a
+control caption, paired by class and seed; `inject` stays as in `world2`); and the brittleness
+paper's class-wise robustness and object displacement (`brittleness`: UMS and RMS at
+α = ±0.2…±1.0 on every class × 4 seeds, objects and classes found by the scene oracle).
+COST (benchmarks/world2_study_cost.py, docs/results/world2_study_cost.json): 8,080 images
+(932 of them with each step's x0 decoded, 2.2× an image), about 0.7 CPU-hours. `world2,study,smoke`: 5 classes (one orange one), 1 seed, 3 steps.
 Add `--config.attack_workdir=DIR` (an ATM attack workdir with results.jsonl) to correlate
 formation speed with ATM's success per class word and to take injected words from its
 successful prompts. The default (no variant) is a real SD checkpoint directory (`config.model`)
@@ -27,12 +42,15 @@ import ml_collections
 
 from jaxdiffattack import variants as variants_lib
 
-VARIANTS = ("toy", "world2", "smoke")
+VARIANTS = ("toy", "world2", "study", "smoke")
 ANALYSES = ("speed", "attention", "orders", "inject", "brittleness")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = variants_lib.parse(arg, VARIANTS, __file__)
+  if "study" in variants and "world2" not in variants:
+    raise ValueError(f"configs/analysis.py:{arg}: 'study' is the world-2 analysis study: use "
+                     "'world2,study' (or 'world2,study,smoke')")
   c = ml_collections.ConfigDict()
   c.model = "/path/to/stable-diffusion-2-1-base"  # a local diffusers directory, a hub id or "toy"
   c.finder = "classifier"          # analysis.objects.FINDERS: "classifier", "oracle" (toy world),
@@ -93,6 +111,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.inject.words = ("crimson", "oval", "big", "striped", "star", "orange")
     c.num_steps = 20
     c.brittleness.alphas = (-0.6, -0.4, -0.2, 0.2, 0.4, 0.6)
+  if "study" in variants:
+    c.analyses = ANALYSES + ("polysemy",)
+    c.polysemy = ml_collections.ConfigDict({"words": ("star", "ring", "orange")})
+    c.seeds = 4
+    c.pairs = 150                    # two-object prompts × 4 seeds: speed and attention
+    c.orders.pairs = 60              # both trained orders ("{A} and {B}", "{B} and {A}")
+    c.brittleness.shifts = ("ums", "rms")
+    c.brittleness.alphas = (-1.0, -0.6, -0.4, -0.2, 0.2, 0.4, 0.6, 1.0)
+    c.results_file = "docs/results/analysis_world2"
   if "smoke" in variants:
     c.classes = ("red circle", "green triangle", "blue star", "yellow cross")
     c.seeds = 2
@@ -106,4 +133,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if "world2" in variants:
       c.classes = ("red circle", "crimson oval", "blue rounded square", "green star")
       c.num_steps = 3
+    if "study" in variants:          # "orange circle": the "orange" case's class
+      c.classes = ("red circle", "crimson oval", "blue rounded square", "green star",
+                   "orange circle")
+      c.seeds = 1
+      c.brittleness.shifts = ("ums",)
+      c.brittleness.alphas = (-1.0, 1.0)
+      c.results_file = "{workdir}/analysis_world2_smoke"
   return c

@@ -25,6 +25,38 @@ Variants after the colon (comma-separated; unknown ones are errors):
           image against "a <label>") as further judges; 5 near-neighbour
           labels, a short (6–9 tokens) and a long (40–43 tokens) grammar caption of each
           (prompt sets world2_short / world2_long); otherwise as `toy`.
+  study   with `world2` (issue #26 item 2): the ATM study, one command that writes
+          docs/results/atm_world2.{json,md} (`results_file`: provenance + summary.json /
+          report.md) beside its workdir:
+            python launch/attack.py --config configs/atm.py:world2,study \
+                --workdir runs/atm_world2_study
+          Prompts: the clean census's single-object prompts (prompt sets world2_census_short /
+          world2_census_long, jaxdiffattack/attacks/prompts.py), 3 scenes of each of the 83
+          classes = 249 short captions (6–22 CLIP tokens) and the same 249 scenes' long captions
+          (40–60 tokens), all at lengths the generator was trained on (4–60); the clean check
+          skips those the attack's classifier misreads, so >= 100 per set are attacked while
+          world 2's CLIP reads >= 41 % of clean images (its zero-shot top-1 was 54 %,
+          docs/results/world2_clip_check_run2_clip_tune2000.json; ~134 per set at that rate:
+          Newcombe's interval of short − long then spans about ±12 points). Hard samples on
+          fresh noises AND on the clean check's noises (eval_noise="both"); the
+          random-substitution baseline at the same samples and noises, in the same run
+          (config.baseline; a separate `random` run, launch/attack_compare.py, stays
+          possible); `released` mode with the idf-weighted similarity term active
+          (attacks/similarity.py: world 2's tokenizer pads with EOS, which the stand-in counts
+          as a token in no prompt, so the padding the mode edits weighs idf log(M + 1) and
+          carries the term's weight, as SD 2.1's "!" padding does in the released code);
+          judged by the attack's CLIP (the "attack" judge), the held-out RegNetY evaluator and
+          the scene oracle; summary.json's "intervals": per-prompt ASR with a bootstrap over
+          prompts, per-sample rates clustered by prompt, short − long (independent sets),
+          ATM − random (paired), per noise and judge. 50 iterations (paper: 100; add
+          --config.attack.num_iters=100 for about +1.3 CPU-hours at a 54 % clean pass rate),
+          16 hard samples per prompt (paper: 100).
+          COST (benchmarks/world2_study_cost.py, docs/results/world2_study_cost.json: unit
+          costs measured on the smoke export, scaled to world 2's 0.28 CPU-s per 64² image):
+          about 2.3 CPU-hours at a 54 % clean pass rate, 4.3 if
+          every prompt is attacked; about half that in wall time on 2 free cores.
+          `world2,study,smoke`: 2 classes × 1 scene, 3 steps, 2 iterations, 2 samples; writes
+          its results file into the workdir (tests/world2_study_test.py).
   smoke   a few prompts and iterations: minutes on 2 CPU cores (with `toy`: under 2 minutes;
           with `world2`: 3 steps).
 
@@ -43,11 +75,14 @@ import ml_collections
 
 from jaxdiffattack import variants as variants_lib
 
-VARIANTS = ("sd21", "toy", "world2", "smoke")
+VARIANTS = ("sd21", "toy", "world2", "study", "smoke")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = variants_lib.parse(arg, VARIANTS, __file__)
+  if "study" in variants and "world2" not in variants:
+    raise ValueError(f"configs/atm.py:{arg}: 'study' is the world-2 ATM study: use "
+                     "'world2,study' (or 'world2,study,smoke')")
   c = ml_collections.ConfigDict()
   # Generator and sampler (the released code: SD 2.1 fp16, 256², 50 steps, guidance 7.5).
   c.model = "stabilityai/stable-diffusion-2-1"
@@ -116,7 +151,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_samples = 16
     c.population = 10
     c.eval_batch = 160
-  if "smoke" in variants:
+  if "study" in variants:
+    c.prompt_sets = ml_collections.ConfigDict({"short": "world2_census_short",
+                                               "long": "world2_census_long"})
+    c.labels = ()                    # all 83 classes
+    c.per_label = 3                  # scenes per class: 249 prompts per set
+    c.eval_noise = "both"
+    c.baseline = "random_substitution"
+    c.mode = "released"
+    c.attack.num_iters = 50          # paper: 100 (see the docstring's COST)
+    c.num_samples = 16
+    c.population = 16
+    c.eval_batch = 128
+    c.results_file = "docs/results/atm_world2"
+    if "smoke" in variants:
+      c.labels = ("red circle", "blue triangle")
+      c.per_label = 1
+      c.attack.num_iters = 2
+      c.num_samples = 2
+      c.checkpoint_every = 2
+      c.population = 2
+      c.eval_batch = 8
+      c.num_steps = 3
+      c.results_file = "{workdir}/atm_world2_smoke"
+  elif "smoke" in variants:
     c.labels = ("red circle", "blue triangle")
     c.attack.num_iters = 4
     c.num_samples = 4

@@ -19,6 +19,30 @@ its 83 classes × 4 seeds with the short grammar caption "a picture of a {}", ju
 held-out RegNetY evaluator, its CLIP and its scene oracle ("world2_oracle": the caption's every
 fact); `world2,smoke`: 3 labels × 1 seed, 3 steps, one α per shift.
 
+`world2,study` (issue #26 item 3): the brittleness study on world 2, one command that writes
+docs/results/sweep_world2/ (results.csv, radius.csv, paired.csv, report.md, config.json and
+provenance.json: command, date, machine, code version):
+  python launch/sweep.py --config configs/shift_sweep.py:world2,study --workdir runs/sweep_world2
+All five shifts, MS included, on the paper's grids and wider ones (`STUDY_WIDER`: UMS/RMS up to
+±1.0, SDS ±1.0, MS α_c ±0.4 × α_s ±0.6, PAS fractions 5 %, 25 %, 100 %); PAS as the paper's
+fraction of the latent's pixels (`pas_fraction`: 8-64 of 4096 = 0.2-1.6 %, converted per latent
+by `perturb.pas_pixels`: under one pixel of the default world 2's 8² latent, 0.5-4 of the f4
+variant's 16²; hence the wider fractions); two settings, guidance 7.5 and off
+(guidance_scale 1.0), with their clean quality paired (paired.csv); every one of the 83 classes ×
+2 seeds per cell ("a picture of a {}"), judged by the held-out RegNetY evaluator (top-1, top-5),
+world 2's CLIP score and the scene oracle (world2_oracle_top1 / _unclear). Class-wise robustness
+at every α: results.csv's per-class rows (clustered CIs); robustness radii per class: radius.csv.
+Object displacement: `object_positions` records the named object's centroid as world 2's scene
+oracle reads it (members.csv object_cx / object_cy); displacement.csv and the report give its
+mean move from the unshifted image of the same prompt and seed per setting, shift and α, with
+intervals clustered by prompt (the analysis study's brittleness stage measures it as well).
+COST (benchmarks/world2_study_cost.py, docs/results/world2_study_cost.json): 126 cells ×
+166 members × 2 settings = 41,832 images, about 2.9 CPU-hours at world 2's 0.28 CPU-s per
+guided 64² image (unguided ones: 0.78 of that, the smoke export's ratio), plus about 0.3 for
+the oracle's reading of object positions (0.026 CPU-s per image, census_cost_f4.json's
+oracle_b / 64): about 3.2 CPU-hours, half that in wall time on 2 free cores. `world2,study,smoke`: 2 classes × 1 seed, 3 steps, one or two α per
+shift, both settings, no grids or trajectories; writes its results folder into the workdir.
+
 `toy,variance` (issue #17; docs/results/variance_study.md): the paper's open question — does a
 learned variance (GLIDE) make a generator flatter under seed shifts? Fixed-variance toy SD vs the
 learned-variance toy generator × guidance 7.5 / none × UMS, RMS, SDS over α ranges wide enough to
@@ -36,7 +60,7 @@ import numpy as np
 
 from jaxdiffattack import variants as variants_lib
 
-VARIANTS = ("toy", "world2", "compare", "variance", "smoke")
+VARIANTS = ("toy", "world2", "compare", "variance", "study", "smoke")
 # The paper's PAS grid, 8, 16, 32, 64 of SD's 64 × 64 latent pixels, as fractions of h·w
 # (= perturb.PAPER_PAS_FRACTIONS).
 PAPER_PAS_FRACTIONS = (8 / 4096, 16 / 4096, 32 / 4096, 64 / 4096)
@@ -66,6 +90,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif "smoke" in variants and "toy" not in variants and "world2" not in variants:
     raise ValueError(f"configs/shift_sweep.py:{arg}: 'smoke' runs on an offline world: use "
                      "'toy,smoke', 'world2,smoke' or 'toy,variance,smoke'")
+  if "study" in variants and ("world2" not in variants or "compare" in variants):
+    raise ValueError(f"configs/shift_sweep.py:{arg}: 'study' is the world-2 brittleness study "
+                     "(it compares guidance on and off itself): use 'world2,study' (or "
+                     "'world2,study,smoke')")
   if "toy" in variants and "world2" in variants:
     raise ValueError(f"configs/shift_sweep.py:{arg}: 'toy' and 'world2' are two worlds: name one")
   c = ml_collections.ConfigDict()
@@ -145,7 +173,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grids.pas_fraction = PAPER_PAS_FRACTIONS + (0.25, 1.0)
     c.unit = 64
     c.grid_prompts = 5
-  if "world2" in variants:
+  if "world2" in variants and "study" in variants:
+    _world2_study(c, smoke="smoke" in variants)
+  elif "world2" in variants:
     _world2(c, smoke="smoke" in variants)
   elif "variance" in variants:
     _variance_study(c, smoke="smoke" in variants)
@@ -198,6 +228,50 @@ def _world2(c: ml_collections.ConfigDict, smoke: bool) -> None:
     c.grids.ms_alpha_s = (0.3,)
     c.grids.pas_fraction = (1.0,)
     c.grid_prompts = 2
+
+
+# The world-2 study's grids: the paper's (as in the default config) and wider ones, symmetric.
+STUDY_WIDER = {"ums": (0.4, 0.6, 1.0), "rms": (0.4, 0.6, 1.0), "sds": (0.6, 1.0),
+               "ms_alpha_c": (0.4,), "ms_alpha_s": (0.6,), "pas_fraction": (0.05, 0.25, 1.0)}
+
+
+def _world2_study(c: ml_collections.ConfigDict, smoke: bool) -> None:
+  """The `world2,study[,smoke]` sweep (see the module docstring)."""
+  _world2(c, smoke=False)
+  paper = {k: tuple(c.grids[k]) for k in STUDY_WIDER}
+  paper |= {"ums": _range(-0.2, 0.2, 0.05), "rms": _range(-0.2, 0.2, 0.05),
+            "sds": _range(-0.3, 0.3, 0.1), "ms_alpha_c": _range(-0.15, 0.15, 0.05),
+            "ms_alpha_s": _range(-0.3, 0.3, 0.1), "pas_fraction": PAPER_PAS_FRACTIONS}
+  for key, wider in STUDY_WIDER.items():
+    both = set(paper[key]) | set(wider) | (set() if key == "pas_fraction" else
+                                          {-a for a in wider})
+    c.grids[key] = tuple(sorted(both))
+  c.shifts = ("ums", "rms", "sds", "ms", "pas_fraction")
+  c.settings = [
+      ml_collections.ConfigDict({"name": "world2_cfg7.5", "model": "world2",
+                                 "guidance_scale": 7.5}),
+      ml_collections.ConfigDict({"name": "world2_noguidance", "model": "world2",
+                                 "guidance_scale": 1.0})]
+  c.paired = (("world2_cfg7.5", "world2_noguidance"),)
+  c.object_positions = True         # displacement.csv: the oracle's object centroids
+  c.labels = ()                     # all 83 classes
+  c.images_per_prompt = 2
+  c.unit = 166
+  c.results_file = "docs/results/sweep_world2"
+  if smoke:
+    c.labels = ("red circle", "blue square")
+    c.images_per_prompt = 1
+    c.num_steps = 3
+    c.grids.ums = (-1.0, 0.2)
+    c.grids.rms = (0.2,)
+    c.grids.sds = (0.3,)
+    c.grids.ms_alpha_c = (0.15,)
+    c.grids.ms_alpha_s = (0.3,)
+    c.grids.pas_fraction = (PAPER_PAS_FRACTIONS[-1], 1.0)
+    c.grid_images = False           # (the grids and trajectories run in world2,smoke's test)
+    c.trajectory.prompts = ()
+    c.unit = 64
+    c.results_file = "{workdir}/sweep_world2_smoke"
 
 
 def _variance_study(c: ml_collections.ConfigDict, smoke: bool) -> None:

@@ -36,7 +36,7 @@ from jaxdiffattack.errors import ConfigError
 from jaxdiffattack.errors import UserError
 
 RUN_SHAPE_KEYS = ("report_only", "microbatch", "memory_budget_gb", "checkpoint_every", "unit", "save_images",
-                  "grid_images")
+                  "grid_images", "results_file")
 # The only content of a job's workdir that may differ between a run and the same run killed and
 # resumed (or run as several processes): wall-clock measurements. {workdir-relative file glob:
 # names}: JSON keys and msgpack state-dict fields (at any depth), or the headers of the Markdown

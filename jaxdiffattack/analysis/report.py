@@ -423,5 +423,31 @@ def classwise_figure(classwise_rows, judge: str):
   return fig
 
 
+def _polysemy(workdir, data, command) -> list[str]:
+  del command
+  _csv(workdir / "polysemy.csv", data["summary"])
+  _csv(workdir / "polysemy_records.csv", data["records"])
+  out = ["## Polysemous words in trained captions (ATM §4.3, world 2)", "",
+         "Each word in its other sense (star: the background \"on a star field\"; ring: the "
+         "texture \"with a ring pattern\"; orange: the hue) against a control caption that "
+         "differs only there, on the same classes and seeds. Leak: the judged class has the "
+         "word's shape sense (a star, a ring, an orange fruit) though the caption names none. "
+         "Difference = word − control, paired by class and seed (Newcombe's paired 95 % "
+         "interval, exact McNemar p); leak rates with Wilson 95 % intervals.", ""]
+  pct = lambda x: "–" if x is None else f"{100 * x:.1f} %"
+  span = lambda p: "–" if p is None or not np.all(np.isfinite(p)) else (
+      f"[{100 * p[0]:.1f}, {100 * p[1]:.1f}]")
+  out += _table(["word", "sense", "classes", "n", "leak (word)", "leak (control)",
+                 "difference [95 %]", "McNemar p", "named class (word / control)"],
+                [[r["word"], r["sense"], r["classes"], r["n"],
+                  f"{pct(r['leak'])} {span(r['leak_ci95'])}",
+                  f"{pct(r['control_leak'])} {span(r['control_leak_ci95'])}",
+                  f"{100 * r['difference']:+.1f} pp {span(r['difference_ci95'])}",
+                  r["mcnemar_p"],
+                  f"{pct(r['named_class'])} / {pct(r['control_named_class'])}"]
+                 for r in data["summary"]])
+  return out
+
+
 SECTIONS = {"speed": _speed, "attention": _attention, "orders": _orders, "inject": _inject,
-            "brittleness": _brittleness}
+            "brittleness": _brittleness, "polysemy": _polysemy}

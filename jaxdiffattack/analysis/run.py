@@ -8,7 +8,9 @@ Analyses (each a function of `Context` returning plain JSON data, registered in 
   orders       ATM §4.4 word position: every order of the same words on the same seeds;
   inject       ATM §4.3 polysemy / injected words: the judged class distribution's move;
   brittleness  arXiv 2312.11473 §5: class-wise robustness at every α, confusion, displacement,
-               trajectory step distances.
+               trajectory step distances;
+  polysemy     ATM §4.3 on world 2's three polysemous words, each in its other sense in a
+               trained caption against a control caption on the same seeds (`polysemy.py`).
 
 Resumable by analysis: each finished analysis is written to `stages/<name>.json` (atomically, with
 the config hash) and not recomputed on a restart with the same config; `report.write_report`
@@ -29,6 +31,7 @@ from jaxdiffattack import io
 from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import pages
+from jaxdiffattack import publish
 from jaxdiffattack import runs
 from jaxdiffattack.analysis import brittleness
 from jaxdiffattack.analysis import generation
@@ -36,6 +39,7 @@ from jaxdiffattack.analysis import inject
 from jaxdiffattack.analysis import objects
 from jaxdiffattack.analysis import orders
 from jaxdiffattack.analysis import overlap
+from jaxdiffattack.analysis import polysemy
 from jaxdiffattack.analysis import report
 from jaxdiffattack.analysis import speed
 from jaxdiffattack.errors import ConfigError
@@ -361,9 +365,30 @@ def _brittle_records(shift, alpha, members, batch, preds, found) -> list[dict]:
           for (c, s), pred, f, d in zip(members, preds, found, distances)]
 
 
+# ---------------------------------------------------------------- polysemy ---
+def analyse_polysemy(ctx: Context) -> dict:
+  config = ctx.config
+  cases = [(w, *case) for w in config.polysemy.words
+           for case in polysemy.prompts(w, ctx.classes)]
+  members = [(case, s) for case in cases for s in ctx.seeds]
+  seeds = [s for _, s in members]
+  batch = ctx.generate([m[0][3] for m in members] + [m[0][4] for m in members], seeds + seeds)
+  preds, _ = ctx.read(batch, [[] for _ in range(2 * len(members))])
+  word_preds, control_preds = preds[:len(members)], preds[len(members):]
+  records = []
+  for ((w, c, control_class, p, q), s), pred, cpred in zip(members, word_preds, control_preds):
+    records.append({"word": w, "class": c, "seed": s, "prompt": p, "control_prompt": q,
+                    "pred": pred, "control_pred": cpred, "leak": polysemy.leaked(pred, w),
+                    "control_leak": polysemy.leaked(cpred, w), "correct": pred == c,
+                    "control_correct": cpred == control_class})
+  return {"words": list(config.polysemy.words), "records": records,
+          "summary": polysemy.summarise(records)}
+
+
 ANALYSES: dict[str, Callable[[Context], dict]] = {
     "speed": analyse_speed, "attention": analyse_attention, "orders": analyse_orders,
-    "inject": analyse_inject, "brittleness": analyse_brittleness}
+    "inject": analyse_inject, "brittleness": analyse_brittleness,
+    "polysemy": analyse_polysemy}
 
 
 # -------------------------------------------------------------------- job ---
@@ -390,6 +415,19 @@ def validate(config) -> None:
   for p in config.orders.placements:
     if p not in orders.PLACEMENTS:
       raise ConfigError(f"config.orders.placements entry {p!r} is invalid: use {orders.PLACEMENTS}")
+  if "polysemy" in config.analyses:
+    if config.label_set != "world2":
+      raise ConfigError(f"config.analyses names 'polysemy' with config.label_set="
+                        f"{config.label_set!r}: the polysemous words are world 2's; use "
+                        "label_set='world2' (configs/analysis.py:world2,study)")
+    words = config.get("polysemy", {}).get("words", ())
+    if not words:
+      raise ConfigError("config.analyses names 'polysemy' but config.polysemy.words is empty or "
+                        f"missing: give some of {tuple(polysemy.CASES)}")
+    for w in words:
+      if w not in polysemy.CASES:
+        raise ConfigError(f"config.polysemy.words entry {w!r} is invalid: use "
+                          f"{tuple(polysemy.CASES)}")
 
 
 def resolve_classes(config) -> tuple[str, ...]:
@@ -412,6 +450,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model_loader=None,
   if config.report_only:
     out = report.write_report(workdir)
     pages.write_index(workdir)
+    _publish(config, workdir)
     return out
   digest = runs.config_hash(config)
   classes = resolve_classes(config)
@@ -438,7 +477,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, model_loader=None,
       report.save_stage(workdir, name, digest, ANALYSES[name](ctx))
   out = report.write_report(workdir)
   pages.write_index(workdir)
+  _publish(config, workdir)
   return out
+
+
+def _publish(config, workdir: pathlib.Path) -> None:
+  """config.results_file (the `world2,study` variant): report.md, config.json, every stage's
+  JSON and CSV and the report's plots copied into that folder with provenance.json
+  (`jaxdiffattack.publish.write_dir`)."""
+  dest = config.get("results_file", "")
+  if dest:
+    names = ["report.md", "config.json"] + sorted(
+        str(p.relative_to(workdir)) for pattern in ("*.json", "*.csv", "plots/*.png")
+        for p in workdir.glob(pattern) if p.name != "config.json")
+    publish.write_dir(dest, workdir, names)
 
 
 def planned_images(config, classes) -> int:
@@ -459,4 +511,6 @@ def planned_images(config, classes) -> int:
     total += min(config.inject.classes, len(classes)) * (words + 1) * s
   if "brittleness" in config.analyses:
     total += singles * len(config.brittleness.shifts) * len(config.brittleness.alphas)
+  if "polysemy" in config.analyses:
+    total += 2 * s * sum(len(polysemy.prompts(w, classes)) for w in config.polysemy.words)
   return total

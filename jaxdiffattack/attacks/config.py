@@ -17,7 +17,8 @@ EVAL_NOISE = ("per_sample", "fixed", "both")
 BASELINES = ("random_substitution", "")
 # Keys that change how a run is split or saved, not its results (excluded from the resume hash).
 RUN_SHAPE_KEYS = ("microbatch", "memory_budget_gb", "checkpoint_every", "eval_batch", "steps_per_call",
-                  "images_per_prompt", "report_only", "sharded_checkpoint_mb")
+                  "images_per_prompt", "report_only", "sharded_checkpoint_mb",
+                  "results_file")
 # The judge name of the attack's classifier (config.classifier) in rows, reports and verdicts.
 ATTACK_JUDGE = "attack"
 # Keys that named the attack's judges before config.classifier and config.judges: old key → what

@@ -26,7 +26,9 @@
 Outputs (workdir): config.json; results.jsonl (one row per prompt, `rows.py`); clean_<set>.json;
 images/<set>/*.png (captioned successful samples); summary.json, report.md and plots/ (rebuilt from
 the files by `report.write_report`); timing.json (kept apart so results.jsonl is identical across
-resumes); checkpoint.msgpack (the group in progress) and, for large states, checkpoint_arrays/.
+resumes); with config.results_file (the `study` variants) its <stem>.json and <stem>.md
+(provenance + summary.json / report.md, `jaxdiffattack.publish`); checkpoint.msgpack (the
+group in progress) and, for large states, checkpoint_arrays/.
 """
 
 import json
@@ -39,6 +41,7 @@ import numpy as np
 
 from jaxdiffattack import io
 from jaxdiffattack import pages
+from jaxdiffattack import publish
 from jaxdiffattack import runs
 from jaxdiffattack.attacks import report
 from jaxdiffattack.attacks import step as step_lib
@@ -60,6 +63,7 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
   if config.report_only:
     out = report.write_report(workdir)
     pages.write_index(workdir)
+    _publish(config, workdir, out)
     return out
   # Results and clean checks on disk belong to the config that wrote them.
   runs.check_workdir(config, workdir, "attack", RUN_SHAPE_KEYS)
@@ -129,4 +133,13 @@ def run(config: ml_collections.ConfigDict, workdir, *, mesh=None, model_loader=N
   io.write_jsonl(results_path, rows)
   out = report.write_report(workdir)
   pages.write_index(workdir)
+  _publish(config, workdir, out)
   return out
+
+
+def _publish(config, workdir: pathlib.Path, out: dict) -> None:
+  """config.results_file (the `study` variants): <stem>.json (provenance + summary.json) and
+  <stem>.md (provenance + report.md), `jaxdiffattack.publish.write_pair`."""
+  stem = config.get("results_file", "")
+  if stem:
+    publish.write_pair(stem, workdir, out["summary"], (workdir / "report.md").read_text())

@@ -13,6 +13,13 @@ Sets, chosen by name in config (`PROMPT_SETS`: one function + one line to add on
     toy tokenizer's vocabulary, 32–37 tokens, within its 77-token limit);
   * `world2_short`, `world2_long`: world 2's grammar captions of one object, short (6–9 tokens)
     and long (40–43; `labels.WORLD2_SHORT` / `WORLD2_LONG`), the same scene in both;
+  * `world2_census_short`, `world2_census_long`: the clean census's own single-object prompts
+    (`census.make_prompts`, prompt seed `WORLD2_CENSUS_SEED`): for each class, `per_label` scenes
+    drawn from the world's scene distribution (sizes, textures, backgrounds), each with a short
+    caption of the grammar (4–16 CLIP tokens, `WORLD2_CENSUS_TOKENS`) and its long version (the
+    same caption with fillers to 40–60 tokens): the lengths world 2 was trained on, the same
+    scene in both sets. The class word is the caption's "<hue> <shape>" as written (the shape
+    "star" may be written "five-pointed star": then that is the class word);
   * a CSV file (UTF-8, header row) with columns `prompt` and `classname` (aliases `sentence`,
     `class`) and optionally `label` (label-set index) — the released code's prompt files have this
     layout. Each prompt must contain its class word (case-insensitive, at a word start; a suffix
@@ -133,11 +140,54 @@ def world2_long(name, label_set, labels=None, per_label=1):
                        per_label)
 
 
+# The census's prompt seed and caption lengths (configs/census.py: short 4–16, long 40–60 CLIP
+# tokens), so world2_census_* are the census's single-object prompts of the same scenes.
+WORLD2_CENSUS_SEED = 0
+WORLD2_CENSUS_TOKENS = {"short": (4, 16), "long": (40, 60)}
+
+
+def _world2_class_word(prompt: str, label: str) -> str:
+  """The class's "<hue> <shape>" as `prompt` writes it (a shape synonym of the grammar allowed)."""
+  from jaxdiffattack.world2 import captions  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.world2 import scene  # pylint: disable=g-import-not-at-top
+  cls = scene.CLASS2ID[label]
+  hue, shape = scene.class_hue(cls), scene.class_shape(cls)
+  for noun in captions.SHAPE_NAMES.get(shape, (shape,)):
+    if class_word_pattern(f"{hue} {noun}").search(prompt):
+      return f"{hue} {noun}"
+  raise UserError(f"world 2 caption {prompt!r} does not name its class {label!r}")  # Never.
+
+
+def world2_census(kind: str):
+  """The prompt set of the census's single-object scenes: "short" or "long" captions."""
+  def load(name, label_set, labels=None, per_label=1):
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    from jaxdiffattack import census  # pylint: disable=g-import-not-at-top
+    if label_set.name != "world2":
+      raise UserError(f"prompt set 'world2_census_{kind}' holds world 2's captions: use it with "
+                      f"label_set='world2', not {label_set.name!r}")
+    labels = range(len(label_set)) if labels is None else labels
+    config = ml_collections.ConfigDict({
+        "classes": tuple(label_set.names[i] for i in labels), "scenes_per_class": int(per_label),
+        "kinds": ("single", "long"), "two_object_layouts": census.TWO_OBJECT_LAYOUTS,
+        "prompt_seed": WORLD2_CENSUS_SEED, "short_tokens": WORLD2_CENSUS_TOKENS["short"],
+        "long_tokens": WORLD2_CENSUS_TOKENS["long"]})
+    want = "single" if kind == "short" else "long"
+    got = [p for p in census.make_prompts(config) if p.scene_kind == "single" and p.kind == want]
+    prompts = tuple(p.prompt for p in got)
+    words = tuple(_world2_class_word(p.prompt, p.label) for p in got)
+    index = tuple(int(label_set.names.index(p.label)) for p in got)
+    return _check(PromptSet(name, prompts, words, index), f"world2_census_{kind}")
+  return load
+
+
 PROMPT_SETS = {
     "short": short,
     "toy_long": toy_long,
     "world2_short": world2_short,
     "world2_long": world2_long,
+    "world2_census_short": world2_census("short"),
+    "world2_census_long": world2_census("long"),
 }
 
 

@@ -45,8 +45,30 @@ def image_judges(config) -> tuple[str, ...]:
 
 
 def metrics(config) -> tuple[str, ...]:
-  """The metrics a sweep records: the scores', and each image judge's of config.judges."""
-  return METRICS + tuple(f"{j}_{m}" for j in image_judges(config) for m in IMAGE_JUDGE_METRICS)
+  """The metrics a sweep records: the scores', each image judge's of config.judges, and with
+  config.object_positions the named object's centroid (`OBJECT_METRICS`)."""
+  out = METRICS + tuple(f"{j}_{m}" for j in image_judges(config) for m in IMAGE_JUDGE_METRICS)
+  return out + (OBJECT_METRICS if config.get("object_positions", False) else ())
+
+
+# The named object's centroid (x, y), fractions of the image side (x right, y down), read by
+# world 2's scene oracle: object displacement under seed shifts (arXiv 2312.11473 §5).
+OBJECT_METRICS = ("object_cx", "object_cy")
+
+
+def object_positions(images, labels, label_names) -> dict:
+  """{"object_cx", "object_cy"}: [P] float32 centroid of the largest object the world-2 oracle
+  reads in the hue of each image's class (NaN when none; as `analysis.objects`' world-2
+  finder), images [P, H, W, 3] made for labels [P] (indices into `label_names`)."""
+  from jaxdiffattack.world2 import oracle  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.world2 import scene  # pylint: disable=g-import-not-at-top
+  out = np.full((2, len(labels)), np.nan, np.float32)
+  for i, (reading, label) in enumerate(zip(oracle.read(np.asarray(images)), labels)):
+    hue = scene.class_hue(scene.CLASS2ID[label_names[int(label)]])
+    matches = [o for o in reading.objects if o.hue == hue]
+    if matches:
+      out[:, i] = max(matches, key=lambda o: o.area).centroid
+  return dict(zip(OBJECT_METRICS, out))
 
 
 def image_judge_metrics(name: str, images, labels, label_names, prompts=None) -> dict:
@@ -122,6 +144,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check(np.isfinite(s.guidance_scale), f"settings[{s.name}].guidance_scale", s.guidance_scale,
           "use a finite number (<= 1: no guidance)")
   check(config.unit >= 1, "unit", config.unit, "use an integer >= 1 (members per checkpoint)")
+  if config.get("object_positions", False):
+    check(config.label_set == "world2" and judges_lib.WORLD2_ORACLE in image_judges(config),
+          "object_positions", True, "object positions are read by world 2's scene oracle: use "
+          "label_set='world2' with 'world2_oracle' in config.judges, or False")
   for pair in config.get("paired", ()):
     check(len(pair) == 2 and all(n in names for n in pair), "paired", pair,
           f"give pairs of setting names from {names}")

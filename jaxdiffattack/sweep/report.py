@@ -147,7 +147,8 @@ def paired_markdown(rows) -> str:
 
 
 def write_report(workdir) -> dict:
-  """Rebuilds results.csv, radius.csv, paired.csv, report.md and plots/ from members.csv (and
+  """Rebuilds results.csv, radius.csv, paired.csv, displacement.csv (members with object
+  positions), report.md and plots/ from members.csv (and
   the pairs named by config.json's `paired`; no recomputation)."""
   workdir = pathlib.Path(workdir)
   member_rows = io.read_csv(workdir / "members.csv")
@@ -161,11 +162,75 @@ def write_report(workdir) -> dict:
   paired = paired_differences(member_rows, pairs)
   if pairs:
     io.write_csv(workdir / "paired.csv", PAIRED_FIELDS, paired)
+  moves = []
+  if member_rows and plan_lib.OBJECT_METRICS[0] in member_rows[0]:
+    moves = displacement(member_rows)
+    io.write_csv(workdir / "displacement.csv", DISPLACEMENT_FIELDS, moves)
   io.atomic_write_bytes(workdir / "report.md", (
       markdown(results) + "\n" + paired_markdown(paired) + "\n" +
-      radius.markdown(radii)).encode())
+      radius.markdown(radii) + displacement_markdown(moves)).encode())
   plots(results, workdir / "plots")
-  return {"members": member_rows, "results": results, "radius": radii, "paired": paired}
+  return {"members": member_rows, "results": results, "radius": radii, "paired": paired,
+          "displacement": moves}
+
+
+DISPLACEMENT_FIELDS = ("setting", "shift", "alpha", "alpha_c", "alpha_s", "members", "n",
+                       "dx", "dx_low", "dx_high", "dy", "dy_low", "dy_high", "interval")
+
+
+def displacement(member_rows: list[dict]) -> list[dict]:
+  """displacement.csv rows (arXiv 2312.11473 §5, objects moving under mean shifts): per setting,
+  shift and α, the mean move (dx, dy) of the named object's centroid from the unshifted member
+  of the same setting, prompt and seed (fractions of the image side; x right, y down) with 95 %
+  intervals clustered by prompt (cluster-robust; normal with one prompt), over the n of
+  `members` pairs where the object was found both times."""
+  key = lambda r: (r["setting"], r["prompt_index"], r["seed_index"])
+  pos = lambda r: (float(r["object_cx"]), float(r["object_cy"]))
+  base = {key(r): pos(r) for r in member_rows if r["shift"] == perturb.UNSHIFTED}
+  groups: dict[tuple, list] = {}
+  for r in member_rows:
+    if r["shift"] == perturb.UNSHIFTED:
+      continue
+    alpha = (float(r["alpha_c"]), float(r["alpha_s"]))
+    groups.setdefault((r["setting"], r["shift"], alpha), []).append(
+        (r["prompt_index"], np.subtract(pos(r), base[key(r)])))
+  out = []
+  for (setting, shift, alpha), moves in sorted(groups.items()):
+    found = [(p, d) for p, d in moves if np.all(np.isfinite(d))]
+    row = {"setting": setting, "shift": shift, "alpha": Cell(shift, alpha).label,
+           "alpha_c": alpha[0], "alpha_s": alpha[1], "members": len(moves), "n": len(found),
+           "interval": ""}
+    prompts = [p for p, _ in found]
+    for axis, name in enumerate(("dx", "dy")):
+      values = np.array([d[axis] for _, d in found])
+      if not len(values):
+        value = low = high = float("nan")
+      elif len(set(prompts)) < 2:
+        value, low, high = stats.mean_interval(values)
+        row["interval"] = "normal"
+      else:
+        value, low, high, _ = stats.cluster_wald_interval(values, prompts)
+        row["interval"] = "cluster-robust"
+      row |= {name: value, f"{name}_low": low, f"{name}_high": high}
+    out.append(row)
+  return out
+
+
+def displacement_markdown(rows: list[dict]) -> str:
+  if not rows:
+    return ""
+  f = lambda v: "–" if not np.isfinite(v) else f"{100 * v:+.1f}"
+  lines = ["", "## Object displacement (arXiv 2312.11473 §5)", "",
+           "Mean move of the named object's centroid (found by world 2's scene oracle) from the "
+           "unshifted image of the same prompt and seed, in % of the image side (x right, y "
+           "down), 95 % CI clustered by prompt; n = pairs with the object found both times.", "",
+           "| setting | shift | α | n / members | dx [95 %] | dy [95 %] |",
+           "|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['setting']} | {r['shift']} | {r['alpha']} | {r['n']} / {r['members']} "
+                 f"| {f(r['dx'])} [{f(r['dx_low'])}, {f(r['dx_high'])}] | {f(r['dy'])} "
+                 f"[{f(r['dy_low'])}, {f(r['dy_high'])}] |")
+  return "\n".join(lines) + "\n"
 
 
 def markdown(results) -> str:

@@ -2,6 +2,7 @@
 units, then members.csv and the report (see the package docstring).
 """
 
+import pathlib
 
 import flax.struct
 import jax
@@ -11,6 +12,7 @@ import numpy as np
 from jaxdiffattack import io
 from jaxdiffattack import labels as labels_lib
 from jaxdiffattack import pages
+from jaxdiffattack import publish
 from jaxdiffattack import runs
 from jaxdiffattack import scoring as scoring_lib
 from jaxdiffattack.errors import ConfigError
@@ -44,6 +46,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   if config.get("report_only", False):
     out = report.write_report(workdir)
     pages.write_index(workdir)
+    _publish(config, workdir)
     return out
   workdir, scoring, model_loader = runs.begin(config, workdir, scoring, model_loader, "sweep")
   scoring.check_names(list(plan_lib.METRIC_SCORES.values()), "scoring")
@@ -91,6 +94,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
             judge, out.images, label_ids[prompt_idx], label_names,
             [prompts[i] for i in prompt_idx]).items():
           state.scores[name][metric][members] = value
+      if config.get("object_positions", False):
+        for metric, value in plan_lib.object_positions(out.images, label_ids[prompt_idx],
+                                                       label_names).items():
+          state.scores[name][metric][members] = value
       state = state.replace(done=state.done | {name: np.array(members[-1] + 1)})
       runs.save_checkpoint(ckpt_path, state, digest)
       progress.log(done())
@@ -104,7 +111,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     trajectories.write_trajectories(config, workdir, prompts, model_loader)
   report.write_report(workdir)
   pages.write_index(workdir)
+  _publish(config, workdir)
   return {"members": rows}
+
+
+# What a study's results folder keeps (config.results_file; members.csv stays in the workdir:
+# results.csv holds every number of the report, per class and α, with its interval).
+PUBLISHED = ("results.csv", "radius.csv", "paired.csv", "displacement.csv", "report.md",
+             "config.json")
+
+
+def _publish(config, workdir) -> None:
+  """config.results_file (the `world2,study` variant): the folder gets PUBLISHED's files that
+  the run wrote and provenance.json (`jaxdiffattack.publish.write_dir`)."""
+  dest = config.get("results_file", "")
+  if dest:
+    names = [n for n in PUBLISHED if (pathlib.Path(workdir) / n).is_file()]
+    publish.write_dir(dest, workdir, names)
 
 
 def member_rows(config, plan: plan_lib.Plan, labels, state: SweepState) -> list[dict]:
