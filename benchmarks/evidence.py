@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import shlex
 import shutil
 import subprocess
@@ -29,17 +28,10 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def code_version() -> str:
-  def git(*args):
-    return subprocess.run(["git", *args], capture_output=True, text=True, check=False,
-                          cwd=ROOT).stdout.strip()
-  head = git("rev-parse", "--short", "HEAD")
-  return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
-def machine() -> str:
-  return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"load average {os.getloadavg()[0]:.1f}")
+# Provenance fields shared with the jobs that publish their own results (jaxdiffattack.publish).
+sys.path.insert(0, str(ROOT))
+from jaxdiffattack.publish import code_version  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxdiffattack.publish import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def emit(out: dict, path: str = "") -> dict:
