@@ -121,7 +121,8 @@ def get_config(arg=None):
     config.unet.update(block_out_channels=(32, 64, 128), down_block_types=(
         "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"))
   if "timing" in variants:
-    for name in ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "robust", "clip_tune"):
+    for name in ("vae", "clip", "unet", "vae_tune", "vit", "resnet", "robust", "evaluator",
+                 "clip_tune"):
       config[name].update(num_steps=25, log_every=5, ckpt_every=10**9, warmup_steps=1,
                           cooldown_steps=0)
     config.data.update(num_train=2000, num_test=200)

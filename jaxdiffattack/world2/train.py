@@ -163,8 +163,8 @@ def load_checkpoint(workdir, name: str) -> dict:
 
 # Test hook: called with (stage name, state) at every checkpoint (tests stop a stage there).
 CHECKPOINT_HOOK: Callable[[str, Any], None] | None = None
-# Timing hook: when a dict, STEP_TIMES[stage] collects the wall time after each step
-# (the loss fetched, so the step has run): benchmarks/world2_train_rates.py.
+# Timing hook: when a dict, STEP_TIMES[stage] collects (wall time, process CPU time) after each
+# step (the loss fetched, so the step has run): benchmarks/world2_train_rates.py.
 STEP_TIMES: dict[str, list[float]] | None = None
 
 
@@ -177,7 +177,7 @@ def _fit(name, state, step_fn, make_batch, c, workdir):
     def step_fn(state, batch):  # pylint: disable=function-redefined
       out = inner(state, batch)
       jax.block_until_ready(out[1])
-      times.append(time.time())
+      times.append((time.time(), time.process_time()))
       return out
   return toy_train._fit(  # pylint: disable=protected-access
       name, state, step_fn, make_batch, c, workdir,
