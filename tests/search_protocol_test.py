@@ -343,6 +343,35 @@ def test_summary_has_yield_stats_only_when_asked_and_census_targets_by_kind():
   assert "| random | world2_oracle | 1/2 = 50 % [" in by_kind_md
 
 
+def test_census_exclusions_are_counted_by_the_filter_judges_failure():
+  """With filter_clean_judges (census targets) a target is excluded when the scene oracle fails
+  its clean image, which it can do while reading the class right (a count or texture of the
+  caption violated): excluded_by_judge counts each judge's failures of the excluded clean
+  images, not class misreadings."""
+  rows = _yield_rows()
+  for r in rows:
+    if r["target"] in (0, 1, 2):        # excluded: the oracle fails the clean image
+      r["searched"], r["evaluations"], r["forward_evaluations"] = False, 0, 0
+      r["judge_first_generation"] = {"world2_oracle": None, "evaluator": None}
+      r["judge_failures"] = {"world2_oracle": 0, "evaluator": 0}
+      r["clean"]["judges"]["world2_oracle"] |= {"failure": True}      # pred still "red circle"
+      r["clean"]["judges"]["evaluator"] |= {"failure": r["target"] == 0,
+                                            "pred": "blue circle" if r["target"] == 0
+                                            else "red circle"}
+  config = dict(model="world2", space="latent", num_steps=20, scheduler="ddim",
+                guidance_scale=7.5, population_size=4, num_generations=4, seed=0,
+                targets_file="census/targets.json", filter_clean_judges=["world2_oracle"])
+  t = protocol.summarise(rows, [], config)["targets"]
+  assert (t["searched"], t["excluded"]) == (5, 3)
+  assert t["excluded_by_judge"] == {"world2_oracle": 3, "evaluator": 1}
+  # Without filter_clean_judges (the toy protocol) exclusion is a misread class, as before.
+  old = protocol.summarise(rows, [], {k: v for k, v in config.items()
+                                      if k != "filter_clean_judges"})["targets"]
+  assert old["excluded_by_judge"] == {"world2_oracle": 0, "evaluator": 1}
+  md = protocol.markdown(protocol.summarise(rows, [], config | {"targets_file": ""}), {}, "cmd")
+  assert "3 excluded (clean image failed by: world2_oracle 3, evaluator 1)" in md
+
+
 def test_world2_protocol_config_is_the_issue_design():
   from jaxdiffattack import objectives  # pylint: disable=g-import-not-at-top
   from jaxdiffattack import variants  # pylint: disable=g-import-not-at-top

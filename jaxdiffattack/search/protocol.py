@@ -174,6 +174,13 @@ def summarise(rows: list[dict], transfer_rows: list[dict], config: dict,
   first_method = [r for r in rows if r["method"] == methods[0]] if methods else []
   judges = list(first_method[0]["clean"]["judges"]) if first_method else []
   excluded = [r for r in first_method if not r["searched"]]
+  # Why the excluded targets were excluded, by judge: with `filter_clean_judges` (census
+  # targets) the named judges' failure of the clean image (the scene oracle can fail a caption
+  # whose class it reads right), else the judge not reading the target's class.
+  if config.get("filter_clean_judges"):
+    rejects = lambda r, j: bool(r["clean"]["judges"][j].get("failure"))
+  else:
+    rejects = lambda r, j: r["clean"]["judges"][j]["pred"] != r["label"]
   out = {
       "config": {k: config.get(k) for k in ("model", "space", "num_steps", "scheduler",
                                               "guidance_scale", "population_size",
@@ -181,9 +188,11 @@ def summarise(rows: list[dict], transfer_rows: list[dict], config: dict,
       "targets": {"candidates": len(first_method),
                   "searched": len(first_method) - len(excluded),
                   "excluded": len(excluded),
-                  "excluded_by_judge": {j: sum(r["clean"]["judges"][j]["pred"] != r["label"]
-                                               for r in excluded) for j in judges}},
+                  "excluded_by_judge": {j: sum(rejects(r, j) for r in excluded)
+                                        for j in judges}},
       "judges": judges, "methods": {}, "vs_random": {}, "transfer": {}}
+  if config.get("filter_clean_judges"):
+    out["config"]["filter_clean_judges"] = list(config["filter_clean_judges"])
   if config.get("targets_file"):   # census targets (issue #26): where they came from, by kind
     out["config"]["targets_file"] = config["targets_file"]
     out["config"]["filter_clean_judges"] = list(config.get("filter_clean_judges") or [])
@@ -368,6 +377,11 @@ def _targets_line(summary: dict) -> str:
             f"{_pct(t['clean_rate_mean'])}) from `{summary['config']['targets_file']}`; "
             f"{t['searched']} searched, {t['excluded']} excluded because their clean image "
             f"(the search's start latent) already fails by {', '.join(judges)}.")
+  if summary["config"].get("filter_clean_judges"):
+    return (f"Targets: {t['candidates']} (label, seed) pairs; {t['searched']} whose clean image "
+            f"{', '.join(summary['config']['filter_clean_judges'])} does not fail are searched; "
+            f"{t['excluded']} excluded (clean image failed by: " + ", ".join(
+                f"{j} {n}" for j, n in t["excluded_by_judge"].items()) + ").")
   return (f"Targets: {t['candidates']} (label, seed) pairs; {t['searched']} pass every judge "
           f"when clean and are searched; {t['excluded']} excluded (clean image not read as its "
           "class by: " + ", ".join(f"{j} {n}" for j, n in t["excluded_by_judge"].items()) + ").")
