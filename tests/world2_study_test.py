@@ -290,6 +290,9 @@ def test_polysemy_prompts_are_trained_captions_with_the_word_in_its_other_sense(
 
 def test_polysemy_summary_against_an_independent_count():
   from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
+  from statsmodels.stats import sandwich_covariance  # pylint: disable=g-import-not-at-top
+  import statsmodels.api as sm  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack import stats  # pylint: disable=g-import-not-at-top
   from jaxdiffattack.analysis import polysemy  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(3)
   records = [{"word": w, "class": f"c{i % 7}", "seed": i, "leak": bool(rng.random() < pw),
@@ -309,9 +312,34 @@ def test_polysemy_summary_against_an_independent_count():
     assert (row["only_word"], row["only_control"]) == (only_a, only_b)
     exact = scipy_stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     assert row["mcnemar_p"] == pytest.approx(exact)
-    low, high = row["difference_ci95"]
-    assert low <= row["difference"] <= high
+    # Intervals clustered by class (7 classes × seeds), against statsmodels: the difference's
+    # is the CR1 cluster-robust interval of the OLS intercept of the per-pair differences; the
+    # leak rates' the same of the 0/1 leaks, clipped to [0, 1].
+    classes = np.array([int(r["class"][1:]) for r in mine])
+    # The difference: statsmodels' OLS of the per-pair differences on a constant, cluster
+    # covariance by class, t on G − 1 = 6 df.
+    diff = a.astype(float) - b
+    fit = sm.OLS(diff, np.ones(len(diff))).fit(cov_type="cluster", cov_kwds={"groups": classes},
+                                               use_t=True)
+    assert fit.df_resid_inference == 6
+    np.testing.assert_allclose(row["difference_ci95"], fit.conf_int()[0], rtol=1e-6)
+    assert row["difference_p"] == pytest.approx(fit.pvalues[0], rel=1e-6)
+    assert row["difference_interval"] == "cluster-robust by class (t, 6 df)"
+    for values, ci in ((a.astype(float), row["leak_ci95"]), (b.astype(float),
+                                                             row["control_leak_ci95"])):
+      ols = sm.OLS(values, np.ones(len(values))).fit()
+      se = np.sqrt(sandwich_covariance.cov_cluster(ols, classes)[0, 0])
+      want = [max(0.0, values.mean() - 1.959964 * se), min(1.0, values.mean() + 1.959964 * se)]
+      np.testing.assert_allclose(ci, want, rtol=1e-5, atol=1e-12)
+    assert row["leak_interval"] == "cluster-robust"
   assert got["star"]["mcnemar_p"] < 0.05          # 40 % vs 10 % leaks over 60 pairs
+  # One class: no cluster-robust variance; Newcombe's paired interval, no clustered p.
+  one = polysemy.summarise([r | {"class": "c0"} for r in records if r["word"] == "ring"])[0]
+  pairs = [r for r in records if r["word"] == "ring"]
+  a = np.array([r["leak"] for r in pairs], int)
+  b = np.array([r["control_leak"] for r in pairs], int)
+  assert one["difference_ci95"] == list(stats.paired_proportion_interval(a, b)[1:])
+  assert one["difference_interval"] == "newcombe paired" and one["difference_p"] is None
 
 
 @pytest.mark.slow

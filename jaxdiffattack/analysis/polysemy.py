@@ -15,8 +15,16 @@ there, both sentences of the grammar (they parse, `captions.parse`):
 six-pointed star, "orange" takes the orange-hued classes). A *leak* is an image whose judged class
 (the analysis's object finder: world 2's scene oracle) has the word's shape sense — a star, a
 ring, an orange fruit — where the caption names none. Per case: leak rates of the word and
-control captions, their paired difference (the same class and seed: Newcombe's paired interval,
-exact McNemar), and the share of images judged as the named class.
+control captions, their paired difference (the same class and seed), and the share of images
+judged as the named class. The seeds of one class share its difficulty (issue #26 item 5:
+per-sample rates get clustered intervals), so the intervals are clustered by class: the leak
+rates' by `stats.clustered_rate`, the difference's the cluster-robust (CR1) interval of the mean
+per-pair difference (an OLS intercept with statsmodels' cluster covariance, CR1) with t
+quantiles on G − 1 degrees of freedom (G = classes: 10 in the "orange" case, where z would be
+too narrow), Newcombe's paired interval only where that is undefined (one class) or degenerate
+(robust variance 0, e.g. no discordant pair). The exact McNemar p treats the pairs as
+independent (anti-conservative when classes differ in difficulty); "difference_p" is the
+cluster-robust t test of the difference.
 """
 
 from typing import NamedTuple, Sequence
@@ -80,22 +88,37 @@ def leaked(pred: str | None, word: str) -> bool:
 
 
 def summarise(records: Sequence[dict]) -> list[dict]:
-  """Per word: n (class × seed pairs), leak rates of word and control captions with Wilson
-  intervals, their paired difference, and the share judged as the named class."""
+  """Per word: n (class × seed pairs), leak rates of word and control captions with intervals
+  clustered by class, their paired difference (cluster-robust interval and Wald p; McNemar),
+  and the share judged as the named class (see the module docstring)."""
+  from scipy import stats as sps  # pylint: disable=g-import-not-at-top
   out = []
   for word in [w for w in CASES if any(r["word"] == w for r in records)]:
     mine = [r for r in records if r["word"] == word]
     a = np.array([r["leak"] for r in mine], int)
     b = np.array([r["control_leak"] for r in mine], int)
+    classes = [r["class"] for r in mine]
     both, only_a, only_b, neither = stats.paired_table(a, b)
     d, low, high = stats.paired_table_interval(both, only_a, only_b, neither)
+    interval, p = "newcombe paired", None
+    g = len(set(classes))
+    if g >= 2:   # t with G − 1 df: few classes (the "orange" case has 10) make z too narrow
+      df = g - 1
+      _, c_low, c_high, se = stats.cluster_wald_interval(a - b, classes,
+                                                         z=float(sps.t.ppf(0.975, df)))
+      if np.isfinite(se) and se > 0:
+        low, high = max(-1.0, c_low), min(1.0, c_high)
+        interval = f"cluster-robust by class (t, {df} df)"
+        p = float(2 * sps.t.sf(abs(d) / se, df))
     n = len(mine)
+    leak, control_leak = stats.clustered_rate(a, classes), stats.clustered_rate(b, classes)
     out.append({"word": word, "sense": CASES[word].sense, "n": n,
-                "classes": len({r["class"] for r in mine}),
-                "leak": float(a.mean()), "leak_ci95": list(stats.wilson_interval(int(a.sum()), n)),
-                "control_leak": float(b.mean()),
-                "control_leak_ci95": list(stats.wilson_interval(int(b.sum()), n)),
+                "classes": len(set(classes)),
+                "leak": float(a.mean()), "leak_ci95": leak["ci95"],
+                "leak_interval": leak["interval"], "control_leak": float(b.mean()),
+                "control_leak_ci95": control_leak["ci95"],
                 "difference": d, "difference_ci95": [low, high],
+                "difference_interval": interval, "difference_p": p,
                 "only_word": only_a, "only_control": only_b,
                 "mcnemar_p": stats.mcnemar_exact(only_a, only_b),
                 "named_class": float(np.mean([r["correct"] for r in mine])),

@@ -432,17 +432,22 @@ def _polysemy(workdir, data, command) -> list[str]:
          "texture \"with a ring pattern\"; orange: the hue) against a control caption that "
          "differs only there, on the same classes and seeds. Leak: the judged class has the "
          "word's shape sense (a star, a ring, an orange fruit) though the caption names none. "
-         "Difference = word − control, paired by class and seed (Newcombe's paired 95 % "
-         "interval, exact McNemar p); leak rates with Wilson 95 % intervals.", ""]
+         "Difference = word − control, paired by class and seed; every 95 % interval is "
+         "clustered by class (the seeds of a class share its difficulty): the difference's "
+         "cluster-robust interval and Wald p (Newcombe's paired interval where one class or no "
+         "discordant pair leaves it undefined), the leak rates' `stats.clustered_rate`. "
+         "McNemar's exact p treats the pairs as independent.", ""]
   pct = lambda x: "–" if x is None else f"{100 * x:.1f} %"
   span = lambda p: "–" if p is None or not np.all(np.isfinite(p)) else (
       f"[{100 * p[0]:.1f}, {100 * p[1]:.1f}]")
   out += _table(["word", "sense", "classes", "n", "leak (word)", "leak (control)",
-                 "difference [95 %]", "McNemar p", "named class (word / control)"],
+                 "difference [95 %]", "p (clustered)", "McNemar p",
+                 "named class (word / control)"],
                 [[r["word"], r["sense"], r["classes"], r["n"],
                   f"{pct(r['leak'])} {span(r['leak_ci95'])}",
                   f"{pct(r['control_leak'])} {span(r['control_leak_ci95'])}",
                   f"{100 * r['difference']:+.1f} pp {span(r['difference_ci95'])}",
+                  "–" if r.get("difference_p") is None else f"{r['difference_p']:.3g}",
                   r["mcnemar_p"],
                   f"{pct(r['named_class'])} / {pct(r['control_named_class'])}"]
                  for r in data["summary"]])
