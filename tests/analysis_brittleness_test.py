@@ -85,6 +85,37 @@ def test_displacement_of_a_known_shift_read_by_the_oracle():
       np.testing.assert_allclose([rows[alpha]["dx"], rows[alpha]["dy"]], [dx, dy], atol=0.1)
 
 
+def test_displacement_standard_errors_are_clustered_by_class_against_statsmodels():
+  """Five classes × four seeds whose moves share a per-class offset: the se is the CR1
+  cluster-robust one of statsmodels (OLS on a constant, clusters = classes), wider than the
+  naive sd/√n here; one class falls back to sd/√n."""
+  from statsmodels.stats import sandwich_covariance  # pylint: disable=g-import-not-at-top
+  import statsmodels.api as sm  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  records, moves = [], []
+  for c in range(5):
+    offset = rng.normal(0, 2.0, 2)
+    for s in range(4):
+      x, y = rng.uniform(8, 24, 2)
+      dx, dy = 1.0 + offset + rng.normal(0, 0.3, 2)
+      records += [{"shift": "none", "alpha": 0.0, "class": f"c{c}", "seed": s, "cx": x, "cy": y},
+                  {"shift": "ums", "alpha": 0.5, "class": f"c{c}", "seed": s, "cx": x + dx,
+                   "cy": y + dy}]
+      moves.append((x + dx - x, y + dy - y, c))
+  (row,) = brittleness.displacement(records)
+  moves = np.array(moves)
+  assert (row["n"], row["classes"], row["se"]) == (20, 5, "cluster-robust by class")
+  for i, name in enumerate(("dx", "dy")):
+    fit = sm.OLS(moves[:, i], np.ones(20)).fit()
+    se = np.sqrt(sandwich_covariance.cov_cluster(fit, moves[:, 2].astype(int))[0, 0])
+    assert row[name] == pytest.approx(moves[:, i].mean())
+    assert row[f"{name}_se"] == pytest.approx(se, rel=1e-9)
+    assert se > 1.5 * moves[:, i].std(ddof=1) / np.sqrt(20)    # the seeds are not independent
+  (one,) = brittleness.displacement([r for r in records if r["class"] == "c0"])
+  assert one["se"] == "sd/sqrt(n)" and one["dx_se"] == pytest.approx(
+      moves[:4, 0].std(ddof=1) / 2)
+
+
 def test_displacement_leaves_out_members_without_an_object():
   records = [{"shift": "none", "alpha": 0.0, "class": "c", "seed": 0, "cx": 5.0, "cy": 5.0},
              {"shift": "ums", "alpha": 0.5, "class": "c", "seed": 0, "cx": np.nan, "cy": np.nan},

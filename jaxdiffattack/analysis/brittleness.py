@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxdiffattack import stats
+
 ALL = "all"
 
 
@@ -48,11 +50,13 @@ def confusion(records: Sequence[dict]) -> list[dict]:
 
 
 def displacement(records: Sequence[dict]) -> list[dict]:
-  """Rows {shift, alpha, n, dx, dy, dx_se, dy_se}: mean centroid move from α = 0 (same shift
-  kind's unshifted record of the same class and seed), in pixels; records without an object are
-  left out."""
+  """Rows {shift, alpha, n, classes, dx, dy, dx_se, dy_se, se}: mean centroid move from α = 0
+  (same shift kind's unshifted record of the same class and seed), in pixels; records without
+  an object are left out. The seeds of one class share its scene, so the standard errors are
+  cluster-robust by class (`stats.cluster_wald_interval`, CR1; issue #26 item 5) when the moves
+  span two classes or more, else the plain sd/√n ("se" says which)."""
   base = {(r["class"], r["seed"]): (r["cx"], r["cy"]) for r in records if r["alpha"] == 0.0}
-  moves = collections.defaultdict(list)
+  moves, classes = collections.defaultdict(list), collections.defaultdict(list)
   for r in records:
     b = base.get((r["class"], r["seed"]))
     if b is None or r["alpha"] == 0.0:
@@ -60,10 +64,17 @@ def displacement(records: Sequence[dict]) -> list[dict]:
     d = (r["cx"] - b[0], r["cy"] - b[1])
     if not np.isnan(d).any():
       moves[(r["shift"], r["alpha"])].append(d)
+      classes[(r["shift"], r["alpha"])].append(r["class"])
   rows = []
   for (shift, alpha), ds in sorted(moves.items()):
-    ds = np.asarray(ds)
-    se = ds.std(0, ddof=1) / np.sqrt(len(ds)) if len(ds) > 1 else np.full(2, np.nan)
-    rows.append({"shift": shift, "alpha": alpha, "n": len(ds), "dx": float(ds[:, 0].mean()),
-                 "dy": float(ds[:, 1].mean()), "dx_se": float(se[0]), "dy_se": float(se[1])})
+    ds, groups = np.asarray(ds), classes[(shift, alpha)]
+    if len(set(groups)) >= 2:
+      se = np.array([stats.cluster_wald_interval(ds[:, i], groups)[3] for i in (0, 1)])
+      kind = "cluster-robust by class"
+    else:
+      se = ds.std(0, ddof=1) / np.sqrt(len(ds)) if len(ds) > 1 else np.full(2, np.nan)
+      kind = "sd/sqrt(n)"
+    rows.append({"shift": shift, "alpha": alpha, "n": len(ds), "classes": len(set(groups)),
+                 "dx": float(ds[:, 0].mean()), "dy": float(ds[:, 1].mean()),
+                 "dx_se": float(se[0]), "dy_se": float(se[1]), "se": kind})
   return rows

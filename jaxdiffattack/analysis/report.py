@@ -318,7 +318,8 @@ def _brittleness(workdir, data, command) -> list[str]:
   disp = data["displacement"]
   out += ["Object displacement: centroid of the object's region (oracle: the object of the "
           "prompt's colour; classifier judge: its noun's attention region) at α minus at α = 0, "
-          "same class and seed, in pixels (x to the right, y down):", ""]
+          "same class and seed, in pixels (x to the right, y down; se cluster-robust by class "
+          "when the moves span several classes: the seeds of a class share its scene):", ""]
   out += _table(["shift", "α", "n", "dx", "± se", "dy", "± se"],
                 [[r["shift"], r["alpha"], r["n"], r["dx"], r["dx_se"], r["dy"], r["dy_se"]]
                  for r in disp])
