@@ -16,8 +16,9 @@ Sets, chosen by name in config (`PROMPT_SETS`: one function + one line to add on
   * `world2_census_short`, `world2_census_long`: the clean census's own single-object prompts
     (`census.make_prompts`, prompt seed `WORLD2_CENSUS_SEED`): for each class, `per_label` scenes
     drawn from the world's scene distribution (sizes, textures, backgrounds), each with a short
-    caption of the grammar (4–16 CLIP tokens, `WORLD2_CENSUS_TOKENS`) and its long version (the
-    same caption with fillers to 40–60 tokens): the lengths world 2 was trained on, the same
+    caption of the grammar (a length target drawn in 4–16 CLIP tokens, `WORLD2_CENSUS_TOKENS`,
+    which `captions.caption` overshoots: 6–22 tokens over 83 classes × 3 scenes) and its long
+    version (the same caption with fillers to 40–60 tokens): the lengths world 2 was trained on, the same
     scene in both sets. The class word is the caption's "<hue> <shape>" as written (the shape
     "star" may be written "five-pointed star": then that is the class word);
   * a CSV file (UTF-8, header row) with columns `prompt` and `classname` (aliases `sentence`,
@@ -140,8 +141,8 @@ def world2_long(name, label_set, labels=None, per_label=1):
                        per_label)
 
 
-# The census's prompt seed and caption lengths (configs/census.py: short 4–16, long 40–60 CLIP
-# tokens), so world2_census_* are the census's single-object prompts of the same scenes.
+# The census's prompt seed and caption length ranges (configs/census.py: short target 4–16,
+# long 40–60 CLIP tokens; the short captions come out 6–22), so world2_census_* are the census's single-object prompts of the same scenes.
 WORLD2_CENSUS_SEED = 0
 WORLD2_CENSUS_TOKENS = {"short": (4, 16), "long": (40, 60)}
 
