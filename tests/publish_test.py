@@ -23,6 +23,26 @@ def test_code_version_is_git_head_with_dirty_flag():
   assert re.fullmatch(re.escape(head) + r"(\+dirty)?", got), (got, head)
 
 
+def test_code_version_marks_changed_tracked_files_dirty(tmp_path, monkeypatch):
+  """In a scratch repository: clean HEAD, an untracked file (not dirty), a changed tracked
+  file (dirty), and no repository at all."""
+  git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a],
+                                  cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+  monkeypatch.setattr(publish, "ROOT", tmp_path)
+  monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+  assert publish.code_version() == "unknown (not a git checkout)"
+  git("init", "-q")
+  (tmp_path / "a.py").write_text("x = 1\n")
+  git("add", "a.py")
+  git("commit", "-qm", "one")
+  head = git("rev-parse", "--short", "HEAD").strip()
+  assert publish.code_version() == head
+  (tmp_path / "new.py").write_text("y = 2\n")           # untracked: results do not depend on it
+  assert publish.code_version() == head
+  (tmp_path / "a.py").write_text("x = 2\n")
+  assert publish.code_version() == head + "+dirty"
+
+
 def test_write_pair_and_write_dir(tmp_path):
   work = tmp_path / "run"
   work.mkdir()
