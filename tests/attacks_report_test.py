@@ -122,6 +122,35 @@ def test_short_minus_long_for_independent_groups(rows, got):
   assert (want[1] - want[0]) / (2 * stats.Z95) == pytest.approx(np.hypot(*se), rel=0.15)
 
 
+def test_short_minus_long_is_also_paired_by_scene_for_the_census_sets(rows):
+  """world2_census_short / _long caption the same scenes index by index (the ATM study): short −
+  long is also given paired over the scenes attacked in both (short has 30 attacked, long 24 and
+  index 24 skipped: 24 pairs), against statsmodels' exact McNemar, Newcombe's paired interval
+  and a NumPy paired bootstrap; other prompt sets get no paired block."""
+  assert "short_minus_long_paired" not in rates.intervals(
+      rows, {"eval_noise": "both"}, n_boot=200)["by_noise"]["fresh"]["attack"]
+  config = {"eval_noise": "both", "prompt_sets": {"short": "world2_census_short",
+                                                  "long": "world2_census_long"}}
+  got = rates.intervals(rows, config, n_boot=N_BOOT)
+  for noise, block in (("fresh", "attack"), ("fixed", "fixed_noise")):
+    d = got["by_noise"][noise]["oracle"]["short_minus_long_paired"]["atm"]
+    a, ha = (x[:N["long"]] for x in _counts(rows, "short", block, "oracle"))
+    b, hb = _counts(rows, "long", block, "oracle")
+    assert d["prompts"] == N["long"] == 24
+    table = [[int(((a == 1) & (b == 1)).sum()), int(((a == 1) & (b == 0)).sum())],
+             [int(((a == 0) & (b == 1)).sum()), int(((a == 0) & (b == 0)).sum())]]
+    assert d["asr"]["mcnemar_p"] == pytest.approx(sm_mcnemar(table, exact=True).pvalue)
+    assert d["asr"]["value"] == pytest.approx(a.mean() - b.mean())
+    assert d["asr"]["newcombe95"] == pytest.approx(
+        list(stats.paired_proportion_interval(a, b)[1:]))
+    diff = ha / S - hb / S
+    pick = np.random.default_rng(0).integers(0, diff.size, (N_BOOT, diff.size))
+    assert d["per_sample"]["ci95"] == pytest.approx(
+        np.quantile(diff[pick].mean(1), [0.025, 0.975]).tolist())
+  lines = "\n".join(rates.interval_lines(got))
+  assert "short − long, atm (paired by scene, 24 scenes attacked in both)" in lines
+
+
 def test_atm_minus_random_is_paired_by_prompt(rows, got):
   for s in N:
     d = got["by_noise"]["fresh"]["oracle"]["atm_minus_random_substitution"][s]

@@ -15,6 +15,10 @@ the S samples of one prompt share its difficulty, so they are not independent.
   * short − long (different prompts: independent groups): Newcombe's hybrid score interval of
     the per-prompt ASR difference (`stats.independent_difference_interval`) and a bootstrap over
     each set's prompts of the per-sample rate difference (`stats.cluster_bootstrap_difference`);
+  * short − long paired by scene, where the two sets caption the same scenes index by index
+    (`SCENE_PAIRED_SETS`: world 2's census sets, the ATM study; issue #26 item 5, paired
+    differences get paired intervals): `paired_difference` over the scenes attacked in both
+    sets, beside the independent block (which also counts scenes attacked in one set only);
   * ATM − random substitution (the same prompts: paired): Newcombe's paired interval and exact
     McNemar test of per-prompt success, a paired bootstrap over prompts of the per-prompt sample
     success rates (equal samples per prompt: their mean is the per-sample rate).
@@ -135,6 +139,31 @@ def set_difference(rows: list[dict], method: str, judge: str, seed: int = BOOT_S
               va, ca, vb, cb, n_boot=n_boot, seed=seed))}
 
 
+# Prompt-set pairs (short, long) whose prompt i is the same scene in both (attacks/prompts.py:
+# the census's single-object scenes, short caption and its lengthened version).
+SCENE_PAIRED_SETS = {("world2_census_short", "world2_census_long")}
+
+
+def scene_paired(config: dict) -> bool:
+  """The run's short and long prompt sets caption the same scenes, index by index."""
+  sets = config.get("prompt_sets") or {}
+  return (sets.get(SETS[0]), sets.get(SETS[1])) in SCENE_PAIRED_SETS
+
+
+def paired_set_difference(rows: list[dict], method: str, judge: str, seed: int = BOOT_SEED,
+                          n_boot: int = stats.N_BOOT) -> dict | None:
+  """short − long on the scenes attacked in both sets (rows paired by "index"): the
+  `paired_difference` of their per-prompt triples, and how many scenes were paired."""
+  short = {r["index"]: r for r in rows if r["set"] == SETS[0] and block(r, method) is not None}
+  long = {r["index"]: r for r in rows if r["set"] == SETS[1] and block(r, method) is not None}
+  both = sorted(set(short) & set(long))
+  if not both:
+    return None
+  a = per_prompt([short[i] for i in both], SETS[0], method, judge)
+  b = per_prompt([long[i] for i in both], SETS[1], method, judge)
+  return paired_difference(a, b, seed, n_boot)
+
+
 def paired_difference(a: tuple, b: tuple, seed: int = BOOT_SEED,
                       n_boot: int = stats.N_BOOT) -> dict | None:
   """a − b on the same prompts (`per_prompt` triples in the same prompt order): per-prompt ASR by
@@ -184,6 +213,9 @@ def intervals(rows: list[dict], config: dict, random_rows: list[dict] | None = N
                for m, b in methods.items()}
       entry["short_minus_long"] = {m: set_difference(rows, b, judge, seed, n_boot)
                                    for m, b in methods.items()}
+      if scene_paired(config):
+        entry["short_minus_long_paired"] = {
+            m: paired_set_difference(rows, b, judge, seed, n_boot) for m, b in methods.items()}
       if "random_substitution" in methods:
         entry["atm_minus_random_substitution"] = {
             s: paired_difference(per_prompt(rows, s, "attack", judge),
@@ -247,7 +279,10 @@ def interval_lines(got: dict) -> list[str]:
            "prompts; per-prompt ASR a bootstrap over prompts and Wilson (at 0 % or 100 % the "
            "bootstrap collapses to the point: read Wilson there). short − "
            "long compares different prompts (independent groups: Newcombe's hybrid score "
-           "interval, and a bootstrap over each set's prompts); ATM − random substitution "
+           "interval, and a bootstrap over each set's prompts; where the sets caption the "
+           "same scenes, world 2's census sets, also paired by scene over the scenes attacked "
+           "in both: Newcombe's paired interval, McNemar, a paired bootstrap); ATM − random "
+           "substitution "
            "compares the same prompts (paired: Newcombe's paired interval, exact McNemar p, a "
            "paired bootstrap over prompts). All 95 %; every bootstrap "
            f"{boot['draws']} draws of numpy `default_rng({boot['seed']})`, resampling "
@@ -273,6 +308,12 @@ def interval_lines(got: dict) -> list[str]:
                        f"{_delta(d['asr']['value'])} {ci(d['asr']['newcombe95'])} "
                        f"{ci(d['asr']['bootstrap95'])} | – | {_delta(d['per_sample']['value'])} "
                        f"{ci(d['per_sample']['ci95'])} |")
+        d = entry.get("short_minus_long_paired", {}).get(method)
+        if d:
+          diffs.append(f"| {judge} | short − long, {method} (paired by scene, {d['prompts']} "
+                       f"scenes attacked in both) | {_delta(d['asr']['value'])} "
+                       f"{ci(d['asr']['newcombe95'])} | {d['asr']['mcnemar_p']:.3g} | "
+                       f"{_delta(d['per_sample']['value'])} {ci(d['per_sample']['ci95'])} |")
       for s, d in entry.get("atm_minus_random_substitution", {}).items():
         if d:
           diffs.append(f"| {judge} | ATM − random substitution, {s} (paired, {d['prompts']} "
