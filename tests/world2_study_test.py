@@ -59,9 +59,12 @@ def test_atm_study_config_meets_item_2():
       facts = captions.parse(p)          # a grammar caption of one object of its class
       assert [(g.cls, g.count) for g in facts.groups] == [(label, 1)], p
       assert prompts_lib.class_word_present(p, word)
-  # The long caption of a scene is its short caption with fillers appended.
+  # The long caption of a scene is its short caption with fillers appended: the sets are paired
+  # by scene index by index, so the report also gives short − long paired (attacks.rates).
   for short, long in zip(sets["short"].prompts, sets["long"].prompts):
     assert long.startswith(short + ", ")
+  from jaxdiffattack.attacks import rates  # pylint: disable=g-import-not-at-top
+  assert rates.scene_paired(c.to_dict())
 
 
 def test_atm_study_bad_combinations_are_one_line_errors():
