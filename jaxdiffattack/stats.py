@@ -37,8 +37,9 @@ independent: they share the prompt's difficulty):
     prompt sets): percentile bootstrap resampling the clusters of each sample independently.
   * `clustered_rate`: the per-sample rate's report entry: cluster-robust Wald interval clipped to
     [0, 1]; Wilson over the items when every cluster holds one item or there is one cluster
-    (then the rate is that cluster's); at 0 % / 100 % (robust variance 0) Wilson over the number
-    of clusters (the cautious interval).
+    (then the rate is that cluster's); where the robust variance is 0 (at 0 % / 100 %, or
+    every cluster's rate equal to the overall one) Wilson over the number of clusters (the
+    cautious interval).
 
 Bootstraps draw from `numpy.random.default_rng(seed)`: explicit and reproducible.
 """
@@ -272,9 +273,11 @@ def clustered_rate(hits, clusters, z: float = Z95) -> dict:
     # Independent items, or one cluster (the rate is that cluster's: its items are the samples).
     low, high = wilson_interval(p * n, n, z)
     return out | {"ci95": [low, high], "interval": "wilson"}
-  if p in (0.0, 1.0):
+  _, low, high, se = cluster_wald_interval(y, ids, z)
+  if p in (0.0, 1.0) or not se > 1e-12:
+    # Robust variance 0: at 0 % / 100 %, or every cluster's rate equal to the overall one (say
+    # 1 of 2 seeds in each prompt) — a zero-width interval would claim certainty.
     low, high = wilson_interval(p * g, g, z)
     return out | {"ci95": [low, high], "interval": "wilson over clusters"}
-  _, low, high, _ = cluster_wald_interval(y, ids, z)
   return out | {"ci95": [max(0.0, low), min(1.0, high)], "interval": "cluster-robust"}
 

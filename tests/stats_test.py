@@ -146,8 +146,14 @@ def test_clustered_rate_falls_back_to_wilson():
   got = stats.clustered_rate([0, 0, 0, 0], ["a", "a", "b", "b"])
   assert got["interval"] == "wilson over clusters"
   assert got["ci95"] == list(stats.wilson_interval(0, 2))
+  # Every prompt 1 of 2: the cluster-robust variance is 0; not a zero-width interval.
   got = stats.clustered_rate([1, 0, 0, 1, 1, 0], ["a", "a", "b", "b", "c", "c"])
+  assert got["interval"] == "wilson over clusters" and got["clusters"] == 3
+  assert got["ci95"] == list(stats.wilson_interval(1.5, 3)) and got["ci95"][1] > got["ci95"][0]
+  got = stats.clustered_rate([1, 1, 0, 1, 1, 0], ["a", "a", "b", "b", "c", "c"])
   assert got["interval"] == "cluster-robust" and got["clusters"] == 3
+  assert got["ci95"] == [max(0.0, v) for v in stats.cluster_wald_interval(
+      [1, 1, 0, 1, 1, 0], ["a", "a", "b", "b", "c", "c"])[1:3]]
 
 
 def test_bad_input_is_one_line():
