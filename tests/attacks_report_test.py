@@ -122,6 +122,23 @@ def test_short_minus_long_for_independent_groups(rows, got):
   assert (want[1] - want[0]) / (2 * stats.Z95) == pytest.approx(np.hypot(*se), rel=0.15)
 
 
+def _assert_paired(d, a, ha, b, hb):
+  """A `rates.paired_difference` block against statsmodels' exact McNemar, Newcombe's paired
+  interval and a NumPy paired bootstrap over prompts (a, b: per-prompt success; ha, hb: their
+  successful samples of S)."""
+  table = [[int(((a == 1) & (b == 1)).sum()), int(((a == 1) & (b == 0)).sum())],
+           [int(((a == 0) & (b == 1)).sum()), int(((a == 0) & (b == 0)).sum())]]
+  assert d["asr"]["table"] == dict(zip(("both", "only_a", "only_b", "neither"),
+                                       np.ravel(table).tolist()))
+  assert d["asr"]["value"] == pytest.approx(a.mean() - b.mean())
+  assert d["asr"]["mcnemar_p"] == pytest.approx(sm_mcnemar(table, exact=True).pvalue)
+  assert d["asr"]["newcombe95"] == pytest.approx(list(stats.paired_proportion_interval(a, b)[1:]))
+  diff = ha / S - hb / S
+  pick = np.random.default_rng(0).integers(0, diff.size, (N_BOOT, diff.size))
+  assert d["per_sample"]["ci95"] == pytest.approx(
+      np.quantile(diff[pick].mean(1), [0.025, 0.975]).tolist())
+
+
 def test_short_minus_long_is_also_paired_by_scene_for_the_census_sets(rows):
   """world2_census_short / _long caption the same scenes index by index (the ATM study): short −
   long is also given paired over the scenes attacked in both (short has 30 attacked, long 24 and
@@ -137,16 +154,7 @@ def test_short_minus_long_is_also_paired_by_scene_for_the_census_sets(rows):
     a, ha = (x[:N["long"]] for x in _counts(rows, "short", block, "oracle"))
     b, hb = _counts(rows, "long", block, "oracle")
     assert d["prompts"] == N["long"] == 24
-    table = [[int(((a == 1) & (b == 1)).sum()), int(((a == 1) & (b == 0)).sum())],
-             [int(((a == 0) & (b == 1)).sum()), int(((a == 0) & (b == 0)).sum())]]
-    assert d["asr"]["mcnemar_p"] == pytest.approx(sm_mcnemar(table, exact=True).pvalue)
-    assert d["asr"]["value"] == pytest.approx(a.mean() - b.mean())
-    assert d["asr"]["newcombe95"] == pytest.approx(
-        list(stats.paired_proportion_interval(a, b)[1:]))
-    diff = ha / S - hb / S
-    pick = np.random.default_rng(0).integers(0, diff.size, (N_BOOT, diff.size))
-    assert d["per_sample"]["ci95"] == pytest.approx(
-        np.quantile(diff[pick].mean(1), [0.025, 0.975]).tolist())
+    _assert_paired(d, a, ha, b, hb)
   lines = "\n".join(rates.interval_lines(got))
   assert "short − long, atm (paired by scene, 24 scenes attacked in both)" in lines
 
@@ -156,17 +164,7 @@ def test_atm_minus_random_is_paired_by_prompt(rows, got):
     d = got["by_noise"]["fresh"]["oracle"]["atm_minus_random_substitution"][s]
     a, ha = _counts(rows, s, "attack", "oracle")
     b, hb = _counts(rows, s, "baseline", "oracle")
-    table = [[int(((a == 1) & (b == 1)).sum()), int(((a == 1) & (b == 0)).sum())],
-             [int(((a == 0) & (b == 1)).sum()), int(((a == 0) & (b == 0)).sum())]]
-    assert d["asr"]["table"] == dict(zip(("both", "only_a", "only_b", "neither"),
-                                         np.ravel(table).tolist()))
-    assert d["asr"]["mcnemar_p"] == pytest.approx(sm_mcnemar(table, exact=True).pvalue)
-    assert d["asr"]["newcombe95"] == pytest.approx(
-        list(stats.paired_proportion_interval(a, b)[1:]))
-    diff = ha / S - hb / S
-    pick = np.random.default_rng(0).integers(0, diff.size, (N_BOOT, diff.size))
-    assert d["per_sample"]["ci95"] == pytest.approx(
-        np.quantile(diff[pick].mean(1), [0.025, 0.975]).tolist())
+    _assert_paired(d, a, ha, b, hb)
   # The baseline is drawn on the attack's (fresh) noises only: no fixed-noise comparison.
   assert "random_substitution" not in got["by_noise"]["fixed"]["attack"]
 
