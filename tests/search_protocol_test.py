@@ -309,6 +309,12 @@ def test_yield_comparison_against_a_numpy_recount_and_scipy():
                      np.quantile((ra - rb)[idx].mean(axis=1), [0.025, 0.975]))
   with pytest.raises(UserError, match="same targets in the same order"):
     protocol.yield_comparison(a, b[::-1], "world2_oracle")
+  # Equal budgets but populations 4 × 4 vs 16 × 1: first failures at generation resolution would
+  # favour the smaller population; refused in one line.
+  wide = [r | {"population_size": 16} for r in b]
+  with pytest.raises(UserError, match=r"one population size, got \[4, 16\]") as e:
+    protocol.yield_comparison(a, wide, "world2_oracle")
+  assert "\n" not in str(e.value)
 
 
 def test_summary_has_yield_stats_only_when_asked_and_census_targets_by_kind():

@@ -297,6 +297,10 @@ def yield_comparison(rows_a: list[dict], rows_b: list[dict], judge: str, seed: i
   if [r["target"] for r in rows_a] != [r["target"] for r in rows_b]:
     raise UserError("search protocol: paired comparison needs both methods' rows on the same "
                     "targets in the same order")
+  populations = sorted({r["population_size"] for r in rows_a + rows_b})
+  if len(populations) > 1:   # first failures are counted in whole generations of a population
+    raise UserError(f"search protocol: first-failure comparison needs one population size, got "
+                    f"{populations}; run every method with the same population_size")
   ya = np.array([failure_yield(r, judge) for r in rows_a])
   yb = np.array([failure_yield(r, judge) for r in rows_b])
   diff, low, high = stats.paired_bootstrap_interval(ya, yb, seed=seed)
