@@ -42,7 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.scenes_per_class = 1
   c.kinds = ("single", "two_objects", "long")
   c.two_object_layouts = ("pair", "two")   # scene j of a class uses layouts[j % n]
-  c.short_tokens = (4, 16)   # CLIP tokens of a short caption (drawn in this range)
+  c.short_tokens = (4, 16)   # target CLIP tokens of a short caption (the grammar overshoots: 6-22)
   c.long_tokens = (40, 60)   # ... of its long caption (issue #23: 40-60)
   c.prompt_seed = 0
   # Seeds: seed s of every prompt is fold_in(PRNGKey(seed), s).

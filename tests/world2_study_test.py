@@ -429,3 +429,12 @@ def test_displacement_against_an_independent_computation():
     np.testing.assert_allclose([r["dx_low"], r["dx_high"]],
                                [r["dx"] - 1.959964 * se, r["dx"] + 1.959964 * se], rtol=1e-4)
     assert r["interval"] == "cluster-robust" and r["dx"] > 0.04
+
+
+def test_displacement_without_the_unshifted_member_is_a_one_line_error():
+  from jaxdiffattack.sweep import report  # pylint: disable=g-import-not-at-top
+  row = {"setting": "a", "shift": "ums", "alpha_c": "0.5", "alpha_s": "0.0",
+         "prompt_index": "3", "seed_index": "1", "object_cx": "0.5", "object_cy": "0.5"}
+  with pytest.raises(UserError, match="prompt 3, seed 1 has no unshifted member") as e:
+    report.displacement([row])
+  assert "\n" not in str(e.value)

@@ -22,6 +22,7 @@ from jaxdiffattack import judges as judges_lib
 from jaxdiffattack import perturb
 from jaxdiffattack import runs
 from jaxdiffattack import stats
+from jaxdiffattack.errors import UserError
 from jaxdiffattack.sweep import plan as plan_lib
 from jaxdiffattack.sweep import radius
 from jaxdiffattack.sweep.plan import ALL_METRICS
@@ -191,6 +192,10 @@ def displacement(member_rows: list[dict]) -> list[dict]:
   for r in member_rows:
     if r["shift"] == perturb.UNSHIFTED:
       continue
+    if key(r) not in base:
+      raise UserError(f"displacement: setting {r['setting']!r}, prompt {r['prompt_index']}, "
+                      f"seed {r['seed_index']} has no unshifted member in members.csv; rerun the "
+                      "sweep with its unshifted cell (every shift is measured from it)")
     alpha = (float(r["alpha_c"]), float(r["alpha_s"]))
     groups.setdefault((r["setting"], r["shift"], alpha), []).append(
         (r["prompt_index"], np.subtract(pos(r), base[key(r)])))
