@@ -45,6 +45,31 @@ def test_classwise_recombines_to_overall():
     np.testing.assert_allclose(overall["accuracy"], np.mean([r["correct"] for r in raw]))
 
 
+def test_classwise_intervals_wilson_per_class_and_clustered_by_class_overall():
+  from statsmodels.stats import proportion  # pylint: disable=g-import-not-at-top
+  from statsmodels.stats import sandwich_covariance  # pylint: disable=g-import-not-at-top
+  import statsmodels.api as sm  # pylint: disable=g-import-not-at-top
+  records = _records(3)
+  rows = brittleness.classwise(records)
+  for r in rows:
+    if r["class"] != brittleness.ALL:
+      want = proportion.proportion_confint(r["hits"], r["n"], method="wilson")
+      np.testing.assert_allclose([r["low"], r["high"]], want, atol=1e-9)
+      assert r["interval"] == "wilson"
+      continue
+    raw = [x for x in records if (x["shift"], x["alpha"]) == (r["shift"], r["alpha"])]
+    y = np.array([float(x["correct"]) for x in raw])
+    ids = np.unique([x["class"] for x in raw], return_inverse=True)[1]
+    if r["interval"] != "cluster-robust":
+      continue
+    fit = sm.OLS(y, np.ones(len(y))).fit()
+    se = np.sqrt(sandwich_covariance.cov_cluster(fit, ids)[0, 0])
+    np.testing.assert_allclose([r["low"], r["high"]],
+                               [max(0.0, y.mean() - 1.959964 * se),
+                                min(1.0, y.mean() + 1.959964 * se)], rtol=1e-4)
+  assert any(r["interval"] == "cluster-robust" for r in rows)
+
+
 def test_confusion_counts_every_member_once():
   records = _records(1)
   rows = brittleness.confusion(records)

@@ -3,7 +3,7 @@
 From per-member records of a seed-shift grid (shift, α, class, seed, judged class, object
 centroid):
   * class-wise robustness at every α (not only α = 0): hits / n per class, and the overall row
-    that is their sum (`classwise`);
+    that is their sum, with 95 % intervals (overall: clustered by class) (`classwise`);
   * confusion: what each class turns into under each shift (`confusion`);
   * object displacement under mean shifts: the object's centroid at α minus its centroid at
     α = 0 for the same class and seed (`displacement`; the paper saw objects move right for
@@ -22,18 +22,30 @@ ALL = "all"
 
 
 def classwise(records: Sequence[dict]) -> list[dict]:
-  """Rows {shift, alpha, class, n, hits, unclear, accuracy}: per class, then class "all" (the
-  sum over classes) for each (shift, α)."""
+  """Rows {shift, alpha, class, n, hits, unclear, accuracy, low, high, interval}: per class,
+  then class "all" (the sum over classes) for each (shift, α). 95 % intervals: Wilson for a
+  class (its seeds); for "all" clustered by class (`stats.clustered_rate`: the seeds of one
+  class share its prompt, issue #26 item 5)."""
   groups = collections.defaultdict(lambda: [0, 0, 0])
+  flags = collections.defaultdict(list)   # (shift, α) -> [(class, correct)]
   for r in records:
+    flags[(r["shift"], r["alpha"])].append((r["class"], bool(r["correct"])))
     for cls in (r["class"], ALL):
       g = groups[(r["shift"], r["alpha"], cls)]
       g[0] += 1
       g[1] += bool(r["correct"])
       g[2] += r["pred"] is None
-  return [{"shift": s, "alpha": a, "class": c, "n": n, "hits": h, "unclear": u,
-           "accuracy": h / n} for (s, a, c), (n, h, u) in sorted(groups.items(),
-                                                                  key=lambda kv: _order(kv[0]))]
+  rows = []
+  for (s, a, c), (n, h, u) in sorted(groups.items(), key=lambda kv: _order(kv[0])):
+    if c == ALL:
+      pairs = flags[(s, a)]
+      rate = stats.clustered_rate([f for _, f in pairs], [k for k, _ in pairs])
+      (low, high), interval = rate["ci95"], rate["interval"]
+    else:
+      (low, high), interval = stats.wilson_interval(h, n), "wilson"
+    rows.append({"shift": s, "alpha": a, "class": c, "n": n, "hits": h, "unclear": u,
+                 "accuracy": h / n, "low": low, "high": high, "interval": interval})
+  return rows
 
 
 def _order(key):
