@@ -38,19 +38,7 @@ def _pixels(seed=0):
 def test_toy_clip():
   clip, params = vision.load_clip("toy")
   ref = parity.transformers_from_flax(transformers.CLIPModel, toy.CLIP_DIR)
-  ids = clip.tokenizer(PROMPTS, padding="max_length", max_length=clip.max_length,
-                       return_tensors="np")
-  nhwc, nchw = _pixels()
-  with torch.no_grad():
-    want_image = parity.features(ref.get_image_features(pixel_values=nchw)).numpy()
-    want_text = parity.features(ref.get_text_features(
-        input_ids=torch.from_numpy(ids["input_ids"]),
-        attention_mask=torch.from_numpy(ids["attention_mask"]))).numpy()
-  parity.assert_rel_close(vision.clip_image_features(clip, params, nhwc), want_image,
-                          what="image features")
-  parity.assert_rel_close(vision.clip_text_features(clip, params, ids["input_ids"],
-                                                    ids["attention_mask"]),
-                          want_text, what="text features")
+  parity.assert_clip_close(clip, params, ref, PROMPTS, *_pixels())
   assert float(vision.clip_logit_scale(params)) == pytest.approx(
       float(ref.logit_scale.detach().exp()), rel=1e-6)
 

@@ -60,3 +60,23 @@ def diffusers_from_flax(cls, directory):
   state = flax.traverse_util.unflatten_dict(
       {tuple(_VAE_ATTENTION.get(p, p) for p in key): value for key, value in state.items()})
   return load_flax_weights_in_pytorch_model(model, state).eval()
+
+
+def assert_clip_close(clip, params, ref, prompts, nhwc, nchw, what: str = "clip") -> None:
+  """The own CLIP's image and text features (`vision.clip_image_features` /
+  `clip_text_features` on `prompts` tokenised by its tokenizer, pixels `nhwc`) equal the
+  PyTorch transformers CLIPModel `ref`'s (on the same pixels channels-first, `nchw`)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from jaxdiffattack.models import vision  # pylint: disable=g-import-not-at-top
+  ids = clip.tokenizer(prompts, padding="max_length", max_length=clip.max_length,
+                       return_tensors="np")
+  with torch.no_grad():
+    want_image = features(ref.get_image_features(pixel_values=nchw)).numpy()
+    want_text = features(ref.get_text_features(
+        input_ids=torch.from_numpy(ids["input_ids"]),
+        attention_mask=torch.from_numpy(ids["attention_mask"]))).numpy()
+  assert_rel_close(vision.clip_image_features(clip, params, nhwc), want_image,
+                   what=f"{what} image features")
+  assert_rel_close(vision.clip_text_features(clip, params, ids["input_ids"],
+                                             ids["attention_mask"]),
+                   want_text, what=f"{what} text features")

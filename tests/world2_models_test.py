@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiffattack.models import convert_transformers
 from jaxdiffattack.models import vision
 from jaxdiffattack.models import weights
 from jaxdiffattack.world2 import train
@@ -120,20 +119,8 @@ def test_smoke_export_text_encoder_and_clip(export):
                           what="sd text encoder")
   clip, clip_params = vision.load_clip(str(export / "clip"))
   ref = parity.transformers_from_flax(transformers.CLIPModel, export / "clip")
-  tok = clip.tokenizer(PROMPTS, padding="max_length", max_length=clip.max_length,
-                       return_tensors="np")
   size = json.loads((export / "clip" / "config.json").read_text())["vision_config"]["image_size"]
-  nhwc, nchw = _pixels(size)
-  with torch.no_grad():
-    want_image = parity.features(ref.get_image_features(pixel_values=nchw)).numpy()
-    want_text = parity.features(ref.get_text_features(
-        input_ids=torch.from_numpy(tok["input_ids"]),
-        attention_mask=torch.from_numpy(tok["attention_mask"]))).numpy()
-  parity.assert_rel_close(vision.clip_image_features(clip, clip_params, nhwc), want_image,
-                          what="clip image features")
-  parity.assert_rel_close(vision.clip_text_features(clip, clip_params, tok["input_ids"],
-                                                    tok["attention_mask"]),
-                          want_text, what="clip text features")
+  parity.assert_clip_close(clip, clip_params, ref, PROMPTS, *_pixels(size))
 
 
 @pytest.mark.parametrize("sub,cls", [
