@@ -218,6 +218,24 @@ def cluster_wald_interval(values, clusters, z: float = Z95) -> tuple[float, floa
   return (mean, mean - z * se, mean + z * se, se)
 
 
+def clustered_mean(values, clusters, z: float = Z95) -> dict:
+  """{"mean", "low", "high", "se", "interval", "n", "clusters"} of continuous `values` [N] whose
+  items fall into `clusters` [N]: cluster-robust (`cluster_wald_interval`, CR1) with two clusters
+  or more, else the normal interval with sd/√n ("normal"); NaNs when empty (and se NaN for one
+  item)."""
+  values = np.asarray(values, np.float64)
+  groups = len(set(np.asarray(clusters).tolist())) if values.size else 0
+  if groups >= 2:
+    mean, low, high, se = cluster_wald_interval(values, clusters, z)
+    interval = "cluster-robust"
+  else:
+    mean, low, high = mean_interval(values, z)
+    se = (float(values.std(ddof=1)) / math.sqrt(values.size) if values.size > 1 else math.nan)
+    interval = "normal"
+  return {"mean": mean, "low": low, "high": high, "se": se, "interval": interval,
+          "n": int(values.size), "clusters": groups}
+
+
 def cluster_bootstrap_interval(values, clusters, n_boot: int = N_BOOT, seed: int = 0,
                                level: float = 0.95) -> tuple[float, float, float]:
   """(mean, low, high): percentile bootstrap resampling clusters with replacement; a resample's

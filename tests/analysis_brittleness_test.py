@@ -108,6 +108,7 @@ def test_displacement_of_a_known_shift_read_by_the_oracle():
     if alpha:
       assert rows[alpha]["n"] == 2
       np.testing.assert_allclose([rows[alpha]["dx"], rows[alpha]["dy"]], [dx, dy], atol=0.1)
+      np.testing.assert_allclose(rows[alpha]["dist"], np.hypot(dx, dy), atol=0.1)
 
 
 def test_displacement_standard_errors_are_clustered_by_class_against_statsmodels():

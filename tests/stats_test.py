@@ -163,3 +163,26 @@ def test_bad_input_is_one_line():
     stats.paired_table([0.5, 1], [1, 0])
   with pytest.raises(UserError, match="one cluster label"):
     stats.cluster_wald_interval([1, 0, 1], ["a", "b"])
+
+
+def test_clustered_mean_against_statsmodels_and_its_fallbacks():
+  from statsmodels.stats import sandwich_covariance  # pylint: disable=g-import-not-at-top
+  import statsmodels.api as sm  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(4)
+  clusters = np.repeat(np.arange(6), 3)
+  values = rng.normal(0, 1, 6)[clusters] + rng.normal(0, 0.2, 18)
+  got = stats.clustered_mean(values, clusters)
+  fit = sm.OLS(values, np.ones(18)).fit()
+  se = np.sqrt(sandwich_covariance.cov_cluster(fit, clusters)[0, 0])
+  np.testing.assert_allclose([got["mean"], got["se"]], [values.mean(), se], rtol=1e-9)
+  np.testing.assert_allclose([got["low"], got["high"]],
+                             [values.mean() - 1.959964 * se, values.mean() + 1.959964 * se],
+                             rtol=1e-5)
+  assert (got["interval"], got["n"], got["clusters"]) == ("cluster-robust", 18, 6)
+  one = stats.clustered_mean(values[:3], clusters[:3])      # one cluster: sd/sqrt(n)
+  sd = values[:3].std(ddof=1) / np.sqrt(3)
+  np.testing.assert_allclose([one["se"], one["high"] - one["mean"]], [sd, 1.959964 * sd],
+                             rtol=1e-5)
+  assert one["interval"] == "normal"
+  empty = stats.clustered_mean([], [])
+  assert np.isnan(empty["mean"]) and empty["n"] == 0

@@ -429,6 +429,14 @@ def test_displacement_against_an_independent_computation():
     np.testing.assert_allclose([r["dx_low"], r["dx_high"]],
                                [r["dx"] - 1.959964 * se, r["dx"] + 1.959964 * se], rtol=1e-4)
     assert r["interval"] == "cluster-robust" and r["dx"] > 0.04
+    # The mean distance moved, with its cluster-robust interval, the same way.
+    dist = np.hypot(d[:, 0], d[:, 1])
+    fit = sm.OLS(dist, np.ones(len(d))).fit()
+    se = np.sqrt(sandwich_covariance.cov_cluster(fit, d[:, 2].astype(int))[0, 0])
+    np.testing.assert_allclose(r["dist"], dist.mean(), atol=1e-12)
+    np.testing.assert_allclose([r["dist_low"], r["dist_high"]],
+                               [dist.mean() - 1.959964 * se, dist.mean() + 1.959964 * se],
+                               rtol=1e-4)
 
 
 def test_displacement_without_the_unshifted_member_is_a_one_line_error():

@@ -62,7 +62,8 @@ def confusion(records: Sequence[dict]) -> list[dict]:
 
 
 def displacement(records: Sequence[dict]) -> list[dict]:
-  """Rows {shift, alpha, n, classes, dx, dy, dx_se, dy_se, se}: mean centroid move from α = 0
+  """Rows {shift, alpha, n, classes, dx, dy, dist, dx_se, dy_se, dist_se, se}: mean centroid
+  move from α = 0 and mean distance moved (dist = mean |(dx, dy)|)
   (same shift kind's unshifted record of the same class and seed), in pixels; records without
   an object are left out. The seeds of one class share its scene, so the standard errors are
   cluster-robust by class (`stats.cluster_wald_interval`, CR1; issue #26 item 5) when the moves
@@ -80,13 +81,11 @@ def displacement(records: Sequence[dict]) -> list[dict]:
   rows = []
   for (shift, alpha), ds in sorted(moves.items()):
     ds, groups = np.asarray(ds), classes[(shift, alpha)]
-    if len(set(groups)) >= 2:
-      se = np.array([stats.cluster_wald_interval(ds[:, i], groups)[3] for i in (0, 1)])
-      kind = "cluster-robust by class"
-    else:
-      se = ds.std(0, ddof=1) / np.sqrt(len(ds)) if len(ds) > 1 else np.full(2, np.nan)
-      kind = "sd/sqrt(n)"
-    rows.append({"shift": shift, "alpha": alpha, "n": len(ds), "classes": len(set(groups)),
-                 "dx": float(ds[:, 0].mean()), "dy": float(ds[:, 1].mean()),
-                 "dx_se": float(se[0]), "dy_se": float(se[1]), "se": kind})
+    row = {"shift": shift, "alpha": alpha, "n": len(ds), "classes": len(set(groups))}
+    for name, values in (("dx", ds[:, 0]), ("dy", ds[:, 1]), ("dist", np.hypot(*ds.T))):
+      m = stats.clustered_mean(values, groups)
+      row |= {name: m["mean"], f"{name}_se": m["se"]}
+    row["se"] = ("cluster-robust by class" if m["interval"] == "cluster-robust"
+                 else "sd/sqrt(n)")
+    rows.append(row)
   return rows

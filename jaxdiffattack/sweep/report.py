@@ -176,15 +176,18 @@ def write_report(workdir) -> dict:
 
 
 DISPLACEMENT_FIELDS = ("setting", "shift", "alpha", "alpha_c", "alpha_s", "members", "n",
-                       "dx", "dx_low", "dx_high", "dy", "dy_low", "dy_high", "interval")
+                       "dx", "dx_low", "dx_high", "dy", "dy_low", "dy_high", "dist", "dist_low",
+                       "dist_high", "interval")
 
 
 def displacement(member_rows: list[dict]) -> list[dict]:
   """displacement.csv rows (arXiv 2312.11473 §5, objects moving under mean shifts): per setting,
   shift and α, the mean move (dx, dy) of the named object's centroid from the unshifted member
-  of the same setting, prompt and seed (fractions of the image side; x right, y down) with 95 %
-  intervals clustered by prompt (cluster-robust; normal with one prompt), over the n of
-  `members` pairs where the object was found both times."""
+  of the same setting, prompt and seed (fractions of the image side; x right, y down) and the
+  mean distance moved (`dist` = mean |(dx, dy)|: a shift that scatters objects in every direction
+  moves them while its mean move stays near 0), with 95 % intervals clustered by prompt
+  (`stats.clustered_mean`; normal with one prompt), over the n of `members` pairs where the
+  object was found both times."""
   key = lambda r: (r["setting"], r["prompt_index"], r["seed_index"])
   pos = lambda r: (float(r["object_cx"]), float(r["object_cy"]))
   base = {key(r): pos(r) for r in member_rows if r["shift"] == perturb.UNSHIFTED}
@@ -206,17 +209,11 @@ def displacement(member_rows: list[dict]) -> list[dict]:
            "alpha_c": alpha[0], "alpha_s": alpha[1], "members": len(moves), "n": len(found),
            "interval": ""}
     prompts = [p for p, _ in found]
-    for axis, name in enumerate(("dx", "dy")):
-      values = np.array([d[axis] for _, d in found])
-      if not len(values):
-        value = low = high = float("nan")
-      elif len(set(prompts)) < 2:
-        value, low, high = stats.mean_interval(values)
-        row["interval"] = "normal"
-      else:
-        value, low, high, _ = stats.cluster_wald_interval(values, prompts)
-        row["interval"] = "cluster-robust"
-      row |= {name: value, f"{name}_low": low, f"{name}_high": high}
+    d = np.array([d for _, d in found]).reshape(-1, 2)
+    for name, values in (("dx", d[:, 0]), ("dy", d[:, 1]), ("dist", np.hypot(d[:, 0], d[:, 1]))):
+      m = stats.clustered_mean(values, prompts)
+      row |= {name: m["mean"], f"{name}_low": m["low"], f"{name}_high": m["high"]}
+      row["interval"] = m["interval"] if len(values) else ""
     out.append(row)
   return out
 
@@ -228,13 +225,15 @@ def displacement_markdown(rows: list[dict]) -> str:
   lines = ["", "## Object displacement (arXiv 2312.11473 §5)", "",
            "Mean move of the named object's centroid (found by world 2's scene oracle) from the "
            "unshifted image of the same prompt and seed, in % of the image side (x right, y "
-           "down), 95 % CI clustered by prompt; n = pairs with the object found both times.", "",
-           "| setting | shift | α | n / members | dx [95 %] | dy [95 %] |",
-           "|---|---|---|---|---|---|"]
+           "down) and the mean distance moved (|move|), 95 % CI clustered by prompt; n = pairs "
+           "with the object found both times.", "",
+           "| setting | shift | α | n / members | dx [95 %] | dy [95 %] | |move| [95 %] |",
+           "|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['setting']} | {r['shift']} | {r['alpha']} | {r['n']} / {r['members']} "
                  f"| {f(r['dx'])} [{f(r['dx_low'])}, {f(r['dx_high'])}] | {f(r['dy'])} "
-                 f"[{f(r['dy_low'])}, {f(r['dy_high'])}] |")
+                 f"[{f(r['dy_low'])}, {f(r['dy_high'])}] | {f(r['dist'])} "
+                 f"[{f(r['dist_low'])}, {f(r['dist_high'])}] |")
   return "\n".join(lines) + "\n"
 
 
