@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiffattack import labels as labels_lib
+from jaxdiffattack import text
 from jaxdiffattack.world2 import scene
 
 TIMESTEPS = (999, 700, 400, 100)
@@ -67,11 +68,8 @@ def pair_distances(x: np.ndarray) -> np.ndarray:
 
 def text_states(sd, params, prompts) -> tuple[np.ndarray, np.ndarray]:
   """(states [P, 77, D], EOS positions [P]) of the generator's text encoder."""
-  tok = sd.tokenizer(list(prompts), padding="max_length", max_length=sd.tokenizer.model_max_length,
-                     truncation=True, return_tensors="np")
-  ids = np.asarray(tok.input_ids)
-  out = sd.text_encoder.apply({"params": params["text_encoder"]}, jnp.asarray(ids))
-  states = np.asarray(out.last_hidden_state, np.float64)
+  ids = text.tokenize(sd, prompts)
+  states = np.asarray(text.encode_ids(sd, params["text_encoder"], jnp.asarray(ids)), np.float64)
   eos = np.argmax(ids == sd.tokenizer.eos_token_id, axis=1)
   return states, eos
 
@@ -116,10 +114,11 @@ def separation(sd, params, *, num_latents: int = 2, timesteps=TIMESTEPS, seed: i
         c = cond_all[start:start + batch]
         preds.append(np.asarray(eps(jnp.broadcast_to(x, (len(c),) + shape), t, c)))
       e = np.concatenate(preds)
-      d = pair_distances(e[:-1])
+      full = pair_distances(e)          # [P + 1, P + 1]: the last row is the unconditional
+      d = full[:-1, :-1]
       hue_d.append(d[same_hue].mean())
       shape_d.append(d[same_shape].mean())
-      signal.append(np.mean(pair_distances(e)[-1, :-1]))
+      signal.append(np.mean(full[-1, :-1]))
     h, s = float(np.mean(hue_d)), float(np.mean(shape_d))
     out["eps"][str(t)] = {"dist_same_hue": _r(h), "dist_same_shape": _r(s),
                           "dist_to_uncond": _r(float(np.mean(signal))),
