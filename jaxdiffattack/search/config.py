@@ -187,6 +187,18 @@ def wide(c: ml_collections.ConfigDict, seeds_per_label: int = 2) -> ml_collectio
   return c
 
 
+def _equal_budget(c: ml_collections.ConfigDict) -> None:
+  """What every search-vs-random protocol shares: clean-passing targets only, the whole budget
+  used (no early stop), two failures kept per target, the first found latent tried with 5 other
+  prompts, no images."""
+  c.filter_clean = True
+  c.stop_after_failures = 0
+  c.archive_size = 2
+  c.transfer_per_target = 1
+  c.transfer_prompts = 5
+  c.save_images = False
+
+
 def protocol(c: ml_collections.ConfigDict, seeds_per_label: int = 4) -> ml_collections.ConfigDict:
   """The search-vs-random protocol (`search.protocol`, issue #14): every label × `seeds_per_label`
   seeds, searched only where the clean image passes every judge, each method (random, the
@@ -194,16 +206,11 @@ def protocol(c: ml_collections.ConfigDict, seeds_per_label: int = 4) -> ml_colle
   (every failing image counted), found latents tried with the other labels' prompts; writes
   docs/results/search_protocol.{md,json} (`export`)."""
   wide(c, seeds_per_label)
-  c.filter_clean = True
+  _equal_budget(c)
   c.methods = ("random", c.strategy.name, "adam")
-  c.stop_after_failures = 0
-  c.archive_size = 2
-  c.transfer_per_target = 1
-  c.transfer_prompts = 5
   c.population_size = 4
   c.num_generations = 4
   c.strategy.lr = 0.1   # not tuned: 4 Adam steps can move each coordinate ≈ 0.4 prior σ
-  c.save_images = False
   c.export = "docs/results/search_protocol"
   return c
 
@@ -228,20 +235,15 @@ def world2_protocol(c: ml_collections.ConfigDict, smoke: bool = False
   generations, 2 sampler steps, transfer to 1 caption (the tests)."""
   c.targets_file = WORLD2_CENSUS_TARGETS
   c.seeds_per_label = 1
-  c.filter_clean = True
+  _equal_budget(c)
   c.filter_clean_judges = ("world2_oracle",)
   c.methods = WORLD2_PROTOCOL_METHODS
   c.criterion.verdict = "top1_miss"          # reads the judge's failure flag: the oracle's
   c.criterion.judge = "world2_oracle"        # "violated" (a fact of the caption does not hold)
-  c.stop_after_failures = 0
-  c.archive_size = 2
-  c.transfer_per_target = 1
-  c.transfer_prompts = 5
   c.population_size = 16
   c.num_generations = 16
   c.strategy.lr = 0.05    # not tuned: 16 Adam steps can move each coordinate ≈ 0.8 prior σ
   c.yield_stats = True
-  c.save_images = False
   c.export = "docs/results/search_protocol_world2"
   c.command = ("python launch/search.py --config configs/latent_search.py:world2,protocol "
                "--config.targets_file={targets_file} --workdir {workdir}")
