@@ -22,6 +22,16 @@ _ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROVENANCE = {"command", "date_utc", "machine", "code_version", "workdir"}
 
 
+def _published(out, workdir) -> dict:
+  """A job's published results folder `out`: its provenance.json (every provenance field), each
+  listed file a byte copy of the workdir's."""
+  provenance = json.loads((out / "provenance.json").read_text())
+  assert PROVENANCE <= set(provenance)
+  for name in provenance["files"]:
+    assert (out / name).read_bytes() == (workdir / name).read_bytes(), name
+  return provenance
+
+
 def _config(name, arg):
   spec = importlib.util.spec_from_file_location(f"w2s_{name}", _ROOT / "configs" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
@@ -183,11 +193,8 @@ def test_sweep_study_smoke_writes_its_results_folder(world2_assets, tmp_path):
   config = _config("shift_sweep", "world2,study,smoke")
   sweep.run(config, str(tmp_path))
   out = tmp_path / "sweep_world2_smoke"
-  provenance = json.loads((out / "provenance.json").read_text())
-  assert PROVENANCE <= set(provenance)
+  provenance = _published(out, tmp_path)
   assert set(provenance["files"]) >= {"results.csv", "report.md", "paired.csv", "config.json"}
-  for name in provenance["files"]:
-    assert (out / name).read_bytes() == (tmp_path / name).read_bytes(), name
   with open(tmp_path / "members.csv", newline="") as f:
     members = list(csv.DictReader(f))
   with open(out / "results.csv", newline="") as f:
@@ -351,12 +358,9 @@ def test_analysis_study_smoke_writes_its_results_folder(world2_assets, tmp_path)
   config = _config("analysis", "world2,study,smoke")
   analysis.run(config, str(tmp_path))
   out = tmp_path / "analysis_world2_smoke"
-  provenance = json.loads((out / "provenance.json").read_text())
-  assert PROVENANCE <= set(provenance)
+  provenance = _published(out, tmp_path)
   for stage in config.analyses:
     assert f"{stage}.json" in provenance["files"], stage
-  for name in provenance["files"]:
-    assert (out / name).read_bytes() == (tmp_path / name).read_bytes(), name
   data = json.loads((out / "polysemy.json").read_text())
   records = data["records"]
   # 3 star cases (not the green star) + 5 ring cases + 1 orange case, 1 seed each.
